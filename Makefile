@@ -1,0 +1,129 @@
+# imgtools: libimg, imgtool, imgvm.  `make` builds; `make check` tests;
+# `make demo` runs the seed lab; `make deps` installs Debian packages.
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+CC ?= cc
+PREFIX ?= /usr/local
+DESTDIR ?=
+VERSION := 0.1.0
+
+ifeq ($(SANITIZE),1)
+B := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+B := build
+SANFLAGS :=
+endif
+
+PKGS_CFLAGS := $(shell pkg-config --cflags fuse3 libnbd 2>/dev/null)
+CFLAGS ?= -O2 -g
+WARN := -Wall -Wextra -Werror
+override CFLAGS += -std=gnu11 $(WARN) -fPIC -pthread -D_GNU_SOURCE \
+	-D_FILE_OFFSET_BITS=64 -DIMG_VERSION='"$(VERSION)"' -Ilibimg -I. \
+	$(PKGS_CFLAGS) $(SANFLAGS) -MMD -MP
+override LDFLAGS += -pthread $(SANFLAGS)
+LIBS := -lz -lcrypto -lssl -lfuse3
+
+LIB_SRCS := $(sort $(wildcard libimg/*.c formats/*/*.c))
+NBD_SRCS := $(sort $(wildcard nbd/*.c))
+FUSE_SRCS := $(sort $(wildcard fuse/*.c))
+TOOL_SRCS := $(sort $(wildcard tools/*.c))
+VMM_SRCS := $(sort $(wildcard vmm/*.c vmm/devices/*.c))
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+HELPER_SRCS := $(sort $(wildcard tests/helpers/*.c))
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+LIB_OBJS := $(call obj,$(LIB_SRCS))
+NBD_OBJS := $(call obj,$(NBD_SRCS))
+FUSE_OBJS := $(call obj,$(FUSE_SRCS))
+TOOL_OBJS := $(call obj,$(TOOL_SRCS))
+VMM_OBJS := $(call obj,$(VMM_SRCS))
+# everything but the two mains, for unit tests
+TOOL_MAIN := $(B)/obj/tools/imgtool.o
+VMM_MAIN := $(B)/obj/vmm/main.o
+LINKABLE := $(NBD_OBJS) $(FUSE_OBJS) $(filter-out $(TOOL_MAIN),$(TOOL_OBJS)) \
+	$(filter-out $(VMM_MAIN),$(VMM_OBJS))
+UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
+HELPER_BINS := $(patsubst tests/helpers/%.c,$(B)/tests/helpers/%,$(HELPER_SRCS))
+
+LIBA := $(B)/lib/libimg.a
+LIBSO := $(B)/lib/libimg.so
+WHOLE_LIBA := -Wl,--whole-archive $(LIBA) -Wl,--no-whole-archive
+
+BINS := $(B)/bin/imgtool $(if $(VMM_SRCS),$(B)/bin/imgvm)
+
+.PHONY: all deps check unit e2e vmm-e2e demo bench crashtest fuzz install format format-check clean
+all: $(LIBA) $(LIBSO) $(B)/lib/libimg.pc $(BINS)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIBA): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBSO): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libimg.so.0 $(LDFLAGS) -o $@ $^ -lz -lcrypto
+
+$(B)/lib/libimg.pc: Makefile
+	@mkdir -p $(dir $@)
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: libimg\nDescription: block-image library (raw, VDI, VHD, VMDK)\nVersion: %s\nLibs: -L$${libdir} -limg\nLibs.private: -lz -lcrypto -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' >$@
+
+$(B)/bin/imgtool: $(TOOL_OBJS) $(NBD_OBJS) $(FUSE_OBJS) $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJS) $(NBD_OBJS) $(FUSE_OBJS) $(WHOLE_LIBA) $(LIBS)
+
+$(B)/bin/imgvm: $(VMM_OBJS) $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(VMM_OBJS) $(WHOLE_LIBA) $(LIBS)
+
+$(B)/tests/%: tests/unit/%.c $(LINKABLE) $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LINKABLE) $(WHOLE_LIBA) $(LIBS) -lcriterion -lnbd
+
+$(B)/tests/helpers/%: tests/helpers/%.c $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(WHOLE_LIBA) $(LIBS) -lnbd
+
+deps:
+	@scripts/deps.sh
+
+# The whole suite: unit tests (Criterion), then end-to-end scripts.
+check: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit e2e
+
+unit: $(UNIT_BINS)
+	@scripts/run-unit.sh $(UNIT_BINS)
+
+e2e: all $(HELPER_BINS)
+	@B=$(B) scripts/run-e2e.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@B=$(B) scripts/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/libimg.so.0
+	ln -sf libimg.so.0 $(DESTDIR)$(PREFIX)/lib/libimg.so
+	install -m 644 libimg/img.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(B)/lib/libimg.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
+
+FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_SRCS)
+format-check:
+	@clang-format --dry-run --Werror $(FORMAT_SRCS)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

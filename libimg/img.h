@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libimg: one handle over any block image (raw, VDI, VHD, VMDK).
+ *
+ * Every function that can fail returns 0 (or a non-negative count) on
+ * success and a negative errno on failure.  After a failure on a handle,
+ * img_errmsg() gives one human-readable line naming the file and what is
+ * wrong.  Functions that have no handle yet (open, create, probe) write the
+ * line into a caller-supplied buffer.  The library never prints and never
+ * exits.
+ *
+ * Handles are safe to use from several threads at once.
+ */
+#ifndef LIBIMG_IMG_H
+#define LIBIMG_IMG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IMG_SECTOR_SIZE 512u
+#define IMG_ERRMSG_MAX 512
+
+struct img;
+
+/* ---- opening ---------------------------------------------------------- */
+
+enum img_open_flags {
+	IMG_OPEN_RDONLY = 0,
+	IMG_OPEN_RDWR = 1u << 0,
+	/* Experts only: do not take (or respect) the image lock. */
+	IMG_OPEN_NO_LOCK = 1u << 1,
+	/* Do not open the backing chain; unallocated regions read as zero. */
+	IMG_OPEN_NO_BACKING = 1u << 2,
+	/* Open despite a recoverable inconsistency that normally refuses the
+	 * open (bad VHD checksum, parent CID/UUID mismatch).  Such images
+	 * are opened read-only. */
+	IMG_OPEN_FORCE = 1u << 3,
+	/* Caller writes strictly ascending, non-overlapping ranges exactly
+	 * once (convert).  Required to write streamOptimized VMDK. */
+	IMG_OPEN_SEQUENTIAL = 1u << 4,
+	/* Bypass the host page cache where the file system allows it. */
+	IMG_OPEN_DIRECT = 1u << 5,
+	/* Open for check/repair: tolerate metadata inconsistencies that
+	 * check is meant to report (the driver still validates enough to
+	 * not read out of bounds). */
+	IMG_OPEN_CHECK = 1u << 6,
+};
+
+struct img_open_options {
+	const char *format;          /* NULL: probe the content */
+	unsigned flags;              /* enum img_open_flags */
+	const char *backing_path;    /* override the parent's location */
+	const char *backing_format;  /* NULL: probe */
+	const char *const *search_dirs; /* extra dirs to find parents in, NULL-terminated */
+};
+
+int img_open(struct img **out, const char *path,
+	     const struct img_open_options *opts, char *errbuf, size_t errlen);
+/* Flushes (when writable) and closes the whole chain; returns the flush
+ * error, if any.  The handle is freed in every case. */
+int img_close(struct img *img);
+
+/* Probe the format of a file by its content: writes the driver name
+ * ("raw" when nothing else matches) into fmt. */
+int img_probe(const char *path, char *fmt, size_t fmtlen, char *errbuf,
+	      size_t errlen);
+
+/* ---- creating --------------------------------------------------------- */
+
+struct img_create_options {
+	const char *format;          /* "raw", "vdi", "vhd"/"vpc", "vmdk" */
+	uint64_t size;               /* bytes; 0 with a backing file: the parent's */
+	const char *subformat;       /* NULL: the format's default */
+	uint32_t cluster_size;       /* block / grain size; 0: default */
+	const char *backing_file;    /* parent; relative to the new image's dir */
+	const char *backing_format;  /* NULL: probe */
+	/* Further "key=value,key=value" options (qemu-img -o syntax).
+	 * subformat=, cluster_size=/block_size=/grain_size= may appear here too. */
+	const char *options;
+	unsigned flags;              /* IMG_CREATE_* */
+};
+
+enum img_create_flags {
+	IMG_CREATE_EXCL = 1u << 0,   /* fail if the file exists */
+	/* Allocate all data now (fixed/flat subformats do this anyway). */
+	IMG_CREATE_PREALLOCATE = 1u << 1,
+};
+
+int img_create(const char *path, const struct img_create_options *opts,
+	       char *errbuf, size_t errlen);
+
+/* ---- data ------------------------------------------------------------- */
+
+/* Any byte offset and length; must lie within the virtual size. */
+int img_pread(struct img *img, void *buf, size_t len, uint64_t off);
+int img_pwrite(struct img *img, const void *buf, size_t len, uint64_t off);
+int img_preadv(struct img *img, const struct iovec *iov, int iovcnt,
+	       uint64_t off);
+int img_pwritev(struct img *img, const struct iovec *iov, int iovcnt,
+		uint64_t off);
+int img_flush(struct img *img);
+
+enum img_zero_flags {
+	/* The range may be deallocated (made a hole / unallocated) rather
+	 * than written, as long as it then reads as zero. */
+	IMG_ZERO_MAY_UNMAP = 1u << 0,
+};
+int img_write_zeroes(struct img *img, uint64_t off, uint64_t len,
+		     unsigned flags);
+/* Advisory: the range's contents become unspecified (but stay within what
+ * the image or its parent held, or zero).  Whole blocks are deallocated. */
+int img_discard(struct img *img, uint64_t off, uint64_t len);
+
+/* ---- allocation ------------------------------------------------------- */
+
+enum img_extent_flags {
+	IMG_EXTENT_DATA = 1u << 0,      /* backed by stored data */
+	IMG_EXTENT_ZERO = 1u << 1,      /* guaranteed to read as zeros */
+	/* Allocated in this layer (otherwise it falls through to a parent
+	 * or reads as zero when there is none). */
+	IMG_EXTENT_ALLOCATED = 1u << 2,
+};
+
+struct img_extent {
+	uint64_t start;       /* virtual offset */
+	uint64_t length;      /* bytes, > 0 */
+	unsigned flags;       /* enum img_extent_flags */
+	int depth;            /* 0: this image, 1: its parent, ...; -1: none */
+	int64_t file_offset;  /* host offset of the data when known, else -1 */
+};
+
+/* Describe the extent starting at off, at most len bytes long, resolving
+ * through the backing chain.  ext->length is never 0 for len > 0. */
+int img_block_status(struct img *img, uint64_t off, uint64_t len,
+		     struct img_extent *ext);
+/* The same for this layer only (no fall-through): depth 0 or -1. */
+int img_block_status_layer(struct img *img, uint64_t off, uint64_t len,
+			   struct img_extent *ext);
+
+/* ---- size --------------------------------------------------------------*/
+
+uint64_t img_size(const struct img *img);
+
+enum img_resize_flags {
+	IMG_RESIZE_SHRINK = 1u << 0,    /* allow the size to go down */
+};
+int img_resize(struct img *img, uint64_t new_size, unsigned flags);
+
+/* ---- description -------------------------------------------------------*/
+
+enum img_kv_type { IMG_KV_STRING, IMG_KV_INT, IMG_KV_BOOL };
+
+struct img_kv {
+	char key[48];
+	enum img_kv_type type;
+	char str[256];
+	int64_t num;                /* IMG_KV_INT and IMG_KV_BOOL */
+};
+
+#define IMG_INFO_MAX_KV 48
+#define IMG_INFO_MAX_FILES 64
+
+struct img_info {
+	char filename[4096];
+	char format[16];              /* driver name */
+	char subformat[32];           /* "dynamic", "monolithicSparse", ... */
+	uint64_t virtual_size;
+	uint64_t actual_size;         /* bytes allocated on the host, all files */
+	uint32_t cluster_size;        /* block/grain size, 0 if none */
+	bool dirty;                   /* unclean-shutdown flag set */
+	bool read_only;
+	char backing_filename[4096];  /* as recorded in the image */
+	char backing_full[4096];      /* resolved path of the opened parent */
+	char backing_format[16];
+	struct { uint32_t cylinders, heads, sectors; } geometry; /* 0s: none */
+	char uuid[40];                /* textual, "" if the format has none */
+	char parent_uuid[40];
+	/* Format-specific facts, in order (qemu-img's "format-specific"). */
+	int nkv;
+	struct img_kv kv[IMG_INFO_MAX_KV];
+	/* Every host file that makes up this layer (descriptor, extents). */
+	int nfiles;
+	char files[IMG_INFO_MAX_FILES][4096];
+};
+
+int img_get_info(struct img *img, struct img_info *info);
+const char *img_filename(const struct img *img);
+const char *img_format(const struct img *img);
+struct img *img_backing(const struct img *img);   /* NULL at the chain's end */
+bool img_is_writable(const struct img *img);
+/* Cluster/block/grain size of this layer, or 0 when it has none. */
+uint32_t img_cluster_size(const struct img *img);
+
+/* ---- checking --------------------------------------------------------- */
+
+enum img_check_fix {
+	IMG_CHECK_FIX_LEAKS = 1u << 0,
+	IMG_CHECK_FIX_ERRORS = 1u << 1,
+};
+
+#define IMG_CHECK_MAX_MESSAGES 64
+
+struct img_check_result {
+	uint64_t corruptions;
+	uint64_t leaks;
+	uint64_t check_errors;          /* could not check something */
+	uint64_t corruptions_fixed;
+	uint64_t leaks_fixed;
+	uint64_t allocated_clusters;
+	uint64_t total_clusters;
+	uint64_t fragmented_clusters;
+	uint64_t image_end_offset;
+	int nmessages;                  /* first messages, one line each */
+	char messages[IMG_CHECK_MAX_MESSAGES][256];
+};
+
+/* Opens nothing itself: the handle must be opened (IMG_OPEN_CHECK, and
+ * IMG_OPEN_RDWR when fix != 0).  Returns 0 when the check ran (whatever it
+ * found) or -ENOTSUP when the format has no checks. */
+int img_check(struct img *img, struct img_check_result *res, unsigned fix);
+
+/* ---- chains ----------------------------------------------------------- */
+
+/* Rewrite this image's parent reference (rebase -u, snapshot).  parent may
+ * be NULL to make the image standalone.  The parent must already be open;
+ * its identity (UUID, CID, timestamp) is recorded in the child. */
+int img_set_backing(struct img *img, const char *backing_file,
+		    const char *backing_format, struct img *parent);
+
+/* ---- formats and sizes -------------------------------------------------*/
+
+/* NULL-terminated list of driver names. */
+const char *const *img_formats(void);
+/* Canonical driver name for a name or alias ("vpc" -> "vhd"), or NULL. */
+const char *img_format_canonical(const char *name);
+/* Create options a format accepts, NULL-terminated (for --help). */
+const char *const *img_format_create_options(const char *format);
+/* "1G", "512M", "100K", "2048" (bytes), "1.5G", "20s" (sectors)
+ * -> bytes.  -EINVAL on garbage, -ERANGE on overflow. */
+int img_parse_size(const char *text, uint64_t *out);
+/* Human form: "1 GiB", "300 MiB 1.5 KiB"... into buf. */
+const char *img_format_size(uint64_t bytes, char *buf, size_t len);
+
+const char *img_version(void);
+
+/* ---- test hooks --------------------------------------------------------*/
+
+/* Called before every host write, pwrite, fsync, ftruncate and fallocate
+ * libimg issues.  Returning a negative errno fails that call (fault
+ * injection); the hook may also kill the process (crash tests).
+ * Only tests set it; NULL disables. */
+enum img_io_op { IMG_IO_WRITE, IMG_IO_SYNC, IMG_IO_TRUNCATE, IMG_IO_ALLOCATE };
+typedef int (*img_io_hook_fn)(enum img_io_op op, int fd, uint64_t off,
+			      uint64_t len, void *opaque);
+void img_set_io_hook(img_io_hook_fn fn, void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
