@@ -91,7 +91,7 @@ static int imgfs_lookup(struct imgfs *fs, const char *path,
 	int number, n = 0;
 
 	if (!strcmp(path, "/disk")) {
-		*out = (struct imgfs_file){0, fs->disk_size, true};
+		*out = (struct imgfs_file){ 0, fs->disk_size, true };
 		return 0;
 	}
 	if (sscanf(path, "/part%d%n", &number, &n) != 1 || path[n] ||
@@ -102,7 +102,8 @@ static int imgfs_lookup(struct imgfs *fs, const char *path,
 	for (int i = 0; i < fs->table.count; i++) {
 		const struct partition *p = &fs->table.parts[i];
 		if (p->number == number) {
-			*out = (struct imgfs_file){p->start, p->length, false};
+			*out = (struct imgfs_file){ p->start, p->length,
+						    false };
 			pthread_rwlock_unlock(&fs->table_lock);
 			return 0;
 		}
@@ -420,7 +421,7 @@ int imgfs_new(struct imgfs **out, struct img *img, bool read_only, char *errbuf,
 	r = imgfs_rescan(fs);
 	if (r < 0) {
 		snprintf(errbuf, errlen, "reading the partition table: %s",
-			 strerror(-r));
+			 img_errmsg(img));
 		pthread_rwlock_destroy(&fs->table_lock);
 		free(fs);
 		return r;
@@ -433,7 +434,7 @@ int imgfs_mount(struct imgfs *fs, const char *mountpoint, const char *fsname,
 		char *errbuf, size_t errlen)
 {
 	char opt[4200];
-	char *argv[] = {"imgtool", "-o", opt, NULL};
+	char *argv[] = { "imgtool", "-o", opt, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 
 	/* Commas would split the option string; they are rare in paths. */

@@ -53,9 +53,9 @@ struct gpt_entry {
 } __attribute__((packed));
 _Static_assert(sizeof(struct gpt_entry) == 128, "GPT entry");
 
-#define MBR_ENTRIES_OFFSET	446
+#define MBR_ENTRIES_OFFSET 446
 #define MBR_TYPE_GPT_PROTECTIVE 0xee
-#define MBR_MAX_LOGICAL		64
+#define MBR_MAX_LOGICAL 64
 /* A GPT entry array larger than this is not one we believe. */
 #define GPT_ENTRIES_MAX_BYTES (1u << 20)
 
@@ -90,10 +90,10 @@ static void partition_add(struct partition_table *t, uint64_t disk_size,
 	length = sectors > (disk_size - start) / PARTITION_SECTOR
 			 ? disk_size - start
 			 : sectors * PARTITION_SECTOR;
-	t->parts[t->count++] = (struct partition){.number = number,
-						  .start = start,
-						  .length = length,
-						  .mbr_type = type};
+	t->parts[t->count++] = (struct partition){ .number = number,
+						   .start = start,
+						   .length = length,
+						   .mbr_type = type };
 }
 
 static int mbr_scan_logical(partition_read_fn read, void *opaque,

@@ -6,6 +6,7 @@
  */
 #include "fuse/imgfs.h"
 #include "img.h"
+#include "tools/common.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -102,11 +103,11 @@ static void mount_report(int status_fd, char status)
 int cmd_mount(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"foreground", no_argument, NULL, 'f'},
-		{"read-only", no_argument, NULL, 'r'},
-		{"format", required_argument, NULL, 'F'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "format", required_argument, NULL, 'F' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	bool read_only = false, foreground = false;
 	const char *format = NULL;
@@ -185,14 +186,8 @@ int cmd_mount(int argc, char **argv)
 	ret = imgfs_run(fs) < 0 ? 1 : 0;
 out:
 	imgfs_free(fs);
-	if (img) {
-		r = img_close(img);
-		if (r < 0) {
-			fprintf(stderr, "imgtool mount: closing %s: %s\n", file,
-				strerror(-r));
-			ret = 1;
-		}
-	}
+	if (img && tool_close(img) < 0)
+		ret = 1;
 	if (status_fd >= 0)
 		mount_report(status_fd, 1);
 	free(file);

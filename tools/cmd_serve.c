@@ -6,6 +6,7 @@
  */
 #include "img.h"
 #include "nbd/nbd_server.h"
+#include "tools/common.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -87,21 +88,21 @@ static int serve_parse_args(int argc, char **argv, struct serve_args *a)
 		OPT_THREADS
 	};
 	static const struct option longopts[] = {
-		{"port", required_argument, NULL, 'p'},
-		{"bind", required_argument, NULL, 'b'},
-		{"socket", required_argument, NULL, 'k'},
-		{"read-only", no_argument, NULL, 'r'},
-		{"export-name", required_argument, NULL, 'x'},
-		{"shared", required_argument, NULL, 'e'},
-		{"format", required_argument, NULL, 'f'},
-		{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-		{"tls-key", required_argument, NULL, OPT_TLS_KEY},
-		{"pidfile", required_argument, NULL, OPT_PIDFILE},
-		{"daemon", no_argument, NULL, OPT_DAEMON},
-		{"threads", required_argument, NULL, OPT_THREADS},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+		{ "port", required_argument, NULL, 'p' },
+		{ "bind", required_argument, NULL, 'b' },
+		{ "socket", required_argument, NULL, 'k' },
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "export-name", required_argument, NULL, 'x' },
+		{ "shared", required_argument, NULL, 'e' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
+		{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+		{ "daemon", no_argument, NULL, OPT_DAEMON },
+		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
@@ -269,10 +270,10 @@ static void serve_detach(int status_fd)
 
 int cmd_serve(int argc, char **argv)
 {
-	struct serve_args a = {0};
-	struct img *imgs[SERVE_MAX_EXPORTS] = {0};
+	struct serve_args a = { 0 };
+	struct img *imgs[SERVE_MAX_EXPORTS] = { 0 };
 	struct nbd_server *srv = NULL;
-	struct sigaction sa = {0};
+	struct sigaction sa = { 0 };
 	char errbuf[IMG_ERRMSG_MAX];
 	int nimgs = 0, status_fd = -1, port = 0, ret = 1, r;
 	bool tcp;
@@ -373,14 +374,9 @@ int cmd_serve(int argc, char **argv)
 out:
 	nbd_server_free(srv);
 	serve_running = NULL;
-	for (int i = 0; i < nimgs; i++) {
-		r = img_close(imgs[i]);
-		if (r < 0) {
-			fprintf(stderr, "imgtool serve: closing %s: %s\n",
-				argv[optind + i], strerror(-r));
+	for (int i = 0; i < nimgs; i++)
+		if (tool_close(imgs[i]) < 0)
 			ret = 1;
-		}
-	}
 	if (a.pidfile && ret == 0)
 		unlink(a.pidfile);
 	if (status_fd >= 0) {

@@ -81,7 +81,7 @@ int cmd_umount(int argc, char **argv)
 		return 1; /* fusermount3 said why */
 
 	if (pid > 0) {
-		struct timespec pause = {0, 20 * 1000 * 1000};
+		struct timespec pause = { 0, 20 * 1000 * 1000 };
 		for (int i = 0; i < UMOUNT_WAIT_SECONDS * 50; i++) {
 			if (!umount_process_alive(pid))
 				return 0;
