@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #define PARTITION_SECTOR 512u
-#define PARTITION_MAX	 128
+#define PARTITION_MAX 128
 
 enum partition_scheme { PARTITION_NONE, PARTITION_MBR, PARTITION_GPT };
 

@@ -15,9 +15,9 @@
 
 /* Option payloads we read at all; bigger ones get NBD_REP_ERR_TOO_BIG
  * after being skipped, and absurd ones drop the client. */
-#define NBD_OPTION_MAX	    65536u
+#define NBD_OPTION_MAX 65536u
 #define NBD_OPTION_SKIP_MAX (1u << 20)
-#define NBD_NAME_MAX	    4096u
+#define NBD_NAME_MAX 4096u
 
 static int nbd_opt_reply(struct nbd_conn *c, uint32_t option, uint32_t type,
 			 const void *data, uint32_t len)
@@ -28,7 +28,7 @@ static int nbd_opt_reply(struct nbd_conn *c, uint32_t option, uint32_t type,
 		.type = IMG_BE32(type),
 		.length = IMG_BE32(len),
 	};
-	struct iovec iov[2] = {{&rep, sizeof(rep)}, {(void *)data, len}};
+	struct iovec iov[2] = { { &rep, sizeof(rep) }, { (void *)data, len } };
 
 	return nbd_conn_writev(c, iov, len ? 2 : 1);
 }
@@ -285,7 +285,7 @@ static int nbd_opt_export_name(struct nbd_conn *c, const uint8_t *data,
 		uint64_t size;
 		uint16_t flags;
 		uint8_t zeroes[124];
-	} __attribute__((packed)) rep = {0};
+	} __attribute__((packed)) rep = { 0 };
 	struct nbd_export *e;
 	int r;
 

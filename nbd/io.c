@@ -107,8 +107,8 @@ int nbd_conn_writev(struct nbd_conn *c, const struct iovec *iov, int iovcnt)
 	struct iovec *cur = v;
 	int left = iovcnt;
 	while (left > 0) {
-		struct msghdr msg = {.msg_iov = cur,
-				     .msg_iovlen = (size_t)left};
+		struct msghdr msg = { .msg_iov = cur,
+				      .msg_iovlen = (size_t)left };
 		ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -133,7 +133,7 @@ int nbd_conn_writev(struct nbd_conn *c, const struct iovec *iov, int iovcnt)
 
 int nbd_conn_write(struct nbd_conn *c, const void *buf, size_t len)
 {
-	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 
 	return nbd_conn_writev(c, &iov, 1);
 }

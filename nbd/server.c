@@ -139,9 +139,9 @@ static int nbd_listen_fd(struct nbd_server *srv, int fd, char *errbuf,
 int nbd_server_listen_tcp(struct nbd_server *srv, const char *addr,
 			  const char *port, char *errbuf, size_t errlen)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC,
-				 .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
 	struct addrinfo *res = NULL, *ai;
 	int r, n = 0, one = 1;
 
@@ -186,7 +186,7 @@ int nbd_server_listen_tcp(struct nbd_server *srv, const char *addr,
 int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
 			   char *errbuf, size_t errlen)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat st;
 	int fd, r;
 
@@ -360,9 +360,9 @@ int nbd_server_run(struct nbd_server *srv)
 	int n = srv->nlisten;
 
 	for (int i = 0; i < n; i++)
-		pfd[i] = (struct pollfd){.fd = srv->listen_fds[i],
-					 .events = POLLIN};
-	pfd[n] = (struct pollfd){.fd = srv->stop_pipe[0], .events = POLLIN};
+		pfd[i] = (struct pollfd){ .fd = srv->listen_fds[i],
+					  .events = POLLIN };
+	pfd[n] = (struct pollfd){ .fd = srv->stop_pipe[0], .events = POLLIN };
 	for (;;) {
 		if (poll(pfd, (nfds_t)n + 1, -1) < 0) {
 			if (errno == EINTR)

@@ -22,12 +22,12 @@
 #include <sys/time.h>
 
 #define NBD_DEFAULT_WORKERS 4
-#define NBD_MAX_WORKERS	    64
+#define NBD_MAX_WORKERS 64
 /* Requests read ahead of the workers, by count and by payload bytes. */
 #define NBD_QUEUE_MAX_REQUESTS 128
-#define NBD_QUEUE_MAX_BYTES    (256ull << 20)
+#define NBD_QUEUE_MAX_BYTES (256ull << 20)
 /* Chunks in one structured READ reply, descriptors in one BLOCK_STATUS. */
-#define NBD_READ_MAX_CHUNKS	   64
+#define NBD_READ_MAX_CHUNKS 64
 #define NBD_STATUS_MAX_DESCRIPTORS 1024
 /* A client that stops reading replies is dropped after this long. */
 #define NBD_SEND_TIMEOUT_SECONDS 120
@@ -108,7 +108,7 @@ static void nbd_reply_simple(struct nbd_conn *c, uint64_t cookie, int err)
 		.error = IMG_BE32(err ? nbd_errno_to_wire(err) : 0),
 		.cookie = cookie, /* opaque: echoed as received */
 	};
-	struct iovec iov = {&rep, sizeof(rep)};
+	struct iovec iov = { &rep, sizeof(rep) };
 
 	nbd_send(c, &iov, 1);
 }
@@ -126,7 +126,7 @@ static void nbd_chunk_header(struct nbd_chunk_header *h, uint64_t cookie,
 static void nbd_reply_error_chunk(struct nbd_conn *c, uint64_t cookie, int err)
 {
 	struct nbd_chunk_error ch;
-	struct iovec iov = {&ch, sizeof(ch)};
+	struct iovec iov = { &ch, sizeof(ch) };
 
 	nbd_chunk_header(&ch.h, cookie, NBD_REPLY_FLAG_DONE,
 			 NBD_REPLY_TYPE_ERROR, 6);
@@ -153,7 +153,7 @@ static void nbd_do_read_simple(struct nbd_conn *c, const struct nbd_work *w,
 		.magic = IMG_BE32(NBD_SIMPLE_REPLY_MAGIC),
 		.cookie = w->cookie,
 	};
-	struct iovec iov[2] = {{&rep, sizeof(rep)}, {buf, w->length}};
+	struct iovec iov[2] = { { &rep, sizeof(rep) }, { buf, w->length } };
 	int r = img_pread(c->export->img, buf, w->length, w->offset);
 
 	if (r < 0) {
@@ -219,8 +219,8 @@ static void nbd_do_read_structured(struct nbd_conn *c, const struct nbd_work *w,
 	int n, niov = 0, r;
 
 	if (w->flags & NBD_CMD_FLAG_DF) {
-		chunks[0] = (struct nbd_read_chunk){.offset = w->offset,
-						    .length = w->length};
+		chunks[0] = (struct nbd_read_chunk){ .offset = w->offset,
+						     .length = w->length };
 		n = 1;
 	} else {
 		n = nbd_read_plan(img, w->offset, w->length, chunks,
@@ -238,8 +238,8 @@ static void nbd_do_read_structured(struct nbd_conn *c, const struct nbd_work *w,
 					 NBD_REPLY_TYPE_OFFSET_HOLE, 12);
 			ch->h.hole.offset = IMG_BE64(ch->offset);
 			ch->h.hole.hole_size = IMG_BE32(ch->length);
-			iov[niov++] =
-				(struct iovec){&ch->h.hole, sizeof(ch->h.hole)};
+			iov[niov++] = (struct iovec){ &ch->h.hole,
+						      sizeof(ch->h.hole) };
 			continue;
 		}
 		r = img_pread(img, data, ch->length, ch->offset);
@@ -250,8 +250,8 @@ static void nbd_do_read_structured(struct nbd_conn *c, const struct nbd_work *w,
 		nbd_chunk_header(&ch->h.data.h, w->cookie, flags,
 				 NBD_REPLY_TYPE_OFFSET_DATA, 8 + ch->length);
 		ch->h.data.offset = IMG_BE64(ch->offset);
-		iov[niov++] = (struct iovec){&ch->h.data, sizeof(ch->h.data)};
-		iov[niov++] = (struct iovec){data, ch->length};
+		iov[niov++] = (struct iovec){ &ch->h.data, sizeof(ch->h.data) };
+		iov[niov++] = (struct iovec){ data, ch->length };
 	}
 	nbd_send(c, iov, niov);
 }
@@ -335,9 +335,9 @@ static void nbd_do_block_status(struct nbd_conn *c, const struct nbd_work *w)
 	nbd_chunk_header(&h, w->cookie, NBD_REPLY_FLAG_DONE,
 			 NBD_REPLY_TYPE_BLOCK_STATUS,
 			 4 + (uint32_t)(sizeof(*desc) * (size_t)n));
-	struct iovec iov[3] = {{&h, sizeof(h)},
-			       {&context_id, 4},
-			       {desc, sizeof(*desc) * (size_t)n}};
+	struct iovec iov[3] = { { &h, sizeof(h) },
+				{ &context_id, 4 },
+				{ desc, sizeof(*desc) * (size_t)n } };
 	nbd_send(c, iov, 3);
 	free(desc);
 }
@@ -555,10 +555,10 @@ static unsigned nbd_worker_count(const struct nbd_conn *c)
 
 void nbd_transmission(struct nbd_conn *c)
 {
-	struct timeval tv = {.tv_sec = NBD_SEND_TIMEOUT_SECONDS};
+	struct timeval tv = { .tv_sec = NBD_SEND_TIMEOUT_SECONDS };
 	pthread_t workers[NBD_MAX_WORKERS];
 	unsigned nworkers = nbd_worker_count(c), started = 0;
-	struct nbd_queue q = {.conn = c};
+	struct nbd_queue q = { .conn = c };
 	struct nbd_work *w;
 
 	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));

@@ -9,7 +9,7 @@
 #include <zlib.h>
 
 #define DISK_SIZE (64ull << 20)
-#define SECTOR	  512u
+#define SECTOR 512u
 
 static uint8_t *disk;
 

@@ -58,16 +58,16 @@ static void start_server(const char *tls_cert, const char *tls_key,
 		.format = "raw",
 		.flags = read_only ? IMG_OPEN_RDONLY : IMG_OPEN_RDWR,
 	};
-	struct nbd_server_options so = {.tls_cert = tls_cert,
-					.tls_key = tls_key};
+	struct nbd_server_options so = { .tls_cert = tls_cert,
+					 .tls_key = tls_key };
 	char err[512];
 
 	cr_assert_eq(img_open(&img, disk_path, &oo, err, sizeof(err)), 0, "%s",
 		     err);
 	cr_assert_eq(nbd_server_new(&srv, &so, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(
-		nbd_server_add_export(srv, "disk", "test disk", img, read_only),
-		0);
+	cr_assert_eq(nbd_server_add_export(srv, "disk", "test disk", img,
+					   read_only),
+		     0);
 	cr_assert_eq(nbd_server_add_export(srv, "copy", NULL, img, true), 0);
 	cr_assert_eq(nbd_server_add_export(srv, "disk", NULL, img, true),
 		     -EEXIST);
@@ -177,8 +177,8 @@ Test(nbd, list_exports)
 
 	nbd_set_opt_mode(h, true);
 	cr_assert_eq(nbd_connect_unix(h, sock_path), 0);
-	cr_assert_eq(nbd_opt_list(h, (nbd_list_callback){.callback = list_cb,
-							 .user_data = names}),
+	cr_assert_eq(nbd_opt_list(h, (nbd_list_callback){ .callback = list_cb,
+							  .user_data = names }),
 		     2);
 	cr_assert_str_eq(names, "disk;copy;");
 	nbd_opt_abort(h);
@@ -237,13 +237,13 @@ Test(nbd, structured_read_sends_holes)
 	struct nbd_handle *h = client("disk");
 	uint32_t len = 4u << 20;
 	uint8_t *buf = malloc(len);
-	struct chunks c = {0};
+	struct chunks c = { 0 };
 
 	memset(buf, 0xff, len);
 	cr_assert_eq(
 		nbd_pread_structured(h, buf, len, 0,
-				     (nbd_chunk_callback){.callback = chunk_cb,
-							  .user_data = &c},
+				     (nbd_chunk_callback){ .callback = chunk_cb,
+							   .user_data = &c },
 				     0),
 		0);
 	cr_assert_eq(c.data, 1);
@@ -254,11 +254,11 @@ Test(nbd, structured_read_sends_holes)
 		cr_assert_eq(buf[i], 0);
 
 	/* DF: one data chunk */
-	c = (struct chunks){0};
+	c = (struct chunks){ 0 };
 	cr_assert_eq(
 		nbd_pread_structured(h, buf, len, 0,
-				     (nbd_chunk_callback){.callback = chunk_cb,
-							  .user_data = &c},
+				     (nbd_chunk_callback){ .callback = chunk_cb,
+							   .user_data = &c },
 				     LIBNBD_CMD_FLAG_DF),
 		0);
 	cr_assert_eq(c.data, 1);
@@ -288,12 +288,12 @@ static int extent_cb(void *opaque, const char *ctx, uint64_t offset,
 Test(nbd, block_status_reports_data_and_holes)
 {
 	struct nbd_handle *h = client("disk");
-	struct extents x = {0};
+	struct extents x = { 0 };
 
 	cr_assert_eq(
 		nbd_block_status(h, DISK_SIZE, 0,
-				 (nbd_extent_callback){.callback = extent_cb,
-						       .user_data = &x},
+				 (nbd_extent_callback){ .callback = extent_cb,
+							.user_data = &x },
 				 0),
 		0);
 	cr_assert_eq(x.n, 4);
@@ -305,8 +305,8 @@ Test(nbd, block_status_reports_data_and_holes)
 	x.n = 0;
 	cr_assert_eq(
 		nbd_block_status(h, DISK_SIZE, 0,
-				 (nbd_extent_callback){.callback = extent_cb,
-						       .user_data = &x},
+				 (nbd_extent_callback){ .callback = extent_cb,
+							.user_data = &x },
 				 LIBNBD_CMD_FLAG_REQ_ONE),
 		0);
 	cr_assert_eq(x.n, 2);
@@ -354,7 +354,7 @@ Test(nbd, out_of_range_and_oversized_get_errors)
 Test(nbd, read_only_export_refuses_writes)
 {
 	struct nbd_handle *h = client("copy");
-	uint8_t buf[512] = {1};
+	uint8_t buf[512] = { 1 };
 
 	cr_assert_eq(nbd_set_strict_mode(h, 0), 0);
 	cr_assert_eq(nbd_pwrite(h, buf, sizeof(buf), 0, 0), -1);
@@ -398,9 +398,9 @@ Test(nbd, many_requests_in_flight_out_of_order)
 
 static int raw_connect(void)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	struct timeval tv = {.tv_sec = 10};
+	struct timeval tv = { .tv_sec = 10 };
 
 	strcpy(sun.sun_path, sock_path);
 	cr_assert_eq(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
@@ -445,9 +445,9 @@ static void raw_greeting(int fd)
 
 static void raw_option(int fd, uint32_t option, const void *data, uint32_t len)
 {
-	struct nbd_option_header h = {.magic = htobe64(NBD_IHAVEOPT),
-				      .option = htobe32(option),
-				      .length = htobe32(len)};
+	struct nbd_option_header h = { .magic = htobe64(NBD_IHAVEOPT),
+				       .option = htobe32(option),
+				       .length = htobe32(len) };
 	raw_write(fd, &h, sizeof(h));
 	if (len)
 		raw_write(fd, data, len);
@@ -482,11 +482,11 @@ static int raw_transmission(void)
 
 static void raw_request(int fd, uint16_t type, uint64_t offset, uint32_t length)
 {
-	struct nbd_request rq = {.magic = htobe32(NBD_REQUEST_MAGIC),
-				 .type = htobe16(type),
-				 .cookie = 0x1122334455667788ull,
-				 .offset = htobe64(offset),
-				 .length = htobe32(length)};
+	struct nbd_request rq = { .magic = htobe32(NBD_REQUEST_MAGIC),
+				  .type = htobe16(type),
+				  .cookie = 0x1122334455667788ull,
+				  .offset = htobe64(offset),
+				  .length = htobe32(length) };
 	raw_write(fd, &rq, sizeof(rq));
 }
 
@@ -504,7 +504,7 @@ Test(nbd, hostile_bad_option_magic_dropped)
 {
 	struct nbd_handle *good = client("disk");
 	int fd = raw_connect();
-	uint64_t junk[2] = {0x1234, 0x5678};
+	uint64_t junk[2] = { 0x1234, 0x5678 };
 	uint8_t buf[512];
 
 	raw_greeting(fd);
@@ -531,7 +531,7 @@ Test(nbd, hostile_unknown_client_flags_dropped)
 Test(nbd, hostile_unknown_and_malformed_options_answered)
 {
 	int fd = raw_connect();
-	uint8_t bad_go[8] = {0, 0, 0x10, 0, 0, 0, 0, 0}; /* name len 4096 */
+	uint8_t bad_go[8] = { 0, 0, 0x10, 0, 0, 0, 0, 0 }; /* name len 4096 */
 	uint8_t *huge = calloc(1, 70000);
 
 	raw_greeting(fd);
@@ -557,7 +557,7 @@ Test(nbd, hostile_unknown_and_malformed_options_answered)
 Test(nbd, hostile_requests_get_errors_or_drop)
 {
 	int fd = raw_transmission();
-	struct nbd_request bad = {.magic = htobe32(0xdeadbeef)};
+	struct nbd_request bad = { .magic = htobe32(0xdeadbeef) };
 
 	raw_request(fd, NBD_CMD_READ, DISK_SIZE - 1, 2);
 	cr_assert_eq(raw_simple_reply(fd), NBD_EINVAL);
@@ -570,7 +570,7 @@ Test(nbd, hostile_requests_get_errors_or_drop)
 	cr_assert_eq(raw_simple_reply(fd), NBD_EINVAL);
 	/* an out-of-range write's payload is consumed, then refused */
 	raw_request(fd, NBD_CMD_WRITE, DISK_SIZE - 10, 100);
-	raw_write(fd, (uint8_t[100]){0}, 100);
+	raw_write(fd, (uint8_t[100]){ 0 }, 100);
 	cr_assert_eq(raw_simple_reply(fd), NBD_EINVAL);
 	raw_request(fd, NBD_CMD_FLUSH, 0, 0);
 	cr_assert_eq(raw_simple_reply(fd), 0);
@@ -611,7 +611,7 @@ Test(nbd, disconnect_mid_write_loses_nothing_acknowledged)
 Test(nbd, max_clients_refuses_extra)
 {
 	struct nbd_server *limited;
-	struct nbd_server_options so = {.max_clients = 1};
+	struct nbd_server_options so = { .max_clients = 1 };
 	char err[256], path[160];
 	pthread_t t;
 
