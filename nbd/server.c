@@ -240,6 +240,8 @@ static void *nbd_conn_main(void *arg)
 	if (nbd_handshake(c) == 1)
 		nbd_transmission(c);
 	nbd_tls_close(c);
+	/* After the count drops, srv may be freed: log first. */
+	nbd_log(srv, "client %s disconnected", c->peer);
 
 	pthread_mutex_lock(&srv->lock);
 	if (c->prev)
@@ -253,7 +255,6 @@ static void *nbd_conn_main(void *arg)
 		pthread_cond_broadcast(&srv->idle);
 	pthread_mutex_unlock(&srv->lock);
 
-	nbd_log(srv, "client %s disconnected", c->peer);
 	pthread_mutex_destroy(&c->send_lock);
 	free(c);
 	return NULL;
@@ -311,6 +312,7 @@ int nbd_server_serve_fd(struct nbd_server *srv, int fd)
 	 * for more bytes (Nagle) before sending. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	nbd_peer_name(fd, c->peer, sizeof(c->peer));
+	nbd_log(srv, "client %s connected", c->peer);
 
 	pthread_mutex_lock(&srv->lock);
 	c->next = srv->clients;
@@ -337,7 +339,6 @@ int nbd_server_serve_fd(struct nbd_server *srv, int fd)
 		free(c);
 		return -r;
 	}
-	nbd_log(srv, "client %s connected", c->peer);
 	return 0;
 }
 
