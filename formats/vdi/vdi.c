@@ -241,8 +241,8 @@ static int vdi_create_type(const struct img_create_args *a,
 			   enum vdi_image_type *type, char *errbuf,
 			   size_t errlen)
 {
-	const char *sub =
-		a->subformat ? a->subformat : img_create_arg(a, "subformat");
+	const char *sub = a->subformat ? a->subformat
+				       : img_create_arg(a, "subformat");
 	const char *stat = img_create_arg(a, "static");
 
 	*type = VDI_TYPE_NORMAL;
@@ -297,7 +297,7 @@ static const struct vdi_state *vdi_parent_state(struct img *parent)
 static int vdi_create(const struct img_create_args *a, char *errbuf,
 		      size_t errlen)
 {
-	struct img_file f = {.fd = -1};
+	struct img_file f = { .fd = -1 };
 	const struct vdi_state *parent = NULL;
 	struct vdi_header h;
 	struct vdi_header_disk d;
@@ -345,7 +345,7 @@ static int vdi_create(const struct img_create_args *a, char *errbuf,
 		goto out;
 	{
 		/* vdi_bmap_write wants a state only for its file */
-		struct vdi_state tmp = {.file = f};
+		struct vdi_state tmp = { .file = f };
 
 		vdi_header_encode(&d, &h);
 		ret = img_file_pwrite(&f, &d, sizeof(d), 0);
@@ -605,7 +605,7 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 			      const struct iovec *part, int n, size_t chunk)
 {
 	const struct vdi_header *h = &s->header;
-	uint32_t bs = h->block_size, slot, old = s->bmap[block];
+	uint32_t bs = h->block_size, slot = 0, old = s->bmap[block];
 	uint64_t block_start = (uint64_t)block * bs;
 	int ret;
 
@@ -908,9 +908,10 @@ static int vdi_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 							"out of memory");
 					zero_part.iov_base = zeros;
 					zero_part.iov_len = chunk;
-					ret = vdi_block_allocate(
-						img, s, block, in_block,
-						&zero_part, 1, chunk);
+					ret = vdi_block_allocate(img, s, block,
+								 in_block,
+								 &zero_part, 1,
+								 chunk);
 					free(zeros);
 				}
 			}
@@ -1315,7 +1316,6 @@ static int vdi_get_info(struct img *img, struct img_info *info)
 	vdi_kv_int(info, "data-offset", h->offset_data);
 	if (h->block_extra)
 		vdi_kv_int(info, "block-extra", h->block_extra);
-	vdi_kv_str(info, "uuid", info->uuid);
 	vdi_uuid_to_text(h->uuid_modify, uuid);
 	vdi_kv_str(info, "modification-uuid", uuid);
 	if (s->is_diff) {

@@ -242,8 +242,8 @@ int vdi_header_init(struct vdi_header *h, uint64_t size, uint32_t bs,
  * are byte-swapped compared with the RFC 4122 (big-endian) form. */
 static void vdi_uuid_swap(uint8_t out[16], const uint8_t in[16])
 {
-	static const uint8_t order[16] = {3, 2, 1,  0,	5,  4,	7,  6,
-					  8, 9, 10, 11, 12, 13, 14, 15};
+	static const uint8_t order[16] = { 3, 2, 1,  0,	 5,  4,	 7,  6,
+					   8, 9, 10, 11, 12, 13, 14, 15 };
 
 	for (int i = 0; i < 16; i++)
 		out[i] = in[order[i]];

@@ -13,24 +13,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VDI_SIGNATURE	    0xbeda107fu
-#define VDI_VERSION_1_1	    0x00010001u
+#define VDI_SIGNATURE 0xbeda107fu
+#define VDI_VERSION_1_1 0x00010001u
 #define VDI_PRE_HEADER_SIZE 72u
 /* VDIHEADER1 (qemu writes this size) and VDIHEADER1PLUS (VirtualBox). */
-#define VDI_HEADER1_SIZE       0x180u
-#define VDI_HEADER1PLUS_SIZE   0x190u
-#define VDI_SECTOR_SIZE	       512u
+#define VDI_HEADER1_SIZE 0x180u
+#define VDI_HEADER1PLUS_SIZE 0x190u
+#define VDI_SECTOR_SIZE 512u
 #define VDI_DEFAULT_BLOCK_SIZE (1u << 20)
-#define VDI_MIN_BLOCK_SIZE     512u
-#define VDI_MAX_BLOCK_SIZE     (256u << 20)
+#define VDI_MIN_BLOCK_SIZE 512u
+#define VDI_MAX_BLOCK_SIZE (256u << 20)
 /* VirtualBox aligns the block map and the data of new images to 1 MiB. */
 #define VDI_DATA_ALIGN (1u << 20)
 /* Keeps the block map under 4 GiB, as qemu does. */
 #define VDI_MAX_BLOCKS 0x3fffffffu
 
 /* Block map entry values that are not block numbers. */
-#define VDI_BLOCK_FREE		  0xffffffffu /* not allocated: parent or zeros */
-#define VDI_BLOCK_ZERO		  0xfffffffeu /* reads as zeros, hides the parent */
+#define VDI_BLOCK_FREE 0xffffffffu /* not allocated: parent or zeros */
+#define VDI_BLOCK_ZERO 0xfffffffeu /* reads as zeros, hides the parent */
 #define VDI_BLOCK_IS_ALLOCATED(e) ((e) < VDI_BLOCK_ZERO)
 
 enum vdi_image_type {

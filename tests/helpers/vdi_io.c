@@ -45,7 +45,7 @@ static int die(const char *what, const char *msg)
 static int open_image(struct img **img, const char *path, unsigned flags)
 {
 	char err[IMG_ERRMSG_MAX];
-	struct img_open_options o = {.flags = flags};
+	struct img_open_options o = { .flags = flags };
 
 	if (img_open(img, path, &o, err, sizeof(err)) < 0)
 		return die("open", err);
@@ -97,7 +97,7 @@ int main(int argc, char **argv)
 	if (argc < 3)
 		return die("usage", "see the source");
 	if (!strcmp(argv[1], "create") && argc >= 4) {
-		struct img_create_options o = {.format = "vdi"};
+		struct img_create_options o = { .format = "vdi" };
 
 		if (img_parse_size(argv[3], &o.size) < 0)
 			return die("size", argv[3]);
@@ -147,7 +147,7 @@ int main(int argc, char **argv)
 		if (ret < 0)
 			ret = die(argv[1], img_errmsg(img));
 	} else if (!strcmp(argv[1], "check")) {
-		struct img_check_result r = {0};
+		struct img_check_result r = { 0 };
 		unsigned fix = 0;
 
 		if (argc > 3)

@@ -168,9 +168,9 @@ Test(vdi_header, uuid_text_and_version)
 {
 	/* GUID {01234567-89ab-cdef-0011-223344556677} as VirtualBox stores
 	 * it: first three fields little-endian. */
-	const uint8_t disk[16] = {0x67, 0x45, 0x23, 0x01, 0xab, 0x89,
-				  0xef, 0xcd, 0x00, 0x11, 0x22, 0x33,
-				  0x44, 0x55, 0x66, 0x77};
+	const uint8_t disk[16] = { 0x67, 0x45, 0x23, 0x01, 0xab, 0x89,
+				   0xef, 0xcd, 0x00, 0x11, 0x22, 0x33,
+				   0x44, 0x55, 0x66, 0x77 };
 	uint8_t u[16];
 	char text[37];
 
@@ -276,23 +276,23 @@ static void diff_without_parent(struct vdi_header *h, uint64_t *fs)
 }
 
 static const struct bad_case bad_cases[] = {
-	{"signature", bad_signature, "signature"},
-	{"truncated", truncated, "truncated header"},
-	{"tiny", tiny_file, "truncated header"},
-	{"version", bad_version, "version"},
-	{"header size", bad_header_size, "header size"},
-	{"type", bad_type, "image type"},
-	{"undo", undo_type, "undo"},
-	{"sector size", bad_sector_size, "sector size"},
-	{"block size", block_not_pow2, "block size"},
-	{"block extra", block_extra_odd, "block extra"},
-	{"disk size", size_not_sector, "disk size"},
-	{"disk size blocks", size_beyond_blocks, "exceeds"},
-	{"block count", absurd_blocks, "block count"},
-	{"bmap offset", bmap_in_header, "block map offset"},
-	{"data offset", data_over_bmap, "data offset"},
-	{"bmap eof", bmap_past_eof, "past the end of file"},
-	{"diff parent", diff_without_parent, "parent UUID"},
+	{ "signature", bad_signature, "signature" },
+	{ "truncated", truncated, "truncated header" },
+	{ "tiny", tiny_file, "truncated header" },
+	{ "version", bad_version, "version" },
+	{ "header size", bad_header_size, "header size" },
+	{ "type", bad_type, "image type" },
+	{ "undo", undo_type, "undo" },
+	{ "sector size", bad_sector_size, "sector size" },
+	{ "block size", block_not_pow2, "block size" },
+	{ "block extra", block_extra_odd, "block extra" },
+	{ "disk size", size_not_sector, "disk size" },
+	{ "disk size blocks", size_beyond_blocks, "exceeds" },
+	{ "block count", absurd_blocks, "block count" },
+	{ "bmap offset", bmap_in_header, "block map offset" },
+	{ "data offset", data_over_bmap, "data offset" },
+	{ "bmap eof", bmap_past_eof, "past the end of file" },
+	{ "diff parent", diff_without_parent, "parent UUID" },
 };
 
 Test(vdi_header, validate_names_each_bad_field)
@@ -320,8 +320,8 @@ Test(vdi_header, validate_names_each_bad_field)
 
 static struct img *open_rw(const char *path, unsigned extra)
 {
-	struct img_open_options o = {.format = NULL,
-				     .flags = IMG_OPEN_RDWR | extra};
+	struct img_open_options o = { .format = NULL,
+				      .flags = IMG_OPEN_RDWR | extra };
 	char err[IMG_ERRMSG_MAX];
 	struct img *img = NULL;
 
@@ -332,10 +332,10 @@ static struct img *open_rw(const char *path, unsigned extra)
 static void create_vdi(const char *path, uint64_t size, const char *sub,
 		       uint32_t bs)
 {
-	struct img_create_options o = {.format = "vdi",
-				       .size = size,
-				       .subformat = sub,
-				       .cluster_size = bs};
+	struct img_create_options o = { .format = "vdi",
+					.size = size,
+					.subformat = sub,
+					.cluster_size = bs };
 	char err[IMG_ERRMSG_MAX];
 
 	cr_assert_eq(img_create(path, &o, err, sizeof(err)), 0, "%s", err);
@@ -550,7 +550,7 @@ Test(vdi_io, grow_moves_data_out_of_the_map_way)
 {
 	const char *p = tmp_path("g.vdi");
 	static uint8_t buf[MiB], back[MiB];
-	struct img_check_result res = {0};
+	struct img_check_result res = { 0 };
 	struct vdi_header h;
 	struct img *img;
 
@@ -612,7 +612,7 @@ Test(vdi_io, check_finds_and_repairs_leaks_and_counts)
 {
 	const char *p = tmp_path("c.vdi");
 	static uint8_t buf[MiB], back[MiB];
-	struct img_check_result res = {0};
+	struct img_check_result res = { 0 };
 	struct vdi_header h;
 	struct img *img;
 	int fd;
@@ -661,8 +661,8 @@ Test(vdi_io, check_finds_and_repairs_leaks_and_counts)
 Test(vdi_io, check_refuses_shared_slots_and_clears_past_eof)
 {
 	const char *p = tmp_path("x.vdi");
-	struct img_check_result res = {0};
-	struct img_open_options o = {.flags = IMG_OPEN_RDWR};
+	struct img_check_result res = { 0 };
+	struct img_open_options o = { .flags = IMG_OPEN_RDWR };
 	char err[IMG_ERRMSG_MAX];
 	struct img *img;
 
@@ -696,13 +696,14 @@ Test(vdi_io, bad_input_is_refused_and_never_written)
 		uint32_t off, value, off2, value2;
 		const char *needle;
 	} cases[] = {
-		{64, 0x11111111, 64, 0x11111111, "signature"},
-		{0x178, 3 * MiB, 0x178, 3 * MiB, "block size"},
-		{0x180, 0x7fffffff, 0x180, 0x7fffffff, "block count"},
-		{0x154, 0x7fff0000, 0x158, 0x7fff1000, "past the end of file"},
-		{0x158, 0x100000, 0x158, 0x100000, "overlaps the block map"},
+		{ 64, 0x11111111, 64, 0x11111111, "signature" },
+		{ 0x178, 3 * MiB, 0x178, 3 * MiB, "block size" },
+		{ 0x180, 0x7fffffff, 0x180, 0x7fffffff, "block count" },
+		{ 0x154, 0x7fff0000, 0x158, 0x7fff1000,
+		  "past the end of file" },
+		{ 0x158, 0x100000, 0x158, 0x100000, "overlaps the block map" },
 	};
-	struct img_open_options o = {.flags = IMG_OPEN_RDWR};
+	struct img_open_options o = { .flags = IMG_OPEN_RDWR };
 	char err[IMG_ERRMSG_MAX];
 	struct img *img;
 
@@ -743,8 +744,8 @@ Test(vdi_io, differencing_child_reads_through_and_writes_locally)
 {
 	const char *base = tmp_path("base.vdi");
 	const char *child = tmp_path("child.vdi");
-	struct img_create_options co = {.format = "vdi",
-					.backing_file = "base.vdi"};
+	struct img_create_options co = { .format = "vdi",
+					 .backing_file = "base.vdi" };
 	static uint8_t buf[2 * MiB], back[2 * MiB], exp[2 * MiB];
 	char err[IMG_ERRMSG_MAX];
 	struct vdi_header hb, hc;
@@ -784,7 +785,7 @@ Test(vdi_io, differencing_child_reads_through_and_writes_locally)
 	/* a parent with another UUID is refused */
 	create_vdi(base, 2 * MiB, NULL, 0);
 	{
-		struct img_open_options o = {.flags = IMG_OPEN_RDONLY};
+		struct img_open_options o = { .flags = IMG_OPEN_RDONLY };
 
 		cr_assert_lt(img_open(&img, child, &o, err, sizeof(err)), 0);
 	}
