@@ -198,6 +198,11 @@ void img_set_backing_by_identity(struct img *img, const char *format)
 	img->identity_format = strdup(format ? format : img->drv->name);
 }
 
+void img_test_force_sector_io(struct img *img)
+{
+	img->byte_aligned = false;
+}
+
 /* ---- handle life ---------------------------------------------------------*/
 
 static char *path_dirname(const char *path)
@@ -494,7 +499,9 @@ static int open_backing(struct img *img, const char *override_path,
 	char mismatch[IMG_ERRMSG_MAX] = "";
 	int r;
 
-	if (override_path) {
+	/* An override names where the recorded parent is; an image that
+	 * records no parent has none to relocate. */
+	if (override_path && (img->ncandidates > 0 || img->identity_format)) {
 		r = attach_parent(img, override_path, override_format, pflags,
 				  ctx, &parent);
 		if (r < 0)
