@@ -45,7 +45,7 @@
 struct shared_log {
 	volatile long writes_returned; /* writes whose img_pwrite returned 0 */
 	volatile long writes_flushed;  /* writes covered by a completed flush */
-	volatile long io_calls;        /* host I/O calls seen by the hook */
+	volatile long io_calls;	       /* host I/O calls seen by the hook */
 	volatile int finished;
 };
 
@@ -76,8 +76,8 @@ static void op_make(uint64_t seed, long index, struct write_op *op)
 		rng(&s);
 	/* Mostly small writes, some spanning several blocks; sector-aligned
 	 * and unaligned both. */
-	uint32_t len = (uint32_t)(rng(&s) % 3 == 0 ? rng(&s) % MAX_WRITE + 1 :
-						  rng(&s) % 8192 + 1);
+	uint32_t len = (uint32_t)(rng(&s) % 3 == 0 ? rng(&s) % MAX_WRITE + 1
+						   : rng(&s) % 8192 + 1);
 	uint64_t off = rng(&s) % (DISK_SIZE - len);
 	if (rng(&s) % 2) {
 		off &= ~511ull;
@@ -220,8 +220,9 @@ static void child_run(const struct target *t, long writes)
 		struct write_op op;
 		op_make(run_seed, i, &op);
 		op_fill(&op, buf);
-		int r = op.zero && i % 2 ? img_write_zeroes(img, op.off, op.len, 0)
-					 : img_pwrite(img, buf, op.len, op.off);
+		int r = op.zero && i % 2
+				? img_write_zeroes(img, op.off, op.len, 0)
+				: img_pwrite(img, buf, op.len, op.off);
 		if (r < 0)
 			child_failed(img, "write");
 		shared->writes_returned = i + 1;
@@ -251,8 +252,9 @@ static void verify(const struct target *t, long flushed, long returned,
 	char err[IMG_ERRMSG_MAX];
 	struct img *img;
 	struct img_check_result res;
-	struct img_open_options oo = { .format = t->format,
-				       .flags = IMG_OPEN_RDWR | IMG_OPEN_CHECK };
+	struct img_open_options oo = {
+		.format = t->format, .flags = IMG_OPEN_RDWR | IMG_OPEN_CHECK
+	};
 
 	if (img_open(&img, t->path, &oo, err, sizeof(err)) < 0) {
 		if (verbose)
@@ -271,7 +273,8 @@ static void verify(const struct target *t, long flushed, long returned,
 		v->corruptions++;
 		if (verbose)
 			for (int i = 0; i < res.nmessages; i++)
-				fprintf(stderr, "  check: %s\n", res.messages[i]);
+				fprintf(stderr, "  check: %s\n",
+					res.messages[i]);
 	}
 	if (res.leaks) {
 		v->leaks_found++;
@@ -358,7 +361,8 @@ static void verify(const struct target *t, long flushed, long returned,
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR FORMAT[:SUBFORMAT|:diff]\n");
+	fprintf(stderr,
+		"usage: crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR FORMAT[:SUBFORMAT|:diff]\n");
 	exit(2);
 }
 
@@ -369,13 +373,26 @@ int main(int argc, char **argv)
 	int c;
 	while ((c = getopt(argc, argv, "n:w:s:rev")) != -1) {
 		switch (c) {
-		case 'n': points = atol(optarg); break;
-		case 'w': writes = atol(optarg); break;
-		case 's': run_seed = strtoull(optarg, NULL, 0); break;
-		case 'r': random_time = true; break;
-		case 'e': fault_mode = true; break;
-		case 'v': verbose = true; break;
-		default: usage();
+		case 'n':
+			points = atol(optarg);
+			break;
+		case 'w':
+			writes = atol(optarg);
+			break;
+		case 's':
+			run_seed = strtoull(optarg, NULL, 0);
+			break;
+		case 'r':
+			random_time = true;
+			break;
+		case 'e':
+			fault_mode = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		default:
+			usage();
 		}
 	}
 	if (argc - optind != 2 || points <= 0 || writes <= 0)
@@ -420,7 +437,8 @@ int main(int argc, char **argv)
 	struct verdict v = { 0 };
 	verify(&t, writes, writes, writes, &v, model, disk, buf, true);
 	if (v.corruptions || v.lost || v.check_failures || v.leaks_found)
-		die("%s: the uninterrupted run does not verify", argv[optind + 1]);
+		die("%s: the uninterrupted run does not verify",
+		    argv[optind + 1]);
 
 	uint64_t pick = run_seed * 31 + 7;
 	for (long p = 0; p < points; p++) {
@@ -429,33 +447,38 @@ int main(int argc, char **argv)
 		if (random_time)
 			kill_at = -1;
 		else /* spread over the whole run, then random ones */
-			kill_at = p < total_calls ? 1 + (p * total_calls) / points
-						  : 1 + (long)(rng(&pick) % total_calls);
+			kill_at =
+				p < total_calls
+					? 1 + (p * total_calls) / points
+					: 1 + (long)(rng(&pick) % total_calls);
 		pid = fork();
 		if (pid == 0)
 			child_run(&t, writes);
 		if (random_time) {
-			struct timespec ts = { 0, (long)(rng(&pick) % 20000000) };
+			struct timespec ts = { 0,
+					       (long)(rng(&pick) % 20000000) };
 			nanosleep(&ts, NULL);
 			kill(pid, SIGKILL);
 		}
 		waitpid(pid, &st, 0);
 		if (WIFEXITED(st) && WEXITSTATUS(st) != 0 &&
 		    !(fault_mode && WEXITSTATUS(st) == 4))
-			die("%s: child failed at kill point %ld", argv[optind + 1], kill_at);
+			die("%s: child failed at kill point %ld",
+			    argv[optind + 1], kill_at);
 		struct verdict before = v;
 		verify(&t, shared->writes_flushed, shared->writes_returned,
 		       writes, &v, model, disk, buf, verbose);
 		if (verbose && memcmp(&before, &v, sizeof(v)) != 0)
-			fprintf(stderr, "  ^ at kill point %ld of %ld\n", kill_at,
-				total_calls);
+			fprintf(stderr, "  ^ at kill point %ld of %ld\n",
+				kill_at, total_calls);
 	}
-	bool ok = !v.corruptions && !v.lost && !v.check_failures && !v.leaks_left;
+	bool ok = !v.corruptions && !v.lost && !v.check_failures &&
+		  !v.leaks_left;
 	printf("%s %s: %ld kill points (%s, %ld host I/O calls per run): %ld corrupt, %ld lost writes, %ld with leaks (%ld left after repair), %ld check failures\n",
 	       ok ? "ok  " : "FAIL", argv[optind + 1], points,
-	       random_time ? "killed at random times" :
-	       fault_mode  ? "EIO on the Nth host I/O call" :
-			     "killed at the Nth host I/O call",
+	       random_time  ? "killed at random times"
+	       : fault_mode ? "EIO on the Nth host I/O call"
+			    : "killed at the Nth host I/O call",
 	       total_calls, v.corruptions, v.lost, v.leaks_found, v.leaks_left,
 	       v.check_failures);
 	unlink(t.path);
