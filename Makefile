@@ -168,3 +168,7 @@ fuzz:
 			-artifact_prefix=build/fuzz/$$n- build/fuzz/corpus-$$n 2>&1 | grep -E '^(#[0-9]+.*DONE|==[0-9]+==ERROR|SUMMARY|artifact)' ; \
 		ls build/fuzz/$$n-crash-* build/fuzz/$$n-leak-* build/fuzz/$$n-timeout-* 2>/dev/null && exit 1; \
 	done; true
+
+# ---- benchmarks (issue 10): never part of make check ----
+bench: all
+	@B=$(B) bash bench/run.sh
