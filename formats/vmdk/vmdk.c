@@ -712,11 +712,15 @@ int vmdk_extent_open(struct img *img, struct vmdk_extent *e,
 		return img_error(img, -EACCES,
 				 "extent %d (%s) is marked NOACCESS", i,
 				 d->filename);
-	e->path = s->has_desc ? vmdk_path_join(img_dirname(img), d->filename)
-			      : strdup(img_filename(img));
+	/* An embedded descriptor describes its own file, whatever name it
+	 * gives (iotest-version3.vmdk says "generated-stream.vmdk"). */
+	if (!s->has_desc || (s->desc_embedded && s->desc.nextents == 1))
+		e->path = strdup(img_filename(img));
+	else
+		e->path = vmdk_path_join(img_dirname(img), d->filename);
 	if (!e->path)
 		return -ENOMEM;
-	if (!s->has_desc ||
+	if (!s->has_desc || (s->desc_embedded && s->desc.nextents == 1) ||
 	    (s->desc_embedded && same_file(&s->main_file, e->path))) {
 		e->file = &s->main_file;
 	} else {
@@ -1798,7 +1802,8 @@ static int vmdk_get_info(struct img *img, struct img_info *info)
 		snprintf(val, sizeof(val), "%s %" PRIu64 " %s%s%s%s",
 			 e->access == VMDK_ACCESS_RW ? "RW" : "RDONLY",
 			 e->sectors, vmdk_extent_type_name(e->type),
-			 e->path ? " " : "", e->path ? e->path : "",
+			 e->path ? " " : "",
+			 e->path ? s->desc.extents[i].filename : "",
 			 e->compressed ? " (compressed)" : "");
 		if (i < 16)
 			kv_str(info, key, val);

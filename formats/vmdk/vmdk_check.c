@@ -65,6 +65,27 @@ static bool gt_in_file(const struct vmdk_extent *e, uint32_t sector)
 	       (uint64_t)sector * VMDK_SECTOR + gt_bytes <= e->file_size;
 }
 
+static bool grain_ok(const struct vmdk_extent *e, uint64_t g, uint32_t gte,
+		     uint64_t meta_end, uint64_t total)
+{
+	return gte > VMDK_GTE_ZERO && g < total && gte >= meta_end &&
+	       ((uint64_t)gte + e->grain_sectors) * VMDK_SECTOR <=
+		       ((e->file_size + VMDK_SECTOR - 1) & ~(uint64_t)511);
+}
+
+/* Space nothing points to that is already a hole on the host is not a
+ * leak (a repair punched it out). */
+static bool is_hole(struct vmdk_extent *e, uint64_t sector, uint64_t count)
+{
+	bool data;
+	uint64_t run;
+
+	if (img_file_extent(e->file, sector * VMDK_SECTOR, count * VMDK_SECTOR,
+			    &data, &run))
+		return false;
+	return !data && run >= count * VMDK_SECTOR;
+}
+
 /* Gives the grain of entry g a fresh copy at the end of the file. */
 static int copy_grain(struct img *img, struct vmdk_extent *e, uint64_t g,
 		      uint32_t from)
@@ -183,6 +204,7 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 		(e->header.capacity + e->grain_sectors - 1) / e->grain_sectors;
 	struct intervals l = { 0 };
 	uint32_t *rgt = NULL, t, j;
+	bool have_rgt;
 	uint8_t *grain = NULL;
 	uint64_t prev_host = 0, i;
 	int ret;
@@ -199,6 +221,15 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* Directories moved to the end by a resize lie past the overhead. */
+	if (e->gd_offset >= meta_end && !e->markers)
+		ret = iv_add(&l, e->gd_offset, vmdk_gd_sectors(e->gd_entries),
+			     UINT64_MAX);
+	if (!ret && e->rgd && e->rgd_offset >= meta_end)
+		ret = iv_add(&l, e->rgd_offset, vmdk_gd_sectors(e->gd_entries),
+			     UINT64_MAX);
+	if (ret)
+		goto out;
 	for (t = 0; t < e->gd_entries; t++) {
 		uint32_t *gt;
 
@@ -215,6 +246,7 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 			ret = iv_add(&l, e->rgd[t], gt_sectors, UINT64_MAX);
 		if (ret)
 			goto out;
+		have_rgt = false;
 		if (e->rgd && e->rgd[t] && gt_in_file(e, e->rgd[t])) {
 			ret = img_file_pread(e->file, rgt,
 					     (size_t)e->gtes_per_gt * 4,
@@ -223,8 +255,11 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 				res->check_errors++;
 				ret = 0;
 			} else {
+				have_rgt = true;
 				for (j = 0; j < e->gtes_per_gt; j++)
-					if (IMG_LE32(rgt[j]) != gt[j])
+					rgt[j] = IMG_LE32(rgt[j]);
+				for (j = 0; j < e->gtes_per_gt; j++)
+					if (rgt[j] != gt[j])
 						break;
 				if (j < e->gtes_per_gt) {
 					res->corruptions++;
@@ -292,12 +327,18 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 			}
 			if (bad) {
 				res->corruptions++;
-				if (fix_err) {
+				if (!fix_err)
+					continue;
+				e->gt_dirty[t] = 1;
+				res->corruptions_fixed++;
+				if (!have_rgt ||
+				    !grain_ok(e, g, rgt[j], meta_end, total)) {
 					gt[j] = 0;
-					e->gt_dirty[t] = 1;
-					res->corruptions_fixed++;
+					continue;
 				}
-				continue;
+				/* The redundant table still knows the grain. */
+				gt[j] = rgt[j];
+				gte = gt[j];
 			}
 			res->allocated_clusters++;
 			if (prev_host && gte != prev_host + e->grain_sectors)
@@ -341,7 +382,8 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 						goto out;
 					res->corruptions_fixed++;
 				}
-			} else if (a->start > end && !e->compressed) {
+			} else if (a->start > end && !e->compressed &&
+				   !is_hole(e, end, a->start - end)) {
 				uint64_t gap = a->start - end;
 
 				leaked += gap;

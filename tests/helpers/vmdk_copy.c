@@ -10,10 +10,16 @@
  *     -n  do not open SRC's backing chain
  *   vmdk_copy -w OFFSET FILE DST     write FILE's bytes into DST at OFFSET
  *   vmdk_copy -z OFFSET LEN DST      write_zeroes(MAY_UNMAP) on DST
+ *   vmdk_copy -x OFFSET FILE DST     write, then _exit without flush/close
+ *   vmdk_copy -r SIZE DST            img_resize (grow)
+ *   vmdk_copy -c IMG                 sha256 of IMG's guest contents
+ *   vmdk_copy -k FIX DST             img_check (FIX: 0, 1 leaks, 3 all);
+ *                                    prints the counts and messages
  */
 #include "img.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +73,90 @@ static int write_file(uint64_t off, const char *file, const char *dst)
 	return ret ? 1 : 0;
 }
 
+static int crash_write(uint64_t off, const char *file, const char *dst)
+{
+	struct img *d;
+	char buf[1 << 16];
+	ssize_t n;
+	int fd = open(file, O_RDONLY);
+
+	if (fd < 0) {
+		perror(file);
+		return 1;
+	}
+	open_or_die(&d, dst, NULL, IMG_OPEN_RDWR);
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		if (img_pwrite(d, buf, (size_t)n, off))
+			return fail(d, "write");
+		off += (uint64_t)n;
+	}
+	_exit(0);
+}
+
+static int resize(uint64_t size, const char *dst)
+{
+	struct img *d;
+
+	open_or_die(&d, dst, NULL, IMG_OPEN_RDWR);
+	if (img_resize(d, size, 0))
+		return fail(d, "resize");
+	return img_close(d) ? 1 : 0;
+}
+
+static int check(unsigned fix, const char *dst)
+{
+	struct img_check_result r;
+	struct img *d;
+	int i;
+
+	memset(&r, 0, sizeof(r));
+	open_or_die(&d, dst, NULL,
+		    IMG_OPEN_CHECK | IMG_OPEN_NO_BACKING |
+			    (fix ? IMG_OPEN_RDWR : 0));
+	if (img_check(d, &r, fix))
+		return fail(d, "check");
+	for (i = 0; i < r.nmessages; i++)
+		printf("msg: %s\n", r.messages[i]);
+	printf("corruptions=%llu leaks=%llu fixed=%llu leaks_fixed=%llu "
+	       "allocated=%llu\n",
+	       (unsigned long long)r.corruptions, (unsigned long long)r.leaks,
+	       (unsigned long long)r.corruptions_fixed,
+	       (unsigned long long)r.leaks_fixed,
+	       (unsigned long long)r.allocated_clusters);
+	return img_close(d) ? 1 : 0;
+}
+
+static int hash(const char *path)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char md[32];
+	unsigned int mdlen, i;
+	struct img *d;
+	uint64_t off, size;
+	char *buf = malloc(4 * CHUNK);
+
+	if (!ctx || !buf || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
+		return 1;
+	open_or_die(&d, path, NULL, IMG_OPEN_RDONLY);
+	size = img_size(d);
+	for (off = 0; off < size; off += 4 * CHUNK) {
+		size_t n = size - off < 4 * CHUNK ? (size_t)(size - off)
+						  : 4 * CHUNK;
+
+		if (img_pread(d, buf, n, off))
+			return fail(d, "read");
+		EVP_DigestUpdate(ctx, buf, n);
+	}
+	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	for (i = 0; i < mdlen; i++)
+		printf("%02x", md[i]);
+	printf("\n");
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	img_close(d);
+	return 0;
+}
+
 static int zero_range(uint64_t off, uint64_t len, const char *dst)
 {
 	struct img *d;
@@ -86,7 +176,7 @@ int main(int argc, char **argv)
 	char *buf;
 	int c;
 
-	while ((c = getopt(argc, argv, "sf:F:nw:z:")) != -1) {
+	while ((c = getopt(argc, argv, "sf:F:nw:z:x:r:k:c:")) != -1) {
 		switch (c) {
 		case 's':
 			dflags |= IMG_OPEN_SEQUENTIAL;
@@ -111,6 +201,21 @@ int main(int argc, char **argv)
 			return zero_range(strtoull(optarg, NULL, 0),
 					  strtoull(argv[optind], NULL, 0),
 					  argv[optind + 1]);
+		case 'x':
+			if (argc - optind != 2)
+				return 2;
+			return crash_write(strtoull(optarg, NULL, 0),
+					   argv[optind], argv[optind + 1]);
+		case 'r':
+			if (argc - optind != 1)
+				return 2;
+			return resize(strtoull(optarg, NULL, 0), argv[optind]);
+		case 'c':
+			return hash(optarg);
+		case 'k':
+			if (argc - optind != 1)
+				return 2;
+			return check((unsigned)atoi(optarg), argv[optind]);
 		default:
 			return 2;
 		}
@@ -130,18 +235,32 @@ int main(int argc, char **argv)
 	buf = malloc(CHUNK);
 	if (!buf)
 		return 1;
-	for (off = 0; off < size; off += CHUNK) {
+	for (off = 0; off < size;) {
 		size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+		struct img_extent ext;
 		size_t i;
+
+		/* Like convert: ranges that read as zero are not copied. */
+		if (img_block_status(s, off, n, &ext))
+			return fail(s, "block status");
+		if (!(ext.flags & IMG_EXTENT_DATA) ||
+		    (ext.flags & IMG_EXTENT_ZERO)) {
+			off += ext.length;
+			continue;
+		}
+		n = ext.length;
 
 		if (img_pread(s, buf, n, off))
 			return fail(s, "read");
 		for (i = 0; i < n && !buf[i]; i++)
 			;
-		if (i == n)
+		if (i == n) {
+			off += n;
 			continue;
+		}
 		if (img_pwrite(d, buf, n, off))
 			return fail(d, "write");
+		off += n;
 	}
 	free(buf);
 	if (img_close(d)) {
