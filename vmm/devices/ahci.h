@@ -19,16 +19,17 @@ struct ahci;
 struct ahci_config {
 	struct img *disk; /* port 0 SATA disk, or NULL */
 	bool disk_read_only;
-	const char
-		*cdrom_path; /* port 1 ATAPI CD-ROM ISO, or NULL: no CD-ROM */
+	/* port 1 ATAPI CD-ROM ISO, or NULL: no CD-ROM */
+	const char *cdrom_path;
 };
 /* Registers a PCI AHCI HBA (ICH9 8086:2922) at devfn; reset hook included. */
 struct ahci *ahci_create(struct vmm *vm, unsigned devfn,
 			 const struct ahci_config *cfg, char *err,
 			 size_t errlen);
-void ahci_eject_cdrom(
-	struct ahci *ahci);	      /* empty the tray (--eject-on-reboot) */
-void ahci_destroy(struct ahci *ahci); /* flushes the disk */
+/* Empty the tray (--eject-on-reboot). */
+void ahci_eject_cdrom(struct ahci *ahci);
+/* Stops the port threads, flushes the disk, frees. */
+void ahci_destroy(struct ahci *ahci);
 
 /* ---- ahci: test harness ------------------------------------------------
  * The machine services the HBA uses, as a table.  ahci_create() uses the
