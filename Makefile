@@ -94,6 +94,7 @@ deps:
 # The whole suite: unit tests (Criterion), then end-to-end scripts.
 check: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory unit e2e
 
 unit: $(UNIT_BINS)
@@ -117,7 +118,10 @@ install: all
 	install -m 644 $(B)/lib/libimg.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
 
-FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+# The contract headers keep the lead's hand alignment.
+FORMAT_EXEMPT := libimg/img.h libimg/driver.h vmm/vmm.h
+FORMAT_DIRS := libimg formats/* tools nbd fuse vmm vmm/devices tests/unit tests/helpers bench
+FORMAT_SRCS = $(filter-out $(FORMAT_EXEMPT),$(wildcard $(addsuffix /*.c,$(FORMAT_DIRS)) $(addsuffix /*.h,$(FORMAT_DIRS))))
 format:
 	clang-format -i $(FORMAT_SRCS)
 format-check:

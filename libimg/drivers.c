@@ -10,8 +10,6 @@ extern const struct img_driver img_driver_vmdk __attribute__((weak));
 extern const struct img_driver img_driver_raw __attribute__((weak));
 
 const struct img_driver *const img_drivers[IMG_NDRIVERS] = {
-	&img_driver_vdi,
-	&img_driver_vhd,
-	&img_driver_vmdk,
+	&img_driver_vdi, &img_driver_vhd, &img_driver_vmdk,
 	&img_driver_raw, /* last: it matches anything */
 };

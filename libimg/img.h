@@ -72,6 +72,12 @@ int img_close(struct img *img);
 int img_probe(const char *path, char *fmt, size_t fmtlen, char *errbuf,
 	      size_t errlen);
 
+/* core: additions */
+/* The last error's one-line message ("disk.vdi: block map entry 7 points
+ * past the end of the file"); "" when there was none.  The text stays
+ * valid until the next failing call on the handle. */
+const char *img_errmsg(const struct img *img);
+
 /* ---- creating --------------------------------------------------------- */
 
 struct img_create_options {

@@ -1,0 +1,490 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Host file helpers: every byte a driver reads or writes goes through here.
+ * Short transfers are looped, EINTR is retried, the test I/O hook sees every
+ * modifying call, and images are locked with OFD locks (which, unlike POSIX
+ * locks, belong to the open file description and so survive other code in
+ * the process closing an unrelated descriptor of the same file).
+ */
+#include "driver.h"
+#include "internal.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static img_io_hook_fn io_hook;
+static void *io_hook_opaque;
+static __thread char last_error[320];
+
+void img_set_io_hook(img_io_hook_fn fn, void *opaque)
+{
+	io_hook_opaque = opaque;
+	__atomic_store_n(&io_hook, fn, __ATOMIC_RELEASE);
+}
+
+static int run_io_hook(enum img_io_op op, int fd, uint64_t off, uint64_t len)
+{
+	img_io_hook_fn fn = __atomic_load_n(&io_hook, __ATOMIC_ACQUIRE);
+
+	return fn ? fn(op, fd, off, len, io_hook_opaque) : 0;
+}
+
+const char *img_file_last_error(void)
+{
+	return last_error;
+}
+
+void img_file_clear_last_error(void)
+{
+	last_error[0] = '\0';
+}
+
+__attribute__((format(printf, 3, 4))) static int
+file_fail(const struct img_file *f, int err, const char *fmt, ...)
+{
+	int n;
+	va_list ap;
+
+	n = snprintf(last_error, sizeof(last_error),
+		     "%s: ", f->path ? f->path : "?");
+	if (n < 0 || (size_t)n >= sizeof(last_error))
+		return err;
+	va_start(ap, fmt);
+	vsnprintf(last_error + n, sizeof(last_error) - (size_t)n, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* ---- open, lock, close ---------------------------------------------------*/
+
+static int file_lock(int fd, bool exclusive)
+{
+	struct flock fl = {
+		.l_type = exclusive ? F_WRLCK : F_RDLCK,
+		.l_whence = SEEK_SET,
+		.l_start = 0,
+		.l_len = 0, /* the whole file, however long it grows */
+	};
+
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	if (errno == EAGAIN || errno == EACCES)
+		return -EBUSY;
+	/* The file system cannot lock (some network file systems): carry on
+	 * unlocked rather than refuse every image there. */
+	return 0;
+}
+
+static const char lock_busy_msg[] =
+	"image is in use by another process (use --force-share/IMG_OPEN_NO_LOCK to override)";
+
+static int file_setup(struct img_file *f, int fd, const char *path,
+		      bool writable)
+{
+	struct stat st;
+
+	f->fd = fd;
+	f->writable = writable;
+	f->is_block_device = fstat(fd, &st) == 0 && S_ISBLK(st.st_mode);
+	f->path = strdup(path);
+	if (!f->path)
+		return -ENOMEM;
+	return 0;
+}
+
+int img_file_open(struct img *img, struct img_file *f, const char *path,
+		  bool writable)
+{
+	struct stat st;
+	int fd, r;
+
+	f->fd = -1;
+	f->path = NULL;
+	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		if (img && strcmp(path, img_filename(img)) == 0)
+			return img_error(img, r, "%s", strerror(-r));
+		return img ? img_error(img, r, "%s: %s", path, strerror(-r))
+			   : r;
+	}
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		close(fd);
+		return img ? img_error(img, -EISDIR, "%s: is a directory", path)
+			   : -EISDIR;
+	}
+	if (!img || !(img_open_flags(img) & IMG_OPEN_NO_LOCK)) {
+		r = file_lock(fd, writable);
+		if (r < 0) {
+			close(fd);
+			if (!img)
+				return r;
+			if (strcmp(path, img_filename(img)) == 0)
+				return img_error(img, r, "%s", lock_busy_msg);
+			return img_error(img, r, "%s: %s", path, lock_busy_msg);
+		}
+	}
+	r = file_setup(f, fd, path, writable);
+	if (r < 0) {
+		close(fd);
+		f->fd = -1;
+		return img ? img_error(img, r, "out of memory") : r;
+	}
+	return 0;
+}
+
+int img_file_create(struct img_file *f, const char *path, bool excl,
+		    char *errbuf, size_t errlen)
+{
+	int fd, r;
+
+	f->fd = -1;
+	f->path = NULL;
+	/* Truncate only after taking the lock: O_TRUNC would destroy an
+	 * image another process is using. */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | (excl ? O_EXCL : 0),
+		  0644);
+	if (fd < 0) {
+		r = -errno;
+		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
+				     strerror(-r));
+	}
+	r = file_lock(fd, true);
+	if (r < 0) {
+		close(fd);
+		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
+				     lock_busy_msg);
+	}
+	r = file_setup(f, fd, path, true);
+	if (r < 0) {
+		close(fd);
+		f->fd = -1;
+		return img_error_buf(errbuf, errlen, r, "%s: out of memory",
+				     path);
+	}
+	if (!f->is_block_device) {
+		r = img_file_truncate(f, 0);
+		if (r < 0) {
+			img_error_buf(errbuf, errlen, r, "%s: %s", path,
+				      strerror(-r));
+			img_file_close(f);
+			return r;
+		}
+	}
+	return 0;
+}
+
+void img_file_close(struct img_file *f)
+{
+	if (f->fd >= 0)
+		close(f->fd); /* drops the OFD lock with the description */
+	f->fd = -1;
+	free(f->path);
+	f->path = NULL;
+}
+
+/* ---- data ----------------------------------------------------------------*/
+
+/*
+ * One loop for reads and writes: hand the kernel as much of the iovec as it
+ * takes (IOV_MAX entries at a time), and after a short transfer continue
+ * from the exact byte it stopped at, without copying the iovec.
+ */
+static int file_rw(struct img_file *f, const struct iovec *iov, int iovcnt,
+		   uint64_t off, bool write, bool zero_eof)
+{
+	int idx = 0;
+	size_t skip = 0; /* bytes of iov[idx] already done */
+
+	if (off > (uint64_t)INT64_MAX)
+		return file_fail(f, -EINVAL, "offset %" PRIu64 " too large",
+				 off);
+	while (idx < iovcnt) {
+		ssize_t r;
+
+		if (iov[idx].iov_len == 0) {
+			idx++;
+			continue;
+		}
+		if (skip == 0) {
+			int n = iovcnt - idx < IOV_MAX ? iovcnt - idx : IOV_MAX;
+
+			r = write ? pwritev(f->fd, iov + idx, n, (off_t)off)
+				  : preadv(f->fd, iov + idx, n, (off_t)off);
+		} else {
+			char *p = (char *)iov[idx].iov_base + skip;
+			size_t n = iov[idx].iov_len - skip;
+
+			r = write ? pwrite(f->fd, p, n, (off_t)off)
+				  : pread(f->fd, p, n, (off_t)off);
+		}
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return file_fail(f, -errno,
+					 "%s at offset %" PRIu64 ": %s",
+					 write ? "write" : "read", off,
+					 strerror(errno));
+		}
+		if (r == 0) {
+			if (write)
+				return file_fail(f, -EIO,
+						 "write at offset %" PRIu64
+						 " made no progress",
+						 off);
+			if (!zero_eof)
+				return file_fail(
+					f, -EIO,
+					"unexpected end of file at offset %" PRIu64,
+					off);
+			/* Zero-fill the rest of the request. */
+			memset((char *)iov[idx].iov_base + skip, 0,
+			       iov[idx].iov_len - skip);
+			for (idx++; idx < iovcnt; idx++)
+				memset(iov[idx].iov_base, 0, iov[idx].iov_len);
+			return 0;
+		}
+		off += (uint64_t)r;
+		while (r > 0 && idx < iovcnt) {
+			size_t rest = iov[idx].iov_len - skip;
+
+			if ((size_t)r >= rest) {
+				r -= (ssize_t)rest;
+				idx++;
+				skip = 0;
+			} else {
+				skip += (size_t)r;
+				r = 0;
+			}
+		}
+	}
+	return 0;
+}
+
+int img_file_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
+		    uint64_t off)
+{
+	return file_rw(f, iov, iovcnt, off, false, false);
+}
+
+int img_file_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
+		     uint64_t off)
+{
+	int r = run_io_hook(IMG_IO_WRITE, f->fd, off,
+			    img_iov_total(iov, iovcnt));
+
+	if (r < 0)
+		return file_fail(f, r, "write at offset %" PRIu64 ": %s", off,
+				 strerror(-r));
+	return file_rw(f, iov, iovcnt, off, true, false);
+}
+
+int img_file_pread(struct img_file *f, void *buf, size_t len, uint64_t off)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+
+	return file_rw(f, &iov, 1, off, false, false);
+}
+
+int img_file_pread_zero_eof(struct img_file *f, void *buf, size_t len,
+			    uint64_t off)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+
+	return file_rw(f, &iov, 1, off, false, true);
+}
+
+int img_file_pwrite(struct img_file *f, const void *buf, size_t len,
+		    uint64_t off)
+{
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+
+	return img_file_pwritev(f, &iov, 1, off);
+}
+
+int img_file_sync(struct img_file *f)
+{
+	int r = run_io_hook(IMG_IO_SYNC, f->fd, 0, 0);
+
+	if (r < 0)
+		return file_fail(f, r, "sync: %s", strerror(-r));
+	while (fdatasync(f->fd) < 0) {
+		if (errno != EINTR)
+			return file_fail(f, -errno, "sync: %s",
+					 strerror(errno));
+	}
+	return 0;
+}
+
+int img_file_truncate(struct img_file *f, uint64_t size)
+{
+	int r;
+
+	if (size > (uint64_t)INT64_MAX)
+		return file_fail(f, -EFBIG, "size %" PRIu64 " too large", size);
+	r = run_io_hook(IMG_IO_TRUNCATE, f->fd, size, 0);
+	if (r < 0)
+		return file_fail(f, r, "truncate: %s", strerror(-r));
+	while (ftruncate(f->fd, (off_t)size) < 0) {
+		if (errno != EINTR)
+			return file_fail(f, -errno,
+					 "truncate to %" PRIu64 ": %s", size,
+					 strerror(errno));
+	}
+	return 0;
+}
+
+static int file_fallocate(struct img_file *f, int mode, uint64_t off,
+			  uint64_t len)
+{
+	int r = run_io_hook(IMG_IO_ALLOCATE, f->fd, off, len);
+
+	if (r < 0)
+		return r;
+	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	while (fallocate(f->fd, mode, (off_t)off, (off_t)len) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+static bool unsupported(int r)
+{
+	return r == -EOPNOTSUPP || r == -ENOTSUP || r == -ENOSYS ||
+	       r == -EINVAL || r == -ENODEV;
+}
+
+int img_file_punch_hole(struct img_file *f, uint64_t off, uint64_t len)
+{
+	int r;
+
+	if (len == 0)
+		return 0;
+	r = file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+			   len);
+	if (r < 0 && unsupported(r))
+		r = -EOPNOTSUPP;
+	if (r < 0)
+		return file_fail(f, r,
+				 "punch hole at %" PRIu64 "+%" PRIu64 ": %s",
+				 off, len, strerror(-r));
+	return 0;
+}
+
+/* Shared read-only source of zeros for writes that must store them. */
+const char img_zero_block[IMG_ZERO_BLOCK_SIZE];
+
+int img_file_write_zero_buffers(struct img_file *f, uint64_t off, uint64_t len)
+{
+	enum { NIOV = 16 };
+	struct iovec iov[NIOV];
+	int r;
+
+	while (len) {
+		uint64_t chunk = 0;
+		int n = 0;
+
+		while (n < NIOV && chunk < len) {
+			size_t l = sizeof(img_zero_block);
+
+			if (l > len - chunk)
+				l = (size_t)(len - chunk);
+			iov[n].iov_base = (void *)img_zero_block;
+			iov[n].iov_len = l;
+			chunk += l;
+			n++;
+		}
+		r = img_file_pwritev(f, iov, n, off);
+		if (r < 0)
+			return r;
+		off += chunk;
+		len -= chunk;
+	}
+	return 0;
+}
+
+int img_file_zero_range(struct img_file *f, uint64_t off, uint64_t len)
+{
+	uint64_t size;
+	int r;
+
+	if (len == 0)
+		return 0;
+	r = file_fallocate(f, FALLOC_FL_ZERO_RANGE, off, len);
+	if (r == 0)
+		return 0;
+	if (!unsupported(r))
+		return file_fail(f, r,
+				 "zero range at %" PRIu64 "+%" PRIu64 ": %s",
+				 off, len, strerror(-r));
+	/* A hole reads as zero too, but only inside the file: past its end
+	 * punching would not extend it. */
+	if (img_file_size(f, &size) == 0 && off + len <= size &&
+	    file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+			   len) == 0)
+		return 0;
+	return img_file_write_zero_buffers(f, off, len);
+}
+
+int img_file_size(struct img_file *f, uint64_t *size)
+{
+	struct stat st;
+
+	if (fstat(f->fd, &st) < 0)
+		return file_fail(f, -errno, "stat: %s", strerror(errno));
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t bytes;
+
+		if (ioctl(f->fd, BLKGETSIZE64, &bytes) < 0)
+			return file_fail(f, -errno, "BLKGETSIZE64: %s",
+					 strerror(errno));
+		*size = bytes;
+		return 0;
+	}
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int img_file_extent(struct img_file *f, uint64_t off, uint64_t len,
+		    bool *is_data, uint64_t *run)
+{
+	off_t data, hole;
+
+	*is_data = true;
+	*run = len;
+	if (len == 0 || off > (uint64_t)INT64_MAX)
+		return 0;
+	data = lseek(f->fd, (off_t)off, SEEK_DATA);
+	if (data < 0) {
+		if (errno == ENXIO) {
+			/* No data from off to the end of the file. */
+			*is_data = false;
+			return 0;
+		}
+		/* The file system cannot tell: everything is data. */
+		return 0;
+	}
+	if ((uint64_t)data > off) {
+		*is_data = false;
+		if ((uint64_t)data - off < len)
+			*run = (uint64_t)data - off;
+		return 0;
+	}
+	hole = lseek(f->fd, (off_t)off, SEEK_HOLE);
+	if (hole < 0 || (uint64_t)hole <= off)
+		return 0;
+	if ((uint64_t)hole - off < len)
+		*run = (uint64_t)hole - off;
+	return 0;
+}

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/* libimg private: shared between the core's own files, not drivers. */
+#ifndef LIBIMG_INTERNAL_H
+#define LIBIMG_INTERNAL_H
+
+#include "driver.h"
+
+/* Sum of the iovec's lengths. */
+size_t img_iov_total(const struct iovec *iov, int iovcnt);
+
+/* The last host I/O failure of this thread ("f.img: write at 4096:
+ * No space left on device"), used when a driver returns an error without
+ * leaving a message of its own. */
+const char *img_file_last_error(void);
+void img_file_clear_last_error(void);
+
+/* 64 KiB of zeros, read-only, for writes that must store zeros. */
+#define IMG_ZERO_BLOCK_SIZE (64 * 1024)
+extern const char img_zero_block[IMG_ZERO_BLOCK_SIZE];
+/* Write len zero bytes at off with pwritev (no fallocate tricks). */
+int img_file_write_zero_buffers(struct img_file *f, uint64_t off, uint64_t len);
+
+#endif

@@ -1,0 +1,382 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libimg utilities: sizes, iovecs, UUIDs, error buffers, the format list.
+ */
+#include "driver.h"
+#include "internal.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+const char *img_version(void)
+{
+	return IMG_VERSION;
+}
+
+int img_error_buf(char *buf, size_t len, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (buf && len) {
+		va_start(ap, fmt);
+		vsnprintf(buf, len, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+/* ---- sizes ---------------------------------------------------------------*/
+
+static int size_suffix_shift(const char *s, unsigned *shift)
+{
+	static const char units[] = "KMGTPE";
+	const char *u;
+
+	if (*s == '\0' || ((*s == 'b' || *s == 'B') && s[1] == '\0')) {
+		*shift = 0;
+		return 0;
+	}
+	if (*s == 's' && s[1] == '\0') {
+		*shift = 9;
+		return 0;
+	}
+	u = strchr(units, toupper((unsigned char)*s));
+	if (!u)
+		return -EINVAL;
+	*shift = 10 * (unsigned)(u - units + 1);
+	s++;
+	/* "K", "KB", "KiB" all mean 1024: sizes of disks are binary. */
+	if (*s == '\0' || strcmp(s, "B") == 0 || strcmp(s, "iB") == 0 ||
+	    strcmp(s, "b") == 0 || strcmp(s, "ib") == 0)
+		return 0;
+	return -EINVAL;
+}
+
+int img_parse_size(const char *text, uint64_t *out)
+{
+	const char *p = text;
+	uint64_t whole = 0, frac = 0, frac_div = 1, value;
+	unsigned shift;
+	int ndigits = 0, nfrac = 0;
+
+	if (!text)
+		return -EINVAL;
+	while (isspace((unsigned char)*p))
+		p++;
+	for (; isdigit((unsigned char)*p); p++, ndigits++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (whole > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		whole = whole * 10 + d;
+	}
+	if (*p == '.') {
+		for (p++; isdigit((unsigned char)*p); p++, nfrac++) {
+			/* Digits past 18 cannot matter at byte precision. */
+			if (nfrac >= 18)
+				continue;
+			frac = frac * 10 + (unsigned)(*p - '0');
+			frac_div *= 10;
+		}
+		if (nfrac == 0)
+			return -EINVAL;
+	}
+	if (ndigits == 0 && nfrac == 0)
+		return -EINVAL;
+	if (size_suffix_shift(p, &shift) < 0)
+		return -EINVAL;
+	/* A fraction of a byte or a sector is not a size. */
+	if (frac && shift < 10)
+		return -EINVAL;
+	if (shift >= 64 || whole > (UINT64_MAX >> shift))
+		return whole ? -ERANGE : (*out = 0, 0);
+	value = whole << shift;
+	if (frac) {
+		/* frac / frac_div < 1, and shift <= 60: the product fits in
+		 * 128 bits. */
+		unsigned __int128 f = ((unsigned __int128)frac << shift);
+
+		f /= frac_div;
+		if (value > UINT64_MAX - (uint64_t)f)
+			return -ERANGE;
+		value += (uint64_t)f;
+	}
+	*out = value;
+	return 0;
+}
+
+const char *img_format_size(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "B",   "KiB", "MiB", "GiB",
+					     "TiB", "PiB", "EiB" };
+	int u = 0;
+	double v = (double)bytes;
+
+	while (v >= 1024.0 && u < 6) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%" PRIu64 " B", bytes);
+	else if (v >= 1000.0)
+		snprintf(buf, len, "%.0f %s", v, units[u]);
+	else
+		snprintf(buf, len, "%.3g %s", v, units[u]);
+	return buf;
+}
+
+/* ---- iovecs --------------------------------------------------------------*/
+
+size_t img_iov_total(const struct iovec *iov, int iovcnt)
+{
+	size_t total = 0;
+
+	for (int i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	return total;
+}
+
+void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
+		    size_t len)
+{
+	for (int i = 0; i < iovcnt && len; i++) {
+		size_t n;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		n = iov[i].iov_len - off;
+		if (n > len)
+			n = len;
+		memset((char *)iov[i].iov_base + off, c, n);
+		len -= n;
+		off = 0;
+	}
+}
+
+size_t img_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
+		      void *buf, size_t len)
+{
+	size_t done = 0;
+
+	for (int i = 0; i < iovcnt && done < len; i++) {
+		size_t n;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		n = iov[i].iov_len - off;
+		if (n > len - done)
+			n = len - done;
+		memcpy((char *)buf + done, (char *)iov[i].iov_base + off, n);
+		done += n;
+		off = 0;
+	}
+	return done;
+}
+
+size_t img_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
+			const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	for (int i = 0; i < iovcnt && done < len; i++) {
+		size_t n;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		n = iov[i].iov_len - off;
+		if (n > len - done)
+			n = len - done;
+		memcpy((char *)iov[i].iov_base + off, (const char *)buf + done,
+		       n);
+		done += n;
+		off = 0;
+	}
+	return done;
+}
+
+int img_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
+		  struct iovec *out, int outmax)
+{
+	int n = 0;
+
+	for (int i = 0; i < iovcnt && len; i++) {
+		size_t take;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		if (n >= outmax)
+			return -EINVAL;
+		take = iov[i].iov_len - off;
+		if (take > len)
+			take = len;
+		out[n].iov_base = (char *)iov[i].iov_base + off;
+		out[n].iov_len = take;
+		n++;
+		len -= take;
+		off = 0;
+	}
+	if (len)
+		return -EINVAL; /* the iovec is shorter than off + len */
+	return n;
+}
+
+bool img_buf_is_zero(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	size_t head = len < 16 ? len : 16;
+
+	for (size_t i = 0; i < head; i++)
+		if (p[i])
+			return false;
+	if (len <= 16)
+		return true;
+	/* The first 16 bytes are zero; the rest is zero iff every byte
+	 * equals the one 16 bytes before it.  memcmp is vectorised. */
+	return memcmp(p, p + 16, len - 16) == 0;
+}
+
+bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len)
+{
+	for (int i = 0; i < iovcnt && len; i++) {
+		size_t n = iov[i].iov_len < len ? iov[i].iov_len : len;
+
+		if (!img_buf_is_zero(iov[i].iov_base, n))
+			return false;
+		len -= n;
+	}
+	return true;
+}
+
+/* ---- identity ------------------------------------------------------------*/
+
+void img_random_bytes(void *buf, size_t len)
+{
+	unsigned char *p = buf;
+
+	while (len) {
+		ssize_t r = getrandom(p, len, 0);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		p += r;
+		len -= (size_t)r;
+	}
+	if (len) {
+		/* getrandom is missing (old kernel): fall back to urandom,
+		 * and as a last resort to rand() so a UUID is never all
+		 * zeros. */
+		int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			ssize_t r = read(fd, p, len);
+
+			if (r > 0) {
+				p += r;
+				len -= (size_t)r;
+			}
+			close(fd);
+		}
+		while (len--)
+			*p++ = (unsigned char)rand();
+	}
+}
+
+void img_uuid_format(const uint8_t uuid[16], char out[37])
+{
+	snprintf(
+		out, 37,
+		"%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		uuid[0], uuid[1], uuid[2], uuid[3], uuid[4], uuid[5], uuid[6],
+		uuid[7], uuid[8], uuid[9], uuid[10], uuid[11], uuid[12],
+		uuid[13], uuid[14], uuid[15]);
+}
+
+void img_check_note(struct img_check_result *res, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!res || res->nmessages >= IMG_CHECK_MAX_MESSAGES)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(res->messages[res->nmessages], sizeof(res->messages[0]), fmt,
+		  ap);
+	va_end(ap);
+	res->nmessages++;
+}
+
+/* ---- formats -------------------------------------------------------------*/
+
+const struct img_driver *img_driver_find(const char *name)
+{
+	if (!name)
+		return NULL;
+	for (int i = 0; i < IMG_NDRIVERS; i++) {
+		const struct img_driver *drv = img_drivers[i];
+
+		if (!drv)
+			continue;
+		if (strcasecmp(drv->name, name) == 0)
+			return drv;
+		for (const char *const *a = drv->aliases; a && *a; a++)
+			if (strcasecmp(*a, name) == 0)
+				return drv;
+	}
+	return NULL;
+}
+
+const char *const *img_formats(void)
+{
+	/* The table is constant after load, so filling this twice from two
+	 * threads writes the same values. */
+	static const char *names[IMG_NDRIVERS + 1];
+	int n = 0;
+
+	for (int i = 0; i < IMG_NDRIVERS; i++)
+		if (img_drivers[i])
+			names[n++] = img_drivers[i]->name;
+	names[n] = NULL;
+	return names;
+}
+
+const char *img_format_canonical(const char *name)
+{
+	const struct img_driver *drv = img_driver_find(name);
+
+	return drv ? drv->name : NULL;
+}
+
+const char *const *img_format_create_options(const char *format)
+{
+	static const char *const none[] = { NULL };
+	const struct img_driver *drv = img_driver_find(format);
+
+	if (!drv)
+		return NULL;
+	return drv->create_options ? drv->create_options : none;
+}
+
+const char *img_create_arg(const struct img_create_args *a, const char *key)
+{
+	for (int i = 0; i < a->nopts; i++)
+		if (strcmp(a->opts[i].key, key) == 0)
+			return a->opts[i].value;
+	return NULL;
+}

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the imgtool commands. */
+#include "tools/common.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void tool_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("imgtool: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("imgtool: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (try 'imgtool %s%s--help')\n", cmd ? cmd : "",
+		cmd ? " " : "");
+	return TOOL_EXIT_USAGE;
+}
+
+bool tool_is_help(const char *arg)
+{
+	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+int tool_parse_size(const char *text, uint64_t *out)
+{
+	int r = img_parse_size(text, out);
+
+	if (r == -ERANGE)
+		tool_error("size '%s' is too large", text);
+	else if (r < 0)
+		tool_error(
+			"invalid size '%s' (a number of bytes, optionally with a K, M, G, T, P or E suffix, or s for 512-byte sectors)",
+			text);
+	return r;
+}
+
+const char *tool_human_size(uint64_t bytes, char *buf, size_t len)
+{
+	return img_format_size(bytes, buf, len);
+}
+
+int tool_append_option(char **opts, const char *more)
+{
+	char *joined;
+
+	if (!*opts) {
+		joined = strdup(more);
+	} else if (asprintf(&joined, "%s,%s", *opts, more) < 0) {
+		joined = NULL;
+	}
+	if (!joined) {
+		tool_error("out of memory");
+		return -ENOMEM;
+	}
+	free(*opts);
+	*opts = joined;
+	return 0;
+}
+
+bool tool_options_ask_help(const char *opts)
+{
+	return opts && (strcmp(opts, "help") == 0 || strcmp(opts, "?") == 0);
+}
+
+void tool_print_create_options(FILE *out, const char *format)
+{
+	const char *const *own = img_format_create_options(format);
+
+	fprintf(out, "Supported options for %s:\n", format);
+	fprintf(out,
+		"  size=SIZE            virtual disk size\n  subformat=NAME       the format's variant\n  cluster_size=SIZE    block/grain size (also block_size=, grain_size=)\n  preallocation=MODE   off or full\n  backing_file=FILE    parent image\n  backing_fmt=FMT      parent's format\n");
+	for (; own && *own; own++)
+		fprintf(out, "  %s=...\n", *own);
+}
+
+int tool_open_opts(struct img **out, const char *path,
+		   const struct img_open_options *opts)
+{
+	char err[IMG_ERRMSG_MAX];
+	int r = img_open(out, path, opts, err, sizeof(err));
+
+	if (r < 0)
+		tool_error("%s", err);
+	return r;
+}
+
+int tool_open(struct img **out, const char *path, const char *format,
+	      unsigned flags)
+{
+	struct img_open_options o = { .format = format, .flags = flags };
+
+	return tool_open_opts(out, path, &o);
+}
+
+int tool_close(struct img *img)
+{
+	char name[4096];
+	int r;
+
+	if (!img)
+		return 0;
+	if (snprintf(name, sizeof(name), "%s", img_filename(img)) < 0)
+		name[0] = '\0';
+	r = img_flush(img);
+	if (r < 0)
+		tool_error("%s", img_errmsg(img));
+	if (img_close(img) < 0 && r == 0) {
+		tool_error("%s: flush on close failed", name);
+		r = -EIO;
+	}
+	return r;
+}
+
+/* ---- JSON ------------------------------------------------------------------*/
+
+void json_write_escaped(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		switch (*p) {
+		case '"':
+			fputs("\\\"", out);
+			break;
+		case '\\':
+			fputs("\\\\", out);
+			break;
+		case '\n':
+			fputs("\\n", out);
+			break;
+		case '\r':
+			fputs("\\r", out);
+			break;
+		case '\t':
+			fputs("\\t", out);
+			break;
+		default:
+			if (*p < 0x20 || *p == 0x7f)
+				fprintf(out, "\\u%04x", *p);
+			else
+				fputc(*p, out);
+		}
+	}
+	fputc('"', out);
+}
+
+void json_init(struct json_writer *w, FILE *out)
+{
+	memset(w, 0, sizeof(*w));
+	w->out = out;
+}
+
+/* Comma, newline and indent before an item, then "key": if any. */
+static void json_item(struct json_writer *w, const char *key)
+{
+	if (w->depth > 0) {
+		if (w->has_items[w->depth])
+			fputc(',', w->out);
+		fputc('\n', w->out);
+		for (int i = 0; i < w->depth; i++)
+			fputs("    ", w->out);
+	}
+	if (w->depth < JSON_MAX_DEPTH)
+		w->has_items[w->depth] = true;
+	if (key) {
+		json_write_escaped(w->out, key);
+		fputs(": ", w->out);
+	}
+}
+
+static void json_open(struct json_writer *w, const char *key, char c)
+{
+	json_item(w, key);
+	fputc(c, w->out);
+	if (w->depth + 1 < JSON_MAX_DEPTH) {
+		w->depth++;
+		w->has_items[w->depth] = false;
+	}
+}
+
+static void json_close(struct json_writer *w, char c)
+{
+	bool had = w->has_items[w->depth];
+
+	if (w->depth > 0)
+		w->depth--;
+	if (had) {
+		fputc('\n', w->out);
+		for (int i = 0; i < w->depth; i++)
+			fputs("    ", w->out);
+	}
+	fputc(c, w->out);
+}
+
+void json_object_begin(struct json_writer *w, const char *key)
+{
+	json_open(w, key, '{');
+}
+
+void json_object_end(struct json_writer *w)
+{
+	json_close(w, '}');
+}
+
+void json_array_begin(struct json_writer *w, const char *key)
+{
+	json_open(w, key, '[');
+}
+
+void json_array_end(struct json_writer *w)
+{
+	json_close(w, ']');
+}
+
+void json_string(struct json_writer *w, const char *key, const char *value)
+{
+	json_item(w, key);
+	json_write_escaped(w->out, value);
+}
+
+void json_uint(struct json_writer *w, const char *key, uint64_t value)
+{
+	json_item(w, key);
+	fprintf(w->out, "%" PRIu64, value);
+}
+
+void json_int(struct json_writer *w, const char *key, int64_t value)
+{
+	json_item(w, key);
+	fprintf(w->out, "%" PRId64, value);
+}
+
+void json_bool(struct json_writer *w, const char *key, bool value)
+{
+	json_item(w, key);
+	fputs(value ? "true" : "false", w->out);
+}
+
+void json_null(struct json_writer *w, const char *key)
+{
+	json_item(w, key);
+	fputs("null", w->out);
+}
+
+void json_finish(struct json_writer *w)
+{
+	fputc('\n', w->out);
+	fflush(w->out);
+}
+
+/* ---- progress --------------------------------------------------------------*/
+
+void tool_progress_init(struct tool_progress *p, bool requested, uint64_t total)
+{
+	p->on = requested && isatty(STDERR_FILENO);
+	p->total = total;
+	p->last = -1;
+	tool_progress_update(p, 0);
+}
+
+void tool_progress_update(struct tool_progress *p, uint64_t done)
+{
+	int now;
+
+	if (!p->on)
+		return;
+	now = p->total ? (int)((double)done * 10000.0 / (double)p->total)
+		       : 10000;
+	if (now > 10000)
+		now = 10000;
+	if (now == p->last)
+		return;
+	p->last = now;
+	fprintf(stderr, "\r    (%d.%02d/100%%)", now / 100, now % 100);
+	fflush(stderr);
+}
+
+void tool_progress_end(struct tool_progress *p)
+{
+	if (!p->on)
+		return;
+	tool_progress_update(p, p->total);
+	fputc('\n', stderr);
+}
