@@ -576,7 +576,9 @@ static void setup_ro(void)
 	open_disk(true);
 }
 
-Test(ahci, read_only_disk_refuses_writes, .init = setup_ro, .fini = teardown)
+TestSuite(ahci_read_only, .init = setup_ro, .fini = teardown, .timeout = 30);
+
+Test(ahci_read_only, writes_are_refused)
 {
 	h_start_port(&H, 0);
 	memset(H.mem + H_DATA, 0xAB, 512);
