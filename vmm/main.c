@@ -282,6 +282,14 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 			opt->bios = optarg;
 			break;
 		case OPT_SERIAL:
+			if (strcmp(optarg, "stdio") &&
+			    (strncmp(optarg, "file:", 5) || !optarg[5]) &&
+			    (strncmp(optarg, "unix:", 5) || !optarg[5])) {
+				fprintf(stderr,
+					"imgvm: --serial must be stdio, "
+					"file:PATH or unix:PATH\n");
+				return -EINVAL;
+			}
 			opt->serial = optarg;
 			break;
 		case OPT_FIRMWARE_LOG:
