@@ -455,8 +455,9 @@ static int vhd_open_footer(struct img *img, struct vhd_state *s, unsigned flags)
 	s->tail_footer_ok = tail_found && tail_ok &&
 			    tail_footer.disk_type == s->footer.disk_type;
 	/* A torn trailing footer is one problem, not two. */
-	s->head_footer_ok = head_found && head_ok &&
-			    (!s->tail_footer_ok || !memcmp(head, tail, sizeof(head)));
+	s->head_footer_ok =
+		head_found && head_ok &&
+		(!s->tail_footer_ok || !memcmp(head, tail, sizeof(head)));
 
 	if (!s->footer_checksum_ok) {
 		uint32_t want = vhd_checksum(
@@ -522,6 +523,18 @@ static int vhd_open_bat(struct img *img, struct vhd_state *s, unsigned flags)
 		if (s->bat[i] == VHD_BAT_UNUSED)
 			continue;
 		host = (uint64_t)s->bat[i] * VHD_SECTOR;
+		/* A block over the header or the BAT would be written over
+		 * them: refuse such images outside check. */
+		if (!(flags & IMG_OPEN_CHECK) &&
+		    (host < VHD_FOOTER_SIZE ||
+		     (host < s->footer.data_offset + VHD_HEADER_SIZE &&
+		      s->footer.data_offset < host + span) ||
+		     (host < s->header.table_offset + bat_bytes &&
+		      s->header.table_offset < host + span)))
+			return img_error(img, -EINVAL,
+					 "BAT entry %u points into the image's "
+					 "metadata (block at %llu)",
+					 i, (unsigned long long)host);
 		if (host + span > s->file_size) {
 			if (flags & IMG_OPEN_CHECK)
 				continue;
@@ -1336,8 +1349,8 @@ static int vhd_build_locators(const char *child_path, const char *backing_file,
 	len = vhd_utf8_to_utf16(backing_file, parent_name, 510, true);
 	if (len == -ENAMETOOLONG) {
 		memset(parent_name, 0, 512);
-		len = vhd_utf8_to_utf16(vhd_basename(backing_file),
-					parent_name, 510, true);
+		len = vhd_utf8_to_utf16(vhd_basename(backing_file), parent_name,
+					510, true);
 	}
 	if (len < 0)
 		return len;
@@ -2163,20 +2176,28 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 		};
 	}
 
-	/* BAT entries: in range? */
+	/* BAT entries: inside the file, clear of the metadata? */
+	uint32_t nmeta = nreg;
+
 	res->total_clusters = s->entries;
 	for (uint32_t i = 0; i < s->entries; i++) {
 		uint64_t host;
+		int hit = -1;
 
 		if (s->bat[i] == VHD_BAT_UNUSED)
 			continue;
 		host = vhd_block_host(s, i);
-		if (host < VHD_FOOTER_SIZE || host + span > file_end) {
+		for (uint32_t m = 0; m < nmeta && hit < 0; m++)
+			if (host < regions[m].end &&
+			    regions[m].start < host + span)
+				hit = (int)m;
+		if (host < VHD_FOOTER_SIZE || host + span > file_end ||
+		    hit >= 0) {
 			res->corruptions++;
-			img_check_note(res,
-				       "BAT entry %u points to %llu, outside "
-				       "the data area",
-				       i, (unsigned long long)host);
+			img_check_note(res, "BAT entry %u points to %llu, %s",
+				       i, (unsigned long long)host,
+				       hit >= 0 ? "over the image's metadata"
+						: "outside the data area");
 			if (fix & IMG_CHECK_FIX_ERRORS) {
 				s->bat[i] = VHD_BAT_UNUSED;
 				bat_dirty = true;
@@ -2188,39 +2209,26 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 	}
 	qsort(regions, nreg, sizeof(*regions), vhd_region_cmp);
 
-	/* Overlaps: the later block (by position) loses. */
+	/* Blocks sharing space: the one further in the file loses. */
 	uint64_t covered = 0;
 	uint32_t last_region = 0;
 
 	for (uint32_t r = 0; r < nreg; r++) {
 		struct vhd_region *cur = &regions[r];
 
-		if (r && cur->start < covered) {
-			uint32_t other = regions[last_region].blk;
-
+		if (r && cur->start < covered && cur->blk != UINT32_MAX &&
+		    regions[last_region].blk != UINT32_MAX) {
 			res->corruptions++;
-			if (cur->blk == UINT32_MAX)
-				img_check_note(res,
-					       "metadata at %llu overlaps "
-					       "block %u",
-					       (unsigned long long)cur->start,
-					       other);
-			else
-				img_check_note(res,
-					       "block %u (at %llu) overlaps "
-					       "%s %u",
-					       cur->blk,
-					       (unsigned long long)cur->start,
-					       other == UINT32_MAX ? "metadata"
-								   : "block",
-					       other);
-			if ((fix & IMG_CHECK_FIX_ERRORS) &&
-			    cur->blk != UINT32_MAX) {
+			img_check_note(res,
+				       "blocks %u and %u share space at %llu",
+				       regions[last_region].blk, cur->blk,
+				       (unsigned long long)cur->start);
+			if (fix & IMG_CHECK_FIX_ERRORS) {
 				s->bat[cur->blk] = VHD_BAT_UNUSED;
 				bat_dirty = true;
 				res->corruptions_fixed++;
-				cur->end = cur->start; /* no longer counts */
 			}
+			cur->end = cur->start; /* no longer counts */
 			continue;
 		}
 		if (cur->end > covered) {
@@ -2311,7 +2319,7 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 	}
 	tail_end = s->tail_footer_ok ? file_end - VHD_FOOTER_SIZE : file_end;
 	stored = tail_end > data_end ? vhd_leaked_bytes(s, data_end, tail_end,
-						       scratch, scratch_len)
+							scratch, scratch_len)
 				     : 0;
 	units = (stored + span - 1) / span;
 	if (stored) {
@@ -2323,20 +2331,19 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 	}
 
 	/* Footers: rewrite both copies where they belong. */
-	uint64_t footer_problems = !s->footer_checksum_ok +
-				   !s->tail_footer_ok + !s->head_footer_ok;
+	uint64_t footer_problems = !s->footer_checksum_ok + !s->tail_footer_ok +
+				   !s->head_footer_ok;
 	bool trim = tail_end > data_end && (fix & IMG_CHECK_FIX_LEAKS);
 
 	if (trim || (footer_problems && (fix & IMG_CHECK_FIX_ERRORS))) {
-		uint64_t at = trim ? data_end
-				   : MAX(data_end, round_up(tail_end,
-							    VHD_SECTOR));
+		uint64_t at =
+			trim ? data_end
+			     : MAX(data_end, round_up(tail_end, VHD_SECTOR));
 
 		s->alloc_offset = at;
 		ret = vhd_write_footers(s);
 		if (!ret)
-			ret = img_file_truncate(&s->file,
-						at + VHD_FOOTER_SIZE);
+			ret = img_file_truncate(&s->file, at + VHD_FOOTER_SIZE);
 		if (ret)
 			goto fail;
 		if (trim)
