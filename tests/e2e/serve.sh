@@ -1,45 +1,50 @@
-#!/ bin / bash
-#imgtool serve(NBD) against libnbd 's tools (nbdinfo, nbdcopy) and QEMU' s
-#NBD client(qemu - img), for raw, vdi, vhd and vmdk images : contents,
-#holes, writes persisted after the server stops, hostile clients, TLS.
-set - u cd "$(dirname " $0 ")/../..".tests / e2e / lib.bash e2e_tmpdir T =
-	$E2E_TMP SRV_PID = SRV_URI =
+#!/bin/bash
+# imgtool serve (NBD) against libnbd's tools (nbdinfo, nbdcopy) and QEMU's
+# NBD client (qemu-img), for raw, vdi, vhd and vmdk images: contents,
+# holes, writes persisted after the server stops, hostile clients, TLS.
+set -u
+cd "$(dirname "$0")/../.."
+. tests/e2e/lib.bash
+e2e_tmpdir
+T=$E2E_TMP
+SRV_PID=
+SRV_URI=
 
-#start_server OUT ARGS... : run imgtool serve in the background and wait
-#for its banner; SRV_URI is the first URI it prints.
-		start_server()
-{
+# start_server OUT ARGS...: run imgtool serve in the background and wait
+# for its banner; SRV_URI is the first URI it prints.
+start_server() {
 	local out=$1
 	shift
 	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
 	SRV_PID=$!
-	for _ in $(seq 100);
-	do
-		SRV_URI = $(sed - n 's/^serving .* at //p' "$out" 2 >
-				    / dev / null |
-			    head - 1)[-n "$SRV_URI"] &&
-				  return 0 kill - 0 "$SRV_PID" 2 >
-					 / dev / null ||
-			  break sleep 0.05 done cat "$out.err" > &2 return 1
+	for _ in $(seq 100); do
+		SRV_URI=$(sed -n 's/^serving .* at //p' "$out" 2>/dev/null | head -1)
+		[ -n "$SRV_URI" ] && return 0
+		kill -0 "$SRV_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat "$out.err" >&2
+	return 1
 }
 
-#stop_server : SIGTERM, the server must exit 0 after closing its images.
-stop_server(){ kill - TERM "$SRV_PID" 2 > / dev / null wait "$SRV_PID" }
+# stop_server: SIGTERM, the server must exit 0 after closing its images.
+stop_server() {
+	kill -TERM "$SRV_PID" 2>/dev/null
+	wait "$SRV_PID"
+}
 
-#A 64 MiB disk : random data at 4 - 12 MiB and 40 - 41 MiB, never written
-#elsewhere.
-		head
-		- c 8M / dev / urandom
-	> "$T/a" head - c 1M / dev / urandom >
-	"$T/b" truncate - s 64M "$T/src.raw" dd if = "$T/a" of =
-	"$T/src.raw" bs = 1M seek = 4 conv = notrunc status = none dd
-	if = "$T/b" of = "$T/src.raw" bs = 1M seek = 40 conv = notrunc status =
-		none head - c 64M / dev / urandom > "$T/new.raw"
+# A 64 MiB disk: random data at 4-12 MiB and 40-41 MiB, never written
+# elsewhere.
+head -c 8M /dev/urandom >"$T/a"
+head -c 1M /dev/urandom >"$T/b"
+truncate -s 64M "$T/src.raw"
+dd if="$T/a" of="$T/src.raw" bs=1M seek=4 conv=notrunc status=none
+dd if="$T/b" of="$T/src.raw" bs=1M seek=40 conv=notrunc status=none
+head -c 64M /dev/urandom >"$T/new.raw"
 
-#to_image FMT SRC DST : qemu - img convert; VHD keeps the exact size(no CHS
-#rounding) with force_size.
-		to_image()
-{
+# to_image FMT SRC DST: qemu-img convert; VHD keeps the exact size (no CHS
+# rounding) with force_size.
+to_image() {
 	case $1 in
 	vhd) qemu-img convert -q -O vpc -o force_size=on "$2" "$3" ;;
 	*) qemu-img convert -q -O "$1" "$2" "$3" ;;
@@ -64,7 +69,7 @@ for fmt in raw vdi vhd vmdk; do
 	size=$(nbdinfo --size "$uri")
 	check "$fmt: nbdinfo size is the virtual size" test "$size" = 67108864
 	nbdinfo --map "$uri" >"$T/map" 2>&1
-# 4M..12M data, 12M..40M a hole
+	# 4M..12M data, 12M..40M a hole
 	if grep -qE '^ +12582912 +29360128 +3 +hole,zero' "$T/map" &&
 		grep -qE '^ +4194304 +8388608 +0 +data' "$T/map"; then
 		ok "$fmt: nbdinfo --map reports holes and data"
@@ -96,8 +101,7 @@ for fmt in raw vdi vhd vmdk; do
 	check "$fmt: socket removed at exit" test ! -e "$sock"
 done
 
-#-- -- TCP, several exports, \
-	read - only -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- --
+# ---- TCP, several exports, read-only ----------------------------------
 to_image vhd "$T/src.raw" "$T/two.vhd" 2>/dev/null
 cp "$T/src.raw" "$T/one.raw"
 second=$T/two.vhd
@@ -123,7 +127,7 @@ if start_server "$T/tcp.out" --port 0 --read-only --export-name one \
 		ok "tcp: writes to a read-only export fail"
 	fi
 	check "tcp: image untouched" cmp -s "$T/one.raw" "$T/src.raw"
-#three clients at once, each with many requests in flight
+	# three clients at once, each with many requests in flight
 	for i in 1 2 3; do
 		nbdcopy --connections=4 --requests=32 \
 			"nbd://127.0.0.1:$port/one" "$T/par$i.raw" &
@@ -137,7 +141,7 @@ else
 	fail "tcp: server starts"
 fi
 
-#-- -- hostile clients while a good one copies -- -- -- -- -- -- -- -- -- -- -- -- -- -- --
+# ---- hostile clients while a good one copies ------------------------------
 cp "$T/src.raw" "$T/h.raw"
 himg=$T/h.raw
 if qemu-img convert -q -O vdi "$T/src.raw" "$T/h.vdi" &&
@@ -151,53 +155,36 @@ if start_server "$T/h.out" --socket "$T/h.sock" "$himg"; then
 import socket, struct, sys, time
 path = sys.argv[1]
 def conn():
-		s = socket.socket(socket.AF_UNIX);
-		s.settimeout(10);
-		s.connect(path) assert s.recv(
-			18,
-			socket.MSG_WAITALL) [:8] ==
-						 b "NBDMAGIC" s.sendall(
-							 struct.pack(">I", 3));
-		return s def closed(s) :
-		try:
-			return s.recv(1) == b "" except OSError
-			    : return True IHAVEOPT = 0x49484156454F5054 res =
-				       [] s = conn();
-		s.sendall(b "\0" * 16);
-		res.append(("bad option magic dropped", closed(s))) s = conn();
-		s.sendall(struct.pack(">QII", IHAVEOPT, 0x4242, 0))
-			rep = s.recv(20, socket.MSG_WAITALL);
-		t, n = struct.unpack(">QIII",
-				     rep)[2:] s.recv(n, socket.MSG_WAITALL)
-			       res.append(("unknown option -> NBD_REP_ERR_UNSUP",
-					   t == 0x80000001))
-				       s.sendall(struct.pack(">QII", IHAVEOPT,
-							     1, 0)) #EXPORT_NAME
-		       "" info = s.recv(10, socket.MSG_WAITALL)
-					 size = struct.unpack(">QH", info)[0] s
-							.sendall(struct.pack(
-								">IHHQQI",
-								0x25609513, 0,
-								0, 7, size,
-								4096)) rep =
-			   s.recv(16, socket.MSG_WAITALL) res
-				   .append(("read past the end -> EINVAL",
-					    struct.unpack(">IIQ", rep)[1] ==
-						    22)) s
-				   .sendall(struct.pack(">IHHQQI", 0x25609513,
-							0, 1, 8, 0, 1 << 30))
-					   res.append(("1 GiB write dropped",
-						       closed(s))) s = conn();
-		s.sendall(struct.pack(">QII", IHAVEOPT, 1, 0));
-		s.recv(10, socket.MSG_WAITALL)
-			s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 9, 0,
-					      65536) +
-				  b "x" * 1000) s.close(); res.append(("disconnect mid-write", True))
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(path)
+    assert s.recv(18, socket.MSG_WAITALL)[:8] == b"NBDMAGIC"
+    s.sendall(struct.pack(">I", 3)); return s
+def closed(s):
+    try:
+        return s.recv(1) == b""
+    except OSError:
+        return True
+IHAVEOPT = 0x49484156454F5054
+res = []
+s = conn(); s.sendall(b"\0" * 16); res.append(("bad option magic dropped", closed(s)))
+s = conn(); s.sendall(struct.pack(">QII", IHAVEOPT, 0x4242, 0))
+rep = s.recv(20, socket.MSG_WAITALL); t, n = struct.unpack(">QIII", rep)[2:]
+s.recv(n, socket.MSG_WAITALL)
+res.append(("unknown option -> NBD_REP_ERR_UNSUP", t == 0x80000001))
+s.sendall(struct.pack(">QII", IHAVEOPT, 1, 0))  # EXPORT_NAME ""
+info = s.recv(10, socket.MSG_WAITALL)
+size = struct.unpack(">QH", info)[0]
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 7, size, 4096))
+rep = s.recv(16, socket.MSG_WAITALL)
+res.append(("read past the end -> EINVAL", struct.unpack(">IIQ", rep)[1] == 22))
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 8, 0, 1 << 30))
+res.append(("1 GiB write dropped", closed(s)))
+s = conn(); s.sendall(struct.pack(">QII", IHAVEOPT, 1, 0)); s.recv(10, socket.MSG_WAITALL)
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 9, 0, 65536) + b"x" * 1000)
+s.close(); res.append(("disconnect mid-write", True))
 for name, good in res:
     print(("ok - " if good else "FAIL - ") + name)
 PY
-	while read -r line;
-		do
+	while read -r line; do
 		case $line in
 		"ok - "*) ok "hostile: ${line#ok - }" ;;
 		*) fail "hostile: ${line#FAIL - }" ;;
@@ -217,67 +204,47 @@ else
 	fail "hostile: server starts"
 fi
 
-#-- -- TLS -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- --
+# ---- TLS ------------------------------------------------------------------
 mkdir "$T/pki"
-if openssl req -x509 -newkey rsa:
-			2048 - nodes - days 2 - subj / CN =
-				localhost - keyout "$T/pki/key.pem" -
-						out "$T/pki/ca-cert.pem" 2 >
-					/ dev / null &&
-				start_server "$T/tls.out" --socket
-					"$T/tls.sock" --tls -
-					cert "$T/pki/ca-cert.pem" --tls -
-					key "$T/pki/key.pem"
-					    "$T/one.raw";
-		then check "tls: banner uses nbds" grep -
-				q 'nbds+unix://' "$T/tls.out" if nbdinfo
-				"nbd+unix:///?socket=$T/tls.sock" >
-			/ dev / null 2 > &1;
-		then fail "tls: a client without TLS is refused" else ok
-				"tls: a client without TLS is refused" fi nbdcopy
-				"nbds+unix:///?socket=$T/tls.sock&tls-certificates=$T/pki&tls-verify-peer=false" -
-			|
-			cmp - s -
-				"$T/src.raw" check
-				"tls: nbdcopy over TLS is byte-identical" test $
-			? = 0 check
-			    "tls: server stops cleanly" stop_server else fail
-			    "tls: server starts" fi
+if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+	-keyout "$T/pki/key.pem" -out "$T/pki/ca-cert.pem" 2>/dev/null &&
+	start_server "$T/tls.out" --socket "$T/tls.sock" \
+		--tls-cert "$T/pki/ca-cert.pem" --tls-key "$T/pki/key.pem" \
+		"$T/one.raw"; then
+	check "tls: banner uses nbds" grep -q 'nbds+unix://' "$T/tls.out"
+	if nbdinfo "nbd+unix:///?socket=$T/tls.sock" >/dev/null 2>&1; then
+		fail "tls: a client without TLS is refused"
+	else
+		ok "tls: a client without TLS is refused"
+	fi
+	nbdcopy "nbds+unix:///?socket=$T/tls.sock&tls-certificates=$T/pki&tls-verify-peer=false" - |
+		cmp -s - "$T/src.raw"
+	check "tls: nbdcopy over TLS is byte-identical" test $? = 0
+	check "tls: server stops cleanly" stop_server
+else
+	fail "tls: server starts"
+fi
 
-#-- -- daemon, pidfile, \
-	errors -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- --
-			    if "$IMGTOOL" serve-- daemon-- pidfile
-			    "$T/pid" --socket "$T/d.sock"
-					      "$T/one.raw" > "$T/d.out"; then
+# ---- daemon, pidfile, errors --------------------------------------------
+if "$IMGTOOL" serve --daemon --pidfile "$T/pid" --socket "$T/d.sock" \
+	"$T/one.raw" >"$T/d.out"; then
 	pid=$(cat "$T/pid" 2>/dev/null)
 	check "daemon: pidfile names a running server" kill -0 "$pid"
 	size=$(nbdinfo --size "nbd+unix:///?socket=$T/d.sock")
 	check "daemon: serves" test "$size" = 67108864
 	kill -TERM "$pid"
-	for _ in $(seq 100);
-		do
-			kill - 0 "$pid" 2 > / dev / null || break;
-		sleep 0.05;
-		done check
-			"daemon: exits on SIGTERM and removes its pidfile" test !-e
-			"$T/pid" else fail "daemon: starts" fi
-					   "$IMGTOOL" serve-- socket
-			"$T/x.sock"
-			"$T/missing.vdi" 2 > "$T/err" rc = $
-			? check
-			  "error: missing image -> exit 1 with one line" test $rc =
-				  1 - a "$(wc -l <" $T / err ")" =
-					  1 "$IMGTOOL" serve-- daemon-- socket
-					  "$T/x.sock"
-					  "$T/missing.vdi" 2 >
-					  / dev /
-						  null check
-						  "error: --daemon reports the failure in its exit status" test
-							  $
-			  ? = 1 "$IMGTOOL" serve 2 >
-			      / dev /
-				      null check
-				      "error: no image is a usage error" test $
-			    ? = 2
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+	check "daemon: exits on SIGTERM and removes its pidfile" test ! -e "$T/pid"
+else
+	fail "daemon: starts"
+fi
+"$IMGTOOL" serve --socket "$T/x.sock" "$T/missing.vdi" 2>"$T/err"
+rc=$?
+check "error: missing image -> exit 1 with one line" \
+	test $rc = 1 -a "$(wc -l <"$T/err")" = 1
+"$IMGTOOL" serve --daemon --socket "$T/x.sock" "$T/missing.vdi" 2>/dev/null
+check "error: --daemon reports the failure in its exit status" test $? = 1
+"$IMGTOOL" serve 2>/dev/null
+check "error: no image is a usage error" test $? = 2
 
-			      finish
+finish
