@@ -18,8 +18,12 @@ start_server() {
 	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
 	SRV_PID=$!
 	for _ in $(seq 100); do
-		SRV_URI=$(sed -n 's/^serving .* at //p' "$out" 2>/dev/null | head -1)
-		[ -n "$SRV_URI" ] && return 0
+		# whole lines only: the banner may be caught mid-write
+		SRV_URI=$(grep -a '^serving .* at .*$' "$out" 2>/dev/null |
+			head -1 | sed 's/^serving .* at //')
+		if [ -n "$SRV_URI" ] && [ "$(tail -c1 "$out" | od -An -c | tr -d ' ')" = '\n' ]; then
+			return 0
+		fi
 		kill -0 "$SRV_PID" 2>/dev/null || break
 		sleep 0.05
 	done
@@ -92,9 +96,11 @@ for fmt in raw vdi vhd vmdk; do
 	qemu-img convert -q -O raw "$img" "$T/back.raw"
 	check "$fmt: writes persisted after the server stopped" \
 		cmp -s "$T/back.raw" "$T/new.raw"
-	if "$IMGTOOL" check "$img" >"$T/check" 2>&1; then
+	if [ "$fmt" = raw ]; then
+		: # raw has nothing to check
+	elif "$IMGTOOL" check "$img" >"$T/check" 2>&1; then
 		ok "$fmt: imgtool check is clean"
-	elif "$IMGTOOL" check --help >/dev/null 2>&1; then
+	else
 		fail "$fmt: imgtool check is clean"
 		cat "$T/check"
 	fi
