@@ -2,12 +2,30 @@
 /* The format driver table, in probe order.  Adding a format: one line. */
 #include "driver.h"
 
-/* Weak while the drivers land one by one: a driver that is not linked in
- * leaves a NULL entry, which the core skips. */
+/* The Makefile defines IMG_HAVE_DRIVER_<FMT> for every driver it builds:
+ * those are referenced strongly, so linking libimg.a pulls them in.  The
+ * others are weak, and a driver that is not linked in leaves a NULL entry,
+ * which the core skips. */
+#ifdef IMG_HAVE_DRIVER_VDI
+extern const struct img_driver img_driver_vdi;
+#else
 extern const struct img_driver img_driver_vdi __attribute__((weak));
+#endif
+#ifdef IMG_HAVE_DRIVER_VHD
+extern const struct img_driver img_driver_vhd;
+#else
 extern const struct img_driver img_driver_vhd __attribute__((weak));
+#endif
+#ifdef IMG_HAVE_DRIVER_VMDK
+extern const struct img_driver img_driver_vmdk;
+#else
 extern const struct img_driver img_driver_vmdk __attribute__((weak));
+#endif
+#ifdef IMG_HAVE_DRIVER_RAW
+extern const struct img_driver img_driver_raw;
+#else
 extern const struct img_driver img_driver_raw __attribute__((weak));
+#endif
 
 const struct img_driver *const img_drivers[IMG_NDRIVERS] = {
 	&img_driver_vdi, &img_driver_vhd, &img_driver_vmdk,
