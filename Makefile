@@ -142,3 +142,33 @@ clean:
 	rm -rf build
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+
+# ---- reliability (issue 11) ----
+# make crashtest: 1000 kill points per format (make check runs a sample).
+crashtest: all $(HELPER_BINS)
+	@B=$(B) CRASH_POINTS=$${CRASH_POINTS:-1000} bash tests/e2e/crash.sh
+
+# make fuzz FUZZ_SECONDS=N: every libFuzzer harness in tests/fuzz for N s.
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread \
+	-DIMG_VERSION='"$(VERSION)"' -Ilibimg -I. $(PKGS_CFLAGS) \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+fuzz:
+	@mkdir -p build/fuzz
+	@for h in $(FUZZ_SRCS); do \
+		n=$$(basename $$h .c); \
+		extra=$$(sed -n 's/^ \* fuzz-sources: //p' $$h); \
+		clang $(FUZZ_CFLAGS) -o build/fuzz/$$n $$h $(LIB_SRCS) $$extra -lz -lcrypto -lssl || exit 1; \
+		mkdir -p build/fuzz/corpus-$$n; \
+		cp -n tests/fuzz/seeds/* build/fuzz/corpus-$$n/ 2>/dev/null; \
+		for f in tests/fixtures/*/*; do case $$f in *.md) ;; *) [ $$(stat -c %s $$f) -lt 1048576 ] && cp -n $$f build/fuzz/corpus-$$n/ ;; esac; done; \
+		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+		build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=1048576 -timeout=10 -rss_limit_mb=2048 \
+			-artifact_prefix=build/fuzz/$$n- build/fuzz/corpus-$$n 2>&1 | grep -E '^(#[0-9]+.*DONE|==[0-9]+==ERROR|SUMMARY|artifact)' ; \
+		ls build/fuzz/$$n-crash-* build/fuzz/$$n-leak-* build/fuzz/$$n-timeout-* 2>/dev/null && exit 1; \
+	done; true
+
+# ---- benchmarks (issue 10): never part of make check ----
+bench: all
+	@B=$(B) bash bench/run.sh

@@ -322,8 +322,8 @@ static int probe_file(const char *path, const struct img_driver **out,
 	r = img_file_pread_zero_eof(&f, head, head_len, 0);
 	if (r < 0)
 		goto fail;
-	for (int i = 0; i < IMG_NDRIVERS; i++) {
-		const struct img_driver *drv = img_drivers[i];
+	for (int i = 0; i <= IMG_NDRIVERS; i++) {
+		const struct img_driver *drv = img_driver_at(i);
 		int score;
 
 		if (!drv || !drv->probe)
@@ -381,10 +381,12 @@ static int unknown_format(char *errbuf, size_t errlen, const char *path,
 
 /* ---- opening -------------------------------------------------------------*/
 
-static int open_layer(struct img **out, const char *path, const char *format,
-		      unsigned flags, const char *backing_path,
-		      const char *backing_format, struct chain_ctx *ctx,
-		      char *errbuf, size_t errlen);
+static int open_one(struct img **out, const char *path, const char *format,
+		    unsigned flags, struct chain_ctx *ctx, struct stat *st,
+		    char *errbuf, size_t errlen);
+static int open_chain(struct img *img, const struct stat *st,
+		      const char *backing_path, const char *backing_format,
+		      struct chain_ctx *ctx);
 
 static int img_backing_stat(const char *path, struct stat *st)
 {
@@ -437,9 +439,8 @@ static int scan_dir_for_parent(struct img *img, const char *dir,
 		    is_ancestor(ctx, &st) ||
 		    probe_file(full, &drv, ebuf, sizeof(ebuf)) < 0 ||
 		    strcmp(drv->name, img->identity_format) != 0 ||
-		    open_layer(&cand, full, drv->name,
-			       pflags | IMG_OPEN_NO_BACKING, NULL, NULL, ctx,
-			       ebuf, sizeof(ebuf)) < 0) {
+		    open_one(&cand, full, drv->name, pflags, ctx, &st, ebuf,
+			     sizeof(ebuf)) < 0) {
 			free(full);
 			continue;
 		}
@@ -473,17 +474,37 @@ static int find_parent_by_identity(struct img *img, unsigned pflags,
 	return r;
 }
 
+/* Open a parent candidate by itself (its own chain comes after it has
+ * been accepted, so a wrong candidate costs one open). */
 static int attach_parent(struct img *img, const char *path, const char *format,
 			 unsigned pflags, struct chain_ctx *ctx,
-			 struct img **parent)
+			 struct img **parent, struct stat *st)
 {
 	char ebuf[IMG_ERRMSG_MAX];
 	int r;
 
-	r = open_layer(parent, path, format, pflags, NULL, NULL, ctx, ebuf,
-		       sizeof(ebuf));
+	r = open_one(parent, path, format, pflags, ctx, st, ebuf, sizeof(ebuf));
 	if (r < 0)
 		return img_error(img, r, "cannot open its parent: %s", ebuf);
+	return 0;
+}
+
+/* The accepted parent becomes img's backing handle, with its own chain. */
+static int adopt_parent(struct img *img, struct img *parent,
+			const struct stat *st, char *full,
+			struct chain_ctx *ctx)
+{
+	int r = open_chain(parent, st, NULL, NULL, ctx);
+
+	if (r < 0) {
+		/* The parent's message names the layer that is broken. */
+		set_errmsg_raw(img, parent->errmsg);
+		img_close(parent);
+		free(full);
+		return r;
+	}
+	img->backing = parent;
+	img->backing_full = full;
 	return 0;
 }
 
@@ -497,29 +518,35 @@ static int open_backing(struct img *img, const char *override_path,
 	struct img *parent = NULL, *forced = NULL;
 	char *forced_path = NULL, *missing = NULL, *found = NULL;
 	char mismatch[IMG_ERRMSG_MAX] = "";
+	struct stat st, forced_st;
 	int r;
 
 	/* An override names where the recorded parent is; an image that
 	 * records no parent has none to relocate. */
 	if (override_path && (img->ncandidates > 0 || img->identity_format)) {
+		char *full = strdup(override_path);
+
+		if (!full)
+			return img_error(img, -ENOMEM, "out of memory");
 		r = attach_parent(img, override_path, override_format, pflags,
-				  ctx, &parent);
-		if (r < 0)
-			return r;
-		r = backing_check(img, parent);
-		if (r < 0 && !force) {
-			img_close(parent);
+				  ctx, &parent, &st);
+		if (r == 0) {
+			r = backing_check(img, parent);
+			if (r < 0 && force)
+				r = 0;
+			if (r < 0)
+				img_close(parent);
+		}
+		if (r < 0) {
+			free(full);
 			return r;
 		}
-		img->backing = parent;
-		img->backing_full = strdup(override_path);
-		return 0;
+		return adopt_parent(img, parent, &st, full, ctx);
 	}
 
 	for (int i = 0; i < img->ncandidates && !img->backing; i++) {
 		struct backing_candidate *c = &img->candidates[i];
 		char *full = path_resolve(img->dir, c->path);
-		struct stat st;
 
 		if (!full) {
 			r = img_error(img, -ENOMEM, "out of memory");
@@ -533,15 +560,17 @@ static int open_backing(struct img *img, const char *override_path,
 				free(full);
 			continue;
 		}
-		r = attach_parent(img, full, c->format, pflags, ctx, &parent);
+		r = attach_parent(img, full, c->format, pflags, ctx, &parent,
+				  &st);
 		if (r < 0) {
 			free(full);
 			goto fail;
 		}
 		r = backing_check(img, parent);
 		if (r == 0) {
-			img->backing = parent;
-			img->backing_full = full;
+			r = adopt_parent(img, parent, &st, full, ctx);
+			if (r < 0)
+				goto fail;
 			break;
 		}
 		if (r != -ESTALE) {
@@ -554,6 +583,7 @@ static int open_backing(struct img *img, const char *override_path,
 		if (force && !forced) {
 			forced = parent;
 			forced_path = full;
+			forced_st = st;
 		} else {
 			img_close(parent);
 			free(full);
@@ -564,12 +594,13 @@ static int open_backing(struct img *img, const char *override_path,
 		r = find_parent_by_identity(img, pflags, ctx, &found);
 		if (r == 0) {
 			r = attach_parent(img, found, img->identity_format,
-					  pflags, ctx, &parent);
+					  pflags, ctx, &parent, &st);
 			if (r < 0)
 				goto fail;
-			img->backing = parent;
-			img->backing_full = found;
+			r = adopt_parent(img, parent, &st, found, ctx);
 			found = NULL;
+			if (r < 0)
+				goto fail;
 		} else if (r != -ENOENT) {
 			r = img_error(img, r, "searching for its parent: %s",
 				      strerror(-r));
@@ -579,10 +610,11 @@ static int open_backing(struct img *img, const char *override_path,
 
 	if (!img->backing && forced) {
 		/* The caller accepted a parent that does not match. */
-		img->backing = forced;
-		img->backing_full = forced_path;
+		r = adopt_parent(img, forced, &forced_st, forced_path, ctx);
 		forced = NULL;
 		forced_path = NULL;
+		if (r < 0)
+			goto fail;
 	}
 	if (!img->backing) {
 		if (mismatch[0]) {
@@ -613,26 +645,26 @@ fail:
 	return r;
 }
 
-static int open_layer(struct img **out, const char *path, const char *format,
-		      unsigned flags, const char *backing_path,
-		      const char *backing_format, struct chain_ctx *ctx,
-		      char *errbuf, size_t errlen)
+/* One image by itself: checks, format, driver open.  st receives the
+ * file's identity for loop detection. */
+static int open_one(struct img **out, const char *path, const char *format,
+		    unsigned flags, struct chain_ctx *ctx, struct stat *st,
+		    char *errbuf, size_t errlen)
 {
 	const struct img_driver *drv;
 	struct img *img = NULL;
-	struct stat st;
 	int r;
 
 	*out = NULL;
-	if (stat(path, &st) < 0) {
+	if (stat(path, st) < 0) {
 		r = -errno;
 		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
 				     strerror(-r));
 	}
-	if (S_ISDIR(st.st_mode))
+	if (S_ISDIR(st->st_mode))
 		return img_error_buf(errbuf, errlen, -EISDIR,
 				     "%s: is a directory", path);
-	if (is_ancestor(ctx, &st))
+	if (is_ancestor(ctx, st))
 		return img_error_buf(errbuf, errlen, -ELOOP,
 				     "%s: the backing chain loops back to it",
 				     path);
@@ -677,26 +709,29 @@ static int open_layer(struct img **out, const char *path, const char *format,
 		img_free(img);
 		return r;
 	}
-	if (!(flags & IMG_OPEN_NO_BACKING)) {
-		ctx->dev[ctx->depth] = st.st_dev;
-		ctx->ino[ctx->depth] = st.st_ino;
-		ctx->depth++;
-		r = open_backing(img, backing_path, backing_format, ctx);
-		ctx->depth--;
-		if (r < 0) {
-			img_error_buf(errbuf, errlen, r, "%s", img->errmsg);
-			goto fail_close;
-		}
-	} else if (img->ncandidates > 0) {
+	if ((flags & IMG_OPEN_NO_BACKING) && img->ncandidates > 0) {
 		/* Not opened, but info still shows where it would be. */
 		img->backing_full =
 			path_resolve(img->dir, img->candidates[0].path);
 	}
 	*out = img;
 	return 0;
-fail_close:
-	drv->close(img);
-	img_free(img);
+}
+
+/* img's parents, unless it was opened without them.  Message on img. */
+static int open_chain(struct img *img, const struct stat *st,
+		      const char *backing_path, const char *backing_format,
+		      struct chain_ctx *ctx)
+{
+	int r;
+
+	if (img->flags & IMG_OPEN_NO_BACKING)
+		return 0;
+	ctx->dev[ctx->depth] = st->st_dev;
+	ctx->ino[ctx->depth] = st->st_ino;
+	ctx->depth++;
+	r = open_backing(img, backing_path, backing_format, ctx);
+	ctx->depth--;
 	return r;
 }
 
@@ -705,16 +740,30 @@ int img_open(struct img **out, const char *path,
 {
 	static const struct img_open_options defaults;
 	struct chain_ctx ctx = { 0 };
+	struct img *img;
+	struct stat st;
+	int r;
 
+	*out = NULL;
 	if (!opts)
 		opts = &defaults;
 	ctx.search_dirs = opts->search_dirs;
 	if (!path || !*path)
 		return img_error_buf(errbuf, errlen, -EINVAL,
 				     "no image file name given");
-	return open_layer(out, path, opts->format, opts->flags,
-			  opts->backing_path, opts->backing_format, &ctx,
-			  errbuf, errlen);
+	r = open_one(&img, path, opts->format, opts->flags, &ctx, &st, errbuf,
+		     errlen);
+	if (r < 0)
+		return r;
+	r = open_chain(img, &st, opts->backing_path, opts->backing_format,
+		       &ctx);
+	if (r < 0) {
+		img_error_buf(errbuf, errlen, r, "%s", img->errmsg);
+		img_close(img);
+		return r;
+	}
+	*out = img;
+	return 0;
 }
 
 int img_close(struct img *img)
@@ -907,12 +956,12 @@ static int img_preadv_len(struct img *img, const struct iovec *iov, int iovcnt,
 	unsigned seq;
 	int r;
 
-	r = check_range(img, "read", off, len);
-	if (r < 0 || len == 0)
-		return r;
 	seq = op_begin(img);
 	lock_shared(img);
-	r = do_read(img, off, iov, iovcnt, len);
+	/* Checked under the lock: a resize may be changing the size. */
+	r = check_range(img, "read", off, len);
+	if (r == 0 && len)
+		r = do_read(img, off, iov, iovcnt, len);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "read", off, len);
@@ -942,12 +991,11 @@ static int img_pwritev_len(struct img *img, const struct iovec *iov, int iovcnt,
 	r = check_writable(img);
 	if (r < 0)
 		return r;
-	r = check_range(img, "write", off, len);
-	if (r < 0 || len == 0)
-		return r;
 	seq = op_begin(img);
 	lock_exclusive(img);
-	r = do_write(img, off, iov, iovcnt, len);
+	r = check_range(img, "write", off, len);
+	if (r == 0 && len)
+		r = do_write(img, off, iov, iovcnt, len);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "write", off, len);
@@ -1062,11 +1110,11 @@ int img_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 	r = check_writable(img);
 	if (r < 0)
 		return r;
-	r = check_range(img, "write zeroes", off, len);
-	if (r < 0 || len == 0)
-		return r;
 	seq = op_begin(img);
 	lock_exclusive(img);
+	r = check_range(img, "write zeroes", off, len);
+	if (r < 0 || len == 0)
+		goto out;
 	if (!img->drv->write_zeroes) {
 		r = write_zero_data(img, off, len);
 		goto out;
@@ -1102,19 +1150,16 @@ int img_discard(struct img *img, uint64_t off, uint64_t len)
 	r = check_writable(img);
 	if (r < 0)
 		return r;
-	r = check_range(img, "discard", off, len);
-	if (r < 0 || len == 0 || !img->drv->discard)
-		return r;
 	if (!img->byte_aligned) {
 		/* Advisory: only the whole sectors inside the range. */
 		a = (off + SECTOR - 1) & ~(uint64_t)(SECTOR - 1);
 		b &= ~(uint64_t)(SECTOR - 1);
-		if (a >= b)
-			return 0;
 	}
 	seq = op_begin(img);
 	lock_exclusive(img);
-	r = img->drv->discard(img, a, b - a);
+	r = check_range(img, "discard", off, len);
+	if (r == 0 && a < b && img->drv->discard)
+		r = img->drv->discard(img, a, b - a);
 	unlock(img);
 	if (not_supported(r))
 		return 0;
@@ -1185,12 +1230,11 @@ int img_block_status_layer(struct img *img, uint64_t off, uint64_t len,
 	unsigned seq;
 	int r;
 
-	r = status_range(img, off, &len);
-	if (r < 0)
-		return r;
 	seq = op_begin(img);
 	lock_shared(img);
-	r = layer_status(img, off, len, ext);
+	r = status_range(img, off, &len);
+	if (r == 0)
+		r = layer_status(img, off, len, ext);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "block status", off, len);
@@ -1203,15 +1247,14 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 	struct img *layer = img;
 	int depth = 0, r;
 
-	r = status_range(img, off, &len);
-	if (r < 0)
-		return r;
 	for (;;) {
 		struct img_extent e;
 		unsigned seq = op_begin(layer);
 
 		lock_shared(layer);
-		r = layer_status(layer, off, len, &e);
+		r = layer == img ? status_range(img, off, &len) : 0;
+		if (r == 0)
+			r = layer_status(layer, off, len, &e);
 		unlock(layer);
 		if (r < 0) {
 			io_failed(layer, seq, r, "block status", off, len);
@@ -1246,19 +1289,13 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 {
 	char a[32], b[32];
-	uint64_t old = img->size;
+	uint64_t old;
 	unsigned seq;
 	int r;
 
 	r = check_writable(img);
 	if (r < 0)
 		return r;
-	if (new_size < old && !(flags & IMG_RESIZE_SHRINK))
-		return img_error(
-			img, -EINVAL,
-			"shrinking from %s to %s would cut off data (shrink explicitly to allow it)",
-			img_format_size(old, a, sizeof(a)),
-			img_format_size(new_size, b, sizeof(b)));
 	if (!img->byte_aligned && new_size % SECTOR)
 		return img_error(img, -EINVAL,
 				 "%s images must be a multiple of %u bytes",
@@ -1266,11 +1303,17 @@ int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 	if (!img->drv->resize)
 		return img_error(img, -ENOTSUP, "%s images cannot be resized",
 				 img->drv->name);
-	if (new_size == old)
-		return 0;
 	seq = op_begin(img);
 	lock_exclusive(img);
-	r = img->drv->resize(img, new_size, flags);
+	old = img->size;
+	if (new_size < old && !(flags & IMG_RESIZE_SHRINK))
+		r = img_error(
+			img, -EINVAL,
+			"shrinking from %s to %s would cut off data (shrink explicitly to allow it)",
+			img_format_size(old, a, sizeof(a)),
+			img_format_size(new_size, b, sizeof(b)));
+	else if (new_size != old)
+		r = img->drv->resize(img, new_size, flags);
 	if (r == 0 && img->size == old)
 		img->size = new_size;
 	unlock(img);

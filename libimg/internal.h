@@ -24,4 +24,11 @@ int img_file_write_zero_buffers(struct img_file *f, uint64_t off, uint64_t len);
  * core's read-modify-write path runs over a raw file. */
 void img_test_force_sector_io(struct img *img);
 
+/* The driver table plus, at index IMG_NDRIVERS, the test driver (if
+ * any); NULL for absent entries. */
+const struct img_driver *img_driver_at(int i);
+/* Tests only: one extra driver, found by name and by probing (a tiny
+ * copy-on-write format that exercises the backing-chain code). */
+void img_test_set_extra_driver(const struct img_driver *drv);
+
 #endif

@@ -324,12 +324,26 @@ void img_check_note(struct img_check_result *res, const char *fmt, ...)
 
 /* ---- formats -------------------------------------------------------------*/
 
+static const struct img_driver *test_driver;
+
+void img_test_set_extra_driver(const struct img_driver *drv)
+{
+	test_driver = drv;
+}
+
+const struct img_driver *img_driver_at(int i)
+{
+	if (i == IMG_NDRIVERS)
+		return test_driver;
+	return i >= 0 && i < IMG_NDRIVERS ? img_drivers[i] : NULL;
+}
+
 const struct img_driver *img_driver_find(const char *name)
 {
 	if (!name)
 		return NULL;
-	for (int i = 0; i < IMG_NDRIVERS; i++) {
-		const struct img_driver *drv = img_drivers[i];
+	for (int i = 0; i <= IMG_NDRIVERS; i++) {
+		const struct img_driver *drv = img_driver_at(i);
 
 		if (!drv)
 			continue;

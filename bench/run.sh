@@ -1,0 +1,242 @@
+#!/bin/bash
+# make bench: each case against its peer in the same run, interleaved
+# (ours, peer, ours, peer, ...), medians, ratio ours/peer, throughput and
+# peak RSS.  Prints a table and writes bench/results/latest.md.
+#
+# Env: B (build dir, default build), BENCH_DIR (scratch, default
+# /tmp/imgbench, needs about 10 GiB), BENCH_PAIRS (default 3),
+# BENCH_CASES (space-separated glob patterns of case names, default all),
+# BENCH_SIZE_MB (default 1024).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+B=${B:-build}
+IMGTOOL=$TOP/$B/bin/imgtool
+IMGVM=$TOP/$B/bin/imgvm
+PAIRS=${BENCH_PAIRS:-3}
+W=${BENCH_DIR:-/tmp/imgbench}
+SIZE_MB=${BENCH_SIZE_MB:-1024}
+CASES=${BENCH_CASES:-*}
+OUT_MD=$TOP/bench/results/latest.md
+mkdir -p "$W" "$TOP/bench/results" "$TOP/$B/bench"
+say() { echo "bench: $*" >&2; }
+
+[ -x "$IMGTOOL" ] || { say "build first: $IMGTOOL missing"; exit 1; }
+have_cmd() { "$IMGTOOL" help "$1" >/dev/null 2>&1; }
+
+# ---- inputs -----------------------------------------------------------
+# mixed.raw: per 1 MiB block i, i%8 in 0..3 random data (half), i%8 == 4
+# explicit zeros (an eighth), the rest never written (holes).
+# full.raw: every byte random.
+make_inputs() {
+	local stamp="$SIZE_MB-v1"
+	[ "$(cat "$W/.inputs" 2>/dev/null)" = "$stamp" ] && return 0
+	say "making ${SIZE_MB} MiB inputs in $W"
+	rm -f "$W"/*.raw
+	python3 - "$W" "$SIZE_MB" <<'EOF'
+import os, sys
+w, mb = sys.argv[1], int(sys.argv[2])
+blk = 1 << 20
+rnd = open('/dev/urandom', 'rb')
+with open(os.path.join(w, 'mixed.raw'), 'wb') as f:
+    f.truncate(mb * blk)
+    for i in range(mb):
+        k = i % 8
+        if k < 4:
+            f.seek(i * blk); f.write(rnd.read(blk))
+        elif k == 4:
+            f.seek(i * blk); f.write(bytes(blk))
+with open(os.path.join(w, 'full.raw'), 'wb') as f:
+    for i in range(mb):
+        f.write(rnd.read(blk))
+EOF
+	for img in mixed full; do
+		qemu-img convert -f raw -O vmdk "$W/$img.raw" "$W/$img.vmdk"
+		qemu-img convert -f raw -O vdi "$W/$img.raw" "$W/$img.vdi"
+		qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on "$W/$img.raw" "$W/$img.vhd"
+	done
+	echo "$stamp" >"$W/.inputs"
+}
+
+# ---- measuring --------------------------------------------------------
+# run_one CMD: runs CMD through bash, prints "seconds maxrss_kib status"
+run_one() {
+	local t0 t1 rss st
+	t0=$(date +%s%N)
+	/usr/bin/time -f '%M' -o "$W/.rss" bash -c "$1" >/dev/null 2>"$W/.err"
+	st=$?
+	t1=$(date +%s%N)
+	rss=$(tail -n1 "$W/.rss" 2>/dev/null)
+	[[ $rss =~ ^[0-9]+$ ]] || rss=0
+	awk -v a="$t0" -v b="$t1" -v r="$rss" -v s="$st" 'BEGIN{printf "%.3f %d %d\n", (b-a)/1e9, r, s}'
+}
+median() { sort -n | awk '{v[NR]=$1} END{if(NR==0){print "nan"; exit} print (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
+
+ROWS=()
+FAILS=()
+# bench_case NAME BYTES PREP OURS PEER [PEERNAME]
+# PREP runs (untimed) before every single run; commands are bash strings.
+bench_case() {
+	local name=$1 bytes=$2 prep=$3 ours=$4 peer=$5 peername=${6:-peer}
+	local pat match=0
+	for pat in $CASES; do [[ $name == $pat ]] && match=1; done
+	[ $match = 1 ] || return 0
+	local i r ot=() pt=() orss=0 prss=0 bad=""
+	for ((i = 0; i < PAIRS; i++)); do
+		for side in ours peer; do
+			eval "$prep" >/dev/null 2>&1
+			if [ $side = ours ]; then r=$(run_one "$ours"); else r=$(run_one "$peer"); fi
+			set -- $r
+			if [ "$3" != 0 ]; then
+				bad="$side failed (exit $3): $(head -c 300 "$W/.err" | tr '\n' ' ')"
+				break 2
+			fi
+			if [ $side = ours ]; then ot+=("$1"); [ "$2" -gt $orss ] && orss=$2
+			else pt+=("$1"); [ "$2" -gt $prss ] && prss=$2; fi
+		done
+	done
+	if [ -n "$bad" ]; then
+		say "$name: $bad"
+		FAILS+=("$name: $bad")
+		ROWS+=("$name|$peername|failed|failed|-|-|-|-")
+		return 0
+	fi
+	local om pm ratio tput
+	om=$(printf '%s\n' "${ot[@]}" | median)
+	pm=$(printf '%s\n' "${pt[@]}" | median)
+	ratio=$(awk -v a="$om" -v b="$pm" 'BEGIN{printf "%.2f", (b>0)?a/b:0}')
+	tput=$(awk -v n="$bytes" -v a="$om" -v b="$pm" 'BEGIN{printf "%.0f / %.0f", (a>0)?n/a/1048576:0, (b>0)?n/b/1048576:0}')
+	ROWS+=("$name|$peername|$om|$pm|$ratio|$tput|$((orss / 1024))|$((prss / 1024))")
+	printf '%-34s %-22s ours %7.3fs  peer %7.3fs  ratio %5s  MiB/s %s  RSS %d/%d MiB\n' \
+		"$name" "$peername" "$om" "$pm" "$ratio" "$tput" $((orss / 1024)) $((prss / 1024))
+}
+
+# ---- cases ------------------------------------------------------------
+convert_cases() {
+	local img from to ofmt qfmt opts qopts
+	for img in mixed full; do
+		local bytes=$((SIZE_MB * 1048576))
+		while read -r from to ofmt opts; do
+			qfmt=$ofmt; [ "$ofmt" = vhd ] && qfmt=vpc
+			local ifmt=$from; [ "$from" = vhd ] && ifmt=vpc
+			local oo="" qo=""
+			[ "$opts" != - ] && { oo="-o $opts"; qo="-o $opts"; }
+			[ "$ofmt" = vhd ] && qo="-o subformat=dynamic,force_size=on"
+			local dst=$W/out.$ofmt
+			bench_case "convert $img $from->$ofmt${opts/#-/}" $bytes "rm -f $W/out.*" \
+				"$IMGTOOL convert -f $from -O $ofmt $oo $W/$img.$from $dst" \
+				"qemu-img convert -f $ifmt -O $qfmt $qo $W/$img.$from $dst" "qemu-img convert"
+		done <<EOF
+raw vmdk -
+vmdk vdi -
+vdi vhd -
+vhd raw -
+vmdk vmdk subformat=streamOptimized
+EOF
+		bench_case "convert $img raw->raw" $bytes "rm -f $W/out.*" \
+			"$IMGTOOL convert -f raw -O raw $W/$img.raw $W/out.raw" \
+			"cp --sparse=always $W/$img.raw $W/out.raw" "cp --sparse=always"
+	done
+}
+
+checksum_cases() {
+	have_cmd checksum || { say "checksum: not in this build, skipped"; return; }
+	local img fmt q bytes=$((SIZE_MB * 1048576))
+	for img in mixed full; do
+		for fmt in vmdk vdi; do
+			bench_case "checksum $img $fmt" $bytes : \
+				"$IMGTOOL checksum -f $fmt $W/$img.$fmt" \
+				"qemu-img convert -f $fmt -O raw $W/$img.$fmt /dev/stdout | sha256sum" \
+				"qemu-img|sha256sum"
+		done
+		bench_case "checksum $img raw" $bytes : \
+			"$IMGTOOL checksum -f raw $W/$img.raw" "sha256sum $W/$img.raw" "sha256sum"
+	done
+}
+
+# NBD: our server and qemu-nbd on a Unix socket, started per run (prep),
+# stopped after it; nbdcopy for sequential read/write, a libnbd program for
+# 4 KiB random reads with 16 requests in flight.
+NBD_SOCK=$W/nbd.sock
+stop_servers() {
+	[ -f "$W/server.pid" ] && { kill "$(cat "$W/server.pid")" 2>/dev/null; sleep 0.2; }
+	rm -f "$W/server.pid" "$NBD_SOCK"
+}
+wait_sock() { local i; for ((i = 0; i < 100; i++)); do [ -S "$NBD_SOCK" ] && return 0; sleep 0.05; done; return 1; }
+start_ours() { # FILE [--read-only]
+	stop_servers
+	"$IMGTOOL" serve --socket "$NBD_SOCK" "$@" >/dev/null 2>&1 & echo $! >"$W/server.pid"
+	wait_sock
+}
+start_qemu_nbd() { # FMT FILE [-r]
+	stop_servers
+	local f=$1; [ "$f" = vhd ] && f=vpc
+	qemu-nbd -f "$f" -t --cache=writeback --aio=threads --socket="$NBD_SOCK" "${@:3}" "$2" >/dev/null 2>&1 & echo $! >"$W/server.pid"
+	wait_sock
+}
+nbd_cases() {
+	have_cmd serve || { say "serve: not in this build, skipped"; return; }
+	cc -O2 -o "$TOP/$B/bench/nbd-randread" "$TOP/bench/nbd-randread.c" -lnbd || return
+	local fmt bytes=$((SIZE_MB * 1048576)) uri="nbd+unix:///?socket=$NBD_SOCK"
+	for fmt in vmdk vdi; do
+		bench_case "nbd read full $fmt" $bytes : \
+			"start_ours $W/full.$fmt --read-only && nbdcopy '$uri' null: ; stop_servers" \
+			"start_qemu_nbd $fmt $W/full.$fmt -r && nbdcopy '$uri' null: ; stop_servers" "qemu-nbd"
+		bench_case "nbd write full $fmt" $bytes "rm -f $W/w.$fmt; qemu-img create -q -f $fmt $W/w.$fmt ${SIZE_MB}M" \
+			"start_ours $W/w.$fmt && nbdcopy --flush $W/full.raw '$uri'; stop_servers" \
+			"start_qemu_nbd $fmt $W/w.$fmt && nbdcopy --flush $W/full.raw '$uri'; stop_servers" "qemu-nbd"
+		bench_case "nbd randread 4k x 40000 $fmt" $((40000 * 4096)) : \
+			"start_ours $W/full.$fmt --read-only && $TOP/$B/bench/nbd-randread '$uri' 40000 16; stop_servers" \
+			"start_qemu_nbd $fmt $W/full.$fmt -r && $TOP/$B/bench/nbd-randread '$uri' 40000 16; stop_servers" "qemu-nbd"
+	done
+}
+export -f start_ours start_qemu_nbd stop_servers wait_sock
+export IMGTOOL W NBD_SOCK
+
+fuse_cases() {
+	have_cmd mount || { say "mount: not in this build, skipped"; return; }
+	[ -e /dev/fuse ] || { say "fuse: /dev/fuse missing, skipped"; return; }
+	local mnt=$W/mnt bytes=$((SIZE_MB * 1048576))
+	mkdir -p "$mnt"
+	"$IMGTOOL" mount -o ro "$W/full.vdi" "$mnt" || { say "mount failed"; return; }
+	bench_case "fuse seq read full vdi" $bytes : \
+		"dd if=$mnt/disk of=/dev/null bs=1M" "dd if=$W/full.raw of=/dev/null bs=1M" "read raw file"
+	"$IMGTOOL" umount "$mnt" || fusermount3 -u "$mnt"
+}
+
+machine_md() {
+	echo "- machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
+	echo "- cpu: $(awk -F: '/model name/{print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
+	echo "- imgtool $("$IMGTOOL" --version 2>/dev/null | head -n1); $(qemu-img --version | head -n1); $(nbdcopy --version 2>/dev/null | head -n1)"
+	echo "- image: ${SIZE_MB} MiB; mixed = half random, an eighth zero-filled, the rest never written; full = all random"
+	echo "- $PAIRS interleaved pairs per case; times are medians; ratio = ours/peer (lower is better)"
+}
+
+write_md() {
+	{
+		echo "# Benchmark results ($(date -u +%Y-%m-%d\ %H:%M) UTC)"
+		echo
+		machine_md
+		echo
+		echo "| case | peer | ours (s) | peer (s) | ratio | MiB/s ours / peer | peak RSS ours (MiB) | peak RSS peer (MiB) |"
+		echo "|---|---|---|---|---|---|---|---|"
+		local r
+		for r in "${ROWS[@]}"; do echo "| ${r//|/ | } |"; done
+		if [ ${#FAILS[@]} -gt 0 ]; then
+			echo
+			echo "Failures:"
+			for r in "${FAILS[@]}"; do echo "- $r"; done
+		fi
+	} >"$OUT_MD"
+}
+
+trap stop_servers EXIT
+make_inputs
+convert_cases
+checksum_cases
+nbd_cases
+fuse_cases
+[ -x "$TOP/bench/vmm.sh" ] && [ -x "$IMGVM" ] && { source "$TOP/bench/vmm.sh"; vmm_cases; }
+write_md
+say "wrote $OUT_MD"
+[ ${#FAILS[@]} -eq 0 ]

@@ -1,0 +1,256 @@
+#!/bin/bash
+# imgtool serve (NBD) against libnbd's tools (nbdinfo, nbdcopy) and QEMU's
+# NBD client (qemu-img), for raw, vdi, vhd and vmdk images: contents,
+# holes, writes persisted after the server stops, hostile clients, TLS.
+set -u
+cd "$(dirname "$0")/../.."
+. tests/e2e/lib.bash
+e2e_tmpdir
+T=$E2E_TMP
+SRV_PID=
+SRV_URI=
+
+# start_server OUT ARGS...: run imgtool serve in the background and wait
+# for its banner; SRV_URI is the first URI it prints.
+start_server() {
+	local out=$1
+	shift
+	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
+	SRV_PID=$!
+	for _ in $(seq 100); do
+		# whole lines only: the banner may be caught mid-write
+		SRV_URI=$(grep -a '^serving .* at .*$' "$out" 2>/dev/null |
+			head -1 | sed 's/^serving .* at //')
+		if [ -n "$SRV_URI" ] && [ "$(tail -c1 "$out" | od -An -c | tr -d ' ')" = '\n' ]; then
+			return 0
+		fi
+		kill -0 "$SRV_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat "$out.err" >&2
+	return 1
+}
+
+# stop_server: SIGTERM, the server must exit 0 after closing its images.
+stop_server() {
+	kill -TERM "$SRV_PID" 2>/dev/null
+	wait "$SRV_PID"
+}
+
+# A 64 MiB disk: random data at 4-12 MiB and 40-41 MiB, never written
+# elsewhere.
+head -c 8M /dev/urandom >"$T/a"
+head -c 1M /dev/urandom >"$T/b"
+truncate -s 64M "$T/src.raw"
+dd if="$T/a" of="$T/src.raw" bs=1M seek=4 conv=notrunc status=none
+dd if="$T/b" of="$T/src.raw" bs=1M seek=40 conv=notrunc status=none
+head -c 64M /dev/urandom >"$T/new.raw"
+
+# to_image FMT SRC DST: qemu-img convert; VHD keeps the exact size (no CHS
+# rounding) with force_size.
+to_image() {
+	case $1 in
+	vhd) qemu-img convert -q -O vpc -o force_size=on "$2" "$3" ;;
+	*) qemu-img convert -q -O "$1" "$2" "$3" ;;
+	esac
+}
+
+for fmt in raw vdi vhd vmdk; do
+	img=$T/disk.$fmt
+	to_image "$fmt" "$T/src.raw" "$img"
+	if ! "$IMGTOOL" info "$img" 2>/dev/null | grep -q "file format: $fmt"; then
+		skip "$fmt" "imgtool cannot open $fmt images in this build"
+		continue
+	fi
+	sock=$T/$fmt.sock
+	if ! start_server "$T/srv.out" --socket "$sock" "$img"; then
+		fail "$fmt: server starts"
+		continue
+	fi
+	uri="nbd+unix:///disk.$fmt?socket=$sock"
+	check "$fmt: banner names the socket URI" \
+		test "$SRV_URI" = "$uri"
+	size=$(nbdinfo --size "$uri")
+	check "$fmt: nbdinfo size is the virtual size" test "$size" = 67108864
+	nbdinfo --map "$uri" >"$T/map" 2>&1
+	# 4M..12M data, 12M..40M a hole
+	if grep -qE '^ +12582912 +29360128 +3 +hole,zero' "$T/map" &&
+		grep -qE '^ +4194304 +8388608 +0 +data' "$T/map"; then
+		ok "$fmt: nbdinfo --map reports holes and data"
+	else
+		fail "$fmt: nbdinfo --map reports holes and data"
+		cat "$T/map"
+	fi
+	rm -f "$T/out.raw"
+	nbdcopy "$uri" "$T/out.raw"
+	check "$fmt: nbdcopy from the server is byte-identical" \
+		cmp -s "$T/out.raw" "$T/src.raw"
+	qemu-img convert -q -f raw -O raw "$uri" "$T/qout.raw"
+	check "$fmt: qemu-img (QEMU's NBD client) reads the same" \
+		cmp -s "$T/qout.raw" "$T/src.raw"
+	nbdcopy "$T/new.raw" "$uri"
+	nbdcopy "$uri" - | cmp -s - "$T/new.raw"
+	check "$fmt: nbdcopy to the server reads back" test $? = 0
+	check "$fmt: SIGTERM stops the server cleanly" stop_server
+	rm -f "$T/back.raw"
+	qemu-img convert -q -O raw "$img" "$T/back.raw"
+	check "$fmt: writes persisted after the server stopped" \
+		cmp -s "$T/back.raw" "$T/new.raw"
+	if [ "$fmt" = raw ]; then
+		: # raw has nothing to check
+	elif "$IMGTOOL" check "$img" >"$T/check" 2>&1; then
+		ok "$fmt: imgtool check is clean"
+	else
+		fail "$fmt: imgtool check is clean"
+		cat "$T/check"
+	fi
+	check "$fmt: socket removed at exit" test ! -e "$sock"
+done
+
+# ---- TCP, several exports, read-only ----------------------------------
+to_image vhd "$T/src.raw" "$T/two.vhd" 2>/dev/null
+cp "$T/src.raw" "$T/one.raw"
+second=$T/two.vhd
+"$IMGTOOL" info "$second" 2>/dev/null | grep -q "file format: vhd" ||
+	second=$T/src.raw
+if start_server "$T/tcp.out" --port 0 --read-only --export-name one \
+	--export-name two "$T/one.raw" "$second"; then
+	port=$(sed -n 's|.*nbd://127.0.0.1:\([0-9]*\)/one$|\1|p' "$T/tcp.out")
+	check "tcp: listens on 127.0.0.1 by default" test -n "$port"
+	nbdinfo --list "nbd://127.0.0.1:$port" >"$T/list" 2>&1
+	if grep -q 'export="one"' "$T/list" && grep -q 'export="two"' "$T/list"; then
+		ok "tcp: nbdinfo --list shows both exports"
+	else
+		fail "tcp: nbdinfo --list shows both exports"
+	fi
+	nbdcopy "nbd://127.0.0.1:$port/two" - | cmp -s - "$T/src.raw"
+	check "tcp: second export reads correctly" test $? = 0
+	nbdinfo "nbd://127.0.0.1:$port/one" | grep -q 'is_read_only: true'
+	check "tcp: --read-only is advertised" test $? = 0
+	if nbdcopy "$T/new.raw" "nbd://127.0.0.1:$port/one" 2>/dev/null; then
+		fail "tcp: writes to a read-only export fail"
+	else
+		ok "tcp: writes to a read-only export fail"
+	fi
+	check "tcp: image untouched" cmp -s "$T/one.raw" "$T/src.raw"
+	# three clients at once, each with many requests in flight
+	for i in 1 2 3; do
+		nbdcopy --connections=4 --requests=32 \
+			"nbd://127.0.0.1:$port/one" "$T/par$i.raw" &
+	done
+	wait %2 %3 %4 2>/dev/null
+	same=0
+	for i in 1 2 3; do cmp -s "$T/par$i.raw" "$T/src.raw" && same=$((same + 1)); done
+	check "tcp: three parallel nbdcopy clients all byte-identical" test $same = 3
+	check "tcp: server stops cleanly" stop_server
+else
+	fail "tcp: server starts"
+fi
+
+# ---- hostile clients while a good one copies ------------------------------
+cp "$T/src.raw" "$T/h.raw"
+himg=$T/h.raw
+if qemu-img convert -q -O vdi "$T/src.raw" "$T/h.vdi" &&
+	"$IMGTOOL" info "$T/h.vdi" 2>/dev/null | grep -q "file format: vdi"; then
+	himg=$T/h.vdi
+fi
+if start_server "$T/h.out" --socket "$T/h.sock" "$himg"; then
+	nbdcopy --requests=4 "$T/new.raw" "nbd+unix:///?socket=$T/h.sock" &
+	copier=$!
+	python3 - "$T/h.sock" <<'PY' >"$T/hostile" 2>&1
+import socket, struct, sys, time
+path = sys.argv[1]
+def conn():
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(path)
+    assert s.recv(18, socket.MSG_WAITALL)[:8] == b"NBDMAGIC"
+    s.sendall(struct.pack(">I", 3)); return s
+def closed(s):
+    try:
+        return s.recv(1) == b""
+    except OSError:
+        return True
+IHAVEOPT = 0x49484156454F5054
+res = []
+s = conn(); s.sendall(b"\0" * 16); res.append(("bad option magic dropped", closed(s)))
+s = conn(); s.sendall(struct.pack(">QII", IHAVEOPT, 0x4242, 0))
+rep = s.recv(20, socket.MSG_WAITALL); t, n = struct.unpack(">QIII", rep)[2:]
+s.recv(n, socket.MSG_WAITALL)
+res.append(("unknown option -> NBD_REP_ERR_UNSUP", t == 0x80000001))
+s.sendall(struct.pack(">QII", IHAVEOPT, 1, 0))  # EXPORT_NAME ""
+info = s.recv(10, socket.MSG_WAITALL)
+size = struct.unpack(">QH", info)[0]
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 7, size, 4096))
+rep = s.recv(16, socket.MSG_WAITALL)
+res.append(("read past the end -> EINVAL", struct.unpack(">IIQ", rep)[1] == 22))
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 8, 0, 1 << 30))
+res.append(("1 GiB write dropped", closed(s)))
+s = conn(); s.sendall(struct.pack(">QII", IHAVEOPT, 1, 0)); s.recv(10, socket.MSG_WAITALL)
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 9, 0, 65536) + b"x" * 1000)
+s.close(); res.append(("disconnect mid-write", True))
+for name, good in res:
+    print(("ok - " if good else "FAIL - ") + name)
+PY
+	while read -r line; do
+		case $line in
+		"ok - "*) ok "hostile: ${line#ok - }" ;;
+		*) fail "hostile: ${line#FAIL - }" ;;
+		esac
+	done <"$T/hostile"
+	wait "$copier"
+	check "hostile: the good client's copy succeeded meanwhile" test $? = 0
+	check "hostile: server stops cleanly" stop_server
+	qemu-img convert -q -O raw "$himg" "$T/h.back"
+	check "hostile: image holds exactly the good client's data" \
+		cmp -s "$T/h.back" "$T/new.raw"
+	if [ "$himg" = "$T/h.vdi" ]; then
+		qemu-img check -q "$himg" >/dev/null 2>&1
+		check "hostile: qemu-img check of the VDI is clean" test $? = 0
+	fi
+else
+	fail "hostile: server starts"
+fi
+
+# ---- TLS ------------------------------------------------------------------
+mkdir "$T/pki"
+if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+	-keyout "$T/pki/key.pem" -out "$T/pki/ca-cert.pem" 2>/dev/null &&
+	start_server "$T/tls.out" --socket "$T/tls.sock" \
+		--tls-cert "$T/pki/ca-cert.pem" --tls-key "$T/pki/key.pem" \
+		"$T/one.raw"; then
+	check "tls: banner uses nbds" grep -q 'nbds+unix://' "$T/tls.out"
+	if nbdinfo "nbd+unix:///?socket=$T/tls.sock" >/dev/null 2>&1; then
+		fail "tls: a client without TLS is refused"
+	else
+		ok "tls: a client without TLS is refused"
+	fi
+	nbdcopy "nbds+unix:///?socket=$T/tls.sock&tls-certificates=$T/pki&tls-verify-peer=false" - |
+		cmp -s - "$T/src.raw"
+	check "tls: nbdcopy over TLS is byte-identical" test $? = 0
+	check "tls: server stops cleanly" stop_server
+else
+	fail "tls: server starts"
+fi
+
+# ---- daemon, pidfile, errors --------------------------------------------
+if "$IMGTOOL" serve --daemon --pidfile "$T/pid" --socket "$T/d.sock" \
+	"$T/one.raw" >"$T/d.out"; then
+	pid=$(cat "$T/pid" 2>/dev/null)
+	check "daemon: pidfile names a running server" kill -0 "$pid"
+	size=$(nbdinfo --size "nbd+unix:///?socket=$T/d.sock")
+	check "daemon: serves" test "$size" = 67108864
+	kill -TERM "$pid"
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+	check "daemon: exits on SIGTERM and removes its pidfile" test ! -e "$T/pid"
+else
+	fail "daemon: starts"
+fi
+"$IMGTOOL" serve --socket "$T/x.sock" "$T/missing.vdi" 2>"$T/err"
+rc=$?
+check "error: missing image -> exit 1 with one line" \
+	test $rc = 1 -a "$(wc -l <"$T/err")" = 1
+"$IMGTOOL" serve --daemon --socket "$T/x.sock" "$T/missing.vdi" 2>/dev/null
+check "error: --daemon reports the failure in its exit status" test $? = 1
+"$IMGTOOL" serve 2>/dev/null
+check "error: no image is a usage error" test $? = 2
+
+finish

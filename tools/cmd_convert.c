@@ -1,0 +1,559 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * imgtool convert: copy one or more images (concatenated) into a new image
+ * of any format, or into an existing one (-n).
+ *
+ * The copy runs through the read-ahead pipeline: reader threads ask block
+ * status to skip what is unallocated or zero without reading it, read the
+ * rest in large chunks and find zero runs; this thread writes in order, so
+ * a target opened IMG_OPEN_SEQUENTIAL (streamOptimized) sees strictly
+ * ascending writes.
+ */
+#include "tools/cmdline.h"
+#include "tools/pipeline.h"
+
+#include "img.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A zero run longer than this is still cut into several chunks, so that
+ * progress moves and a huge sparse disk does not look stuck. */
+#define CONVERT_MAX_ZERO_CHUNK (1ull << 30)
+
+struct convert_source {
+	struct img *img;
+	uint64_t size;
+	uint64_t start; /* where it begins in the concatenated stream */
+};
+
+struct convert {
+	struct convert_source *src;
+	int nsrc;
+	uint64_t total;
+	struct img *dst;
+	/* -B: the target's parent; only what differs from it is written. */
+	struct img *backing;
+	bool existing;	      /* -n: the target holds old data */
+	bool fully_allocate;  /* -S 0: write zeros too */
+	uint64_t granularity; /* zero detection block, bytes */
+	size_t buf_size;
+	/* claim cursor, under the pipeline lock */
+	int cur_src;
+	uint64_t cur_off;
+	uint64_t done;
+	struct cmdline_progress progress;
+};
+
+static int convert_claim(void *ctx, struct pipeline_chunk *c)
+{
+	struct convert *cv = ctx;
+	struct convert_source *s;
+	int ret;
+
+	while (cv->cur_src < cv->nsrc &&
+	       cv->cur_off >= cv->src[cv->cur_src].size) {
+		cv->cur_src++;
+		cv->cur_off = 0;
+	}
+	if (cv->cur_src == cv->nsrc)
+		return 0;
+	s = &cv->src[cv->cur_src];
+	c->source = cv->cur_src;
+	c->off = s->start + cv->cur_off;
+	ret = pipeline_claim_from_status(s->img, c, cv->cur_off,
+					 s->size - cv->cur_off, cv->buf_size,
+					 CONVERT_MAX_ZERO_CHUNK);
+	if (ret < 0)
+		return ret;
+	cv->cur_off += c->len;
+	return 1;
+}
+
+/* Read [off, off+len) of the backing image into buf, zeros past its end. */
+static int convert_read_backing(struct convert *cv, uint8_t *buf, uint64_t off,
+				uint64_t len)
+{
+	uint64_t bsize = img_size(cv->backing);
+	uint64_t inside = 0;
+
+	if (off < bsize)
+		inside = bsize - off < len ? bsize - off : len;
+	if (inside) {
+		int ret = img_pread(cv->backing, buf, inside, off);
+
+		if (ret < 0)
+			return ret;
+	}
+	memset(buf + inside, 0, len - inside);
+	return 0;
+}
+
+/* A run the source reads as zero: SAME where the backing reads zero too,
+ * ZERO (write zeros) where it does not. */
+static int convert_zero_vs_backing(struct convert *cv, struct pipeline_chunk *c,
+				   const struct pipeline_segment *s)
+{
+	uint64_t bsize = img_size(cv->backing);
+	uint64_t pos = s->off, end = s->off + s->len;
+
+	while (pos < end) {
+		struct img_extent ext;
+		uint64_t len;
+		int ret;
+
+		if (pos >= bsize) {
+			pipeline_segment_append(c->out, &c->nout,
+						c->max_segments, pos, end - pos,
+						PIPELINE_SEG_SAME);
+			break;
+		}
+		len = (end < bsize ? end : bsize) - pos;
+		ret = img_block_status(cv->backing, pos, len, &ext);
+		if (ret < 0)
+			return ret;
+		len = ext.length < len ? ext.length : len;
+		if (ext.flags & IMG_EXTENT_ZERO) {
+			pipeline_segment_append(c->out, &c->nout,
+						c->max_segments, pos, len,
+						PIPELINE_SEG_SAME);
+		} else if (c->len <= cv->buf_size) {
+			/* Small enough to look at: the parent may hold
+			 * zeros in allocated blocks. */
+			uint8_t *b = c->buf[1] + (pos - c->off);
+
+			ret = convert_read_backing(cv, b, pos, len);
+			if (ret < 0)
+				return ret;
+			pipeline_segment_append(c->out, &c->nout,
+						c->max_segments, pos, len,
+						pipeline_buf_is_zero(b, len)
+							? PIPELINE_SEG_SAME
+							: PIPELINE_SEG_ZERO);
+		} else {
+			pipeline_segment_append(c->out, &c->nout,
+						c->max_segments, pos, len,
+						PIPELINE_SEG_ZERO);
+		}
+		pos += len;
+	}
+	return 0;
+}
+
+/* Keep only what differs from the backing image (convert -B). */
+static int convert_diff_backing(struct convert *cv, struct pipeline_chunk *c)
+{
+	uint64_t g = cv->granularity ? cv->granularity : 4096;
+	int n = c->nout;
+
+	/* seg[] is no longer needed: it holds the input of this pass. */
+	memcpy(c->seg, c->out, (size_t)n * sizeof(*c->out));
+	c->nseg = n;
+	c->nout = 0;
+	for (int i = 0; i < n; i++) {
+		const struct pipeline_segment *s = &c->seg[i];
+		uint64_t rel = s->off - c->off;
+		int ret;
+
+		if (s->kind == PIPELINE_SEG_ZERO) {
+			ret = convert_zero_vs_backing(cv, c, s);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		ret = convert_read_backing(cv, c->buf[1] + rel, s->off, s->len);
+		if (ret < 0)
+			return ret;
+		for (uint64_t pos = s->off; pos < s->off + s->len;) {
+			uint64_t next = (pos / g + 1) * g;
+			uint64_t r = pos - c->off;
+			bool same;
+
+			if (next > s->off + s->len)
+				next = s->off + s->len;
+			same = memcmp(c->buf[0] + r, c->buf[1] + r,
+				      next - pos) == 0;
+			pipeline_segment_append(
+				c->out, &c->nout, c->max_segments, pos,
+				next - pos,
+				same ? PIPELINE_SEG_SAME : PIPELINE_SEG_DATA);
+			pos = next;
+		}
+	}
+	return 0;
+}
+
+static int convert_produce(void *ctx, struct pipeline_chunk *c)
+{
+	struct convert *cv = ctx;
+	int ret;
+
+	ret = pipeline_read_segments(cv->src[c->source].img, c, 0);
+	if (ret < 0) {
+		cmdline_img_error(cv->src[c->source].img, ret);
+		return ret;
+	}
+	pipeline_detect_zeroes(c, cv->fully_allocate ? 0 : cv->granularity,
+			       cv->granularity);
+	if (cv->backing) {
+		ret = convert_diff_backing(cv, c);
+		if (ret < 0)
+			cmdline_img_error(cv->backing, ret);
+	}
+	return ret;
+}
+
+/* Write explicit zeros (a fully allocated target). */
+static int convert_write_zero_buffers(struct img *dst, uint64_t off,
+				      uint64_t len)
+{
+	while (len) {
+		size_t n = len < PIPELINE_ZERO_BUF_SIZE
+				   ? len
+				   : PIPELINE_ZERO_BUF_SIZE;
+		int ret = img_pwrite(dst, pipeline_zero_buf, n, off);
+
+		if (ret < 0)
+			return ret;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* -n: zero the range where the target does not already read as zero. */
+static int convert_zero_existing(struct convert *cv, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+
+	while (off < end) {
+		struct img_extent ext;
+		uint64_t n;
+		int ret = img_block_status(cv->dst, off, end - off, &ext);
+
+		if (ret < 0)
+			return ret;
+		n = ext.length < end - off ? ext.length : end - off;
+		if (!(ext.flags & IMG_EXTENT_ZERO)) {
+			ret = img_write_zeroes(
+				cv->dst, off, n,
+				cv->fully_allocate ? 0 : IMG_ZERO_MAY_UNMAP);
+			if (ret < 0)
+				return ret;
+		}
+		off += n;
+	}
+	return 0;
+}
+
+static int convert_consume(void *ctx, struct pipeline_chunk *c)
+{
+	struct convert *cv = ctx;
+	int ret = 0;
+
+	for (int i = 0; i < c->nout && ret == 0; i++) {
+		const struct pipeline_segment *s = &c->out[i];
+
+		switch (s->kind) {
+		case PIPELINE_SEG_DATA:
+			ret = img_pwrite(cv->dst, c->buf[0] + (s->off - c->off),
+					 s->len, s->off);
+			break;
+		case PIPELINE_SEG_ZERO:
+			if (cv->existing)
+				ret = convert_zero_existing(cv, s->off, s->len);
+			else if (cv->backing)
+				ret = img_write_zeroes(cv->dst, s->off, s->len,
+						       0);
+			else if (cv->fully_allocate)
+				ret = convert_write_zero_buffers(
+					cv->dst, s->off, s->len);
+			/* else: a fresh target already reads zero */
+			break;
+		case PIPELINE_SEG_SAME:
+			break;
+		}
+	}
+	if (ret < 0) {
+		cmdline_img_error(cv->dst, ret);
+		return ret;
+	}
+	cv->done += c->len;
+	cmdline_progress_update(&cv->progress, cv->done);
+	return 0;
+}
+
+static void convert_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: imgtool convert [-f FMT] [-O FMT] [-o OPTS] [-c] [-p] [-q] [-n]\n"
+		"                       [-S SIZE] [-B BACKING [-F BFMT]] [-m N] [-U]\n"
+		"                       SRC... DST\n"
+		"Copy the virtual disk of SRC (several SRCs are concatenated) into DST,\n"
+		"flattening backing chains.  Unallocated and zero regions are not written.\n"
+		"\n"
+		"  -f FMT       source format (default: probed)\n"
+		"  -O FMT       target format: raw, vdi, vhd (vpc), vmdk (default raw)\n"
+		"  -o OPTS      target create options, e.g. subformat=fixed,cluster_size=1M\n"
+		"               (-o help lists them for -O FMT)\n"
+		"  -c           compress (vmdk: subformat=streamOptimized)\n"
+		"  -n           write into the existing DST, do not create it\n"
+		"  -S SIZE      zero runs of at least SIZE bytes are left sparse (default 4K;\n"
+		"               0 writes every byte: a fully allocated target)\n"
+		"  -B BACKING   make DST a differencing image over BACKING and write only\n"
+		"               what differs from it (BACKING is relative to DST's dir)\n"
+		"  -F BFMT      format of BACKING (default: probed)\n"
+		"  -m N         reader threads (default: 2 per CPU, at most 8)\n"
+		"  -p           show progress with throughput and ETA (on a terminal)\n"
+		"  -q           quiet\n"
+		"  -U           do not lock the sources (--force-share)\n"
+		"Exit status: 0 success, 1 failure, 2 usage error.\n");
+}
+
+static int convert_print_create_options(const char *format)
+{
+	const char *const *opts = img_format_create_options(format);
+
+	printf("Create options for %s:\n", format);
+	printf("  size, subformat, cluster_size, backing_file, backing_fmt, preallocation\n");
+	for (; opts && *opts; opts++)
+		printf("  %s\n", *opts);
+	return 0;
+}
+
+/* On failure, remove the files of a target this run created. */
+static void convert_discard_target(struct img *dst, const char *path)
+{
+	struct img_info *info = calloc(1, sizeof(*info));
+	int nfiles = 0;
+
+	if (info && img_get_info(dst, info) == 0)
+		nfiles = info->nfiles;
+	img_close(dst);
+	for (int i = 0; i < nfiles; i++)
+		if (strcmp(info->files[i], path) != 0)
+			unlink(info->files[i]);
+	unlink(path);
+	free(info);
+}
+
+int cmd_convert(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "force-share", no_argument, NULL, 'U' },
+		{ "progress", no_argument, NULL, 'p' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct convert cv = { .granularity = 4096 };
+	const char *src_format = NULL, *dst_format = "raw";
+	const char *options = NULL, *backing = NULL, *backing_format = NULL;
+	const char *dst_path, *canonical;
+	char *create_options = NULL;
+	bool progress = false, compress = false, created = false;
+	bool format_given = false;
+	unsigned src_flags = IMG_OPEN_RDONLY;
+	int workers = 0;
+	int opt, ret, status = TOOL_EXIT_FAILURE;
+
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "hf:O:o:cnpqS:B:F:b:m:UWt:T:",
+				  longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			convert_usage(stdout);
+			return 0;
+		case 'f':
+			src_format = optarg;
+			break;
+		case 'O':
+			dst_format = optarg;
+			format_given = true;
+			break;
+		case 'o':
+			options = optarg;
+			break;
+		case 'c':
+			compress = true;
+			break;
+		case 'n':
+			cv.existing = true;
+			break;
+		case 'p':
+			progress = true;
+			break;
+		case 'q':
+			progress = false;
+			break;
+		case 'S':
+			if (tool_parse_size(optarg, &cv.granularity) < 0)
+				return TOOL_EXIT_USAGE;
+			break;
+		case 'B':
+		case 'b':
+			backing = optarg;
+			break;
+		case 'F':
+			backing_format = optarg;
+			break;
+		case 'm':
+			workers = atoi(optarg);
+			if (workers < 1 || workers > 8)
+				return tool_usage_error(
+					"convert", "-m wants 1 to 8, not '%s'",
+					optarg);
+			break;
+		case 'U':
+			src_flags |= IMG_OPEN_NO_LOCK;
+			break;
+		case 'W':
+		case 't':
+		case 'T':
+			break; /* qemu-img compatibility; no meaning here */
+		default:
+			return cmdline_bad_option("convert", argv);
+		}
+	}
+	canonical = img_format_canonical(dst_format);
+	if (!canonical) {
+		tool_error("convert: unknown format '%s'", dst_format);
+		return TOOL_EXIT_USAGE;
+	}
+	dst_format = canonical;
+	if (options && strcmp(options, "help") == 0)
+		return convert_print_create_options(dst_format);
+	if (argc - optind < 2)
+		return tool_usage_error("convert",
+					"needs a source and a target");
+	if (backing && cv.existing)
+		return tool_usage_error("convert",
+					"-B creates the target; not with -n");
+	if (compress) {
+		if (strcmp(dst_format, "vmdk") != 0) {
+			tool_error("convert: format %s cannot compress",
+				   dst_format);
+			return TOOL_EXIT_USAGE;
+		}
+		if (asprintf(&create_options, "%s%ssubformat=streamOptimized",
+			     options ? options : "", options ? "," : "") < 0)
+			return TOOL_EXIT_FAILURE;
+		options = create_options;
+	}
+	cv.fully_allocate = cv.granularity == 0;
+	if (cv.granularity && cv.granularity < IMG_SECTOR_SIZE)
+		cv.granularity = IMG_SECTOR_SIZE;
+	/* Zero detection works in aligned blocks of at most a buffer. */
+	cv.buf_size = 2u << 20;
+	if (cv.granularity > cv.buf_size)
+		cv.granularity = cv.buf_size;
+	dst_path = argv[argc - 1];
+
+	cv.nsrc = argc - optind - 1;
+	cv.src = calloc(cv.nsrc, sizeof(*cv.src));
+	if (!cv.src)
+		goto out;
+	for (int i = 0; i < cv.nsrc; i++) {
+		struct convert_source *s = &cv.src[i];
+
+		if (tool_open(&s->img, argv[optind + i], src_format,
+			      src_flags) < 0)
+			goto out;
+		s->size = img_size(s->img);
+		s->start = cv.total;
+		cv.total += s->size;
+	}
+
+	if (cv.existing) {
+		if (tool_open(&cv.dst, dst_path,
+			      format_given ? dst_format : NULL,
+			      IMG_OPEN_RDWR) < 0)
+			goto out;
+		if (img_size(cv.dst) < cv.total) {
+			tool_error(
+				"%s: target is smaller (%llu bytes) than the source (%llu bytes)",
+				dst_path, (unsigned long long)img_size(cv.dst),
+				(unsigned long long)cv.total);
+			goto out;
+		}
+	} else {
+		struct img_create_options co = {
+			.format = dst_format,
+			.size = cv.total,
+			.backing_file = backing,
+			.backing_format = backing_format,
+			.options = options,
+		};
+		char errbuf[IMG_ERRMSG_MAX] = "";
+		unsigned flags = IMG_OPEN_RDWR;
+
+		ret = img_create(dst_path, &co, errbuf, sizeof(errbuf));
+		if (ret < 0) {
+			tool_error("%s", errbuf[0] ? errbuf : strerror(-ret));
+			goto out;
+		}
+		created = true;
+		if (!backing)
+			flags |= IMG_OPEN_SEQUENTIAL;
+		if (tool_open(&cv.dst, dst_path, dst_format, flags) < 0)
+			goto out;
+		if (backing) {
+			cv.backing = img_backing(cv.dst);
+			if (!cv.backing) {
+				tool_error("%s: backing file %s was not opened",
+					   dst_path, backing);
+				goto out;
+			}
+		}
+	}
+
+	{
+		struct pipeline_config cfg = {
+			.buf_size = cv.buf_size,
+			.nbufs = cv.backing ? 2 : 1,
+			.workers = workers,
+		};
+		static const struct pipeline_ops ops = {
+			.claim = convert_claim,
+			.produce = convert_produce,
+			.consume = convert_consume,
+		};
+
+		cmdline_progress_start(&cv.progress, progress, cv.total);
+		ret = pipeline_run(&cfg, &ops, &cv);
+		cmdline_progress_end(&cv.progress, ret == 0);
+		if (ret < 0) {
+			if (ret == -ENOMEM)
+				tool_error("convert: out of memory");
+			else if (ret == -EAGAIN)
+				tool_error("convert: cannot start threads");
+			/* else the failing step printed its message */
+			goto out;
+		}
+	}
+	ret = img_close(cv.dst);
+	cv.dst = NULL;
+	if (ret < 0) {
+		tool_error("%s: flush failed: %s", dst_path, strerror(-ret));
+		goto out;
+	}
+	status = TOOL_EXIT_OK;
+out:
+	if (cv.dst) {
+		if (created && status != TOOL_EXIT_OK)
+			convert_discard_target(cv.dst, dst_path);
+		else
+			img_close(cv.dst);
+	} else if (created && status != TOOL_EXIT_OK) {
+		unlink(dst_path);
+	}
+	for (int i = 0; cv.src && i < cv.nsrc; i++)
+		if (cv.src[i].img)
+			img_close(cv.src[i].img);
+	free(cv.src);
+	free(create_options);
+	return status;
+}

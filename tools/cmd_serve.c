@@ -1,0 +1,390 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * imgtool serve: export images over NBD (nbd/).  Foreground by default;
+ * --daemon detaches once every image is open and the sockets listen, so
+ * errors still reach the terminal and the exit status.
+ */
+#include "img.h"
+#include "nbd/nbd_server.h"
+#include "tools/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SERVE_MAX_EXPORTS 64
+
+struct serve_args {
+	const char *port, *bind, *socket;
+	const char *tls_cert, *tls_key;
+	const char *pidfile, *format;
+	bool read_only, daemon, verbose;
+	unsigned shared, threads;
+	const char *names[SERVE_MAX_EXPORTS];
+	int nnames;
+};
+
+static struct nbd_server *serve_running;
+
+static void serve_on_signal(int sig)
+{
+	(void)sig;
+	if (serve_running)
+		nbd_server_stop(serve_running);
+}
+
+static void serve_log(void *opaque, const char *line)
+{
+	(void)opaque;
+	fprintf(stderr, "imgtool serve: %s\n", line);
+}
+
+static void serve_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: imgtool serve [--port N] [--bind ADDR] [--socket PATH] "
+		"[--read-only]\n"
+		"                     [--export-name NAME]... [--shared N] "
+		"[--tls-cert FILE --tls-key FILE]\n"
+		"                     [--pidfile FILE] [--daemon] [--format "
+		"FMT] "
+		"[--threads N] [--verbose]\n"
+		"                     FILE...\n"
+		"Serve each FILE as an NBD export (default 127.0.0.1 port "
+		"10809).\n");
+}
+
+static int serve_parse_count(const char *opt, const char *text, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (errno || *end || end == text || v > 65535) {
+		fprintf(stderr, "imgtool serve: %s: invalid count '%s'\n", opt,
+			text);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int serve_parse_args(int argc, char **argv, struct serve_args *a)
+{
+	enum {
+		OPT_TLS_CERT = 256,
+		OPT_TLS_KEY,
+		OPT_PIDFILE,
+		OPT_DAEMON,
+		OPT_THREADS
+	};
+	static const struct option longopts[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "bind", required_argument, NULL, 'b' },
+		{ "socket", required_argument, NULL, 'k' },
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "export-name", required_argument, NULL, 'x' },
+		{ "shared", required_argument, NULL, 'e' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
+		{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+		{ "daemon", no_argument, NULL, OPT_DAEMON },
+		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "p:b:k:rx:e:f:vh", longopts,
+				NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			a->port = optarg;
+			break;
+		case 'b':
+			a->bind = optarg;
+			break;
+		case 'k':
+			a->socket = optarg;
+			break;
+		case 'r':
+			a->read_only = true;
+			break;
+		case 'x':
+			if (a->nnames == SERVE_MAX_EXPORTS) {
+				fprintf(stderr,
+					"imgtool serve: too many exports\n");
+				return -1;
+			}
+			a->names[a->nnames++] = optarg;
+			break;
+		case 'e':
+			if (serve_parse_count("--shared", optarg, &a->shared))
+				return -1;
+			break;
+		case 'f':
+			a->format = optarg;
+			break;
+		case OPT_TLS_CERT:
+			a->tls_cert = optarg;
+			break;
+		case OPT_TLS_KEY:
+			a->tls_key = optarg;
+			break;
+		case OPT_PIDFILE:
+			a->pidfile = optarg;
+			break;
+		case OPT_DAEMON:
+			a->daemon = true;
+			break;
+		case OPT_THREADS:
+			if (serve_parse_count("--threads", optarg, &a->threads))
+				return -1;
+			break;
+		case 'v':
+			a->verbose = true;
+			break;
+		case 'h':
+			serve_usage(stdout);
+			exit(0);
+		default:
+			serve_usage(stderr);
+			return -1;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "imgtool serve: no image given\n");
+		serve_usage(stderr);
+		return -1;
+	}
+	if (argc - optind > SERVE_MAX_EXPORTS) {
+		fprintf(stderr, "imgtool serve: too many images\n");
+		return -1;
+	}
+	if (a->nnames > argc - optind) {
+		fprintf(stderr,
+			"imgtool serve: more --export-name than images\n");
+		return -1;
+	}
+	if (!a->tls_cert != !a->tls_key) {
+		fprintf(stderr, "imgtool serve: --tls-cert and --tls-key go "
+				"together\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int serve_write_pidfile(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+		fprintf(stderr, "imgtool serve: %s: %s\n", path,
+			strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* The address as a URI host: IPv6 literals need brackets. */
+static void serve_print_banner(const struct serve_args *a, int port,
+			       const char *file, const char *name, bool tcp)
+{
+	const char *scheme = a->tls_cert ? "nbds" : "nbd";
+
+	if (tcp) {
+		const char *host = a->bind ? a->bind : "127.0.0.1";
+		bool v6 = strchr(host, ':') != NULL;
+		printf("serving %s at %s://%s%s%s:%d/%s\n", file, scheme,
+		       v6 ? "[" : "", host, v6 ? "]" : "", port, name);
+	}
+	if (a->socket)
+		printf("serving %s at %s+unix:///%s?socket=%s\n", file, scheme,
+		       name, a->socket);
+}
+
+/* --daemon: fork now; the parent waits for one status byte from the
+ * child (0 = serving) and exits with it.  Returns the pipe's write end in
+ * the child, -1 without --daemon, and never returns in the parent. */
+static int serve_daemonize(void)
+{
+	int p[2];
+	pid_t pid;
+	char status = 1;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		perror("imgtool serve: pipe");
+		exit(1);
+	}
+	pid = fork();
+	if (pid < 0) {
+		perror("imgtool serve: fork");
+		exit(1);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &status, 1) != 1)
+			status = 1;
+		exit(status ? 1 : 0);
+	}
+	close(p[0]);
+	setsid();
+	return p[1];
+}
+
+static void serve_detach(int status_fd)
+{
+	int null = open("/dev/null", O_RDWR);
+	char ok = 0;
+
+	fflush(stdout);
+	fflush(stderr);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+	if (write(status_fd, &ok, 1) != 1) {
+		/* the parent is gone; keep serving */
+	}
+	close(status_fd);
+	if (chdir("/")) {
+		/* relative paths were resolved at open; nothing depends on
+		 * the directory */
+	}
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	struct serve_args a = { 0 };
+	struct img *imgs[SERVE_MAX_EXPORTS] = { 0 };
+	struct nbd_server *srv = NULL;
+	struct sigaction sa = { 0 };
+	char errbuf[IMG_ERRMSG_MAX];
+	int nimgs = 0, status_fd = -1, port = 0, ret = 1, r;
+	bool tcp;
+
+	if (serve_parse_args(argc, argv, &a))
+		return 2;
+	tcp = !a.socket || a.port || a.bind;
+	if (a.daemon)
+		status_fd = serve_daemonize();
+
+	struct nbd_server_options so = {
+		.max_clients = a.shared,
+		.workers = a.threads,
+		.tls_cert = a.tls_cert,
+		.tls_key = a.tls_key,
+		.log = a.verbose ? serve_log : NULL,
+	};
+	if (nbd_server_new(&srv, &so, errbuf, sizeof(errbuf)) < 0) {
+		fprintf(stderr, "imgtool serve: %s\n", errbuf);
+		goto out;
+	}
+	for (int i = optind; i < argc; i++) {
+		struct img_open_options oo = {
+			.format = a.format,
+			.flags = a.read_only ? IMG_OPEN_RDONLY : IMG_OPEN_RDWR,
+		};
+		const char *file = argv[i];
+		char *copy;
+		const char *name;
+
+		r = img_open(&imgs[nimgs], file, &oo, errbuf, sizeof(errbuf));
+		if (r < 0) {
+			fprintf(stderr, "imgtool: %s\n", errbuf);
+			goto out;
+		}
+		nimgs++;
+		copy = strdup(file);
+		if (!copy) {
+			fprintf(stderr, "imgtool serve: out of memory\n");
+			goto out;
+		}
+		int idx = nimgs - 1;
+		name = idx < a.nnames ? a.names[idx] : basename(copy);
+		r = nbd_server_add_export(srv, name, file, imgs[idx],
+					  a.read_only);
+		free(copy);
+		if (r < 0) {
+			fprintf(stderr, "imgtool serve: export '%s': %s\n",
+				idx < a.nnames ? a.names[idx] : file,
+				r == -EEXIST ? "name given twice"
+					     : strerror(-r));
+			goto out;
+		}
+	}
+	if (tcp) {
+		r = nbd_server_listen_tcp(srv, a.bind, a.port, errbuf,
+					  sizeof(errbuf));
+		if (r < 0) {
+			fprintf(stderr, "imgtool serve: %s\n", errbuf);
+			goto out;
+		}
+		port = nbd_server_tcp_port(srv);
+	}
+	if (a.socket) {
+		r = nbd_server_listen_unix(srv, a.socket, errbuf,
+					   sizeof(errbuf));
+		if (r < 0) {
+			fprintf(stderr, "imgtool serve: %s\n", errbuf);
+			goto out;
+		}
+	}
+	if (a.pidfile && serve_write_pidfile(a.pidfile))
+		goto out;
+
+	sa.sa_handler = serve_on_signal;
+	sigemptyset(&sa.sa_mask);
+	serve_running = srv;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	for (int i = 0; i < nimgs; i++) {
+		const char *name = i < a.nnames ? a.names[i] : NULL;
+		char *copy = strdup(argv[optind + i]);
+		serve_print_banner(&a, port, argv[optind + i],
+				   name ? name : (copy ? basename(copy) : ""),
+				   tcp);
+		free(copy);
+	}
+	fflush(stdout);
+	if (status_fd >= 0) {
+		serve_detach(status_fd);
+		status_fd = -1;
+	}
+
+	nbd_server_run(srv);
+	ret = 0;
+out:
+	nbd_server_free(srv);
+	serve_running = NULL;
+	for (int i = 0; i < nimgs; i++)
+		if (tool_close(imgs[i]) < 0)
+			ret = 1;
+	if (a.pidfile && ret == 0)
+		unlink(a.pidfile);
+	if (status_fd >= 0) {
+		char fail = 1;
+		if (write(status_fd, &fail, 1) != 1) {
+			/* parent gone */
+		}
+		close(status_fd);
+	}
+	return ret;
+}

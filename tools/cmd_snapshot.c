@@ -1,0 +1,619 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * imgtool snapshot: named states of a disk whose path never changes.
+ *
+ * `create NAME` turns FILE's current contents into a read-only layer
+ * FILE.snapshots/NAME.EXT and makes FILE a fresh differencing image over
+ * it; snapshots are the chain's layers that live in FILE.snapshots/.
+ * `revert NAME` replaces FILE by a fresh child of NAME; `delete NAME`
+ * pulls NAME's data into its child and takes NAME out of the chain.  A
+ * small index (FILE.snapshots/index: name, creation time) keeps the dates.
+ *
+ * Crash safety: FILE is only ever replaced by rename() of a complete new
+ * image; a layer's data is copied into its child before the child stops
+ * referring to it, and the layer's file is removed last.
+ */
+#include "tools/chain.h"
+#include "tools/cmdline.h"
+
+#include "img.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SNAPSHOT_NAME_MAX 64
+#define SNAPSHOT_MAX_LAYERS 64
+#define SNAPSHOT_MAX_ENTRIES 256
+
+struct snapshot_layer {
+	char path[PATH_MAX];
+	char format[16];
+	char backing_recorded[PATH_MAX]; /* parent reference as stored */
+	uint64_t virtual_size;
+	uint64_t actual_size;
+	int nfiles;
+	char name[SNAPSHOT_NAME_MAX + 1]; /* "" unless in FILE.snapshots/ */
+};
+
+struct snapshot_entry {
+	char name[SNAPSHOT_NAME_MAX + 1];
+	int64_t created;
+};
+
+struct snapshot_ctx {
+	const char *file;
+	char *snapdir;
+	char ext[16];
+	int nlayers;
+	struct snapshot_layer *layers; /* [0] is FILE itself */
+	int nentries;
+	struct snapshot_entry entries[SNAPSHOT_MAX_ENTRIES];
+};
+
+static void snapshot_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: imgtool snapshot create FILE NAME\n"
+		"       imgtool snapshot list FILE\n"
+		"       imgtool snapshot revert [--force] FILE NAME\n"
+		"       imgtool snapshot delete FILE NAME\n"
+		"Named states of the disk FILE (vdi, vhd, vmdk); FILE's path never changes.\n"
+		"\n"
+		"  create   keep the current contents as snapshot NAME (a read-only layer\n"
+		"           FILE.snapshots/NAME.EXT); FILE becomes a fresh differencing\n"
+		"           image over it\n"
+		"  list     the chain, newest first: names, dates, sizes\n"
+		"  revert   discard everything written since NAME (NAME is kept);\n"
+		"           --force also discards snapshots newer than NAME\n"
+		"  delete   remove snapshot NAME; what the disk reads does not change\n"
+		"  -f FMT   format of FILE (default: probed)\n"
+		"  -q       quiet\n"
+		"Exit status: 0 success, 1 failure, 2 usage error.\n");
+}
+
+static bool snapshot_name_valid(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > SNAPSHOT_NAME_MAX || name[0] == '.' ||
+	    name[0] == '-')
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._-+@", *p))
+			return false;
+	return strcmp(name, "index") != 0;
+}
+
+static char *snapshot_layer_path(struct snapshot_ctx *s, const char *name)
+{
+	char *out = NULL;
+
+	if (asprintf(&out, "%s/%s.%s", s->snapdir, name, s->ext) < 0)
+		return NULL;
+	return out;
+}
+
+/* ---- the index ---------------------------------------------------------*/
+
+static void snapshot_index_load(struct snapshot_ctx *s)
+{
+	char *path = NULL, line[256];
+	FILE *f;
+
+	s->nentries = 0;
+	if (asprintf(&path, "%s/index", s->snapdir) < 0)
+		return;
+	f = fopen(path, "r");
+	free(path);
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f) &&
+	       s->nentries < SNAPSHOT_MAX_ENTRIES) {
+		struct snapshot_entry *e = &s->entries[s->nentries];
+		char *tab = strchr(line, '\t');
+
+		if (!tab)
+			continue;
+		*tab = '\0';
+		if (!snapshot_name_valid(line))
+			continue;
+		memcpy(e->name, line, strlen(line) + 1);
+		e->created = strtoll(tab + 1, NULL, 10);
+		s->nentries++;
+	}
+	fclose(f);
+}
+
+static int snapshot_index_save(struct snapshot_ctx *s)
+{
+	char *path = NULL, *tmp = NULL;
+	int ret = -ENOMEM;
+	FILE *f;
+
+	if (asprintf(&path, "%s/index", s->snapdir) < 0 ||
+	    asprintf(&tmp, "%s/index.tmp", s->snapdir) < 0)
+		goto out;
+	f = fopen(tmp, "w");
+	if (!f) {
+		ret = -errno;
+		goto out;
+	}
+	fprintf(f,
+		"# imgtool snapshots of this directory's image: name, created (Unix time)\n");
+	for (int i = 0; i < s->nentries; i++)
+		fprintf(f, "%s\t%" PRId64 "\n", s->entries[i].name,
+			s->entries[i].created);
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		ret = -errno;
+		fclose(f);
+		goto out;
+	}
+	fclose(f);
+	ret = rename(tmp, path) < 0 ? -errno : 0;
+out:
+	if (ret < 0)
+		tool_error("%s/index: cannot write: %s", s->snapdir,
+			   strerror(-ret));
+	free(path);
+	free(tmp);
+	return ret;
+}
+
+static struct snapshot_entry *snapshot_index_find(struct snapshot_ctx *s,
+						  const char *name)
+{
+	for (int i = 0; i < s->nentries; i++)
+		if (strcmp(s->entries[i].name, name) == 0)
+			return &s->entries[i];
+	return NULL;
+}
+
+static void snapshot_index_remove(struct snapshot_ctx *s, const char *name)
+{
+	struct snapshot_entry *e = snapshot_index_find(s, name);
+
+	if (!e)
+		return;
+	memmove(e, e + 1,
+		(size_t)(&s->entries[s->nentries] - (e + 1)) * sizeof(*e));
+	s->nentries--;
+}
+
+/* ---- the chain ---------------------------------------------------------*/
+
+/* Is path directly inside s->snapdir?  Then name gets its snapshot name. */
+static bool snapshot_layer_name(struct snapshot_ctx *s, const char *path,
+				char *name)
+{
+	char dir_real[PATH_MAX], snap_real[PATH_MAX];
+	char *copy = strdup(path), *base, *dot;
+	bool inside = false;
+
+	name[0] = '\0';
+	if (!copy)
+		return false;
+	if (realpath(dirname(copy), dir_real) &&
+	    realpath(s->snapdir, snap_real) && strcmp(dir_real, snap_real) == 0)
+		inside = true;
+	free(copy);
+	if (!inside)
+		return false;
+	copy = strdup(path);
+	if (!copy)
+		return false;
+	base = basename(copy);
+	dot = strrchr(base, '.');
+	if (dot && dot != base)
+		*dot = '\0';
+	if (strlen(base) > SNAPSHOT_NAME_MAX)
+		base[SNAPSHOT_NAME_MAX] = '\0';
+	memcpy(name, base, strlen(base) + 1);
+	free(copy);
+	return true;
+}
+
+static int snapshot_load_chain(struct snapshot_ctx *s, const char *format)
+{
+	struct img_info *info = calloc(1, sizeof(*info));
+	struct img *img = NULL;
+	int ret = -ENOMEM;
+
+	s->layers = calloc(SNAPSHOT_MAX_LAYERS, sizeof(*s->layers));
+	if (!info || !s->layers) {
+		tool_error("out of memory");
+		goto out;
+	}
+	ret = tool_open(&img, s->file, format, IMG_OPEN_RDONLY);
+	if (ret < 0)
+		goto out;
+	s->nlayers = 0;
+	for (struct img *l = img; l && s->nlayers < SNAPSHOT_MAX_LAYERS;
+	     l = img_backing(l)) {
+		struct snapshot_layer *layer = &s->layers[s->nlayers++];
+
+		ret = img_get_info(l, info);
+		if (ret < 0) {
+			cmdline_img_error(l, ret);
+			goto out;
+		}
+		snprintf(layer->path, sizeof(layer->path), "%s",
+			 img_filename(l));
+		snprintf(layer->format, sizeof(layer->format), "%s",
+			 img_format(l));
+		snprintf(layer->backing_recorded,
+			 sizeof(layer->backing_recorded), "%s",
+			 info->backing_filename);
+		layer->virtual_size = img_size(l);
+		layer->actual_size = info->actual_size;
+		layer->nfiles = info->nfiles;
+		if (l != img)
+			snapshot_layer_name(s, layer->path, layer->name);
+	}
+	ret = 0;
+out:
+	if (img)
+		img_close(img);
+	free(info);
+	return ret;
+}
+
+/* Index of snapshot NAME in the chain (>= 1), or -1 with a message. */
+static int snapshot_find_layer(struct snapshot_ctx *s, const char *name)
+{
+	for (int i = 1; i < s->nlayers; i++)
+		if (strcmp(s->layers[i].name, name) == 0)
+			return i;
+	tool_error("%s: no snapshot named '%s' (see imgtool snapshot list)",
+		   s->file, name);
+	return -1;
+}
+
+/* Create a fresh child of parent at a temporary name next to FILE and
+ * rename it over FILE. */
+static int snapshot_replace_file(struct snapshot_ctx *s,
+				 const struct snapshot_layer *parent)
+{
+	struct img_create_options co = {
+		.format = s->layers[0].format,
+		.size = s->layers[0].virtual_size,
+		.backing_format = parent->format,
+	};
+	char errbuf[IMG_ERRMSG_MAX] = "";
+	char *ref = chain_parent_reference(s->file, parent->path);
+	char *tmp = NULL;
+	int ret = -ENOMEM;
+
+	if (!ref || asprintf(&tmp, "%s.snapshot-tmp", s->file) < 0) {
+		tool_error("%s: cannot name %s: %s", s->file, parent->path,
+			   strerror(errno));
+		goto out;
+	}
+	co.backing_file = ref;
+	ret = img_create(tmp, &co, errbuf, sizeof(errbuf));
+	if (ret < 0) {
+		tool_error("%s", errbuf[0] ? errbuf : strerror(-ret));
+		unlink(tmp);
+		goto out;
+	}
+	if (rename(tmp, s->file) < 0) {
+		ret = -errno;
+		tool_error("%s: %s", s->file, strerror(errno));
+		unlink(tmp);
+	}
+out:
+	free(ref);
+	free(tmp);
+	return ret;
+}
+
+/* ---- the subcommands ---------------------------------------------------*/
+
+static int snapshot_create(struct snapshot_ctx *s, const char *name)
+{
+	struct snapshot_layer *top = &s->layers[0];
+	struct snapshot_layer layer;
+	struct snapshot_entry *e;
+	char *path;
+	int ret = -1;
+
+	if (top->nfiles > 1) {
+		tool_error(
+			"%s: snapshots of multi-file images are not supported; convert it to a single-file subformat first",
+			s->file);
+		return -ENOTSUP;
+	}
+	if (strcmp(top->format, "raw") == 0) {
+		tool_error(
+			"%s: raw images have no differencing layers; convert it to vdi, vhd or vmdk first",
+			s->file);
+		return -ENOTSUP;
+	}
+	if (snapshot_index_find(s, name)) {
+		tool_error("%s: snapshot '%s' already exists", s->file, name);
+		return -EEXIST;
+	}
+	path = snapshot_layer_path(s, name);
+	if (!path)
+		return -ENOMEM;
+	if (mkdir(s->snapdir, 0755) < 0 && errno != EEXIST) {
+		tool_error("%s: %s", s->snapdir, strerror(errno));
+		goto out;
+	}
+	/* A second name for the current contents; FILE itself is replaced
+	 * only once its successor is complete. */
+	if (link(s->file, path) < 0) {
+		tool_error("%s: %s", path,
+			   errno == EEXIST ? "snapshot already exists"
+					   : strerror(errno));
+		goto out;
+	}
+	layer = *top;
+	snprintf(layer.path, sizeof(layer.path), "%s", path);
+	/* A parent recorded by a relative path must now be found from
+	 * FILE.snapshots/. */
+	if (s->nlayers > 1 && top->backing_recorded[0] &&
+	    top->backing_recorded[0] != '/') {
+		ret = chain_refresh_child(path, top->format, s->layers[1].path,
+					  s->layers[1].format);
+		if (ret < 0)
+			goto undo;
+	}
+	ret = snapshot_replace_file(s, &layer);
+	if (ret < 0)
+		goto undo;
+	if (s->nentries < SNAPSHOT_MAX_ENTRIES) {
+		e = &s->entries[s->nentries++];
+		snprintf(e->name, sizeof(e->name), "%s", name);
+		e->created = (int64_t)time(NULL);
+	}
+	snapshot_index_save(s);
+	ret = 0;
+	goto out;
+undo:
+	unlink(path);
+out:
+	free(path);
+	return ret;
+}
+
+static int snapshot_list(struct snapshot_ctx *s)
+{
+	printf("%-20s %-19s %12s %12s  %s\n", "NAME", "CREATED", "VIRTUAL",
+	       "ON DISK", "FILE");
+	for (int i = 0; i < s->nlayers; i++) {
+		const struct snapshot_layer *l = &s->layers[i];
+		char created[32] = "-", vsize[32], asize[32];
+		const char *name = l->name;
+		struct snapshot_entry *e;
+
+		if (i == 0)
+			name = "(current)";
+		else if (!name[0])
+			name = "(backing file)";
+		e = l->name[0] ? snapshot_index_find(s, l->name) : NULL;
+		if (e || l->name[0]) {
+			struct stat st;
+			time_t t = 0;
+			struct tm tm;
+
+			if (e)
+				t = (time_t)e->created;
+			else if (stat(l->path, &st) == 0)
+				t = st.st_mtime;
+			if (t && localtime_r(&t, &tm))
+				strftime(created, sizeof(created),
+					 "%Y-%m-%d %H:%M:%S", &tm);
+		}
+		img_format_size(l->virtual_size, vsize, sizeof(vsize));
+		img_format_size(l->actual_size, asize, sizeof(asize));
+		printf("%-20s %-19s %12s %12s  %s\n", name, created, vsize,
+		       asize, l->path);
+	}
+	return 0;
+}
+
+static int snapshot_revert(struct snapshot_ctx *s, const char *name, bool force)
+{
+	int idx = snapshot_find_layer(s, name);
+	int ret;
+
+	if (idx < 0)
+		return -ENOENT;
+	if (idx > 1 && !force) {
+		tool_error(
+			"%s: snapshot '%s' is newer than '%s'; reverting would discard it too (use --force, or delete it first)",
+			s->file, s->layers[1].name, name);
+		return -EBUSY;
+	}
+	ret = snapshot_replace_file(s, &s->layers[idx]);
+	if (ret < 0)
+		return ret;
+	/* Newer snapshots are no longer part of the disk's history. */
+	for (int i = 1; i < idx; i++) {
+		if (!s->layers[i].name[0])
+			continue;
+		if (unlink(s->layers[i].path) < 0)
+			tool_error("%s: %s", s->layers[i].path,
+				   strerror(errno));
+		snapshot_index_remove(s, s->layers[i].name);
+	}
+	snapshot_index_save(s);
+	return 0;
+}
+
+static int snapshot_delete(struct snapshot_ctx *s, const char *name)
+{
+	int idx = snapshot_find_layer(s, name);
+	const struct snapshot_layer *child, *layer, *parent;
+	struct img *c = NULL, *l = NULL;
+	char *ref = NULL;
+	int ret = -1;
+
+	if (idx < 0)
+		return -ENOENT;
+	child = &s->layers[idx - 1];
+	layer = &s->layers[idx];
+	parent = idx + 1 < s->nlayers ? &s->layers[idx + 1] : NULL;
+
+	/* The child, with its chain (which includes the layer, read-only),
+	 * and the layer on its own. */
+	ret = tool_open(&c, child->path, child->format, IMG_OPEN_RDWR);
+	if (ret < 0)
+		goto out;
+	ret = tool_open(&l, layer->path, layer->format,
+			IMG_OPEN_RDONLY | IMG_OPEN_NO_BACKING);
+	if (ret < 0)
+		goto out;
+	ret = chain_copy_layer(l, c, true);
+	if (ret < 0)
+		goto out;
+	ret = img_flush(c);
+	if (ret < 0) {
+		cmdline_img_error(c, ret);
+		goto out;
+	}
+	if (parent) {
+		struct img *p = img_backing(img_backing(c));
+
+		ref = chain_parent_reference(child->path, parent->path);
+		if (!ref || !p) {
+			tool_error("%s: cannot reach the parent %s",
+				   child->path, parent->path);
+			ret = -ENOENT;
+			goto out;
+		}
+		ret = img_set_backing(c, ref, parent->format, p);
+	} else {
+		ret = img_set_backing(c, NULL, NULL, NULL);
+	}
+	if (ret < 0) {
+		cmdline_img_error(c, ret);
+		goto out;
+	}
+	ret = img_close(c);
+	c = NULL;
+	if (ret < 0) {
+		tool_error("%s: flush failed: %s", child->path, strerror(-ret));
+		goto out;
+	}
+	/* The child changed: its own child must record it anew. */
+	if (idx >= 2) {
+		ret = chain_refresh_child(s->layers[idx - 2].path,
+					  s->layers[idx - 2].format,
+					  child->path, child->format);
+		if (ret < 0)
+			goto out;
+	}
+	img_close(l);
+	l = NULL;
+	if (unlink(layer->path) < 0)
+		tool_error("%s: %s", layer->path, strerror(errno));
+	snapshot_index_remove(s, name);
+	snapshot_index_save(s);
+	ret = 0;
+out:
+	if (c)
+		img_close(c);
+	if (l)
+		img_close(l);
+	free(ref);
+	return ret;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "force", no_argument, NULL, 'F' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct snapshot_ctx s = { 0 };
+	const char *format = NULL, *action, *name = NULL, *dot, *base;
+	bool force = false, quiet = false;
+	int opt, ret = -1;
+
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "hf:q", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			snapshot_usage(stdout);
+			return 0;
+		case 'f':
+			format = optarg;
+			break;
+		case 'F':
+			force = true;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		default:
+			return cmdline_bad_option("snapshot", argv);
+		}
+	}
+	if (argc - optind < 2)
+		return tool_usage_error("snapshot", "needs an action and FILE");
+	action = argv[optind];
+	s.file = argv[optind + 1];
+	if (argc - optind > 2)
+		name = argv[optind + 2];
+	if (strcmp(action, "list") == 0) {
+		if (name)
+			return tool_usage_error("snapshot",
+						"list takes only FILE");
+	} else if (!strcmp(action, "create") || !strcmp(action, "revert") ||
+		   !strcmp(action, "delete")) {
+		if (!name || argc - optind != 3)
+			return tool_usage_error(
+				"snapshot", "%s needs FILE and NAME", action);
+		if (!snapshot_name_valid(name))
+			return tool_usage_error(
+				"snapshot",
+				"invalid name '%s' (letters, digits, . _ - + @; at most 64)",
+				name);
+	} else {
+		return tool_usage_error("snapshot", "unknown action '%s'",
+					action);
+	}
+
+	if (asprintf(&s.snapdir, "%s.snapshots", s.file) < 0) {
+		tool_error("out of memory");
+		return TOOL_EXIT_FAILURE;
+	}
+	base = strrchr(s.file, '/');
+	base = base ? base + 1 : s.file;
+	dot = strrchr(base, '.');
+	snapshot_index_load(&s);
+	if (snapshot_load_chain(&s, format) < 0)
+		goto out;
+	snprintf(s.ext, sizeof(s.ext), "%s",
+		 dot && dot != base && strlen(dot + 1) < sizeof(s.ext)
+			 ? dot + 1
+			 : s.layers[0].format);
+
+	if (strcmp(action, "create") == 0)
+		ret = snapshot_create(&s, name);
+	else if (strcmp(action, "list") == 0)
+		ret = snapshot_list(&s);
+	else if (strcmp(action, "revert") == 0)
+		ret = snapshot_revert(&s, name, force);
+	else
+		ret = snapshot_delete(&s, name);
+	if (ret == 0 && !quiet && strcmp(action, "list") != 0)
+		printf("Snapshot '%s': %sd.\n", name,
+		       strcmp(action, "revert") == 0 ? "reverte" : action);
+out:
+	free(s.snapdir);
+	free(s.layers);
+	return ret == 0 ? TOOL_EXIT_OK : TOOL_EXIT_FAILURE;
+}
