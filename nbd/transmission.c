@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * NBD transmission phase.  The connection thread reads requests (and WRITE
- * payloads) and queues them; worker threads run them against the image and
- * send each reply as soon as it is ready, so replies go out of order.  A
- * READ reply leaves with one sendmsg straight from the buffer the image was
- * read into; with structured replies, holes (from block status) are sent
- * as OFFSET_HOLE chunks instead of zeros.
+ * NBD transmission phase.  Several threads serve one connection, taking
+ * turns to read the next request (and a WRITE's payload) from the socket;
+ * the thread that read a request runs it against the image and sends its
+ * reply at once, so replies go out of order and no request is handed from
+ * thread to thread.  A READ reply leaves with one sendmsg straight from the
+ * buffer the image was read into; with structured replies, holes (from
+ * block status) are sent as OFFSET_HOLE chunks instead of zeros.
  *
- * TLS connections run requests in the connection thread itself: one SSL
- * object must not be used from several threads at once.
+ * TLS connections use the connection thread alone: one SSL object must
+ * not be used from several threads at once.
  */
 #include "nbd_internal.h"
 #include "nbd_proto.h"
@@ -23,9 +24,9 @@
 
 #define NBD_DEFAULT_WORKERS 4
 #define NBD_MAX_WORKERS 64
-/* Requests read ahead of the workers, by count and by payload bytes. */
-#define NBD_QUEUE_MAX_REQUESTS 128
-#define NBD_QUEUE_MAX_BYTES (256ull << 20)
+/* Smaller reads are sent as data without asking for block status: the
+ * lookup would cost more than the zeros it saves. */
+#define NBD_SPARSE_READ_MIN (64u << 10)
 /* Chunks in one structured READ reply, descriptors in one BLOCK_STATUS. */
 #define NBD_READ_MAX_CHUNKS 64
 #define NBD_STATUS_MAX_DESCRIPTORS 1024
@@ -33,7 +34,6 @@
 #define NBD_SEND_TIMEOUT_SECONDS 120
 
 struct nbd_work {
-	struct nbd_work *next;
 	uint16_t flags;
 	uint16_t type;
 	uint64_t cookie;
@@ -42,15 +42,11 @@ struct nbd_work {
 	void *payload; /* WRITE data */
 };
 
-struct nbd_queue {
-	pthread_mutex_t lock;
-	pthread_cond_t ready; /* work queued or closing */
-	pthread_cond_t space; /* room for more */
-	struct nbd_work *head, **tail;
-	unsigned count;
-	uint64_t bytes;
-	bool closing;
+/* The threads of one connection. */
+struct nbd_session {
 	struct nbd_conn *conn;
+	pthread_mutex_t recv_lock; /* one reader at a time */
+	bool done;		   /* disconnected: no more reading */
 };
 
 static uint32_t nbd_errno_to_wire(int err)
@@ -218,7 +214,7 @@ static void nbd_do_read_structured(struct nbd_conn *c, const struct nbd_work *w,
 	struct img *img = c->export->img;
 	int n, niov = 0, r;
 
-	if (w->flags & NBD_CMD_FLAG_DF) {
+	if ((w->flags & NBD_CMD_FLAG_DF) || w->length < NBD_SPARSE_READ_MIN) {
 		chunks[0] = (struct nbd_read_chunk){ .offset = w->offset,
 						     .length = w->length };
 		n = 1;
@@ -436,59 +432,6 @@ static void nbd_work_free(struct nbd_work *w)
 	free(w);
 }
 
-static void *nbd_worker_main(void *arg)
-{
-	struct nbd_queue *q = arg;
-
-	for (;;) {
-		struct nbd_work *w;
-
-		pthread_mutex_lock(&q->lock);
-		while (!q->head && !q->closing)
-			pthread_cond_wait(&q->ready, &q->lock);
-		w = q->head;
-		if (!w) {
-			pthread_mutex_unlock(&q->lock);
-			return NULL;
-		}
-		q->head = w->next;
-		if (!q->head)
-			q->tail = &q->head;
-		pthread_mutex_unlock(&q->lock);
-
-		nbd_execute(q->conn, w);
-
-		pthread_mutex_lock(&q->lock);
-		q->count--;
-		q->bytes -= w->type == NBD_CMD_WRITE || w->type == NBD_CMD_READ
-				    ? w->length
-				    : 0;
-		pthread_cond_signal(&q->space);
-		pthread_mutex_unlock(&q->lock);
-		nbd_work_free(w);
-	}
-}
-
-static void nbd_queue_push(struct nbd_queue *q, struct nbd_work *w)
-{
-	uint64_t bytes = w->type == NBD_CMD_WRITE || w->type == NBD_CMD_READ
-				 ? w->length
-				 : 0;
-
-	pthread_mutex_lock(&q->lock);
-	/* At least one request is always let through, however big. */
-	while (q->count && (q->count >= NBD_QUEUE_MAX_REQUESTS ||
-			    q->bytes + bytes > NBD_QUEUE_MAX_BYTES))
-		pthread_cond_wait(&q->space, &q->lock);
-	w->next = NULL;
-	*q->tail = w;
-	q->tail = &w->next;
-	q->count++;
-	q->bytes += bytes;
-	pthread_cond_signal(&q->ready);
-	pthread_mutex_unlock(&q->lock);
-}
-
 /* Reads one request (and a WRITE's payload).  1: got one; 0: the client
  * disconnected or sent NBD_CMD_DISC; <0: protocol violation. */
 static int nbd_read_request(struct nbd_conn *c, struct nbd_work **out)
@@ -547,10 +490,29 @@ static unsigned nbd_worker_count(const struct nbd_conn *c)
 	unsigned n = c->srv->opts.workers;
 
 	if (c->ssl)
-		return 0;
+		return 1;
 	if (n == 0)
 		n = NBD_DEFAULT_WORKERS;
 	return n > NBD_MAX_WORKERS ? NBD_MAX_WORKERS : n;
+}
+
+static void *nbd_worker_main(void *arg)
+{
+	struct nbd_session *s = arg;
+	struct nbd_conn *c = s->conn;
+
+	for (;;) {
+		struct nbd_work *w = NULL;
+
+		pthread_mutex_lock(&s->recv_lock);
+		if (!s->done && nbd_read_request(c, &w) != 1)
+			s->done = true;
+		pthread_mutex_unlock(&s->recv_lock);
+		if (!w)
+			return NULL;
+		nbd_execute(c, w);
+		nbd_work_free(w);
+	}
 }
 
 void nbd_transmission(struct nbd_conn *c)
@@ -558,40 +520,22 @@ void nbd_transmission(struct nbd_conn *c)
 	struct timeval tv = { .tv_sec = NBD_SEND_TIMEOUT_SECONDS };
 	pthread_t workers[NBD_MAX_WORKERS];
 	unsigned nworkers = nbd_worker_count(c), started = 0;
-	struct nbd_queue q = { .conn = c };
-	struct nbd_work *w;
+	struct nbd_session s = { .conn = c };
 
 	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	q.tail = &q.head;
-	pthread_mutex_init(&q.lock, NULL);
-	pthread_cond_init(&q.ready, NULL);
-	pthread_cond_init(&q.space, NULL);
-	for (unsigned i = 0; i < nworkers; i++) {
+	pthread_mutex_init(&s.recv_lock, NULL);
+	/* this thread is one of the workers */
+	for (unsigned i = 1; i < nworkers; i++) {
 		if (pthread_create(&workers[started], NULL, nbd_worker_main,
-				   &q))
+				   &s))
 			break;
 		started++;
 	}
-
-	while (nbd_read_request(c, &w) == 1) {
-		if (started)
-			nbd_queue_push(&q, w);
-		else {
-			nbd_execute(c, w);
-			nbd_work_free(w);
-		}
-	}
-
-	/* Answer what was read before the client left, then go. */
-	pthread_mutex_lock(&q.lock);
-	q.closing = true;
-	pthread_cond_broadcast(&q.ready);
-	pthread_mutex_unlock(&q.lock);
+	nbd_worker_main(&s);
+	/* Requests already read are answered before the others return. */
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(workers[i], NULL);
 	if (c->wrote)
 		img_flush(c->export->img);
-	pthread_cond_destroy(&q.space);
-	pthread_cond_destroy(&q.ready);
-	pthread_mutex_destroy(&q.lock);
+	pthread_mutex_destroy(&s.recv_lock);
 }

@@ -18,8 +18,12 @@ start_server() {
 	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
 	SRV_PID=$!
 	for _ in $(seq 100); do
-		SRV_URI=$(sed -n 's/^serving .* at //p' "$out" | head -1)
-		[ -n "$SRV_URI" ] && return 0
+		# whole lines only: the banner may be caught mid-write
+		SRV_URI=$(grep -a '^serving .* at .*$' "$out" 2>/dev/null |
+			head -1 | sed 's/^serving .* at //')
+		if [ -n "$SRV_URI" ] && [ "$(tail -c1 "$out" | od -An -c | tr -d ' ')" = '\n' ]; then
+			return 0
+		fi
 		kill -0 "$SRV_PID" 2>/dev/null || break
 		sleep 0.05
 	done
@@ -42,13 +46,18 @@ dd if="$T/a" of="$T/src.raw" bs=1M seek=4 conv=notrunc status=none
 dd if="$T/b" of="$T/src.raw" bs=1M seek=40 conv=notrunc status=none
 head -c 64M /dev/urandom >"$T/new.raw"
 
-qemu_fmt() {
-	case $1 in vhd) echo vpc ;; *) echo "$1" ;; esac
+# to_image FMT SRC DST: qemu-img convert; VHD keeps the exact size (no CHS
+# rounding) with force_size.
+to_image() {
+	case $1 in
+	vhd) qemu-img convert -q -O vpc -o force_size=on "$2" "$3" ;;
+	*) qemu-img convert -q -O "$1" "$2" "$3" ;;
+	esac
 }
 
 for fmt in raw vdi vhd vmdk; do
 	img=$T/disk.$fmt
-	qemu-img convert -q -O "$(qemu_fmt "$fmt")" "$T/src.raw" "$img"
+	to_image "$fmt" "$T/src.raw" "$img"
 	if ! "$IMGTOOL" info "$img" 2>/dev/null | grep -q "file format: $fmt"; then
 		skip "$fmt" "imgtool cannot open $fmt images in this build"
 		continue
@@ -87,9 +96,11 @@ for fmt in raw vdi vhd vmdk; do
 	qemu-img convert -q -O raw "$img" "$T/back.raw"
 	check "$fmt: writes persisted after the server stopped" \
 		cmp -s "$T/back.raw" "$T/new.raw"
-	if "$IMGTOOL" check "$img" >"$T/check" 2>&1; then
+	if [ "$fmt" = raw ]; then
+		: # raw has nothing to check
+	elif "$IMGTOOL" check "$img" >"$T/check" 2>&1; then
 		ok "$fmt: imgtool check is clean"
-	elif "$IMGTOOL" check --help >/dev/null 2>&1; then
+	else
 		fail "$fmt: imgtool check is clean"
 		cat "$T/check"
 	fi
@@ -97,7 +108,7 @@ for fmt in raw vdi vhd vmdk; do
 done
 
 # ---- TCP, several exports, read-only ----------------------------------
-qemu-img convert -q -O vpc "$T/src.raw" "$T/two.vhd" 2>/dev/null
+to_image vhd "$T/src.raw" "$T/two.vhd" 2>/dev/null
 cp "$T/src.raw" "$T/one.raw"
 second=$T/two.vhd
 "$IMGTOOL" info "$second" 2>/dev/null | grep -q "file format: vhd" ||
