@@ -103,10 +103,16 @@ deps:
 	@scripts/deps.sh
 
 # The whole suite: unit tests (Criterion), then end-to-end scripts.
+# Unit and end-to-end tests run one after the other (readable output) and
+# both run even when the first fails, so one run shows every failure.
 check: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory format-check
-	@$(MAKE) --no-print-directory unit e2e
+	@$(MAKE) --no-print-directory all $(UNIT_BINS) $(HELPER_BINS)
+	@rc=0; \
+	$(MAKE) --no-print-directory format-check || { rc=1; echo "check: format-check FAILED (run make format)"; }; \
+	$(MAKE) --no-print-directory unit || rc=1; \
+	$(MAKE) --no-print-directory e2e || rc=1; \
+	if [ $$rc -eq 0 ]; then echo "check: all passed"; else echo "check: FAILED"; fi; \
+	exit $$rc
 
 unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)

@@ -956,12 +956,12 @@ static int img_preadv_len(struct img *img, const struct iovec *iov, int iovcnt,
 	unsigned seq;
 	int r;
 
-	r = check_range(img, "read", off, len);
-	if (r < 0 || len == 0)
-		return r;
 	seq = op_begin(img);
 	lock_shared(img);
-	r = do_read(img, off, iov, iovcnt, len);
+	/* Checked under the lock: a resize may be changing the size. */
+	r = check_range(img, "read", off, len);
+	if (r == 0 && len)
+		r = do_read(img, off, iov, iovcnt, len);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "read", off, len);
@@ -991,12 +991,11 @@ static int img_pwritev_len(struct img *img, const struct iovec *iov, int iovcnt,
 	r = check_writable(img);
 	if (r < 0)
 		return r;
-	r = check_range(img, "write", off, len);
-	if (r < 0 || len == 0)
-		return r;
 	seq = op_begin(img);
 	lock_exclusive(img);
-	r = do_write(img, off, iov, iovcnt, len);
+	r = check_range(img, "write", off, len);
+	if (r == 0 && len)
+		r = do_write(img, off, iov, iovcnt, len);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "write", off, len);
@@ -1111,11 +1110,11 @@ int img_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 	r = check_writable(img);
 	if (r < 0)
 		return r;
-	r = check_range(img, "write zeroes", off, len);
-	if (r < 0 || len == 0)
-		return r;
 	seq = op_begin(img);
 	lock_exclusive(img);
+	r = check_range(img, "write zeroes", off, len);
+	if (r < 0 || len == 0)
+		goto out;
 	if (!img->drv->write_zeroes) {
 		r = write_zero_data(img, off, len);
 		goto out;
@@ -1151,19 +1150,16 @@ int img_discard(struct img *img, uint64_t off, uint64_t len)
 	r = check_writable(img);
 	if (r < 0)
 		return r;
-	r = check_range(img, "discard", off, len);
-	if (r < 0 || len == 0 || !img->drv->discard)
-		return r;
 	if (!img->byte_aligned) {
 		/* Advisory: only the whole sectors inside the range. */
 		a = (off + SECTOR - 1) & ~(uint64_t)(SECTOR - 1);
 		b &= ~(uint64_t)(SECTOR - 1);
-		if (a >= b)
-			return 0;
 	}
 	seq = op_begin(img);
 	lock_exclusive(img);
-	r = img->drv->discard(img, a, b - a);
+	r = check_range(img, "discard", off, len);
+	if (r == 0 && a < b && img->drv->discard)
+		r = img->drv->discard(img, a, b - a);
 	unlock(img);
 	if (not_supported(r))
 		return 0;
@@ -1234,12 +1230,11 @@ int img_block_status_layer(struct img *img, uint64_t off, uint64_t len,
 	unsigned seq;
 	int r;
 
-	r = status_range(img, off, &len);
-	if (r < 0)
-		return r;
 	seq = op_begin(img);
 	lock_shared(img);
-	r = layer_status(img, off, len, ext);
+	r = status_range(img, off, &len);
+	if (r == 0)
+		r = layer_status(img, off, len, ext);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "block status", off, len);
@@ -1252,15 +1247,14 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 	struct img *layer = img;
 	int depth = 0, r;
 
-	r = status_range(img, off, &len);
-	if (r < 0)
-		return r;
 	for (;;) {
 		struct img_extent e;
 		unsigned seq = op_begin(layer);
 
 		lock_shared(layer);
-		r = layer_status(layer, off, len, &e);
+		r = layer == img ? status_range(img, off, &len) : 0;
+		if (r == 0)
+			r = layer_status(layer, off, len, &e);
 		unlock(layer);
 		if (r < 0) {
 			io_failed(layer, seq, r, "block status", off, len);
@@ -1295,19 +1289,13 @@ int img_block_status(struct img *img, uint64_t off, uint64_t len,
 int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 {
 	char a[32], b[32];
-	uint64_t old = img->size;
+	uint64_t old;
 	unsigned seq;
 	int r;
 
 	r = check_writable(img);
 	if (r < 0)
 		return r;
-	if (new_size < old && !(flags & IMG_RESIZE_SHRINK))
-		return img_error(
-			img, -EINVAL,
-			"shrinking from %s to %s would cut off data (shrink explicitly to allow it)",
-			img_format_size(old, a, sizeof(a)),
-			img_format_size(new_size, b, sizeof(b)));
 	if (!img->byte_aligned && new_size % SECTOR)
 		return img_error(img, -EINVAL,
 				 "%s images must be a multiple of %u bytes",
@@ -1315,11 +1303,17 @@ int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 	if (!img->drv->resize)
 		return img_error(img, -ENOTSUP, "%s images cannot be resized",
 				 img->drv->name);
-	if (new_size == old)
-		return 0;
 	seq = op_begin(img);
 	lock_exclusive(img);
-	r = img->drv->resize(img, new_size, flags);
+	old = img->size;
+	if (new_size < old && !(flags & IMG_RESIZE_SHRINK))
+		r = img_error(
+			img, -EINVAL,
+			"shrinking from %s to %s would cut off data (shrink explicitly to allow it)",
+			img_format_size(old, a, sizeof(a)),
+			img_format_size(new_size, b, sizeof(b)));
+	else if (new_size != old)
+		r = img->drv->resize(img, new_size, flags);
 	if (r == 0 && img->size == old)
 		img->size = new_size;
 	unlock(img);
@@ -1352,6 +1346,38 @@ int img_check(struct img *img, struct img_check_result *res, unsigned fix)
 	return 0;
 }
 
+/* After set_backing, info reports the new reference.  The open parent
+ * handle (if any) stays until the image is closed: the caller owns the new
+ * parent's handle. */
+static int remember_new_backing(struct img *img, const char *backing_file,
+				const char *backing_format)
+{
+	struct backing_candidate c = { NULL, NULL };
+	char *full = NULL;
+
+	if (backing_file && *backing_file) {
+		c.path = strdup(backing_file);
+		c.format = backing_format ? strdup(backing_format) : NULL;
+		full = path_resolve(img->dir, backing_file);
+		if (!c.path || !full || (backing_format && !c.format)) {
+			free(c.path);
+			free(c.format);
+			free(full);
+			return img_error(img, -ENOMEM, "out of memory");
+		}
+	}
+	for (int i = 0; i < img->ncandidates; i++) {
+		free(img->candidates[i].path);
+		free(img->candidates[i].format);
+	}
+	img->ncandidates = 0;
+	if (c.path)
+		img->candidates[img->ncandidates++] = c;
+	free(img->backing_full);
+	img->backing_full = full;
+	return 0;
+}
+
 int img_set_backing(struct img *img, const char *backing_file,
 		    const char *backing_format, struct img *parent)
 {
@@ -1368,6 +1394,8 @@ int img_set_backing(struct img *img, const char *backing_file,
 	seq = op_begin(img);
 	lock_exclusive(img);
 	r = img->drv->set_backing(img, backing_file, backing_format, parent);
+	if (r == 0)
+		r = remember_new_backing(img, backing_file, backing_format);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "set backing file", 0, 0);
@@ -1539,7 +1567,9 @@ int img_create(const char *path, const struct img_create_options *opts,
 	char ebuf[IMG_ERRMSG_MAX] = "";
 	char *optcopy = NULL, *dir = NULL, *parent_path = NULL;
 	struct img *parent = NULL;
+	bool existed = true;
 	const char *fmt;
+	struct stat st;
 	size_t plen;
 	int r;
 
@@ -1603,10 +1633,15 @@ int img_create(const char *path, const struct img_create_options *opts,
 		args.backing_file = NULL;
 	}
 	ebuf[0] = '\0';
+	existed = lstat(path, &st) == 0;
 	r = drv->create(&args, ebuf, sizeof(ebuf));
 	if (r < 0 && !ebuf[0])
 		snprintf(ebuf, sizeof(ebuf), "cannot create %s image: %s",
 			 drv->name, strerror(-r));
+	/* A failed create leaves no half-made image behind (a file that was
+	 * there before is the caller's and stays). */
+	if (r < 0 && !existed)
+		unlink(path);
 fail:
 	if (r < 0) {
 		plen = strlen(path);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* imgtool info [-f FMT] [--output=human|json] [-U] FILE */
+/* imgtool info [-f FMT] [--output=human|json] [--backing-chain] [-U] FILE */
 #include "tools/common.h"
 
 #include <getopt.h>
@@ -9,7 +9,7 @@
 
 static void info_usage(FILE *out)
 {
-	fputs("Usage: imgtool info [-f FMT] [--output=human|json] [-U] FILE\n\nShow an image's format, virtual and allocated size, cluster size, backing file\nand format-specific details.\n\n  -f FMT            do not probe: open as FMT\n  --output=FORMAT   human (default) or json (qemu-img's keys)\n  -U, --force-share open even if another process holds the image's lock\n",
+	fputs("Usage: imgtool info [-f FMT] [--output=human|json] [--backing-chain] [-U] FILE\n\nShow an image's format, virtual and allocated size, cluster size, backing file\nand format-specific details.\n\n  -f FMT            do not probe: open as FMT\n  --output=FORMAT   human (default) or json (qemu-img's keys)\n  --backing-chain   also every backing file, child first (JSON: an array)\n  -U, --force-share open even if another process holds the image's lock\nExit status: 0 success, 1 failure, 2 usage error.\n",
 	      out);
 }
 
@@ -49,6 +49,10 @@ static void info_print_human(const struct img_info *info)
 		    strcmp(info->backing_full, info->backing_filename) != 0)
 			printf(" (actual path: %s)", info->backing_full);
 		putchar('\n');
+	} else if (info->backing_full[0]) {
+		/* VDI records its parent by UUID only. */
+		printf("backing file: %s (found by UUID)\n",
+		       info->backing_full);
 	}
 	if (info->backing_format[0])
 		printf("backing file format: %s\n", info->backing_format);
@@ -70,11 +74,10 @@ static void info_print_human(const struct img_info *info)
 	}
 }
 
-static void info_print_json(const struct img_info *info)
+static void info_print_json(struct json_writer *wp, const struct img_info *info)
 {
-	struct json_writer w;
+	struct json_writer w = *wp;
 
-	json_init(&w, stdout);
 	json_object_begin(&w, NULL);
 	json_uint(&w, "virtual-size", info->virtual_size);
 	json_string(&w, "filename", info->filename);
@@ -106,6 +109,8 @@ static void info_print_json(const struct img_info *info)
 		json_string(&w, "full-backing-filename",
 			    info->backing_full[0] ? info->backing_full
 						  : info->backing_filename);
+	} else if (info->backing_full[0]) {
+		json_string(&w, "full-backing-filename", info->backing_full);
 	}
 	if (info->backing_format[0])
 		json_string(&w, "backing-filename-format",
@@ -123,7 +128,7 @@ static void info_print_json(const struct img_info *info)
 	}
 	json_bool(&w, "dirty-flag", info->dirty);
 	json_object_end(&w);
-	json_finish(&w);
+	*wp = w;
 }
 
 int cmd_info(int argc, char **argv)
@@ -133,8 +138,11 @@ int cmd_info(int argc, char **argv)
 		{ "format", required_argument, NULL, 'f' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "force-share", no_argument, NULL, 'U' },
+		{ "backing-chain", no_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct json_writer w;
+	bool chain = false;
 	const char *format = NULL;
 	unsigned flags = IMG_OPEN_RDONLY | IMG_OPEN_NO_BACKING;
 	bool json = false;
@@ -163,6 +171,9 @@ int cmd_info(int argc, char **argv)
 		case 'U':
 			flags |= IMG_OPEN_NO_LOCK;
 			break;
+		case 'c':
+			chain = true;
+			break;
 		default:
 			return tool_usage_error("info", "bad option");
 		}
@@ -172,6 +183,8 @@ int cmd_info(int argc, char **argv)
 	if (optind + 1 < argc)
 		return tool_usage_error("info", "unexpected argument '%s'",
 					argv[optind + 1]);
+	if (chain)
+		flags &= ~(unsigned)IMG_OPEN_NO_BACKING;
 	if (tool_open(&img, argv[optind], format, flags) < 0)
 		return TOOL_EXIT_FAILURE;
 	info = malloc(sizeof(*info));
@@ -179,14 +192,27 @@ int cmd_info(int argc, char **argv)
 		tool_error("out of memory");
 		goto out;
 	}
-	if (img_get_info(img, info) < 0) {
-		tool_error("%s", img_errmsg(img));
-		goto out;
+	json_init(&w, stdout);
+	if (json && chain)
+		json_array_begin(&w, NULL);
+	for (struct img *layer = img; layer;
+	     layer = chain ? img_backing(layer) : NULL) {
+		if (img_get_info(layer, info) < 0) {
+			tool_error("%s", img_errmsg(layer));
+			goto out;
+		}
+		if (json) {
+			info_print_json(&w, info);
+		} else {
+			if (layer != img)
+				putchar('\n');
+			info_print_human(info);
+		}
 	}
+	if (json && chain)
+		json_array_end(&w);
 	if (json)
-		info_print_json(info);
-	else
-		info_print_human(info);
+		json_finish(&w);
 	rc = TOOL_EXIT_OK;
 out:
 	free(info);

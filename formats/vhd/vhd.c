@@ -454,8 +454,10 @@ static int vhd_open_footer(struct img *img, struct vhd_state *s, unsigned flags)
 	}
 	s->tail_footer_ok = tail_found && tail_ok &&
 			    tail_footer.disk_type == s->footer.disk_type;
-	s->head_footer_ok = head_found && head_ok &&
-			    !memcmp(head, tail, sizeof(head));
+	/* A torn trailing footer is one problem, not two. */
+	s->head_footer_ok =
+		head_found && head_ok &&
+		(!s->tail_footer_ok || !memcmp(head, tail, sizeof(head)));
 
 	if (!s->footer_checksum_ok) {
 		uint32_t want = vhd_checksum(
@@ -521,6 +523,18 @@ static int vhd_open_bat(struct img *img, struct vhd_state *s, unsigned flags)
 		if (s->bat[i] == VHD_BAT_UNUSED)
 			continue;
 		host = (uint64_t)s->bat[i] * VHD_SECTOR;
+		/* A block over the header or the BAT would be written over
+		 * them: refuse such images outside check. */
+		if (!(flags & IMG_OPEN_CHECK) &&
+		    (host < VHD_FOOTER_SIZE ||
+		     (host < s->footer.data_offset + VHD_HEADER_SIZE &&
+		      s->footer.data_offset < host + span) ||
+		     (host < s->header.table_offset + bat_bytes &&
+		      s->header.table_offset < host + span)))
+			return img_error(img, -EINVAL,
+					 "BAT entry %u points into the image's "
+					 "metadata (block at %llu)",
+					 i, (unsigned long long)host);
 		if (host + span > s->file_size) {
 			if (flags & IMG_OPEN_CHECK)
 				continue;
@@ -1329,8 +1343,15 @@ static int vhd_build_locators(const char *child_path, const char *backing_file,
 	else
 		snprintf(relative, sizeof(relative), "%s", backing_file);
 
+	/* The name field holds 255 UTF-16 units: long paths keep their
+	 * file name only (the locators have the full paths). */
 	memset(parent_name, 0, 512);
 	len = vhd_utf8_to_utf16(backing_file, parent_name, 510, true);
+	if (len == -ENAMETOOLONG) {
+		memset(parent_name, 0, 512);
+		len = vhd_utf8_to_utf16(vhd_basename(backing_file), parent_name,
+					510, true);
+	}
 	if (len < 0)
 		return len;
 
@@ -1732,6 +1753,15 @@ static int vhd_locator_store(struct vhd_state *s, struct vhd_locator *l,
 		ret = vhd_write_footer_at(s, s->alloc_offset);
 		if (ret)
 			return ret;
+		/* The old slot belongs to nothing now: clear it so that
+		 * check does not count it as a leak. */
+		if (l->platform_code && l->data_offset &&
+		    l->data_offset + old_space <= at) {
+			ret = img_file_zero_range(&s->file, l->data_offset,
+						  old_space);
+			if (ret)
+				return ret;
+		}
 		l->data_space = space;
 	}
 	l->platform_code = d->code;
@@ -1994,25 +2024,37 @@ static int vhd_region_cmp(const void *a, const void *b)
 	return x->blk < y->blk ? -1 : x->blk > y->blk;
 }
 
-/* Bytes of [start, end) the host really stores (holes cost nothing). */
-static uint64_t vhd_stored_bytes(struct vhd_state *s, uint64_t start,
-				 uint64_t end)
+/* Bytes of [start, end) that hold something: holes and zero sectors do
+ * not count (they cost nothing or can be left as they are). */
+static uint64_t vhd_leaked_bytes(struct vhd_state *s, uint64_t start,
+				 uint64_t end, uint8_t *buf, size_t buf_len)
 {
-	uint64_t stored = 0;
+	uint64_t leaked = 0;
 
 	while (start < end) {
-		bool is_data;
-		uint64_t run;
+		bool is_data = true;
+		uint64_t run = end - start;
 
 		if (img_file_extent(&s->file, start, end - start, &is_data,
 				    &run) ||
 		    !run)
-			return stored + (end - start);
-		if (is_data)
-			stored += run;
+			run = end - start, is_data = true;
+		for (uint64_t off = start; is_data && off < start + run;) {
+			size_t n = (size_t)MIN(buf_len, start + run - off);
+
+			if (img_file_pread_zero_eof(&s->file, buf, n, off))
+				return leaked + (start + run - off);
+			for (size_t i = 0; i < n; i += VHD_SECTOR) {
+				size_t m = MIN((size_t)VHD_SECTOR, n - i);
+
+				if (!img_buf_is_zero(buf + i, m))
+					leaked += m;
+			}
+			off += n;
+		}
 		start += run;
 	}
-	return stored;
+	return leaked;
 }
 
 static int vhd_check_fixed(struct img *img, struct vhd_state *s,
@@ -2046,7 +2088,8 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 	struct vhd_state *s = img_state(img);
 	struct vhd_region *regions = NULL;
 	uint64_t span, meta_end, file_end, bat_bytes;
-	uint8_t *bitmap = NULL;
+	uint8_t *bitmap = NULL, *scratch = NULL;
+	size_t scratch_len = 1u << 20;
 	uint32_t nreg = 0, prev_blk = UINT32_MAX;
 	bool bat_dirty = false, can_fix = !s->read_only;
 	int ret = 0;
@@ -2060,14 +2103,15 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 	if (ret)
 		return ret;
 	span = vhd_block_span(s);
-	bat_bytes = vhd_bat_bytes(s->entries);
+	bat_bytes = vhd_bat_bytes(MAX(s->entries, s->header.max_table_entries));
 	file_end = s->file_size;
 	if (img_file_size(&s->file, &file_end))
 		file_end = s->file_size;
 	regions = calloc((size_t)s->entries + VHD_MAX_LOCATORS + 3,
 			 sizeof(*regions));
 	bitmap = malloc(s->bitmap_size);
-	if (!regions || !bitmap) {
+	scratch = malloc(scratch_len);
+	if (!regions || !bitmap || !scratch) {
 		ret = img_error(img, -ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -2132,20 +2176,28 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 		};
 	}
 
-	/* BAT entries: in range? */
+	/* BAT entries: inside the file, clear of the metadata? */
+	uint32_t nmeta = nreg;
+
 	res->total_clusters = s->entries;
 	for (uint32_t i = 0; i < s->entries; i++) {
 		uint64_t host;
+		int hit = -1;
 
 		if (s->bat[i] == VHD_BAT_UNUSED)
 			continue;
 		host = vhd_block_host(s, i);
-		if (host < meta_end || host + span > file_end) {
+		for (uint32_t m = 0; m < nmeta && hit < 0; m++)
+			if (host < regions[m].end &&
+			    regions[m].start < host + span)
+				hit = (int)m;
+		if (host < VHD_FOOTER_SIZE || host + span > file_end ||
+		    hit >= 0) {
 			res->corruptions++;
-			img_check_note(res,
-				       "BAT entry %u points to %llu, outside "
-				       "the data area",
-				       i, (unsigned long long)host);
+			img_check_note(res, "BAT entry %u points to %llu, %s",
+				       i, (unsigned long long)host,
+				       hit >= 0 ? "over the image's metadata"
+						: "outside the data area");
 			if (fix & IMG_CHECK_FIX_ERRORS) {
 				s->bat[i] = VHD_BAT_UNUSED;
 				bat_dirty = true;
@@ -2157,39 +2209,26 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 	}
 	qsort(regions, nreg, sizeof(*regions), vhd_region_cmp);
 
-	/* Overlaps: the later block (by position) loses. */
+	/* Blocks sharing space: the one further in the file loses. */
 	uint64_t covered = 0;
 	uint32_t last_region = 0;
 
 	for (uint32_t r = 0; r < nreg; r++) {
 		struct vhd_region *cur = &regions[r];
 
-		if (r && cur->start < covered) {
-			uint32_t other = regions[last_region].blk;
-
+		if (r && cur->start < covered && cur->blk != UINT32_MAX &&
+		    regions[last_region].blk != UINT32_MAX) {
 			res->corruptions++;
-			if (cur->blk == UINT32_MAX)
-				img_check_note(res,
-					       "metadata at %llu overlaps "
-					       "block %u",
-					       (unsigned long long)cur->start,
-					       other);
-			else
-				img_check_note(res,
-					       "block %u (at %llu) overlaps "
-					       "%s %u",
-					       cur->blk,
-					       (unsigned long long)cur->start,
-					       other == UINT32_MAX ? "metadata"
-								   : "block",
-					       other);
-			if ((fix & IMG_CHECK_FIX_ERRORS) &&
-			    cur->blk != UINT32_MAX) {
+			img_check_note(res,
+				       "blocks %u and %u share space at %llu",
+				       regions[last_region].blk, cur->blk,
+				       (unsigned long long)cur->start);
+			if (fix & IMG_CHECK_FIX_ERRORS) {
 				s->bat[cur->blk] = VHD_BAT_UNUSED;
 				bat_dirty = true;
 				res->corruptions_fixed++;
-				cur->end = cur->start; /* no longer counts */
 			}
+			cur->end = cur->start; /* no longer counts */
 			continue;
 		}
 		if (cur->end > covered) {
@@ -2248,64 +2287,58 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 		memset(s->full_bits, 0, ((s->entries + 63) / 64 + 1) * 8);
 	}
 
-	/* Leaks: stored bytes no structure references. */
-	uint64_t pos = 0, data_end = meta_end, tail_footer;
+	/* Leaks: stored bytes no structure references, between the live
+	 * regions (punched out) and after the last one (trimmed). */
+	uint64_t pos = 0, data_end = meta_end, tail_end, stored, units;
 
 	for (uint32_t r = 0; r < nreg; r++)
 		if (regions[r].end > regions[r].start)
 			data_end = MAX(data_end, regions[r].end);
-	tail_footer = s->tail_footer_ok ? file_end - VHD_FOOTER_SIZE : file_end;
-	for (uint32_t r = 0; r <= nreg; r++) {
-		uint64_t gap_end = r < nreg ? regions[r].start : tail_footer;
-
-		if (r < nreg && regions[r].end <= regions[r].start)
+	data_end = round_up(data_end, VHD_SECTOR);
+	for (uint32_t r = 0; r < nreg; r++) {
+		if (regions[r].end <= regions[r].start)
 			continue;
-		if (gap_end > pos && pos < data_end) {
-			uint64_t stored = vhd_stored_bytes(
-				s, pos, MIN(gap_end, data_end));
-
+		if (regions[r].start > pos) {
+			stored = vhd_leaked_bytes(s, pos, regions[r].start,
+						  scratch, scratch_len);
+			units = (stored + span - 1) / span;
 			if (stored) {
-				res->leaks += (stored + span - 1) / span;
+				res->leaks += units;
 				img_check_note(res,
 					       "%llu bytes at %llu belong to "
 					       "nothing",
 					       (unsigned long long)stored,
 					       (unsigned long long)pos);
-				if (fix & IMG_CHECK_FIX_LEAKS) {
-					img_file_punch_hole(
-						&s->file, pos,
-						MIN(gap_end, data_end) - pos);
-					res->leaks_fixed +=
-						(stored + span - 1) / span;
-				}
 			}
+			if (stored && (fix & IMG_CHECK_FIX_LEAKS) &&
+			    !img_file_zero_range(&s->file, pos,
+						 regions[r].start - pos))
+				res->leaks_fixed += units;
 		}
-		if (r < nreg)
-			pos = MAX(pos, regions[r].end);
+		pos = MAX(pos, regions[r].end);
 	}
-	if (tail_footer > data_end) {
-		uint64_t stored = vhd_stored_bytes(s, data_end, tail_footer);
-
-		if (stored) {
-			res->leaks += (stored + span - 1) / span;
-			img_check_note(res,
-				       "%llu bytes after the last block belong "
-				       "to nothing",
-				       (unsigned long long)stored);
-		}
+	tail_end = s->tail_footer_ok ? file_end - VHD_FOOTER_SIZE : file_end;
+	stored = tail_end > data_end ? vhd_leaked_bytes(s, data_end, tail_end,
+							scratch, scratch_len)
+				     : 0;
+	units = (stored + span - 1) / span;
+	if (stored) {
+		res->leaks += units;
+		img_check_note(res,
+			       "%llu bytes after the last block belong to "
+			       "nothing",
+			       (unsigned long long)stored);
 	}
 
-	/* Footer placement: trim leaks at the tail, rewrite footers. */
-	data_end = round_up(data_end, VHD_SECTOR);
-	bool tail_leak = tail_footer > data_end;
-	bool want_footers = !s->tail_footer_ok || !s->head_footer_ok ||
-			    !s->footer_checksum_ok;
+	/* Footers: rewrite both copies where they belong. */
+	uint64_t footer_problems = !s->footer_checksum_ok + !s->tail_footer_ok +
+				   !s->head_footer_ok;
+	bool trim = tail_end > data_end && (fix & IMG_CHECK_FIX_LEAKS);
 
-	if ((tail_leak && (fix & IMG_CHECK_FIX_LEAKS)) ||
-	    (want_footers && (fix & IMG_CHECK_FIX_ERRORS))) {
-		uint64_t at = (fix & IMG_CHECK_FIX_LEAKS)
-				      ? data_end
-				      : MAX(data_end, tail_footer);
+	if (trim || (footer_problems && (fix & IMG_CHECK_FIX_ERRORS))) {
+		uint64_t at =
+			trim ? data_end
+			     : MAX(data_end, round_up(tail_end, VHD_SECTOR));
 
 		s->alloc_offset = at;
 		ret = vhd_write_footers(s);
@@ -2313,23 +2346,11 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 			ret = img_file_truncate(&s->file, at + VHD_FOOTER_SIZE);
 		if (ret)
 			goto fail;
-		if (tail_leak && (fix & IMG_CHECK_FIX_LEAKS)) {
-			uint64_t stored =
-				(tail_footer - data_end + span - 1) / span;
-
-			res->leaks_fixed += stored;
-		}
-		if (want_footers && (fix & IMG_CHECK_FIX_ERRORS)) {
-			res->corruptions_fixed += !s->footer_checksum_ok + 0;
-			s->footer_checksum_ok = true;
-		}
-		/* Count fixed footer problems. */
-		file_end = at + VHD_FOOTER_SIZE;
-	}
-	if (want_footers && (fix & IMG_CHECK_FIX_ERRORS)) {
-		/* tail and head corruptions noted above */
-		res->corruptions_fixed =
-			MIN(res->corruptions, res->corruptions_fixed + 2);
+		if (trim)
+			res->leaks_fixed += units;
+		/* Rewritten either way. */
+		res->corruptions_fixed += footer_problems;
+		s->footer_checksum_ok = true;
 	}
 	ret = img_file_sync(&s->file);
 	res->image_end_offset = s->alloc_offset + VHD_FOOTER_SIZE;
@@ -2353,6 +2374,7 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 fail:
 	free(regions);
 	free(bitmap);
+	free(scratch);
 	return ret;
 }
 

@@ -319,3 +319,32 @@ Test(raw, block_device)
 	cr_assert_eq(img_resize(img, 16 << 20, 0), -ENOTSUP);
 	img_close(img);
 }
+
+Test(raw, direct_io_coherent_with_cached_io)
+{
+	struct img_create_options co = { .format = "raw", .size = 1 << 20 };
+	struct img_open_options oo = { .flags = IMG_OPEN_RDWR |
+						IMG_OPEN_DIRECT };
+	unsigned char *buf = aligned_alloc(4096, 65536);
+	struct img *img;
+
+	cr_assert_not_null(buf);
+	cr_assert_eq(img_create(path_in("d.img"), &co, errbuf, sizeof(errbuf)),
+		     0);
+	cr_assert_eq(img_open(&img, path_in("d.img"), &oo, errbuf,
+			      sizeof(errbuf)),
+		     0, "%s", errbuf);
+	/* aligned (direct path), then unaligned over it (cached path) */
+	memset(buf, 0x61, 65536);
+	cr_assert_eq(img_pwrite(img, buf, 65536, 65536), 0);
+	memset(buf, 0x62, 100);
+	cr_assert_eq(img_pwrite(img, buf, 100, 65536 + 1000), 0);
+	/* an aligned read sees both */
+	memset(buf, 0, 65536);
+	cr_assert_eq(img_pread(img, buf, 65536, 65536), 0);
+	for (int i = 0; i < 65536; i++)
+		cr_assert_eq(buf[i], i >= 1000 && i < 1100 ? 0x62 : 0x61,
+			     "byte %d", i);
+	cr_assert_eq(img_close(img), 0);
+	free(buf);
+}
