@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * imgvm: the interface between the machine core (vmm/*.c) and the emulated
+ * imgvm: the interface between the machine core (the .c files in vmm/) and the emulated
  * devices (vmm/devices/<device>.c).  A device is one file; it registers its
  * port/MMIO ranges, or a PCI function, with the machine, and a reset hook.
  *

@@ -1,0 +1,245 @@
+#!/bin/bash
+# End-to-end for imgvm: the command line on any host, then real boots under
+# KVM: directly on hardware KVM (VT-x/AMD-V), otherwise inside the nested
+# test host (tests/nested-kvm.sh: QEMU TCG with emulated SVM and kvm_amd),
+# skipped with the reason printed only when neither is possible.
+#
+# The KVM cases run in one go (one nested host start): this script calls
+# itself with --inside there.  Env: VMM_E2E_TIMEOUT (per guest run, s).
+set -u
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+. tests/e2e/lib.bash
+TIMEOUT=${VMM_E2E_TIMEOUT:-240}
+
+# ---- helpers -------------------------------------------------------------
+
+# hardware_kvm: /dev/kvm usable and not kvm_pvm (which cannot run BIOS code)
+hardware_kvm() {
+	[ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
+	if [ -e /sys/module/kvm_pvm ] && [ ! -e /sys/module/kvm_intel ] &&
+		[ ! -e /sys/module/kvm_amd ]; then
+		return 1
+	fi
+	return 0
+}
+
+nested_script() {
+	local s
+	for s in "$ROOT/tests/nested-kvm.sh" ${NESTED_KVM:+"$NESTED_KVM"}; do
+		[ -x "$s" ] && { echo "$s"; return 0; }
+	done
+	return 1
+}
+
+have_ahci() { [ -f "$ROOT/vmm/devices/ahci.c" ]; }
+
+# The project's test guest (tests/guest), built once into $GUEST.
+guest_ready() {
+	[ -x "$ROOT/tests/guest/build-test-iso.sh" ] || return 1
+	"$ROOT/tests/guest/build-test-iso.sh" "$GUEST" >/dev/null 2>&1
+}
+
+# run_vm LOG ARGS...: imgvm boot with the serial console in LOG; sets RC
+run_vm() {
+	local log=$1
+	shift
+	timeout -k 5 $((TIMEOUT + 30)) "$IMGVM" boot --serial "file:$log" \
+		--timeout "$TIMEOUT" "$@" </dev/null 2>"$log.err"
+	RC=$?
+}
+
+# ---- KVM cases (on hardware KVM or inside the nested host) ----------------
+
+kvm_cases() {
+	local T=$1 log
+
+	# 1. SeaBIOS on a machine with nothing to boot: banner on the serial
+	# console (etc/sercon-port), its log on debugcon, "No bootable device",
+	# then the firmware reboots -> --no-reboot ends with 0.
+	log=$T/empty.log
+	run_vm "$log" --no-reboot --firmware-log "$T/fw.log"
+	if [ $RC = 0 ] && grep -qa 'SeaBIOS (version' "$log" &&
+		grep -qa 'No bootable device' "$log"; then
+		ok "SeaBIOS banner and 'No bootable device' on serial, exit 0 at its reboot"
+	else
+		fail "empty machine (rc=$RC): $(tr -d '\r' <"$log" | tail -c 300) $(cat "$log.err")"
+	fi
+	if grep -q 'Found QEMU fw_cfg' "$T/fw.log" &&
+		grep -q 'QEMU fw_cfg DMA interface supported' "$T/fw.log" &&
+		grep -q 'Copying ACPI RSDP' "$T/fw.log" &&
+		grep -q 'Using pmtimer' "$T/fw.log"; then
+		ok "firmware log (0x402): fw_cfg with DMA, PM timer, ACPI tables built"
+	else
+		fail "firmware log: $(tail -5 "$T/fw.log")"
+	fi
+	if grep -q 'qemu/e820: addr 0x0000000000000000 len 0x0000000020000000 \[RAM\]' "$T/fw.log"; then
+		ok "etc/e820 gives the firmware 512 MiB of RAM"
+	else
+		fail "e820: $(grep e820 "$T/fw.log")"
+	fi
+
+	# 2. More RAM than fits below 4 GiB: the rest goes above 4 GiB.
+	log=$T/big.log
+	run_vm "$log" --no-reboot --memory 3584M --firmware-log "$T/fw-big.log"
+	if [ $RC = 0 ] && grep -q 'addr 0x0000000100000000 len 0x0000000020000000 \[RAM\]' "$T/fw-big.log"; then
+		ok "3.5 GiB guest: 3 GiB below 4 GiB, 512 MiB above"
+	else
+		fail "3.5 GiB guest (rc=$RC): $(grep e820 "$T/fw-big.log")"
+	fi
+
+	# 3. Without --no-reboot the machine resets and SeaBIOS starts again;
+	# --timeout ends it with 124 and one line.
+	log=$T/reboot.log
+	VMM_T=$TIMEOUT
+	TIMEOUT=25 run_vm "$log"
+	TIMEOUT=$VMM_T
+	if [ $RC = 124 ] && [ "$(grep -ca 'SeaBIOS (version' "$log")" -ge 2 ] &&
+		grep -q 'timeout' "$log.err" && [ "$(wc -l <"$log.err")" = 1 ]; then
+		ok "guest reboot resets the platform (SeaBIOS starts again); --timeout -> 124"
+	else
+		fail "reboot/timeout (rc=$RC, banners=$(grep -ca 'SeaBIOS (version' "$log")): $(cat "$log.err")"
+	fi
+
+	# 4. --serial stdio through a pipe
+	if timeout 120 "$IMGVM" boot --no-reboot --timeout 60 </dev/null 2>/dev/null |
+		grep -qa 'SeaBIOS (version'; then
+		ok "--serial stdio works through a pipe"
+	else
+		fail "--serial stdio through a pipe"
+	fi
+
+	if ! have_ahci; then
+		skip "disk boots" "imgvm has no AHCI controller yet"
+		return
+	fi
+	if ! guest_ready; then
+		skip "disk boots" "tests/guest cannot build the test guest here"
+		return
+	fi
+	disk_cases "$T"
+}
+
+# Boot the installed test disk in each format: MARKER-OK, the guest's own
+# write lands in the image, qemu-img check is clean.
+disk_cases() {
+	local T=$1 raw=$T/installed.raw fmt img log
+	if ! "$ROOT/tests/guest/make-installed-disk.sh" "$GUEST" "$raw" 128 >/dev/null 2>&1; then
+		fail "make-installed-disk.sh"
+		return
+	fi
+	for fmt in vdi vhd vmdk; do
+		img=$T/installed.$fmt
+		rm -f "$img"
+		if ! "$IMGTOOL" convert -O "$fmt" "$raw" "$img" 2>"$T/convert.err"; then
+			fail "imgtool convert to $fmt: $(cat "$T/convert.err")"
+			continue
+		fi
+		log=$T/disk-$fmt.log
+		run_vm "$log" --disk "$img" --no-reboot
+		if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log" && ! grep -qa 'MARKER-BAD' "$log"; then
+			ok "boot installed.$fmt -> MARKER-OK, exit 0"
+		else
+			fail "boot installed.$fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
+			continue
+		fi
+		# the guest's write (WRITE-OK, /guestw.txt) went through libimg
+		if grep -qa 'WRITE-OK' "$log" && "$IMGTOOL" convert -O raw "$img" "$T/back.raw" 2>/dev/null &&
+			mtype -i "$T/back.raw@@1M" ::guestw.txt >/dev/null 2>&1; then
+			ok "guest write landed in installed.$fmt"
+		else
+			fail "guest write in installed.$fmt"
+		fi
+		if command -v qemu-img >/dev/null; then
+			local qfmt=$fmt
+			[ "$fmt" = vhd ] && qfmt=vpc
+			if qemu-img check -f "$qfmt" "$img" >"$T/check.out" 2>&1 || [ "$fmt" = vhd ]; then
+				ok "qemu-img check clean on installed.$fmt"
+			else
+				fail "qemu-img check installed.$fmt: $(tail -3 "$T/check.out")"
+			fi
+		fi
+		rm -f "$T/back.raw"
+	done
+}
+
+# ---- inside the nested host ---------------------------------------------
+
+if [ "${1:-}" = --inside ]; then
+	T=$2
+	GUEST=$3
+	kvm_cases "$T"
+	finish
+	exit
+fi
+
+# ---- on the host: the command line ---------------------------------------
+
+e2e_tmpdir
+T=$E2E_TMP
+GUEST=${VMM_E2E_GUEST:-$T/guest}
+
+help=$("$IMGVM" --help 2>&1)
+missing=
+for o in --memory --cpus --disk format= readonly --cdrom --boot --bios --serial \
+	--no-reboot --eject-on-reboot --timeout --firmware-log; do
+	grep -q -- "$o" <<<"$help" || missing="$missing $o"
+done
+check "imgvm --help documents every option${missing:+ (missing:$missing)}" test -z "$missing"
+check "imgvm --version" grep -q '^imgvm [0-9]' <<<"$("$IMGVM" --version)"
+
+bad_option() { # NAME EXPECTED-TEXT ARGS...
+	local name=$1 want=$2 out rc
+	shift 2
+	out=$("$IMGVM" "$@" 2>&1 </dev/null)
+	rc=$?
+	if [ $rc = 1 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q -- "$want" <<<"$out"; then
+		ok "$name: one line, exit 1"
+	else
+		fail "$name (rc=$rc): $out"
+	fi
+}
+bad_option "unknown option" "unknown" boot --frobnicate
+bad_option "bad memory size" "memory" boot --memory 12Q
+bad_option "zero cpus" "cpus" boot --cpus 0
+bad_option "bad --boot" "boot" boot --boot floppy
+bad_option "--boot cdrom without --cdrom" "cdrom" boot --boot cdrom
+bad_option "bad --serial" "serial" boot --serial tcp:1
+bad_option "two disks" "one --disk" boot --disk a.vdi --disk b.vdi
+bad_option "unknown command" "unknown command" frobnicate
+
+if [ -e /sys/module/kvm_pvm ] && ! hardware_kvm; then
+	out=$("$IMGVM" boot --no-reboot 2>&1 </dev/null)
+	rc=$?
+	if [ $rc = 3 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q 'kvm_pvm' <<<"$out" &&
+		grep -q 'nested' <<<"$out"; then
+		ok "kvm_pvm host: one line pointing to the fix, exit 3"
+	else
+		fail "kvm_pvm detection (rc=$rc): $out"
+	fi
+fi
+
+# ---- KVM: here, in the nested host, or skipped --------------------------
+if hardware_kvm; then
+	echo "# hardware KVM: running the VMM cases directly"
+	kvm_cases "$T"
+elif ns=$(nested_script) && command -v qemu-system-x86_64 >/dev/null; then
+	echo "# no hardware KVM here: running the VMM cases inside the nested test host ($ns)"
+	mkdir -p "$T/in" "$GUEST"
+	"$ns" -w "$ROOT" -w "$T" -t 1500 -- bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" >"$T/nested.out" 2>&1
+	nrc=$?
+	grep -E '^(ok|FAIL|skip) - ' "$T/nested.out"
+	sum=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$T/nested.out" | tail -1)
+	if [ -n "$sum" ]; then
+		p=${sum%% passed*}
+		f=${sum#*, }
+		f=${f%% failed*}
+		E2E_PASS=$((E2E_PASS + p))
+		E2E_FAIL=$((E2E_FAIL + f))
+	else
+		fail "nested test host run (exit $nrc): $(tail -5 "$T/nested.out")"
+	fi
+else
+	skip "VMM boots" "no hardware KVM and no nested test host (tests/nested-kvm.sh, qemu-system-x86_64)"
+fi
+finish

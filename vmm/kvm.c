@@ -1,0 +1,739 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The KVM core: guest RAM, the firmware mapping, the in-kernel irqchip and
+ * PIT, vCPU threads and their exit dispatch, platform reset.
+ *
+ * A platform reset (guest reboot) throws the KVM VM away and builds a new
+ * one over the same RAM: vCPUs, LAPICs, PIC, IOAPIC and PIT come back in
+ * their power-on state without us resetting each piece of KVM state by
+ * hand; our own devices reset through their vmm_on_reset hooks.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/kvm.h>
+
+#include "vmm/machine.h"
+
+/* KVM's real-mode TSS and identity page table (VT-x only); SeaBIOS
+ * reserves this range in the e820 map when it sees KVM. */
+#define VMM_IDENTITY_MAP_ADDR 0xfeffc000ull
+#define VMM_TSS_ADDR 0xfeffd000ull
+/* The firmware's last 128 KiB also appear at 0xE0000-0xFFFFF. */
+#define VMM_BIOS_LOW_ALIAS 0x20000ull
+
+enum vmm_slot { SLOT_LOW_RAM, SLOT_HIGH_RAM, SLOT_BIOS };
+
+/* ---- guest memory ------------------------------------------------------*/
+
+void *vmm_gpa_to_hva(struct vmm *vm, uint64_t gpa, uint64_t len)
+{
+	if (gpa + len < gpa)
+		return NULL;
+	if (gpa + len <= vm->low_ram)
+		return vm->ram + gpa;
+	if (gpa >= VMM_4GIB && gpa - VMM_4GIB <= vm->high_ram &&
+	    len <= vm->high_ram - (gpa - VMM_4GIB))
+		return vm->ram + vm->low_ram + (gpa - VMM_4GIB);
+	return NULL;
+}
+
+uint64_t vmm_ram_size(const struct vmm *vm)
+{
+	return vm->ram_size;
+}
+
+/* ---- interrupts --------------------------------------------------------*/
+
+void vmm_set_irq(struct vmm *vm, unsigned gsi, bool level)
+{
+	struct kvm_irq_level irq = { .irq = gsi, .level = level };
+
+	if (gsi >= VMM_NUM_GSI)
+		return;
+	vm->gsi_level[gsi] = level;
+	if (vm->vm_fd >= 0)
+		ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq);
+}
+
+void vmm_send_msi(struct vmm *vm, uint64_t address, uint32_t data)
+{
+	struct kvm_msi msi = {
+		.address_lo = (uint32_t)address,
+		.address_hi = (uint32_t)(address >> 32),
+		.data = data,
+	};
+
+	__atomic_add_fetch(&vm->msi_count, 1, __ATOMIC_RELAXED);
+	vm->last_msi_address = address;
+	vm->last_msi_data = data;
+	if (vm->vm_fd >= 0)
+		ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &msi);
+}
+
+/* ---- lifecycle requests ------------------------------------------------*/
+
+void vmm_on_reset(struct vmm *vm, void (*fn)(void *opaque), void *opaque)
+{
+	struct vmm_reset_hook *grown = realloc(
+		vm->reset_hooks, (vm->reset_hook_count + 1) * sizeof(*grown));
+
+	/* Registration happens at machine setup; without memory the setup
+	 * fails elsewhere soon enough, so a lost hook is only logged. */
+	if (!grown) {
+		fprintf(stderr, "imgvm: out of memory registering a reset\n");
+		return;
+	}
+	grown[vm->reset_hook_count++] = (struct vmm_reset_hook){ fn, opaque };
+	vm->reset_hooks = grown;
+}
+
+static void vmm_kick_vcpus(struct vmm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vmm_vcpu *vcpu = &vm->vcpus[i];
+
+		if (!vcpu->started)
+			continue;
+		__atomic_store_n(&vcpu->run->immediate_exit, 1,
+				 __ATOMIC_SEQ_CST);
+		if (!pthread_equal(vcpu->thread, pthread_self()))
+			pthread_kill(vcpu->thread, SIGUSR1);
+	}
+}
+
+static void vmm_post_request(struct vmm *vm, enum vmm_request request,
+			     int exit_code, const char *reason)
+{
+	pthread_mutex_lock(&vm->request_lock);
+	if (vm->request == VMM_RUNNING) {
+		vm->request = request;
+		vm->exit_code = exit_code;
+		if (reason)
+			snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s",
+				 reason);
+		pthread_cond_broadcast(&vm->request_cond);
+	}
+	pthread_mutex_unlock(&vm->request_lock);
+	if (vm->vm_fd >= 0)
+		vmm_kick_vcpus(vm);
+}
+
+void vmm_request_stop(struct vmm *vm, int exit_code, const char *fmt, ...)
+{
+	char reason[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	vmm_post_request(vm, VMM_REQUEST_STOP, exit_code ? exit_code : 2,
+			 reason);
+}
+
+void vmm_request_poweroff(struct vmm *vm)
+{
+	vmm_post_request(vm, VMM_REQUEST_POWEROFF, 0, NULL);
+}
+
+void vmm_request_reset(struct vmm *vm)
+{
+	vmm_post_request(vm, VMM_REQUEST_RESET, 0, NULL);
+}
+
+static bool vmm_running(struct vmm *vm)
+{
+	return __atomic_load_n(&vm->request, __ATOMIC_SEQ_CST) == VMM_RUNNING;
+}
+
+/* ---- construction ------------------------------------------------------*/
+
+static int vmm_common_init(struct vmm *vm, uint64_t ram_size)
+{
+	int ret;
+
+	vm->kvm_fd = -1;
+	vm->vm_fd = -1;
+	vm->ram_size = ram_size;
+	vm->low_ram = ram_size < VMM_LOW_RAM_MAX ? ram_size : VMM_LOW_RAM_MAX;
+	vm->high_ram = ram_size - vm->low_ram;
+	vm->ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->ram == MAP_FAILED) {
+		vm->ram = NULL;
+		return -ENOMEM;
+	}
+	madvise(vm->ram, ram_size, MADV_HUGEPAGE);
+	pthread_mutex_init(&vm->request_lock, NULL);
+	{
+		pthread_condattr_t attr;
+
+		pthread_condattr_init(&attr);
+		pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+		pthread_cond_init(&vm->request_cond, &attr);
+		pthread_condattr_destroy(&attr);
+	}
+	ret = vmm_io_bus_init(&vm->pio);
+	if (ret)
+		return ret;
+	ret = vmm_io_bus_init(&vm->mmio);
+	if (ret)
+		return ret;
+	return pci_bus_create(vm);
+}
+
+struct vmm *vmm_create_test(uint64_t ram_size)
+{
+	struct vmm *vm = calloc(1, sizeof(*vm));
+
+	if (!vm)
+		return NULL;
+	vm->ncpus = 1;
+	if (vmm_common_init(vm, ram_size)) {
+		vmm_destroy(vm);
+		return NULL;
+	}
+	return vm;
+}
+
+static int vmm_load_bios(struct vmm *vm, const char *path, char *err,
+			 size_t errlen)
+{
+	struct stat st;
+	ssize_t got;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open firmware %s: %s", path,
+			 strerror(errno));
+		return -errno;
+	}
+	if (fstat(fd, &st) < 0 || st.st_size < 64 * 1024 ||
+	    st.st_size > 16 * 1024 * 1024 || st.st_size % 4096) {
+		snprintf(err, errlen,
+			 "firmware %s: size must be 64 KiB to 16 MiB in whole "
+			 "pages",
+			 path);
+		close(fd);
+		return -EINVAL;
+	}
+	vm->bios_size = st.st_size;
+	vm->bios_image = malloc(vm->bios_size);
+	vm->bios_rom = mmap(NULL, vm->bios_size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!vm->bios_image || vm->bios_rom == MAP_FAILED) {
+		if (vm->bios_rom == MAP_FAILED)
+			vm->bios_rom = NULL;
+		snprintf(err, errlen, "out of memory for the firmware");
+		close(fd);
+		return -ENOMEM;
+	}
+	got = pread(fd, vm->bios_image, vm->bios_size, 0);
+	close(fd);
+	if (got != (ssize_t)vm->bios_size) {
+		snprintf(err, errlen, "cannot read firmware %s", path);
+		return -EIO;
+	}
+	return 0;
+}
+
+const char *vmm_kvm_limitation(void)
+{
+	if (access("/sys/module/kvm_pvm", F_OK) == 0 &&
+	    access("/sys/module/kvm_intel", F_OK) != 0 &&
+	    access("/sys/module/kvm_amd", F_OK) != 0)
+		return "this host's /dev/kvm is kvm_pvm (no VT-x/AMD-V), which "
+		       "cannot run BIOS-era code; run imgvm on hardware KVM or "
+		       "inside the nested test host (tests/nested-kvm.sh)";
+	return NULL;
+}
+
+struct vmm *vmm_create(const struct vmm_config *cfg, char *err, size_t errlen)
+{
+	struct vmm *vm = calloc(1, sizeof(*vm));
+	int api;
+
+	if (!vm) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (cfg->ncpus < 1 || cfg->ncpus > VMM_MAX_CPUS) {
+		snprintf(err, errlen, "--cpus must be 1 to %d", VMM_MAX_CPUS);
+		goto fail;
+	}
+	if (cfg->ram_size < 16ull << 20 || cfg->ram_size > 1024 * VMM_GIB ||
+	    cfg->ram_size % 4096) {
+		snprintf(err, errlen,
+			 "--memory must be 16 MiB to 1 TiB in whole pages");
+		goto fail;
+	}
+	vm->ncpus = cfg->ncpus;
+	if (vmm_common_init(vm, cfg->ram_size)) {
+		snprintf(err, errlen, "cannot allocate %llu MiB of guest RAM",
+			 (unsigned long long)(cfg->ram_size >> 20));
+		goto fail;
+	}
+	if (vmm_load_bios(vm, cfg->bios_path, err, errlen))
+		goto fail;
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		snprintf(err, errlen, "cannot open /dev/kvm: %s%s",
+			 strerror(errno),
+			 errno == ENOENT   ? " (load kvm_intel or kvm_amd)"
+			 : errno == EACCES ? " (add yourself to the kvm group)"
+					   : "");
+		goto fail;
+	}
+	api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (api != KVM_API_VERSION) {
+		snprintf(err, errlen, "unsupported KVM API version %d", api);
+		goto fail;
+	}
+	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQCHIP) <= 0 ||
+	    ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_PIT2) <= 0 ||
+	    ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT) <=
+		    0) {
+		snprintf(err, errlen,
+			 "KVM lacks the in-kernel irqchip, PIT or immediate "
+			 "exit");
+		goto fail;
+	}
+	vm->readonly_mem = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
+				 KVM_CAP_READONLY_MEM) > 0;
+	vm->run_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if ((ssize_t)vm->run_mmap_size <= 0) {
+		snprintf(err, errlen, "KVM_GET_VCPU_MMAP_SIZE failed");
+		goto fail;
+	}
+	return vm;
+fail:
+	vmm_destroy(vm);
+	return NULL;
+}
+
+void vmm_destroy(struct vmm *vm)
+{
+	if (!vm)
+		return;
+	pci_bus_destroy(vm);
+	if (vm->ram)
+		munmap(vm->ram, vm->ram_size);
+	if (vm->bios_rom)
+		munmap(vm->bios_rom, vm->bios_size);
+	free(vm->bios_image);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	vmm_io_bus_destroy(&vm->pio);
+	vmm_io_bus_destroy(&vm->mmio);
+	free(vm->reset_hooks);
+	free(vm);
+}
+
+/* ---- one power cycle of the KVM VM -----------------------------------*/
+
+static int vmm_set_memory(struct vmm *vm, enum vmm_slot slot, uint64_t gpa,
+			  uint64_t size, void *hva, bool readonly)
+{
+	struct kvm_userspace_memory_region region = {
+		.slot = slot,
+		.flags = readonly ? KVM_MEM_READONLY : 0,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uint64_t)(uintptr_t)hva,
+	};
+
+	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region);
+}
+
+static struct kvm_cpuid2 *vmm_supported_cpuid(struct vmm *vm)
+{
+	for (unsigned n = 64; n <= 4096; n *= 2) {
+		struct kvm_cpuid2 *cpuid = calloc(
+			1, sizeof(*cpuid) + n * sizeof(cpuid->entries[0]));
+
+		if (!cpuid)
+			return NULL;
+		cpuid->nent = n;
+		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) == 0)
+			return cpuid;
+		free(cpuid);
+		if (errno != E2BIG)
+			return NULL;
+	}
+	return NULL;
+}
+
+static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
+			  const struct kvm_cpuid2 *supported)
+{
+	struct vmm_vcpu *vcpu = &vm->vcpus[index];
+	size_t bytes = sizeof(*supported) +
+		       supported->nent * sizeof(supported->entries[0]);
+	struct kvm_cpuid2 *cpuid = malloc(bytes);
+	int ret = 0;
+
+	vcpu->vm = vm;
+	vcpu->index = index;
+	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, index);
+	if (vcpu->fd < 0 || !cpuid) {
+		free(cpuid);
+		return -errno;
+	}
+	vcpu->run = mmap(NULL, vm->run_mmap_size, PROT_READ | PROT_WRITE,
+			 MAP_SHARED, vcpu->fd, 0);
+	if (vcpu->run == MAP_FAILED) {
+		vcpu->run = NULL;
+		free(cpuid);
+		return -errno;
+	}
+	memcpy(cpuid, supported, bytes);
+	for (unsigned i = 0; i < cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+
+		switch (e->function) {
+		case 1:
+			/* initial APIC ID; we run under a hypervisor */
+			e->ebx = (e->ebx & 0x00ffffffu) | (index << 24);
+			e->ecx |= 1u << 31;
+			break;
+		case 0xb:
+		case 0x1f:
+			e->edx = index;
+			break;
+		}
+	}
+	if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0)
+		ret = -errno;
+	free(cpuid);
+	return ret;
+}
+
+static void vmm_teardown_kvm(struct vmm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vmm_vcpu *vcpu = &vm->vcpus[i];
+
+		if (vcpu->run)
+			munmap(vcpu->run, vm->run_mmap_size);
+		if (vcpu->fd >= 0)
+			close(vcpu->fd);
+		vcpu->run = NULL;
+		vcpu->fd = -1;
+		vcpu->started = false;
+	}
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	vm->vm_fd = -1;
+}
+
+static void vmm_load_firmware(struct vmm *vm)
+{
+	uint64_t alias = vm->bios_size < VMM_BIOS_LOW_ALIAS
+				 ? vm->bios_size
+				 : VMM_BIOS_LOW_ALIAS;
+
+	memcpy(vm->bios_rom, vm->bios_image, vm->bios_size);
+	memcpy(vm->ram + 0x100000 - alias,
+	       vm->bios_image + vm->bios_size - alias, alias);
+}
+
+static int vmm_build_kvm(struct vmm *vm, char *err, size_t errlen)
+{
+	struct kvm_pit_config pit = { .flags = 0 };
+	struct kvm_cpuid2 *cpuid = NULL;
+	uint64_t addr;
+
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
+		goto fail;
+	}
+	addr = VMM_IDENTITY_MAP_ADDR;
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0 ||
+	    ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, VMM_TSS_ADDR) < 0) {
+		snprintf(err, errlen, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+		goto fail;
+	}
+	if (vmm_set_memory(vm, SLOT_LOW_RAM, 0, vm->low_ram, vm->ram, false) ||
+	    (vm->high_ram &&
+	     vmm_set_memory(vm, SLOT_HIGH_RAM, VMM_4GIB, vm->high_ram,
+			    vm->ram + vm->low_ram, false)) ||
+	    vmm_set_memory(vm, SLOT_BIOS, VMM_4GIB - vm->bios_size,
+			   vm->bios_size, vm->bios_rom, vm->readonly_mem)) {
+		snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s",
+			 strerror(errno));
+		goto fail;
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0 ||
+	    ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+		snprintf(err, errlen, "KVM irqchip/PIT: %s", strerror(errno));
+		goto fail;
+	}
+	cpuid = vmm_supported_cpuid(vm);
+	if (!cpuid) {
+		snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s",
+			 strerror(errno));
+		goto fail;
+	}
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		int ret = vmm_setup_vcpu(vm, i, cpuid);
+
+		if (ret) {
+			snprintf(err, errlen, "cannot create vCPU %u: %s", i,
+				 strerror(-ret));
+			goto fail;
+		}
+	}
+	free(cpuid);
+	return 0;
+fail:
+	free(cpuid);
+	vmm_teardown_kvm(vm);
+	return -1;
+}
+
+/* ---- vCPU threads ------------------------------------------------------*/
+
+static void vmm_emulation_failure(struct vmm_vcpu *vcpu)
+{
+	struct vmm *vm = vcpu->vm;
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	const char *hint = vmm_kvm_limitation();
+	unsigned long long cs = 0, rip = 0;
+
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0 &&
+	    ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) == 0) {
+		cs = sregs.cs.selector;
+		rip = regs.rip;
+	}
+	vmm_request_stop(vm, 2,
+			 "KVM internal error: emulation failure at "
+			 "%04llx:%08llx%s%s",
+			 cs, rip, hint ? "; " : "", hint ? hint : "");
+}
+
+/* IMGVM_TRACE_IO=1: every port access on stderr (debugging aid) */
+static bool vmm_trace_io;
+
+static void vmm_handle_exit(struct vmm_vcpu *vcpu)
+{
+	struct vmm *vm = vcpu->vm;
+	struct kvm_run *run = vcpu->run;
+
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO: {
+		uint8_t *data = (uint8_t *)run + run->io.data_offset;
+
+		for (uint32_t i = 0; i < run->io.count; i++) {
+			if (vmm_trace_io)
+				fprintf(stderr, "pio %s %#x size %u\n",
+					run->io.direction == KVM_EXIT_IO_OUT
+						? "out"
+						: "in",
+					run->io.port, run->io.size);
+			vmm_io_bus_access(&vm->pio, run->io.port, data,
+					  run->io.size,
+					  run->io.direction == KVM_EXIT_IO_OUT);
+			data += run->io.size;
+		}
+		break;
+	}
+	case KVM_EXIT_MMIO:
+		if (vmm_trace_io)
+			fprintf(stderr, "mmio %s %#llx size %u\n",
+				run->mmio.is_write ? "write" : "read",
+				(unsigned long long)run->mmio.phys_addr,
+				run->mmio.len);
+		vmm_io_bus_access(&vm->mmio, run->mmio.phys_addr,
+				  run->mmio.data, run->mmio.len,
+				  run->mmio.is_write);
+		break;
+	case KVM_EXIT_INTR:
+	case KVM_EXIT_HLT:
+		break;
+	case KVM_EXIT_SHUTDOWN: {
+		struct kvm_regs regs = { 0 };
+		struct kvm_sregs sregs = { 0 };
+
+		ioctl(vcpu->fd, KVM_GET_REGS, &regs);
+		ioctl(vcpu->fd, KVM_GET_SREGS, &sregs);
+		vmm_request_stop(vm, 2,
+				 "guest triple fault (vCPU %u at %04x:%08llx, "
+				 "CR0 %#llx)",
+				 vcpu->index, sregs.cs.selector,
+				 (unsigned long long)regs.rip,
+				 (unsigned long long)sregs.cr0);
+		break;
+	}
+	case KVM_EXIT_SYSTEM_EVENT:
+		if (run->system_event.type == KVM_SYSTEM_EVENT_RESET)
+			vmm_request_reset(vm);
+		else
+			vmm_request_poweroff(vm);
+		break;
+	case KVM_EXIT_INTERNAL_ERROR:
+		if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION)
+			vmm_emulation_failure(vcpu);
+		else
+			vmm_request_stop(vm, 2,
+					 "KVM internal error, suberror %u",
+					 run->internal.suberror);
+		break;
+	case KVM_EXIT_FAIL_ENTRY:
+		vmm_request_stop(
+			vm, 2, "KVM entry failed, hardware reason %#llx",
+			(unsigned long long)
+				run->fail_entry.hardware_entry_failure_reason);
+		break;
+	default:
+		vmm_request_stop(vm, 2, "unhandled KVM exit %u",
+				 run->exit_reason);
+		break;
+	}
+}
+
+static void *vmm_vcpu_thread(void *arg)
+{
+	struct vmm_vcpu *vcpu = arg;
+	struct vmm *vm = vcpu->vm;
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	while (vmm_running(vm)) {
+		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN) {
+				__atomic_store_n(&vcpu->run->immediate_exit, 0,
+						 __ATOMIC_SEQ_CST);
+				continue;
+			}
+			vmm_request_stop(vm, 2, "KVM_RUN failed: %s",
+					 strerror(errno));
+			break;
+		}
+		vmm_handle_exit(vcpu);
+	}
+	return NULL;
+}
+
+static void vmm_kick_signal(int sig)
+{
+	(void)sig;
+}
+
+static int vmm_start_vcpus(struct vmm *vm, char *err, size_t errlen)
+{
+	sigset_t set, old;
+
+	/* Only vCPU threads take the kick signal. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vmm_vcpu *vcpu = &vm->vcpus[i];
+		int ret = pthread_create(&vcpu->thread, NULL, vmm_vcpu_thread,
+					 vcpu);
+
+		if (ret) {
+			snprintf(err, errlen, "cannot start vCPU thread: %s",
+				 strerror(ret));
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			return -ret;
+		}
+		vcpu->started = true;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return 0;
+}
+
+static void vmm_join_vcpus(struct vmm *vm)
+{
+	vmm_kick_vcpus(vm);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		if (vm->vcpus[i].started)
+			pthread_join(vm->vcpus[i].thread, NULL);
+		vm->vcpus[i].started = false;
+	}
+}
+
+int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
+	    void (*on_reboot)(void *opaque), void *opaque)
+{
+	struct sigaction sa = { .sa_handler = vmm_kick_signal };
+	struct timespec deadline;
+	char err[256];
+	int status;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	vmm_trace_io = getenv("IMGVM_TRACE_IO") != NULL;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_sec;
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vm->vcpus[i].fd = -1;
+
+	for (;;) {
+		enum vmm_request request;
+
+		if (vmm_build_kvm(vm, err, sizeof(err))) {
+			snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s",
+				 err);
+			return 1;
+		}
+		vmm_load_firmware(vm);
+		for (size_t i = 0; i < vm->reset_hook_count; i++)
+			vm->reset_hooks[i].fn(vm->reset_hooks[i].opaque);
+		pthread_mutex_lock(&vm->request_lock);
+		vm->request = VMM_RUNNING;
+		pthread_mutex_unlock(&vm->request_lock);
+		if (vmm_start_vcpus(vm, err, sizeof(err))) {
+			vmm_post_request(vm, VMM_REQUEST_STOP, 1, err);
+		}
+
+		pthread_mutex_lock(&vm->request_lock);
+		while (vm->request == VMM_RUNNING) {
+			if (!timeout_sec) {
+				pthread_cond_wait(&vm->request_cond,
+						  &vm->request_lock);
+			} else if (pthread_cond_timedwait(
+					   &vm->request_cond, &vm->request_lock,
+					   &deadline) == ETIMEDOUT) {
+				vm->request = VMM_REQUEST_STOP;
+				vm->exit_code = 124;
+				snprintf(vm->stop_reason,
+					 sizeof(vm->stop_reason),
+					 "timeout: the guest ran for %u s",
+					 timeout_sec);
+			}
+		}
+		request = vm->request;
+		status = vm->exit_code;
+		pthread_mutex_unlock(&vm->request_lock);
+
+		vmm_join_vcpus(vm);
+		vmm_teardown_kvm(vm);
+
+		if (request == VMM_REQUEST_POWEROFF)
+			return 0;
+		if (request == VMM_REQUEST_STOP)
+			return status ? status : 2;
+		/* guest reboot */
+		if (no_reboot)
+			return 0;
+		vm->resets++;
+		if (on_reboot)
+			on_reboot(opaque);
+	}
+}
