@@ -456,6 +456,13 @@ static int scan_dir_for_parent(struct img *img, const char *dir,
 	return r;
 }
 
+static bool is_snapshots_dir(const char *dir)
+{
+	const char *base = strrchr(dir, '/');
+
+	return strcmp(base ? base + 1 : dir, "Snapshots") == 0;
+}
+
 static int find_parent_by_identity(struct img *img, unsigned pflags,
 				   struct chain_ctx *ctx, char **found)
 {
@@ -470,6 +477,16 @@ static int find_parent_by_identity(struct img *img, unsigned pflags,
 	if (r == -ENOENT && asprintf(&snapdir, "%s.snapshots", img->path) > 0) {
 		r = scan_dir_for_parent(img, snapdir, pflags, ctx, found);
 		free(snapdir);
+	}
+	/* VirtualBox keeps differencing images in <vm>/Snapshots/ and the
+	 * base disk in <vm>/. */
+	if (r == -ENOENT && is_snapshots_dir(img->dir)) {
+		char *up = path_resolve(img->dir, "..");
+
+		if (!up)
+			return -ENOMEM;
+		r = scan_dir_for_parent(img, up, pflags, ctx, found);
+		free(up);
 	}
 	return r;
 }

@@ -711,3 +711,17 @@ Test(chain, set_backing_rewrites_the_reference)
 	img_close(top);
 	free(info);
 }
+
+Test(chain, parent_found_above_a_virtualbox_snapshots_dir)
+{
+	struct img *top;
+
+	create("base.tcow", "tcow", 1 * MiB, NULL, NULL);
+	cr_assert_eq(mkdir(path_in("Snapshots"), 0755), 0);
+	create("Snapshots/{5678}.tcow", "tcow", 0, "../base.tcow",
+	       "by_identity");
+	top = open_ok("Snapshots/{5678}.tcow", IMG_OPEN_RDONLY);
+	cr_assert_str_eq(img_filename(img_backing(top)),
+			 path_in("Snapshots/../base.tcow"));
+	img_close(top);
+}
