@@ -11,8 +11,9 @@
 #   OUTDIR/guest.env      MARKER_SHA256=, MARKER_BYTES=, WRITE_SHA256=, KVER=
 # Other labels at the boot prompt: install, disk, bench, diag, shell.
 #
-# Env: IMGVM_GUEST_CACHE  where .debs and unpacked trees are kept
-#                         (default OUTDIR/.cache)
+# Env: IMGVM_GUEST_CACHE  unpacked packages, build tree (default OUTDIR/.cache)
+#      IMGVM_DEB_CACHE    downloaded .debs (default ~/.cache/imgvm/debs: outside
+#                         /tmp, so the nested test host sees them offline)
 #      ISO_SERIAL=1       isolinux drives the serial port itself (SERIAL 0);
 #                         by default its prompt reaches the serial console
 #                         only through the firmware (SeaBIOS sercon)
@@ -41,8 +42,12 @@ if [ -n "$need" ]; then
 fi
 
 # ---- Debian packages: kernel and busybox --------------------------------
-# A .deb found in any of these caches is reused before downloading.
-deb_dirs=("$cache" "${NESTED_KVM_CACHE:-/tmp/nested-kvm-cache}" /tmp/imgvm-guest/.cache)
+# Downloads go to a per-user cache outside /tmp, so that the nested test
+# host (which sees the host's / read-only, with no network) finds them too.
+# A .deb already in any of these directories is reused.
+debs=${IMGVM_DEB_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/imgvm/debs}
+mkdir -p "$debs" 2>/dev/null && [ -w "$debs" ] || debs=$cache
+deb_dirs=("$debs" "$cache" "${NESTED_KVM_CACHE:-/tmp/imgvm-nested-kvm}" /tmp/nested-kvm-cache /tmp/imgvm-guest/.cache)
 find_deb() { # package -> path of a cached .deb, if any
 	local d f
 	for d in "${deb_dirs[@]}"; do
@@ -57,9 +62,11 @@ unpack() { # package -> unpacked tree
 	if [ ! -e "$tree/.done" ]; then
 		deb=$(find_deb "$pkg") || {
 			log "apt-get download $pkg"
-			(cd "$cache" && apt-get download -q "$pkg" >/dev/null) || { log "cannot download $pkg"; exit 1; }
+			(cd "$debs" && apt-get download -q "$pkg" >/dev/null) || { log "cannot download $pkg"; exit 1; }
 			deb=$(find_deb "$pkg")
 		}
+		# keep a copy where the nested test host can see it
+		[ "$(dirname "$deb")" = "$debs" ] || cp "$deb" "$debs/" 2>/dev/null || true
 		rm -rf "$tree"
 		mkdir -p "$tree"
 		dpkg-deb -x "$deb" "$tree"
@@ -68,7 +75,7 @@ unpack() { # package -> unpacked tree
 	echo "$tree"
 }
 # the package resolved last time (apt-cache takes seconds)
-[ -n "${KPKG:-}" ] || KPKG=$(cat "$cache/kernel-package" 2>/dev/null || true)
+[ -n "${KPKG:-}" ] || KPKG=$(cat "$cache/kernel-package" "$debs/kernel-package" 2>/dev/null | head -n1 || true)
 if [ -z "${KPKG:-}" ]; then
 	KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
 fi
@@ -78,6 +85,7 @@ if [ -z "${KPKG:-}" ]; then
 fi
 [ -n "$KPKG" ] || { log "no kernel package known (apt-get update?)"; exit 1; }
 echo "$KPKG" >"$cache/kernel-package"
+echo "$KPKG" >"$debs/kernel-package" 2>/dev/null || true
 
 stamp=$(cat "$0" "$here/init.sh" | sha256sum | cut -c1-16)-$KPKG-${ISO_SERIAL:-0}
 if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
