@@ -5,6 +5,9 @@
 # linux-image-*-amd64 and busybox-static are downloaded and unpacked, not
 # installed; isolinux, extlinux, e2fsprogs, fdisk come from the host):
 #   OUTDIR/installer.iso  boots (isolinux, 1 s prompt) into imgvm=install
+#   OUTDIR/installer-reboot.iso  the same, but the guest reboots after
+#                         INSTALL-OK instead of powering off (for a one-run
+#                         install + eject + disk boot)
 #   OUTDIR/bench.iso      the same ISO, default imgvm=bench
 #   OUTDIR/diag.iso       the same ISO, default imgvm=diag
 #   OUTDIR/vmlinuz OUTDIR/initrd.gz OUTDIR/marker.gz
@@ -89,7 +92,8 @@ echo "$KPKG" >"$debs/kernel-package" 2>/dev/null || true
 
 stamp=$(cat "$0" "$here/init.sh" | sha256sum | cut -c1-16)-$KPKG-${ISO_SERIAL:-0}
 if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
-	[ -e "$out/installer.iso" ] && [ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ]; then
+	[ -e "$out/installer.iso" ] && [ -e "$out/installer-reboot.iso" ] &&
+	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ]; then
 	log "up to date: $out"
 	exit 0
 fi
@@ -170,12 +174,15 @@ isolinux_cfg() { # default label
 	echo "DEFAULT $1"
 	echo "PROMPT 1"
 	echo "TIMEOUT 10"
-	echo "SAY imgvm test guest, Linux $kver. Labels: install disk bench diag shell (default $1)"
+	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot disk bench diag shell (default $1)"
 	for label in install disk bench diag shell; do
 		echo "LABEL $label"
 		echo "  KERNEL /boot/vmlinuz"
 		echo "  APPEND $cmdline imgvm=$label"
 	done
+	echo "LABEL install-reboot"
+	echo "  KERNEL /boot/vmlinuz"
+	echo "  APPEND $cmdline imgvm=install imgvm.after=reboot"
 }
 make_iso() { # default label, output
 	isolinux_cfg "$1" >"$iso/isolinux/isolinux.cfg"
@@ -185,6 +192,7 @@ make_iso() { # default label, output
 	mv "$2.new" "$2"
 }
 make_iso install "$out/installer.iso"
+make_iso install-reboot "$out/installer-reboot.iso"
 make_iso bench "$out/bench.iso"
 make_iso diag "$out/diag.iso"
 cp "$iso/boot/vmlinuz" "$work/initrd.gz" "$cache/marker.gz" "$out/"
@@ -196,4 +204,4 @@ MARKER_BYTES=$marker_bytes
 WRITE_SHA256=$write_sha256
 EOF
 echo "$stamp" >"$out/.stamp"
-log "built $out: installer.iso bench.iso diag.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"
+log "built $out: installer.iso installer-reboot.iso bench.iso diag.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"
