@@ -70,7 +70,7 @@ if tests/guest/make-installed-disk.sh "$G" "$disk" 128 >"$T/mk.log" 2>&1; then
 	if grep -q 'start= *2048' <<<"$layout" && grep -q 'type=c' <<<"$layout" &&
 		grep -q 'bootable' <<<"$layout" &&
 		[ "$(mtype -i "$disk@@1M" ::marker.bin | sha256sum | cut -d' ' -f1)" = "$MARKER_SHA256" ] &&
-		mdir -i "$disk@@1M" ::ldlinux.sys >/dev/null 2>&1 &&
+		mdir -a -i "$disk@@1M" ::ldlinux.sys >/dev/null 2>&1 &&
 		cmp -s -n 440 "$disk" /usr/lib/syslinux/mbr/mbr.bin; then
 		ok "make-installed-disk.sh: MBR, bootable FAT32 at 1 MiB, syslinux, marker"
 	else
@@ -97,14 +97,15 @@ fi
 
 # the nested KVM test host
 if command -v qemu-system-x86_64 >/dev/null; then
+	# the default work dir is the current directory
 	mkdir -p "$T/w"
 	echo outside >"$T/w/in.txt"
-	NK_QUIET=1 tests/nested-kvm.sh -w "$T/w" -t 300 -- bash -c '
+	(cd "$T/w" && NK_QUIET=1 "$ROOT/tests/nested-kvm.sh" -t 300 -- bash -c '
 		test -c /dev/kvm || { echo "no kvm" >&2; exit 9; }
 		cat in.txt; echo "written inside" >out.txt
 		echo dropped >/etc/nested-kvm-e2e
 		echo to-stderr >&2
-		exit 7' >"$T/nk.out" 2>"$T/nk.err"
+		exit 7') >"$T/nk.out" 2>"$T/nk.err"
 	rc=$?
 	if [ $rc = 7 ] && grep -qx outside "$T/nk.out" && grep -qx to-stderr "$T/nk.err" &&
 		[ "$(cat "$T/w/out.txt" 2>/dev/null)" = "written inside" ] && [ ! -e /etc/nested-kvm-e2e ]; then
