@@ -351,7 +351,8 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 	}
 	if (fix_err)
 		add_missing_redundant(e);
-	qsort(l.v, l.n, sizeof(*l.v), iv_cmp);
+	if (l.n)
+		qsort(l.v, l.n, sizeof(*l.v), iv_cmp);
 
 	/* Overlaps, then leaks (the gaps). */
 	{
