@@ -511,15 +511,16 @@ static int load_directory(struct img *img, struct vmdk_extent *e,
 		if (gd[i] &&
 		    ((uint64_t)gd[i] * VMDK_SECTOR + gt_bytes > e->file_size ||
 		     gd[i] < 1)) {
-			if (check) {
+			uint32_t bad = gd[i];
+
+			if (check)
 				continue; /* check reports it */
-			}
 			free(gd);
 			return img_error(img, -EINVAL,
 					 "%s: grain directory entry %u (grain "
 					 "table at sector %u) points past the "
 					 "end of the file",
-					 e->path, i, gd[i] ? gd[i] : 0);
+					 e->path, i, bad);
 		}
 	}
 	*out = gd;
