@@ -1109,6 +1109,8 @@ static int sparse_run(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 	*host = (uint64_t)gte * VMDK_SECTOR + eoff % gbytes;
 	n = gbytes - eoff % gbytes;
 	if (*kind == RUN_COMPRESSED) {
+		/* The grain's marker sector: it is inflated as a whole. */
+		*host = (uint64_t)gte * VMDK_SECTOR;
 		*run = n < len ? n : len;
 		return 0;
 	}

@@ -8,6 +8,7 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -791,4 +792,196 @@ Test(vmdk_img, create_options_validated)
 	o.cluster_size = 3000;
 	cr_expect_neq(img_create(path_in("y.vmdk"), &o, err, sizeof(err)), 0);
 	cr_expect_not_null(strstr(err, "grain size"));
+}
+
+/* An ESX "COWD" (vmfsSparse) extent built by hand: 2 MiB, 4 KiB grains,
+ * one grain allocated. */
+Test(vmdk_img, reads_cowd_vmfs_sparse_extent)
+{
+	struct vmdk_cowd_header h = { 0 };
+	uint8_t grain[4096], r[16384];
+	uint32_t gd, gte;
+	struct img *img;
+	const char *p = path_in("cowd.vmdk");
+	int fd;
+
+	h.magic = VMDK_COWD_MAGIC;
+	h.version = 1;
+	h.flags = 3;
+	h.capacity = 4096;
+	h.grain_size = 8;
+	h.gd_offset = 4;
+	h.num_gd_entries = 1;
+	h.free_sector = 45;
+	vmdk_cowd_header_to_cpu(&h); /* to disk order (its own inverse) */
+	fd = open(p, O_CREAT | O_TRUNC | O_RDWR, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	gd = IMG_LE32(5);
+	cr_assert_eq(pwrite(fd, &gd, 4, 4 * 512), 4);
+	gte = IMG_LE32(37);
+	cr_assert_eq(pwrite(fd, &gte, 4, 5 * 512 + 3 * 4), 4);
+	fill(grain, sizeof(grain), 77);
+	cr_assert_eq(pwrite(fd, grain, sizeof(grain), 37 * 512),
+		     (ssize_t)sizeof(grain));
+	close(fd);
+	img = open_img(p, IMG_OPEN_RDONLY);
+	cr_expect_eq(img_size(img), 2 << 20);
+	cr_assert_eq(img_pread(img, r, sizeof(r), 0), 0, "%s", img_errmsg(img));
+	cr_expect(img_buf_is_zero(r, 3 * 4096));
+	cr_expect_eq(memcmp(r + 3 * 4096, grain, 4096), 0);
+	img_close(img);
+}
+
+Test(vmdk_img, check_repairs_capacity_below_descriptor)
+{
+	struct img_check_result res;
+	struct img *img;
+	uint64_t v64 = IMG_LE64(1024);
+	uint8_t w[512], r[512];
+	const char *p = path_in("cap.vmdk");
+
+	create(p, 4 << 20, NULL, NULL);
+	corrupt(p, 12, &v64, 8);
+	run_check(p, 0, &res);
+	cr_expect_eq(res.corruptions, 1);
+	cr_expect_not_null(strstr(res.messages[0], "capacity"));
+	run_check(p, IMG_CHECK_FIX_ERRORS, &res);
+	cr_expect_eq(res.corruptions_fixed, 1);
+	run_check(p, 0, &res);
+	cr_expect_eq(res.corruptions, 0);
+	img = open_img(p, IMG_OPEN_RDWR);
+	fill(w, sizeof(w), 5);
+	cr_assert_eq(img_pwrite(img, w, 512, (4 << 20) - 512), 0);
+	cr_assert_eq(img_pread(img, r, 512, (4 << 20) - 512), 0);
+	cr_expect_eq(memcmp(w, r, 512), 0);
+	img_close(img);
+}
+
+struct reader_arg {
+	struct img *img;
+	unsigned seed;
+	int bad;
+};
+
+static void *reader(void *opaque)
+{
+	struct reader_arg *a = opaque;
+	uint8_t *buf = malloc(200000), *want = malloc(200000);
+	unsigned s = a->seed;
+	int i;
+
+	for (i = 0; i < 200 && buf && want; i++) {
+		uint64_t off;
+
+		s = s * 1103515245 + 12345;
+		off = (uint64_t)(s % ((32u << 20) - 200000)) & ~511ull;
+		if (img_pread(a->img, buf, 200000, off)) {
+			if (getenv("VMDK_SERIAL"))
+				fprintf(stderr, "read error %s\n",
+					img_errmsg(a->img));
+			a->bad++;
+			continue;
+		}
+		/* the image holds byte (offset / 512) & 0xff + 1 everywhere
+		 * in [0, 32 MiB) */
+		for (size_t j = 0; j < 200000; j++)
+			want[j] = (uint8_t)(((off + j) >> 9) + 1);
+		if (memcmp(buf, want, 200000)) {
+			if (getenv("VMDK_SERIAL")) {
+				size_t q = 0;
+
+				while (buf[q] == want[q])
+					q++;
+				fprintf(stderr, "mismatch off %llu+%zu\n",
+					(unsigned long long)off, q);
+			}
+			a->bad++;
+		}
+	}
+	free(buf);
+	free(want);
+	return NULL;
+}
+
+/* Reads from several threads at once, grain tables loaded lazily. */
+Test(vmdk_img, concurrent_reads)
+{
+	static const char *subs[] = { "monolithicSparse", "streamOptimized" };
+	uint8_t *buf = malloc(1 << 20);
+	pthread_t t[4];
+	struct reader_arg a[4];
+	size_t k, j;
+	int i;
+
+	cr_assert_not_null(buf);
+	for (k = 0; k < 2; k++) {
+		const char *p = path_in(k ? "cr1.vmdk" : "cr0.vmdk");
+		struct img *img;
+
+		create(p, 32 << 20, subs[k], NULL);
+		img = open_img(p, IMG_OPEN_RDWR | IMG_OPEN_SEQUENTIAL);
+		for (i = 0; i < 32; i++) {
+			for (j = 0; j < (1 << 20); j++)
+				buf[j] = (uint8_t)(((((uint64_t)i << 20) + j) >>
+						    9) +
+						   1);
+			cr_assert_eq(img_pwrite(img, buf, 1 << 20,
+						(uint64_t)i << 20),
+				     0);
+		}
+		cr_assert_eq(img_close(img), 0);
+		img = open_img(p, IMG_OPEN_RDONLY);
+		for (i = 0; i < 4; i++) {
+			a[i] = (struct reader_arg){ img, (unsigned)i * 7 + 1,
+						    0 };
+			if (getenv("VMDK_SERIAL"))
+				reader(&a[i]);
+			else
+				cr_assert_eq(pthread_create(&t[i], NULL, reader,
+							    &a[i]),
+					     0);
+		}
+		for (i = 0; i < 4; i++) {
+			if (!getenv("VMDK_SERIAL"))
+				pthread_join(t[i], NULL);
+			cr_expect_eq(a[i].bad, 0, "%s thread %d", subs[k], i);
+		}
+		img_close(img);
+	}
+	free(buf);
+}
+
+Test(vmdk_img, creates_vmfs_and_zeroed_grain_variants)
+{
+	struct img_create_options o = { .format = "vmdk",
+					.size = 1 << 20,
+					.subformat = "vmfs" };
+	struct img *img;
+	uint8_t r[512];
+
+	cr_assert_eq(img_create(path_in("v.vmdk"), &o, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_expect_eq(file_size(path_in("v-flat.vmdk")), 1 << 20);
+	img = open_img(path_in("v.vmdk"), IMG_OPEN_RDONLY);
+	cr_expect_eq(img_size(img), 1 << 20);
+	img_close(img);
+	/* zeroed_grain: zeroing over a parent stores "zero" entries */
+	create(path_in("zp.vmdk"), 1 << 20, NULL, NULL);
+	img = open_img(path_in("zp.vmdk"), IMG_OPEN_RDWR);
+	memset(r, 0x77, sizeof(r));
+	cr_assert_eq(img_pwrite(img, r, 512, 0), 0);
+	img_close(img);
+	o = (struct img_create_options){ .format = "vmdk",
+					 .backing_file = "zp.vmdk",
+					 .options = "zeroed_grain=on" };
+	cr_assert_eq(img_create(path_in("zc.vmdk"), &o, err, sizeof(err)), 0,
+		     "%s", err);
+	img = open_img(path_in("zc.vmdk"), IMG_OPEN_RDWR);
+	cr_assert_eq(img_write_zeroes(img, 0, 65536, 0), 0);
+	cr_assert_eq(img_pread(img, r, 512, 0), 0);
+	cr_expect(img_buf_is_zero(r, 512));
+	img_close(img);
+	cr_expect_eq(file_size(path_in("zc.vmdk")), 65536,
+		     "zero grain took space");
 }
