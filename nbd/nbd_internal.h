@@ -59,7 +59,7 @@ struct nbd_conn {
 	/* transmission */
 	pthread_mutex_t send_lock;
 	bool send_failed;
-	bool wrote; /* flush at disconnect */
+	_Atomic bool wrote; /* flush at disconnect; set by any worker */
 };
 
 #define NBD_META_BASE_ALLOCATION_ID 1u
