@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DISK_SIZE (16u << 20)
@@ -675,4 +676,27 @@ Test(nbd_tls, tls_required_and_works, .init = setup_tls, .fini = teardown)
 	cr_assert_eq(nbd_pread(h, buf, sizeof(buf), 8192, 0), 0);
 	cr_assert_eq(buf[4095], 9);
 	nbd_close(h);
+}
+
+Test(nbd, stop_with_idle_and_half_open_clients_returns)
+{
+	struct nbd_handle *idle = client("disk");
+	int half = raw_connect(); /* never answers the greeting */
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	nbd_server_stop(srv);
+	pthread_join(srv_thread, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr_assert_lt(t1.tv_sec - t0.tv_sec, 5);
+	nbd_server_free(srv);
+	srv = NULL;
+	uint8_t greeting[18];
+	raw_read(half, greeting, sizeof(greeting));
+	cr_assert(raw_closed(half));
+	close(half);
+	/* the idle client finds the server gone */
+	uint8_t buf[512];
+	cr_assert_eq(nbd_pread(idle, buf, sizeof(buf), 0, 0), -1);
+	nbd_close(idle);
 }
