@@ -70,7 +70,7 @@ except OSError:
 print(hole, data)
 PY
 )
-set -- $holes
+set -- ${holes:-x x}
 check "mount: SEEK_HOLE finds the hole after the MBR ($1)" test "$1" -gt 0 -a "$1" -le $((2 << 20))
 check "mount: SEEK_DATA past the MBR finds no data ($2)" test "$2" = -1
 
