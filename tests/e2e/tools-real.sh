@@ -122,6 +122,22 @@ rc=$?
 "$IMGTOOL" check -q "$T/vbox.vdi"
 check "VirtualBox VDI: delete keeps the contents, check clean" test $rc = 0 -a $? = 0
 
+# snapshots of a multi-file VMDK (descriptor + 5 extents, VMware-made)
+"$IMGTOOL" convert -O raw "$T/JNode-1.vmdk" "$T/j1.raw"
+"$IMGTOOL" snapshot create -q "$T/JNode-1.vmdk" s1
+check "JNode-1 (twoGbMaxExtentSparse): snapshot moves all 6 files" \
+	test "$(ls "$T/JNode-1.vmdk.snapshots" | grep -c vmdk)" = 6 -a ! -e "$T/JNode-1-s001.vmdk"
+qemu-img compare -q -f raw -F vmdk "$T/j1.raw" "$T/JNode-1.vmdk"
+check "JNode-1: qemu-img reads the same through our snapshot chain" test $? = 0
+"$IMGTOOL" convert -n -O vmdk "$T/p1.raw" "$T/JNode-1.vmdk"
+dd if="$T/p1.raw" of="$T/j1.raw" conv=notrunc status=none
+"$IMGTOOL" snapshot delete -q "$T/JNode-1.vmdk" s1
+"$IMGTOOL" compare -q "$T/j1.raw" "$T/JNode-1.vmdk"
+rc=$?
+"$IMGTOOL" check -q "$T/JNode-1.vmdk"
+check "JNode-1: write, delete the snapshot: contents kept, check clean, extents gone" \
+	test $rc = 0 -a $? = 0 -a "$(ls "$T/JNode-1.vmdk.snapshots" | grep -c vmdk)" = 0
+
 # the fuzzed VMDK: one-line error, nothing written
 "$IMGTOOL" convert -O raw $FIX/vmdk/afl9.vmdk "$T/afl9.raw" 2>"$T/err"
 check "afl9.vmdk: convert refuses with one line, writes nothing" \
