@@ -70,6 +70,7 @@ struct machine {
 	struct piix *piix;
 	struct debug_ports *debug;
 	int firmware_log_fd;
+	struct outbuf *firmware_log;
 #if IMGVM_HAVE_AHCI
 	struct ahci *ahci;
 #endif
@@ -508,15 +509,18 @@ static int setup_machine(struct machine *m)
 				m->opt.firmware_log, strerror(errno));
 			return -errno;
 		}
+		m->firmware_log = outbuf_create(m->firmware_log_fd);
+		if (!m->firmware_log)
+			goto nomem;
 	}
 	if (setup_fw_cfg(m))
 		goto nomem;
 	m->cmos = cmos_create(m->vm);
 	m->uart = uart_create(m->vm, SERIAL_PORT, SERIAL_IRQ,
-			      console_output_fd(m->console));
+			      console_output(m->console));
 	m->kbc = i8042_create(m->vm);
 	m->piix = piix_create(m->vm);
-	m->debug = debug_ports_create(m->vm, m->firmware_log_fd);
+	m->debug = debug_ports_create(m->vm, m->firmware_log);
 	if (!m->cmos || !m->uart || !m->kbc || !m->piix || !m->debug)
 		goto nomem;
 	if (open_disk(m) || setup_storage(m))
@@ -549,6 +553,7 @@ static int teardown_machine(struct machine *m)
 	/* devices hold no host resources worth freeing at exit beyond their
 	 * threads; the CMOS timer thread is joined here */
 	cmos_destroy(m->cmos);
+	outbuf_destroy(m->firmware_log);
 	if (m->firmware_log_fd >= 0)
 		close(m->firmware_log_fd);
 	return ret;
