@@ -15,6 +15,7 @@
 #include "vmm/machine.h"
 
 #define OUTBUF_SIZE (64 * 1024)
+#define OUTBUF_BATCH_US 4000
 
 struct outbuf {
 	pthread_mutex_t lock;
@@ -22,6 +23,7 @@ struct outbuf {
 	pthread_cond_t space;
 	int fd;
 	bool closing;
+	bool waiting; /* the writer sleeps on data */
 	bool thread_started;
 	pthread_t thread;
 	size_t head;
@@ -39,10 +41,20 @@ static void *outbuf_thread(void *opaque)
 		int fd;
 		ssize_t n;
 
-		while (!ob->count && !ob->closing)
+		while (!ob->count && !ob->closing) {
+			ob->waiting = true;
 			pthread_cond_wait(&ob->data, &ob->lock);
+			ob->waiting = false;
+		}
 		if (!ob->count)
 			break;
+		if (!ob->closing && ob->count < OUTBUF_SIZE / 2) {
+			/* let a burst accumulate: one write per few ms, not
+			 * one wake-up per byte */
+			pthread_mutex_unlock(&ob->lock);
+			usleep(OUTBUF_BATCH_US);
+			pthread_mutex_lock(&ob->lock);
+		}
 		chunk = ob->count;
 		if (chunk > OUTBUF_SIZE - ob->head)
 			chunk = OUTBUF_SIZE - ob->head;
@@ -105,7 +117,8 @@ void outbuf_put(struct outbuf *ob, const void *data, size_t len)
 		ob->count += room;
 		bytes += room;
 		len -= room;
-		pthread_cond_signal(&ob->data);
+		if (ob->waiting)
+			pthread_cond_signal(&ob->data);
 	}
 	pthread_mutex_unlock(&ob->lock);
 }
