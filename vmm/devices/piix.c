@@ -128,8 +128,11 @@ static void pm_io(void *opaque, uint64_t addr, void *data, unsigned size,
 	uint8_t regs[PM_IO_SIZE] = { 0 };
 	uint32_t value = 0;
 
-	if (addr + size > PM_IO_SIZE)
+	if (addr + size > PM_IO_SIZE) {
+		if (!is_write)
+			memset(data, 0xff, size);
 		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	if (!is_write) {
 		put_le16(regs + PM1_STS, p->pm1_sts);
