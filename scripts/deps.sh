@@ -9,6 +9,7 @@ PKGS=(
 	qemu-utils qemu-system-x86 seabios
 	libvhdi-utils libvmdk-utils
 	busybox-static isolinux syslinux-common extlinux xorriso cpio kmod fdisk
+	syslinux
 	e2fsprogs dosfstools mtools gzip bzip2 python3 socat
 	grub-rescue-pc ipxe debian-installer-12-netboot-amd64
 	libclang-rt-14-dev valgrind

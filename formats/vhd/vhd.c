@@ -65,8 +65,9 @@ struct vhd_state {
 	bool read_only; /* opened read-only, or forced past a bad checksum */
 	bool footer_checksum_ok;
 	bool header_checksum_ok;
-	bool head_footer_ok; /* dynamic: the copy at offset 0 is valid and agrees */
-	bool tail_footer_ok; /* the footer at the end of the file is valid */
+	bool head_footer_ok;	/* dynamic: the copy at offset 0 is valid */
+	bool head_footer_stale; /* valid, but older than the trailing one */
+	bool tail_footer_ok;	/* the footer at the end of the file is valid */
 	struct vhd_footer footer;
 	uint64_t size;
 	uint64_t file_size; /* at open */
@@ -154,6 +155,7 @@ static int vhd_write_footers(struct vhd_state *s)
 		ret = vhd_write_footer_at(s, 0);
 	if (!ret)
 		s->tail_footer_ok = s->head_footer_ok = true;
+	s->head_footer_stale = false;
 	return ret;
 }
 
@@ -454,10 +456,9 @@ static int vhd_open_footer(struct img *img, struct vhd_state *s, unsigned flags)
 	}
 	s->tail_footer_ok = tail_found && tail_ok &&
 			    tail_footer.disk_type == s->footer.disk_type;
-	/* A torn trailing footer is one problem, not two. */
-	s->head_footer_ok =
-		head_found && head_ok &&
-		(!s->tail_footer_ok || !memcmp(head, tail, sizeof(head)));
+	s->head_footer_ok = head_found && head_ok;
+	s->head_footer_stale = s->head_footer_ok && s->tail_footer_ok &&
+			       memcmp(head, tail, sizeof(head));
 
 	if (!s->footer_checksum_ok) {
 		uint32_t want = vhd_checksum(
@@ -2116,21 +2117,34 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 		goto fail;
 	}
 
-	/* Footers and header. */
+	/* Footers.  A crash while a block is appended leaves no footer at
+	 * the end, a crash in resize or rebase a stale copy at offset 0:
+	 * both are repairable from the other copy, so they count as leaks.
+	 * Damaged footers are corruptions. */
+	uint64_t footer_leaks = 0, footer_corruptions = 0;
+
 	if (!s->footer_checksum_ok) {
-		res->corruptions++;
+		footer_corruptions++;
 		img_check_note(res, "footer checksum is wrong");
-	}
-	if (!s->tail_footer_ok) {
-		res->corruptions++;
+	} else if (!s->tail_footer_ok && s->head_footer_ok) {
+		footer_leaks++;
+		img_check_note(res, "no footer at the end of the file "
+				    "(interrupted append); the copy at offset "
+				    "0 is good");
+	} else if (!s->tail_footer_ok) {
+		footer_corruptions++;
 		img_check_note(res, "the footer at the end of the file is "
-				    "missing or damaged");
+				    "damaged");
+	} else if (!s->head_footer_ok) {
+		footer_corruptions++;
+		img_check_note(res, "the footer copy at offset 0 is damaged");
+	} else if (s->head_footer_stale) {
+		footer_leaks++;
+		img_check_note(res, "the footer copy at offset 0 is older than "
+				    "the footer (interrupted update)");
 	}
-	if (!s->head_footer_ok) {
-		res->corruptions++;
-		img_check_note(res, "the footer copy at offset 0 is damaged or "
-				    "differs from the footer");
-	}
+	res->leaks += footer_leaks;
+	res->corruptions += footer_corruptions;
 	if (!s->header_checksum_ok) {
 		res->corruptions++;
 		img_check_note(res, "dynamic disk header checksum is wrong");
@@ -2331,11 +2345,12 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 	}
 
 	/* Footers: rewrite both copies where they belong. */
-	uint64_t footer_problems = !s->footer_checksum_ok + !s->tail_footer_ok +
-				   !s->head_footer_ok;
 	bool trim = tail_end > data_end && (fix & IMG_CHECK_FIX_LEAKS);
+	bool fix_footer_leaks = footer_leaks && (fix & IMG_CHECK_FIX_LEAKS);
+	bool fix_footer_errors = footer_corruptions &&
+				 (fix & IMG_CHECK_FIX_ERRORS);
 
-	if (trim || (footer_problems && (fix & IMG_CHECK_FIX_ERRORS))) {
+	if (trim || fix_footer_leaks || fix_footer_errors) {
 		uint64_t at =
 			trim ? data_end
 			     : MAX(data_end, round_up(tail_end, VHD_SECTOR));
@@ -2348,8 +2363,9 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 			goto fail;
 		if (trim)
 			res->leaks_fixed += units;
-		/* Rewritten either way. */
-		res->corruptions_fixed += footer_problems;
+		/* Both copies are rewritten whatever asked for it. */
+		res->leaks_fixed += footer_leaks;
+		res->corruptions_fixed += footer_corruptions;
 		s->footer_checksum_ok = true;
 	}
 	ret = img_file_sync(&s->file);

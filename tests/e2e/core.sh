@@ -105,4 +105,56 @@ PY
 	wait "$holder" 2>/dev/null
 fi
 
+# make install into a staging dir, then build a program against the
+# installed header and library with pkg-config, statically and shared.
+san=
+[ "$B" = build/san ] && san=1
+if make -s install SANITIZE=$san PREFIX=/usr DESTDIR="$T/inst" >"$T/install.log" 2>&1; then
+	ok "make install DESTDIR"
+	missing=
+	for f in usr/bin/imgtool usr/lib/libimg.a usr/lib/libimg.so usr/lib/libimg.so.0 \
+		usr/include/img.h usr/lib/pkgconfig/libimg.pc; do
+		[ -e "$T/inst/$f" ] || missing="$missing $f"
+	done
+	check "installed files present${missing:+ (missing:$missing)}" test -z "$missing"
+	check "pkg-config file has the install prefix" grep -q '^prefix=/usr$' "$T/inst/usr/lib/pkgconfig/libimg.pc"
+	cat >"$T/user.c" <<'C'
+#include <img.h>
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+	char err[IMG_ERRMSG_MAX];
+	struct img *img;
+
+	if (img_open(&img, argv[1], NULL, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	printf("%s %llu\n", img_format(img), (unsigned long long)img_size(img));
+	return img_close(img) < 0;
+}
+C
+	export PKG_CONFIG_SYSROOT_DIR=$T/inst PKG_CONFIG_LIBDIR=$T/inst/usr/lib/pkgconfig
+	sanflags=
+	[ -n "$san" ] && sanflags="-fsanitize=address,undefined"
+	# shellcheck disable=SC2046
+	if cc $sanflags -o "$T/user-static" "$T/user.c" $(pkg-config --cflags libimg) \
+		"$T/inst/usr/lib/libimg.a" $(pkg-config --static --libs-only-l libimg | sed 's/-limg//') -lz -lcrypto -pthread 2>"$T/cc.err" &&
+		out=$("$T/user-static" "$T/x.img") && [ "$out" = "raw 1073741824" ]; then
+		ok "program linked statically against the installed libimg.a opens an image"
+	else
+		fail "static link against installed libimg ($(head -c 300 "$T/cc.err") ${out:-})"
+	fi
+	# shellcheck disable=SC2046
+	if cc $sanflags -o "$T/user-shared" "$T/user.c" $(pkg-config --cflags --libs libimg) 2>"$T/cc.err" &&
+		out=$(LD_LIBRARY_PATH=$T/inst/usr/lib "$T/user-shared" "$T/x.img") && [ "$out" = "raw 1073741824" ]; then
+		ok "program linked with pkg-config against libimg.so opens an image"
+	else
+		fail "shared link against installed libimg ($(head -c 300 "$T/cc.err") ${out:-})"
+	fi
+	unset PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_LIBDIR
+else
+	fail "make install DESTDIR ($(tail -3 "$T/install.log"))"
+fi
+
 finish

@@ -36,6 +36,11 @@ static int crash_hook(enum img_io_op op, int fd, uint64_t off, uint64_t len,
 	return 0;
 }
 
+static bool chunk_is_zero(const char *buf, size_t n)
+{
+	return !buf[0] && !memcmp(buf, buf + 1, n - 1);
+}
+
 static int die(const char *what, const char *msg)
 {
 	fprintf(stderr, "vdi_io: %s: %s\n", what, msg);
@@ -67,16 +72,28 @@ static int copy(struct img *img, const char *raw, bool to_raw, bool sparse)
 	for (uint64_t off = 0; off < size && !ret; off += CHUNK) {
 		size_t n = size - off < CHUNK ? size - off : CHUNK;
 
+		if (sparse && !to_raw) {
+			/* skip the raw file's holes */
+			off_t data = lseek(fd, (off_t)off, SEEK_DATA);
+
+			if (data < 0)
+				break;
+			if ((uint64_t)data >= off + CHUNK) {
+				off = (uint64_t)data / CHUNK * CHUNK - CHUNK;
+				continue;
+			}
+		}
 		if (to_raw) {
 			if (img_pread(img, buf, n, off) < 0)
 				ret = die("read", img_errmsg(img));
+			else if (chunk_is_zero(buf, n))
+				continue; /* the file was truncated: a hole */
 			else if (pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
 				ret = die(raw, "write failed");
 		} else {
 			if (pread(fd, buf, n, (off_t)off) != (ssize_t)n)
 				ret = die(raw, "short read");
-			else if (sparse && !memcmp(buf, buf + 1, n - 1) &&
-				 !buf[0])
+			else if (sparse && chunk_is_zero(buf, n))
 				continue;
 			else if (img_pwrite(img, buf, n, off) < 0)
 				ret = die("write", img_errmsg(img));

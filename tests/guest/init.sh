@@ -1,0 +1,270 @@
+#!/bin/sh
+# /init of the imgvm test guest (busybox initramfs).  What it does depends on
+# imgvm=MODE on the kernel command line:
+#   install  partition the first SATA disk, ext4, copy kernel + initramfs from
+#            the CD-ROM, extlinux + MBR, write the marker, read it back
+#            -> INSTALL-OK, power off (reboot with imgvm.after=reboot)
+#   disk     booted from the disk: check the marker -> MARKER-OK, then write
+#            a file the host can check -> WRITE-OK, power off
+#   bench    sequential I/O on the raw first disk -> BENCH lines, BENCH-DONE
+#   diag     the platform as Linux sees it -> DIAG-DONE
+#   shell    a shell on the console
+# Failures print INSTALL-FAIL / MARKER-BAD / BENCH-FAIL / FAIL with a reason.
+# Filled in at build time: @MARKER_SHA256@ @MARKER_BYTES@ @KVER@ @WRITE_SHA256@
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+MARKER_SHA256=@MARKER_SHA256@
+MARKER_BYTES=@MARKER_BYTES@
+WRITE_SHA256=@WRITE_SHA256@
+KVER=@KVER@
+
+mount -t proc none /proc
+mount -t sysfs none /sys
+mount -t devtmpfs none /dev 2>/dev/null
+mkdir -p /tmp /mnt /cdrom
+exec </dev/console >/dev/console 2>&1
+
+now() { read -r t _ </proc/uptime; echo "$t"; }
+say() { echo "guest[$(now)]: $*"; }
+power_off() {
+	sync
+	say "power off"
+	poweroff -f
+	sleep 3
+	echo o >/proc/sysrq-trigger
+}
+die() {
+	echo "$FAIL_TAG: $*"
+	dmesg | tail -n 25
+	power_off
+}
+
+MODE=install
+AFTER_INSTALL=poweroff
+for word in $(cat /proc/cmdline); do
+	case $word in
+	imgvm=*) MODE=${word#imgvm=} ;;
+	imgvm.after=*) AFTER_INSTALL=${word#imgvm.after=} ;;
+	esac
+done
+case $MODE in
+install) FAIL_TAG=INSTALL-FAIL ;;
+disk) FAIL_TAG=MARKER-BAD ;;
+bench) FAIL_TAG=BENCH-FAIL ;;
+*) FAIL_TAG=FAIL ;;
+esac
+[ "$MODE" = disk ] && echo "BOOTED-FROM-DISK"
+say "mode $MODE, Linux $(uname -r)"
+
+# kernel modules, dependencies first (the order was computed at build time)
+while read -r module; do
+	[ -n "$module" ] && insmod "/lib/modules/$KVER/$module" 2>/dev/null
+done <"/lib/modules/$KVER/modules.order.imgvm"
+
+# first block device whose name starts with $1 (sd, sr)
+find_dev() {
+	for d in /sys/block/"$1"*; do
+		[ -e "$d" ] && { echo "${d##*/}"; return 0; }
+	done
+	return 1
+}
+# wait up to $2 seconds for such a device
+await_dev() {
+	n=0
+	while [ $n -lt $(($2 * 10)) ]; do
+		find_dev "$1" >/dev/null && return 0
+		usleep 100000
+		n=$((n + 1))
+	done
+	return 1
+}
+await_node() {
+	n=0
+	while [ ! -b "$1" ] && [ $n -lt 100 ]; do
+		usleep 100000
+		n=$((n + 1))
+	done
+	[ -b "$1" ]
+}
+ata_log() {
+	dmesg | grep -E 'ahci|ata[0-9]|scsi|sd |sr |sd[a-z]|sr[0-9]' | head -n 40 | sed 's/^/  | /'
+}
+mount_any() { # device dir [options]: ext4, then vfat
+	mount -t ext4 ${3:+-o $3} "$1" "$2" 2>/dev/null ||
+		mount -t vfat ${3:+-o $3} "$1" "$2"
+}
+
+mode_install() {
+	await_dev sd 15 || { ata_log; die "no SATA disk"; }
+	await_dev sr 15 || { ata_log; die "no CD-ROM"; }
+	disk=$(find_dev sd)
+	cd=$(find_dev sr)
+	sectors=$(cat /sys/block/$disk/size)
+	say "target /dev/$disk, $((sectors / 2048)) MiB; installing from /dev/$cd"
+	[ "$sectors" -ge 262144 ] || die "disk smaller than 128 MiB"
+	mount -t iso9660 -o ro /dev/$cd /cdrom || die "mount /dev/$cd"
+	dd if=/dev/zero of=/dev/$disk bs=1M count=1 conv=fsync 2>/dev/null
+	echo 'start=2048, type=83, bootable' | /usr/sbin/sfdisk -q --label dos /dev/$disk ||
+		die "sfdisk"
+	part=/dev/${disk}1
+	await_node $part || die "$part missing after partitioning"
+	/usr/sbin/mke2fs -q -F -t ext4 -L imgvm-root -E nodiscard $part || die "mke2fs"
+	mount -t ext4 $part /mnt || die "mount $part"
+	mkdir -p /mnt/boot/extlinux
+	cp /cdrom/boot/vmlinuz /cdrom/boot/initrd.gz /mnt/boot/ || die "copy kernel"
+	cat >/mnt/boot/extlinux/extlinux.conf <<-EOF
+		DEFAULT disk
+		PROMPT 0
+		TIMEOUT 1
+		SAY imgvm test disk
+		LABEL disk
+		  KERNEL /boot/vmlinuz
+		  APPEND initrd=/boot/initrd.gz console=ttyS0,115200 panic=1 imgvm=disk
+	EOF
+	/usr/bin/extlinux --install /mnt/boot/extlinux >/tmp/extlinux.log 2>&1
+	[ -e /mnt/boot/extlinux/ldlinux.sys ] || { cat /tmp/extlinux.log; die "extlinux"; }
+	dd if=/usr/lib/syslinux/mbr.bin of=/dev/$disk bs=440 count=1 conv=notrunc,fsync 2>/dev/null ||
+		die "MBR"
+	zcat /cdrom/marker.gz >/mnt/marker.bin || die "marker"
+	echo "$MARKER_SHA256  marker.bin" >/mnt/marker.sha256
+	umount /mnt || die "umount"
+	umount /cdrom
+	# check what reached the disk, not the page cache
+	echo 3 >/proc/sys/vm/drop_caches
+	mount -t ext4 -o ro $part /mnt || die "remount"
+	sum=$(sha256sum /mnt/marker.bin | cut -d' ' -f1)
+	size=$(wc -c </mnt/marker.bin)
+	umount /mnt
+	[ "$sum" = "$MARKER_SHA256" ] && [ "$size" = "$MARKER_BYTES" ] ||
+		die "marker read back as $sum ($size bytes)"
+	say "marker verified: $size bytes, sha256 $sum"
+	echo "INSTALL-OK"
+	if [ "$AFTER_INSTALL" = reboot ]; then
+		# the one-run lab: the VMM ejects the CD at this reboot and the
+		# firmware boots the installed disk
+		sync
+		say "rebooting"
+		reboot -f
+		sleep 3
+		echo b >/proc/sysrq-trigger
+	fi
+	power_off
+}
+
+# the file a disk boot writes: 64 KiB of one repeated line
+write_pattern() {
+	i=0
+	while [ $i -lt 2048 ]; do
+		echo "imgvm guest write, 32 bytes/ln"
+		i=$((i + 1))
+	done
+}
+
+mode_disk() {
+	await_dev sd 15 || { ata_log; die "no SATA disk"; }
+	disk=$(find_dev sd)
+	await_node /dev/${disk}1 || die "/dev/${disk}1 missing"
+	mount_any /dev/${disk}1 /mnt ro || die "mount /dev/${disk}1"
+	sum=$(sha256sum /mnt/marker.bin 2>/dev/null | cut -d' ' -f1)
+	recorded=$(cut -d' ' -f1 /mnt/marker.sha256 2>/dev/null)
+	umount /mnt
+	say "marker sha256 $sum, recorded $recorded"
+	if [ "$sum" != "$MARKER_SHA256" ] || [ "$recorded" != "$MARKER_SHA256" ]; then
+		echo "MARKER-BAD"
+		power_off
+	fi
+	echo "MARKER-OK"
+	# a guest write that the host checks in the image afterwards
+	if mount_any /dev/${disk}1 /mnt rw; then
+		write_pattern >/mnt/guestw.txt
+		sync
+		umount /mnt
+		echo 3 >/proc/sys/vm/drop_caches
+		mount_any /dev/${disk}1 /mnt ro
+		sum=$(sha256sum /mnt/guestw.txt | cut -d' ' -f1)
+		umount /mnt
+		[ "$sum" = "$WRITE_SHA256" ] && echo "WRITE-OK" ||
+			echo "WRITE-BAD $sum"
+	else
+		echo "WRITE-BAD mount"
+	fi
+	power_off
+}
+
+mb_per_s() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { t = b - a; if (t <= 0) t = 0.01; printf "%.1f MB/s (%.2f s)", n / 1048576 / t, t }'; }
+ops_per_s() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { t = b - a; if (t <= 0) t = 0.01; printf "%.0f IOPS (%.2f s)", n / t, t }'; }
+
+mode_bench() {
+	await_dev sd 15 || { ata_log; die "no SATA disk"; }
+	disk=$(find_dev sd)
+	sectors=$(cat /sys/block/$disk/size)
+	mb=256
+	for word in $(cat /proc/cmdline); do
+		case $word in imgvm.mb=*) mb=${word#imgvm.mb=} ;; esac
+	done
+	[ $((sectors / 2048)) -ge "$mb" ] || die "/dev/$disk is smaller than $mb MiB"
+	say "benchmark on /dev/$disk: $mb MiB sequential, O_DIRECT"
+	dd if=/dev/urandom of=/tmp/chunk bs=1M count=16 2>/dev/null
+	t0=$(now)
+	i=0
+	while [ $i -lt $((mb / 16)) ]; do
+		dd if=/tmp/chunk of=/dev/$disk bs=1M seek=$((i * 16)) oflag=direct conv=notrunc 2>/dev/null ||
+			die "write"
+		i=$((i + 1))
+	done
+	sync
+	t1=$(now)
+	echo "BENCH seq-write bs=1M: $(mb_per_s $t0 $t1 $((mb * 1048576)))"
+	echo 3 >/proc/sys/vm/drop_caches
+	t0=$(now)
+	dd if=/dev/$disk of=/dev/null bs=1M count=$mb iflag=direct 2>/dev/null || die "read"
+	t1=$(now)
+	echo "BENCH seq-read bs=1M: $(mb_per_s $t0 $t1 $((mb * 1048576)))"
+	t0=$(now)
+	dd if=/dev/$disk of=/dev/null bs=4k count=16384 iflag=direct 2>/dev/null || die "read 4k"
+	t1=$(now)
+	echo "BENCH seq-read bs=4k: $(ops_per_s $t0 $t1 16384) $(mb_per_s $t0 $t1 67108864)"
+	t0=$(now)
+	dd if=/tmp/chunk of=/dev/$disk bs=4k count=4096 oflag=direct conv=notrunc 2>/dev/null || die "write 4k"
+	t1=$(now)
+	echo "BENCH seq-write bs=4k: $(ops_per_s $t0 $t1 4096) $(mb_per_s $t0 $t1 16777216)"
+	a=$(sha256sum </tmp/chunk | cut -d' ' -f1)
+	b=$(dd if=/dev/$disk bs=1M skip=16 count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+	if [ "$a" = "$b" ]; then echo "BENCH verify: OK"; else echo "BENCH verify: MISMATCH"; fi
+	echo "BENCH-DONE"
+	power_off
+}
+
+mode_diag() {
+	echo "== kernel command line: $(cat /proc/cmdline)"
+	echo "== CPUs: $(grep -c ^processor /proc/cpuinfo), $(grep -m1 'model name' /proc/cpuinfo)"
+	echo "== $(grep MemTotal /proc/meminfo)"
+	echo "== PCI functions"
+	for f in /sys/bus/pci/devices/*; do
+		drv=$(readlink "$f/driver" 2>/dev/null)
+		echo "  ${f##*/} $(cat "$f/vendor"):$(cat "$f/device") class $(cat "$f/class") irq $(cat "$f/irq") driver ${drv##*/}"
+	done
+	echo "== ACPI tables: $(ls /sys/firmware/acpi/tables 2>/dev/null | tr '\n' ' ')"
+	echo "== block devices: $(ls /sys/block | tr '\n' ' ')"
+	for f in /proc/ioports /proc/iomem /proc/interrupts; do
+		echo "== $f"
+		sed 's/^/  /' $f
+	done
+	echo "== kernel log (platform, storage)"
+	dmesg | grep -iE 'e820|ACPI:|DMI:|clocksource|tsc:|ioapic|reboot|ahci|ata[0-9]|scsi|sd |sr ' | head -n 120 | sed 's/^/  /'
+	echo "DIAG-DONE"
+}
+
+case $MODE in
+install) mode_install ;;
+disk) mode_disk ;;
+bench) mode_bench ;;
+diag) mode_diag; power_off ;;
+shell)
+	ata_log
+	echo "guest shell; exit powers off"
+	setsid cttyhack sh
+	power_off
+	;;
+*) die "unknown mode $MODE" ;;
+esac

@@ -1,0 +1,242 @@
+#!/bin/bash
+# nested-kvm.sh [-w DIR]... [-t SECONDS] [--] COMMAND [ARGS...]
+#
+# Runs COMMAND where /dev/kvm is a real Linux KVM, on a host that has none
+# usable for firmware (no VMX/SVM, or kvm_pvm): an L1 Linux guest runs under
+# QEMU TCG with an emulated AMD CPU that has SVM and nested paging, and
+# loads Debian's kvm + kvm_amd.  Inside L1:
+#   - the host's / is shared read-only over 9p, under a tmpfs overlay
+#     (writes elsewhere than the work dirs are dropped when L1 ends);
+#   - every -w DIR (default: the current directory) is shared writable at
+#     the same path; /tmp, /run and /dev/shm are fresh tmpfs, mounted first,
+#     so a work dir under /tmp works;
+#   - COMMAND runs as root under bash, in the current directory with the
+#     exported environment, stdin /dev/null, loopback network only.
+# Its stdout and stderr are streamed back (polled, so their relative order
+# is not kept) and its exit status is this script's.  124: timeout (-t,
+# NK_TIMEOUT, default 1800 s for the whole run); 125: L1 itself failed (its
+# console tail is printed).
+#
+# Env: NESTED_KVM_CACHE (default /tmp/imgvm-nested-kvm) unpacked kernel, initramfs
+#      IMGVM_DEB_CACHE (default ~/.cache/imgvm/debs) downloaded .debs
+#      NK_MEM=4096 (MiB)  NK_SMP (default: host CPUs, at most 4)
+#      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
+#      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
+# Debian packages only: qemu-system-x86, linux-image-*-amd64 and
+# busybox-static (downloaded and unpacked, not installed), kmod, cpio.
+set -uo pipefail
+self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+workdirs=()
+limit=${NK_TIMEOUT:-1800}
+while [ $# -gt 0 ]; do
+	case $1 in
+	-w)
+		d=$(cd "${2:?-w needs a directory}" && pwd) || exit 2
+		workdirs+=("$d")
+		shift 2
+		;;
+	-t)
+		limit=${2:?-t needs seconds}
+		shift 2
+		;;
+	-h | --help)
+		sed -n '2,/^set -uo/p' "$self" | sed '$d; s/^# \{0,1\}//'
+		exit 0
+		;;
+	--)
+		shift
+		break
+		;;
+	*) break ;;
+	esac
+done
+[ $# -gt 0 ] || { echo "usage: nested-kvm.sh [-w DIR]... [-t SECONDS] [--] COMMAND [ARGS...]" >&2; exit 2; }
+[ ${#workdirs[@]} -gt 0 ] || workdirs=("$PWD")
+log() { echo "nested-kvm: $*" >&2; }
+
+for tool in qemu-system-x86_64:qemu-system-x86 cpio:cpio modprobe:kmod dpkg-deb:dpkg; do
+	command -v "${tool%%:*}" >/dev/null 2>&1 || { log "needs ${tool#*:} (make deps)"; exit 125; }
+done
+cache=${NESTED_KVM_CACHE:-/tmp/imgvm-nested-kvm}
+mkdir -p "$cache" && cache=$(cd "$cache" && pwd) || exit 125
+
+# ---- L1 kernel and busybox (cached .debs from the test guest are reused) --
+debs=${IMGVM_DEB_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/imgvm/debs}
+mkdir -p "$debs" 2>/dev/null && [ -w "$debs" ] || debs=$cache
+deb_dirs=("$debs" "$cache" "${IMGVM_GUEST_CACHE:-/nonexistent}" /tmp/nested-kvm-cache /tmp/imgvm-guest/.cache)
+find_deb() {
+	local d f
+	for d in "${deb_dirs[@]}"; do
+		for f in "$d/$1"_*.deb; do
+			[ -e "$f" ] && { echo "$f"; return 0; }
+		done
+	done
+	return 1
+}
+unpack() {
+	local pkg=$1 tree=$cache/tree-$1 deb
+	if [ ! -e "$tree/.done" ]; then
+		deb=$(find_deb "$pkg") || {
+			log "apt-get download $pkg"
+			(cd "$debs" && apt-get download -q "$pkg" >/dev/null 2>&1) || return 1
+			deb=$(find_deb "$pkg") || return 1
+		}
+		# keep a copy where the nested test host can see it
+		[ "$(dirname "$deb")" = "$debs" ] || cp "$deb" "$debs/" 2>/dev/null || true
+		rm -rf "$tree" && mkdir -p "$tree" && dpkg-deb -x "$deb" "$tree" || return 1
+		touch "$tree/.done"
+	fi
+	echo "$tree"
+}
+[ -n "${KPKG:-}" ] || KPKG=$(cat "$cache/kernel-package" 2>/dev/null || true)
+[ -n "${KPKG:-}" ] || KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+[ -n "${KPKG:-}" ] || { log "no kernel package known (apt-get update?)"; exit 125; }
+ktree=$(unpack "$KPKG") || { log "cannot get $KPKG"; exit 125; }
+btree=$(unpack busybox-static) || { log "cannot get busybox-static"; exit 125; }
+echo "$KPKG" >"$cache/kernel-package"
+kver=$(ls "$ktree/lib/modules" | head -n1)
+
+# ---- L1's /init ------------------------------------------------------------
+read -r -d '' l1_init <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+fail() { echo "L1: $*"; echo "$*" >/ctl/l1-error 2>/dev/null; poweroff -f; }
+amd_params=$(sed -n 's/.*nk_amd=\([^ ]*\).*/\1/p' /proc/cmdline | tr ',' ' ')
+while read -r ko; do
+	params=""
+	case $ko in */kvm-amd.ko) params=$amd_params ;; esac
+	insmod "$ko" $params 2>/dev/null
+done </modules.list
+mkdir -p /ctl /host /upper /root2
+opts=trans=virtio,version=9p2000.L,msize=512000
+mount -t 9p -o $opts ctl /ctl || { echo "L1: no control share"; poweroff -f; }
+[ -c /dev/kvm ] || fail "no /dev/kvm: $(dmesg | grep -iE 'kvm|svm' | tail -n 3 | tr '\n' ' ')"
+mount -t 9p -o $opts,ro hostroot /host || fail "cannot mount the host root"
+mount -t tmpfs -o mode=755 tmpfs /upper
+mkdir -p /upper/data /upper/work
+R=/root2
+mount -t overlay -o lowerdir=/host,upperdir=/upper/data,workdir=/upper/work overlay $R ||
+	fail "overlay mount failed"
+mount -t proc proc $R/proc
+mount -t sysfs sysfs $R/sys
+mount -t devtmpfs devtmpfs $R/dev
+mkdir -p $R/dev/pts $R/dev/shm
+mount -t devpts -o ptmxmode=666 devpts $R/dev/pts
+mount -t tmpfs tmpfs $R/dev/shm
+mount -t tmpfs -o mode=1777 tmpfs $R/tmp
+mount -t tmpfs tmpfs $R/run
+while read -r tag dir; do
+	mkdir -p "$R$dir"
+	mount -t 9p -o $opts "$tag" "$R$dir" || fail "cannot mount work dir $dir"
+done </ctl/workdirs
+mkdir -p $R/run/nested-kvm
+mount --bind /ctl $R/run/nested-kvm
+ip link set lo up 2>/dev/null
+hostname nested-kvm
+chroot $R /bin/bash /run/nested-kvm/command.sh >/ctl/stdout 2>/ctl/stderr </dev/null
+echo $? >/ctl/status.new
+mv /ctl/status.new /ctl/status
+sync
+poweroff -f
+EOF
+
+initrd=$cache/l1-initrd.gz
+stamp=$(printf '%s' "$l1_init" | sha256sum | cut -c1-16)-$KPKG
+if [ "$(cat "$cache/l1-initrd.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -e "$initrd" ]; then
+	log "building the L1 initramfs ($KPKG)"
+	[ -e "$ktree/lib/modules/$kver/modules.dep" ] || depmod -b "$ktree" "$kver"
+	w=$cache/l1-root
+	rm -rf "$w" && mkdir -p "$w"/{bin,proc,sys,dev}
+	cp "$btree/bin/busybox" "$w/bin/"
+	printf '%s\n' "$l1_init" >"$w/init"
+	chmod 755 "$w/init"
+	: >"$w/modules.list"
+	for m in virtio_pci 9pnet_virtio 9p overlay kvm-amd; do
+		modprobe -d "$ktree" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" { print $2 }' |
+			while read -r f; do
+				rel=/lib/modules/${f#"$ktree/lib/modules/$kver/"}
+				grep -qxF "$rel" "$w/modules.list" && continue
+				mkdir -p "$w$(dirname "$rel")"
+				cp "$f" "$w$rel"
+				echo "$rel" >>"$w/modules.list"
+			done
+	done
+	(cd "$w" && find . | cpio -o -H newc --quiet -R 0:0) | gzip -1 >"$initrd.new" && mv "$initrd.new" "$initrd"
+	echo "$stamp" >"$cache/l1-initrd.stamp"
+	rm -rf "$w"
+fi
+
+# ---- this run --------------------------------------------------------------
+ctl=$(mktemp -d /tmp/nested-kvm-run.XXXXXX) || exit 125
+qemu_pid=""
+tails=()
+finish() {
+	[ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
+	for t in "${tails[@]}"; do kill "$t" 2>/dev/null; done
+	rm -rf "$ctl"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+: >"$ctl/stdout"
+: >"$ctl/stderr"
+: >"$ctl/workdirs"
+shares=()
+n=0
+for d in "${workdirs[@]}"; do
+	echo "work$n $d" >>"$ctl/workdirs"
+	shares+=(-virtfs "local,path=$d,mount_tag=work$n,security_model=none")
+	n=$((n + 1))
+done
+{
+	export -p | grep -vE '^declare -x (PWD|OLDPWD|SHLVL|_|HOSTNAME)='
+	printf 'cd %q || exit 126\n' "$PWD"
+	printf 'exec'
+	printf ' %q' "$@"
+	printf '\n'
+} >"$ctl/command.sh"
+
+smp=${NK_SMP:-$(nproc)}
+[ "$smp" -gt 4 ] && smp=4
+amd=$(echo "${NK_AMD_PARAMS:-}" | tr ' ' ',')
+started=$(date +%s.%N)
+timeout -k 5 "$limit" qemu-system-x86_64 -accel tcg,thread=multi -cpu "${NK_CPU:-EPYC,+svm,+npt}" \
+	-smp "$smp" -m "${NK_MEM:-4096}" -M q35 -display none -vga none -nic none -no-reboot \
+	-monitor none -serial "file:$ctl/console.log" \
+	-kernel "$ktree/boot/vmlinuz-$kver" -initrd "$initrd" \
+	-append "console=ttyS0 panic=-1 quiet loglevel=3 nk_amd=$amd" \
+	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
+	-virtfs "local,path=$ctl,mount_tag=ctl,security_model=none" \
+	"${shares[@]}" </dev/null >"$ctl/qemu.log" 2>&1 &
+qemu_pid=$!
+tail -q -s 0.2 -c +1 -f --pid=$qemu_pid "$ctl/stdout" &
+tails+=($!)
+tail -q -s 0.2 -c +1 -f --pid=$qemu_pid "$ctl/stderr" >&2 &
+tails+=($!)
+if [ "${NK_CONSOLE:-0}" = 1 ]; then
+	touch "$ctl/console.log"
+	tail -q -s 0.2 -c +1 -f --pid=$qemu_pid "$ctl/console.log" >&2 &
+	tails+=($!)
+fi
+wait $qemu_pid
+qemu_status=$?
+qemu_pid=""
+for t in "${tails[@]}"; do wait "$t" 2>/dev/null; done
+tails=()
+elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+if [ -s "$ctl/status" ]; then
+	status=$(cat "$ctl/status")
+	[ "${NK_QUIET:-0}" = 1 ] || log "L1 ran ${elapsed}s; the command exited with $status"
+	exit "$status"
+fi
+if [ $qemu_status = 124 ] || [ $qemu_status = 137 ]; then
+	log "timed out after ${limit}s"
+	exit 124
+fi
+log "L1 failed after ${elapsed}s (qemu status $qemu_status): $(cat "$ctl/l1-error" 2>/dev/null)"
+grep -v "TCG doesn't support" "$ctl/qemu.log" | tail -n 5 >&2
+tr -d '\r' <"$ctl/console.log" | tail -n 30 >&2
+exit 125
