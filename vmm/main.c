@@ -16,12 +16,7 @@
 #include "img.h"
 #include "vmm/machine.h"
 
-#if __has_include("vmm/devices/ahci.h")
 #include "vmm/devices/ahci.h"
-#define IMGVM_HAVE_AHCI 1
-#else
-#define IMGVM_HAVE_AHCI 0
-#endif
 
 #define DEFAULT_BIOS "/usr/share/seabios/bios-256k.bin"
 #define DEFAULT_MEMORY (512ull << 20)
@@ -71,9 +66,7 @@ struct machine {
 	struct debug_ports *debug;
 	int firmware_log_fd;
 	struct outbuf *firmware_log;
-#if IMGVM_HAVE_AHCI
 	struct ahci *ahci;
-#endif
 	bool ejected;
 };
 
@@ -426,10 +419,8 @@ static void on_reboot(void *opaque)
 
 	if (m->opt.eject_on_reboot && !m->ejected) {
 		m->ejected = true;
-#if IMGVM_HAVE_AHCI
 		if (m->ahci)
 			ahci_eject_cdrom(m->ahci);
-#endif
 	}
 }
 
@@ -455,7 +446,6 @@ static int open_disk(struct machine *m)
 
 static int setup_storage(struct machine *m)
 {
-#if IMGVM_HAVE_AHCI
 	struct ahci_config cfg = {
 		.disk = m->disk,
 		.disk_read_only = m->opt.disk_read_only,
@@ -472,13 +462,6 @@ static int setup_storage(struct machine *m)
 		return -EINVAL;
 	}
 	return 0;
-#else
-	if (m->disk || m->opt.cdrom)
-		fprintf(stderr,
-			"imgvm: warning: built without the AHCI controller; "
-			"--disk and --cdrom are ignored\n");
-	return 0;
-#endif
 }
 
 static int setup_machine(struct machine *m)
@@ -540,10 +523,8 @@ static int teardown_machine(struct machine *m)
 	int ret = 0;
 
 	console_close(m->console);
-#if IMGVM_HAVE_AHCI
 	if (m->ahci)
 		ahci_destroy(m->ahci);
-#endif
 	if (m->disk) {
 		ret = img_close(m->disk);
 		if (ret)

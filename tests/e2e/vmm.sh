@@ -10,7 +10,9 @@ set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 . tests/e2e/lib.bash
-TIMEOUT=${VMM_E2E_TIMEOUT:-240}
+TIMEOUT=${VMM_E2E_TIMEOUT:-300}
+# unpacked packages are kept across runs, as tests/e2e/guest.sh does
+export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgvm/guest-build}
 
 # ---- helpers -------------------------------------------------------------
 
@@ -118,6 +120,69 @@ kvm_cases() {
 		return
 	fi
 	disk_cases "$T"
+	install_cases "$T"
+}
+
+# qemu_check FMT IMAGE: qemu-img check is clean (VHD has no check there)
+qemu_check() {
+	local fmt=$1 img=$2
+	command -v qemu-img >/dev/null || return 0
+	case $fmt in
+	vhd) return 0 ;;
+	*) qemu-img check -f "$fmt" "$img" >"$img.check" 2>&1 ;;
+	esac
+}
+
+# Install from the test ISO onto fresh images: VDI in two runs (install
+# with --no-reboot, then boot the disk), VHD and VMDK in one run each with
+# --eject-on-reboot (install, the guest reboots, the tray is emptied, the
+# machine resets and boots the installed disk), as the seed lab does.
+install_cases() {
+	local T=$1 fmt img log opts
+	for fmt in vdi vhd vmdk; do
+		img=$T/new.$fmt
+		case $fmt in
+		vhd) opts="-o subformat=dynamic" ;;
+		vmdk) opts="-o subformat=monolithicSparse" ;;
+		*) opts= ;;
+		esac
+		rm -f "$img"
+		# shellcheck disable=SC2086
+		if ! "$IMGTOOL" create -q -f "$fmt" $opts "$img" 512M 2>"$T/create.err"; then
+			fail "imgtool create $fmt: $(cat "$T/create.err")"
+			continue
+		fi
+		log=$T/install-$fmt.log
+		if [ "$fmt" = vdi ]; then
+			run_vm "$log" --cdrom "$GUEST/installer.iso" --disk "$img" --no-reboot
+			if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log"; then
+				ok "install from installer.iso onto a new $fmt -> INSTALL-OK, exit 0"
+			else
+				fail "install onto $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
+				continue
+			fi
+			log=$T/boot-$fmt.log
+			run_vm "$log" --disk "$img" --no-reboot
+			if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log"; then
+				ok "the installed $fmt boots -> MARKER-OK"
+			else
+				fail "boot installed $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
+			fi
+		else
+			run_vm "$log" --cdrom "$GUEST/installer-reboot.iso" --disk "$img" --eject-on-reboot
+			if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log" && grep -qa 'MARKER-OK' "$log" &&
+				[ "$(grep -ca 'SeaBIOS (version' "$log")" = 2 ]; then
+				ok "install onto a new $fmt, eject at the reboot, boot it -> MARKER-OK in one run"
+			else
+				fail "one-run install+boot on $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
+			fi
+		fi
+		if qemu_check "$fmt" "$img"; then
+			ok "qemu-img check clean on the installed $fmt"
+		else
+			fail "qemu-img check on the installed $fmt: $(tail -3 "$img.check")"
+		fi
+	done
 }
 
 # Boot the installed test disk in each format: MARKER-OK, the guest's own
@@ -150,14 +215,10 @@ disk_cases() {
 		else
 			fail "guest write in installed.$fmt"
 		fi
-		if command -v qemu-img >/dev/null; then
-			local qfmt=$fmt
-			[ "$fmt" = vhd ] && qfmt=vpc
-			if qemu-img check -f "$qfmt" "$img" >"$T/check.out" 2>&1 || [ "$fmt" = vhd ]; then
-				ok "qemu-img check clean on installed.$fmt"
-			else
-				fail "qemu-img check installed.$fmt: $(tail -3 "$T/check.out")"
-			fi
+		if qemu_check "$fmt" "$img"; then
+			ok "qemu-img check clean on installed.$fmt"
+		else
+			fail "qemu-img check installed.$fmt: $(tail -3 "$img.check")"
 		fi
 		rm -f "$T/back.raw"
 	done

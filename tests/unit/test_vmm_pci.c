@@ -220,6 +220,16 @@ Test(vmm_pci, reset_control_register)
 	cr_assert_eq(vm->request, VMM_REQUEST_RESET);
 }
 
+Test(vmm_pci, port_a)
+{
+	cr_assert_eq(inb(vm, 0x92), 0x02, "A20 on, no reset");
+	outb(vm, 0x92, 0x00);
+	cr_assert_eq(inb(vm, 0x92), 0x02, "A20 stays on");
+	cr_assert_eq(vm->request, VMM_RUNNING);
+	outb(vm, 0x92, 0x03);
+	cr_assert_eq(vm->request, VMM_REQUEST_RESET, "fast reset");
+}
+
 Test(vmm_pci, keyboard_controller)
 {
 	struct i8042 *kbc = i8042_create(vm);
