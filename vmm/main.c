@@ -531,9 +531,13 @@ static int teardown_machine(struct machine *m)
 			fprintf(stderr, "imgvm: %s: closing the disk: %s\n",
 				m->opt.disk_path, strerror(-ret));
 	}
-	/* devices hold no host resources worth freeing at exit beyond their
-	 * threads; the CMOS timer thread is joined here */
 	cmos_destroy(m->cmos);
+	/* the UART stays: the console thread may still hold it */
+	i8042_destroy(m->kbc);
+	piix_destroy(m->piix);
+	debug_ports_destroy(m->debug);
+	if (m->vm)
+		fw_cfg_destroy(m->vm->fw_cfg);
 	outbuf_destroy(m->firmware_log);
 	if (m->firmware_log_fd >= 0)
 		close(m->firmware_log_fd);
@@ -591,6 +595,7 @@ static int cmd_boot(int argc, char **argv)
 					     : "the guest stopped");
 	if (teardown_machine(&m) && !status)
 		status = EXIT_GUEST_ERROR;
+	vmm_destroy(m.vm);
 	return status;
 }
 

@@ -54,6 +54,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+	piix_destroy(piix);
 	vmm_destroy(vm);
 }
 
