@@ -124,8 +124,6 @@ static void *imgfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->entry_timeout = 1.0;
 	cfg->negative_timeout = 0;
 	cfg->use_ino = 1;
-	/* Our data changes only through this mount, but `disk` and
-	 * `partN` alias the same bytes: no page cache kept across opens. */
 	cfg->kernel_cache = 0;
 	return fs;
 }
@@ -211,6 +209,12 @@ static int imgfs_open(const char *path, struct fuse_file_info *fi)
 		return -ENOMEM;
 	*f = found;
 	fi->fh = (uint64_t)(uintptr_t)f;
+	/* Direct I/O: reads and writes come straight to us in requests as
+	 * large as the caller's (up to 1 MiB), with no second copy in the
+	 * kernel's page cache, and `disk` and `partN`, which alias the same
+	 * bytes, can never show each other stale data.  The price: no
+	 * shared mmap of these files. */
+	fi->direct_io = 1;
 	return 0;
 }
 
@@ -430,41 +434,6 @@ int imgfs_new(struct imgfs **out, struct img *img, bool read_only, char *errbuf,
 	return 0;
 }
 
-/* The kernel caps FUSE readahead at the mount's backing-device setting
- * (128 KiB): raise it so sequential reads arrive as 1 MiB requests.  Only
- * root may; for others this quietly stays as it was. */
-static void imgfs_raise_readahead(const char *mountpoint)
-{
-	char line[4608], dev[32] = "", path[96], value[16];
-	FILE *mounts;
-	int fd, len;
-
-	/* The device number comes from mountinfo: a stat() of the mount
-	 * point would wait for this very process to answer it. */
-	mounts = fopen("/proc/self/mountinfo", "re");
-	if (!mounts)
-		return;
-	while (fgets(line, sizeof(line), mounts)) {
-		char devnum[32], point[4096];
-		if (sscanf(line, "%*s %*s %31s %*s %4095s", devnum, point) ==
-			    2 &&
-		    !strcmp(point, mountpoint))
-			snprintf(dev, sizeof(dev), "%s", devnum);
-	}
-	fclose(mounts);
-	if (!dev[0])
-		return;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	len = snprintf(value, sizeof(value), "%u", IMGFS_MAX_IO >> 10);
-	if (write(fd, value, (size_t)len) != len) {
-		/* not fatal: smaller requests are only slower */
-	}
-	close(fd);
-}
-
 int imgfs_mount(struct imgfs *fs, const char *mountpoint, const char *fsname,
 		char *errbuf, size_t errlen)
 {
@@ -491,7 +460,6 @@ int imgfs_mount(struct imgfs *fs, const char *mountpoint, const char *fsname,
 		return -EIO;
 	}
 	fs->mounted = true;
-	imgfs_raise_readahead(mountpoint);
 	return 0;
 }
 

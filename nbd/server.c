@@ -21,7 +21,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
+
+/* At stop, how long clients get to take the replies still in flight. */
+#define NBD_STOP_GRACE_SECONDS 10
 
 void nbd_log(struct nbd_server *srv, const char *fmt, ...)
 {
@@ -343,15 +347,31 @@ int nbd_server_serve_fd(struct nbd_server *srv, int fd)
 }
 
 /* Stop taking requests from every client: their readers see EOF, answer
- * what is in flight and end. */
+ * what is in flight and end.  Clients that do not take their replies
+ * within the grace period are cut off completely. */
 static void nbd_server_disconnect_all(struct nbd_server *srv)
 {
+	struct timespec deadline;
+	bool cut = false;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += NBD_STOP_GRACE_SECONDS;
 	pthread_mutex_lock(&srv->lock);
 	srv->stopping = true;
 	for (struct nbd_conn *c = srv->clients; c; c = c->next)
 		shutdown(c->fd, SHUT_RD);
-	while (srv->nclients)
-		pthread_cond_wait(&srv->idle, &srv->lock);
+	while (srv->nclients) {
+		if (cut) {
+			pthread_cond_wait(&srv->idle, &srv->lock);
+			continue;
+		}
+		if (pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline) ==
+		    ETIMEDOUT) {
+			for (struct nbd_conn *c = srv->clients; c; c = c->next)
+				shutdown(c->fd, SHUT_RDWR);
+			cut = true;
+		}
+	}
 	pthread_mutex_unlock(&srv->lock);
 }
 

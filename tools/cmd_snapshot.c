@@ -40,7 +40,9 @@ struct snapshot_layer {
 	char backing_recorded[PATH_MAX]; /* parent reference as stored */
 	uint64_t virtual_size;
 	uint64_t actual_size;
+	/* Further files of the layer (VMDK extents), paths from cwd. */
 	int nfiles;
+	char **files;
 	char name[SNAPSHOT_NAME_MAX + 1]; /* "" unless in FILE.snapshots/ */
 };
 
@@ -254,7 +256,20 @@ static int snapshot_load_chain(struct snapshot_ctx *s, const char *format)
 			 info->backing_filename);
 		layer->virtual_size = img_size(l);
 		layer->actual_size = info->actual_size;
-		layer->nfiles = info->nfiles;
+		layer->files = calloc(info->nfiles + 1, sizeof(char *));
+		if (!layer->files) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		for (int i = 0; i < info->nfiles; i++) {
+			if (chain_same_file(info->files[i], layer->path))
+				continue;
+			layer->files[layer->nfiles] = strdup(info->files[i]);
+			if (!layer->files[layer->nfiles++]) {
+				ret = -ENOMEM;
+				goto out;
+			}
+		}
 		if (l != img)
 			snapshot_layer_name(s, layer->path, layer->name);
 	}
@@ -317,6 +332,80 @@ out:
 
 /* ---- the subcommands ---------------------------------------------------*/
 
+/* Remove every file of a layer (descriptor and extents). */
+static void snapshot_remove_layer(const struct snapshot_layer *l)
+{
+	if (unlink(l->path) < 0)
+		tool_error("%s: %s", l->path, strerror(errno));
+	for (int i = 0; i < l->nfiles; i++)
+		if (unlink(l->files[i]) < 0)
+			tool_error("%s: %s", l->files[i], strerror(errno));
+}
+
+/* Path of extent file f once linked into the snapshot directory. */
+static char *snapshot_extent_target(struct snapshot_ctx *s, const char *f)
+{
+	const char *base = strrchr(f, '/');
+	char *out = NULL;
+
+	if (asprintf(&out, "%s/%s", s->snapdir, base ? base + 1 : f) < 0)
+		return NULL;
+	return out;
+}
+
+/* Are f's and FILE's directories the same?  Extents are named relative to
+ * the descriptor, so they can move along only from there. */
+static bool snapshot_same_dir(const char *a, const char *b)
+{
+	char *ca = strdup(a), *cb = strdup(b);
+	char ra[PATH_MAX], rb[PATH_MAX];
+	bool same = ca && cb && realpath(dirname(ca), ra) &&
+		    realpath(dirname(cb), rb) && strcmp(ra, rb) == 0;
+
+	free(ca);
+	free(cb);
+	return same;
+}
+
+/* Give the extents of FILE second names in the snapshot directory.
+ * Returns how many were linked, or -errno (those undone). */
+static int snapshot_link_extents(struct snapshot_ctx *s,
+				 const struct snapshot_layer *top)
+{
+	int i;
+
+	for (i = 0; i < top->nfiles; i++) {
+		char *target = snapshot_extent_target(s, top->files[i]);
+		int err = 0;
+
+		if (!target)
+			err = ENOMEM;
+		else if (!snapshot_same_dir(top->files[i], s->file))
+			err = EXDEV;
+		else if (link(top->files[i], target) < 0)
+			err = errno;
+		if (err) {
+			tool_error(
+				"%s: cannot move it to %s: %s", top->files[i],
+				s->snapdir,
+				err == EXDEV
+					? "the extent is not in the image's directory"
+					: strerror(err));
+			free(target);
+			while (i-- > 0) {
+				target = snapshot_extent_target(s,
+								top->files[i]);
+				if (target)
+					unlink(target);
+				free(target);
+			}
+			return -err;
+		}
+		free(target);
+	}
+	return i;
+}
+
 static int snapshot_create(struct snapshot_ctx *s, const char *name)
 {
 	struct snapshot_layer *top = &s->layers[0];
@@ -325,12 +414,6 @@ static int snapshot_create(struct snapshot_ctx *s, const char *name)
 	char *path;
 	int ret = -1;
 
-	if (top->nfiles > 1) {
-		tool_error(
-			"%s: snapshots of multi-file images are not supported; convert it to a single-file subformat first",
-			s->file);
-		return -ENOTSUP;
-	}
 	if (strcmp(top->format, "raw") == 0) {
 		tool_error(
 			"%s: raw images have no differencing layers; convert it to vdi, vhd or vmdk first",
@@ -348,13 +431,15 @@ static int snapshot_create(struct snapshot_ctx *s, const char *name)
 		tool_error("%s: %s", s->snapdir, strerror(errno));
 		goto out;
 	}
-	/* A second name for the current contents; FILE itself is replaced
+	/* Second names for the current contents; FILE itself is replaced
 	 * only once its successor is complete. */
+	if (snapshot_link_extents(s, top) < 0)
+		goto out;
 	if (link(s->file, path) < 0) {
 		tool_error("%s: %s", path,
 			   errno == EEXIST ? "snapshot already exists"
 					   : strerror(errno));
-		goto out;
+		goto undo_extents;
 	}
 	layer = *top;
 	snprintf(layer.path, sizeof(layer.path), "%s", path);
@@ -376,10 +461,21 @@ static int snapshot_create(struct snapshot_ctx *s, const char *name)
 		e->created = (int64_t)time(NULL);
 	}
 	snapshot_index_save(s);
+	/* The extents now belong to the layer only. */
+	for (int i = 0; i < top->nfiles; i++)
+		unlink(top->files[i]);
 	ret = 0;
 	goto out;
 undo:
 	unlink(path);
+undo_extents:
+	for (int i = 0; i < top->nfiles; i++) {
+		char *target = snapshot_extent_target(s, top->files[i]);
+
+		if (target)
+			unlink(target);
+		free(target);
+	}
 out:
 	free(path);
 	return ret;
@@ -441,9 +537,7 @@ static int snapshot_revert(struct snapshot_ctx *s, const char *name, bool force)
 	for (int i = 1; i < idx; i++) {
 		if (!s->layers[i].name[0])
 			continue;
-		if (unlink(s->layers[i].path) < 0)
-			tool_error("%s: %s", s->layers[i].path,
-				   strerror(errno));
+		snapshot_remove_layer(&s->layers[i]);
 		snapshot_index_remove(s, s->layers[i].name);
 	}
 	snapshot_index_save(s);
@@ -515,8 +609,7 @@ static int snapshot_delete(struct snapshot_ctx *s, const char *name)
 	}
 	img_close(l);
 	l = NULL;
-	if (unlink(layer->path) < 0)
-		tool_error("%s: %s", layer->path, strerror(errno));
+	snapshot_remove_layer(layer);
 	snapshot_index_remove(s, name);
 	snapshot_index_save(s);
 	ret = 0;
@@ -613,6 +706,11 @@ int cmd_snapshot(int argc, char **argv)
 		printf("Snapshot '%s': %sd.\n", name,
 		       strcmp(action, "revert") == 0 ? "reverte" : action);
 out:
+	for (int i = 0; s.layers && i < s.nlayers; i++) {
+		for (int j = 0; j < s.layers[i].nfiles; j++)
+			free(s.layers[i].files[j]);
+		free(s.layers[i].files);
+	}
 	free(s.snapdir);
 	free(s.layers);
 	return ret == 0 ? TOOL_EXIT_OK : TOOL_EXIT_FAILURE;

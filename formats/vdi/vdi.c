@@ -42,6 +42,10 @@ struct vdi_state {
 	bool header_dirty;
 	bool unsynced_alloc; /* appended data not yet fdatasync'ed */
 	bool modify_uuid_fresh;
+	bool holes; /* freed slots to reclaim at the next flush */
+	/* A failed fdatasync may have dropped data we cannot tell apart;
+	 * metadata is never written after one (reopen and check). */
+	bool sync_failed;
 	uint8_t *block_buf; /* one stride, for partial-block writes and moves */
 };
 
@@ -122,15 +126,29 @@ static int vdi_header_write(struct vdi_state *s, const struct vdi_header *h)
 			       VDI_PRE_HEADER_SIZE + h->header_size, 0);
 }
 
+static int vdi_sync(struct img *img, struct vdi_state *s)
+{
+	int ret = img_file_sync(&s->file);
+
+	if (ret < 0) {
+		s->sync_failed = true;
+		return img_error(img, ret, "cannot flush: %s", strerror(-ret));
+	}
+	return 0;
+}
+
 /* Put in-memory metadata on disk, appended data first (see the top). */
 static int vdi_commit(struct img *img, bool sync)
 {
 	struct vdi_state *s = img_state(img);
-	bool wrote = false;
 	int ret;
 
+	if (s->sync_failed)
+		return img_error(img, -EIO,
+				 "an earlier flush failed; the image must be "
+				 "reopened (and checked) before more writes");
 	if (s->unsynced_alloc && s->dirty_lo < s->dirty_hi) {
-		ret = img_file_sync(&s->file);
+		ret = vdi_sync(img, s);
 		if (ret < 0)
 			return ret;
 	}
@@ -141,17 +159,14 @@ static int vdi_commit(struct img *img, bool sync)
 		if (ret < 0)
 			return ret;
 		s->dirty_lo = s->dirty_hi = 0;
-		wrote = true;
 	}
 	if (s->header_dirty) {
 		ret = vdi_header_write(s, &s->header);
 		if (ret < 0)
 			return ret;
 		s->header_dirty = false;
-		wrote = true;
 	}
-	(void)wrote;
-	return sync ? img_file_sync(&s->file) : 0;
+	return sync ? vdi_sync(img, s) : 0;
 }
 
 /* The slots the file holds room for (a partial last slot counts). */
@@ -201,9 +216,11 @@ static int vdi_slot_alloc(struct img *img, struct vdi_state *s, uint32_t *slot)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < s->next_slot; i++) {
 		if (owner[i] == VDI_BLOCK_FREE) {
-			*slot = i;
 			free(owner);
-			return 0;
+			/* the map on disk may still point at a freshly freed
+			 * slot: put the freeing on disk before reusing it */
+			*slot = i;
+			return vdi_commit(img, true);
 		}
 	}
 	free(owner);
@@ -724,12 +741,18 @@ out:
 	return ret;
 }
 
+static int vdi_compact(struct img *img, struct vdi_state *s);
+
+/* Freed slots are reclaimed here, once per flush, so that a run of
+ * discards costs one compaction. */
 static int vdi_flush(struct img *img)
 {
 	struct vdi_state *s = img_state(img);
 
 	if (!s->file.writable)
 		return 0;
+	if (s->holes)
+		return vdi_compact(img, s);
 	return vdi_commit(img, true);
 }
 
@@ -751,6 +774,7 @@ static int vdi_compact(struct img *img, struct vdi_state *s)
 	ret = vdi_commit(img, true);
 	if (ret < 0)
 		return ret;
+	s->holes = false;
 	if (h->image_type == VDI_TYPE_FIXED &&
 	    s->header.blocks_allocated == s->header.blocks_in_image &&
 	    top == s->header.blocks_in_image)
@@ -790,7 +814,7 @@ static int vdi_compact(struct img *img, struct vdi_state *s)
 		}
 		if (!nbatch)
 			break;
-		ret = img_file_sync(&s->file);
+		ret = vdi_sync(img, s);
 		if (ret < 0)
 			goto out;
 		for (int i = 0; i < nbatch; i++)
@@ -854,7 +878,9 @@ static int vdi_discard(struct img *img, uint64_t off, uint64_t len)
 		}
 		done += chunk;
 	}
-	return freed ? vdi_compact(img, s) : 0;
+	if (freed)
+		s->holes = true;
+	return 0;
 }
 
 static int vdi_write_zeroes(struct img *img, uint64_t off, uint64_t len,
@@ -920,7 +946,9 @@ static int vdi_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 			return ret;
 		done += chunk;
 	}
-	return freed ? vdi_compact(img, s) : 0;
+	if (freed)
+		s->holes = true;
+	return 0;
 }
 
 /* ---- block status ----------------------------------------------------- */
@@ -1067,14 +1095,14 @@ static int vdi_grow(struct img *img, struct vdi_state *s, uint64_t new_size)
 	ret = vdi_bmap_write(s, map, nh.offset_bmap, moved_map ? 0 : old_blocks,
 			     (uint32_t)nblocks);
 	if (ret >= 0)
-		ret = img_file_sync(&s->file);
+		ret = vdi_sync(img, s);
 	if (ret < 0)
 		goto fail;
 	nh.disk_size = new_size;
 	nh.blocks_in_image = (uint32_t)nblocks;
 	ret = vdi_header_write(s, &nh);
 	if (ret >= 0)
-		ret = img_file_sync(&s->file);
+		ret = vdi_sync(img, s);
 	if (ret < 0)
 		goto fail;
 	if (fixed)
@@ -1213,16 +1241,18 @@ static int vdi_check(struct img *img, struct img_check_result *res,
 	if (h->image_type == VDI_TYPE_FIXED && allocated != h->blocks_in_image)
 		img_check_note(res, "fixed image has %u of %u blocks allocated",
 			       allocated, h->blocks_in_image);
+	/* A crash between the map and the header leaves the count stale;
+	 * nothing reads it, so it is leak-class, repaired with the leaks. */
 	if (h->blocks_allocated != allocated) {
-		res->corruptions++;
+		res->leaks++;
 		img_check_note(res,
-			       "ERROR header counts %u allocated blocks, the "
+			       "Leak: header counts %u allocated blocks, the "
 			       "block map %u",
 			       h->blocks_allocated, allocated);
-		if (fix) {
+		if (fix & IMG_CHECK_FIX_LEAKS) {
 			h->blocks_allocated = allocated;
 			s->header_dirty = true;
-			res->corruptions_fixed++;
+			res->leaks_fixed++;
 		}
 	}
 	res->leaks += leaks;
@@ -1392,7 +1422,7 @@ static int vdi_set_backing(struct img *img, const char *backing_file,
 		return ret;
 	ret = vdi_header_write(s, &nh);
 	if (ret >= 0)
-		ret = img_file_sync(&s->file);
+		ret = vdi_sync(img, s);
 	if (ret < 0)
 		return ret;
 	s->header = nh;

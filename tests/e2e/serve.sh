@@ -210,6 +210,39 @@ else
 	fail "hostile: server starts"
 fi
 
+# ---- SIGTERM while a client is writing --------------------------------------
+if qemu-img convert -q -O vdi "$T/src.raw" "$T/t.vdi" &&
+	"$IMGTOOL" info "$T/t.vdi" 2>/dev/null | grep -q "file format: vdi" &&
+	start_server "$T/t.out" --socket "$T/t.sock" "$T/t.vdi"; then
+	nbdcopy --requests=8 "$T/new.raw" "nbd+unix:///?socket=$T/t.sock" 2>/dev/null &
+	copier=$!
+	sleep 0.3
+	check "sigterm mid-copy: server exits 0" stop_server
+	wait "$copier"
+	"$IMGTOOL" check "$T/t.vdi" >"$T/check" 2>&1
+	check "sigterm mid-copy: imgtool check is clean" test $? = 0
+	qemu-img check -q "$T/t.vdi" >/dev/null 2>&1
+	check "sigterm mid-copy: qemu-img check is clean" test $? = 0
+fi
+
+# ---- a backing chain: the overlay shows the base, writes stay in it ---------
+if qemu-img convert -q -O vmdk "$T/src.raw" "$T/base.vmdk" &&
+	qemu-img create -q -f vmdk -b base.vmdk -F vmdk "$T/ov.vmdk" &&
+	"$IMGTOOL" info "$T/ov.vmdk" 2>/dev/null | grep -q "file format: vmdk" &&
+	start_server "$T/c.out" --socket "$T/c.sock" "$T/ov.vmdk"; then
+	nbdcopy "nbd+unix:///?socket=$T/c.sock" - | cmp -s - "$T/src.raw"
+	check "chain: overlay reads the base's data" test $? = 0
+	qemu-io -f raw -c 'write -P 0x77 0 64k' \
+		"nbd+unix:///?socket=$T/c.sock" >/dev/null 2>&1
+	check "chain: write through the overlay (qemu-io)" test $? = 0
+	check "chain: server stops cleanly" stop_server
+	qemu-img convert -q -O raw "$T/base.vmdk" "$T/base.back"
+	check "chain: the base is untouched" cmp -s "$T/base.back" "$T/src.raw"
+	qemu-img convert -q -O raw "$T/ov.vmdk" "$T/ov.back"
+	check "chain: the overlay holds the write" \
+		cmp -s <(head -c 65536 "$T/ov.back") <(head -c 65536 /dev/zero | tr '\0' '\167')
+fi
+
 # ---- TLS ------------------------------------------------------------------
 mkdir "$T/pki"
 if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \

@@ -105,6 +105,13 @@ for f in vdi vhd vmdk; do
 	check "$f: commit: base now reads V1" test "$(our_sum "$D/base.$f")" = "$S1"
 	check "$f: commit: top still reads V1" test "$(our_sum "$D/top.$f")" = "$S1"
 	check "$f: commit: base checks clean" clean "$D/base.$f"
+	# -d keeps the child's data; the child must still open (VMDK CID)
+	"$IMGTOOL" convert -O $f "$V0" "$D/base2.$f"
+	"$IMGTOOL" create -q -f $f -b base2.$f "$D/keep.$f"
+	"$IMGTOOL" convert -n -O $f "$V2" "$D/keep.$f"
+	"$IMGTOOL" commit -q -d "$D/keep.$f"
+	check "$f: commit -d: base reads V2, the kept child too" \
+		test "$(our_sum "$D/base2.$f")" = "$S2" -a "$(our_sum "$D/keep.$f")" = "$S2"
 
 	# ---- rebase ------------------------------------------------------------
 	# top over base(V1) with V2's changes; rebase onto other(V0) keeps V2
