@@ -595,3 +595,33 @@ Test(ahci_read_only, writes_are_refused)
 	cr_assert_eq(h_d2h_status(&H, 0), 0x50);
 	check_sectors(H.mem + H_DATA, 0, 1);
 }
+
+Test(ahci, reset_while_commands_run)
+{
+	/* all 32 slots: 2 MiB reads each, then resets while they run */
+	for (unsigned round = 0; round < 3; round++) {
+		h_start_port(&H, 0);
+		for (unsigned s = 0; s < 32; s++) {
+			uint8_t *t = h_command(&H, 0, s, 0x25, 0, DISK_SECTORS,
+					       0, false, 1);
+			h_prd(t, 0, H_DATA, DISK_SECTORS * 512);
+		}
+		h_write(&H, H_PORT(0, P_CI), 0xFFFFFFFF);
+		if (round == 0)
+			h_write(&H, H_GHC, 0x80000001); /* HBA reset */
+		else if (round == 1)
+			h_write(&H, H_PORT(0, P_CMD), 0x10); /* stop */
+		else
+			H.reset_fn(H.reset_opaque); /* platform reset */
+		cr_assert_eq(h_read(&H, H_PORT(0, P_CI)), 0, "round %u", round);
+		cr_assert_eq(h_read(&H, H_PORT(0, P_CMD)) & 0x8000, 0);
+		ahci_wait_idle(H.ahci);
+	}
+	/* the port works afterwards */
+	h_start_port(&H, 0);
+	uint8_t *t = h_command(&H, 0, 0, 0x25, 33, 1, 0, false, 1);
+	h_prd(t, 0, H_DATA + 0x300000, 512);
+	h_issue(&H, 0, 0);
+	cr_assert_eq(h_d2h_status(&H, 0), 0x50);
+	check_sectors(H.mem + H_DATA + 0x300000, 33, 1);
+}
