@@ -271,8 +271,9 @@ else
 fi
 
 # ---- daemon, pidfile, errors --------------------------------------------
-if "$IMGTOOL" serve --daemon --pidfile "$T/pid" --socket "$T/d.sock" \
-	"$T/one.raw" >"$T/d.out"; then
+# relative paths: the daemon changes to / but still cleans up after itself
+if (cd "$T" && "$IMGTOOL" serve --daemon --pidfile pid --socket d.sock \
+	one.raw >"$T/d.out"); then
 	pid=$(cat "$T/pid" 2>/dev/null)
 	check "daemon: pidfile names a running server" kill -0 "$pid"
 	size=$(nbdinfo --size "nbd+unix:///?socket=$T/d.sock")
@@ -280,6 +281,7 @@ if "$IMGTOOL" serve --daemon --pidfile "$T/pid" --socket "$T/d.sock" \
 	kill -TERM "$pid"
 	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 	check "daemon: exits on SIGTERM and removes its pidfile" test ! -e "$T/pid"
+	check "daemon: and its socket" test ! -e "$T/d.sock"
 else
 	fail "daemon: starts"
 fi
