@@ -68,7 +68,7 @@ static int convert_claim(void *ctx, struct pipeline_chunk *c)
 					 s->size - cv->cur_off, cv->buf_size,
 					 CONVERT_MAX_ZERO_CHUNK);
 	if (ret < 0)
-		return ret;
+		return pipeline_fail(c, s->img, ret);
 	cv->cur_off += c->len;
 	return 1;
 }
@@ -192,16 +192,14 @@ static int convert_produce(void *ctx, struct pipeline_chunk *c)
 	int ret;
 
 	ret = pipeline_read_segments(cv->src[c->source].img, c, 0);
-	if (ret < 0) {
-		cmdline_img_error(cv->src[c->source].img, ret);
-		return ret;
-	}
+	if (ret < 0)
+		return pipeline_fail(c, cv->src[c->source].img, ret);
 	pipeline_detect_zeroes(c, cv->fully_allocate ? 0 : cv->granularity,
 			       cv->granularity);
 	if (cv->backing) {
 		ret = convert_diff_backing(cv, c);
 		if (ret < 0)
-			cmdline_img_error(cv->backing, ret);
+			pipeline_fail(c, cv->backing, ret);
 	}
 	return ret;
 }
@@ -277,10 +275,8 @@ static int convert_consume(void *ctx, struct pipeline_chunk *c)
 			break;
 		}
 	}
-	if (ret < 0) {
-		cmdline_img_error(cv->dst, ret);
-		return ret;
-	}
+	if (ret < 0)
+		return pipeline_fail(c, cv->dst, ret);
 	cv->done += c->len;
 	cmdline_progress_update(&cv->progress, cv->done);
 	return 0;
@@ -540,19 +536,14 @@ int cmd_convert(int argc, char **argv)
 			.claim = convert_claim,
 			.produce = convert_produce,
 			.consume = convert_consume,
+			.report = cmdline_pipeline_report,
 		};
 
 		cmdline_progress_start(&cv.progress, progress, cv.total);
 		ret = pipeline_run(&cfg, &ops, &cv);
 		cmdline_progress_end(&cv.progress, ret == 0);
-		if (ret < 0) {
-			if (ret == -ENOMEM)
-				tool_error("convert: out of memory");
-			else if (ret == -EAGAIN)
-				tool_error("convert: cannot start threads");
-			/* else the failing step printed its message */
-			goto out;
-		}
+		if (ret < 0)
+			goto out; /* reported once, by the pipeline */
 	}
 	ret = img_close(cv.dst);
 	cv.dst = NULL;

@@ -126,8 +126,10 @@ if [ "$FMT" = vdi ]; then
 fi
 
 # ---- read-only ------------------------------------------------------------
-"$IMGTOOL" mount -o ro "$IMG" "$MNT"
+"$IMGTOOL" mount -o ro,allow_other "$IMG" "$MNT"
 check "ro: mounted" mountpoint -q "$MNT"
+check "ro: allow_other passed to the kernel" \
+	grep -q " $MNT .*fuse.imgtool .*allow_other" /proc/self/mountinfo
 if dd if=/dev/zero of="$MNT/part1" bs=4k count=1 conv=notrunc status=none 2>/dev/null; then
 	fail "ro: writes refused"
 else

@@ -83,8 +83,14 @@ for fmt in raw vdi vhd vmdk; do
 	fi
 	rm -f "$T/out.raw"
 	nbdcopy "$uri" "$T/out.raw"
-	check "$fmt: nbdcopy from the server is byte-identical" \
-		cmp -s "$T/out.raw" "$T/src.raw"
+	rc=$?
+	if [ $rc = 0 ] && cmp -s "$T/out.raw" "$T/src.raw"; then
+		ok "$fmt: nbdcopy from the server is byte-identical"
+	else
+		fail "$fmt: nbdcopy from the server is byte-identical"
+		echo "    nbdcopy exit $rc; $(cmp "$T/out.raw" "$T/src.raw" 2>&1 | head -1)"
+		tail -3 "$T/srv.out.err"
+	fi
 	qemu-img convert -q -f raw -O raw "$uri" "$T/qout.raw"
 	check "$fmt: qemu-img (QEMU's NBD client) reads the same" \
 		cmp -s "$T/qout.raw" "$T/src.raw"

@@ -94,6 +94,22 @@ for f in vdi vhd vmdk; do
 	"$IMGTOOL" snapshot delete -q "$DISK" nosuch 2>/dev/null
 	check "$f: delete of an unknown snapshot fails" test $? = 1
 
+	# ---- snapshots of a disk that already has a backing file ------------
+	"$IMGTOOL" convert -O $f "$V0" "$D/gold.$f"
+	"$IMGTOOL" create -q -f $f -b gold.$f "$D/vm.$f"
+	"$IMGTOOL" convert -n -O $f "$V1" "$D/vm.$f"
+	"$IMGTOOL" snapshot create -q "$D/vm.$f" a
+	"$IMGTOOL" convert -n -O $f "$V2" "$D/vm.$f"
+	"$IMGTOOL" snapshot create -q "$D/vm.$f" b
+	check "$f: snapshots over a backing file: disk reads V2, a reads V1" \
+		test "$(our_sum "$D/vm.$f")" = "$S2" -a "$(our_sum "$D/vm.$f.snapshots/a.$f")" = "$S1"
+	"$IMGTOOL" snapshot revert -q --force "$D/vm.$f" a
+	check "$f: revert to a over a backing file" test "$(our_sum "$D/vm.$f")" = "$S1"
+	"$IMGTOOL" snapshot delete -q "$D/vm.$f" a
+	check "$f: delete a: still V1, parent is the backing file again, clean" \
+		test "$(our_sum "$D/vm.$f")" = "$S1" -a "$(our_sum "$D/gold.$f")" = "$S0"
+	check "$f: vm checks clean" clean "$D/vm.$f"
+
 	# ---- create -b, commit ---------------------------------------------
 	"$IMGTOOL" convert -O $f "$V0" "$D/base.$f"
 	"$IMGTOOL" create -q -f $f -b base.$f -F $f "$D/top.$f"
