@@ -776,7 +776,6 @@ Test(nbd, random_frames_never_hurt_the_server)
 		uint8_t junk[600];
 		struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
 
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		raw_greeting(fd);
 		for (size_t i = 0; i < sizeof(junk); i++)
 			junk[i] = (uint8_t)rand_r(&seed);
@@ -816,6 +815,7 @@ Test(nbd, random_frames_never_hurt_the_server)
 			}
 		}
 		/* drain whatever comes back until the server is quiet */
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		while (recv(fd, junk, sizeof(junk), 0) > 0)
 			;
 		close(fd);
