@@ -187,6 +187,18 @@ int nbd_server_listen_tcp(struct nbd_server *srv, const char *addr,
 	return n ? 0 : (r ? r : -EADDRNOTAVAIL);
 }
 
+static char *nbd_absolute_path(const char *path)
+{
+	char cwd[4096];
+	char *out = NULL;
+
+	if (path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		return strdup(path);
+	if (asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
+}
+
 int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
 			   char *errbuf, size_t errlen)
 {
@@ -215,8 +227,10 @@ int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
 		close(fd);
 		return r;
 	}
+	/* Remembered absolute, to be removed at exit even after a daemon
+	 * changed directory. */
 	free(srv->unix_path);
-	srv->unix_path = strdup(path);
+	srv->unix_path = nbd_absolute_path(path);
 	return nbd_listen_fd(srv, fd, errbuf, errlen);
 }
 
