@@ -826,8 +826,10 @@ int cmd_snapshot(int argc, char **argv)
 	else
 		ret = snapshot_delete(&s, name);
 	if (ret == 0 && !quiet && strcmp(action, "list") != 0)
-		printf("Snapshot '%s': %sd.\n", name,
-		       strcmp(action, "revert") == 0 ? "reverte" : action);
+		printf("Snapshot '%s' %s.\n", name,
+		       !strcmp(action, "create")   ? "created"
+		       : !strcmp(action, "revert") ? "restored"
+						   : "deleted");
 out:
 	for (int i = 0; s.layers && i < s.nlayers; i++) {
 		for (int j = 0; j < s.layers[i].nfiles; j++)

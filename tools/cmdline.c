@@ -142,8 +142,17 @@ void cmdline_progress_update(struct cmdline_progress *p, uint64_t done)
 	} else {
 		snprintf(eta, sizeof(eta), "%.1f s", elapsed);
 	}
-	fprintf(stderr, "\r    (%5.1f%%) %s, %s/s, %s\033[K", percent,
-		done_text, rate_text, eta);
+	{
+		enum { BAR = 24 };
+		char bar[BAR + 1];
+		int full = (int)(percent * BAR / 100.0);
+
+		for (int i = 0; i < BAR; i++)
+			bar[i] = i < full ? '#' : '.';
+		bar[BAR] = '\0';
+		fprintf(stderr, "\r[%s] %5.1f%%  %s  %s/s  %s\033[K", bar,
+			percent, done_text, rate_text, eta);
+	}
 	fflush(stderr);
 }
 
