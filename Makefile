@@ -105,8 +105,11 @@ deps:
 # The whole suite: unit tests (Criterion), then end-to-end scripts.
 # Unit and end-to-end tests run one after the other (readable output) and
 # both run even when the first fails, so one run shows every failure.
+# Build in parallel even when make was started without -j.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+PARALLEL = $(if $(findstring j,$(filter-out --%,$(MAKEFLAGS))),,-j$(NPROC))
 check: deps
-	@$(MAKE) --no-print-directory all $(UNIT_BINS) $(HELPER_BINS)
+	@$(MAKE) --no-print-directory $(PARALLEL) all $(UNIT_BINS) $(HELPER_BINS)
 	@rc=0; \
 	$(MAKE) --no-print-directory format-check || { rc=1; echo "check: format-check FAILED (run make format)"; }; \
 	$(MAKE) --no-print-directory unit || rc=1; \
@@ -121,7 +124,7 @@ e2e: all $(HELPER_BINS)
 	@B=$(B) scripts/run-e2e.sh
 
 demo: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory $(PARALLEL) all
 	@B=$(B) scripts/demo.sh
 
 install: all

@@ -49,7 +49,8 @@ int main(int argc, char **argv)
 	uint64_t blocks = (uint64_t)size / READ_SIZE;
 	struct slot *slots = calloc((size_t)inflight, sizeof(*slots));
 	if (!slots || blocks == 0) {
-		fprintf(stderr, "nbd-randread: out of memory or empty export\n");
+		fprintf(stderr,
+			"nbd-randread: out of memory or empty export\n");
 		return 1;
 	}
 	struct timespec t0, t1;
@@ -58,9 +59,11 @@ int main(int argc, char **argv)
 	while (done < count) {
 		for (long i = 0; i < inflight; i++) {
 			if (slots[i].cookie > 0) {
-				int r = nbd_aio_command_completed(nbd, slots[i].cookie);
+				int r = nbd_aio_command_completed(
+					nbd, slots[i].cookie);
 				if (r == -1) {
-					fprintf(stderr, "nbd-randread: %s\n", nbd_get_error());
+					fprintf(stderr, "nbd-randread: %s\n",
+						nbd_get_error());
 					return 1;
 				}
 				if (r == 0)
@@ -69,11 +72,14 @@ int main(int argc, char **argv)
 				done++;
 			}
 			if (issued < count) {
-				uint64_t off = (rng_next() % blocks) * READ_SIZE;
-				slots[i].cookie = nbd_aio_pread(nbd, slots[i].buf, READ_SIZE, off,
-								NBD_NULL_COMPLETION, 0);
+				uint64_t off =
+					(rng_next() % blocks) * READ_SIZE;
+				slots[i].cookie = nbd_aio_pread(
+					nbd, slots[i].buf, READ_SIZE, off,
+					NBD_NULL_COMPLETION, 0);
 				if (slots[i].cookie == -1) {
-					fprintf(stderr, "nbd-randread: %s\n", nbd_get_error());
+					fprintf(stderr, "nbd-randread: %s\n",
+						nbd_get_error());
 					return 1;
 				}
 				issued++;
@@ -85,8 +91,10 @@ int main(int argc, char **argv)
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	printf("%ld reads of %d bytes in %.3f s: %.0f IOPS\n", count, READ_SIZE, secs, (double)count / secs);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) +
+		      (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	printf("%ld reads of %d bytes in %.3f s: %.0f IOPS\n", count, READ_SIZE,
+	       secs, (double)count / secs);
 	nbd_shutdown(nbd, 0);
 	nbd_close(nbd);
 	free(slots);

@@ -456,6 +456,13 @@ static int scan_dir_for_parent(struct img *img, const char *dir,
 	return r;
 }
 
+static bool is_snapshots_dir(const char *dir)
+{
+	const char *base = strrchr(dir, '/');
+
+	return strcmp(base ? base + 1 : dir, "Snapshots") == 0;
+}
+
 static int find_parent_by_identity(struct img *img, unsigned pflags,
 				   struct chain_ctx *ctx, char **found)
 {
@@ -470,6 +477,16 @@ static int find_parent_by_identity(struct img *img, unsigned pflags,
 	if (r == -ENOENT && asprintf(&snapdir, "%s.snapshots", img->path) > 0) {
 		r = scan_dir_for_parent(img, snapdir, pflags, ctx, found);
 		free(snapdir);
+	}
+	/* VirtualBox keeps differencing images in <vm>/Snapshots/ and the
+	 * base disk in <vm>/. */
+	if (r == -ENOENT && is_snapshots_dir(img->dir)) {
+		char *up = path_resolve(img->dir, "..");
+
+		if (!up)
+			return -ENOMEM;
+		r = scan_dir_for_parent(img, up, pflags, ctx, found);
+		free(up);
 	}
 	return r;
 }
@@ -759,7 +776,11 @@ int img_open(struct img **out, const char *path,
 		       &ctx);
 	if (r < 0) {
 		img_error_buf(errbuf, errlen, r, "%s", img->errmsg);
-		img_close(img);
+		/* No flush: an image that failed to open is left as found. */
+		img->drv->close(img);
+		if (img->backing)
+			img_close(img->backing);
+		img_free(img);
 		return r;
 	}
 	*out = img;
@@ -1346,6 +1367,38 @@ int img_check(struct img *img, struct img_check_result *res, unsigned fix)
 	return 0;
 }
 
+/* After set_backing, info reports the new reference.  The open parent
+ * handle (if any) stays until the image is closed: the caller owns the new
+ * parent's handle. */
+static int remember_new_backing(struct img *img, const char *backing_file,
+				const char *backing_format)
+{
+	struct backing_candidate c = { NULL, NULL };
+	char *full = NULL;
+
+	if (backing_file && *backing_file) {
+		c.path = strdup(backing_file);
+		c.format = backing_format ? strdup(backing_format) : NULL;
+		full = path_resolve(img->dir, backing_file);
+		if (!c.path || !full || (backing_format && !c.format)) {
+			free(c.path);
+			free(c.format);
+			free(full);
+			return img_error(img, -ENOMEM, "out of memory");
+		}
+	}
+	for (int i = 0; i < img->ncandidates; i++) {
+		free(img->candidates[i].path);
+		free(img->candidates[i].format);
+	}
+	img->ncandidates = 0;
+	if (c.path)
+		img->candidates[img->ncandidates++] = c;
+	free(img->backing_full);
+	img->backing_full = full;
+	return 0;
+}
+
 int img_set_backing(struct img *img, const char *backing_file,
 		    const char *backing_format, struct img *parent)
 {
@@ -1362,6 +1415,8 @@ int img_set_backing(struct img *img, const char *backing_file,
 	seq = op_begin(img);
 	lock_exclusive(img);
 	r = img->drv->set_backing(img, backing_file, backing_format, parent);
+	if (r == 0)
+		r = remember_new_backing(img, backing_file, backing_format);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "set backing file", 0, 0);
@@ -1533,7 +1588,9 @@ int img_create(const char *path, const struct img_create_options *opts,
 	char ebuf[IMG_ERRMSG_MAX] = "";
 	char *optcopy = NULL, *dir = NULL, *parent_path = NULL;
 	struct img *parent = NULL;
+	bool existed = true;
 	const char *fmt;
+	struct stat st;
 	size_t plen;
 	int r;
 
@@ -1597,10 +1654,15 @@ int img_create(const char *path, const struct img_create_options *opts,
 		args.backing_file = NULL;
 	}
 	ebuf[0] = '\0';
+	existed = lstat(path, &st) == 0;
 	r = drv->create(&args, ebuf, sizeof(ebuf));
 	if (r < 0 && !ebuf[0])
 		snprintf(ebuf, sizeof(ebuf), "cannot create %s image: %s",
 			 drv->name, strerror(-r));
+	/* A failed create leaves no half-made image behind (a file that was
+	 * there before is the caller's and stays). */
+	if (r < 0 && !existed)
+		unlink(path);
 fail:
 	if (r < 0) {
 		plen = strlen(path);

@@ -33,14 +33,21 @@
 /* A client that stops reading replies is dropped after this long. */
 #define NBD_SEND_TIMEOUT_SECONDS 120
 
+/* One thread's request, and the buffer it keeps for WRITE payloads and
+ * READ data from request to request. */
 struct nbd_work {
 	uint16_t flags;
 	uint16_t type;
 	uint64_t cookie;
 	uint64_t offset;
 	uint32_t length;
-	void *payload; /* WRITE data */
+	void *buf;
+	size_t buf_size;
 };
+
+/* Buffers up to this size are kept between requests; bigger ones are
+ * freed after use so idle threads do not sit on 32 MiB each. */
+#define NBD_BUFFER_KEEP (4u << 20)
 
 /* The threads of one connection. */
 struct nbd_session {
@@ -75,14 +82,29 @@ static uint32_t nbd_errno_to_wire(int err)
 	}
 }
 
-static void *nbd_buffer_alloc(size_t len)
+/* Makes w->buf at least len bytes: 0 or -ENOMEM. */
+static int nbd_work_buffer(struct nbd_work *w, size_t len)
 {
 	void *p = NULL;
 
+	if (len <= w->buf_size)
+		return 0;
 	/* page-aligned, so images opened with O_DIRECT need no bounce */
-	if (posix_memalign(&p, 4096, len ? len : 1))
-		return NULL;
-	return p;
+	if (posix_memalign(&p, 4096, len))
+		return -ENOMEM;
+	free(w->buf);
+	w->buf = p;
+	w->buf_size = len;
+	return 0;
+}
+
+static void nbd_work_buffer_trim(struct nbd_work *w)
+{
+	if (w->buf_size > NBD_BUFFER_KEEP) {
+		free(w->buf);
+		w->buf = NULL;
+		w->buf_size = 0;
+	}
 }
 
 /* Sends one whole reply; a failed send drops the client (the reader is
@@ -252,19 +274,16 @@ static void nbd_do_read_structured(struct nbd_conn *c, const struct nbd_work *w,
 	nbd_send(c, iov, niov);
 }
 
-static void nbd_do_read(struct nbd_conn *c, const struct nbd_work *w)
+static void nbd_do_read(struct nbd_conn *c, struct nbd_work *w)
 {
-	void *buf = nbd_buffer_alloc(w->length);
-
-	if (!buf) {
+	if (nbd_work_buffer(w, w->length) < 0) {
 		nbd_reply_error(c, w, -ENOMEM);
 		return;
 	}
 	if (c->structured && w->length)
-		nbd_do_read_structured(c, w, buf);
+		nbd_do_read_structured(c, w, w->buf);
 	else
-		nbd_do_read_simple(c, w, buf);
-	free(buf);
+		nbd_do_read_simple(c, w, w->buf);
 }
 
 static uint32_t nbd_extent_state(const struct img_extent *ext)
@@ -402,7 +421,7 @@ static void nbd_execute(struct nbd_conn *c, struct nbd_work *w)
 		return;
 	case NBD_CMD_WRITE:
 		c->wrote = true;
-		r = img_pwrite(img, w->payload, w->length, w->offset);
+		r = img_pwrite(img, w->buf, w->length, w->offset);
 		break;
 	case NBD_CMD_TRIM:
 		c->wrote = true;
@@ -426,18 +445,11 @@ static void nbd_execute(struct nbd_conn *c, struct nbd_work *w)
 	nbd_reply_simple(c, w->cookie, r);
 }
 
-static void nbd_work_free(struct nbd_work *w)
-{
-	free(w->payload);
-	free(w);
-}
-
-/* Reads one request (and a WRITE's payload).  1: got one; 0: the client
- * disconnected or sent NBD_CMD_DISC; <0: protocol violation. */
-static int nbd_read_request(struct nbd_conn *c, struct nbd_work **out)
+/* Reads one request (and a WRITE's payload) into w.  1: got one; 0: the
+ * client disconnected or sent NBD_CMD_DISC; <0: protocol violation. */
+static int nbd_read_request(struct nbd_conn *c, struct nbd_work *w)
 {
 	struct nbd_request req;
-	struct nbd_work *w;
 	int r;
 
 	r = nbd_conn_read(c, &req, sizeof(req));
@@ -448,40 +460,30 @@ static int nbd_read_request(struct nbd_conn *c, struct nbd_work **out)
 			c->peer);
 		return -EPROTO;
 	}
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
 	w->flags = IMG_BE16(req.flags);
 	w->type = IMG_BE16(req.type);
 	w->cookie = req.cookie;
 	w->offset = IMG_BE64(req.offset);
 	w->length = IMG_BE32(req.length);
-	if (w->type == NBD_CMD_DISC) {
-		free(w);
+	if (w->type == NBD_CMD_DISC)
 		return 0;
-	}
 	if (w->type == NBD_CMD_WRITE) {
 		/* The payload cannot be skipped safely when it is this big:
 		 * the stream is lost, so is the client. */
 		if (w->length > NBD_SERVER_MAX_PAYLOAD) {
 			nbd_log(c->srv, "client %s: write of %u bytes, dropped",
 				c->peer, w->length);
-			free(w);
 			return -EPROTO;
 		}
-		w->payload = nbd_buffer_alloc(w->length);
-		if (!w->payload) {
-			free(w);
-			return -ENOMEM;
-		}
-		r = nbd_conn_read(c, w->payload, w->length);
+		r = nbd_work_buffer(w, w->length);
+		if (r < 0)
+			return r;
+		r = nbd_conn_read(c, w->buf, w->length);
 		if (r < 0) {
 			/* disconnected mid-write: nothing was acknowledged */
-			nbd_work_free(w);
 			return r == -ECONNRESET ? 0 : r;
 		}
 	}
-	*out = w;
 	return 1;
 }
 
@@ -501,18 +503,24 @@ static void *nbd_worker_main(void *arg)
 	struct nbd_session *s = arg;
 	struct nbd_conn *c = s->conn;
 
+	struct nbd_work w = { 0 };
+
 	for (;;) {
-		struct nbd_work *w = NULL;
+		bool got = false;
 
 		pthread_mutex_lock(&s->recv_lock);
-		if (!s->done && nbd_read_request(c, &w) != 1)
-			s->done = true;
+		if (!s->done) {
+			got = nbd_read_request(c, &w) == 1;
+			s->done = !got;
+		}
 		pthread_mutex_unlock(&s->recv_lock);
-		if (!w)
-			return NULL;
-		nbd_execute(c, w);
-		nbd_work_free(w);
+		if (!got)
+			break;
+		nbd_execute(c, &w);
+		nbd_work_buffer_trim(&w);
 	}
+	free(w.buf);
+	return NULL;
 }
 
 void nbd_transmission(struct nbd_conn *c)

@@ -72,7 +72,15 @@ fi
 
 if has_command checksum; then
 	step "checksum (guest-visible contents)"
-	run "$IMGTOOL" checksum "$W/disk.img"
+	printf '$ %s\n' "imgtool checksum disk.img"
+	sum=$("$IMGTOOL" checksum "$W/disk.img" | cut -d' ' -f1)
+	echo "$sum"
+	if [ "$sum" = "$want" ]; then
+		echo "  equals sha256sum of the raw file"
+	else
+		echo "  DIFFERS from sha256sum of the raw file ($want)"
+		failed=1
+	fi
 else
 	step "checksum: skipped (not in this build yet)"
 fi

@@ -1,7 +1,9 @@
 #!/bin/bash
 # run-e2e.sh [SCRIPT...]: run the end-to-end scripts (default: every
-# tests/e2e/*.sh), show each one's last line, and total the
-# "N passed, M failed" lines.  Non-zero exit if any case or script failed.
+# tests/e2e/*.sh), show each one's last line and its failures, and total
+# the "N passed, M failed" lines.  Non-zero exit if any case or script
+# failed.  E2E_JOBS=N runs up to N scripts at once (default 1; results are
+# still printed in order); E2E_VERBOSE=1 shows every script's full output.
 set -u
 cd "$(dirname "$0")/.."
 B=${B:-build}
@@ -10,15 +12,41 @@ export IMGTOOL=${IMGTOOL:-$PWD/$B/bin/imgtool}
 export IMGVM=${IMGVM:-$PWD/$B/bin/imgvm}
 scripts=("$@")
 [ ${#scripts[@]} -gt 0 ] || scripts=(tests/e2e/*.sh)
+jobs=${E2E_JOBS:-1}
+logdir=$(mktemp -d "${TMPDIR:-/tmp}/e2e-logs.XXXXXX")
+trap 'rm -rf "$logdir"' EXIT
+
+run_one() { # INDEX SCRIPT
+	local start rc
+	start=$(date +%s)
+	bash "$2" >"$logdir/$1.log" 2>&1
+	rc=$?
+	echo "$rc $(($(date +%s) - start))" >"$logdir/$1.status"
+}
+
+running=0
+for i in "${!scripts[@]}"; do
+	[ -e "${scripts[$i]}" ] || continue
+	if [ "$jobs" -le 1 ]; then
+		run_one "$i" "${scripts[$i]}"
+	else
+		run_one "$i" "${scripts[$i]}" &
+		running=$((running + 1))
+		if [ "$running" -ge "$jobs" ]; then
+			wait -n
+			running=$((running - 1))
+		fi
+	fi
+done
+wait
+
 total_pass=0
 total_fail=0
-for s in "${scripts[@]}"; do
-	[ -e "$s" ] || continue
-	log=$(mktemp "${TMPDIR:-/tmp}/e2e.XXXXXX")
-	start=$(date +%s)
-	bash "$s" >"$log" 2>&1
-	rc=$?
-	secs=$(($(date +%s) - start))
+for i in "${!scripts[@]}"; do
+	s=${scripts[$i]}
+	[ -e "$logdir/$i.status" ] || continue
+	read -r rc secs <"$logdir/$i.status"
+	log=$logdir/$i.log
 	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
 	if [ -n "$last" ]; then
 		p=${last%% passed*}
@@ -34,10 +62,12 @@ for s in "${scripts[@]}"; do
 	total_pass=$((total_pass + p))
 	total_fail=$((total_fail + f))
 	printf '%-32s %s (%ss)\n' "$(basename "$s")" "$last" "$secs"
-	if [ "$f" -ne 0 ] || [ -n "${E2E_VERBOSE:-}" ]; then
+	if [ -n "${E2E_VERBOSE:-}" ]; then
+		sed 's/^/    /' "$log"
+	elif [ "$f" -ne 0 ]; then
 		grep -E 'FAIL|not ok' "$log" | head -20 | sed 's/^/    /'
+		grep -qE 'FAIL|not ok' "$log" || tail -5 "$log" | sed 's/^/    /'
 	fi
-	rm -f "$log"
 done
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

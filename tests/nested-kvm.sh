@@ -17,7 +17,8 @@
 # NK_TIMEOUT, default 1800 s for the whole run); 125: L1 itself failed (its
 # console tail is printed).
 #
-# Env: NESTED_KVM_CACHE (default /tmp/imgvm-nested-kvm) .debs + initramfs
+# Env: NESTED_KVM_CACHE (default /tmp/imgvm-nested-kvm) unpacked kernel, initramfs
+#      IMGVM_DEB_CACHE (default ~/.cache/imgvm/debs) downloaded .debs
 #      NK_MEM=4096 (MiB)  NK_SMP (default: host CPUs, at most 4)
 #      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
@@ -60,7 +61,9 @@ cache=${NESTED_KVM_CACHE:-/tmp/imgvm-nested-kvm}
 mkdir -p "$cache" && cache=$(cd "$cache" && pwd) || exit 125
 
 # ---- L1 kernel and busybox (cached .debs from the test guest are reused) --
-deb_dirs=("$cache" "${IMGVM_GUEST_CACHE:-/nonexistent}" /tmp/nested-kvm-cache /tmp/imgvm-guest/.cache)
+debs=${IMGVM_DEB_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/imgvm/debs}
+mkdir -p "$debs" 2>/dev/null && [ -w "$debs" ] || debs=$cache
+deb_dirs=("$debs" "$cache" "${IMGVM_GUEST_CACHE:-/nonexistent}" /tmp/nested-kvm-cache /tmp/imgvm-guest/.cache)
 find_deb() {
 	local d f
 	for d in "${deb_dirs[@]}"; do
@@ -75,9 +78,11 @@ unpack() {
 	if [ ! -e "$tree/.done" ]; then
 		deb=$(find_deb "$pkg") || {
 			log "apt-get download $pkg"
-			(cd "$cache" && apt-get download -q "$pkg" >/dev/null 2>&1) || return 1
+			(cd "$debs" && apt-get download -q "$pkg" >/dev/null 2>&1) || return 1
 			deb=$(find_deb "$pkg") || return 1
 		}
+		# keep a copy where the nested test host can see it
+		[ "$(dirname "$deb")" = "$debs" ] || cp "$deb" "$debs/" 2>/dev/null || true
 		rm -rf "$tree" && mkdir -p "$tree" && dpkg-deb -x "$deb" "$tree" || return 1
 		touch "$tree/.done"
 	fi

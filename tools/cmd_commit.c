@@ -156,6 +156,10 @@ int cmd_commit(int argc, char **argv)
 	if (!keep && commit_empty_child(path, child_format, child_size,
 					parent_path, parent_format) < 0)
 		goto out;
+	/* The parent changed: a kept child must record it anew (VMDK CID). */
+	if (keep && chain_refresh_child(path, child_format, parent_path,
+					parent_format, NULL) < 0)
+		goto out;
 	if (!quiet)
 		printf("Image committed.\n");
 	status = TOOL_EXIT_OK;

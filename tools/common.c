@@ -129,10 +129,49 @@ int tool_close(struct img *img)
 
 /* ---- JSON ------------------------------------------------------------------*/
 
+/* Length of the valid UTF-8 sequence at p, or 0 if it is not one. */
+static int utf8_sequence_length(const unsigned char *p)
+{
+	int n;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	for (int i = 1; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	/* overlong or surrogate forms */
+	if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
+	    (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
+		return 0;
+	return n;
+}
+
 void json_write_escaped(FILE *out, const char *s)
 {
 	fputc('"', out);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		int n = utf8_sequence_length(p);
+
+		if (n > 1) {
+			fwrite(p, 1, (size_t)n, out);
+			p += n - 1;
+			continue;
+		}
+		if (n == 0) {
+			/* File names need not be UTF-8; JSON must be.  A
+			 * stray byte is shown as the code point of its
+			 * value, so the output stays valid. */
+			fprintf(out, "\\u%04x", *p);
+			continue;
+		}
 		switch (*p) {
 		case '"':
 			fputs("\\\"", out);

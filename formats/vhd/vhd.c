@@ -21,8 +21,9 @@
  *     flushed may be lost with a crash; flushed ones never.
  *  3. Writes into blocks whose BAT entry is on disk go in place.  When they
  *     set sector bitmap bits (differencing images, or foreign images with
- *     partial bitmaps), the data is fdatasync'ed before the bitmap is
- *     written, so a bit never claims a sector whose data may be missing.
+ *     partial bitmaps), the new bitmap stays in memory and is written at
+ *     the next flush, after the fdatasync of step 2, so a bit never claims
+ *     a sector whose data may be missing.
  *  4. Deallocation (discard, write_zeroes with MAY_UNMAP) clears the BAT
  *     entry on disk first and then punches the block out of the file.
  */
@@ -65,8 +66,9 @@ struct vhd_state {
 	bool read_only; /* opened read-only, or forced past a bad checksum */
 	bool footer_checksum_ok;
 	bool header_checksum_ok;
-	bool head_footer_ok; /* dynamic: the copy at offset 0 is valid and agrees */
-	bool tail_footer_ok; /* the footer at the end of the file is valid */
+	bool head_footer_ok;	/* dynamic: the copy at offset 0 is valid */
+	bool head_footer_stale; /* valid, but older than the trailing one */
+	bool tail_footer_ok;	/* the footer at the end of the file is valid */
 	struct vhd_footer footer;
 	uint64_t size;
 	uint64_t file_size; /* at open */
@@ -82,6 +84,13 @@ struct vhd_state {
 	uint64_t alloc_offset; /* the next block (and the trailing footer) go here */
 	uint32_t pending[VHD_MAX_PENDING];
 	int npending;
+	/* Bitmaps of committed blocks with bits set since the last flush:
+	 * they reach the disk after the data (at the next flush). */
+	struct vhd_dirty_bitmap {
+		uint32_t blk;
+		uint8_t *bits;
+	} dirty[VHD_MAX_PENDING];
+	int ndirty;
 	uint8_t *bitmap_ones;  /* bitmap_size bytes of 0xff */
 	uint8_t *write_bitmap; /* scratch for writes (they are serialised) */
 	uint8_t *gap_sink; /* coalesced reads drop bitmaps between blocks here */
@@ -154,6 +163,7 @@ static int vhd_write_footers(struct vhd_state *s)
 		ret = vhd_write_footer_at(s, 0);
 	if (!ret)
 		s->tail_footer_ok = s->head_footer_ok = true;
+	s->head_footer_stale = false;
 	return ret;
 }
 
@@ -189,11 +199,23 @@ static int vhd_commit_pending(struct vhd_state *s)
 	uint32_t first = UINT32_MAX, last = 0;
 	int ret;
 
-	if (!s->npending)
+	if (!s->npending && !s->ndirty)
 		return 0;
 	ret = img_file_sync(&s->file);
 	if (ret)
 		return ret;
+	while (s->ndirty) {
+		struct vhd_dirty_bitmap *d = &s->dirty[s->ndirty - 1];
+
+		ret = img_file_pwrite(&s->file, d->bits, s->bitmap_size,
+				      vhd_block_host(s, d->blk));
+		if (ret)
+			return ret;
+		free(d->bits);
+		s->ndirty--;
+	}
+	if (!s->npending)
+		return 0;
 	for (int i = 0; i < s->npending; i++) {
 		first = MIN(first, s->pending[i]);
 		last = MAX(last, s->pending[i]);
@@ -202,6 +224,25 @@ static int vhd_commit_pending(struct vhd_state *s)
 	if (!ret)
 		s->npending = 0;
 	return ret;
+}
+
+static struct vhd_dirty_bitmap *vhd_dirty_find(struct vhd_state *s,
+					       uint32_t blk)
+{
+	for (int i = 0; i < s->ndirty; i++)
+		if (s->dirty[i].blk == blk)
+			return &s->dirty[i];
+	return NULL;
+}
+
+static void vhd_dirty_drop(struct vhd_state *s, uint32_t blk)
+{
+	struct vhd_dirty_bitmap *d = vhd_dirty_find(s, blk);
+
+	if (d) {
+		free(d->bits);
+		*d = s->dirty[--s->ndirty];
+	}
 }
 
 static bool vhd_is_pending(const struct vhd_state *s, uint32_t blk)
@@ -409,6 +450,8 @@ fail:
 
 static void vhd_free(struct vhd_state *s)
 {
+	while (s->ndirty)
+		free(s->dirty[--s->ndirty].bits);
 	free(s->bat);
 	free(s->full_bits);
 	free(s->bitmap_ones);
@@ -454,10 +497,9 @@ static int vhd_open_footer(struct img *img, struct vhd_state *s, unsigned flags)
 	}
 	s->tail_footer_ok = tail_found && tail_ok &&
 			    tail_footer.disk_type == s->footer.disk_type;
-	/* A torn trailing footer is one problem, not two. */
-	s->head_footer_ok =
-		head_found && head_ok &&
-		(!s->tail_footer_ok || !memcmp(head, tail, sizeof(head)));
+	s->head_footer_ok = head_found && head_ok;
+	s->head_footer_stale = s->head_footer_ok && s->tail_footer_ok &&
+			       memcmp(head, tail, sizeof(head));
 
 	if (!s->footer_checksum_ok) {
 		uint32_t want = vhd_checksum(
@@ -785,11 +827,19 @@ static int vhd_read_backing(struct img *img, uint64_t off,
 }
 
 /* Read block blk's bitmap; remembers when it is all ones. */
+/* Block blk's bitmap as it stands (a dirty one is newer than the disk's);
+ * remembers when it is all ones.  Readers may run this in parallel: the
+ * dirty list only changes under the core's write lock. */
 static int vhd_bitmap_load(struct vhd_state *s, uint32_t blk, uint8_t *bitmap)
 {
-	int ret = img_file_pread(&s->file, bitmap, s->bitmap_size,
-				 vhd_block_host(s, blk));
+	struct vhd_dirty_bitmap *d = vhd_dirty_find(s, blk);
+	int ret = 0;
 
+	if (d)
+		memcpy(bitmap, d->bits, s->bitmap_size);
+	else
+		ret = img_file_pread(&s->file, bitmap, s->bitmap_size,
+				     vhd_block_host(s, blk));
 	if (!ret && vhd_bitmap_all_set(bitmap, 0, s->block_sectors))
 		vhd_block_set_full(s, blk, true);
 	return ret;
@@ -944,30 +994,56 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 	return 0;
 }
 
-/* Mark sectors [first, first + count) of an allocated block as present. */
+/* Mark sectors [first, first + count) of an allocated block as present.
+ * Blocks not yet referenced on disk get their bitmap written at once;
+ * committed blocks keep the new bitmap in memory until the next flush,
+ * which writes it after an fdatasync of the data. */
 static int vhd_bitmap_mark(struct vhd_state *s, uint32_t blk, uint32_t first,
 			   uint32_t count)
 {
+	struct vhd_dirty_bitmap *d;
 	int ret;
 
 	if (vhd_block_full(s, blk))
 		return 0;
-	ret = vhd_bitmap_load(s, blk, s->write_bitmap);
-	if (ret || vhd_bitmap_all_set(s->write_bitmap, first, count))
-		return ret;
-	vhd_bitmap_set(s->write_bitmap, first, count);
-	/* The data must be on disk before a bit claims it, unless the
-	 * block itself is not referenced on disk yet. */
-	if (!vhd_is_pending(s, blk)) {
-		ret = img_file_sync(&s->file);
-		if (ret)
+	if (vhd_is_pending(s, blk)) {
+		ret = vhd_bitmap_load(s, blk, s->write_bitmap);
+		if (ret || vhd_bitmap_all_set(s->write_bitmap, first, count))
 			return ret;
+		vhd_bitmap_set(s->write_bitmap, first, count);
+		ret = img_file_pwrite(&s->file, s->write_bitmap, s->bitmap_size,
+				      vhd_block_host(s, blk));
+		if (!ret &&
+		    vhd_bitmap_all_set(s->write_bitmap, 0, s->block_sectors))
+			vhd_block_set_full(s, blk, true);
+		return ret;
 	}
-	ret = img_file_pwrite(&s->file, s->write_bitmap, s->bitmap_size,
-			      vhd_block_host(s, blk));
-	if (!ret && vhd_bitmap_all_set(s->write_bitmap, 0, s->block_sectors))
+	d = vhd_dirty_find(s, blk);
+	if (!d) {
+		uint8_t *bits = malloc(s->bitmap_size);
+
+		if (!bits)
+			return -ENOMEM;
+		ret = vhd_bitmap_load(s, blk, bits);
+		if (ret || vhd_bitmap_all_set(bits, first, count)) {
+			free(bits);
+			return ret;
+		}
+		if (s->ndirty == VHD_MAX_PENDING) {
+			ret = vhd_commit_pending(s);
+			if (ret) {
+				free(bits);
+				return ret;
+			}
+		}
+		d = &s->dirty[s->ndirty++];
+		d->blk = blk;
+		d->bits = bits;
+	}
+	vhd_bitmap_set(d->bits, first, count);
+	if (vhd_bitmap_all_set(d->bits, 0, s->block_sectors))
 		vhd_block_set_full(s, blk, true);
-	return ret;
+	return 0;
 }
 
 static int vhd_write_slice(struct vhd_state *s, uint64_t host,
@@ -1069,6 +1145,7 @@ static int vhd_block_deallocate(struct vhd_state *s, uint32_t blk)
 
 	s->bat[blk] = VHD_BAT_UNUSED;
 	vhd_block_set_full(s, blk, false);
+	vhd_dirty_drop(s, blk);
 	if (pending) {
 		vhd_drop_pending(s, blk);
 		/* Never referenced on disk: if it is the last block, the
@@ -2116,21 +2193,34 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 		goto fail;
 	}
 
-	/* Footers and header. */
+	/* Footers.  A crash while a block is appended leaves no footer at
+	 * the end, a crash in resize or rebase a stale copy at offset 0:
+	 * both are repairable from the other copy, so they count as leaks.
+	 * Damaged footers are corruptions. */
+	uint64_t footer_leaks = 0, footer_corruptions = 0;
+
 	if (!s->footer_checksum_ok) {
-		res->corruptions++;
+		footer_corruptions++;
 		img_check_note(res, "footer checksum is wrong");
-	}
-	if (!s->tail_footer_ok) {
-		res->corruptions++;
+	} else if (!s->tail_footer_ok && s->head_footer_ok) {
+		footer_leaks++;
+		img_check_note(res, "no footer at the end of the file "
+				    "(interrupted append); the copy at offset "
+				    "0 is good");
+	} else if (!s->tail_footer_ok) {
+		footer_corruptions++;
 		img_check_note(res, "the footer at the end of the file is "
-				    "missing or damaged");
+				    "damaged");
+	} else if (!s->head_footer_ok) {
+		footer_corruptions++;
+		img_check_note(res, "the footer copy at offset 0 is damaged");
+	} else if (s->head_footer_stale) {
+		footer_leaks++;
+		img_check_note(res, "the footer copy at offset 0 is older than "
+				    "the footer (interrupted update)");
 	}
-	if (!s->head_footer_ok) {
-		res->corruptions++;
-		img_check_note(res, "the footer copy at offset 0 is damaged or "
-				    "differs from the footer");
-	}
+	res->leaks += footer_leaks;
+	res->corruptions += footer_corruptions;
 	if (!s->header_checksum_ok) {
 		res->corruptions++;
 		img_check_note(res, "dynamic disk header checksum is wrong");
@@ -2331,11 +2421,12 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 	}
 
 	/* Footers: rewrite both copies where they belong. */
-	uint64_t footer_problems = !s->footer_checksum_ok + !s->tail_footer_ok +
-				   !s->head_footer_ok;
 	bool trim = tail_end > data_end && (fix & IMG_CHECK_FIX_LEAKS);
+	bool fix_footer_leaks = footer_leaks && (fix & IMG_CHECK_FIX_LEAKS);
+	bool fix_footer_errors = footer_corruptions &&
+				 (fix & IMG_CHECK_FIX_ERRORS);
 
-	if (trim || (footer_problems && (fix & IMG_CHECK_FIX_ERRORS))) {
+	if (trim || fix_footer_leaks || fix_footer_errors) {
 		uint64_t at =
 			trim ? data_end
 			     : MAX(data_end, round_up(tail_end, VHD_SECTOR));
@@ -2348,8 +2439,9 @@ static int vhd_check(struct img *img, struct img_check_result *res,
 			goto fail;
 		if (trim)
 			res->leaks_fixed += units;
-		/* Rewritten either way. */
-		res->corruptions_fixed += footer_problems;
+		/* Both copies are rewritten whatever asked for it. */
+		res->leaks_fixed += footer_leaks;
+		res->corruptions_fixed += footer_corruptions;
 		s->footer_checksum_ok = true;
 	}
 	ret = img_file_sync(&s->file);

@@ -511,15 +511,16 @@ static int load_directory(struct img *img, struct vmdk_extent *e,
 		if (gd[i] &&
 		    ((uint64_t)gd[i] * VMDK_SECTOR + gt_bytes > e->file_size ||
 		     gd[i] < 1)) {
-			if (check) {
+			uint32_t bad = gd[i];
+
+			if (check)
 				continue; /* check reports it */
-			}
 			free(gd);
 			return img_error(img, -EINVAL,
 					 "%s: grain directory entry %u (grain "
 					 "table at sector %u) points past the "
 					 "end of the file",
-					 e->path, i, gd[i] ? gd[i] : 0);
+					 e->path, i, bad);
 		}
 	}
 	*out = gd;
@@ -1108,6 +1109,8 @@ static int sparse_run(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 	*host = (uint64_t)gte * VMDK_SECTOR + eoff % gbytes;
 	n = gbytes - eoff % gbytes;
 	if (*kind == RUN_COMPRESSED) {
+		/* The grain's marker sector: it is inflated as a whole. */
+		*host = (uint64_t)gte * VMDK_SECTOR;
 		*run = n < len ? n : len;
 		return 0;
 	}

@@ -351,7 +351,8 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 	}
 	if (fix_err)
 		add_missing_redundant(e);
-	qsort(l.v, l.n, sizeof(*l.v), iv_cmp);
+	if (l.n)
+		qsort(l.v, l.n, sizeof(*l.v), iv_cmp);
 
 	/* Overlaps, then leaks (the gaps). */
 	{
@@ -405,21 +406,31 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 			if (a->start + a->len > end)
 				end = a->start + a->len;
 		}
+		/* A tail nothing points to is a leak even when it is a
+		 * hole: truncating it is always possible. */
 		if (file_sectors > end && !e->compressed &&
-		    e->next_sector == file_sectors) {
+		    !(e->next_sector > file_sectors &&
+		      is_hole(e, end, file_sectors - end))) {
 			uint64_t gap = file_sectors - end;
-
-			res->leaks +=
+			uint64_t n =
 				(gap + e->grain_sectors - 1) / e->grain_sectors;
+			bool appended = e->next_sector > file_sectors;
+
+			res->leaks += n;
 			img_check_note(res,
 				       "extent %d: %" PRIu64
 				       " sectors at the end are leaked",
 				       idx, gap);
-			if ((fix & IMG_CHECK_FIX_LEAKS) &&
-			    !img_file_truncate(e->file, end * VMDK_SECTOR)) {
-				res->leaks_fixed +=
-					(gap + e->grain_sectors - 1) /
-					e->grain_sectors;
+			/* Repairs above may have appended grains after it:
+			 * then punch instead of truncating. */
+			if ((fix & IMG_CHECK_FIX_LEAKS) && appended &&
+			    !img_file_punch_hole(e->file, end * VMDK_SECTOR,
+						 gap * VMDK_SECTOR)) {
+				res->leaks_fixed += n;
+			} else if ((fix & IMG_CHECK_FIX_LEAKS) && !appended &&
+				   !img_file_truncate(e->file,
+						      end * VMDK_SECTOR)) {
+				res->leaks_fixed += n;
 				e->file_size = end * VMDK_SECTOR;
 				e->next_sector = end;
 			}

@@ -428,6 +428,9 @@ static int add_split_extent(struct img *img, uint64_t n, bool flat)
 	char err[IMG_ERRMSG_MAX];
 	char *dir = NULL, *base = NULL, *name = NULL, *path = NULL;
 	const char *slash = strrchr(img_filename(img), '/');
+	struct vmdk_extent *last = s->extents[s->nextents - 1];
+	uint32_t grain = last->sparse ? last->grain_sectors : 0;
+	bool zero_grain = last->zero_grain;
 	int idx = s->desc.nextents + 1, ret;
 
 	ret = split_path(slash ? slash + 1 : img_filename(img), &dir, &base);
@@ -452,10 +455,9 @@ static int add_split_extent(struct img *img, uint64_t n, bool flat)
 	if (flat)
 		ret = img_file_truncate(&f, n * VMDK_SECTOR);
 	else
-		ret = vmdk_sparse_create_extent(&f, n,
-						VMDK_DEFAULT_GRAIN_SECTORS,
-						NULL, false, false, err,
-						sizeof(err));
+		ret = vmdk_sparse_create_extent(
+			&f, n, grain ? grain : VMDK_DEFAULT_GRAIN_SECTORS, NULL,
+			false, zero_grain, err, sizeof(err));
 	if (!ret)
 		ret = img_file_sync(&f);
 	img_file_close(&f);

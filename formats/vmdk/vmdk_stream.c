@@ -474,6 +474,8 @@ int vmdk_stream_writer_open(struct img *img)
 	if (w->pos < 1 + (st->desc_embedded ? st->desc_area / VMDK_SECTOR : 0))
 		w->pos = 1 + st->desc_area / VMDK_SECTOR;
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (getenv("VMDK_STREAM_THREADS"))
+		ncpu = atol(getenv("VMDK_STREAM_THREADS"));
 	w->nthreads = ncpu < 1			  ? 1
 		      : ncpu > STREAM_MAX_THREADS ? STREAM_MAX_THREADS
 						  : (int)ncpu;

@@ -1,7 +1,8 @@
 #!/bin/bash
 # imgtool mount / umount on a real FUSE mount: an MBR disk with two
 # partitions as a VDI, mkfs.ext4 + debugfs through partN, unmount, read the
-# file back from the converted raw image.  Also GPT, logical partitions,
+# file back from the converted raw image.  Also mount -o loop on partN,
+# fdisk on disk, GPT, logical partitions,
 # holes (SEEK_DATA/SEEK_HOLE), read-only mounts and errors.
 set -u
 cd "$(dirname "$0")/../.."
@@ -52,6 +53,8 @@ check "mount: part1 is exactly 40960 sectors" \
 	test "$(stat -c %s "$MNT/part1")" = $((40960 * 512))
 check "mount: part2 is exactly 100000 sectors" \
 	test "$(stat -c %s "$MNT/part2")" = $((100000 * 512))
+fdisk -l "$MNT/disk" 2>/dev/null | grep -q "disk2 *43008 *143007 *100000"
+check "mount: fdisk -l lists both partitions of disk" test $? = 0
 sfdisk -d "$MNT/disk" >"$T/sfdisk.out" 2>&1
 check "mount: sfdisk reads the table from disk" grep -q 'start=       43008, size=      100000' "$T/sfdisk.out"
 
@@ -67,7 +70,7 @@ except OSError:
 print(hole, data)
 PY
 )
-set -- $holes
+set -- ${holes:-x x}
 check "mount: SEEK_HOLE finds the hole after the MBR ($1)" test "$1" -gt 0 -a "$1" -le $((2 << 20))
 check "mount: SEEK_DATA past the MBR finds no data ($2)" test "$2" = -1
 
@@ -78,6 +81,23 @@ debugfs -w -R "write $T/payload payload" "$MNT/part2" >/dev/null 2>&1
 check "mount: debugfs writes a file into part2" test $? = 0
 e2fsck -fn "$MNT/part2" >/dev/null 2>&1
 check "mount: e2fsck on part2 is clean" test $? = 0
+# mount -o loop on partN, where the kernel allows loop devices here
+if [ -e /dev/loop-control ] && [ "$(id -u)" = 0 ]; then
+	mkdir "$T/fs"
+	if mount -o loop "$MNT/part2" "$T/fs" 2>/dev/null; then
+		cp "$T/payload" "$T/fs/viloop"
+		umount "$T/fs"
+		check "mount: mount -o loop on part2, file written" test $? = 0
+		for _ in $(seq 200); do
+			losetup -j "$MNT/part2" 2>/dev/null | grep -q . || break
+			sleep 0.1
+		done
+		e2fsck -fn "$MNT/part2" >/dev/null 2>&1
+		check "mount: e2fsck clean after the loop mount" test $? = 0
+	else
+		skip "loop" "mount -o loop is not permitted here"
+	fi
+fi
 check "mount: part1 untouched (zeros)" cmp -s "$MNT/part1" <(head -c $((40960 * 512)) /dev/zero)
 dd if=/dev/urandom of="$T/p1" bs=64k count=4 status=none
 dd if="$T/p1" of="$MNT/part1" bs=64k conv=notrunc,fsync status=none
@@ -92,6 +112,12 @@ dd if="$T/back.raw" of="$T/p2.img" bs=512 skip=43008 count=100000 status=none
 debugfs -R "dump payload $T/payload.back" "$T/p2.img" >/dev/null 2>&1
 check "after umount: file read back from the converted raw image" \
 	cmp -s "$T/payload" "$T/payload.back"
+if [ -e "$T/fs" ]; then
+	rm -f "$T/payload.back"
+	debugfs -R "dump viloop $T/payload.back" "$T/p2.img" >/dev/null 2>&1
+	check "after umount: the loop-mounted file is in the image" \
+		cmp -s "$T/payload" "$T/payload.back"
+fi
 check "after umount: part1 data at its exact offset" \
 	cmp -s "$T/p1" <(dd if="$T/back.raw" bs=512 skip=2048 count=512 status=none)
 if [ "$FMT" = vdi ]; then
@@ -100,8 +126,10 @@ if [ "$FMT" = vdi ]; then
 fi
 
 # ---- read-only ------------------------------------------------------------
-"$IMGTOOL" mount -o ro "$IMG" "$MNT"
+"$IMGTOOL" mount -o ro,allow_other "$IMG" "$MNT"
 check "ro: mounted" mountpoint -q "$MNT"
+check "ro: allow_other passed to the kernel" \
+	grep -q " $MNT .*fuse.imgtool .*allow_other" /proc/self/mountinfo
 if dd if=/dev/zero of="$MNT/part1" bs=4k count=1 conv=notrunc status=none 2>/dev/null; then
 	fail "ro: writes refused"
 else
@@ -119,7 +147,7 @@ printf 'label: gpt\nstart=2048, size=8192\nstart=12288, size=20000\nstart=40960,
 to_image "$T/gpt.raw" "$T/gpt.img"
 "$IMGTOOL" mount --foreground "$T/gpt.img" "$MNT" &
 fg=$!
-for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.05; done
+for _ in $(seq 400); do mountpoint -q "$MNT" && break; sleep 0.05; done
 check "gpt: --foreground mounts" mountpoint -q "$MNT"
 check "gpt: part1 part2 part3 present" \
 	test "$(ls "$MNT" | tr '\n' ' ')" = "disk part1 part2 part3 "

@@ -17,7 +17,7 @@ start_server() {
 	shift
 	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
 	SRV_PID=$!
-	for _ in $(seq 100); do
+	for _ in $(seq 400); do
 		# whole lines only: the banner may be caught mid-write
 		SRV_URI=$(grep -a '^serving .* at .*$' "$out" 2>/dev/null |
 			head -1 | sed 's/^serving .* at //')
@@ -83,8 +83,14 @@ for fmt in raw vdi vhd vmdk; do
 	fi
 	rm -f "$T/out.raw"
 	nbdcopy "$uri" "$T/out.raw"
-	check "$fmt: nbdcopy from the server is byte-identical" \
-		cmp -s "$T/out.raw" "$T/src.raw"
+	rc=$?
+	if [ $rc = 0 ] && cmp -s "$T/out.raw" "$T/src.raw"; then
+		ok "$fmt: nbdcopy from the server is byte-identical"
+	else
+		fail "$fmt: nbdcopy from the server is byte-identical"
+		echo "    nbdcopy exit $rc; $(cmp "$T/out.raw" "$T/src.raw" 2>&1 | head -1)"
+		tail -3 "$T/srv.out.err"
+	fi
 	qemu-img convert -q -f raw -O raw "$uri" "$T/qout.raw"
 	check "$fmt: qemu-img (QEMU's NBD client) reads the same" \
 		cmp -s "$T/qout.raw" "$T/src.raw"
@@ -210,6 +216,39 @@ else
 	fail "hostile: server starts"
 fi
 
+# ---- SIGTERM while a client is writing --------------------------------------
+if qemu-img convert -q -O vdi "$T/src.raw" "$T/t.vdi" &&
+	"$IMGTOOL" info "$T/t.vdi" 2>/dev/null | grep -q "file format: vdi" &&
+	start_server "$T/t.out" --socket "$T/t.sock" "$T/t.vdi"; then
+	nbdcopy --requests=8 "$T/new.raw" "nbd+unix:///?socket=$T/t.sock" 2>/dev/null &
+	copier=$!
+	sleep 0.3
+	check "sigterm mid-copy: server exits 0" stop_server
+	wait "$copier"
+	"$IMGTOOL" check "$T/t.vdi" >"$T/check" 2>&1
+	check "sigterm mid-copy: imgtool check is clean" test $? = 0
+	qemu-img check -q "$T/t.vdi" >/dev/null 2>&1
+	check "sigterm mid-copy: qemu-img check is clean" test $? = 0
+fi
+
+# ---- a backing chain: the overlay shows the base, writes stay in it ---------
+if qemu-img convert -q -O vmdk "$T/src.raw" "$T/base.vmdk" &&
+	qemu-img create -q -f vmdk -b base.vmdk -F vmdk "$T/ov.vmdk" &&
+	"$IMGTOOL" info "$T/ov.vmdk" 2>/dev/null | grep -q "file format: vmdk" &&
+	start_server "$T/c.out" --socket "$T/c.sock" "$T/ov.vmdk"; then
+	nbdcopy "nbd+unix:///?socket=$T/c.sock" - | cmp -s - "$T/src.raw"
+	check "chain: overlay reads the base's data" test $? = 0
+	qemu-io -f raw -c 'write -P 0x77 0 64k' \
+		"nbd+unix:///?socket=$T/c.sock" >/dev/null 2>&1
+	check "chain: write through the overlay (qemu-io)" test $? = 0
+	check "chain: server stops cleanly" stop_server
+	qemu-img convert -q -O raw "$T/base.vmdk" "$T/base.back"
+	check "chain: the base is untouched" cmp -s "$T/base.back" "$T/src.raw"
+	qemu-img convert -q -O raw "$T/ov.vmdk" "$T/ov.back"
+	check "chain: the overlay holds the write" \
+		cmp -s <(head -c 65536 "$T/ov.back") <(head -c 65536 /dev/zero | tr '\0' '\167')
+fi
+
 # ---- TLS ------------------------------------------------------------------
 mkdir "$T/pki"
 if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
@@ -232,15 +271,17 @@ else
 fi
 
 # ---- daemon, pidfile, errors --------------------------------------------
-if "$IMGTOOL" serve --daemon --pidfile "$T/pid" --socket "$T/d.sock" \
-	"$T/one.raw" >"$T/d.out"; then
+# relative paths: the daemon changes to / but still cleans up after itself
+if (cd "$T" && "$IMGTOOL" serve --daemon --pidfile pid --socket d.sock \
+	one.raw >"$T/d.out"); then
 	pid=$(cat "$T/pid" 2>/dev/null)
 	check "daemon: pidfile names a running server" kill -0 "$pid"
 	size=$(nbdinfo --size "nbd+unix:///?socket=$T/d.sock")
 	check "daemon: serves" test "$size" = 67108864
 	kill -TERM "$pid"
-	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+	for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 	check "daemon: exits on SIGTERM and removes its pidfile" test ! -e "$T/pid"
+	check "daemon: and its socket" test ! -e "$T/d.sock"
 else
 	fail "daemon: starts"
 fi

@@ -94,6 +94,22 @@ for f in vdi vhd vmdk; do
 	"$IMGTOOL" snapshot delete -q "$DISK" nosuch 2>/dev/null
 	check "$f: delete of an unknown snapshot fails" test $? = 1
 
+	# ---- snapshots of a disk that already has a backing file ------------
+	"$IMGTOOL" convert -O $f "$V0" "$D/gold.$f"
+	"$IMGTOOL" create -q -f $f -b gold.$f "$D/vm.$f"
+	"$IMGTOOL" convert -n -O $f "$V1" "$D/vm.$f"
+	"$IMGTOOL" snapshot create -q "$D/vm.$f" a
+	"$IMGTOOL" convert -n -O $f "$V2" "$D/vm.$f"
+	"$IMGTOOL" snapshot create -q "$D/vm.$f" b
+	check "$f: snapshots over a backing file: disk reads V2, a reads V1" \
+		test "$(our_sum "$D/vm.$f")" = "$S2" -a "$(our_sum "$D/vm.$f.snapshots/a.$f")" = "$S1"
+	"$IMGTOOL" snapshot revert -q --force "$D/vm.$f" a
+	check "$f: revert to a over a backing file" test "$(our_sum "$D/vm.$f")" = "$S1"
+	"$IMGTOOL" snapshot delete -q "$D/vm.$f" a
+	check "$f: delete a: still V1, parent is the backing file again, clean" \
+		test "$(our_sum "$D/vm.$f")" = "$S1" -a "$(our_sum "$D/gold.$f")" = "$S0"
+	check "$f: vm checks clean" clean "$D/vm.$f"
+
 	# ---- create -b, commit ---------------------------------------------
 	"$IMGTOOL" convert -O $f "$V0" "$D/base.$f"
 	"$IMGTOOL" create -q -f $f -b base.$f -F $f "$D/top.$f"
@@ -105,6 +121,13 @@ for f in vdi vhd vmdk; do
 	check "$f: commit: base now reads V1" test "$(our_sum "$D/base.$f")" = "$S1"
 	check "$f: commit: top still reads V1" test "$(our_sum "$D/top.$f")" = "$S1"
 	check "$f: commit: base checks clean" clean "$D/base.$f"
+	# -d keeps the child's data; the child must still open (VMDK CID)
+	"$IMGTOOL" convert -O $f "$V0" "$D/base2.$f"
+	"$IMGTOOL" create -q -f $f -b base2.$f "$D/keep.$f"
+	"$IMGTOOL" convert -n -O $f "$V2" "$D/keep.$f"
+	"$IMGTOOL" commit -q -d "$D/keep.$f"
+	check "$f: commit -d: base reads V2, the kept child too" \
+		test "$(our_sum "$D/base2.$f")" = "$S2" -a "$(our_sum "$D/keep.$f")" = "$S2"
 
 	# ---- rebase ------------------------------------------------------------
 	# top over base(V1) with V2's changes; rebase onto other(V0) keeps V2

@@ -259,6 +259,30 @@ for cmd in convert checksum compare map check resize measure compact snapshot co
 	check "$cmd --help" grep -q "^Usage: imgtool $cmd" "$T/help"
 done
 
+# convert onto its own source (or the source's parent) is refused, untouched
+cp "$SRC" "$T/self.raw"
+"$IMGTOOL" convert -O raw "$T/self.raw" "$T/self.raw" 2>"$T/err"
+check "convert onto its own source: refused with one line, file intact" \
+	test $? = 1 -a "$(wc -l <"$T/err")" = 1 -a "$(sha "$T/self.raw")" = "$SRC_SHA"
+if have_format vmdk; then
+	"$IMGTOOL" convert -O vmdk "$SRC" "$T/pbase.vmdk"
+	"$IMGTOOL" create -q -f vmdk -b pbase.vmdk "$T/pchild.vmdk"
+	"$IMGTOOL" convert -O vmdk "$T/pchild.vmdk" "$T/pbase.vmdk" 2>/dev/null
+	check "convert onto the source's backing file: refused, parent intact" \
+		test $? = 1 -a "$(our_sum "$T/pbase.vmdk")" = "$SRC_SHA"
+fi
+
+# bash completion: commands, formats, snapshot names
+export COMPLETION=$PWD/completion/imgtool.bash
+comp() { # WORD... (the last one is being completed)
+	bash -c 'source "$COMPLETION"; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _imgtool; echo "${COMPREPLY[*]}"' _ "$@"
+}
+check "completion: commands" test "$(comp imgtool conv)" = convert
+check "completion: formats after -O" test "$(comp imgtool convert -O v)" = "vdi vhd vpc vmdk"
+mkdir -p "$T/c.vdi.snapshots" && touch "$T/c.vdi.snapshots/before.vdi" "$T/c.vdi.snapshots/index"
+check "completion: snapshot names" test "$(cd "$T" && comp imgtool snapshot revert c.vdi '')" = before
+check "completion: --output values" test "$(comp imgtool map --output = j)" = json
+
 # bad input: one-line error, no output written
 "$IMGTOOL" convert -O raw "$T/missing.raw" "$T/out.raw" 2>"$T/err"
 check "convert: missing source, one-line error, nothing written" \

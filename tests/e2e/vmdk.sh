@@ -100,6 +100,28 @@ else
 	skip "imgtool convert into vmdk" "convert not in this build"
 fi
 
+# Many small concurrent reads (inside grains) through the NBD server.
+if command -v nbdcopy >/dev/null && "$IMGTOOL" serve --help 2>&1 | grep -q socket; then
+	N=$T/nbd
+	mkdir -p "$N"
+	gen "$N/p.raw" $((32 << 20)) 21
+	for sf in streamOptimized monolithicSparse; do
+		rm -f "$N"/s*.vmdk "$N/sock" "$N/pid" "$N/out.raw"
+		if "$IMGTOOL" create -q -f vmdk -o subformat=$sf "$N/s.vmdk" 32M &&
+			"$CP" $(sub_flags $sf) -f raw "$N/p.raw" "$N/s.vmdk" &&
+			"$IMGTOOL" serve --socket "$N/sock" --read-only --threads 4 \
+				--pidfile "$N/pid" --daemon "$N/s.vmdk" >/dev/null &&
+			nbdcopy --connections=4 --requests=16 --request-size=4096 \
+				"nbd+unix:///s.vmdk?socket=$N/sock" "$N/out.raw" &&
+			cmp -s "$N/p.raw" "$N/out.raw"; then
+			ok "$sf served over NBD, 4 connections of 4 KiB reads: identical"
+		else
+			fail "$sf over NBD"
+		fi
+		[ -f "$N/pid" ] && kill "$(cat "$N/pid")" 2>/dev/null
+	done
+fi
+
 # ---- real images ------------------------------------------------------------
 mkdir -p "$T/fx"
 tar -C "$T/fx" -xJf "$FX/jnode.tar.xz"

@@ -5,14 +5,18 @@
 # linux-image-*-amd64 and busybox-static are downloaded and unpacked, not
 # installed; isolinux, extlinux, e2fsprogs, fdisk come from the host):
 #   OUTDIR/installer.iso  boots (isolinux, 1 s prompt) into imgvm=install
+#   OUTDIR/installer-reboot.iso  the same, but the guest reboots after
+#                         INSTALL-OK instead of powering off (for a one-run
+#                         install + eject + disk boot)
 #   OUTDIR/bench.iso      the same ISO, default imgvm=bench
 #   OUTDIR/diag.iso       the same ISO, default imgvm=diag
 #   OUTDIR/vmlinuz OUTDIR/initrd.gz OUTDIR/marker.gz
 #   OUTDIR/guest.env      MARKER_SHA256=, MARKER_BYTES=, WRITE_SHA256=, KVER=
 # Other labels at the boot prompt: install, disk, bench, diag, shell.
 #
-# Env: IMGVM_GUEST_CACHE  where .debs and unpacked trees are kept
-#                         (default OUTDIR/.cache)
+# Env: IMGVM_GUEST_CACHE  unpacked packages, build tree (default OUTDIR/.cache)
+#      IMGVM_DEB_CACHE    downloaded .debs (default ~/.cache/imgvm/debs: outside
+#                         /tmp, so the nested test host sees them offline)
 #      ISO_SERIAL=1       isolinux drives the serial port itself (SERIAL 0);
 #                         by default its prompt reaches the serial console
 #                         only through the firmware (SeaBIOS sercon)
@@ -41,8 +45,12 @@ if [ -n "$need" ]; then
 fi
 
 # ---- Debian packages: kernel and busybox --------------------------------
-# A .deb found in any of these caches is reused before downloading.
-deb_dirs=("$cache" "${NESTED_KVM_CACHE:-/tmp/nested-kvm-cache}" /tmp/imgvm-guest/.cache)
+# Downloads go to a per-user cache outside /tmp, so that the nested test
+# host (which sees the host's / read-only, with no network) finds them too.
+# A .deb already in any of these directories is reused.
+debs=${IMGVM_DEB_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/imgvm/debs}
+mkdir -p "$debs" 2>/dev/null && [ -w "$debs" ] || debs=$cache
+deb_dirs=("$debs" "$cache" "${NESTED_KVM_CACHE:-/tmp/imgvm-nested-kvm}" /tmp/nested-kvm-cache /tmp/imgvm-guest/.cache)
 find_deb() { # package -> path of a cached .deb, if any
 	local d f
 	for d in "${deb_dirs[@]}"; do
@@ -57,9 +65,11 @@ unpack() { # package -> unpacked tree
 	if [ ! -e "$tree/.done" ]; then
 		deb=$(find_deb "$pkg") || {
 			log "apt-get download $pkg"
-			(cd "$cache" && apt-get download -q "$pkg" >/dev/null) || { log "cannot download $pkg"; exit 1; }
+			(cd "$debs" && apt-get download -q "$pkg" >/dev/null) || { log "cannot download $pkg"; exit 1; }
 			deb=$(find_deb "$pkg")
 		}
+		# keep a copy where the nested test host can see it
+		[ "$(dirname "$deb")" = "$debs" ] || cp "$deb" "$debs/" 2>/dev/null || true
 		rm -rf "$tree"
 		mkdir -p "$tree"
 		dpkg-deb -x "$deb" "$tree"
@@ -68,7 +78,7 @@ unpack() { # package -> unpacked tree
 	echo "$tree"
 }
 # the package resolved last time (apt-cache takes seconds)
-[ -n "${KPKG:-}" ] || KPKG=$(cat "$cache/kernel-package" 2>/dev/null || true)
+[ -n "${KPKG:-}" ] || KPKG=$(cat "$cache/kernel-package" "$debs/kernel-package" 2>/dev/null | head -n1 || true)
 if [ -z "${KPKG:-}" ]; then
 	KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
 fi
@@ -78,10 +88,12 @@ if [ -z "${KPKG:-}" ]; then
 fi
 [ -n "$KPKG" ] || { log "no kernel package known (apt-get update?)"; exit 1; }
 echo "$KPKG" >"$cache/kernel-package"
+echo "$KPKG" >"$debs/kernel-package" 2>/dev/null || true
 
 stamp=$(cat "$0" "$here/init.sh" | sha256sum | cut -c1-16)-$KPKG-${ISO_SERIAL:-0}
 if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
-	[ -e "$out/installer.iso" ] && [ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ]; then
+	[ -e "$out/installer.iso" ] && [ -e "$out/installer-reboot.iso" ] &&
+	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ]; then
 	log "up to date: $out"
 	exit 0
 fi
@@ -162,12 +174,15 @@ isolinux_cfg() { # default label
 	echo "DEFAULT $1"
 	echo "PROMPT 1"
 	echo "TIMEOUT 10"
-	echo "SAY imgvm test guest, Linux $kver. Labels: install disk bench diag shell (default $1)"
+	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot disk bench diag shell (default $1)"
 	for label in install disk bench diag shell; do
 		echo "LABEL $label"
 		echo "  KERNEL /boot/vmlinuz"
 		echo "  APPEND $cmdline imgvm=$label"
 	done
+	echo "LABEL install-reboot"
+	echo "  KERNEL /boot/vmlinuz"
+	echo "  APPEND $cmdline imgvm=install imgvm.after=reboot"
 }
 make_iso() { # default label, output
 	isolinux_cfg "$1" >"$iso/isolinux/isolinux.cfg"
@@ -177,6 +192,7 @@ make_iso() { # default label, output
 	mv "$2.new" "$2"
 }
 make_iso install "$out/installer.iso"
+make_iso install-reboot "$out/installer-reboot.iso"
 make_iso bench "$out/bench.iso"
 make_iso diag "$out/diag.iso"
 cp "$iso/boot/vmlinuz" "$work/initrd.gz" "$cache/marker.gz" "$out/"
@@ -188,4 +204,4 @@ MARKER_BYTES=$marker_bytes
 WRITE_SHA256=$write_sha256
 EOF
 echo "$stamp" >"$out/.stamp"
-log "built $out: installer.iso bench.iso diag.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"
+log "built $out: installer.iso installer-reboot.iso bench.iso diag.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"

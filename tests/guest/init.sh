@@ -3,7 +3,7 @@
 # imgvm=MODE on the kernel command line:
 #   install  partition the first SATA disk, ext4, copy kernel + initramfs from
 #            the CD-ROM, extlinux + MBR, write the marker, read it back
-#            -> INSTALL-OK, power off
+#            -> INSTALL-OK, power off (reboot with imgvm.after=reboot)
 #   disk     booted from the disk: check the marker -> MARKER-OK, then write
 #            a file the host can check -> WRITE-OK, power off
 #   bench    sequential I/O on the raw first disk -> BENCH lines, BENCH-DONE
@@ -40,9 +40,11 @@ die() {
 }
 
 MODE=install
+AFTER_INSTALL=poweroff
 for word in $(cat /proc/cmdline); do
 	case $word in
 	imgvm=*) MODE=${word#imgvm=} ;;
+	imgvm.after=*) AFTER_INSTALL=${word#imgvm.after=} ;;
 	esac
 done
 case $MODE in
@@ -137,6 +139,15 @@ mode_install() {
 		die "marker read back as $sum ($size bytes)"
 	say "marker verified: $size bytes, sha256 $sum"
 	echo "INSTALL-OK"
+	if [ "$AFTER_INSTALL" = reboot ]; then
+		# the one-run lab: the VMM ejects the CD at this reboot and the
+		# firmware boots the installed disk
+		sync
+		say "rebooting"
+		reboot -f
+		sleep 3
+		echo b >/proc/sysrq-trigger
+	fi
 	power_off
 }
 

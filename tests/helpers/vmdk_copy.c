@@ -37,7 +37,8 @@ static int open_or_die(struct img **img, const char *path, const char *fmt,
 
 	if (img_open(img, path, &o, err, sizeof(err))) {
 		fprintf(stderr, "vmdk_copy: %s\n", err);
-		exit(1);
+		fflush(stderr);
+		_exit(1);
 	}
 	return 0;
 }
@@ -45,7 +46,8 @@ static int open_or_die(struct img **img, const char *path, const char *fmt,
 static int fail(struct img *img, const char *what)
 {
 	fprintf(stderr, "vmdk_copy: %s: %s\n", what, img_errmsg(img));
-	return 1;
+	fflush(stderr);
+	_exit(1); /* a failed test program: no cleanup to check */
 }
 
 static int write_file(uint64_t off, const char *file, const char *dst)

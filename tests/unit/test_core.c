@@ -624,3 +624,34 @@ Test(core, concurrent_readers_and_writers)
 	}
 	img_close(img);
 }
+
+static int fail_truncate(enum img_io_op op, int fd, uint64_t off, uint64_t len,
+			 void *opaque)
+{
+	(void)fd;
+	(void)off;
+	(void)len;
+	(void)opaque;
+	return op == IMG_IO_TRUNCATE ? -ENOSPC : 0;
+}
+
+Test(core, failed_create_leaves_nothing_behind)
+{
+	struct img_create_options co = { .format = "raw", .size = 1 << 20 };
+	struct stat st;
+
+	make_pattern_file(path_in("old.img"), 8192, NULL);
+	img_set_io_hook(fail_truncate, NULL);
+	cr_assert_eq(img_create(path_in("new.img"), &co, errbuf,
+				sizeof(errbuf)),
+		     -ENOSPC);
+	cr_assert(strstr(errbuf, "No space left on device"), "%s", errbuf);
+	cr_assert_neq(stat(path_in("new.img"), &st), 0, "removed");
+	/* An existing file is not deleted (and here not even truncated). */
+	cr_assert_eq(img_create(path_in("old.img"), &co, errbuf,
+				sizeof(errbuf)),
+		     -ENOSPC);
+	cr_assert_eq(stat(path_in("old.img"), &st), 0);
+	cr_assert_eq(st.st_size, 8192);
+	img_set_io_hook(NULL, NULL);
+}

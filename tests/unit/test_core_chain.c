@@ -194,6 +194,25 @@ static int tcow_backing_matches(struct img *img, struct img *parent)
 	return 0;
 }
 
+static int tcow_set_backing(struct img *img, const char *file,
+			    const char *format, struct img *parent)
+{
+	struct tcow_state *s = img_state(img);
+
+	memset(s->h.parent, 0, sizeof(s->h.parent));
+	memset(s->h.parent_format, 0, sizeof(s->h.parent_format));
+	memset(s->h.parent_uuid, 0, sizeof(s->h.parent_uuid));
+	if (file)
+		snprintf(s->h.parent, sizeof(s->h.parent), "%s", file);
+	if (format)
+		snprintf(s->h.parent_format, sizeof(s->h.parent_format), "%s",
+			 format);
+	if (parent && strcmp(img_format(parent), "tcow") == 0)
+		memcpy(s->h.parent_uuid,
+		       ((struct tcow_state *)img_state(parent))->h.uuid, 16);
+	return img_file_pwrite(&s->file, &s->h, sizeof(s->h), 0);
+}
+
 static const char *const tcow_options[] = { "by_identity", NULL };
 
 static const struct img_driver tcow_driver = {
@@ -211,6 +230,7 @@ static const struct img_driver tcow_driver = {
 	.flush = tcow_flush,
 	.block_status = tcow_block_status,
 	.backing_matches = tcow_backing_matches,
+	.set_backing = tcow_set_backing,
 };
 
 /* ---- fixtures --------------------------------------------------------------*/
@@ -655,5 +675,53 @@ Test(chain, info_names_the_parent)
 	cr_assert_str_eq(info->backing_full, path_in("mid.tcow"));
 	cr_assert_str_eq(info->backing_format, "tcow");
 	free(info);
+	img_close(top);
+}
+
+Test(chain, set_backing_rewrites_the_reference)
+{
+	struct img_info *info = malloc(sizeof(*info));
+	struct img *top, *other;
+
+	cr_assert_not_null(info);
+	make_three_layers();
+	/* rebase -u: top now sits on base directly */
+	top = open_ok("top.tcow", IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING);
+	other = open_ok("base.tcow", IMG_OPEN_RDONLY);
+	cr_assert_eq(img_set_backing(top, "base.tcow", "tcow", other), 0, "%s",
+		     img_errmsg(top));
+	cr_assert_eq(img_get_info(top, info), 0);
+	cr_assert_str_eq(info->backing_filename, "base.tcow");
+	cr_assert_str_eq(info->backing_full, path_in("base.tcow"));
+	img_close(other);
+	img_close(top);
+	top = open_ok("top.tcow", IMG_OPEN_RDONLY);
+	cr_assert_str_eq(img_filename(img_backing(top)), path_in("base.tcow"));
+	expect_bytes(top, 1 * MiB, 1 * MiB, 0xAA); /* mid's 0xBB is gone */
+	img_close(top);
+	/* and standalone */
+	top = open_ok("top.tcow", IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING);
+	cr_assert_eq(img_set_backing(top, NULL, NULL, NULL), 0);
+	cr_assert_eq(img_get_info(top, info), 0);
+	cr_assert_str_eq(info->backing_filename, "");
+	img_close(top);
+	top = open_ok("top.tcow", IMG_OPEN_RDONLY);
+	cr_assert_null(img_backing(top));
+	expect_bytes(top, 0, 1 * MiB, 0);
+	img_close(top);
+	free(info);
+}
+
+Test(chain, parent_found_above_a_virtualbox_snapshots_dir)
+{
+	struct img *top;
+
+	create("base.tcow", "tcow", 1 * MiB, NULL, NULL);
+	cr_assert_eq(mkdir(path_in("Snapshots"), 0755), 0);
+	create("Snapshots/{5678}.tcow", "tcow", 0, "../base.tcow",
+	       "by_identity");
+	top = open_ok("Snapshots/{5678}.tcow", IMG_OPEN_RDONLY);
+	cr_assert_str_eq(img_filename(img_backing(top)),
+			 path_in("Snapshots/../base.tcow"));
 	img_close(top);
 }
