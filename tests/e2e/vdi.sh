@@ -293,6 +293,23 @@ if [ $okcrash = 1 ]; then
 else
 	fail "crash + repair"
 fi
+# the same through imgtool check: leaks only (exit 3), then repaired
+"$IO" create "$T/k.vdi" 6M
+"$IO" crash "$T/k.vdi" "$T/k.raw" 5
+if have check; then
+	"$IMGTOOL" check -q "$T/k.vdi"
+	rc1=$?
+	"$IMGTOOL" check -q -r leaks "$T/k.vdi"
+	rc2=$?
+	"$IMGTOOL" check -q "$T/k.vdi"
+	rc3=$?
+	if [ $rc1 = 3 ] && [ $rc2 = 0 ] && [ $rc3 = 0 ] && qemu-img check -q "$T/k.vdi"; then
+		ok "imgtool check after a crash: leaks only (exit 3), -r leaks repairs them"
+	else
+		fail "imgtool check after a crash (exit $rc1, repair $rc2, recheck $rc3)"
+	fi
+fi
+rm -f "$T/k.vdi"
 # flushed data survives a later crash
 "$IO" create "$T/k.vdi" 6M && "$IO" load "$T/k.vdi" "$T/k.raw"
 head -c $((6 * MiB)) /dev/urandom >"$T/k2.raw"
