@@ -53,7 +53,7 @@ WHOLE_LIBA := -Wl,--whole-archive $(LIBA) -Wl,--no-whole-archive
 
 BINS := $(B)/bin/imgtool $(if $(VMM_SRCS),$(B)/bin/imgvm)
 
-.PHONY: all deps check unit e2e vmm-e2e demo bench crashtest fuzz install format format-check clean
+.PHONY: all deps check unit e2e vmm-e2e demo bench crashtest fuzz valgrind install format format-check clean
 all: $(LIBA) $(LIBSO) $(B)/lib/libimg.pc $(BINS)
 
 $(B)/obj/%.o: %.c
@@ -181,3 +181,8 @@ fuzz:
 # ---- benchmarks (issue 10): never part of make check ----
 bench: all
 	@B=$(B) bash bench/run.sh
+
+# make valgrind: imgtool's end-to-end paths under valgrind memcheck (slow;
+# not part of make check).
+valgrind: all
+	@B=$(B) bash tests/valgrind.sh
