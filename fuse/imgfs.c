@@ -94,8 +94,9 @@ static int imgfs_lookup(struct imgfs *fs, const char *path,
 		*out = (struct imgfs_file){ 0, fs->disk_size, true };
 		return 0;
 	}
-	if (sscanf(path, "/part%d%n", &number, &n) != 1 || path[n] ||
-	    number <= 0 || path[5] == '0' || path[5] == '+')
+	/* exactly "/part" and a number without sign, spaces or zeros */
+	if (strncmp(path, "/part", 5) || path[5] < '1' || path[5] > '9' ||
+	    sscanf(path, "/part%d%n", &number, &n) != 1 || path[n])
 		return -ENOENT;
 	imgfs_refresh(fs);
 	pthread_rwlock_rdlock(&fs->table_lock);

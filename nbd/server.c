@@ -20,10 +20,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+/* How long a client may take to pick an export. */
+#define NBD_HANDSHAKE_TIMEOUT_SECONDS 60
 /* At stop, how long clients get to take the replies still in flight. */
 #define NBD_STOP_GRACE_SECONDS 10
 
@@ -255,8 +258,15 @@ static void *nbd_conn_main(void *arg)
 	struct nbd_conn *c = arg;
 	struct nbd_server *srv = c->srv;
 
-	if (nbd_handshake(c) == 1)
+	/* A client gets a minute to negotiate; once in transmission it may
+	 * stay idle as long as it likes. */
+	struct timeval limit = { .tv_sec = NBD_HANDSHAKE_TIMEOUT_SECONDS };
+	struct timeval none = { 0 };
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+	if (nbd_handshake(c) == 1) {
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
 		nbd_transmission(c);
+	}
 	nbd_tls_close(c);
 	/* After the count drops, srv may be freed: log first. */
 	nbd_log(srv, "client %s disconnected", c->peer);

@@ -38,6 +38,14 @@ static int fail(const char *what, int err, const char *msg)
 	return 1;
 }
 
+/* Report the handle's error, then release it. */
+static int fail_img(struct img *img, const char *what, int err)
+{
+	fail(what, err, img_errmsg(img));
+	img_close(img);
+	return 1;
+}
+
 static int open_image(struct img **img, const char *path, unsigned flags,
 		      int argc, char **argv, int first)
 {
@@ -121,7 +129,7 @@ static int cmd_read(int argc, char **argv)
 
 		r = img_pread(img, buf, n, off);
 		if (r < 0)
-			return fail(argv[2], r, img_errmsg(img));
+			return fail_img(img, argv[2], r);
 		if (buf_is_zero(buf, n)) {
 			if (ftruncate(fd, (off_t)(off + n)) < 0)
 				return fail(argv[3], -errno, NULL);
@@ -157,7 +165,7 @@ static int cmd_cmp(int argc, char **argv)
 
 		r = img_pread(img, buf, n, off);
 		if (r < 0)
-			return fail(argv[2], r, img_errmsg(img));
+			return fail_img(img, argv[2], r);
 		if (pread(fd, other, n, (off_t)off) != (ssize_t)n)
 			return fail(argv[3], -errno, NULL);
 		if (memcmp(buf, other, n)) {
@@ -192,7 +200,7 @@ static int cmd_write(int argc, char **argv)
 			continue;
 		r = img_pwrite(img, buf, n, off);
 		if (r < 0)
-			return fail(argv[2], r, img_errmsg(img));
+			return fail_img(img, argv[2], r);
 	}
 	close(fd);
 	r = img_close(img);
@@ -217,7 +225,7 @@ static int cmd_check(int argc, char **argv)
 		return 1;
 	r = img_check(img, &res, fix);
 	if (r < 0)
-		return fail(argv[2], r, img_errmsg(img));
+		return fail_img(img, argv[2], r);
 	for (int i = 0; i < res.nmessages; i++)
 		printf("message: %s\n", res.messages[i]);
 	printf("corruptions=%llu leaks=%llu fixed_corruptions=%llu "
@@ -247,7 +255,7 @@ static int cmd_resize(int argc, char **argv)
 		img, size,
 		argc > 4 && !strcmp(argv[4], "shrink") ? IMG_RESIZE_SHRINK : 0);
 	if (r < 0)
-		return fail(argv[2], r, img_errmsg(img));
+		return fail_img(img, argv[2], r);
 	return img_close(img) < 0;
 }
 
@@ -264,7 +272,7 @@ static int cmd_rebase(int argc, char **argv)
 		return 1;
 	r = img_set_backing(img, parent ? argv[3] : NULL, NULL, parent);
 	if (r < 0)
-		return fail(argv[2], r, img_errmsg(img));
+		return fail_img(img, argv[2], r);
 	if (parent)
 		img_close(parent);
 	return img_close(img) < 0;
@@ -289,7 +297,7 @@ static int cmd_zero(int argc, char **argv, bool discard)
 					     ? IMG_ZERO_MAY_UNMAP
 					     : 0);
 	if (r < 0)
-		return fail(argv[2], r, img_errmsg(img));
+		return fail_img(img, argv[2], r);
 	return img_close(img) < 0;
 }
 
@@ -323,7 +331,7 @@ static int cmd_map(int argc, char **argv)
 					       &ext);
 
 		if (r < 0)
-			return fail(argv[2], r, img_errmsg(img));
+			return fail_img(img, argv[2], r);
 		printf("%llu %llu %s depth=%d\n", (unsigned long long)off,
 		       (unsigned long long)ext.length,
 		       ext.flags & IMG_EXTENT_ALLOCATED ? "allocated" : "hole",
