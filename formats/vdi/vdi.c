@@ -625,11 +625,9 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 {
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size, slot = 0, old = s->bmap[block];
-	uint64_t block_start = (uint64_t)block * bs;
-	int ret;
-
-	uint64_t slot_start, slot_end;
+	uint64_t block_start = (uint64_t)block * bs, slot_start, slot_end;
 	bool over_parent = old == VDI_BLOCK_FREE && s->is_diff;
+	int ret;
 
 	ret = vdi_slot_alloc(img, s, &slot);
 	if (ret < 0)
