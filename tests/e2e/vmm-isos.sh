@@ -53,7 +53,7 @@ first_screen() {
 }
 
 iso_cases() {
-	first_screen grub-rescue /usr/lib/grub-rescue/grub-rescue-cdrom.iso 'grub>'
+	first_screen grub-rescue /usr/lib/grub-rescue/grub-rescue-cdrom.iso 'GNU GRUB'
 	first_screen ipxe /usr/lib/ipxe/ipxe.iso 'iPXE'
 	if build_di_iso "$T/di-mini.iso"; then
 		first_screen debian-installer "$T/di-mini.iso" 'Select a language' \
