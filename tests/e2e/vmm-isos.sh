@@ -6,7 +6,7 @@
 # "console=ttyS0" is typed at its boot menu.  Runs on hardware KVM, else in
 # the nested test host (tests/nested-kvm.sh), else skips saying why.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . tests/e2e/lib.bash
 DRIVE="python3 $ROOT/tests/guest/serial-drive.py"

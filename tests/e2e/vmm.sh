@@ -7,7 +7,7 @@
 # The KVM cases run in one go (one nested host start): this script calls
 # itself with --inside there.  Env: VMM_E2E_TIMEOUT (per guest run, s).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . tests/e2e/lib.bash
 TIMEOUT=${VMM_E2E_TIMEOUT:-300}
