@@ -99,7 +99,7 @@ for size in 64M $((300 * MiB + 3 * 512)) $((2048 * MiB + MiB)); do
 			fail "$sub $size: ours -> qemu"
 		fi
 		if qemu-img convert -f raw -O vpc -o subformat=$sub,force_size=on "$T/p.raw" "$T/q.vhd" &&
-			"$IO" read "$T/q.vhd" "$T/q.raw" && cmp -s "$T/q.raw" "$T/p.raw"; then
+			"$IO" cmp "$T/q.vhd" "$T/p.raw"; then
 			ok "$sub $size: written by qemu-img, read by us byte-identical"
 		else
 			fail "$sub $size: qemu -> ours"
@@ -265,7 +265,7 @@ rejects "file smaller than a footer" "$T/tiny.vhd" "too small" "$IMGTOOL" info -
 # ---- crash, check and repair ---------------------------------------------
 "$IO" pattern "$T/p64b.raw" 64M 2
 crash_ok=0
-for n in 2 3 5 9 17 25 36; do
+for n in 2 3 7 17 36; do
 	rm -f "$T/k.vhd"
 	"$IMGTOOL" create -q -f vhd "$T/k.vhd" 64M
 	"$IO" write "$T/k.vhd" "$T/p64.raw" # closed: flushed
@@ -286,7 +286,7 @@ PY
 		echo "crash at write $n: rc=$rc $(tr '\n' '|' <"$T/check1")"
 	fi
 done
-check "killed mid-write at 7 points: check repairs, flushed data intact" test $crash_ok = 7
+check "killed mid-write at 5 points: check repairs, flushed data intact" test $crash_ok = 5
 "$IMGTOOL" create -q -f vhd "$T/k.vhd" 64M
 "$IO" crash "$T/k.vhd" "$T/p64.raw" 3
 if "$IO" check "$T/k.vhd" | grep -q 'corruptions=0 leaks=2' && "$IO" check "$T/k.vhd" leaks >/dev/null &&

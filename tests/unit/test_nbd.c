@@ -763,3 +763,65 @@ Test(nbd, vdi_vhd_vmdk_through_the_server)
 		}
 	cr_assert_gt(n, 0, "no dynamic format in this build");
 }
+
+/* Random option and request frames: every client ends up answered or
+ * dropped, the server survives and the data is intact. */
+Test(nbd, random_frames_never_hurt_the_server)
+{
+	unsigned seed = 12345;
+	uint8_t buf[4096];
+
+	for (int round = 0; round < 60; round++) {
+		int fd = raw_connect();
+		uint8_t junk[600];
+		struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
+
+		raw_greeting(fd);
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (uint8_t)rand_r(&seed);
+		if (round % 3 == 0) {
+			/* option frames with random codes and lengths */
+			uint32_t len = (uint32_t)(rand_r(&seed) % 200);
+			raw_option(fd, (uint32_t)rand_r(&seed) % 16, junk, len);
+		} else if (round % 3 == 1) {
+			/* a GO/INFO/META with random payload */
+			uint32_t opts[] = { NBD_OPT_GO, NBD_OPT_INFO,
+					    NBD_OPT_LIST_META_CONTEXT };
+			raw_option(fd, opts[rand_r(&seed) % 3], junk,
+				   (uint32_t)(rand_r(&seed) % 64));
+		} else {
+			/* into transmission, then requests with random
+			 * types, flags, offsets and lengths (no payloads) */
+			uint8_t info[10];
+			raw_option(fd, NBD_OPT_EXPORT_NAME, "disk", 4);
+			raw_read(fd, info, sizeof(info));
+			for (int k = 0; k < 8; k++) {
+				struct nbd_request rq = {
+					.magic = htobe32(NBD_REQUEST_MAGIC),
+					.flags = htobe16(
+						(uint16_t)rand_r(&seed)),
+					.type = htobe16((
+						uint16_t)(rand_r(&seed) % 10 == 1
+								  ? 0
+								  : rand_r(&seed) %
+									    10)),
+					.offset = htobe64(
+						(uint64_t)rand_r(&seed) *
+						(uint64_t)rand_r(&seed)),
+					.length = htobe32(
+						(uint32_t)rand_r(&seed) % 8192),
+				};
+				send(fd, &rq, sizeof(rq), MSG_NOSIGNAL);
+			}
+		}
+		/* drain whatever comes back until the server is quiet */
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		while (recv(fd, junk, sizeof(junk), 0) > 0)
+			;
+		close(fd);
+	}
+	struct nbd_handle *h = client("disk");
+	cr_assert_eq(nbd_pread(h, buf, sizeof(buf), 0, 0), 0);
+	cr_assert_eq(memcmp(buf, pattern, sizeof(buf)), 0);
+	nbd_close(h);
+}
