@@ -94,8 +94,9 @@ static int imgfs_lookup(struct imgfs *fs, const char *path,
 		*out = (struct imgfs_file){ 0, fs->disk_size, true };
 		return 0;
 	}
-	if (sscanf(path, "/part%d%n", &number, &n) != 1 || path[n] ||
-	    number <= 0 || path[5] == '0' || path[5] == '+')
+	/* exactly "/part" and a number without sign, spaces or zeros */
+	if (strncmp(path, "/part", 5) || path[5] < '1' || path[5] > '9' ||
+	    sscanf(path, "/part%d%n", &number, &n) != 1 || path[n])
 		return -ENOENT;
 	imgfs_refresh(fs);
 	pthread_rwlock_rdlock(&fs->table_lock);
@@ -435,18 +436,20 @@ int imgfs_new(struct imgfs **out, struct img *img, bool read_only, char *errbuf,
 }
 
 int imgfs_mount(struct imgfs *fs, const char *mountpoint, const char *fsname,
-		char *errbuf, size_t errlen)
+		bool allow_other, char *errbuf, size_t errlen)
 {
-	char opt[4200];
+	char name[4096], opt[4200];
 	char *argv[] = { "imgtool", "-o", opt, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 
-	/* Commas would split the option string; they are rare in paths. */
-	snprintf(opt, sizeof(opt), "fsname=%s,subtype=imgtool,%s", fsname,
-		 fs->read_only ? "ro" : "rw");
-	for (char *p = opt + 7; *p && p < strstr(opt, ",subtype"); p++)
+	/* A comma would end the option; they are rare in paths. */
+	snprintf(name, sizeof(name), "%s", fsname);
+	for (char *p = name; *p; p++)
 		if (*p == ',')
 			*p = '_';
+	snprintf(opt, sizeof(opt), "fsname=%s,subtype=imgtool,%s%s", name,
+		 fs->read_only ? "ro" : "rw",
+		 allow_other ? ",allow_other" : "");
 	fs->fuse = fuse_new(&args, &imgfs_ops, sizeof(imgfs_ops), fs);
 	fuse_opt_free_args(&args);
 	if (!fs->fuse) {

@@ -21,9 +21,10 @@ struct imgfs;
  * does not close it). */
 int imgfs_new(struct imgfs **out, struct img *img, bool read_only, char *errbuf,
 	      size_t errlen);
-/* fsname: shown as the mount's source (the image path). */
+/* fsname: shown as the mount's source (the image path).  allow_other:
+ * let other users in (root, or user_allow_other in /etc/fuse.conf). */
 int imgfs_mount(struct imgfs *fs, const char *mountpoint, const char *fsname,
-		char *errbuf, size_t errlen);
+		bool allow_other, char *errbuf, size_t errlen);
 /* Serves requests (several threads) until unmounted or signalled. */
 int imgfs_run(struct imgfs *fs);
 /* Unmounts if still mounted and frees. */

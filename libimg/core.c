@@ -776,7 +776,11 @@ int img_open(struct img **out, const char *path,
 		       &ctx);
 	if (r < 0) {
 		img_error_buf(errbuf, errlen, r, "%s", img->errmsg);
-		img_close(img);
+		/* No flush: an image that failed to open is left as found. */
+		img->drv->close(img);
+		if (img->backing)
+			img_close(img->backing);
+		img_free(img);
 		return r;
 	}
 	*out = img;

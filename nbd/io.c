@@ -88,7 +88,7 @@ static int nbd_tls_writev(struct nbd_conn *c, const struct iovec *iov,
 
 int nbd_conn_writev(struct nbd_conn *c, const struct iovec *iov, int iovcnt)
 {
-	struct iovec local[64];
+	struct iovec local[136]; /* a structured READ reply has up to 128 */
 	struct iovec *v = (struct iovec *)iov;
 	int r = 0;
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* NBD server internals shared by server.c, handshake.c, transmission.c
- * and tls.c. */
+ * and io.c. */
 #ifndef NBD_INTERNAL_H
 #define NBD_INTERNAL_H
 
@@ -59,7 +59,7 @@ struct nbd_conn {
 	/* transmission */
 	pthread_mutex_t send_lock;
 	bool send_failed;
-	bool wrote; /* flush at disconnect */
+	_Atomic bool wrote; /* flush at disconnect; set by any worker */
 };
 
 #define NBD_META_BASE_ALLOCATION_ID 1u
@@ -74,7 +74,7 @@ int nbd_conn_discard(struct nbd_conn *c, uint64_t len);
 int nbd_conn_writev(struct nbd_conn *c, const struct iovec *iov, int iovcnt);
 int nbd_conn_write(struct nbd_conn *c, const void *buf, size_t len);
 
-/* tls.c */
+/* TLS (io.c) */
 int nbd_tls_context_new(SSL_CTX **out, const char *cert, const char *key,
 			char *errbuf, size_t errlen);
 void nbd_tls_context_free(SSL_CTX *ctx);

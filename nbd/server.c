@@ -20,10 +20,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+/* How long a client may take to pick an export. */
+#define NBD_HANDSHAKE_TIMEOUT_SECONDS 60
 /* At stop, how long clients get to take the replies still in flight. */
 #define NBD_STOP_GRACE_SECONDS 10
 
@@ -187,6 +190,18 @@ int nbd_server_listen_tcp(struct nbd_server *srv, const char *addr,
 	return n ? 0 : (r ? r : -EADDRNOTAVAIL);
 }
 
+static char *nbd_absolute_path(const char *path)
+{
+	char cwd[4096];
+	char *out = NULL;
+
+	if (path[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		return strdup(path);
+	if (asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
+}
+
 int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
 			   char *errbuf, size_t errlen)
 {
@@ -215,8 +230,10 @@ int nbd_server_listen_unix(struct nbd_server *srv, const char *path,
 		close(fd);
 		return r;
 	}
+	/* Remembered absolute, to be removed at exit even after a daemon
+	 * changed directory. */
 	free(srv->unix_path);
-	srv->unix_path = strdup(path);
+	srv->unix_path = nbd_absolute_path(path);
 	return nbd_listen_fd(srv, fd, errbuf, errlen);
 }
 
@@ -241,8 +258,15 @@ static void *nbd_conn_main(void *arg)
 	struct nbd_conn *c = arg;
 	struct nbd_server *srv = c->srv;
 
-	if (nbd_handshake(c) == 1)
+	/* A client gets a minute to negotiate; once in transmission it may
+	 * stay idle as long as it likes. */
+	struct timeval limit = { .tv_sec = NBD_HANDSHAKE_TIMEOUT_SECONDS };
+	struct timeval none = { 0 };
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+	if (nbd_handshake(c) == 1) {
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
 		nbd_transmission(c);
+	}
 	nbd_tls_close(c);
 	/* After the count drops, srv may be freed: log first. */
 	nbd_log(srv, "client %s disconnected", c->peer);

@@ -170,13 +170,15 @@ char *chain_parent_reference(const char *child, const char *parent)
 }
 
 int chain_refresh_child(const char *child_path, const char *child_format,
-			const char *parent_path, const char *parent_format)
+			const char *parent_path, const char *parent_format,
+			const char *given_ref)
 {
 	struct img *child = NULL, *parent = NULL;
 	char *ref = NULL;
 	int ret;
 
-	ref = chain_parent_reference(child_path, parent_path);
+	ref = given_ref ? strdup(given_ref)
+			: chain_parent_reference(child_path, parent_path);
 	if (!ref) {
 		ret = errno ? -errno : -ENOMEM;
 		tool_error("%s: cannot name the parent %s: %s", child_path,

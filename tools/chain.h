@@ -27,10 +27,13 @@ char *chain_parent_reference(const char *child, const char *parent);
 
 /* Record parent (already existing at parent_path) again as child's backing
  * file: after parent's contents changed, formats that keep the parent's
- * identity in the child (VMDK CID, VDI modification UUID) need it.
- * Errors are printed; returns 0 or -errno. */
+ * identity in the child (VMDK CID, VDI modification UUID) need it, and
+ * after child moved, its reference must be renewed.  ref is the text to
+ * record, NULL for chain_parent_reference().  Errors are printed; returns
+ * 0 or -errno. */
 int chain_refresh_child(const char *child_path, const char *child_format,
-			const char *parent_path, const char *parent_format);
+			const char *parent_path, const char *parent_format,
+			const char *ref);
 
 /* Do two paths name the same file? */
 bool chain_same_file(const char *a, const char *b);

@@ -70,9 +70,15 @@ static void check_print_json(const char *path, const char *format,
 static void check_print_human(const struct img_check_result *r,
 			      const struct img_check_result *fixed)
 {
-	for (int i = 0; i < r->nmessages; i++)
-		printf("%s\n", r->messages[i]);
+	bool repaired = fixed &&
+			(fixed->corruptions_fixed || fixed->leaks_fixed);
+
+	if (!repaired)
+		for (int i = 0; i < r->nmessages; i++)
+			printf("%s\n", r->messages[i]);
 	if (fixed && (fixed->corruptions_fixed || fixed->leaks_fixed)) {
+		for (int i = 0; i < fixed->nmessages; i++)
+			printf("%s\n", fixed->messages[i]);
 		printf("The following inconsistencies were found and repaired:\n");
 		if (fixed->leaks_fixed)
 			printf("    %" PRIu64 " leaked clusters\n",
@@ -81,6 +87,8 @@ static void check_print_human(const struct img_check_result *r,
 			printf("    %" PRIu64 " corruptions\n",
 			       fixed->corruptions_fixed);
 		printf("Checked again after the repair:\n");
+		for (int i = 0; i < r->nmessages; i++)
+			printf("%s\n", r->messages[i]);
 	}
 	if (!r->corruptions && !r->leaks && !r->check_errors)
 		printf("No errors were found on the image.\n");

@@ -40,7 +40,7 @@ static int checksum_claim(void *ctx, struct pipeline_chunk *c)
 					 ck->size - ck->cursor, ck->buf_size,
 					 1ull << 30);
 	if (ret < 0)
-		return ret;
+		return pipeline_fail(c, ck->img, ret);
 	ck->cursor += c->len;
 	return 1;
 }
@@ -50,9 +50,7 @@ static int checksum_produce(void *ctx, struct pipeline_chunk *c)
 	struct checksum *ck = ctx;
 	int ret = pipeline_read_segments(ck->img, c, 0);
 
-	if (ret < 0)
-		cmdline_img_error(ck->img, ret);
-	return ret;
+	return ret < 0 ? pipeline_fail(c, ck->img, ret) : 0;
 }
 
 static int checksum_consume(void *ctx, struct pipeline_chunk *c)
@@ -83,7 +81,7 @@ static int checksum_consume(void *ctx, struct pipeline_chunk *c)
 	cmdline_progress_update(&ck->progress, ck->done);
 	return 0;
 fail:
-	tool_error("checksum: the digest failed");
+	snprintf(c->errmsg, sizeof(c->errmsg), "checksum: the digest failed");
 	return -EIO;
 }
 
@@ -111,6 +109,7 @@ static int checksum_one(const char *path, const char *format, unsigned flags,
 		.claim = checksum_claim,
 		.produce = checksum_produce,
 		.consume = checksum_consume,
+		.report = cmdline_pipeline_report,
 	};
 	struct checksum ck = { .buf_size = 4u << 20 };
 	struct pipeline_config cfg = { .buf_size = ck.buf_size, .nbufs = 1 };
@@ -130,11 +129,8 @@ static int checksum_one(const char *path, const char *format, unsigned flags,
 	cmdline_progress_start(&ck.progress, progress, ck.size);
 	ret = pipeline_run(&cfg, &ops, &ck);
 	cmdline_progress_end(&ck.progress, ret == 0);
-	if (ret < 0) {
-		if (ret == -ENOMEM || ret == -EAGAIN)
-			tool_error("checksum: %s", strerror(-ret));
-		goto out;
-	}
+	if (ret < 0)
+		goto out; /* reported once, by the pipeline */
 	if (!EVP_DigestFinal_ex(ck.md, digest, &digest_len)) {
 		tool_error("checksum: the digest failed");
 		ret = -EIO;

@@ -158,7 +158,7 @@ int cmd_commit(int argc, char **argv)
 		goto out;
 	/* The parent changed: a kept child must record it anew (VMDK CID). */
 	if (keep && chain_refresh_child(path, child_format, parent_path,
-					parent_format) < 0)
+					parent_format, NULL) < 0)
 		goto out;
 	if (!quiet)
 		printf("Image committed.\n");

@@ -57,10 +57,8 @@ static int compare_claim(void *ctx, struct pipeline_chunk *c)
 		int ret = compare_status(cmp, side, cmp->cursor, want,
 					 &ext[side]);
 
-		if (ret < 0) {
-			cmdline_img_error(cmp->img[side], ret);
-			return ret;
-		}
+		if (ret < 0)
+			return pipeline_fail(c, cmp->img[side], ret);
 	}
 	c->off = cmp->cursor;
 	if ((ext[0].flags & IMG_EXTENT_ZERO) &&
@@ -114,10 +112,8 @@ static int compare_produce(void *ctx, struct pipeline_chunk *c)
 		int ret = compare_read_side(cmp, side, c->buf[side], c->off,
 					    c->len);
 
-		if (ret < 0) {
-			cmdline_img_error(cmp->img[side], ret);
-			return ret;
-		}
+		if (ret < 0)
+			return pipeline_fail(c, cmp->img[side], ret);
 	}
 	return 0;
 }
@@ -171,6 +167,7 @@ int cmd_compare(int argc, char **argv)
 		.claim = compare_claim,
 		.produce = compare_produce,
 		.consume = compare_consume,
+		.report = cmdline_pipeline_report,
 	};
 	struct compare cmp = { .buf_size = 2u << 20 };
 	struct pipeline_config cfg = { .buf_size = cmp.buf_size, .nbufs = 2 };
@@ -236,11 +233,8 @@ int cmd_compare(int argc, char **argv)
 	cmdline_progress_start(&cmp.progress, progress && !quiet, cmp.end);
 	ret = pipeline_run(&cfg, &ops, &cmp);
 	cmdline_progress_end(&cmp.progress, ret == 0);
-	if (ret < 0) {
-		if (ret == -ENOMEM || ret == -EAGAIN)
-			tool_error("compare: %s", strerror(-ret));
-		goto out;
-	}
+	if (ret < 0)
+		goto out; /* reported once, by the pipeline */
 	if (ret == 1) {
 		if (!quiet)
 			printf("Content mismatch at offset %" PRIu64 "!\n",

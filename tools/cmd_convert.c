@@ -9,6 +9,7 @@
  * a target opened IMG_OPEN_SEQUENTIAL (streamOptimized) sees strictly
  * ascending writes.
  */
+#include "tools/chain.h"
 #include "tools/cmdline.h"
 #include "tools/pipeline.h"
 
@@ -18,6 +19,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A zero run longer than this is still cut into several chunks, so that
@@ -68,7 +70,7 @@ static int convert_claim(void *ctx, struct pipeline_chunk *c)
 					 s->size - cv->cur_off, cv->buf_size,
 					 CONVERT_MAX_ZERO_CHUNK);
 	if (ret < 0)
-		return ret;
+		return pipeline_fail(c, s->img, ret);
 	cv->cur_off += c->len;
 	return 1;
 }
@@ -192,16 +194,14 @@ static int convert_produce(void *ctx, struct pipeline_chunk *c)
 	int ret;
 
 	ret = pipeline_read_segments(cv->src[c->source].img, c, 0);
-	if (ret < 0) {
-		cmdline_img_error(cv->src[c->source].img, ret);
-		return ret;
-	}
+	if (ret < 0)
+		return pipeline_fail(c, cv->src[c->source].img, ret);
 	pipeline_detect_zeroes(c, cv->fully_allocate ? 0 : cv->granularity,
 			       cv->granularity);
 	if (cv->backing) {
 		ret = convert_diff_backing(cv, c);
 		if (ret < 0)
-			cmdline_img_error(cv->backing, ret);
+			pipeline_fail(c, cv->backing, ret);
 	}
 	return ret;
 }
@@ -277,10 +277,8 @@ static int convert_consume(void *ctx, struct pipeline_chunk *c)
 			break;
 		}
 	}
-	if (ret < 0) {
-		cmdline_img_error(cv->dst, ret);
-		return ret;
-	}
+	if (ret < 0)
+		return pipeline_fail(c, cv->dst, ret);
 	cv->done += c->len;
 	cmdline_progress_update(&cv->progress, cv->done);
 	return 0;
@@ -316,15 +314,37 @@ static void convert_usage(FILE *out)
 		"Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
-static int convert_print_create_options(const char *format)
+/* Creating the target truncates it: refuse when it is one of the files the
+ * sources read (an image, a backing file, an extent). */
+static bool convert_target_is_source(struct convert *cv, const char *dst)
 {
-	const char *const *opts = img_format_create_options(format);
+	struct img_info *info;
+	struct stat st;
+	bool same = false;
 
-	printf("Create options for %s:\n", format);
-	printf("  size, subformat, cluster_size, backing_file, backing_fmt, preallocation\n");
-	for (; opts && *opts; opts++)
-		printf("  %s\n", *opts);
-	return 0;
+	if (stat(dst, &st) < 0)
+		return false;
+	info = calloc(1, sizeof(*info));
+	if (!info) {
+		tool_error("out of memory");
+		return true;
+	}
+	for (int i = 0; i < cv->nsrc && !same; i++) {
+		for (struct img *l = cv->src[i].img; l && !same;
+		     l = img_backing(l)) {
+			same = chain_same_file(dst, img_filename(l));
+			if (!same && img_get_info(l, info) == 0)
+				for (int f = 0; f < info->nfiles && !same; f++)
+					same = chain_same_file(dst,
+							       info->files[f]);
+		}
+	}
+	free(info);
+	if (same)
+		tool_error("%s: the target is also read as a source; "
+			   "converting onto it would destroy it",
+			   dst);
+	return same;
 }
 
 /* On failure, remove the files of a target this run created. */
@@ -382,7 +402,10 @@ int cmd_convert(int argc, char **argv)
 			format_given = true;
 			break;
 		case 'o':
-			options = optarg;
+			/* several -o accumulate, as with qemu-img */
+			if (tool_append_option(&create_options, optarg) < 0)
+				return TOOL_EXIT_FAILURE;
+			options = create_options;
 			break;
 		case 'c':
 			compress = true;
@@ -444,22 +467,27 @@ int cmd_convert(int argc, char **argv)
 		return TOOL_EXIT_USAGE;
 	}
 	dst_format = canonical;
-	if (options && strcmp(options, "help") == 0)
-		return convert_print_create_options(dst_format);
-	if (argc - optind < 2)
-		return tool_usage_error("convert",
-					"needs a source and a target");
-	if (backing && cv.existing)
+	if (tool_options_ask_help(options)) {
+		tool_print_create_options(stdout, dst_format);
+		free(create_options);
+		return TOOL_EXIT_OK;
+	}
+	if (argc - optind < 2 || (backing && cv.existing) ||
+	    (compress && strcmp(dst_format, "vmdk") != 0)) {
+		free(create_options);
+		if (argc - optind < 2)
+			return tool_usage_error("convert",
+						"needs a source and a target");
+		if (compress)
+			return tool_usage_error(
+				"convert", "format %s cannot compress (-c)",
+				dst_format);
 		return tool_usage_error("convert",
 					"-B creates the target; not with -n");
+	}
 	if (compress) {
-		if (strcmp(dst_format, "vmdk") != 0) {
-			tool_error("convert: format %s cannot compress",
-				   dst_format);
-			return TOOL_EXIT_USAGE;
-		}
-		if (asprintf(&create_options, "%s%ssubformat=streamOptimized",
-			     options ? options : "", options ? "," : "") < 0)
+		if (tool_append_option(&create_options,
+				       "subformat=streamOptimized") < 0)
 			return TOOL_EXIT_FAILURE;
 		options = create_options;
 	}
@@ -486,6 +514,9 @@ int cmd_convert(int argc, char **argv)
 		s->start = cv.total;
 		cv.total += s->size;
 	}
+
+	if (convert_target_is_source(&cv, dst_path))
+		goto out;
 
 	if (cv.existing) {
 		if (tool_open(&cv.dst, dst_path,
@@ -540,19 +571,14 @@ int cmd_convert(int argc, char **argv)
 			.claim = convert_claim,
 			.produce = convert_produce,
 			.consume = convert_consume,
+			.report = cmdline_pipeline_report,
 		};
 
 		cmdline_progress_start(&cv.progress, progress, cv.total);
 		ret = pipeline_run(&cfg, &ops, &cv);
 		cmdline_progress_end(&cv.progress, ret == 0);
-		if (ret < 0) {
-			if (ret == -ENOMEM)
-				tool_error("convert: out of memory");
-			else if (ret == -EAGAIN)
-				tool_error("convert: cannot start threads");
-			/* else the failing step printed its message */
-			goto out;
-		}
+		if (ret < 0)
+			goto out; /* reported once, by the pipeline */
 	}
 	ret = img_close(cv.dst);
 	cv.dst = NULL;

@@ -20,14 +20,16 @@
 static void mount_usage(FILE *out)
 {
 	fprintf(out,
-		"usage: imgtool mount [-o ro] [--foreground] [--format FMT] "
+		"usage: imgtool mount [-o ro|rw[,allow_other]] [--foreground] "
+		"[--format FMT]\n                     "
 		"FILE MOUNTPOINT\n"
 		"Shows FILE as MOUNTPOINT/disk and MOUNTPOINT/partN; "
 		"imgtool umount MOUNTPOINT ends it.\n");
 }
 
-/* -o takes a comma list; we know ro and rw. */
-static int mount_parse_options(const char *list, bool *read_only)
+/* -o takes a comma list: ro, rw, allow_other. */
+static int mount_parse_options(const char *list, bool *read_only,
+			       bool *allow_other)
 {
 	char *copy = strdup(list), *save = NULL, *tok;
 	int r = 0;
@@ -40,6 +42,8 @@ static int mount_parse_options(const char *list, bool *read_only)
 			*read_only = true;
 		else if (!strcmp(tok, "rw"))
 			*read_only = false;
+		else if (!strcmp(tok, "allow_other"))
+			*allow_other = true;
 		else {
 			fprintf(stderr, "imgtool mount: unknown option -o %s\n",
 				tok);
@@ -109,7 +113,7 @@ int cmd_mount(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool read_only = false, foreground = false;
+	bool read_only = false, foreground = false, allow_other = false;
 	const char *format = NULL;
 	char errbuf[IMG_ERRMSG_MAX];
 	char *file = NULL, *mountpoint = NULL;
@@ -122,7 +126,8 @@ int cmd_mount(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "o:frF:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
-			if (mount_parse_options(optarg, &read_only))
+			if (mount_parse_options(optarg, &read_only,
+						&allow_other))
 				return 2;
 			break;
 		case 'f':
@@ -173,7 +178,8 @@ int cmd_mount(int argc, char **argv)
 	}
 	r = imgfs_new(&fs, img, read_only, errbuf, sizeof(errbuf));
 	if (r == 0)
-		r = imgfs_mount(fs, mountpoint, file, errbuf, sizeof(errbuf));
+		r = imgfs_mount(fs, mountpoint, file, allow_other, errbuf,
+				sizeof(errbuf));
 	if (r < 0) {
 		fprintf(stderr, "imgtool mount: %s: %s\n", file, errbuf);
 		goto out;

@@ -275,6 +275,7 @@ int cmd_serve(int argc, char **argv)
 	struct nbd_server *srv = NULL;
 	struct sigaction sa = { 0 };
 	char errbuf[IMG_ERRMSG_MAX];
+	char *pidfile = NULL;
 	int nimgs = 0, status_fd = -1, port = 0, ret = 1, r;
 	bool tcp;
 
@@ -323,8 +324,9 @@ int cmd_serve(int argc, char **argv)
 		if (r < 0) {
 			fprintf(stderr, "imgtool serve: export '%s': %s\n",
 				idx < a.nnames ? a.names[idx] : file,
-				r == -EEXIST ? "name given twice"
-					     : strerror(-r));
+				r == -EEXIST
+					? "name used twice (name the exports with --export-name)"
+					: strerror(-r));
 			goto out;
 		}
 	}
@@ -345,8 +347,25 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (a.pidfile && serve_write_pidfile(a.pidfile))
-		goto out;
+	if (a.pidfile) {
+		/* absolute, so it can be removed after the daemon's chdir */
+		pidfile = realpath(".", NULL);
+		if (pidfile && a.pidfile[0] != '/') {
+			char *full = NULL;
+			if (asprintf(&full, "%s/%s", pidfile, a.pidfile) < 0)
+				full = NULL;
+			free(pidfile);
+			pidfile = full;
+		} else {
+			free(pidfile);
+			pidfile = strdup(a.pidfile);
+		}
+		if (!pidfile || serve_write_pidfile(pidfile)) {
+			free(pidfile);
+			pidfile = NULL;
+			goto out;
+		}
+	}
 
 	sa.sa_handler = serve_on_signal;
 	sigemptyset(&sa.sa_mask);
@@ -377,8 +396,10 @@ out:
 	for (int i = 0; i < nimgs; i++)
 		if (tool_close(imgs[i]) < 0)
 			ret = 1;
-	if (a.pidfile && ret == 0)
-		unlink(a.pidfile);
+	if (pidfile) {
+		unlink(pidfile);
+		free(pidfile);
+	}
 	if (status_fd >= 0) {
 		char fail = 1;
 		if (write(status_fd, &fail, 1) != 1) {

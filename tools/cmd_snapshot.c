@@ -147,6 +147,7 @@ static int snapshot_index_save(struct snapshot_ctx *s)
 	f = fopen(tmp, "w");
 	if (!f) {
 		ret = -errno;
+		unlink(tmp);
 		goto out;
 	}
 	fprintf(f,
@@ -157,9 +158,14 @@ static int snapshot_index_save(struct snapshot_ctx *s)
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		ret = -errno;
 		fclose(f);
+		unlink(tmp);
 		goto out;
 	}
-	fclose(f);
+	if (fclose(f) != 0) {
+		ret = -errno;
+		unlink(tmp);
+		goto out;
+	}
 	ret = rename(tmp, path) < 0 ? -errno : 0;
 out:
 	if (ret < 0)
@@ -200,9 +206,16 @@ static bool snapshot_layer_name(struct snapshot_ctx *s, const char *path,
 	char *copy = strdup(path), *base, *dot;
 	bool inside = false;
 
+	struct stat st;
+
 	name[0] = '\0';
 	if (!copy)
 		return false;
+	/* Links to original backing files are not snapshots. */
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+		free(copy);
+		return false;
+	}
 	if (realpath(dirname(copy), dir_real) &&
 	    realpath(s->snapdir, snap_real) && strcmp(dir_real, snap_real) == 0)
 		inside = true;
@@ -406,11 +419,79 @@ static int snapshot_link_extents(struct snapshot_ctx *s,
 	return i;
 }
 
+/* Does the image at path open with its whole chain (quietly)? */
+static bool snapshot_opens(const char *path)
+{
+	struct img_open_options opts = { .flags = IMG_OPEN_RDONLY };
+	char errbuf[IMG_ERRMSG_MAX];
+	struct img *img;
+
+	if (img_open(&img, path, &opts, errbuf, sizeof(errbuf)) < 0)
+		return false;
+	img_close(img);
+	return true;
+}
+
+/* VDI names its parent by UUID only, and parents are searched next to the
+ * image: a layer in FILE.snapshots/ does not see FILE's original backing
+ * files.  Symbolic links to them in FILE.snapshots/ make them visible.
+ * Returns the number of links made (recorded in made[]) or -errno. */
+static int snapshot_link_ancestors(struct snapshot_ctx *s, char **made, int max)
+{
+	int n = 0;
+
+	for (int i = 1; i < s->nlayers && n < max; i++) {
+		const struct snapshot_layer *l = &s->layers[i];
+		const char *base = strrchr(l->path, '/');
+		char real[PATH_MAX], *link_path = NULL, *target;
+		struct stat st;
+
+		if (l->name[0])
+			continue; /* already in FILE.snapshots/ */
+		base = base ? base + 1 : l->path;
+		if (asprintf(&link_path, "%s/%s", s->snapdir, base) < 0)
+			return -ENOMEM;
+		if (lstat(link_path, &st) == 0) {
+			free(link_path);
+			continue;
+		}
+		/* Relative when it lies next to FILE (the pair can move). */
+		if (!realpath(l->path, real)) {
+			int err = errno;
+
+			tool_error("%s: %s", l->path, strerror(err));
+			free(link_path);
+			return -err;
+		}
+		if (!snapshot_same_dir(l->path, s->file))
+			target = strdup(real);
+		else if (asprintf(&target, "../%s", base) < 0)
+			target = NULL;
+		if (!target || symlink(target, link_path) < 0) {
+			int err = target ? errno : ENOMEM;
+
+			tool_error("%s: %s", link_path, strerror(err));
+			free(target);
+			free(link_path);
+			return -err;
+		}
+		free(target);
+		made[n++] = link_path;
+	}
+	return n;
+}
+
 static int snapshot_create(struct snapshot_ctx *s, const char *name)
 {
 	struct snapshot_layer *top = &s->layers[0];
+	const struct snapshot_layer *parent = s->nlayers > 1 ? &s->layers[1]
+							     : NULL;
 	struct snapshot_layer layer;
 	struct snapshot_entry *e;
+	bool made_dir = false, new_ref = false;
+	char *links[SNAPSHOT_MAX_LAYERS];
+	int nlinks = 0;
+	struct stat st;
 	char *path;
 	int ret = -1;
 
@@ -420,53 +501,90 @@ static int snapshot_create(struct snapshot_ctx *s, const char *name)
 			s->file);
 		return -ENOTSUP;
 	}
-	if (snapshot_index_find(s, name)) {
-		tool_error("%s: snapshot '%s' already exists", s->file, name);
-		return -EEXIST;
-	}
 	path = snapshot_layer_path(s, name);
 	if (!path)
 		return -ENOMEM;
-	if (mkdir(s->snapdir, 0755) < 0 && errno != EEXIST) {
+	if (lstat(path, &st) == 0) {
+		tool_error("%s: snapshot '%s' already exists", s->file, name);
+		ret = -EEXIST;
+		goto out;
+	}
+	if (mkdir(s->snapdir, 0755) == 0)
+		made_dir = true;
+	else if (errno != EEXIST) {
+		ret = -errno;
 		tool_error("%s: %s", s->snapdir, strerror(errno));
 		goto out;
 	}
 	/* Second names for the current contents; FILE itself is replaced
 	 * only once its successor is complete. */
-	if (snapshot_link_extents(s, top) < 0)
-		goto out;
+	ret = snapshot_link_extents(s, top);
+	if (ret < 0)
+		goto undo_dir;
 	if (link(s->file, path) < 0) {
-		tool_error("%s: %s", path,
-			   errno == EEXIST ? "snapshot already exists"
-					   : strerror(errno));
+		ret = -errno;
+		tool_error("%s: %s", path, strerror(errno));
 		goto undo_extents;
 	}
 	layer = *top;
 	snprintf(layer.path, sizeof(layer.path), "%s", path);
-	/* A parent recorded by a relative path must now be found from
-	 * FILE.snapshots/. */
-	if (s->nlayers > 1 && top->backing_recorded[0] &&
-	    top->backing_recorded[0] != '/') {
-		ret = chain_refresh_child(path, top->format, s->layers[1].path,
-					  s->layers[1].format);
+	if (parent && !top->backing_recorded[0] && !snapshot_opens(path)) {
+		nlinks = snapshot_link_ancestors(s, links, SNAPSHOT_MAX_LAYERS);
+		if (nlinks < 0) {
+			ret = nlinks;
+			nlinks = 0;
+			goto undo;
+		}
+	}
+	/* A parent recorded by a relative path must be found from
+	 * FILE.snapshots/ too: record it by its absolute path, which holds
+	 * from both places (FILE stays usable whatever happens next). */
+	if (parent && top->backing_recorded[0] &&
+	    top->backing_recorded[0] != '/' && !snapshot_opens(path)) {
+		char real[PATH_MAX];
+
+		if (!realpath(parent->path, real)) {
+			ret = -errno;
+			tool_error("%s: %s", parent->path, strerror(errno));
+			goto undo;
+		}
+		ret = chain_refresh_child(path, top->format, parent->path,
+					  parent->format, real);
 		if (ret < 0)
 			goto undo;
+		new_ref = true;
 	}
-	ret = snapshot_replace_file(s, &layer);
-	if (ret < 0)
-		goto undo;
+	/* The index first: a failure here still leaves FILE untouched. */
+	snapshot_index_remove(s, name);
 	if (s->nentries < SNAPSHOT_MAX_ENTRIES) {
 		e = &s->entries[s->nentries++];
 		snprintf(e->name, sizeof(e->name), "%s", name);
 		e->created = (int64_t)time(NULL);
 	}
-	snapshot_index_save(s);
-	/* The extents now belong to the layer only. */
+	ret = snapshot_index_save(s);
+	if (ret < 0)
+		goto undo_ref;
+	ret = snapshot_replace_file(s, &layer);
+	if (ret < 0)
+		goto undo_ref; /* the index entry alone is harmless */
+	/* Done: the extents belong to the layer only, and the parent is
+	 * named relative to the layer again (the absolute name still works
+	 * if this cannot be written). */
 	for (int i = 0; i < top->nfiles; i++)
 		unlink(top->files[i]);
+	if (parent && top->backing_recorded[0] &&
+	    top->backing_recorded[0] != '/')
+		chain_refresh_child(path, top->format, parent->path,
+				    parent->format, NULL);
 	ret = 0;
 	goto out;
+undo_ref:
+	if (new_ref)
+		chain_refresh_child(path, top->format, parent->path,
+				    parent->format, top->backing_recorded);
 undo:
+	for (int i = 0; i < nlinks; i++)
+		unlink(links[i]);
 	unlink(path);
 undo_extents:
 	for (int i = 0; i < top->nfiles; i++) {
@@ -476,7 +594,12 @@ undo_extents:
 			unlink(target);
 		free(target);
 	}
+undo_dir:
+	if (made_dir)
+		rmdir(s->snapdir);
 out:
+	for (int i = 0; i < nlinks; i++)
+		free(links[i]);
 	free(path);
 	return ret;
 }
@@ -603,7 +726,7 @@ static int snapshot_delete(struct snapshot_ctx *s, const char *name)
 	if (idx >= 2) {
 		ret = chain_refresh_child(s->layers[idx - 2].path,
 					  s->layers[idx - 2].format,
-					  child->path, child->format);
+					  child->path, child->format, NULL);
 		if (ret < 0)
 			goto out;
 	}
@@ -703,8 +826,10 @@ int cmd_snapshot(int argc, char **argv)
 	else
 		ret = snapshot_delete(&s, name);
 	if (ret == 0 && !quiet && strcmp(action, "list") != 0)
-		printf("Snapshot '%s': %sd.\n", name,
-		       strcmp(action, "revert") == 0 ? "reverte" : action);
+		printf("Snapshot '%s' %s.\n", name,
+		       !strcmp(action, "create")   ? "created"
+		       : !strcmp(action, "revert") ? "restored"
+						   : "deleted");
 out:
 	for (int i = 0; s.layers && i < s.nlayers; i++) {
 		for (int j = 0; j < s.layers[i].nfiles; j++)

@@ -13,16 +13,59 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Errors from the host system whose reason the user must see even when a
+ * driver's message does not name it (a full disk, a read-only mount...);
+ * format errors (EINVAL, EIO on bad data) are described by the message. */
+static bool cmdline_is_system_error(int err)
+{
+	switch (-err) {
+	case ENOSPC:
+	case EDQUOT:
+	case EROFS:
+	case EACCES:
+	case EPERM:
+	case ENOMEM:
+	case EBUSY:
+	case ENOENT:
+	case EFBIG:
+	case EMFILE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+void cmdline_report_error(const char *msg, int err)
+{
+	const char *reason = err < 0 ? strerror(-err) : "failed";
+
+	if (!msg || !*msg)
+		tool_error("%s", reason);
+	else if (cmdline_is_system_error(err) && !strstr(msg, reason))
+		tool_error("%s: %s", msg, reason);
+	else
+		tool_error("%s", msg);
+}
+
+void cmdline_pipeline_report(void *ctx, int err, const char *msg)
+{
+	(void)ctx;
+	cmdline_report_error(msg, err);
+}
+
 void cmdline_img_error(struct img *img, int err)
 {
 	const char *msg = img ? img_errmsg(img) : NULL;
+	char buf[IMG_ERRMSG_MAX + 16];
 
-	if (msg && *msg)
-		tool_error("%s", msg);
-	else if (img)
-		tool_error("%s: %s", img_filename(img), strerror(-err));
-	else
-		tool_error("%s", strerror(-err));
+	if (msg && *msg) {
+		cmdline_report_error(msg, err);
+	} else if (img) {
+		snprintf(buf, sizeof(buf), "%s", img_filename(img));
+		cmdline_report_error(buf, err);
+	} else {
+		cmdline_report_error(NULL, err);
+	}
 }
 
 int cmdline_bad_option(const char *cmd, char **argv)
@@ -99,8 +142,17 @@ void cmdline_progress_update(struct cmdline_progress *p, uint64_t done)
 	} else {
 		snprintf(eta, sizeof(eta), "%.1f s", elapsed);
 	}
-	fprintf(stderr, "\r    (%5.1f%%) %s, %s/s, %s\033[K", percent,
-		done_text, rate_text, eta);
+	{
+		enum { BAR = 24 };
+		char bar[BAR + 1];
+		int full = (int)(percent * BAR / 100.0);
+
+		for (int i = 0; i < BAR; i++)
+			bar[i] = i < full ? '#' : '.';
+		bar[BAR] = '\0';
+		fprintf(stderr, "\r[%s] %5.1f%%  %s  %s/s  %s\033[K", bar,
+			percent, done_text, rate_text, eta);
+	}
 	fflush(stderr);
 }
 

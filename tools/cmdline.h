@@ -15,8 +15,14 @@
 
 struct img;
 
-/* img_errmsg(img) or strerror(-err) when the handle has none. */
+/* img_errmsg(img) or strerror(-err) when the handle has none; the
+ * system's reason ("No space left on device") is appended when the
+ * message does not say it already.  One line. */
 void cmdline_img_error(struct img *img, int err);
+/* The same for a message recorded earlier (pipeline_fail). */
+void cmdline_report_error(const char *msg, int err);
+/* A pipeline_ops.report that prints with cmdline_report_error. */
+void cmdline_pipeline_report(void *ctx, int err, const char *msg);
 
 /* getopt_long returned '?': one usage line naming the bad option and exit
  * code 2.  Commands set opterr = 0 so getopt itself prints nothing. */

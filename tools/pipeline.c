@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,6 +35,7 @@ struct pipeline {
 	bool end;	/* claim() said the end (or failed) */
 	uint64_t total; /* chunk count, valid once end */
 	int claim_err;
+	char claim_msg[PIPELINE_ERRMSG_MAX];
 	bool stop;
 	const struct pipeline_ops *ops;
 	void *ctx;
@@ -49,6 +51,7 @@ static void pipeline_chunk_reset(struct pipeline_chunk *c, uint64_t index)
 	c->nseg = 0;
 	c->nout = 0;
 	memset(c->user, 0, sizeof(c->user));
+	c->errmsg[0] = '\0';
 }
 
 static void *pipeline_worker(void *arg)
@@ -70,6 +73,8 @@ static void *pipeline_worker(void *arg)
 		ret = p->ops->claim(p->ctx, &slot->chunk);
 		if (ret <= 0) {
 			p->claim_err = ret;
+			memcpy(p->claim_msg, slot->chunk.errmsg,
+			       sizeof(p->claim_msg));
 			p->end = true;
 			p->total = p->next_claim;
 			pthread_cond_broadcast(&p->chunk_ready);
@@ -160,6 +165,8 @@ int pipeline_run(const struct pipeline_config *cfg,
 			break;
 	if (started == 0) {
 		result = -EAGAIN;
+		if (ops->report)
+			ops->report(ctx, result, "cannot start reader threads");
 		goto out;
 	}
 
@@ -172,6 +179,8 @@ int pipeline_run(const struct pipeline_config *cfg,
 			pthread_cond_wait(&p.chunk_ready, &p.lock);
 		if (p.end && i >= p.total) {
 			result = p.claim_err;
+			if (result < 0 && ops->report)
+				ops->report(ctx, result, p.claim_msg);
 			pthread_mutex_unlock(&p.lock);
 			break;
 		}
@@ -180,6 +189,8 @@ int pipeline_run(const struct pipeline_config *cfg,
 		result = slot->err;
 		if (result == 0)
 			result = ops->consume(ctx, &slot->chunk);
+		if (result < 0 && ops->report)
+			ops->report(ctx, result, slot->chunk.errmsg);
 		if (result != 0)
 			break;
 
@@ -204,7 +215,23 @@ out:
 
 nomem:
 	pipeline_free_slots(&p);
+	if (ops->report)
+		ops->report(ctx, -ENOMEM, "out of memory for the copy buffers");
 	return -ENOMEM;
+}
+
+int pipeline_fail(struct pipeline_chunk *c, struct img *img, int err)
+{
+	const char *msg = img ? img_errmsg(img) : NULL;
+
+	if (msg && *msg)
+		snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg);
+	else if (img)
+		snprintf(c->errmsg, sizeof(c->errmsg), "%s: %s",
+			 img_filename(img), strerror(-err));
+	else
+		snprintf(c->errmsg, sizeof(c->errmsg), "%s", strerror(-err));
+	return err;
 }
 
 /* Append a segment, merging it into the previous one of the same kind. */

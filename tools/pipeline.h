@@ -18,6 +18,8 @@
 
 struct img;
 
+#define PIPELINE_ERRMSG_MAX 512
+
 enum pipeline_segment_kind {
 	PIPELINE_SEG_DATA, /* bytes are in the chunk's buffer */
 	PIPELINE_SEG_ZERO, /* reads as zero; nothing in the buffer */
@@ -48,6 +50,9 @@ struct pipeline_chunk {
 	int max_segments; /* capacity of seg and out */
 	/* Free for the caller (e.g. a second source's segments). */
 	uint64_t user[4];
+	/* A failing claim/produce/consume leaves its one-line message here;
+	 * only the first failure in chunk order is reported. */
+	char errmsg[PIPELINE_ERRMSG_MAX];
 };
 
 struct pipeline_ops {
@@ -60,6 +65,11 @@ struct pipeline_ops {
 	/* In the caller's thread, strictly in order.  Return 0 to go on, 1 to
 	 * stop early (compare found a difference), -errno to fail. */
 	int (*consume)(void *ctx, struct pipeline_chunk *c);
+	/* On the caller's thread, once, for the failure that ends the run
+	 * (the first in chunk order): err and the message the failing step
+	 * left in errmsg ("" if none).  Workers never print, so a run prints
+	 * exactly one error line. */
+	void (*report)(void *ctx, int err, const char *msg);
 };
 
 struct pipeline_config {
@@ -73,6 +83,10 @@ struct pipeline_config {
  * first one wins).  Returns 0, 1 (stopped by consume) or -errno. */
 int pipeline_run(const struct pipeline_config *cfg,
 		 const struct pipeline_ops *ops, void *ctx);
+
+/* Record img's last error message (or strerror) as the chunk's error and
+ * return err, for claim/produce/consume: `return pipeline_fail(c, img, r)`. */
+int pipeline_fail(struct pipeline_chunk *c, struct img *img, int err);
 
 /* Fill c->seg[] from img_block_status() of img over [src_off, src_off+len)
  * where the chunk starts at c->off: merges runs of the same kind.  Stops

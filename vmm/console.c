@@ -27,6 +27,7 @@ struct console {
 	enum console_kind kind;
 	int in_fd;
 	int out_fd;
+	struct outbuf *out;
 	int listen_fd;
 	char path[108];
 	bool tty;
@@ -93,15 +94,20 @@ struct console *console_open(const char *spec, char *err, size_t errlen)
 			 spec);
 		goto fail;
 	}
+	con->out = outbuf_create(con->out_fd);
+	if (!con->out) {
+		snprintf(err, errlen, "cannot start the console output thread");
+		goto fail;
+	}
 	return con;
 fail:
 	console_close(con);
 	return NULL;
 }
 
-int console_output_fd(const struct console *con)
+struct outbuf *console_output(const struct console *con)
 {
-	return con->out_fd;
+	return con->out;
 }
 
 static void console_set_raw(struct console *con)
@@ -147,10 +153,8 @@ static bool console_input_tty(struct console *con, const uint8_t *buf,
 		if (con->escape) {
 			con->escape = false;
 			if (byte == 'x' || byte == 'X') {
-				fprintf(stderr,
-					"\r\nimgvm: terminated (Ctrl-A x)\r\n");
 				vmm_request_stop(con->vm, 130,
-						 "terminated from the console");
+						 "terminated (Ctrl-A x)");
 				return false;
 			}
 			if (byte == 'h' || byte == '?') {
@@ -186,7 +190,7 @@ static void *console_thread(void *opaque)
 				return NULL;
 			}
 			con->in_fd = client;
-			uart_set_output(con->uart, client);
+			outbuf_set_fd(con->out, client);
 		}
 		n = read(con->in_fd, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
@@ -194,7 +198,7 @@ static void *console_thread(void *opaque)
 		if (n <= 0) {
 			if (con->kind != CONSOLE_UNIX)
 				return NULL; /* end of input: keep running */
-			uart_set_output(con->uart, -1);
+			outbuf_set_fd(con->out, -1);
 			close(con->in_fd);
 			con->in_fd = -1;
 			continue;
@@ -237,6 +241,9 @@ void console_close(struct console *con)
 	}
 	if (con->uart)
 		uart_shutdown(con->uart);
+	/* the vCPUs are stopped: write out what the guest printed last */
+	outbuf_destroy(con->out);
+	con->out = NULL;
 	if (con->kind == CONSOLE_FILE && con->out_fd >= 0)
 		close(con->out_fd);
 	if (con->listen_fd >= 0) {

@@ -525,6 +525,9 @@ static void vmm_emulation_failure(struct vmm_vcpu *vcpu)
 
 /* IMGVM_TRACE_IO=1: every port access on stderr (debugging aid) */
 static bool vmm_trace_io;
+/* IMGVM_STATS=1: exit counts at the end (what the guest costs us) */
+static uint64_t vmm_exit_pio, vmm_exit_mmio, vmm_exit_other;
+static uint64_t vmm_exit_port[0x10000 / 8];
 
 static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 {
@@ -535,6 +538,9 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 	case KVM_EXIT_IO: {
 		uint8_t *data = (uint8_t *)run + run->io.data_offset;
 
+		__atomic_add_fetch(&vmm_exit_pio, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&vmm_exit_port[run->io.port / 8], 1,
+				   __ATOMIC_RELAXED);
 		for (uint32_t i = 0; i < run->io.count; i++) {
 			if (vmm_trace_io)
 				fprintf(stderr, "pio %s %#x size %u\n",
@@ -550,6 +556,7 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 		break;
 	}
 	case KVM_EXIT_MMIO:
+		__atomic_add_fetch(&vmm_exit_mmio, 1, __ATOMIC_RELAXED);
 		if (vmm_trace_io)
 			fprintf(stderr, "mmio %s %#llx size %u\n",
 				run->mmio.is_write ? "write" : "read",
@@ -561,6 +568,7 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 		break;
 	case KVM_EXIT_INTR:
 	case KVM_EXIT_HLT:
+		__atomic_add_fetch(&vmm_exit_other, 1, __ATOMIC_RELAXED);
 		break;
 	case KVM_EXIT_SHUTDOWN: {
 		struct kvm_regs regs = { 0 };
@@ -668,6 +676,21 @@ static void vmm_join_vcpus(struct vmm *vm)
 	}
 }
 
+static void vmm_print_stats(void)
+{
+	fprintf(stderr,
+		"imgvm stats: %llu port exits, %llu MMIO exits, %llu "
+		"other\n",
+		(unsigned long long)vmm_exit_pio,
+		(unsigned long long)vmm_exit_mmio,
+		(unsigned long long)vmm_exit_other);
+	for (unsigned i = 0; i < 0x10000 / 8; i++)
+		if (vmm_exit_port[i] > vmm_exit_pio / 100)
+			fprintf(stderr, "imgvm stats:   ports %#x-%#x: %llu\n",
+				i * 8, i * 8 + 7,
+				(unsigned long long)vmm_exit_port[i]);
+}
+
 int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 	    void (*on_reboot)(void *opaque), void *opaque)
 {
@@ -725,6 +748,9 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 		vmm_join_vcpus(vm);
 		vmm_teardown_kvm(vm);
 
+		if (getenv("IMGVM_STATS") &&
+		    (request != VMM_REQUEST_RESET || no_reboot))
+			vmm_print_stats();
 		if (request == VMM_REQUEST_POWEROFF)
 			return 0;
 		if (request == VMM_REQUEST_STOP)

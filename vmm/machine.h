@@ -173,10 +173,21 @@ struct cmos *cmos_create(struct vmm *vm);
 void cmos_destroy(struct cmos *cmos);
 uint8_t cmos_peek(struct cmos *cmos, unsigned index);
 
+/* ---- buffered output (vmm/outbuf.c) ----------------------------------*/
+
+struct outbuf;
+/* A writer thread for fd (-1: bytes are dropped). */
+struct outbuf *outbuf_create(int fd);
+/* Append; waits only while the buffer is full. */
+void outbuf_put(struct outbuf *ob, const void *data, size_t len);
+void outbuf_set_fd(struct outbuf *ob, int fd);
+/* Writes out what is buffered, then frees. */
+void outbuf_destroy(struct outbuf *ob);
+
 struct uart;
-/* out_fd: where transmitted bytes go (-1: dropped). */
+/* out: where transmitted bytes go (NULL: dropped). */
 struct uart *uart_create(struct vmm *vm, uint16_t base, unsigned gsi,
-			 int out_fd);
+			 struct outbuf *out);
 void uart_destroy(struct uart *uart);
 /* Feed received bytes; returns how many were taken (the FIFO may be
  * full; then wait for uart_wait_rx_space). */
@@ -185,16 +196,14 @@ size_t uart_receive(struct uart *uart, const uint8_t *buf, size_t len);
  * returns false after shutdown. */
 bool uart_wait_rx_space(struct uart *uart);
 void uart_shutdown(struct uart *uart);
-/* Where transmitted bytes go from now on (-1: dropped). */
-void uart_set_output(struct uart *uart, int out_fd);
 
 /* ---- the serial console (vmm/console.c) --------------------------------*/
 
 struct console;
-/* spec: "stdio", "file:PATH" or "unix:PATH".  The output fd for the UART
- * is known before the UART exists; console_attach then starts input. */
+/* spec: "stdio", "file:PATH" or "unix:PATH".  The UART's output is known
+ * before the UART exists; console_attach then starts input. */
 struct console *console_open(const char *spec, char *err, size_t errlen);
-int console_output_fd(const struct console *con);
+struct outbuf *console_output(const struct console *con);
 int console_attach(struct console *con, struct vmm *vm, struct uart *uart,
 		   char *err, size_t errlen);
 /* Restores the terminal; safe to call more than once. */
@@ -213,8 +222,8 @@ void piix_destroy(struct piix *piix);
 
 struct debug_ports;
 /* Port 0x80 (POST codes, ignored) and the debug console 0x402 (firmware
- * log to log_fd; -1: not present). */
-struct debug_ports *debug_ports_create(struct vmm *vm, int log_fd);
+ * log to log; NULL: not present). */
+struct debug_ports *debug_ports_create(struct vmm *vm, struct outbuf *log);
 void debug_ports_destroy(struct debug_ports *dp);
 
 #endif

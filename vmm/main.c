@@ -16,12 +16,7 @@
 #include "img.h"
 #include "vmm/machine.h"
 
-#if __has_include("vmm/devices/ahci.h")
 #include "vmm/devices/ahci.h"
-#define IMGVM_HAVE_AHCI 1
-#else
-#define IMGVM_HAVE_AHCI 0
-#endif
 
 #define DEFAULT_BIOS "/usr/share/seabios/bios-256k.bin"
 #define DEFAULT_MEMORY (512ull << 20)
@@ -70,9 +65,8 @@ struct machine {
 	struct piix *piix;
 	struct debug_ports *debug;
 	int firmware_log_fd;
-#if IMGVM_HAVE_AHCI
+	struct outbuf *firmware_log;
 	struct ahci *ahci;
-#endif
 	bool ejected;
 };
 
@@ -425,10 +419,8 @@ static void on_reboot(void *opaque)
 
 	if (m->opt.eject_on_reboot && !m->ejected) {
 		m->ejected = true;
-#if IMGVM_HAVE_AHCI
 		if (m->ahci)
 			ahci_eject_cdrom(m->ahci);
-#endif
 	}
 }
 
@@ -454,7 +446,6 @@ static int open_disk(struct machine *m)
 
 static int setup_storage(struct machine *m)
 {
-#if IMGVM_HAVE_AHCI
 	struct ahci_config cfg = {
 		.disk = m->disk,
 		.disk_read_only = m->opt.disk_read_only,
@@ -471,13 +462,6 @@ static int setup_storage(struct machine *m)
 		return -EINVAL;
 	}
 	return 0;
-#else
-	if (m->disk || m->opt.cdrom)
-		fprintf(stderr,
-			"imgvm: warning: built without the AHCI controller; "
-			"--disk and --cdrom are ignored\n");
-	return 0;
-#endif
 }
 
 static int setup_machine(struct machine *m)
@@ -508,15 +492,18 @@ static int setup_machine(struct machine *m)
 				m->opt.firmware_log, strerror(errno));
 			return -errno;
 		}
+		m->firmware_log = outbuf_create(m->firmware_log_fd);
+		if (!m->firmware_log)
+			goto nomem;
 	}
 	if (setup_fw_cfg(m))
 		goto nomem;
 	m->cmos = cmos_create(m->vm);
 	m->uart = uart_create(m->vm, SERIAL_PORT, SERIAL_IRQ,
-			      console_output_fd(m->console));
+			      console_output(m->console));
 	m->kbc = i8042_create(m->vm);
 	m->piix = piix_create(m->vm);
-	m->debug = debug_ports_create(m->vm, m->firmware_log_fd);
+	m->debug = debug_ports_create(m->vm, m->firmware_log);
 	if (!m->cmos || !m->uart || !m->kbc || !m->piix || !m->debug)
 		goto nomem;
 	if (open_disk(m) || setup_storage(m))
@@ -536,19 +523,22 @@ static int teardown_machine(struct machine *m)
 	int ret = 0;
 
 	console_close(m->console);
-#if IMGVM_HAVE_AHCI
 	if (m->ahci)
 		ahci_destroy(m->ahci);
-#endif
 	if (m->disk) {
 		ret = img_close(m->disk);
 		if (ret)
 			fprintf(stderr, "imgvm: %s: closing the disk: %s\n",
 				m->opt.disk_path, strerror(-ret));
 	}
-	/* devices hold no host resources worth freeing at exit beyond their
-	 * threads; the CMOS timer thread is joined here */
 	cmos_destroy(m->cmos);
+	/* the UART stays: the console thread may still hold it */
+	i8042_destroy(m->kbc);
+	piix_destroy(m->piix);
+	debug_ports_destroy(m->debug);
+	if (m->vm)
+		fw_cfg_destroy(m->vm->fw_cfg);
+	outbuf_destroy(m->firmware_log);
 	if (m->firmware_log_fd >= 0)
 		close(m->firmware_log_fd);
 	return ret;
@@ -605,6 +595,7 @@ static int cmd_boot(int argc, char **argv)
 					     : "the guest stopped");
 	if (teardown_machine(&m) && !status)
 		status = EXIT_GUEST_ERROR;
+	vmm_destroy(m.vm);
 	return status;
 }
 

@@ -17,8 +17,14 @@
  *    on disk never points at a slot whose data is not on disk.
  *  - Freeing blocks (discard, write_zeroes with MAY_UNMAP, shrink): the
  *    new map entries are written and synced before a freed slot is
- *    reused.  Reclaiming file space moves the last slot into a hole:
- *    copy, sync, repoint the entry, sync, and only then truncate.
+ *    reused.  File space is reclaimed at the next flush (once for a run
+ *    of discards) by moving the last slots into the holes: copy, sync,
+ *    repoint the entries, sync, and only then truncate.
+ *  - A partial write to a fresh slot past the end of file writes only
+ *    its data and extends the file; the rest of the slot reads as zeros.
+ *    A slot that may hold old bytes (a reused hole) is written whole.
+ *  - After a failed fdatasync no more metadata is written (the kernel
+ *    may have dropped the data it was meant to cover).
  *  - Growing the block map past its room: the blocks in the way are
  *    copied to the end and repointed (old layout, synced), the new map is
  *    written into the freed space, then one header write switches to the
@@ -36,6 +42,7 @@ struct vdi_state {
 	struct vdi_header header;
 	uint32_t *bmap;	    /* host order, header.blocks_in_image entries */
 	uint32_t next_slot; /* first slot past every used one */
+	uint64_t file_end;  /* size of the host file */
 	bool is_diff;
 	/* Metadata changed in memory but not yet on disk. */
 	uint32_t dirty_lo, dirty_hi; /* map entries [lo, hi), empty if lo>=hi */
@@ -493,6 +500,7 @@ static int vdi_open(struct img *img)
 		img_error(img, ret, "%s", msg);
 		goto fail;
 	}
+	s->file_end = file_size;
 	ret = vdi_bmap_load(img, s, file_size, checking, writable);
 	if (ret < 0)
 		goto fail;
@@ -623,21 +631,32 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 {
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size, slot = 0, old = s->bmap[block];
-	uint64_t block_start = (uint64_t)block * bs;
+	uint64_t block_start = (uint64_t)block * bs, slot_start, slot_end;
+	bool over_parent = old == VDI_BLOCK_FREE && s->is_diff;
 	int ret;
 
 	ret = vdi_slot_alloc(img, s, &slot);
 	if (ret < 0)
 		return ret;
+	slot_start = h->offset_data + (uint64_t)slot * vdi_block_stride(h);
+	slot_end = slot_start + vdi_block_stride(h);
 	if (chunk == bs) {
 		ret = img_file_pwritev(&s->file, part, n,
 				       vdi_slot_offset(h, slot));
+	} else if (!over_parent && slot_start >= s->file_end) {
+		/* A fresh slot past the end of file reads as zeros once the
+		 * file covers it: write only the data, not a zeroed block. */
+		ret = img_file_pwritev(&s->file, part, n,
+				       vdi_slot_offset(h, slot) + in_block);
+		if (ret >= 0 &&
+		    h->block_extra + in_block + chunk < vdi_block_stride(h))
+			ret = img_file_truncate(&s->file, slot_end);
 	} else {
 		ret = vdi_block_buf(img, s);
 		if (ret < 0)
 			return ret;
 		memset(s->block_buf, 0, bs);
-		if (old == VDI_BLOCK_FREE && s->is_diff) {
+		if (over_parent) {
 			struct iovec base = {
 				.iov_base = s->block_buf,
 				.iov_len =
@@ -653,8 +672,14 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 		ret = img_file_pwrite(&s->file, s->block_buf, bs,
 				      vdi_slot_offset(h, slot));
 	}
-	if (ret < 0)
+	if (ret < 0) {
+		/* a failed write may still have extended the file */
+		if (img_file_size(&s->file, &s->file_end) < 0)
+			s->file_end = UINT64_MAX;
 		return ret;
+	}
+	if (slot_end > s->file_end)
+		s->file_end = slot_end;
 	vdi_set_entry(s, block, slot);
 	if (slot + 1 > s->next_slot)
 		s->next_slot = slot + 1;
@@ -827,9 +852,13 @@ static int vdi_compact(struct img *img, struct vdi_state *s)
 	ret = img_file_size(&s->file, &file_size);
 	if (ret < 0)
 		goto out;
-	if (file_size > h->offset_data + (uint64_t)top * stride)
+	s->file_end = file_size;
+	if (file_size > h->offset_data + (uint64_t)top * stride) {
 		ret = img_file_truncate(
 			&s->file, h->offset_data + (uint64_t)top * stride);
+		if (ret >= 0)
+			s->file_end = h->offset_data + (uint64_t)top * stride;
+	}
 out:
 	free(owner);
 	return ret;
@@ -1015,6 +1044,8 @@ static int vdi_clear_first_slots(struct img *img, struct vdi_state *s,
 		s->bmap[owner[j]] = dest;
 		vdi_mark_dirty(s, owner[j]);
 		dest++;
+		if (h->offset_data + dest * stride > s->file_end)
+			s->file_end = h->offset_data + dest * stride;
 		moved = true;
 	}
 	if (moved) {
@@ -1107,6 +1138,10 @@ static int vdi_grow(struct img *img, struct vdi_state *s, uint64_t new_size)
 		goto fail;
 	if (fixed)
 		s->next_slot += (uint32_t)(nblocks - old_blocks);
+	/* size unknown: treat every slot as possibly holding old bytes,
+	 * which only costs full-block writes */
+	if (img_file_size(&s->file, &s->file_end) < 0)
+		s->file_end = UINT64_MAX;
 	free(s->bmap);
 	s->bmap = map;
 	s->header = nh;
@@ -1218,6 +1253,13 @@ static int vdi_check(struct img *img, struct img_check_result *res,
 		}
 		owner[e] = b;
 		allocated++;
+		if (e >= h->blocks_in_image)
+			img_check_note(
+				res,
+				"block %u is stored in slot %u, past the "
+				"block count (readable; qemu-img check "
+				"calls it corrupt)",
+				b, e);
 		if (e + 1 > used_top)
 			used_top = e + 1;
 		if (prev_slot != VDI_BLOCK_FREE && e != prev_slot + 1)

@@ -21,8 +21,9 @@
  *     flushed may be lost with a crash; flushed ones never.
  *  3. Writes into blocks whose BAT entry is on disk go in place.  When they
  *     set sector bitmap bits (differencing images, or foreign images with
- *     partial bitmaps), the data is fdatasync'ed before the bitmap is
- *     written, so a bit never claims a sector whose data may be missing.
+ *     partial bitmaps), the new bitmap stays in memory and is written at
+ *     the next flush, after the fdatasync of step 2, so a bit never claims
+ *     a sector whose data may be missing.
  *  4. Deallocation (discard, write_zeroes with MAY_UNMAP) clears the BAT
  *     entry on disk first and then punches the block out of the file.
  */
@@ -83,6 +84,13 @@ struct vhd_state {
 	uint64_t alloc_offset; /* the next block (and the trailing footer) go here */
 	uint32_t pending[VHD_MAX_PENDING];
 	int npending;
+	/* Bitmaps of committed blocks with bits set since the last flush:
+	 * they reach the disk after the data (at the next flush). */
+	struct vhd_dirty_bitmap {
+		uint32_t blk;
+		uint8_t *bits;
+	} dirty[VHD_MAX_PENDING];
+	int ndirty;
 	uint8_t *bitmap_ones;  /* bitmap_size bytes of 0xff */
 	uint8_t *write_bitmap; /* scratch for writes (they are serialised) */
 	uint8_t *gap_sink; /* coalesced reads drop bitmaps between blocks here */
@@ -191,11 +199,23 @@ static int vhd_commit_pending(struct vhd_state *s)
 	uint32_t first = UINT32_MAX, last = 0;
 	int ret;
 
-	if (!s->npending)
+	if (!s->npending && !s->ndirty)
 		return 0;
 	ret = img_file_sync(&s->file);
 	if (ret)
 		return ret;
+	while (s->ndirty) {
+		struct vhd_dirty_bitmap *d = &s->dirty[s->ndirty - 1];
+
+		ret = img_file_pwrite(&s->file, d->bits, s->bitmap_size,
+				      vhd_block_host(s, d->blk));
+		if (ret)
+			return ret;
+		free(d->bits);
+		s->ndirty--;
+	}
+	if (!s->npending)
+		return 0;
 	for (int i = 0; i < s->npending; i++) {
 		first = MIN(first, s->pending[i]);
 		last = MAX(last, s->pending[i]);
@@ -204,6 +224,25 @@ static int vhd_commit_pending(struct vhd_state *s)
 	if (!ret)
 		s->npending = 0;
 	return ret;
+}
+
+static struct vhd_dirty_bitmap *vhd_dirty_find(struct vhd_state *s,
+					       uint32_t blk)
+{
+	for (int i = 0; i < s->ndirty; i++)
+		if (s->dirty[i].blk == blk)
+			return &s->dirty[i];
+	return NULL;
+}
+
+static void vhd_dirty_drop(struct vhd_state *s, uint32_t blk)
+{
+	struct vhd_dirty_bitmap *d = vhd_dirty_find(s, blk);
+
+	if (d) {
+		free(d->bits);
+		*d = s->dirty[--s->ndirty];
+	}
 }
 
 static bool vhd_is_pending(const struct vhd_state *s, uint32_t blk)
@@ -411,6 +450,8 @@ fail:
 
 static void vhd_free(struct vhd_state *s)
 {
+	while (s->ndirty)
+		free(s->dirty[--s->ndirty].bits);
 	free(s->bat);
 	free(s->full_bits);
 	free(s->bitmap_ones);
@@ -786,11 +827,19 @@ static int vhd_read_backing(struct img *img, uint64_t off,
 }
 
 /* Read block blk's bitmap; remembers when it is all ones. */
+/* Block blk's bitmap as it stands (a dirty one is newer than the disk's);
+ * remembers when it is all ones.  Readers may run this in parallel: the
+ * dirty list only changes under the core's write lock. */
 static int vhd_bitmap_load(struct vhd_state *s, uint32_t blk, uint8_t *bitmap)
 {
-	int ret = img_file_pread(&s->file, bitmap, s->bitmap_size,
-				 vhd_block_host(s, blk));
+	struct vhd_dirty_bitmap *d = vhd_dirty_find(s, blk);
+	int ret = 0;
 
+	if (d)
+		memcpy(bitmap, d->bits, s->bitmap_size);
+	else
+		ret = img_file_pread(&s->file, bitmap, s->bitmap_size,
+				     vhd_block_host(s, blk));
 	if (!ret && vhd_bitmap_all_set(bitmap, 0, s->block_sectors))
 		vhd_block_set_full(s, blk, true);
 	return ret;
@@ -909,13 +958,15 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 	}
 	ret = img_file_pwrite(&s->file, bitmap, s->bitmap_size, host);
 	if (ret)
-		return ret;
+		goto fail;
 	if (iov) {
 		struct iovec stack[16], *slice = stack;
 		int cnt;
 
-		if (iovcnt > 16 && !(slice = malloc(sizeof(*slice) * iovcnt)))
-			return -ENOMEM;
+		if (iovcnt > 16 && !(slice = malloc(sizeof(*slice) * iovcnt))) {
+			ret = -ENOMEM;
+			goto fail;
+		}
 		cnt = img_iov_slice(iov, iovcnt, iov_off,
 				    (size_t)count * VHD_SECTOR, slice,
 				    iovcnt > 16 ? iovcnt : 16);
@@ -927,11 +978,11 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 		if (slice != stack)
 			free(slice);
 		if (ret)
-			return ret;
+			goto fail;
 	}
 	ret = vhd_write_footer_at(s, end);
 	if (ret)
-		return ret;
+		goto fail;
 	s->tail_footer_ok = true;
 	s->alloc_offset = end;
 	s->bat[blk] = (uint32_t)(host / VHD_SECTOR);
@@ -943,32 +994,64 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 	if (s->npending == VHD_MAX_PENDING)
 		return vhd_commit_pending(s);
 	return 0;
+fail:
+	/* Out of space or an I/O error: put the footer back where it was
+	 * (that space is already allocated), so the image stays whole. */
+	if (!vhd_write_footer_at(s, host))
+		img_file_truncate(&s->file, host + VHD_FOOTER_SIZE);
+	return ret;
 }
 
-/* Mark sectors [first, first + count) of an allocated block as present. */
+/* Mark sectors [first, first + count) of an allocated block as present.
+ * Blocks not yet referenced on disk get their bitmap written at once;
+ * committed blocks keep the new bitmap in memory until the next flush,
+ * which writes it after an fdatasync of the data. */
 static int vhd_bitmap_mark(struct vhd_state *s, uint32_t blk, uint32_t first,
 			   uint32_t count)
 {
+	struct vhd_dirty_bitmap *d;
 	int ret;
 
 	if (vhd_block_full(s, blk))
 		return 0;
-	ret = vhd_bitmap_load(s, blk, s->write_bitmap);
-	if (ret || vhd_bitmap_all_set(s->write_bitmap, first, count))
-		return ret;
-	vhd_bitmap_set(s->write_bitmap, first, count);
-	/* The data must be on disk before a bit claims it, unless the
-	 * block itself is not referenced on disk yet. */
-	if (!vhd_is_pending(s, blk)) {
-		ret = img_file_sync(&s->file);
-		if (ret)
+	if (vhd_is_pending(s, blk)) {
+		ret = vhd_bitmap_load(s, blk, s->write_bitmap);
+		if (ret || vhd_bitmap_all_set(s->write_bitmap, first, count))
 			return ret;
+		vhd_bitmap_set(s->write_bitmap, first, count);
+		ret = img_file_pwrite(&s->file, s->write_bitmap, s->bitmap_size,
+				      vhd_block_host(s, blk));
+		if (!ret &&
+		    vhd_bitmap_all_set(s->write_bitmap, 0, s->block_sectors))
+			vhd_block_set_full(s, blk, true);
+		return ret;
 	}
-	ret = img_file_pwrite(&s->file, s->write_bitmap, s->bitmap_size,
-			      vhd_block_host(s, blk));
-	if (!ret && vhd_bitmap_all_set(s->write_bitmap, 0, s->block_sectors))
+	d = vhd_dirty_find(s, blk);
+	if (!d) {
+		uint8_t *bits = malloc(s->bitmap_size);
+
+		if (!bits)
+			return -ENOMEM;
+		ret = vhd_bitmap_load(s, blk, bits);
+		if (ret || vhd_bitmap_all_set(bits, first, count)) {
+			free(bits);
+			return ret;
+		}
+		if (s->ndirty == VHD_MAX_PENDING) {
+			ret = vhd_commit_pending(s);
+			if (ret) {
+				free(bits);
+				return ret;
+			}
+		}
+		d = &s->dirty[s->ndirty++];
+		d->blk = blk;
+		d->bits = bits;
+	}
+	vhd_bitmap_set(d->bits, first, count);
+	if (vhd_bitmap_all_set(d->bits, 0, s->block_sectors))
 		vhd_block_set_full(s, blk, true);
-	return ret;
+	return 0;
 }
 
 static int vhd_write_slice(struct vhd_state *s, uint64_t host,
@@ -1070,6 +1153,7 @@ static int vhd_block_deallocate(struct vhd_state *s, uint32_t blk)
 
 	s->bat[blk] = VHD_BAT_UNUSED;
 	vhd_block_set_full(s, blk, false);
+	vhd_dirty_drop(s, blk);
 	if (pending) {
 		vhd_drop_pending(s, blk);
 		/* Never referenced on disk: if it is the last block, the
@@ -1863,8 +1947,12 @@ static int vhd_resize_fixed(struct img *img, struct vhd_state *s,
 	s->size = new_size;
 	s->footer.current_size = new_size;
 	ret = vhd_write_footers(s);
-	if (ret)
+	if (ret) {
+		/* No room for the footer: the old one is still in place. */
+		if (new_size > old)
+			img_file_truncate(&s->file, old + VHD_FOOTER_SIZE);
 		return ret;
+	}
 	/* The old footer is now inside the data: it must read as zero. */
 	if (new_size > old)
 		ret = img_file_zero_range(&s->file, old, VHD_FOOTER_SIZE);
@@ -1873,13 +1961,15 @@ static int vhd_resize_fixed(struct img *img, struct vhd_state *s,
 	return ret;
 }
 
-/* Move the BAT to the end of the file with room for entries. */
+/* Move the BAT to the end of the file with room for entries.  It goes
+ * after the trailing footer, which stays valid until the new footer is
+ * written behind the new BAT; on failure the file is cut back. */
 static int vhd_bat_relocate(struct img *img, struct vhd_state *s,
 			    uint32_t entries)
 {
 	uint64_t bytes = vhd_bat_bytes(entries), old = s->header.table_offset;
 	uint64_t old_bytes = vhd_bat_bytes(s->header.max_table_entries);
-	uint64_t at = s->alloc_offset;
+	uint64_t footer = s->alloc_offset, at = footer + VHD_FOOTER_SIZE;
 	uint32_t *buf = malloc(bytes);
 	int ret;
 
@@ -1889,25 +1979,27 @@ static int vhd_bat_relocate(struct img *img, struct vhd_state *s,
 		buf[i] = i < s->entries ? IMG_BE32(s->bat[i]) : VHD_BAT_UNUSED;
 	ret = img_file_pwrite(&s->file, buf, bytes, at);
 	free(buf);
-	if (ret)
-		return ret;
-	s->alloc_offset = at + bytes;
-	ret = vhd_write_footer_at(s, s->alloc_offset);
+	if (!ret)
+		ret = vhd_write_footer_at(s, at + bytes);
 	if (!ret)
 		ret = img_file_sync(&s->file);
-	if (ret)
+	if (ret) {
+		img_file_truncate(&s->file, footer + VHD_FOOTER_SIZE);
 		return ret;
+	}
+	s->alloc_offset = at + bytes;
 	s->header.table_offset = at;
 	s->header.max_table_entries = entries;
 	ret = vhd_write_header(s);
 	if (!ret)
 		ret = img_file_sync(&s->file);
-	if (!ret) {
+	if (ret)
+		return ret;
+	/* The old BAT and the old footer belong to nothing now. */
+	ret = img_file_zero_range(&s->file, footer, VHD_FOOTER_SIZE);
+	if (!ret)
 		ret = img_file_punch_hole(&s->file, old, old_bytes);
-		if (ret == -EOPNOTSUPP)
-			ret = 0;
-	}
-	return ret;
+	return ret == -EOPNOTSUPP ? 0 : ret;
 }
 
 static int vhd_resize(struct img *img, uint64_t new_size, unsigned flags)
@@ -1932,13 +2024,20 @@ static int vhd_resize(struct img *img, uint64_t new_size, unsigned flags)
 				 "shrinking needs the shrink flag (data past "
 				 "the new end is lost)");
 	g = vhd_geometry_for(new_size / VHD_SECTOR);
-	s->footer.cylinders = g.cylinders;
-	s->footer.heads = g.heads;
-	s->footer.sectors_per_track = g.sectors_per_track;
 	if (!vhd_is_sparse(s)) {
+		struct vhd_footer saved = s->footer;
+		uint64_t saved_size = s->size;
+
+		s->footer.cylinders = g.cylinders;
+		s->footer.heads = g.heads;
+		s->footer.sectors_per_track = g.sectors_per_track;
 		ret = vhd_resize_fixed(img, s, new_size);
-		if (!ret)
+		if (!ret) {
 			img_set_size(img, new_size);
+		} else {
+			s->footer = saved;
+			s->size = saved_size;
+		}
 		return ret;
 	}
 
@@ -2001,6 +2100,9 @@ static int vhd_resize(struct img *img, uint64_t new_size, unsigned flags)
 		return ret;
 	s->size = new_size;
 	s->footer.current_size = new_size;
+	s->footer.cylinders = g.cylinders;
+	s->footer.heads = g.heads;
+	s->footer.sectors_per_track = g.sectors_per_track;
 	ret = vhd_write_footers(s);
 	if (!ret)
 		ret = img_file_sync(&s->file);

@@ -94,10 +94,11 @@ fd = os.open(sys.argv[1], os.O_RDWR)
 fl = struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0)
 fcntl.fcntl(fd, 37, fl)
 open(sys.argv[1] + ".locked", "w").close()
-time.sleep(5)
+time.sleep(120)
 PY
 	holder=$!
-	for _ in $(seq 50); do [ -e "$T/x.img.locked" ] && break; sleep 0.1; done
+	# generous: a loaded machine may take seconds to start python
+	for _ in $(seq 300); do [ -e "$T/x.img.locked" ] && break; sleep 0.1; done
 	errcase "locked image refused" "in use by another process" "$IMGTOOL" info "$T/x.img"
 	"$IMGTOOL" info -U "$T/x.img" >/dev/null 2>&1
 	check "locked image opens with -U" test $? -eq 0

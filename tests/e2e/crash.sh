@@ -14,16 +14,19 @@ pass=0 fail=0
 [ -x "$CW" ] || { echo "crash: $CW not built"; echo "0 passed, 1 failed"; exit 1; }
 for spec in vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff; do
 	fmt=${spec%%:*}
+	n=$POINTS
+	# the formats issue 11 names get every point; the other chains a sample
+	case $spec in vdi:diff | vmdk:diff) n=$((POINTS / 5 + 1)) ;; esac
 	if ! "$B/bin/imgtool" create -q -f "$fmt" "$T/probe.$fmt" 1M >/dev/null 2>&1; then
 		echo "skip $spec: format $fmt not in this build"
 		continue
 	fi
 	rm -f "$T"/probe.*
-	if "$CW" -n "$POINTS" "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+	if "$CW" -n "$n" "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
 	# EIO injected at spread-out host I/O calls instead of a kill
-	if "$CW" -e -n $((POINTS / 2 + 1)) -s 7 "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+	if "$CW" -e -n $((n / 5 + 1)) -s 7 "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
 	if [ "${CRASH_RANDOM:-1}" = 1 ]; then
-		if "$CW" -r -n $((POINTS / 5 + 1)) -s 99 "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+		if "$CW" -r -n $((n / 10 + 1)) -s 99 "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
 	fi
 done
 echo "$pass passed, $fail failed"

@@ -88,7 +88,7 @@ if [ -e /dev/loop-control ] && [ "$(id -u)" = 0 ]; then
 		cp "$T/payload" "$T/fs/viloop"
 		umount "$T/fs"
 		check "mount: mount -o loop on part2, file written" test $? = 0
-		for _ in $(seq 50); do
+		for _ in $(seq 200); do
 			losetup -j "$MNT/part2" 2>/dev/null | grep -q . || break
 			sleep 0.1
 		done
@@ -126,8 +126,10 @@ if [ "$FMT" = vdi ]; then
 fi
 
 # ---- read-only ------------------------------------------------------------
-"$IMGTOOL" mount -o ro "$IMG" "$MNT"
+"$IMGTOOL" mount -o ro,allow_other "$IMG" "$MNT"
 check "ro: mounted" mountpoint -q "$MNT"
+check "ro: allow_other passed to the kernel" \
+	grep -q " $MNT .*fuse.imgtool .*allow_other" /proc/self/mountinfo
 if dd if=/dev/zero of="$MNT/part1" bs=4k count=1 conv=notrunc status=none 2>/dev/null; then
 	fail "ro: writes refused"
 else
@@ -145,7 +147,7 @@ printf 'label: gpt\nstart=2048, size=8192\nstart=12288, size=20000\nstart=40960,
 to_image "$T/gpt.raw" "$T/gpt.img"
 "$IMGTOOL" mount --foreground "$T/gpt.img" "$MNT" &
 fg=$!
-for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.05; done
+for _ in $(seq 400); do mountpoint -q "$MNT" && break; sleep 0.05; done
 check "gpt: --foreground mounts" mountpoint -q "$MNT"
 check "gpt: part1 part2 part3 present" \
 	test "$(ls "$MNT" | tr '\n' ' ')" = "disk part1 part2 part3 "

@@ -17,7 +17,7 @@ start_server() {
 	shift
 	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
 	SRV_PID=$!
-	for _ in $(seq 100); do
+	for _ in $(seq 400); do
 		# whole lines only: the banner may be caught mid-write
 		SRV_URI=$(grep -a '^serving .* at .*$' "$out" 2>/dev/null |
 			head -1 | sed 's/^serving .* at //')
@@ -83,8 +83,14 @@ for fmt in raw vdi vhd vmdk; do
 	fi
 	rm -f "$T/out.raw"
 	nbdcopy "$uri" "$T/out.raw"
-	check "$fmt: nbdcopy from the server is byte-identical" \
-		cmp -s "$T/out.raw" "$T/src.raw"
+	rc=$?
+	if [ $rc = 0 ] && cmp -s "$T/out.raw" "$T/src.raw"; then
+		ok "$fmt: nbdcopy from the server is byte-identical"
+	else
+		fail "$fmt: nbdcopy from the server is byte-identical"
+		echo "    nbdcopy exit $rc; $(cmp "$T/out.raw" "$T/src.raw" 2>&1 | head -1)"
+		tail -3 "$T/srv.out.err"
+	fi
 	qemu-img convert -q -f raw -O raw "$uri" "$T/qout.raw"
 	check "$fmt: qemu-img (QEMU's NBD client) reads the same" \
 		cmp -s "$T/qout.raw" "$T/src.raw"
@@ -265,15 +271,17 @@ else
 fi
 
 # ---- daemon, pidfile, errors --------------------------------------------
-if "$IMGTOOL" serve --daemon --pidfile "$T/pid" --socket "$T/d.sock" \
-	"$T/one.raw" >"$T/d.out"; then
+# relative paths: the daemon changes to / but still cleans up after itself
+if (cd "$T" && "$IMGTOOL" serve --daemon --pidfile pid --socket d.sock \
+	one.raw >"$T/d.out"); then
 	pid=$(cat "$T/pid" 2>/dev/null)
 	check "daemon: pidfile names a running server" kill -0 "$pid"
 	size=$(nbdinfo --size "nbd+unix:///?socket=$T/d.sock")
 	check "daemon: serves" test "$size" = 67108864
 	kill -TERM "$pid"
-	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+	for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 	check "daemon: exits on SIGTERM and removes its pidfile" test ! -e "$T/pid"
+	check "daemon: and its socket" test ! -e "$T/d.sock"
 else
 	fail "daemon: starts"
 fi

@@ -99,7 +99,7 @@ for size in 64M $((300 * MiB + 3 * 512)) $((2048 * MiB + MiB)); do
 			fail "$sub $size: ours -> qemu"
 		fi
 		if qemu-img convert -f raw -O vpc -o subformat=$sub,force_size=on "$T/p.raw" "$T/q.vhd" &&
-			"$IO" read "$T/q.vhd" "$T/q.raw" && cmp -s "$T/q.raw" "$T/p.raw"; then
+			"$IO" cmp "$T/q.vhd" "$T/p.raw"; then
 			ok "$sub $size: written by qemu-img, read by us byte-identical"
 		else
 			fail "$sub $size: qemu -> ours"
@@ -265,7 +265,7 @@ rejects "file smaller than a footer" "$T/tiny.vhd" "too small" "$IMGTOOL" info -
 # ---- crash, check and repair ---------------------------------------------
 "$IO" pattern "$T/p64b.raw" 64M 2
 crash_ok=0
-for n in 2 3 5 9 17 25 36; do
+for n in 2 3 7 17 36; do
 	rm -f "$T/k.vhd"
 	"$IMGTOOL" create -q -f vhd "$T/k.vhd" 64M
 	"$IO" write "$T/k.vhd" "$T/p64.raw" # closed: flushed
@@ -286,7 +286,7 @@ PY
 		echo "crash at write $n: rc=$rc $(tr '\n' '|' <"$T/check1")"
 	fi
 done
-check "killed mid-write at 7 points: check repairs, flushed data intact" test $crash_ok = 7
+check "killed mid-write at 5 points: check repairs, flushed data intact" test $crash_ok = 5
 "$IMGTOOL" create -q -f vhd "$T/k.vhd" 64M
 "$IO" crash "$T/k.vhd" "$T/p64.raw" 3
 if "$IO" check "$T/k.vhd" | grep -q 'corruptions=0 leaks=2' && "$IO" check "$T/k.vhd" leaks >/dev/null &&
@@ -334,6 +334,25 @@ if "$IO" resize "$T/f.vhd" 100M && [ "$(stat -c %s "$T/f.vhd")" = $((100 * MiB +
 	ok "grow fixed 64M -> 100M: footer moved, old footer zeroed"
 else
 	fail "grow fixed"
+fi
+
+# ---- through imgtool's commands ---------------------------------------------
+if "$IMGTOOL" convert -O vpc -o subformat=fixed "$T/p64.raw" "$T/cv.vhd" 2>/dev/null &&
+	qemu-img compare -q -f vpc -F raw "$T/cv.vhd" "$T/p64.raw" &&
+	"$IMGTOOL" convert -O vhd "$T/cv.vhd" "$T/cv2.vhd" && "$IO" cmp "$T/cv2.vhd" "$T/p64.raw" &&
+	"$IMGTOOL" info "$T/cv2.vhd" | grep -q '^subformat: dynamic$'; then
+	ok "imgtool convert raw -> fixed (vpc) -> dynamic: identical, qemu agrees"
+else
+	fail "imgtool convert to vhd"
+fi
+"$IMGTOOL" create -q -f vhd "$T/k2.vhd" 64M
+"$IO" crash "$T/k2.vhd" "$T/p64.raw" 3
+"$IMGTOOL" check "$T/k2.vhd" >"$T/ck" 2>&1
+st=$?
+if [ $st = 3 ] && "$IMGTOOL" check -r leaks "$T/k2.vhd" >/dev/null 2>&1 && "$IMGTOOL" check "$T/k2.vhd" >/dev/null 2>&1; then
+	ok "imgtool check: interrupted append is leaks only (exit 3), -r leaks repairs it"
+else
+	fail "imgtool check after a crash: exit $st: $(tr '\n' '|' <"$T/ck")"
 fi
 
 # ---- zeros and discard ----------------------------------------------------

@@ -7,10 +7,12 @@
 # The KVM cases run in one go (one nested host start): this script calls
 # itself with --inside there.  Env: VMM_E2E_TIMEOUT (per guest run, s).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . tests/e2e/lib.bash
-TIMEOUT=${VMM_E2E_TIMEOUT:-240}
+TIMEOUT=${VMM_E2E_TIMEOUT:-400}
+# unpacked packages are kept across runs, as tests/e2e/guest.sh does
+export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgvm/guest-build}
 
 # ---- helpers -------------------------------------------------------------
 
@@ -32,19 +34,11 @@ nested_script() {
 	return 1
 }
 
-have_ahci() { [ -f "$ROOT/vmm/devices/ahci.c" ]; }
-
-# The project's test guest (tests/guest), built once into $GUEST.
-guest_ready() {
-	[ -x "$ROOT/tests/guest/build-test-iso.sh" ] || return 1
-	"$ROOT/tests/guest/build-test-iso.sh" "$GUEST" >/dev/null 2>&1
-}
-
 # run_vm LOG ARGS...: imgvm boot with the serial console in LOG; sets RC
 run_vm() {
 	local log=$1
 	shift
-	timeout -k 5 $((TIMEOUT + 30)) "$IMGVM" boot --serial "file:$log" \
+	timeout -k 30 $((TIMEOUT + 30)) "$IMGVM" boot --serial "file:$log" \
 		--timeout "$TIMEOUT" "$@" </dev/null 2>"$log.err"
 	RC=$?
 }
@@ -109,57 +103,150 @@ kvm_cases() {
 		fail "--serial stdio through a pipe"
 	fi
 
-	if ! have_ahci; then
-		skip "disk boots" "imgvm has no AHCI controller yet"
-		return
-	fi
-	if ! guest_ready; then
-		skip "disk boots" "tests/guest cannot build the test guest here"
+	if [ ! -e "$PREP/ready" ]; then
+		skip "disk boots and installs" "$(cat "$PREP/why" 2>/dev/null)"
 		return
 	fi
 	disk_cases "$T"
+	install_cases "$T"
 }
 
-# Boot the installed test disk in each format: MARKER-OK, the guest's own
-# write lands in the image, qemu-img check is clean.
-disk_cases() {
-	local T=$1 raw=$T/installed.raw fmt img log
-	if ! "$ROOT/tests/guest/make-installed-disk.sh" "$GUEST" "$raw" 128 >/dev/null 2>&1; then
-		fail "make-installed-disk.sh"
+# ---- prepared on the host (fast), booted under KVM, checked on the host --
+
+# prepare: the test guest, its installed disk (made without a VM) in each
+# format, and blank images to install onto.  Leaves $PREP/ready or a
+# reason in $PREP/why.
+prepare() {
+	local fmt opts
+	mkdir -p "$PREP"
+	if [ ! -f "$ROOT/vmm/devices/ahci.c" ]; then
+		echo "imgvm has no AHCI controller yet" >"$PREP/why"
+		return
+	fi
+	if ! "$ROOT/tests/guest/build-test-iso.sh" "$GUEST" >"$PREP/guest.log" 2>&1; then
+		fail "tests/guest/build-test-iso.sh: $(tail -2 "$PREP/guest.log")"
+		echo "the test guest did not build" >"$PREP/why"
+		return
+	fi
+	if ! "$ROOT/tests/guest/make-installed-disk.sh" "$GUEST" "$PREP/installed.raw" 128 >"$PREP/disk.log" 2>&1; then
+		fail "make-installed-disk.sh: $(tail -2 "$PREP/disk.log")"
+		echo "no installed disk" >"$PREP/why"
 		return
 	fi
 	for fmt in vdi vhd vmdk; do
-		img=$T/installed.$fmt
-		rm -f "$img"
-		if ! "$IMGTOOL" convert -O "$fmt" "$raw" "$img" 2>"$T/convert.err"; then
-			fail "imgtool convert to $fmt: $(cat "$T/convert.err")"
-			continue
+		if ! "$IMGTOOL" convert -O "$fmt" "$PREP/installed.raw" "$PREP/installed.$fmt" 2>"$PREP/convert.err"; then
+			fail "imgtool convert installed.raw to $fmt: $(cat "$PREP/convert.err")"
 		fi
-		log=$T/disk-$fmt.log
-		run_vm "$log" --disk "$img" --no-reboot
-		if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log" && ! grep -qa 'MARKER-BAD' "$log"; then
-			ok "boot installed.$fmt -> MARKER-OK, exit 0"
-		else
-			fail "boot installed.$fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
-			continue
-		fi
-		# the guest's write (WRITE-OK, /guestw.txt) went through libimg
-		if grep -qa 'WRITE-OK' "$log" && "$IMGTOOL" convert -O raw "$img" "$T/back.raw" 2>/dev/null &&
+		case $fmt in
+		vhd) opts="-o subformat=dynamic" ;;
+		vmdk) opts="-o subformat=monolithicSparse" ;;
+		*) opts= ;;
+		esac
+		# shellcheck disable=SC2086
+		"$IMGTOOL" create -q -f "$fmt" $opts "$PREP/new.$fmt" 512M 2>"$PREP/create.err" ||
+			fail "imgtool create $fmt: $(cat "$PREP/create.err")"
+	done
+	touch "$PREP/ready"
+}
+
+# qemu_check FMT IMAGE: qemu-img check is clean (it has no check for VHD)
+qemu_check() {
+	local fmt=$1 img=$2
+	command -v qemu-img >/dev/null || return 0
+	[ "$fmt" = vhd ] && return 0
+	qemu-img check -f "$fmt" "$img" >"$img.check" 2>&1
+}
+
+# After the boots: the guest's write is in each image, every image passes
+# qemu-img check.
+verify() {
+	local fmt img
+	[ -e "$PREP/ready" ] || return
+	for fmt in vdi vhd vmdk; do
+		img=$PREP/installed.$fmt
+		[ -e "$T/in/disk-$fmt.log" ] || continue
+		if "$IMGTOOL" convert -O raw "$img" "$T/back.raw" 2>/dev/null &&
 			mtype -i "$T/back.raw@@1M" ::guestw.txt >/dev/null 2>&1; then
-			ok "guest write landed in installed.$fmt"
+			ok "the guest's write (guestw.txt) landed in installed.$fmt through libimg"
 		else
 			fail "guest write in installed.$fmt"
 		fi
-		if command -v qemu-img >/dev/null; then
-			local qfmt=$fmt
-			[ "$fmt" = vhd ] && qfmt=vpc
-			if qemu-img check -f "$qfmt" "$img" >"$T/check.out" 2>&1 || [ "$fmt" = vhd ]; then
-				ok "qemu-img check clean on installed.$fmt"
+		rm -f "$T/back.raw"
+		if qemu_check "$fmt" "$img"; then
+			ok "qemu-img check clean on installed.$fmt after the guest wrote"
+		else
+			fail "qemu-img check installed.$fmt: $(tail -3 "$img.check")"
+		fi
+	done
+	for fmt in vdi vhd vmdk; do
+		img=$PREP/new.$fmt
+		[ -e "$T/in/install-$fmt.log" ] || continue
+		if qemu_check "$fmt" "$img"; then
+			ok "qemu-img check clean on the $fmt installed by imgvm"
+		else
+			fail "qemu-img check on new.$fmt: $(tail -3 "$img.check")"
+		fi
+	done
+}
+
+# Boot the installed test disk in each format: MARKER-OK, then the guest
+# writes a file (WRITE-OK).  The VMDK boot uses two vCPUs.
+disk_cases() {
+	local T=$1 fmt log cpus
+	for fmt in vdi vhd vmdk; do
+		log=$T/disk-$fmt.log
+		cpus=1
+		[ "$fmt" = vmdk ] && cpus=2
+		run_vm "$log" --disk "$PREP/installed.$fmt" --cpus $cpus --no-reboot
+		if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log" && grep -qa 'WRITE-OK' "$log" &&
+			! grep -qa 'MARKER-BAD' "$log"; then
+			ok "boot installed.$fmt -> MARKER-OK, WRITE-OK, power-off, exit 0"
+		else
+			fail "boot installed.$fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
+		fi
+		if [ $cpus = 2 ]; then
+			if grep -qa 'Brought up 1 node, 2 CPUs' "$log"; then
+				ok "--cpus 2: Linux brings up both vCPUs"
 			else
-				fail "qemu-img check installed.$fmt: $(tail -3 "$T/check.out")"
+				fail "--cpus 2: $(grep -a -E 'smp|CPU' "$log" | head -3)"
 			fi
 		fi
-		rm -f "$T/back.raw"
+	done
+}
+
+# Install from the test ISO onto fresh images: VDI in two runs (install
+# with --no-reboot, then boot the disk), VHD and VMDK in one run each with
+# --eject-on-reboot (the guest reboots after installing, the tray is
+# emptied, the machine resets and boots the installed disk).
+install_cases() {
+	local T=$1 fmt img log
+	for fmt in vdi vhd vmdk; do
+		img=$PREP/new.$fmt
+		log=$T/install-$fmt.log
+		if [ "$fmt" = vdi ]; then
+			run_vm "$log" --cdrom "$GUEST/installer.iso" --disk "$img" --no-reboot
+			if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log"; then
+				ok "install from installer.iso onto a new $fmt -> INSTALL-OK, exit 0"
+			else
+				fail "install onto $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
+				continue
+			fi
+			log=$T/boot-$fmt.log
+			run_vm "$log" --disk "$img" --no-reboot
+			if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log"; then
+				ok "the installed $fmt boots -> MARKER-OK"
+			else
+				fail "boot installed $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
+			fi
+		else
+			run_vm "$log" --cdrom "$GUEST/installer-reboot.iso" --disk "$img" --eject-on-reboot
+			if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log" && grep -qa 'MARKER-OK' "$log" &&
+				[ "$(grep -ca 'SeaBIOS (version' "$log")" = 2 ]; then
+				ok "install onto a new $fmt, eject at the reboot, boot it -> MARKER-OK in one run"
+			else
+				fail "one-run install+boot on $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
+			fi
+		fi
 	done
 }
 
@@ -168,6 +255,7 @@ disk_cases() {
 if [ "${1:-}" = --inside ]; then
 	T=$2
 	GUEST=$3
+	PREP=$4
 	kvm_cases "$T"
 	finish
 	exit
@@ -178,6 +266,7 @@ fi
 e2e_tmpdir
 T=$E2E_TMP
 GUEST=${VMM_E2E_GUEST:-$T/guest}
+PREP=$T/prep
 
 help=$("$IMGVM" --help 2>&1)
 missing=
@@ -222,11 +311,15 @@ fi
 # ---- KVM: here, in the nested host, or skipped --------------------------
 if hardware_kvm; then
 	echo "# hardware KVM: running the VMM cases directly"
-	kvm_cases "$T"
+	prepare
+	mkdir -p "$T/in"
+	kvm_cases "$T/in"
+	verify
 elif ns=$(nested_script) && command -v qemu-system-x86_64 >/dev/null; then
 	echo "# no hardware KVM here: running the VMM cases inside the nested test host ($ns)"
+	prepare
 	mkdir -p "$T/in" "$GUEST"
-	"$ns" -w "$ROOT" -w "$T" -t 1500 -- bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" >"$T/nested.out" 2>&1
+	"$ns" -w "$ROOT" -w "$T" -t 1800 -- bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>&1
 	nrc=$?
 	grep -E '^(ok|FAIL|skip) - ' "$T/nested.out"
 	sum=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$T/nested.out" | tail -1)
@@ -239,6 +332,7 @@ elif ns=$(nested_script) && command -v qemu-system-x86_64 >/dev/null; then
 	else
 		fail "nested test host run (exit $nrc): $(tail -5 "$T/nested.out")"
 	fi
+	verify
 else
 	skip "VMM boots" "no hardware KVM and no nested test host (tests/nested-kvm.sh, qemu-system-x86_64)"
 fi

@@ -6,6 +6,7 @@
  *   vhd_io pattern RAW SIZE SEED      sparse random pattern file
  *   vhd_io read IMG OUT [flags]       whole virtual disk -> raw file
  *   vhd_io write IMG RAW [flags]      raw file -> image (zero chunks skipped)
+ *   vhd_io cmp IMG RAW [flags]        exit 0 when the disk equals the file
  *   vhd_io check IMG [leaks|all]      run check (and repair), print counts
  *   vhd_io resize IMG SIZE [shrink]
  *   vhd_io rebase IMG PARENT|-        set_backing (parent opened read-only)
@@ -28,10 +29,20 @@
 
 #define CHUNK (1u << 20)
 
+static uint8_t buf[CHUNK], other[CHUNK];
+
 static int fail(const char *what, int err, const char *msg)
 {
 	fprintf(stderr, "vhd_io: %s: %s\n", what,
 		msg && *msg ? msg : strerror(-err));
+	return 1;
+}
+
+/* Report the handle's error, then release it. */
+static int fail_img(struct img *img, const char *what, int err)
+{
+	fail(what, err, img_errmsg(img));
+	img_close(img);
 	return 1;
 }
 
@@ -75,10 +86,9 @@ static uint64_t next_random(uint64_t *state)
 static int cmd_pattern(const char *path, uint64_t size, uint64_t seed)
 {
 	uint64_t state = seed * 0x9e3779b97f4a7c15ull + 1;
-	uint8_t *buf = malloc(CHUNK);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 
-	if (fd < 0 || !buf || ftruncate(fd, (off_t)size) < 0)
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
 		return fail(path, -errno, NULL);
 	/* A few MiB of random data in pieces at random offsets, plus the
 	 * very first and very last sectors. */
@@ -100,17 +110,15 @@ static int cmd_pattern(const char *path, uint64_t size, uint64_t seed)
 		if (pwrite(fd, buf, len, (off_t)off) != (ssize_t)len)
 			return fail(path, -errno, NULL);
 	}
-	free(buf);
 	return close(fd) ? 1 : 0;
 }
 
 static int cmd_read(int argc, char **argv)
 {
 	struct img *img;
-	uint8_t *buf = malloc(CHUNK);
 	int fd, r;
 
-	if (!buf || open_image(&img, argv[2], IMG_OPEN_RDONLY, argc, argv, 4))
+	if (open_image(&img, argv[2], IMG_OPEN_RDONLY, argc, argv, 4))
 		return 1;
 	fd = open(argv[3], O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0)
@@ -121,7 +129,7 @@ static int cmd_read(int argc, char **argv)
 
 		r = img_pread(img, buf, n, off);
 		if (r < 0)
-			return fail(argv[2], r, img_errmsg(img));
+			return fail_img(img, argv[2], r);
 		if (buf_is_zero(buf, n)) {
 			if (ftruncate(fd, (off_t)(off + n)) < 0)
 				return fail(argv[3], -errno, NULL);
@@ -130,7 +138,42 @@ static int cmd_read(int argc, char **argv)
 		if (pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
 			return fail(argv[3], -errno, NULL);
 	}
-	free(buf);
+	close(fd);
+	return img_close(img) < 0;
+}
+
+static int cmd_cmp(int argc, char **argv)
+{
+	struct img *img;
+	struct stat st;
+	int fd, r;
+
+	fd = open(argv[3], O_RDONLY);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return fail(argv[3], -errno, NULL);
+	if (open_image(&img, argv[2], IMG_OPEN_RDONLY, argc, argv, 4))
+		return 1;
+	if (img_size(img) != (uint64_t)st.st_size) {
+		fprintf(stderr, "vhd_io: sizes differ: %llu and %llu\n",
+			(unsigned long long)img_size(img),
+			(unsigned long long)st.st_size);
+		return 1;
+	}
+	for (uint64_t off = 0; off < img_size(img); off += CHUNK) {
+		size_t n = img_size(img) - off < CHUNK ? img_size(img) - off
+						       : CHUNK;
+
+		r = img_pread(img, buf, n, off);
+		if (r < 0)
+			return fail_img(img, argv[2], r);
+		if (pread(fd, other, n, (off_t)off) != (ssize_t)n)
+			return fail(argv[3], -errno, NULL);
+		if (memcmp(buf, other, n)) {
+			fprintf(stderr, "vhd_io: differ in the MiB at %llu\n",
+				(unsigned long long)off);
+			return 1;
+		}
+	}
 	close(fd);
 	return img_close(img) < 0;
 }
@@ -138,12 +181,11 @@ static int cmd_read(int argc, char **argv)
 static int cmd_write(int argc, char **argv)
 {
 	struct img *img;
-	uint8_t *buf = malloc(CHUNK);
 	struct stat st;
 	int fd, r;
 
 	fd = open(argv[3], O_RDONLY);
-	if (fd < 0 || fstat(fd, &st) < 0 || !buf)
+	if (fd < 0 || fstat(fd, &st) < 0)
 		return fail(argv[3], -errno, NULL);
 	if (open_image(&img, argv[2], IMG_OPEN_RDWR, argc, argv, 4))
 		return 1;
@@ -158,9 +200,8 @@ static int cmd_write(int argc, char **argv)
 			continue;
 		r = img_pwrite(img, buf, n, off);
 		if (r < 0)
-			return fail(argv[2], r, img_errmsg(img));
+			return fail_img(img, argv[2], r);
 	}
-	free(buf);
 	close(fd);
 	r = img_close(img);
 	return r < 0 ? fail(argv[2], r, NULL) : 0;
@@ -184,7 +225,7 @@ static int cmd_check(int argc, char **argv)
 		return 1;
 	r = img_check(img, &res, fix);
 	if (r < 0)
-		return fail(argv[2], r, img_errmsg(img));
+		return fail_img(img, argv[2], r);
 	for (int i = 0; i < res.nmessages; i++)
 		printf("message: %s\n", res.messages[i]);
 	printf("corruptions=%llu leaks=%llu fixed_corruptions=%llu "
@@ -214,7 +255,7 @@ static int cmd_resize(int argc, char **argv)
 		img, size,
 		argc > 4 && !strcmp(argv[4], "shrink") ? IMG_RESIZE_SHRINK : 0);
 	if (r < 0)
-		return fail(argv[2], r, img_errmsg(img));
+		return fail_img(img, argv[2], r);
 	return img_close(img) < 0;
 }
 
@@ -231,7 +272,7 @@ static int cmd_rebase(int argc, char **argv)
 		return 1;
 	r = img_set_backing(img, parent ? argv[3] : NULL, NULL, parent);
 	if (r < 0)
-		return fail(argv[2], r, img_errmsg(img));
+		return fail_img(img, argv[2], r);
 	if (parent)
 		img_close(parent);
 	return img_close(img) < 0;
@@ -256,7 +297,7 @@ static int cmd_zero(int argc, char **argv, bool discard)
 					     ? IMG_ZERO_MAY_UNMAP
 					     : 0);
 	if (r < 0)
-		return fail(argv[2], r, img_errmsg(img));
+		return fail_img(img, argv[2], r);
 	return img_close(img) < 0;
 }
 
@@ -290,7 +331,7 @@ static int cmd_map(int argc, char **argv)
 					       &ext);
 
 		if (r < 0)
-			return fail(argv[2], r, img_errmsg(img));
+			return fail_img(img, argv[2], r);
 		printf("%llu %llu %s depth=%d\n", (unsigned long long)off,
 		       (unsigned long long)ext.length,
 		       ext.flags & IMG_EXTENT_ALLOCATED ? "allocated" : "hole",
@@ -310,6 +351,8 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 4 && !strcmp(argv[1], "read"))
 		return cmd_read(argc, argv);
+	if (argc >= 4 && !strcmp(argv[1], "cmp"))
+		return cmd_cmp(argc, argv);
 	if (argc >= 4 && !strcmp(argv[1], "write"))
 		return cmd_write(argc, argv);
 	if (argc >= 3 && !strcmp(argv[1], "check"))

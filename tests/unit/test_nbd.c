@@ -682,7 +682,10 @@ Test(nbd, stop_with_idle_and_half_open_clients_returns)
 {
 	struct nbd_handle *idle = client("disk");
 	int half = raw_connect(); /* never answers the greeting */
+	uint8_t greeting[18];
 	struct timespec t0, t1;
+
+	raw_read(half, greeting, sizeof(greeting)); /* accepted by now */
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	nbd_server_stop(srv);
@@ -691,12 +694,134 @@ Test(nbd, stop_with_idle_and_half_open_clients_returns)
 	cr_assert_lt(t1.tv_sec - t0.tv_sec, 5);
 	nbd_server_free(srv);
 	srv = NULL;
-	uint8_t greeting[18];
-	raw_read(half, greeting, sizeof(greeting));
 	cr_assert(raw_closed(half));
 	close(half);
 	/* the idle client finds the server gone */
 	uint8_t buf[512];
 	cr_assert_eq(nbd_pread(idle, buf, sizeof(buf), 0, 0), -1);
 	nbd_close(idle);
+}
+
+/* Each dynamic format behind the server: writes land, holes show, data
+ * persists after the server and the image are closed. */
+static void serve_format(const char *fmt)
+{
+	struct img_create_options co = { .format = fmt, .size = DISK_SIZE };
+	struct img_open_options oo = { .format = fmt, .flags = IMG_OPEN_RDWR };
+	char err[512], path[160], sock[160];
+	struct nbd_server *s;
+	struct img *im;
+	pthread_t t;
+	struct extents x = { 0 };
+	uint8_t *buf = malloc(DATA_SIZE);
+
+	snprintf(path, sizeof(path), "%s/disk.%s", dir, fmt);
+	snprintf(sock, sizeof(sock), "%s/%s.sock", dir, fmt);
+	cr_assert_eq(img_create(path, &co, err, sizeof(err)), 0, "%s: %s", fmt,
+		     err);
+	cr_assert_eq(img_open(&im, path, &oo, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(nbd_server_new(&s, NULL, err, sizeof(err)), 0);
+	cr_assert_eq(nbd_server_add_export(s, fmt, NULL, im, false), 0);
+	cr_assert_eq(nbd_server_listen_unix(s, sock, err, sizeof(err)), 0);
+	cr_assert_eq(pthread_create(&t, NULL, server_main, s), 0);
+
+	struct nbd_handle *h = nbd_create();
+	nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+	cr_assert_eq(nbd_connect_unix(h, sock), 0, "%s", nbd_get_error());
+	cr_assert_eq(nbd_get_size(h), DISK_SIZE);
+	cr_assert_eq(nbd_pwrite(h, pattern, DATA_SIZE, 4 * DATA_SIZE, 0), 0);
+	cr_assert_eq(nbd_flush(h, 0), 0);
+	cr_assert_eq(
+		nbd_block_status(h, DISK_SIZE, 0,
+				 (nbd_extent_callback){ .callback = extent_cb,
+							.user_data = &x },
+				 0),
+		0);
+	cr_assert_geq(x.n, 4, "%s: hole, data, hole expected", fmt);
+	cr_assert_eq(x.e[1] & LIBNBD_STATE_HOLE, LIBNBD_STATE_HOLE, "%s", fmt);
+	nbd_close(h);
+	nbd_server_stop(s);
+	pthread_join(t, NULL);
+	nbd_server_free(s);
+	cr_assert_eq(img_close(im), 0);
+
+	cr_assert_eq(img_open(&im, path, &oo, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(img_pread(im, buf, DATA_SIZE, 4 * DATA_SIZE), 0);
+	cr_assert_eq(memcmp(buf, pattern, DATA_SIZE), 0, "%s", fmt);
+	cr_assert_eq(img_close(im), 0);
+	free(buf);
+}
+
+Test(nbd, vdi_vhd_vmdk_through_the_server)
+{
+	int n = 0;
+
+	for (const char *const *f = img_formats(); *f; f++)
+		if (strcmp(*f, "raw")) {
+			serve_format(*f);
+			n++;
+		}
+	cr_assert_gt(n, 0, "no dynamic format in this build");
+}
+
+/* Random option and request frames: every client ends up answered or
+ * dropped, the server survives and the data is intact. */
+Test(nbd, random_frames_never_hurt_the_server)
+{
+	unsigned seed = 12345;
+	uint8_t buf[4096];
+
+	for (int round = 0; round < 60; round++) {
+		int fd = raw_connect();
+		uint8_t junk[600];
+		struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
+
+		raw_greeting(fd);
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (uint8_t)rand_r(&seed);
+		if (round % 3 == 0) {
+			/* option frames with random codes and lengths */
+			uint32_t len = (uint32_t)(rand_r(&seed) % 200);
+			raw_option(fd, (uint32_t)rand_r(&seed) % 16, junk, len);
+		} else if (round % 3 == 1) {
+			/* a GO/INFO/META with random payload */
+			uint32_t opts[] = { NBD_OPT_GO, NBD_OPT_INFO,
+					    NBD_OPT_LIST_META_CONTEXT };
+			raw_option(fd, opts[rand_r(&seed) % 3], junk,
+				   (uint32_t)(rand_r(&seed) % 64));
+		} else {
+			/* into transmission, then requests with random
+			 * types, flags, offsets and lengths (no payloads) */
+			uint8_t info[10];
+			raw_option(fd, NBD_OPT_EXPORT_NAME, "disk", 4);
+			raw_read(fd, info, sizeof(info));
+			for (int k = 0; k < 8; k++) {
+				struct nbd_request rq = {
+					.magic = htobe32(NBD_REQUEST_MAGIC),
+					.flags = htobe16(
+						(uint16_t)rand_r(&seed)),
+					.type = htobe16((
+						uint16_t)(rand_r(&seed) % 10 == 1
+								  ? 0
+								  : rand_r(&seed) %
+									    10)),
+					.offset = htobe64(
+						(uint64_t)rand_r(&seed) *
+						(uint64_t)rand_r(&seed)),
+					.length = htobe32(
+						(uint32_t)rand_r(&seed) % 8192),
+				};
+				send(fd, &rq, sizeof(rq), MSG_NOSIGNAL);
+			}
+		}
+		/* drain whatever comes back until the server is quiet */
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		while (recv(fd, junk, sizeof(junk), 0) > 0)
+			;
+		close(fd);
+	}
+	struct nbd_handle *h = client("disk");
+	cr_assert_eq(nbd_pread(h, buf, sizeof(buf), 0, 0), 0);
+	cr_assert_eq(memcmp(buf, pattern, sizeof(buf)), 0);
+	nbd_close(h);
 }

@@ -163,6 +163,10 @@ Test(tools, segment_append_merges_neighbours_only)
 /* ---- the pipeline -------------------------------------------------------*/
 
 struct order_test {
+	int reports;
+	int report_err;
+	char report_msg[64];
+	uint64_t claim_fail_at; /* claim fails there (0: never) */
 	uint64_t chunks;
 	uint64_t claimed;
 	uint64_t consumed;
@@ -177,6 +181,11 @@ static int order_claim(void *ctx, struct pipeline_chunk *c)
 
 	if (t->claimed == t->chunks)
 		return 0;
+	if (t->claim_fail_at && t->claimed == t->claim_fail_at) {
+		snprintf(c->errmsg, sizeof(c->errmsg), "claim %u failed",
+			 (unsigned)t->claimed);
+		return -ENOSPC;
+	}
 	c->off = t->claimed * 100;
 	c->len = 100;
 	t->claimed++;
@@ -192,9 +201,22 @@ static int order_produce(void *ctx, struct pipeline_chunk *c)
 		usleep(200);
 	memset(c->buf[0], (int)(c->index & 0xff), 64);
 	c->user[0] = c->index * 7;
-	if (t->fail_at && c->index == t->fail_at)
+	if (t->fail_at && c->index >= t->fail_at) {
+		/* Every later chunk fails too: only the first is reported. */
+		snprintf(c->errmsg, sizeof(c->errmsg), "chunk %u failed",
+			 (unsigned)c->index);
 		return -EIO;
+	}
 	return 0;
+}
+
+static void order_report(void *ctx, int err, const char *msg)
+{
+	struct order_test *t = ctx;
+
+	t->reports++;
+	t->report_err = err;
+	snprintf(t->report_msg, sizeof(t->report_msg), "%s", msg);
 }
 
 static int order_consume(void *ctx, struct pipeline_chunk *c)
@@ -214,6 +236,7 @@ static const struct pipeline_ops order_ops = {
 	.claim = order_claim,
 	.produce = order_produce,
 	.consume = order_consume,
+	.report = order_report,
 };
 
 Test(tools, pipeline_consumes_in_order_with_many_workers)
@@ -255,6 +278,29 @@ Test(tools, pipeline_reports_produce_error_in_order)
 	cr_assert_eq(pipeline_run(&cfg, &order_ops, &t), -EIO);
 	cr_assert_eq(t.consumed, 42, "chunks before the failure are consumed");
 	cr_assert_not(t.out_of_order);
+	cr_assert_eq(t.reports, 1, "one error line, not one per worker");
+	cr_assert_str_eq(t.report_msg, "chunk 42 failed");
+}
+
+Test(tools, pipeline_reports_claim_error_once_after_earlier_chunks)
+{
+	struct order_test t = { .chunks = 100, .claim_fail_at = 17 };
+	struct pipeline_config cfg = { .buf_size = 4096, .workers = 4 };
+
+	cr_assert_eq(pipeline_run(&cfg, &order_ops, &t), -ENOSPC);
+	cr_assert_eq(t.consumed, 17);
+	cr_assert_eq(t.reports, 1);
+	cr_assert_eq(t.report_err, -ENOSPC);
+	cr_assert_str_eq(t.report_msg, "claim 17 failed");
+}
+
+Test(tools, pipeline_no_report_on_success_or_stop)
+{
+	struct order_test t = { .chunks = 50, .stop_at = 5 };
+	struct pipeline_config cfg = { .buf_size = 4096 };
+
+	cr_assert_eq(pipeline_run(&cfg, &order_ops, &t), 1);
+	cr_assert_eq(t.reports, 0);
 }
 
 /* ---- claims from block status on a real sparse raw image ---------------*/

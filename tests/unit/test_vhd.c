@@ -588,3 +588,104 @@ Test(vhd_image, create_options)
 	cr_assert_eq(file_be32("x.vhd", 512 + 32), 512 * 1024);
 	cr_assert_eq(file_be32("x.vhd", 512 + 28), 600);
 }
+
+/* A differencing disk: per-sector fall-through, bitmap bits of committed
+ * blocks set at flush, and parallel readers agreeing with the model. */
+#include <pthread.h>
+
+#define DIFF_SIZE (8u << 20)
+
+static uint8_t *diff_model;
+static struct img *diff_img;
+
+static void *diff_reader(void *arg)
+{
+	uint8_t *buf = malloc(DIFF_SIZE);
+	uintptr_t bad = 0;
+
+	(void)arg;
+	for (int round = 0; round < 4 && buf; round++) {
+		/* odd-sized, unaligned-to-blocks pieces */
+		for (uint64_t off = 0; off < DIFF_SIZE;) {
+			size_t n = 512 * (1 + (off / 512) % 700);
+
+			if (off + n > DIFF_SIZE)
+				n = DIFF_SIZE - off;
+			if (img_pread(diff_img, buf + off, n, off) < 0)
+				bad++;
+			off += n;
+		}
+		if (memcmp(buf, diff_model, DIFF_SIZE))
+			bad++;
+	}
+	free(buf);
+	return (void *)bad;
+}
+
+Test(vhd_image, differencing_bitmaps_and_parallel_reads)
+{
+	struct img_create_options o = { .format = "vhd",
+					.backing_file = "base.vhd",
+					.options = "block_size=1M" };
+	char err[IMG_ERRMSG_MAX];
+	uint8_t sector[512], bitmap[512];
+	struct img *img;
+	pthread_t t[4];
+
+	diff_model = malloc(DIFF_SIZE);
+	cr_assert_not_null(diff_model);
+	memset(diff_model, 0x11, DIFF_SIZE);
+	create("base.vhd", DIFF_SIZE, NULL);
+	cr_assert_eq(open_image(&img, "base.vhd", IMG_OPEN_RDWR, err), 0);
+	cr_assert_eq(img_pwrite(img, diff_model, DIFF_SIZE, 0), 0);
+	cr_assert_eq(img_close(img), 0);
+	cr_assert_eq(img_create(path_in_dir("child.vhd"), &o, err, sizeof(err)),
+		     0, "%s", err);
+
+	cr_assert_eq(open_image(&img, "child.vhd", IMG_OPEN_RDWR, err), 0, "%s",
+		     err);
+	memset(sector, 0x22, sizeof(sector));
+	cr_assert_eq(img_pwrite(img, sector, 512, 3 * 512), 0);
+	memcpy(diff_model + 3 * 512, sector, 512);
+	cr_assert_eq(img_flush(img), 0);
+	/* block 0 is committed now: these bits wait for the next flush */
+	memset(sector, 0x33, sizeof(sector));
+	for (int i = 100; i < 104; i++) {
+		cr_assert_eq(img_pwrite(img, sector, 512, i * 512ull), 0);
+		memcpy(diff_model + i * 512, sector, 512);
+	}
+	cr_assert_eq(img_pread(img, sector, 512, 99 * 512), 0);
+	cr_assert_eq(sector[0], 0x11, "sector 99 still comes from the parent");
+	cr_assert_eq(img_pread(img, sector, 512, 101 * 512), 0);
+	cr_assert_eq(sector[0], 0x33);
+	/* zeros written into a differencing disk hide the parent */
+	cr_assert_eq(img_write_zeroes(img, 5u << 20, 4096, IMG_ZERO_MAY_UNMAP),
+		     0);
+	memset(diff_model + (5u << 20), 0, 4096);
+	cr_assert_eq(img_close(img), 0);
+
+	/* on disk: block 0's bitmap has bits 3 and 100..103 only */
+	{
+		int fd = open(path_in_dir("child.vhd"), O_RDONLY);
+		uint64_t host = (uint64_t)file_be32("child.vhd", 1536) * 512;
+
+		cr_assert_eq(pread(fd, bitmap, 512, (off_t)host), 512);
+		close(fd);
+	}
+	cr_assert_eq(bitmap[0], 0x10, "bit 3: %#x", bitmap[0]);
+	cr_assert_eq(bitmap[12], 0x0f, "bits 100..103: %#x", bitmap[12]);
+	cr_assert_eq(bitmap[13], 0);
+
+	cr_assert_eq(open_image(&diff_img, "child.vhd", IMG_OPEN_RDONLY, err),
+		     0, "%s", err);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, diff_reader, NULL), 0);
+	for (int i = 0; i < 4; i++) {
+		void *bad;
+
+		pthread_join(t[i], &bad);
+		cr_expect_null(bad, "reader %d saw wrong data", i);
+	}
+	img_close(diff_img);
+	free(diff_model);
+}

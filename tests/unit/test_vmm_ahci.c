@@ -595,3 +595,80 @@ Test(ahci_read_only, writes_are_refused)
 	cr_assert_eq(h_d2h_status(&H, 0), 0x50);
 	check_sectors(H.mem + H_DATA, 0, 1);
 }
+
+Test(ahci, reset_while_commands_run)
+{
+	/* all 32 slots: 2 MiB reads each, then resets while they run */
+	for (unsigned round = 0; round < 3; round++) {
+		h_start_port(&H, 0);
+		for (unsigned s = 0; s < 32; s++) {
+			uint8_t *t = h_command(&H, 0, s, 0x25, 0, DISK_SECTORS,
+					       0, false, 1);
+			h_prd(t, 0, H_DATA, DISK_SECTORS * 512);
+		}
+		h_write(&H, H_PORT(0, P_CI), 0xFFFFFFFF);
+		if (round == 0)
+			h_write(&H, H_GHC, 0x80000001); /* HBA reset */
+		else if (round == 1)
+			h_write(&H, H_PORT(0, P_CMD), 0x10); /* stop */
+		else
+			H.reset_fn(H.reset_opaque); /* platform reset */
+		cr_assert_eq(h_read(&H, H_PORT(0, P_CI)), 0, "round %u", round);
+		cr_assert_eq(h_read(&H, H_PORT(0, P_CMD)) & 0x8000, 0);
+		ahci_wait_idle(H.ahci);
+	}
+	/* the port works afterwards */
+	h_start_port(&H, 0);
+	uint8_t *t = h_command(&H, 0, 0, 0x25, 33, 1, 0, false, 1);
+	h_prd(t, 0, H_DATA + 0x300000, 512);
+	h_issue(&H, 0, 0);
+	cr_assert_eq(h_d2h_status(&H, 0), 0x50);
+	check_sectors(H.mem + H_DATA + 0x300000, 33, 1);
+}
+
+Test(ahci, ncq_full_queue_concurrent)
+{
+	uint8_t back[64 * 512];
+
+	/* 32 tags: even ones read 64 sectors, odd ones write 64 sectors,
+	 * all distinct ranges; the disk workers run them concurrently */
+	for (unsigned round = 0; round < 4; round++) {
+		h_start_port(&H, 0);
+		for (unsigned tag = 0; tag < 32; tag++) {
+			bool write = tag & 1;
+			uint64_t lba = tag * 64;
+			uint8_t *buf = H.mem + H_DATA + tag * 64 * 512;
+
+			if (write)
+				for (unsigned i = 0; i < 64 * 512; i++)
+					buf[i] = (uint8_t)(tag * 5 + round + i);
+			uint8_t *t = h_command(&H, 0, tag, write ? 0x61 : 0x60,
+					       lba, (uint16_t)(tag << 3), 64,
+					       write, 2);
+			/* two PRD entries per command */
+			h_prd(t, 0, H_DATA + tag * 64 * 512, 32 * 512);
+			h_prd(t, 1, H_DATA + tag * 64 * 512 + 32 * 512,
+			      32 * 512);
+		}
+		h_write(&H, H_PORT(0, P_SACT), 0xFFFFFFFF);
+		h_write(&H, H_PORT(0, P_CI), 0xFFFFFFFF);
+		ahci_wait_idle(H.ahci);
+		cr_assert_eq(h_read(&H, H_PORT(0, P_SACT)), 0);
+		cr_assert_eq(h_read(&H, H_PORT(0, P_CI)), 0);
+		cr_assert_eq(h_read(&H, H_PORT(0, P_TFD)) & 1, 0);
+		for (unsigned tag = 0; tag < 32; tag++) {
+			uint8_t *buf = H.mem + H_DATA + tag * 64 * 512;
+
+			if (tag & 1) {
+				cr_assert_eq(img_pread(disk, back, sizeof(back),
+						       tag * 64 * 512ull),
+					     0);
+				cr_assert(memcmp(back, buf, sizeof(back)) == 0,
+					  "tag %u", tag);
+			} else if (round == 0) {
+				check_sectors(buf, tag * 64, 64);
+			}
+		}
+		h_write(&H, H_PORT(0, P_CMD), 0x10);
+	}
+}

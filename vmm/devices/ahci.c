@@ -33,6 +33,8 @@
 #define AHCI_MSI_CAP 0x80
 /* PRDT entries mapped per command: Linux uses at most 168. */
 #define AHCI_MAX_PRDT 8192
+/* Worker threads of the disk port: NCQ commands run concurrently. */
+#define AHCI_DISK_WORKERS 4
 
 /* Generic host control registers (AHCI 1.3 section 3.1) */
 enum {
@@ -114,6 +116,15 @@ enum {
 #define CMD_TABLE_PRDT 0x80
 #define PRD_SIZE 16
 
+struct ahci_port;
+
+struct ahci_worker {
+	struct ahci_port *port;
+	bool started;
+	pthread_t thread;
+	struct iovec *iov; /* AHCI_MAX_PRDT entries */
+};
+
 struct ahci_port {
 	struct ahci *hba;
 	unsigned index;
@@ -123,17 +134,19 @@ struct ahci_port {
 	uint64_t clb, fb;
 	uint32_t is, ie, cmd, tfd, sig, ssts, sctl, serr, sact, ci, sntf;
 
-	/* issued slots the worker has not taken yet */
+	/* issued slots no worker has taken yet */
 	uint32_t pending;
-	bool busy;
+	/* workers running a command */
+	unsigned busy;
+	/* a non-queued command runs: it runs alone */
+	bool exclusive;
 	/* NCQ error: no more commands until software clears PxCMD.ST */
 	bool halted;
 	/* bumped on reset: a command that was running is not completed */
 	unsigned generation;
-	bool has_thread;
-	pthread_t thread;
 	pthread_cond_t wake;
-	struct iovec *iov; /* AHCI_MAX_PRDT entries, used by the worker */
+	unsigned nworkers;
+	struct ahci_worker worker[AHCI_DISK_WORKERS];
 };
 
 struct ahci {
@@ -338,7 +351,7 @@ static void ahci_port_decode_fis(const uint8_t *fis, struct ata_command *c)
  * adjacent in host memory too are merged.  Returns the entry count or
  * -EFAULT when an entry lies outside guest RAM. */
 static int ahci_port_map_prdt(struct ahci_port *p, const uint8_t *prdt,
-			      unsigned prdtl, size_t *total)
+			      unsigned prdtl, struct iovec *iov, size_t *total)
 {
 	struct ahci *hba = p->hba;
 	int n = 0;
@@ -357,12 +370,12 @@ static int ahci_port_map_prdt(struct ahci_port *p, const uint8_t *prdt,
 		if (!hva)
 			return -EFAULT;
 		if (n > 0 &&
-		    (uint8_t *)p->iov[n - 1].iov_base + p->iov[n - 1].iov_len ==
+		    (uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len ==
 			    hva) {
-			p->iov[n - 1].iov_len += len;
+			iov[n - 1].iov_len += len;
 		} else {
-			p->iov[n].iov_base = hva;
-			p->iov[n].iov_len = len;
+			iov[n].iov_base = hva;
+			iov[n].iov_len = len;
 			n++;
 		}
 		*total += len;
@@ -392,7 +405,8 @@ static void ahci_port_fail_command(struct ahci_port *p, uint32_t bit,
 	ahci_port_raise(p, PORT_IS_DHRS | PORT_IS_TFES | extra_is);
 }
 
-static void ahci_port_run_slot(struct ahci_port *p, unsigned slot)
+static void ahci_port_run_slot(struct ahci_port *p, unsigned slot,
+			       struct iovec *iov)
 {
 	struct ahci *hba = p->hba;
 	uint32_t bit = 1u << slot;
@@ -448,7 +462,7 @@ static void ahci_port_run_slot(struct ahci_port *p, unsigned slot)
 		ahci_port_fail_command(p, bit, 0);
 		return;
 	}
-	iovcnt = ahci_port_map_prdt(p, table + CMD_TABLE_PRDT, prdtl,
+	iovcnt = ahci_port_map_prdt(p, table + CMD_TABLE_PRDT, prdtl, iov,
 				    &buffer_bytes);
 	if (iovcnt < 0) {
 		if (ncq)
@@ -456,9 +470,25 @@ static void ahci_port_run_slot(struct ahci_port *p, unsigned slot)
 		ahci_port_fail_command(p, bit, 0);
 		return;
 	}
-	c.iov = p->iov;
+	c.iov = iov;
 	c.iovcnt = iovcnt;
 	c.buffer_bytes = buffer_bytes;
+	if (!ncq) {
+		/* a non-queued command runs alone: wait for the queued ones
+		 * other workers run; if another non-queued one got there
+		 * first, give the slot back */
+		if (p->exclusive) {
+			p->pending |= bit;
+			return;
+		}
+		p->exclusive = true;
+		while (p->busy > 1)
+			pthread_cond_wait(&hba->idle, &hba->lock);
+		if (generation != p->generation) {
+			p->exclusive = false;
+			return; /* the port was reset meanwhile */
+		}
+	}
 	if (ncq)
 		p->ci &= ~bit; /* accepted: the slot is free for the host */
 
@@ -471,6 +501,8 @@ static void ahci_port_run_slot(struct ahci_port *p, unsigned slot)
 		ata_command_abort(&c, ATA_ERROR_ABRT);
 	}
 	pthread_mutex_lock(&hba->lock);
+	if (!ncq)
+		p->exclusive = false;
 
 	if (generation != p->generation)
 		return; /* the port was reset meanwhile */
@@ -511,12 +543,14 @@ static void ahci_port_run_slot(struct ahci_port *p, unsigned slot)
 
 static bool ahci_port_runnable(const struct ahci_port *p)
 {
-	return (p->cmd & PORT_CMD_ST) && !p->halted && p->pending;
+	return (p->cmd & PORT_CMD_ST) && !p->halted && p->pending &&
+	       !p->exclusive;
 }
 
 static void *ahci_port_thread(void *arg)
 {
-	struct ahci_port *p = arg;
+	struct ahci_worker *w = arg;
+	struct ahci_port *p = w->port;
 	struct ahci *hba = p->hba;
 
 	pthread_mutex_lock(&hba->lock);
@@ -529,10 +563,15 @@ static void *ahci_port_thread(void *arg)
 			break;
 		slot = (unsigned)__builtin_ctz(p->pending);
 		p->pending &= ~(1u << slot);
-		p->busy = true;
-		ahci_port_run_slot(p, slot);
-		p->busy = false;
+		/* more work: another worker takes it meanwhile */
+		if (p->pending)
+			pthread_cond_signal(&p->wake);
+		p->busy++;
+		ahci_port_run_slot(p, slot, w->iov);
+		p->busy--;
 		pthread_cond_broadcast(&hba->idle);
+		if (ahci_port_runnable(p))
+			pthread_cond_signal(&p->wake);
 	}
 	pthread_mutex_unlock(&hba->lock);
 	return NULL;
@@ -862,9 +901,13 @@ static void ahci_stop_threads(struct ahci *hba)
 		pthread_cond_broadcast(&hba->port[i].wake);
 	pthread_mutex_unlock(&hba->lock);
 	for (unsigned i = 0; i < AHCI_PORTS; i++)
-		if (hba->port[i].has_thread) {
-			pthread_join(hba->port[i].thread, NULL);
-			hba->port[i].has_thread = false;
+		for (unsigned j = 0; j < hba->port[i].nworkers; j++) {
+			struct ahci_worker *w = &hba->port[i].worker[j];
+
+			if (w->started) {
+				pthread_join(w->thread, NULL);
+				w->started = false;
+			}
 		}
 }
 
@@ -878,7 +921,8 @@ void ahci_destroy(struct ahci *hba)
 
 		ata_disk_destroy(p->disk);
 		atapi_destroy(p->cdrom);
-		free(p->iov);
+		for (unsigned j = 0; j < p->nworkers; j++)
+			free(p->worker[j].iov);
 		pthread_cond_destroy(&p->wake);
 	}
 	pthread_cond_destroy(&hba->idle);
@@ -925,18 +969,27 @@ struct ahci *ahci_create_with_ops(const struct ahci_host_ops *ops, void *ctx,
 
 		if (!ahci_port_present(p))
 			continue;
-		p->iov = calloc(AHCI_MAX_PRDT, sizeof(*p->iov));
-		if (!p->iov) {
-			snprintf(err, errlen, "ahci: out of memory");
-			goto fail;
+		/* the CD-ROM has no command queue: one worker */
+		p->nworkers = p->disk ? AHCI_DISK_WORKERS : 1;
+		for (unsigned j = 0; j < p->nworkers; j++) {
+			struct ahci_worker *w = &p->worker[j];
+
+			w->port = p;
+			w->iov = calloc(AHCI_MAX_PRDT, sizeof(*w->iov));
+			if (!w->iov) {
+				snprintf(err, errlen, "ahci: out of memory");
+				goto fail;
+			}
+			ret = pthread_create(&w->thread, NULL, ahci_port_thread,
+					     w);
+			if (ret) {
+				snprintf(err, errlen,
+					 "ahci: cannot start thread: %s",
+					 strerror(ret));
+				goto fail;
+			}
+			w->started = true;
 		}
-		ret = pthread_create(&p->thread, NULL, ahci_port_thread, p);
-		if (ret) {
-			snprintf(err, errlen, "ahci: cannot start thread: %s",
-				 strerror(ret));
-			goto fail;
-		}
-		p->has_thread = true;
 	}
 	pthread_mutex_lock(&hba->lock);
 	ahci_hba_reset(hba);

@@ -6,10 +6,8 @@
  * file the port reads as absent, so the firmware does not spend an exit
  * per log byte.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "vmm/machine.h"
 
@@ -18,7 +16,7 @@
 #define DEBUGCON_PRESENT 0xe9
 
 struct debug_ports {
-	int log_fd;
+	struct outbuf *log;
 	uint8_t last_post_code;
 };
 
@@ -41,21 +39,20 @@ static void debugcon_io(void *opaque, uint64_t addr, void *data, unsigned size,
 
 	(void)addr;
 	if (!is_write) {
-		memset(data, dp->log_fd >= 0 ? DEBUGCON_PRESENT : 0xff, size);
+		memset(data, dp->log ? DEBUGCON_PRESENT : 0xff, size);
 		return;
 	}
-	if (dp->log_fd >= 0)
-		while (write(dp->log_fd, data, 1) < 0 && errno == EINTR)
-			;
+	if (dp->log)
+		outbuf_put(dp->log, data, 1);
 }
 
-struct debug_ports *debug_ports_create(struct vmm *vm, int log_fd)
+struct debug_ports *debug_ports_create(struct vmm *vm, struct outbuf *log)
 {
 	struct debug_ports *dp = calloc(1, sizeof(*dp));
 
 	if (!dp)
 		return NULL;
-	dp->log_fd = log_fd;
+	dp->log = log;
 	if (vmm_register_pio(vm, POST_PORT, 1, post_io, dp) ||
 	    vmm_register_pio(vm, DEBUGCON_PORT, 1, debugcon_io, dp)) {
 		free(dp);

@@ -42,6 +42,11 @@
 #define PM1_CNT_SCI_EN 0x0001
 #define PM1_CNT_SLP_EN 0x2000
 
+/* System control port A: bit 1 = A20 gate (always on here), bit 0 set =
+ * fast reset */
+#define PORT_A 0x92
+#define PORT_A_RESET 0x01
+#define PORT_A_A20 0x02
 #define APM_CNT_PORT 0xb2
 #define APM_ACPI_ENABLE 0xf1
 #define APM_ACPI_DISABLE 0xf0
@@ -61,6 +66,7 @@ struct piix {
 	uint16_t pm1_sts, pm1_en, pm1_cnt;
 	uint16_t gpe_sts, gpe_en;
 	uint8_t apm_cnt, apm_sts;
+	uint8_t port_a;
 	bool sci_level;
 	struct timespec timer_start;
 };
@@ -128,8 +134,11 @@ static void pm_io(void *opaque, uint64_t addr, void *data, unsigned size,
 	uint8_t regs[PM_IO_SIZE] = { 0 };
 	uint32_t value = 0;
 
-	if (addr + size > PM_IO_SIZE)
+	if (addr + size > PM_IO_SIZE) {
+		if (!is_write)
+			memset(data, 0xff, size);
 		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	if (!is_write) {
 		put_le16(regs + PM1_STS, p->pm1_sts);
@@ -231,6 +240,32 @@ static void apm_io(void *opaque, uint64_t addr, void *data, unsigned size,
 	pthread_mutex_unlock(&p->lock);
 }
 
+static void port_a_io(void *opaque, uint64_t addr, void *data, unsigned size,
+		      bool is_write)
+{
+	struct piix *p = opaque;
+	uint8_t *byte = data;
+
+	(void)addr;
+	if (size != 1) {
+		if (!is_write)
+			memset(data, 0xff, size);
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	if (!is_write) {
+		*byte = p->port_a;
+	} else {
+		bool reset = *byte & PORT_A_RESET &&
+			     !(p->port_a & PORT_A_RESET);
+
+		p->port_a = (*byte & ~PORT_A_RESET) | PORT_A_A20;
+		if (reset)
+			vmm_request_reset(p->vm);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
 static void pcihp_io(void *opaque, uint64_t addr, void *data, unsigned size,
 		     bool is_write)
 {
@@ -312,6 +347,7 @@ static void piix_reset(void *opaque)
 	p->gpe_en = 0;
 	p->apm_cnt = 0;
 	p->apm_sts = 0;
+	p->port_a = PORT_A_A20;
 	p->sci_level = false;
 	clock_gettime(CLOCK_MONOTONIC, &p->timer_start);
 	pthread_mutex_unlock(&p->lock);
@@ -336,6 +372,7 @@ struct piix *piix_create(struct vmm *vm)
 	    pci_register_function(vm, &p->isa, PM_SLOT, 0) ||
 	    pci_register_function(vm, &p->pm, PM_SLOT, PM_FUNCTION) ||
 	    vmm_register_pio(vm, APM_CNT_PORT, 2, apm_io, p) ||
+	    vmm_register_pio(vm, PORT_A, 1, port_a_io, p) ||
 	    vmm_register_pio(vm, GPE0_PORT, GPE0_SIZE, gpe_io, p) ||
 	    vmm_register_pio(vm, PCIHP_PORT, PCIHP_SIZE, pcihp_io, p)) {
 		piix_destroy(p);

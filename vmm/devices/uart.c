@@ -5,10 +5,8 @@
  * register.  Transmitted bytes go straight to the output fd, so the
  * transmitter is always empty.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "vmm/machine.h"
 
@@ -63,7 +61,7 @@ struct uart {
 	pthread_cond_t rx_space;
 	bool shut_down;
 	unsigned gsi;
-	int out_fd;
+	struct outbuf *out;
 	uint8_t ier, fcr, lcr, mcr, lsr, msr, scr, dll, dlm;
 	bool thr_interrupt; /* THR empty, not yet acknowledged */
 	bool irq_level;
@@ -124,10 +122,8 @@ static void uart_transmit(struct uart *u, uint8_t byte)
 {
 	if (u->mcr & MCR_LOOP) {
 		uart_push_rx(u, byte);
-	} else if (u->out_fd >= 0) {
-		/* A console that went away must not stop the guest. */
-		while (write(u->out_fd, &byte, 1) < 0 && errno == EINTR)
-			;
+	} else if (u->out) {
+		outbuf_put(u->out, &byte, 1);
 	}
 	u->thr_interrupt = true;
 }
@@ -288,13 +284,6 @@ void uart_shutdown(struct uart *u)
 	pthread_mutex_unlock(&u->lock);
 }
 
-void uart_set_output(struct uart *u, int out_fd)
-{
-	pthread_mutex_lock(&u->lock);
-	u->out_fd = out_fd;
-	pthread_mutex_unlock(&u->lock);
-}
-
 static void uart_reset(void *opaque)
 {
 	struct uart *u = opaque;
@@ -318,7 +307,7 @@ static void uart_reset(void *opaque)
 }
 
 struct uart *uart_create(struct vmm *vm, uint16_t base, unsigned gsi,
-			 int out_fd)
+			 struct outbuf *out)
 {
 	struct uart *u = calloc(1, sizeof(*u));
 
@@ -326,7 +315,7 @@ struct uart *uart_create(struct vmm *vm, uint16_t base, unsigned gsi,
 		return NULL;
 	u->vm = vm;
 	u->gsi = gsi;
-	u->out_fd = out_fd;
+	u->out = out;
 	pthread_mutex_init(&u->lock, NULL);
 	pthread_cond_init(&u->rx_space, NULL);
 	uart_reset(u);
