@@ -28,7 +28,27 @@ static void info_print_kv_human(const struct img_kv *kv)
 	}
 }
 
-static void info_print_human(const struct img_info *info)
+/* Bytes of the virtual disk this layer holds itself (block status);
+ * -1 when the driver cannot say. */
+static int64_t info_allocated(struct img *img)
+{
+	uint64_t size = img_size(img), pos = 0, total = 0;
+
+	while (pos < size) {
+		struct img_extent ext;
+		uint64_t len;
+
+		if (img_block_status_layer(img, pos, size - pos, &ext) < 0)
+			return -1;
+		len = ext.length < size - pos ? ext.length : size - pos;
+		if (ext.flags & IMG_EXTENT_ALLOCATED)
+			total += len;
+		pos += len;
+	}
+	return (int64_t)total;
+}
+
+static void info_print_human(const struct img_info *info, int64_t allocated)
 {
 	char a[32], b[32];
 
@@ -39,6 +59,12 @@ static void info_print_human(const struct img_info *info)
 	       info->virtual_size);
 	printf("disk size: %s\n",
 	       tool_human_size(info->actual_size, b, sizeof(b)));
+	if (allocated >= 0)
+		printf("allocated: %s (%.1f%% of the disk, in this file)\n",
+		       tool_human_size((uint64_t)allocated, b, sizeof(b)),
+		       info->virtual_size ? 100.0 * (double)allocated /
+						    (double)info->virtual_size
+					  : 0.0);
 	if (info->subformat[0])
 		printf("subformat: %s\n", info->subformat);
 	if (info->cluster_size)
@@ -74,7 +100,8 @@ static void info_print_human(const struct img_info *info)
 	}
 }
 
-static void info_print_json(struct json_writer *wp, const struct img_info *info)
+static void info_print_json(struct json_writer *wp, const struct img_info *info,
+			    int64_t allocated)
 {
 	struct json_writer w = *wp;
 
@@ -85,6 +112,8 @@ static void info_print_json(struct json_writer *wp, const struct img_info *info)
 		json_uint(&w, "cluster-size", info->cluster_size);
 	json_string(&w, "format", info->format);
 	json_uint(&w, "actual-size", info->actual_size);
+	if (allocated >= 0)
+		json_uint(&w, "allocated-size", (uint64_t)allocated);
 	if (info->subformat[0])
 		json_string(&w, "subformat", info->subformat);
 	if (info->nkv > 0) {
@@ -143,6 +172,7 @@ int cmd_info(int argc, char **argv)
 	};
 	struct json_writer w;
 	bool chain = false;
+	int64_t allocated;
 	const char *format = NULL;
 	unsigned flags = IMG_OPEN_RDONLY | IMG_OPEN_NO_BACKING;
 	bool json = false;
@@ -201,12 +231,13 @@ int cmd_info(int argc, char **argv)
 			tool_error("%s", img_errmsg(layer));
 			goto out;
 		}
+		allocated = info_allocated(layer);
 		if (json) {
-			info_print_json(&w, info);
+			info_print_json(&w, info, allocated);
 		} else {
 			if (layer != img)
 				putchar('\n');
-			info_print_human(info);
+			info_print_human(info, allocated);
 		}
 	}
 	if (json && chain)
