@@ -153,9 +153,11 @@ clean:
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 # ---- reliability (issue 11) ----
-# make crashtest: 1000 kill points per format (make check runs a sample).
+# make crashtest: 1000 kill points per format and 200 corrupted images per
+# format (make check runs a sample of each).
 crashtest: all $(HELPER_BINS)
 	@B=$(B) CRASH_POINTS=$${CRASH_POINTS:-1000} bash tests/e2e/crash.sh
+	@B=$(B) CORRUPT_ROUNDS=$${CORRUPT_ROUNDS:-200} bash tests/e2e/corrupt.sh
 
 # make fuzz FUZZ_SECONDS=N: every libFuzzer harness in tests/fuzz for N s.
 FUZZ_SECONDS ?= 60

@@ -2,8 +2,10 @@
 # run-e2e.sh [SCRIPT...]: run the end-to-end scripts (default: every
 # tests/e2e/*.sh), show each one's last line and its failures, and total
 # the "N passed, M failed" lines.  Non-zero exit if any case or script
-# failed.  E2E_JOBS=N runs up to N scripts at once (default 1; results are
-# still printed in order); E2E_VERBOSE=1 shows every script's full output.
+# failed.  E2E_JOBS=N runs up to N scripts at once (default 2; results are
+# still printed in order), except the E2E_SERIAL ones (default: the scripts
+# that boot VMs, whose guests have timeouts), which run afterwards, alone.
+# E2E_VERBOSE=1 shows every script's full output.
 set -u
 cd "$(dirname "$0")/.."
 B=${B:-build}
@@ -12,7 +14,8 @@ export IMGTOOL=${IMGTOOL:-$PWD/$B/bin/imgtool}
 export IMGVM=${IMGVM:-$PWD/$B/bin/imgvm}
 scripts=("$@")
 [ ${#scripts[@]} -gt 0 ] || scripts=(tests/e2e/*.sh)
-jobs=${E2E_JOBS:-1}
+jobs=${E2E_JOBS:-2}
+serial=${E2E_SERIAL-vmm*.sh guest.sh}
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/e2e-logs.XXXXXX")
 trap 'rm -rf "$logdir"' EXIT
 
@@ -24,9 +27,20 @@ run_one() { # INDEX SCRIPT
 	echo "$rc $(($(date +%s) - start))" >"$logdir/$1.status"
 }
 
+is_serial() { # SCRIPT
+	local - pat
+	set -f # the patterns are for basenames, not for the cwd
+	for pat in $serial; do
+		# shellcheck disable=SC2053
+		[[ $(basename "$1") == $pat ]] && return 0
+	done
+	return 1
+}
+
 running=0
 for i in "${!scripts[@]}"; do
 	[ -e "${scripts[$i]}" ] || continue
+	is_serial "${scripts[$i]}" && continue
 	if [ "$jobs" -le 1 ]; then
 		run_one "$i" "${scripts[$i]}"
 	else
@@ -39,6 +53,9 @@ for i in "${!scripts[@]}"; do
 	fi
 done
 wait
+for i in "${!scripts[@]}"; do
+	[ -e "${scripts[$i]}" ] && is_serial "${scripts[$i]}" && run_one "$i" "${scripts[$i]}"
+done
 
 total_pass=0
 total_fail=0

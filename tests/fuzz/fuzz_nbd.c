@@ -55,6 +55,25 @@ static void fuzz_setup(void)
 		abort();
 }
 
+/* The server neither answered nor hung up for a minute: show where its
+ * threads are (FUZZ_NBD_GDB=1), then fail the input. */
+static void fuzz_hung(size_t sent, size_t size)
+{
+	char cmd[160];
+
+	fprintf(stderr, "fuzz_nbd: server hung (%zu of %zu bytes sent)\n", sent,
+		size);
+	if (getenv("FUZZ_NBD_GDB")) {
+		snprintf(
+			cmd, sizeof(cmd),
+			"ls -l /proc/%d/fd >&2; gdb -p %d -batch -ex 'thread apply all bt 12' >&2",
+			(int)getpid(), (int)getpid());
+		if (system(cmd) < 0)
+			perror("gdb");
+	}
+	abort();
+}
+
 /* Send data to the server and read its replies until it closes, without
  * letting either side block on a full socket buffer. */
 static void fuzz_converse(int fd, const uint8_t *data, size_t size)
@@ -68,7 +87,7 @@ static void fuzz_converse(int fd, const uint8_t *data, size_t size)
 		if (!shut)
 			p.events |= POLLOUT;
 		if (poll(&p, 1, 60000) <= 0)
-			abort(); /* the server hung */
+			fuzz_hung(sent, size);
 		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
 			ssize_t n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
 			if (n == 0 ||
