@@ -506,6 +506,9 @@ static int setup_machine(struct machine *m)
 	m->debug = debug_ports_create(m->vm, m->firmware_log);
 	if (!m->cmos || !m->uart || !m->kbc || !m->piix || !m->debug)
 		goto nomem;
+	/* THR: one exit per console byte instead of two (the LSR read that
+	 * precedes the next byte still exits and delivers it) */
+	vmm_coalesce_pio(m->vm, SERIAL_PORT, 1);
 	if (open_disk(m) || setup_storage(m))
 		return -EINVAL;
 	if (console_attach(m->console, m->vm, m->uart, err, sizeof(err))) {
