@@ -223,8 +223,10 @@ struct console *console_open(const char *spec, char *err, size_t errlen);
 struct outbuf *console_output(const struct console *con);
 int console_attach(struct console *con, struct vmm *vm, struct uart *uart,
 		   char *err, size_t errlen);
-/* Restores the terminal; safe to call more than once. */
-void console_close(struct console *con);
+/* Restores the terminal, writes out pending output.  Returns true when an
+ * input thread (stdio, unix) may still touch the UART: it must not be
+ * freed then. */
+bool console_close(struct console *con);
 
 struct i8042;
 struct i8042 *i8042_create(struct vmm *vm);

@@ -524,8 +524,7 @@ nomem:
 static int teardown_machine(struct machine *m)
 {
 	int ret = 0;
-
-	console_close(m->console);
+	bool uart_in_use = console_close(m->console);
 	if (m->ahci)
 		ahci_destroy(m->ahci);
 	if (m->disk) {
@@ -535,7 +534,9 @@ static int teardown_machine(struct machine *m)
 				m->opt.disk_path, strerror(-ret));
 	}
 	cmos_destroy(m->cmos);
-	/* the UART stays: the console thread may still hold it */
+	/* with a console input thread (blocked in read) the UART stays */
+	if (!uart_in_use)
+		uart_destroy(m->uart);
 	i8042_destroy(m->kbc);
 	piix_destroy(m->piix);
 	debug_ports_destroy(m->debug);
