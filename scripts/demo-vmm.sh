@@ -15,7 +15,10 @@ ROOT=$PWD
 B=${B:-build}
 IMGTOOL=${IMGTOOL:-$ROOT/$B/bin/imgtool}
 IMGVM=${IMGVM:-$ROOT/$B/bin/imgvm}
-export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgvm/guest-build}
+# The guest's build tree lives in its cache (IMGVM_GUEST_CACHE, default
+# OUTDIR/.cache): a private one, so a concurrent build (make check and make
+# demo at once) cannot pull files from under us.  Downloaded .debs are
+# shared anyway (IMGVM_DEB_CACHE).
 
 step() { printf '\n== %s\n' "$*"; }
 now() { date +%s.%N; }

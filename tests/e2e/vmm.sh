@@ -11,8 +11,10 @@ cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . tests/e2e/lib.bash
 TIMEOUT=${VMM_E2E_TIMEOUT:-400}
-# unpacked packages are kept across runs, as tests/e2e/guest.sh does
-export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgvm/guest-build}
+# The guest's build tree lives in its cache (IMGVM_GUEST_CACHE, default
+# OUTDIR/.cache): a private one, so a concurrent build (make check and make
+# demo at once) cannot pull files from under us.  Downloaded .debs are
+# shared anyway (IMGVM_DEB_CACHE).
 
 # ---- helpers -------------------------------------------------------------
 
