@@ -9,7 +9,7 @@
 # (tests/nested-kvm.sh); without either the VM steps are skipped, saying why.
 # Env: DEMO_DIR (work dir, default a fresh one under /tmp, kept).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 B=${B:-build}
 IMGTOOL=${IMGTOOL:-$ROOT/$B/bin/imgtool}

@@ -153,10 +153,8 @@ static bool console_input_tty(struct console *con, const uint8_t *buf,
 		if (con->escape) {
 			con->escape = false;
 			if (byte == 'x' || byte == 'X') {
-				fprintf(stderr,
-					"\r\nimgvm: terminated (Ctrl-A x)\r\n");
 				vmm_request_stop(con->vm, 130,
-						 "terminated from the console");
+						 "terminated (Ctrl-A x)");
 				return false;
 			}
 			if (byte == 'h' || byte == '?') {

@@ -17,8 +17,14 @@
  *    on disk never points at a slot whose data is not on disk.
  *  - Freeing blocks (discard, write_zeroes with MAY_UNMAP, shrink): the
  *    new map entries are written and synced before a freed slot is
- *    reused.  Reclaiming file space moves the last slot into a hole:
- *    copy, sync, repoint the entry, sync, and only then truncate.
+ *    reused.  File space is reclaimed at the next flush (once for a run
+ *    of discards) by moving the last slots into the holes: copy, sync,
+ *    repoint the entries, sync, and only then truncate.
+ *  - A partial write to a fresh slot past the end of file writes only
+ *    its data and extends the file; the rest of the slot reads as zeros.
+ *    A slot that may hold old bytes (a reused hole) is written whole.
+ *  - After a failed fdatasync no more metadata is written (the kernel
+ *    may have dropped the data it was meant to cover).
  *  - Growing the block map past its room: the blocks in the way are
  *    copied to the end and repointed (old layout, synced), the new map is
  *    written into the freed space, then one header write switches to the
@@ -625,11 +631,9 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 {
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size, slot = 0, old = s->bmap[block];
-	uint64_t block_start = (uint64_t)block * bs;
-	int ret;
-
-	uint64_t slot_start, slot_end;
+	uint64_t block_start = (uint64_t)block * bs, slot_start, slot_end;
 	bool over_parent = old == VDI_BLOCK_FREE && s->is_diff;
+	int ret;
 
 	ret = vdi_slot_alloc(img, s, &slot);
 	if (ret < 0)
@@ -1249,6 +1253,13 @@ static int vdi_check(struct img *img, struct img_check_result *res,
 		}
 		owner[e] = b;
 		allocated++;
+		if (e >= h->blocks_in_image)
+			img_check_note(
+				res,
+				"block %u is stored in slot %u, past the "
+				"block count (readable; qemu-img check "
+				"calls it corrupt)",
+				b, e);
 		if (e + 1 > used_top)
 			used_top = e + 1;
 		if (prev_slot != VDI_BLOCK_FREE && e != prev_slot + 1)

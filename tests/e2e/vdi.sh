@@ -236,6 +236,20 @@ else
 	fail "shrink"
 fi
 rm -f "$T"/g.*
+# a fixed image grows by allocating the new blocks; qemu-img's layout has
+# no room in its map, so this also relocates
+mkpattern "$T/f.raw" $((10 * MiB)) 8
+qemu-img convert -O vdi -o static=on "$T/f.raw" "$T/f.vdi"
+"$IO" resize "$T/f.vdi" 300M
+truncate -s 300M "$T/f.raw"
+if qemu-img check -q "$T/f.vdi" && qemu-img compare -q -f vdi -F raw "$T/f.vdi" "$T/f.raw" &&
+	"$IMGTOOL" info "$T/f.vdi" | grep -q '^subformat: fixed' &&
+	[ "$(check_img "$T/f.vdi" | cut -d' ' -f1-2,5)" = "corruptions=0 leaks=0 allocated=300" ]; then
+	ok "grow a qemu-made fixed image 10 MiB -> 300 MiB: all blocks allocated, data intact"
+else
+	fail "grow a fixed image ($(check_img "$T/f.vdi"))"
+fi
+rm -f "$T"/f.*
 
 # ---- discard and compaction --------------------------------------------
 head -c $((8 * MiB)) /dev/urandom >"$T/d.raw"
@@ -293,6 +307,23 @@ if [ $okcrash = 1 ]; then
 else
 	fail "crash + repair"
 fi
+# the same through imgtool check: leaks only (exit 3), then repaired
+"$IO" create "$T/k.vdi" 6M
+"$IO" crash "$T/k.vdi" "$T/k.raw" 5
+if have check; then
+	"$IMGTOOL" check -q "$T/k.vdi"
+	rc1=$?
+	"$IMGTOOL" check -q -r leaks "$T/k.vdi"
+	rc2=$?
+	"$IMGTOOL" check -q "$T/k.vdi"
+	rc3=$?
+	if [ $rc1 = 3 ] && [ $rc2 = 0 ] && [ $rc3 = 0 ] && qemu-img check -q "$T/k.vdi"; then
+		ok "imgtool check after a crash: leaks only (exit 3), -r leaks repairs them"
+	else
+		fail "imgtool check after a crash (exit $rc1, repair $rc2, recheck $rc3)"
+	fi
+fi
+rm -f "$T/k.vdi"
 # flushed data survives a later crash
 "$IO" create "$T/k.vdi" 6M && "$IO" load "$T/k.vdi" "$T/k.raw"
 head -c $((6 * MiB)) /dev/urandom >"$T/k2.raw"

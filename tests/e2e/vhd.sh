@@ -336,6 +336,25 @@ else
 	fail "grow fixed"
 fi
 
+# ---- through imgtool's commands ---------------------------------------------
+if "$IMGTOOL" convert -O vpc -o subformat=fixed "$T/p64.raw" "$T/cv.vhd" 2>/dev/null &&
+	qemu-img compare -q -f vpc -F raw "$T/cv.vhd" "$T/p64.raw" &&
+	"$IMGTOOL" convert -O vhd "$T/cv.vhd" "$T/cv2.vhd" && "$IO" cmp "$T/cv2.vhd" "$T/p64.raw" &&
+	"$IMGTOOL" info "$T/cv2.vhd" | grep -q '^subformat: dynamic$'; then
+	ok "imgtool convert raw -> fixed (vpc) -> dynamic: identical, qemu agrees"
+else
+	fail "imgtool convert to vhd"
+fi
+"$IMGTOOL" create -q -f vhd "$T/k2.vhd" 64M
+"$IO" crash "$T/k2.vhd" "$T/p64.raw" 3
+"$IMGTOOL" check "$T/k2.vhd" >"$T/ck" 2>&1
+st=$?
+if [ $st = 3 ] && "$IMGTOOL" check -r leaks "$T/k2.vhd" >/dev/null 2>&1 && "$IMGTOOL" check "$T/k2.vhd" >/dev/null 2>&1; then
+	ok "imgtool check: interrupted append is leaks only (exit 3), -r leaks repairs it"
+else
+	fail "imgtool check after a crash: exit $st: $(tr '\n' '|' <"$T/ck")"
+fi
+
 # ---- zeros and discard ----------------------------------------------------
 "$IMGTOOL" create -q -f vhd "$T/z.vhd" 64M
 s0=$(stat -c %s "$T/z.vhd")

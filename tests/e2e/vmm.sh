@@ -7,10 +7,10 @@
 # The KVM cases run in one go (one nested host start): this script calls
 # itself with --inside there.  Env: VMM_E2E_TIMEOUT (per guest run, s).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . tests/e2e/lib.bash
-TIMEOUT=${VMM_E2E_TIMEOUT:-300}
+TIMEOUT=${VMM_E2E_TIMEOUT:-400}
 # unpacked packages are kept across runs, as tests/e2e/guest.sh does
 export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgvm/guest-build}
 
@@ -38,7 +38,7 @@ nested_script() {
 run_vm() {
 	local log=$1
 	shift
-	timeout -k 5 $((TIMEOUT + 30)) "$IMGVM" boot --serial "file:$log" \
+	timeout -k 30 $((TIMEOUT + 30)) "$IMGVM" boot --serial "file:$log" \
 		--timeout "$TIMEOUT" "$@" </dev/null 2>"$log.err"
 	RC=$?
 }

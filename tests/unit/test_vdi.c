@@ -5,6 +5,7 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -788,4 +789,80 @@ Test(vdi_io, differencing_child_reads_through_and_writes_locally)
 
 		cr_assert_lt(img_open(&img, child, &o, err, sizeof(err)), 0);
 	}
+}
+
+/* Reads may run in parallel (IMG_DRV_CONCURRENT_READS): hammer a chain
+ * from several threads and compare with the expected contents. */
+struct reader_arg {
+	struct img *img;
+	const uint8_t *expect;
+	uint64_t size;
+	unsigned seed;
+	int bad;
+};
+
+static void *reader_thread(void *p)
+{
+	struct reader_arg *a = p;
+	static __thread uint8_t buf[3 * MiB];
+
+	for (int i = 0; i < 200; i++) {
+		uint64_t len, off;
+
+		a->seed = a->seed * 1103515245 + 12345;
+		len = ((a->seed >> 4) % (3 * MiB / 512) + 1) * 512;
+		a->seed = a->seed * 1103515245 + 12345;
+		off = ((a->seed >> 4) % ((a->size - len) / 512 + 1)) * 512;
+		if (img_pread(a->img, buf, len, off) < 0 ||
+		    memcmp(buf, a->expect + off, len))
+			a->bad++;
+	}
+	return NULL;
+}
+
+Test(vdi_io, concurrent_reads_through_a_chain)
+{
+	const char *base = tmp_path("cbase.vdi");
+	const char *child = tmp_path("cchild.vdi");
+	struct img_create_options co = { .format = "vdi",
+					 .backing_file = "cbase.vdi" };
+	const uint64_t size = 16 * MiB;
+	uint8_t *expect = calloc(1, size), *part = malloc(MiB);
+	struct reader_arg args[4];
+	pthread_t th[4];
+	char err[IMG_ERRMSG_MAX];
+	struct img *img;
+
+	cr_assert(expect && part);
+	create_vdi(base, size, NULL, 0);
+	img = open_rw(base, 0);
+	for (uint64_t b = 0; b < 16; b += 2) {
+		fill(part, MiB, (unsigned)b);
+		cr_assert_eq(img_pwrite(img, part, MiB, b * MiB), 0);
+		memcpy(expect + b * MiB, part, MiB);
+	}
+	cr_assert_eq(img_close(img), 0);
+	cr_assert_eq(img_create(child, &co, err, sizeof(err)), 0, "%s", err);
+	img = open_rw(child, 0);
+	for (uint64_t b = 0; b < 16; b += 3) {
+		fill(part, 64 * 1024, (unsigned)b + 100);
+		cr_assert_eq(img_pwrite(img, part, 64 * 1024, b * MiB + 4096),
+			     0);
+		memcpy(expect + b * MiB + 4096, part, 64 * 1024);
+	}
+	cr_assert_eq(img_flush(img), 0);
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct reader_arg){ img, expect, size, 7u + i, 0 };
+		cr_assert_eq(pthread_create(&th[i], NULL, reader_thread,
+					    &args[i]),
+			     0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(args[i].bad, 0, "thread %d: %d bad reads", i,
+			     args[i].bad);
+	}
+	cr_assert_eq(img_close(img), 0);
+	free(expect);
+	free(part);
 }
