@@ -532,6 +532,39 @@ static int vhd_open_footer(struct img *img, struct vhd_state *s, unsigned flags)
 	return 0;
 }
 
+static int vhd_u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Two BAT entries sharing space would let a write to one block change
+ * another: writable opens refuse that (check repairs it). */
+static int vhd_open_overlaps(struct img *img, struct vhd_state *s)
+{
+	uint64_t span_sectors = vhd_block_span(s) / VHD_SECTOR;
+	uint32_t *sorted, n = 0;
+	int ret = 0;
+
+	sorted = malloc(MAX((size_t)s->entries, 1) * 4);
+	if (!sorted)
+		return img_error(img, -ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < s->entries; i++)
+		if (s->bat[i] != VHD_BAT_UNUSED)
+			sorted[n++] = s->bat[i];
+	qsort(sorted, n, 4, vhd_u32_cmp);
+	for (uint32_t i = 1; i < n && !ret; i++)
+		if (sorted[i] < sorted[i - 1] + span_sectors)
+			ret = img_error(img, -EINVAL,
+					"two BAT entries share the block at "
+					"%llu (run imgtool check)",
+					(unsigned long long)sorted[i] *
+						VHD_SECTOR);
+	free(sorted);
+	return ret;
+}
+
 static int vhd_open_bat(struct img *img, struct vhd_state *s, unsigned flags)
 {
 	uint64_t bat_bytes = (uint64_t)s->entries * 4;
@@ -588,6 +621,11 @@ static int vhd_open_bat(struct img *img, struct vhd_state *s, unsigned flags)
 					 (unsigned long long)s->file_size);
 		}
 		s->alloc_offset = MAX(s->alloc_offset, host + span);
+	}
+	if ((flags & IMG_OPEN_RDWR) && !(flags & IMG_OPEN_CHECK)) {
+		ret = vhd_open_overlaps(img, s);
+		if (ret)
+			return ret;
 	}
 	for (int i = 0; i < VHD_MAX_LOCATORS; i++) {
 		const struct vhd_locator *l = &s->header.locators[i];

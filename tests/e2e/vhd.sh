@@ -306,6 +306,10 @@ else
 	fail "BAT/footer copy repair"
 fi
 
+cp "$T/good.vhd" "$T/r2.vhd"
+printf '\x00\x00\x00\x04' | dd of="$T/r2.vhd" bs=1 seek=$((1536 + 8)) conv=notrunc status=none
+rejects "writable open with two BAT entries sharing a block" "$T/r2.vhd" "share" "$IO" zero "$T/r2.vhd" 0 512
+
 # ---- resize ---------------------------------------------------------------
 cp "$T/good.vhd" "$T/g.vhd"
 "$IO" read "$T/g.vhd" "$T/g.raw"
