@@ -324,8 +324,9 @@ int cmd_serve(int argc, char **argv)
 		if (r < 0) {
 			fprintf(stderr, "imgtool serve: export '%s': %s\n",
 				idx < a.nnames ? a.names[idx] : file,
-				r == -EEXIST ? "name given twice"
-					     : strerror(-r));
+				r == -EEXIST
+					? "name used twice (name the exports with --export-name)"
+					: strerror(-r));
 			goto out;
 		}
 	}

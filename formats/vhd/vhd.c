@@ -532,6 +532,39 @@ static int vhd_open_footer(struct img *img, struct vhd_state *s, unsigned flags)
 	return 0;
 }
 
+static int vhd_u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Two BAT entries sharing space would let a write to one block change
+ * another: writable opens refuse that (check repairs it). */
+static int vhd_open_overlaps(struct img *img, struct vhd_state *s)
+{
+	uint64_t span_sectors = vhd_block_span(s) / VHD_SECTOR;
+	uint32_t *sorted, n = 0;
+	int ret = 0;
+
+	sorted = malloc(MAX((size_t)s->entries, 1) * 4);
+	if (!sorted)
+		return img_error(img, -ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < s->entries; i++)
+		if (s->bat[i] != VHD_BAT_UNUSED)
+			sorted[n++] = s->bat[i];
+	qsort(sorted, n, 4, vhd_u32_cmp);
+	for (uint32_t i = 1; i < n && !ret; i++)
+		if (sorted[i] < sorted[i - 1] + span_sectors)
+			ret = img_error(img, -EINVAL,
+					"two BAT entries share the block at "
+					"%llu (run imgtool check)",
+					(unsigned long long)sorted[i] *
+						VHD_SECTOR);
+	free(sorted);
+	return ret;
+}
+
 static int vhd_open_bat(struct img *img, struct vhd_state *s, unsigned flags)
 {
 	uint64_t bat_bytes = (uint64_t)s->entries * 4;
@@ -588,6 +621,11 @@ static int vhd_open_bat(struct img *img, struct vhd_state *s, unsigned flags)
 					 (unsigned long long)s->file_size);
 		}
 		s->alloc_offset = MAX(s->alloc_offset, host + span);
+	}
+	if ((flags & IMG_OPEN_RDWR) && !(flags & IMG_OPEN_CHECK)) {
+		ret = vhd_open_overlaps(img, s);
+		if (ret)
+			return ret;
 	}
 	for (int i = 0; i < VHD_MAX_LOCATORS; i++) {
 		const struct vhd_locator *l = &s->header.locators[i];
@@ -958,13 +996,15 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 	}
 	ret = img_file_pwrite(&s->file, bitmap, s->bitmap_size, host);
 	if (ret)
-		return ret;
+		goto fail;
 	if (iov) {
 		struct iovec stack[16], *slice = stack;
 		int cnt;
 
-		if (iovcnt > 16 && !(slice = malloc(sizeof(*slice) * iovcnt)))
-			return -ENOMEM;
+		if (iovcnt > 16 && !(slice = malloc(sizeof(*slice) * iovcnt))) {
+			ret = -ENOMEM;
+			goto fail;
+		}
 		cnt = img_iov_slice(iov, iovcnt, iov_off,
 				    (size_t)count * VHD_SECTOR, slice,
 				    iovcnt > 16 ? iovcnt : 16);
@@ -976,11 +1016,11 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 		if (slice != stack)
 			free(slice);
 		if (ret)
-			return ret;
+			goto fail;
 	}
 	ret = vhd_write_footer_at(s, end);
 	if (ret)
-		return ret;
+		goto fail;
 	s->tail_footer_ok = true;
 	s->alloc_offset = end;
 	s->bat[blk] = (uint32_t)(host / VHD_SECTOR);
@@ -992,6 +1032,12 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 	if (s->npending == VHD_MAX_PENDING)
 		return vhd_commit_pending(s);
 	return 0;
+fail:
+	/* Out of space or an I/O error: put the footer back where it was
+	 * (that space is already allocated), so the image stays whole. */
+	if (!vhd_write_footer_at(s, host))
+		img_file_truncate(&s->file, host + VHD_FOOTER_SIZE);
+	return ret;
 }
 
 /* Mark sectors [first, first + count) of an allocated block as present.
@@ -1939,8 +1985,12 @@ static int vhd_resize_fixed(struct img *img, struct vhd_state *s,
 	s->size = new_size;
 	s->footer.current_size = new_size;
 	ret = vhd_write_footers(s);
-	if (ret)
+	if (ret) {
+		/* No room for the footer: the old one is still in place. */
+		if (new_size > old)
+			img_file_truncate(&s->file, old + VHD_FOOTER_SIZE);
 		return ret;
+	}
 	/* The old footer is now inside the data: it must read as zero. */
 	if (new_size > old)
 		ret = img_file_zero_range(&s->file, old, VHD_FOOTER_SIZE);
@@ -1949,13 +1999,15 @@ static int vhd_resize_fixed(struct img *img, struct vhd_state *s,
 	return ret;
 }
 
-/* Move the BAT to the end of the file with room for entries. */
+/* Move the BAT to the end of the file with room for entries.  It goes
+ * after the trailing footer, which stays valid until the new footer is
+ * written behind the new BAT; on failure the file is cut back. */
 static int vhd_bat_relocate(struct img *img, struct vhd_state *s,
 			    uint32_t entries)
 {
 	uint64_t bytes = vhd_bat_bytes(entries), old = s->header.table_offset;
 	uint64_t old_bytes = vhd_bat_bytes(s->header.max_table_entries);
-	uint64_t at = s->alloc_offset;
+	uint64_t footer = s->alloc_offset, at = footer + VHD_FOOTER_SIZE;
 	uint32_t *buf = malloc(bytes);
 	int ret;
 
@@ -1965,25 +2017,27 @@ static int vhd_bat_relocate(struct img *img, struct vhd_state *s,
 		buf[i] = i < s->entries ? IMG_BE32(s->bat[i]) : VHD_BAT_UNUSED;
 	ret = img_file_pwrite(&s->file, buf, bytes, at);
 	free(buf);
-	if (ret)
-		return ret;
-	s->alloc_offset = at + bytes;
-	ret = vhd_write_footer_at(s, s->alloc_offset);
+	if (!ret)
+		ret = vhd_write_footer_at(s, at + bytes);
 	if (!ret)
 		ret = img_file_sync(&s->file);
-	if (ret)
+	if (ret) {
+		img_file_truncate(&s->file, footer + VHD_FOOTER_SIZE);
 		return ret;
+	}
+	s->alloc_offset = at + bytes;
 	s->header.table_offset = at;
 	s->header.max_table_entries = entries;
 	ret = vhd_write_header(s);
 	if (!ret)
 		ret = img_file_sync(&s->file);
-	if (!ret) {
+	if (ret)
+		return ret;
+	/* The old BAT and the old footer belong to nothing now. */
+	ret = img_file_zero_range(&s->file, footer, VHD_FOOTER_SIZE);
+	if (!ret)
 		ret = img_file_punch_hole(&s->file, old, old_bytes);
-		if (ret == -EOPNOTSUPP)
-			ret = 0;
-	}
-	return ret;
+	return ret == -EOPNOTSUPP ? 0 : ret;
 }
 
 static int vhd_resize(struct img *img, uint64_t new_size, unsigned flags)
@@ -2008,13 +2062,20 @@ static int vhd_resize(struct img *img, uint64_t new_size, unsigned flags)
 				 "shrinking needs the shrink flag (data past "
 				 "the new end is lost)");
 	g = vhd_geometry_for(new_size / VHD_SECTOR);
-	s->footer.cylinders = g.cylinders;
-	s->footer.heads = g.heads;
-	s->footer.sectors_per_track = g.sectors_per_track;
 	if (!vhd_is_sparse(s)) {
+		struct vhd_footer saved = s->footer;
+		uint64_t saved_size = s->size;
+
+		s->footer.cylinders = g.cylinders;
+		s->footer.heads = g.heads;
+		s->footer.sectors_per_track = g.sectors_per_track;
 		ret = vhd_resize_fixed(img, s, new_size);
-		if (!ret)
+		if (!ret) {
 			img_set_size(img, new_size);
+		} else {
+			s->footer = saved;
+			s->size = saved_size;
+		}
 		return ret;
 	}
 
@@ -2077,6 +2138,9 @@ static int vhd_resize(struct img *img, uint64_t new_size, unsigned flags)
 		return ret;
 	s->size = new_size;
 	s->footer.current_size = new_size;
+	s->footer.cylinders = g.cylinders;
+	s->footer.heads = g.heads;
+	s->footer.sectors_per_track = g.sectors_per_track;
 	ret = vhd_write_footers(s);
 	if (!ret)
 		ret = img_file_sync(&s->file);

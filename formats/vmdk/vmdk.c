@@ -47,6 +47,17 @@ char *vmdk_path_join(const char *dir, const char *name)
 	return p;
 }
 
+int vmdk_io_error(struct img *img, int err, const char *fmt, ...)
+{
+	char msg[IMG_ERRMSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return img_error(img, err, "%s: %s", msg, strerror(-err));
+}
+
 /* A slice of the caller's iovec: on the stack when small. */
 struct iov_view {
 	struct iovec local[LOCAL_IOV];
@@ -124,7 +135,7 @@ int vmdk_write_descriptor(struct img *img)
 			ret = img_file_truncate(&s->main_file, len);
 	}
 	if (ret)
-		img_error(img, ret, "cannot write the descriptor");
+		vmdk_io_error(img, ret, "cannot write the descriptor");
 out:
 	free(buf);
 	free(text);
@@ -139,8 +150,9 @@ int vmdk_sparse_write_header(struct img *img, struct vmdk_extent *e)
 	vmdk_sparse_header_to_disk(&h);
 	ret = img_file_pwrite(e->file, &h, sizeof(h), 0);
 	if (ret)
-		return img_error(img, ret, "%s: cannot write the sparse header",
-				 e->path);
+		return vmdk_io_error(img, ret,
+				     "%s: cannot write the sparse header",
+				     e->path);
 	return 0;
 }
 
@@ -178,8 +190,8 @@ int vmdk_gt_load(struct img *img, struct vmdk_extent *e, uint32_t t,
 	if (ret) {
 		free(gt);
 		gt = NULL;
-		img_error(img, ret, "%s: cannot read grain table %u", e->path,
-			  t);
+		vmdk_io_error(img, ret, "%s: cannot read grain table %u",
+			      e->path, t);
 		goto done;
 	}
 	for (i = 0; i < e->gtes_per_gt; i++)
@@ -222,32 +234,30 @@ static int gt_allocate(struct img *img, struct vmdk_extent *e, uint32_t t)
 {
 	uint64_t gt_sectors = vmdk_gt_sectors(e->gtes_per_gt);
 	uint64_t bytes = gt_sectors * VMDK_SECTOR;
+	uint64_t at = e->next_sector;
+	int copies = e->rgd_offset ? 2 : 1, ret;
 	uint32_t *gt;
-	int copies = e->rgd_offset ? 2 : 1, i, ret;
 
-	if (e->next_sector + gt_sectors * 2 > UINT32_MAX)
+	if (at + gt_sectors * 2 > UINT32_MAX)
 		return img_error(img, -EFBIG,
 				 "%s: extent file is full (grain offsets are "
 				 "32-bit)",
 				 e->path);
-	gt = calloc(1, bytes);
+	gt = calloc(1, bytes * (size_t)copies);
 	if (!gt)
 		return -ENOMEM;
-	for (i = 0; i < copies; i++) {
-		ret = img_file_pwrite(e->file, gt, bytes,
-				      e->next_sector * VMDK_SECTOR);
-		if (ret) {
-			free(gt);
-			return img_error(img, ret,
-					 "%s: cannot append a grain table",
-					 e->path);
-		}
-		if (i == 0)
-			e->gd[t] = (uint32_t)e->next_sector;
-		else
-			e->rgd[t] = (uint32_t)e->next_sector;
-		e->next_sector += gt_sectors;
+	/* Both copies at once; nothing points at them until both exist. */
+	ret = img_file_pwrite(e->file, gt, bytes * (size_t)copies,
+			      at * VMDK_SECTOR);
+	if (ret) {
+		free(gt);
+		return vmdk_io_error(
+			img, ret, "%s: cannot append a grain table", e->path);
 	}
+	e->gd[t] = (uint32_t)at;
+	if (copies == 2)
+		e->rgd[t] = (uint32_t)(at + gt_sectors);
+	e->next_sector = at + gt_sectors * (uint64_t)copies;
 	e->file_size = e->next_sector * VMDK_SECTOR;
 	e->gd_dirty = true;
 	e->needs_sync = true;
@@ -299,8 +309,9 @@ static int write_gt(struct img *img, struct vmdk_extent *e, uint32_t t)
 				      (uint64_t)e->rgd[t] * VMDK_SECTOR);
 	free(disk);
 	if (ret)
-		return img_error(img, ret, "%s: cannot write grain table %u",
-				 e->path, t);
+		return vmdk_io_error(img, ret,
+				     "%s: cannot write grain table %u", e->path,
+				     t);
 	return 0;
 }
 
@@ -318,9 +329,9 @@ static int write_gd(struct img *img, struct vmdk_extent *e, const uint32_t *gd,
 	ret = img_file_pwrite(e->file, disk, bytes, sector * VMDK_SECTOR);
 	free(disk);
 	if (ret)
-		return img_error(img, ret,
-				 "%s: cannot write the grain directory",
-				 e->path);
+		return vmdk_io_error(img, ret,
+				     "%s: cannot write the grain directory",
+				     e->path);
 	return 0;
 }
 
@@ -338,7 +349,7 @@ int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 		return 0;
 	ret = img_file_sync(e->file);
 	if (ret)
-		return img_error(img, ret, "%s: fdatasync failed", e->path);
+		return vmdk_io_error(img, ret, "%s: fdatasync failed", e->path);
 	if (meta) {
 		for (t = 0; t < e->gd_entries; t++) {
 			if (!e->gt_dirty[t])
@@ -358,8 +369,8 @@ int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 		}
 		ret = img_file_sync(e->file);
 		if (ret)
-			return img_error(img, ret, "%s: fdatasync failed",
-					 e->path);
+			return vmdk_io_error(img, ret, "%s: fdatasync failed",
+					     e->path);
 	}
 	e->needs_sync = false;
 	return 0;
@@ -428,8 +439,8 @@ int vmdk_sparse_grow(struct img *img, struct vmdk_extent *e,
 		}
 		ret = img_file_sync(e->file);
 		if (ret)
-			return img_error(img, ret, "%s: fdatasync failed",
-					 e->path);
+			return vmdk_io_error(img, ret, "%s: fdatasync failed",
+					     e->path);
 		ret = write_gd(img, e, e->gd, e->gd_offset);
 		if (!ret && e->rgd_offset)
 			ret = write_gd(img, e, e->rgd, e->rgd_offset);
@@ -438,8 +449,8 @@ int vmdk_sparse_grow(struct img *img, struct vmdk_extent *e,
 		e->gd_dirty = false;
 		ret = img_file_sync(e->file);
 		if (ret)
-			return img_error(img, ret, "%s: fdatasync failed",
-					 e->path);
+			return vmdk_io_error(img, ret, "%s: fdatasync failed",
+					     e->path);
 	}
 	e->header.capacity = new_capacity;
 	e->header.gd_offset = e->gd_offset;
@@ -470,8 +481,8 @@ static int read_footer(struct img *img, struct vmdk_extent *e,
 			     (e->file_size & ~(uint64_t)(VMDK_SECTOR - 1)) -
 				     sizeof(tail));
 	if (ret)
-		return img_error(img, ret, "%s: cannot read the footer",
-				 e->path);
+		return vmdk_io_error(img, ret, "%s: cannot read the footer",
+				     e->path);
 	if (vmdk_marker_parse(tail, &lba, &size) != VMDK_MARKER_FOOTER ||
 	    vmdk_marker_parse(tail + 2 * VMDK_SECTOR, &lba, &size) !=
 		    VMDK_MARKER_EOS)
@@ -502,9 +513,9 @@ static int load_directory(struct img *img, struct vmdk_extent *e,
 	ret = img_file_pread(e->file, gd, bytes, sector * VMDK_SECTOR);
 	if (ret) {
 		free(gd);
-		return img_error(img, ret,
-				 "%s: cannot read the grain directory",
-				 e->path);
+		return vmdk_io_error(img, ret,
+				     "%s: cannot read the grain directory",
+				     e->path);
 	}
 	for (i = 0; i < e->gd_entries; i++) {
 		gd[i] = IMG_LE32(gd[i]);
@@ -534,8 +545,8 @@ static int open_cowd(struct img *img, struct vmdk_extent *e)
 
 	ret = img_file_pread(e->file, &h, sizeof(h), 0);
 	if (ret)
-		return img_error(img, ret, "%s: cannot read the COWD header",
-				 e->path);
+		return vmdk_io_error(
+			img, ret, "%s: cannot read the COWD header", e->path);
 	vmdk_cowd_header_to_cpu(&h);
 	if (h.magic != VMDK_COWD_MAGIC)
 		return img_error(img, -EINVAL,
@@ -579,8 +590,8 @@ static int open_sparse(struct img *img, struct vmdk_extent *e, int index)
 
 	ret = img_file_pread_zero_eof(e->file, &h, sizeof(h), 0);
 	if (ret)
-		return img_error(img, ret, "%s: cannot read the header",
-				 e->path);
+		return vmdk_io_error(img, ret, "%s: cannot read the header",
+				     e->path);
 	magic = IMG_LE32(h.magic);
 	if (e->type == VMDK_EXTENT_VMFSSPARSE || magic == VMDK_COWD_MAGIC)
 		return open_cowd(img, e);
@@ -727,15 +738,16 @@ int vmdk_extent_open(struct img *img, struct vmdk_extent *e,
 	} else {
 		ret = img_file_open(img, &e->own_file, e->path, e->writable);
 		if (ret)
-			return img_error(img, ret,
-					 "extent %d (%s) cannot be opened", i,
-					 d->filename);
+			return vmdk_io_error(img, ret,
+					     "extent %d (%s) cannot be opened",
+					     i, d->filename);
 		e->own_file_open = true;
 		e->file = &e->own_file;
 	}
 	ret = img_file_size(e->file, &e->file_size);
 	if (ret)
-		return img_error(img, ret, "%s: cannot get its size", e->path);
+		return vmdk_io_error(img, ret, "%s: cannot get its size",
+				     e->path);
 	if (d->type == VMDK_EXTENT_FLAT || d->type == VMDK_EXTENT_VMFS) {
 		uint64_t need = (d->offset + d->sectors) * VMDK_SECTOR;
 
@@ -800,10 +812,10 @@ static int load_descriptor(struct img *img)
 
 	ret = img_file_size(&s->main_file, &size);
 	if (ret)
-		return img_error(img, ret, "cannot get the file size");
+		return vmdk_io_error(img, ret, "cannot get the file size");
 	ret = img_file_pread_zero_eof(&s->main_file, &h, sizeof(h), 0);
 	if (ret)
-		return img_error(img, ret, "cannot read the first sector");
+		return vmdk_io_error(img, ret, "cannot read the first sector");
 	magic = IMG_LE32(h.magic);
 	if (magic == VMDK_SESPARSE_MAGIC)
 		return img_error(img, -ENOTSUP,
@@ -828,9 +840,9 @@ static int load_descriptor(struct img *img)
 					     s->desc_offset);
 			if (ret) {
 				free(text);
-				return img_error(img, ret,
-						 "cannot read the embedded "
-						 "descriptor");
+				return vmdk_io_error(img, ret,
+						     "cannot read the embedded "
+						     "descriptor");
 			}
 			ret = vmdk_desc_parse(&s->desc, text, s->desc_area, err,
 					      sizeof(err));
@@ -875,7 +887,7 @@ static int load_descriptor(struct img *img)
 	ret = img_file_pread(&s->main_file, text, size, 0);
 	if (ret) {
 		free(text);
-		return img_error(img, ret, "cannot read the descriptor");
+		return vmdk_io_error(img, ret, "cannot read the descriptor");
 	}
 	ret = vmdk_desc_parse(&s->desc, text, size, err, sizeof(err));
 	free(text);
@@ -988,8 +1000,9 @@ int vmdk_read_compressed_grain(struct img *img, struct vmdk_extent *e,
 	have = want;
 	ret = img_file_pread(e->file, buf, have, off);
 	if (ret) {
-		img_error(img, ret, "%s: cannot read compressed grain %" PRIu64,
-			  e->path, grain);
+		vmdk_io_error(img, ret,
+			      "%s: cannot read compressed grain %" PRIu64,
+			      e->path, grain);
 		goto out;
 	}
 	memcpy(&m, buf, sizeof(m));
@@ -1015,9 +1028,10 @@ int vmdk_read_compressed_grain(struct img *img, struct vmdk_extent *e,
 		ret = img_file_pread(e->file, buf + have,
 				     sizeof(m) + m.size - have, off + have);
 		if (ret) {
-			img_error(img, ret,
-				  "%s: cannot read compressed grain %" PRIu64,
-				  e->path, grain);
+			vmdk_io_error(
+				img, ret,
+				"%s: cannot read compressed grain %" PRIu64,
+				e->path, grain);
 			goto out;
 		}
 	}
@@ -1177,9 +1191,9 @@ static int read_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 				ret = img_file_preadv(e->file, w->v, w->n,
 						      host);
 			if (ret && ret != -ENOMEM)
-				img_error(img, ret,
-					  "%s: read failed at %" PRIu64,
-					  e->path, host);
+				vmdk_io_error(img, ret,
+					      "%s: read failed at %" PRIu64,
+					      e->path, host);
 			break;
 		case RUN_COMPRESSED:
 			if (!grain) {
@@ -1238,7 +1252,8 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 			ret = read_flat(img, e, &w,
 					e->flat_offset * VMDK_SECTOR + eoff);
 			if (ret)
-				img_error(img, ret, "%s: read failed", e->path);
+				vmdk_io_error(img, ret, "%s: read failed",
+					      e->path);
 			break;
 		default:
 			ret = read_sparse(img, e, eoff, iov, iovcnt, pos, n,
@@ -1316,7 +1331,8 @@ static int append_grains(struct img *img, struct vmdk_extent *e, uint64_t g,
 				 e->path);
 	ret = img_file_pwritev(e->file, iov, iovcnt, sector * VMDK_SECTOR);
 	if (ret)
-		return img_error(img, ret, "%s: cannot write grains", e->path);
+		return vmdk_io_error(img, ret, "%s: cannot write grains",
+				     e->path);
 	e->next_sector += count * e->grain_sectors;
 	if (e->file_size < e->next_sector * VMDK_SECTOR)
 		e->file_size = e->next_sector * VMDK_SECTOR;
@@ -1395,9 +1411,10 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 				ret = img_file_pwritev(e->file, w->v, w->n,
 						       host);
 			if (ret)
-				return img_error(img, ret,
-						 "%s: write failed at %" PRIu64,
-						 e->path, host);
+				return vmdk_io_error(
+					img, ret,
+					"%s: write failed at %" PRIu64, e->path,
+					host);
 			e->needs_sync = true;
 			done += run;
 			continue;
@@ -1504,8 +1521,8 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 					e->file, w.v, w.n,
 					e->flat_offset * VMDK_SECTOR + eoff);
 			if (ret)
-				img_error(img, ret, "%s: write failed",
-					  e->path);
+				vmdk_io_error(img, ret, "%s: write failed",
+					      e->path);
 			e->needs_sync = true;
 		}
 		if (ret)

@@ -24,8 +24,12 @@
 struct interval {
 	uint64_t start; /* sector */
 	uint64_t len;	/* sectors */
-	uint64_t owner; /* grain index, or UINT64_MAX for metadata */
+	uint64_t owner; /* grain index, OWNER_RGT(t) or OWNER_META */
 };
+
+#define OWNER_META UINT64_MAX
+#define OWNER_RGT(t) ((UINT64_C(1) << 62) | (t))
+#define IS_RGT(o) ((o) >> 62 == 1)
 
 struct intervals {
 	struct interval *v;
@@ -73,17 +77,56 @@ static bool grain_ok(const struct vmdk_extent *e, uint64_t g, uint32_t gte,
 		       ((e->file_size + VMDK_SECTOR - 1) & ~(uint64_t)511);
 }
 
-/* Space nothing points to that is already a hole on the host is not a
- * leak (a repair punched it out). */
-static bool is_hole(struct vmdk_extent *e, uint64_t sector, uint64_t count)
+/* Space nothing points to that is a hole or reads as zeros (a repair
+ * punched it out and zeroed the edges the file system kept) is not a
+ * leak any more. */
+static bool is_free(struct vmdk_extent *e, uint64_t sector, uint64_t count)
 {
-	bool data;
-	uint64_t run;
+	uint64_t off = sector * VMDK_SECTOR, end = off + count * VMDK_SECTOR;
+	uint8_t *buf = NULL;
+	bool free_space = true;
 
-	if (img_file_extent(e->file, sector * VMDK_SECTOR, count * VMDK_SECTOR,
-			    &data, &run))
-		return false;
-	return !data && run >= count * VMDK_SECTOR;
+	while (off < end && free_space) {
+		bool data;
+		uint64_t run;
+
+		if (img_file_extent(e->file, off, end - off, &data, &run) ||
+		    !run) {
+			free_space = false;
+			break;
+		}
+		if (data) {
+			uint64_t n = run < (1u << 20) ? run : (1u << 20);
+
+			if (!buf)
+				buf = malloc(1u << 20);
+			if (!buf ||
+			    img_file_pread_zero_eof(e->file, buf, n, off) ||
+			    !img_buf_is_zero(buf, n))
+				free_space = false;
+			run = n;
+		}
+		off += run;
+	}
+	free(buf);
+	return free_space;
+}
+
+/* Gives the space back: a hole where the file system can, zeros around. */
+static int release(struct vmdk_extent *e, uint64_t sector, uint64_t count)
+{
+	int ret = img_file_punch_hole(e->file, sector * VMDK_SECTOR,
+				      count * VMDK_SECTOR);
+
+	if (ret && ret != -EOPNOTSUPP)
+		return ret;
+	if (!is_free(e, sector, count))
+		ret = img_file_zero_range(e->file, sector * VMDK_SECTOR,
+					  count * VMDK_SECTOR);
+	else
+		ret = 0;
+	e->needs_sync = true;
+	return ret;
 }
 
 /* Gives the grain of entry g a fresh copy at the end of the file. */
@@ -104,8 +147,8 @@ static int copy_grain(struct img *img, struct vmdk_extent *e, uint64_t g,
 				      e->next_sector * VMDK_SECTOR);
 	free(buf);
 	if (ret)
-		return img_error(img, ret, "%s: cannot copy grain %" PRIu64,
-				 e->path, g);
+		return vmdk_io_error(img, ret, "%s: cannot copy grain %" PRIu64,
+				     e->path, g);
 	ret = vmdk_gt_load(img, e, (uint32_t)(g / e->gtes_per_gt), &gt);
 	if (ret)
 		return ret;
@@ -117,8 +160,13 @@ static int copy_grain(struct img *img, struct vmdk_extent *e, uint64_t g,
 	return 0;
 }
 
+/* The directories.  The driver writes the primary copy of any table
+ * first, so a crash can leave the redundant copy behind (an entry still 0):
+ * that is leak-class, repaired with the leaks.  Anything else is a
+ * corruption. */
 static int check_directories(struct vmdk_extent *e, int idx,
-			     struct img_check_result *res, bool fix)
+			     struct img_check_result *res, bool fix_err,
+			     bool fix_leaks)
 {
 	uint32_t t;
 
@@ -133,36 +181,48 @@ static int check_directories(struct vmdk_extent *e, int idx,
 				       "(sector %u) points past the end of the "
 				       "file",
 				       idx, t, e->gd[t]);
-			if (fix) {
+			if (fix_err) {
 				e->gd[t] = e->rgd && rgood ? e->rgd[t] : 0;
+				if (e->rgd)
+					e->rgd[t] = 0;
 				e->gd_dirty = true;
 				res->corruptions_fixed++;
 			}
+			continue;
 		}
-		if (e->rgd && !rgood) {
+		if (!e->rgd)
+			continue;
+		if (!rgood) {
 			res->corruptions++;
 			img_check_note(res,
 				       "extent %d: redundant grain directory "
 				       "entry %u (sector %u) points past the "
 				       "end of the file",
 				       idx, t, e->rgd[t]);
-			if (fix) {
+			if (fix_err) {
 				e->rgd[t] = 0;
 				e->gd_dirty = true;
 				res->corruptions_fixed++;
 			}
-		}
-		if (e->rgd && (!e->gd[t]) != (!e->rgd[t]) && good && rgood) {
+		} else if (e->gd[t] && !e->rgd[t]) {
+			res->leaks++;
+			img_check_note(res,
+				       "extent %d: redundant grain directory "
+				       "entry %u lags the primary (interrupted "
+				       "update)",
+				       idx, t);
+			if (fix_leaks)
+				res->leaks_fixed++; /* add_missing_redundant */
+		} else if (!e->gd[t] && e->rgd[t]) {
 			res->corruptions++;
 			img_check_note(res,
 				       "extent %d: grain directory entry %u is "
-				       "%u but the redundant one is %u",
-				       idx, t, e->gd[t], e->rgd[t]);
-			if (fix) {
-				/* Keep the one that exists as primary; a
-				 * redundant table is appended below. */
-				if (!e->gd[t])
-					e->gd[t] = e->rgd[t];
+				       "0 but the redundant one is %u",
+				       idx, t, e->rgd[t]);
+			if (fix_err) {
+				/* The redundant table knows grains: adopt
+				 * it; a new redundant copy is appended. */
+				e->gd[t] = e->rgd[t];
 				e->rgd[t] = 0;
 				e->gd_dirty = true;
 				res->corruptions_fixed++;
@@ -192,6 +252,75 @@ static int add_missing_redundant(struct vmdk_extent *e)
 	return 0;
 }
 
+static bool entry_ok(const struct vmdk_extent *e, uint64_t g, uint32_t gte,
+		     uint64_t meta_end, uint64_t total)
+{
+	return !gte || (gte == VMDK_GTE_ZERO && e->zero_grain) ||
+	       grain_ok(e, g, gte, meta_end, total);
+}
+
+/* The redundant table differs where it lags the primary (a crash between
+ * the two writes): leak-class, the redundant copy is rewritten.  Entries
+ * whose primary is bad are corruptions, handled with the entries. */
+static int compare_redundant(struct vmdk_extent *e, int idx, uint32_t t,
+			     const uint32_t *gt, const uint32_t *rgt,
+			     uint64_t meta_end, uint64_t total,
+			     struct img_check_result *res, unsigned fix)
+{
+	uint32_t j, lag = 0, first = 0;
+
+	for (j = 0; j < e->gtes_per_gt; j++) {
+		uint64_t g = (uint64_t)t * e->gtes_per_gt + j;
+
+		if (rgt[j] == gt[j] || !entry_ok(e, g, gt[j], meta_end, total))
+			continue;
+		if (!lag++)
+			first = j;
+	}
+	if (!lag)
+		return 0;
+	res->leaks++;
+	img_check_note(res,
+		       "extent %d: redundant grain table %u lags the primary "
+		       "in %u entries (first %u)",
+		       idx, t, lag, first);
+	if (fix) {
+		e->gt_dirty[t] = 1;
+		res->leaks_fixed++;
+	}
+	return 0;
+}
+
+/* a overlaps p (sorted by start).  A redundant table in the way gets a
+ * new place, a grain gets its own copy; other metadata is reported. */
+static int fix_overlap(struct img *img, struct vmdk_extent *e, int idx,
+		       const struct interval *a, const struct interval *p,
+		       struct img_check_result *res, bool fix_err)
+{
+	int ret;
+
+	res->corruptions++;
+	img_check_note(res,
+		       "extent %d: data at sector %" PRIu64 " is used twice "
+		       "(%s %" PRIu64 ")",
+		       idx, a->start,
+		       a->owner >= OWNER_RGT(0) ? "metadata" : "grain",
+		       a->owner >= OWNER_RGT(0) ? p->start : a->owner);
+	if (!fix_err)
+		return 0;
+	if (IS_RGT(a->owner)) {
+		e->rgd[a->owner & 0xffffffffu] = 0; /* re-added at the end */
+		e->gd_dirty = true;
+		res->corruptions_fixed++;
+	} else if (a->owner < OWNER_RGT(0) && !e->compressed) {
+		ret = copy_grain(img, e, a->owner, (uint32_t)a->start);
+		if (ret)
+			return ret;
+		res->corruptions_fixed++;
+	}
+	return 0;
+}
+
 static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 			struct img_check_result *res, unsigned fix)
 {
@@ -212,7 +341,8 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 	if (!meta_end)
 		meta_end = 1;
 	res->total_clusters += total;
-	ret = check_directories(e, idx, res, fix_err);
+	ret = check_directories(e, idx, res, fix_err,
+				fix & IMG_CHECK_FIX_LEAKS);
 	if (ret)
 		return ret;
 	rgt = malloc((size_t)e->gtes_per_gt * 4);
@@ -221,15 +351,24 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 		ret = -ENOMEM;
 		goto out;
 	}
-	/* Directories moved to the end by a resize lie past the overhead. */
-	if (e->gd_offset >= meta_end && !e->markers)
-		ret = iv_add(&l, e->gd_offset, vmdk_gd_sectors(e->gd_entries),
-			     UINT64_MAX);
-	if (!ret && e->rgd && e->rgd_offset >= meta_end)
-		ret = iv_add(&l, e->rgd_offset, vmdk_gd_sectors(e->gd_entries),
-			     UINT64_MAX);
-	if (ret)
-		goto out;
+	/* Everything with a place in the file, metadata too, so that a table
+	 * pointing into the header, the descriptor or another table shows
+	 * up as an overlap. */
+	{
+		uint64_t head = 1, gds = vmdk_gd_sectors(e->gd_entries);
+		uint64_t mk = e->markers ? 1 : 0;
+
+		if (e->header.desc_offset)
+			head = e->header.desc_offset + e->header.desc_size;
+		ret = iv_add(&l, 0, head, OWNER_META);
+		if (!ret && e->gd_offset > mk)
+			ret = iv_add(&l, e->gd_offset - mk, gds + mk,
+				     OWNER_META);
+		if (!ret && e->rgd)
+			ret = iv_add(&l, e->rgd_offset, gds, OWNER_META);
+		if (ret)
+			goto out;
+	}
 	for (t = 0; t < e->gd_entries; t++) {
 		uint32_t *gt;
 
@@ -238,12 +377,10 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 		ret = vmdk_gt_load(img, e, t, &gt);
 		if (ret)
 			goto out;
-		if (e->gd[t] >= meta_end)
-			ret = iv_add(&l, e->gd[t] - (e->markers ? 1 : 0),
-				     gt_sectors + (e->markers ? 1 : 0),
-				     UINT64_MAX);
-		if (!ret && e->rgd && e->rgd[t] && e->rgd[t] >= meta_end)
-			ret = iv_add(&l, e->rgd[t], gt_sectors, UINT64_MAX);
+		ret = iv_add(&l, e->gd[t] - (e->markers ? 1 : 0),
+			     gt_sectors + (e->markers ? 1 : 0), OWNER_META);
+		if (!ret && e->rgd && e->rgd[t])
+			ret = iv_add(&l, e->rgd[t], gt_sectors, OWNER_RGT(t));
 		if (ret)
 			goto out;
 		have_rgt = false;
@@ -258,22 +395,11 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 				have_rgt = true;
 				for (j = 0; j < e->gtes_per_gt; j++)
 					rgt[j] = IMG_LE32(rgt[j]);
-				for (j = 0; j < e->gtes_per_gt; j++)
-					if (rgt[j] != gt[j])
-						break;
-				if (j < e->gtes_per_gt) {
-					res->corruptions++;
-					img_check_note(
-						res,
-						"extent %d: redundant grain "
-						"table %u differs from the "
-						"primary (entry %u)",
-						idx, t, j);
-					if (fix_err) {
-						e->gt_dirty[t] = 1;
-						res->corruptions_fixed++;
-					}
-				}
+				ret = compare_redundant(e, idx, t, gt, rgt,
+							meta_end, total, res,
+							fix);
+				if (ret)
+					goto out;
 			}
 		}
 		for (j = 0; j < e->gtes_per_gt; j++) {
@@ -349,95 +475,72 @@ static int check_sparse(struct img *img, struct vmdk_extent *e, int idx,
 				goto out;
 		}
 	}
-	if (fix_err)
-		add_missing_redundant(e);
 	if (l.n)
 		qsort(l.v, l.n, sizeof(*l.v), iv_cmp);
 
-	/* Overlaps, then leaks (the gaps). */
+	/* Overlaps, then leaks: the gaps after the overhead. */
 	{
-		uint64_t end = meta_end, leaked = 0;
+		uint64_t covered = 0, from, gap, n;
 
 		for (i = 0; i < l.n; i++) {
 			struct interval *a = &l.v[i];
 
-			if (a->start < end && i > 0) {
-				struct interval *p = &l.v[i - 1];
-
-				res->corruptions++;
-				img_check_note(
-					res,
-					"extent %d: data at sector "
-					"%" PRIu64 " is used twice "
-					"(%s %" PRIu64 ")",
-					idx, a->start,
-					a->owner == UINT64_MAX ? "metadata"
-							       : "grain",
-					a->owner == UINT64_MAX ? p->start
-							       : a->owner);
-				if (fix_err && a->owner != UINT64_MAX &&
-				    !e->compressed) {
-					ret = copy_grain(img, e, a->owner,
-							 (uint32_t)a->start);
-					if (ret)
-						goto out;
-					res->corruptions_fixed++;
+			if (a->start < covered) {
+				ret = fix_overlap(img, e, idx, a, &l.v[i - 1],
+						  res, fix_err);
+				if (ret)
+					goto out;
+			} else {
+				from = covered > meta_end ? covered : meta_end;
+				if (a->start > from && !e->compressed &&
+				    !is_free(e, from, a->start - from)) {
+					gap = a->start - from;
+					n = (gap + e->grain_sectors - 1) /
+					    e->grain_sectors;
+					res->leaks += n;
+					img_check_note(res,
+						       "extent %d: %" PRIu64
+						       " sectors at %" PRIu64
+						       " are leaked",
+						       idx, gap, from);
+					if ((fix & IMG_CHECK_FIX_LEAKS) &&
+					    !release(e, from, gap))
+						res->leaks_fixed += n;
 				}
-			} else if (a->start > end && !e->compressed &&
-				   !is_hole(e, end, a->start - end)) {
-				uint64_t gap = a->start - end;
-
-				leaked += gap;
-				res->leaks += (gap + e->grain_sectors - 1) /
-					      e->grain_sectors;
-				img_check_note(res,
-					       "extent %d: %" PRIu64
-					       " sectors at %" PRIu64
-					       " are leaked",
-					       idx, gap, end);
-				if ((fix & IMG_CHECK_FIX_LEAKS) &&
-				    !img_file_punch_hole(e->file,
-							 end * VMDK_SECTOR,
-							 gap * VMDK_SECTOR))
-					res->leaks_fixed +=
-						(gap + e->grain_sectors - 1) /
-						e->grain_sectors;
 			}
-			if (a->start + a->len > end)
-				end = a->start + a->len;
+			if (a->start + a->len > covered)
+				covered = a->start + a->len;
 		}
+		from = covered > meta_end ? covered : meta_end;
 		/* A tail nothing points to is a leak even when it is a
-		 * hole: truncating it is always possible. */
-		if (file_sectors > end && !e->compressed &&
+		 * hole: truncating it is always possible.  Repairs above may
+		 * have appended after it: then it is punched instead. */
+		if (file_sectors > from && !e->compressed &&
 		    !(e->next_sector > file_sectors &&
-		      is_hole(e, end, file_sectors - end))) {
-			uint64_t gap = file_sectors - end;
-			uint64_t n =
-				(gap + e->grain_sectors - 1) / e->grain_sectors;
+		      is_free(e, from, file_sectors - from))) {
 			bool appended = e->next_sector > file_sectors;
 
+			gap = file_sectors - from;
+			n = (gap + e->grain_sectors - 1) / e->grain_sectors;
 			res->leaks += n;
 			img_check_note(res,
 				       "extent %d: %" PRIu64
 				       " sectors at the end are leaked",
 				       idx, gap);
-			/* Repairs above may have appended grains after it:
-			 * then punch instead of truncating. */
 			if ((fix & IMG_CHECK_FIX_LEAKS) && appended &&
-			    !img_file_punch_hole(e->file, end * VMDK_SECTOR,
-						 gap * VMDK_SECTOR)) {
+			    !release(e, from, gap)) {
 				res->leaks_fixed += n;
 			} else if ((fix & IMG_CHECK_FIX_LEAKS) && !appended &&
 				   !img_file_truncate(e->file,
-						      end * VMDK_SECTOR)) {
+						      from * VMDK_SECTOR)) {
 				res->leaks_fixed += n;
-				e->file_size = end * VMDK_SECTOR;
-				e->next_sector = end;
+				e->file_size = from * VMDK_SECTOR;
+				e->next_sector = from;
 			}
 		}
-		(void)leaked;
 	}
 	if (fix) {
+		add_missing_redundant(e);
 		ret = vmdk_extent_flush(img, e);
 		if (ret)
 			goto out;

@@ -106,7 +106,8 @@ int vmdk_sparse_create_extent(struct img_file *f, uint64_t capacity,
 	return 0;
 io_fail:
 	free(dir);
-	return img_error_buf(err, errlen, ret, "%s: write failed", f->path);
+	return img_error_buf(err, errlen, ret, "%s: write failed: %s", f->path,
+			     strerror(-ret));
 }
 
 static bool opt_true(const char *v)
@@ -224,8 +225,8 @@ static int write_text_file(struct img_file *f, const char *text, size_t len,
 		ret = img_file_truncate(f, len);
 	if (ret)
 		return img_error_buf(err, errlen, ret,
-				     "%s: cannot write the descriptor",
-				     f->path);
+				     "%s: cannot write the descriptor: %s",
+				     f->path, strerror(-ret));
 	return 0;
 }
 
@@ -376,7 +377,8 @@ int vmdk_create(const struct img_create_args *a, char *errbuf, size_t errlen)
 		img_file_close(&f);
 		if (ret) {
 			img_error_buf(errbuf, errlen, ret,
-				      "%s: cannot create the extent", path);
+				      "%s: cannot create the extent: %s", path,
+				      strerror(-ret));
 			goto fail;
 		}
 		left -= n;
@@ -463,7 +465,7 @@ static int add_split_extent(struct img *img, uint64_t n, bool flat)
 	img_file_close(&f);
 	if (ret) {
 		unlink(path);
-		img_error(img, ret, "%s: cannot create the extent", path);
+		vmdk_io_error(img, ret, "%s: cannot create the extent", path);
 		goto out;
 	}
 	ret = vmdk_desc_add_extent(&s->desc, VMDK_ACCESS_RW, n,
@@ -505,7 +507,7 @@ static int grow_extent(struct img *img, int i, uint64_t add)
 		ret = img_file_truncate(e->file, (e->flat_offset + e->sectors +
 						  add) * VMDK_SECTOR);
 		if (ret)
-			img_error(img, ret, "%s: cannot extend", e->path);
+			vmdk_io_error(img, ret, "%s: cannot extend", e->path);
 		else
 			e->file_size = (e->flat_offset + e->sectors + add) *
 				       VMDK_SECTOR;

@@ -62,6 +62,9 @@ struct vmdk_state {
 };
 
 /* vmdk.c */
+/* img_error with the cause appended: "...: No space left on device". */
+int vmdk_io_error(struct img *img, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 int vmdk_write_descriptor(struct img *img);
 int vmdk_sparse_write_header(struct img *img, struct vmdk_extent *e);
 int vmdk_gt_load(struct img *img, struct vmdk_extent *e, uint32_t t,

@@ -108,8 +108,8 @@ static int write_gt(struct img *img, struct vmdk_stream_writer *w)
 	ret = img_file_pwrite(e->file, buf, bytes, w->pos * VMDK_SECTOR);
 	free(buf);
 	if (ret)
-		return img_error(img, ret, "%s: cannot write a grain table",
-				 e->path);
+		return vmdk_io_error(img, ret, "%s: cannot write a grain table",
+				     e->path);
 	w->gd[w->cur_gt] = (uint32_t)(w->pos + 1);
 	w->pos += 1 + gt_sectors;
 	return 0;
@@ -140,8 +140,8 @@ static int write_iovs(struct img *img, struct vmdk_stream_writer *w, int n,
 		return 0;
 	ret = img_file_pwritev(w->e->file, w->iov, n, sector * VMDK_SECTOR);
 	if (ret)
-		return img_error(img, ret, "%s: cannot write grains",
-				 w->e->path);
+		return vmdk_io_error(img, ret, "%s: cannot write grains",
+				     w->e->path);
 	return 0;
 }
 
@@ -370,7 +370,8 @@ int vmdk_stream_write_tail(struct img_file *f,
 	free(buf);
 	if (ret)
 		img_error_buf(err, errlen, ret,
-			      "%s: cannot write the stream footer", f->path);
+			      "%s: cannot write the stream footer: %s", f->path,
+			      strerror(-ret));
 	return ret;
 }
 
@@ -414,7 +415,7 @@ int vmdk_stream_flush(struct img *img)
 		return img_error(img, ret, "%s", err);
 	ret = img_file_sync(e->file);
 	if (ret)
-		return img_error(img, ret, "%s: fdatasync failed", e->path);
+		return vmdk_io_error(img, ret, "%s: fdatasync failed", e->path);
 	/* Continue from before the temporary tail. */
 	w->pos = saved_pos;
 	if (saved_gt >= 0)

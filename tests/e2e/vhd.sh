@@ -306,6 +306,10 @@ else
 	fail "BAT/footer copy repair"
 fi
 
+cp "$T/good.vhd" "$T/r2.vhd"
+printf '\x00\x00\x00\x04' | dd of="$T/r2.vhd" bs=1 seek=$((1536 + 8)) conv=notrunc status=none
+rejects "writable open with two BAT entries sharing a block" "$T/r2.vhd" "share" "$IO" zero "$T/r2.vhd" 0 512
+
 # ---- resize ---------------------------------------------------------------
 cp "$T/good.vhd" "$T/g.vhd"
 "$IO" read "$T/g.vhd" "$T/g.raw"
@@ -334,6 +338,25 @@ if "$IO" resize "$T/f.vhd" 100M && [ "$(stat -c %s "$T/f.vhd")" = $((100 * MiB +
 	ok "grow fixed 64M -> 100M: footer moved, old footer zeroed"
 else
 	fail "grow fixed"
+fi
+
+# ---- through imgtool's commands ---------------------------------------------
+if "$IMGTOOL" convert -O vpc -o subformat=fixed "$T/p64.raw" "$T/cv.vhd" 2>/dev/null &&
+	qemu-img compare -q -f vpc -F raw "$T/cv.vhd" "$T/p64.raw" &&
+	"$IMGTOOL" convert -O vhd "$T/cv.vhd" "$T/cv2.vhd" && "$IO" cmp "$T/cv2.vhd" "$T/p64.raw" &&
+	"$IMGTOOL" info "$T/cv2.vhd" | grep -q '^subformat: dynamic$'; then
+	ok "imgtool convert raw -> fixed (vpc) -> dynamic: identical, qemu agrees"
+else
+	fail "imgtool convert to vhd"
+fi
+"$IMGTOOL" create -q -f vhd "$T/k2.vhd" 64M
+"$IO" crash "$T/k2.vhd" "$T/p64.raw" 3
+"$IMGTOOL" check "$T/k2.vhd" >"$T/ck" 2>&1
+st=$?
+if [ $st = 3 ] && "$IMGTOOL" check -r leaks "$T/k2.vhd" >/dev/null 2>&1 && "$IMGTOOL" check "$T/k2.vhd" >/dev/null 2>&1; then
+	ok "imgtool check: interrupted append is leaks only (exit 3), -r leaks repairs it"
+else
+	fail "imgtool check after a crash: exit $st: $(tr '\n' '|' <"$T/ck")"
 fi
 
 # ---- zeros and discard ----------------------------------------------------

@@ -6,7 +6,7 @@
 # "console=ttyS0" is typed at its boot menu.  Runs on hardware KVM, else in
 # the nested test host (tests/nested-kvm.sh), else skips saying why.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . tests/e2e/lib.bash
 DRIVE="python3 $ROOT/tests/guest/serial-drive.py"
@@ -53,7 +53,7 @@ first_screen() {
 }
 
 iso_cases() {
-	first_screen grub-rescue /usr/lib/grub-rescue/grub-rescue-cdrom.iso 'grub>'
+	first_screen grub-rescue /usr/lib/grub-rescue/grub-rescue-cdrom.iso 'GNU GRUB'
 	first_screen ipxe /usr/lib/ipxe/ipxe.iso 'iPXE'
 	if build_di_iso "$T/di-mini.iso"; then
 		first_screen debian-installer "$T/di-mini.iso" 'Select a language' \
