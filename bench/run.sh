@@ -17,7 +17,7 @@ PAIRS=${BENCH_PAIRS:-3}
 W=${BENCH_DIR:-/tmp/imgbench}
 SIZE_MB=${BENCH_SIZE_MB:-1024}
 CASES=${BENCH_CASES:-}
-OUT_MD=$TOP/bench/results/latest.md
+OUT_MD=${BENCH_OUT:-$TOP/bench/results/latest.md}
 mkdir -p "$W" "$TOP/bench/results" "$TOP/$B/bench"
 say() { echo "bench: $*" >&2; }
 
@@ -215,7 +215,8 @@ machine_md() {
 	echo "- cpu: $(awk -F: '/model name/{print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
 	echo "- imgtool $("$IMGTOOL" --version 2>/dev/null | head -n1); $(qemu-img --version | head -n1); $(nbdcopy --version 2>/dev/null | head -n1)"
 	echo "- image: ${SIZE_MB} MiB; mixed = half random, an eighth zero-filled, the rest never written; full = all random"
-	echo "- $PAIRS interleaved pairs per case; times are medians; ratio = ours/peer (lower is better)"
+	echo "- $PAIRS interleaved pairs per case; times are medians; ratio = ours/peer time (lower is better); for the guest MB/s rows, ratio = peer/ours MB/s (lower is better too)"
+	[ -n "$VMM_WHERE" ] && echo "- VMM rows: both on $VMM_WHERE; guest RAM 512 MiB, 1 vCPU, AHCI disk on a dynamic VDI; RSS includes touched guest RAM"
 }
 
 write_md() {
@@ -242,7 +243,11 @@ convert_cases
 checksum_cases
 nbd_cases
 fuse_cases
-[ -x "$TOP/bench/vmm.sh" ] && [ -x "$IMGVM" ] && { source "$TOP/bench/vmm.sh"; vmm_cases; }
+VMM_WHERE=""
+if [ -x "$IMGVM" ]; then
+	. "$TOP/bench/vmm.sh"
+	vmm_cases
+fi
 write_md
 say "wrote $OUT_MD"
 [ ${#FAILS[@]} -eq 0 ]

@@ -1,0 +1,78 @@
+#!/bin/bash
+# Runs where /dev/kvm can run firmware (hardware KVM or the nested test
+# host).  Env: PAIRS, IMGVM, GUEST (tests/guest/build-test-iso.sh output),
+# OUT (rows file).  Interleaves imgvm and QEMU: install to INSTALL-OK on a
+# fresh dynamic VDI, then bench.iso on a 512 MiB dynamic VDI.
+set -uo pipefail
+T=$(mktemp -d /tmp/vmm-bench.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+MEM=512
+TMO=900
+: >"$OUT"
+
+# timed LOG PATTERN CMD...: runs CMD (serial console to LOG), prints
+# "seconds_to_PATTERN total_seconds maxrss_kib exit" (pattern time -1 if never)
+timed() {
+	local log=$1 pat=$2 t0 tp=-1 now pid
+	shift 2
+	t0=$(date +%s%N)
+	/usr/bin/time -f '%M' -o "$T/rss" timeout -k 5 $TMO "$@" </dev/null >"$T/stdout" 2>"$T/stderr" &
+	pid=$!
+	while kill -0 $pid 2>/dev/null; do
+		if [ "$tp" = -1 ] && grep -qa "$pat" "$log" 2>/dev/null; then tp=$(date +%s%N); fi
+		sleep 0.05
+	done
+	wait $pid
+	local st=$?
+	now=$(date +%s%N)
+	[ "$tp" = -1 ] && grep -qa "$pat" "$log" 2>/dev/null && tp=$now
+	awk -v a="$t0" -v p="$tp" -v b="$now" -v r="$(tail -n1 "$T/rss")" -v s="$st" \
+		'BEGIN{printf "%.2f %.2f %d %d\n", (p<0)?-1:(p-a)/1e9, (b-a)/1e9, r, s}'
+}
+qemu_base=(qemu-system-x86_64 -enable-kvm -M q35 -m $MEM -smp 1 -nographic -vga none -nic none
+	-no-reboot -monitor none -bios /usr/share/seabios/bios-256k.bin)
+median() { sort -n | awk '{v[NR]=$1} END{print (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
+
+ours_i=() peer_i=() ours_r=0 peer_r=0
+ow=() pw=() orr=() prr=()
+for ((i = 0; i < PAIRS; i++)); do
+	rm -f "$T"/*.vdi "$T"/*.log
+	"$IMGVM" --version >/dev/null
+	qemu-img create -q -f vdi "$T/o.vdi" 2G
+	r=$(timed "$T/o.log" INSTALL-OK "$IMGVM" boot --memory ${MEM}M --cpus 1 --no-reboot \
+		--cdrom "$GUEST/installer.iso" --disk "$T/o.vdi" --serial "file:$T/o.log")
+	set -- $r
+	grep -qa INSTALL-OK "$T/o.log" || { echo "imgvm install failed: $(tail -c 400 "$T/o.log") $(cat "$T/stderr")"; exit 1; }
+	ours_i+=("$1"); [ "$3" -gt $ours_r ] && ours_r=$3
+	qemu-img create -q -f vdi "$T/q.vdi" 2G
+	r=$(timed "$T/q.log" INSTALL-OK "${qemu_base[@]}" -serial "file:$T/q.log" \
+		-drive if=none,id=cd0,file="$GUEST/installer.iso",media=cdrom,readonly=on -device ide-cd,bus=ide.1,drive=cd0,bootindex=0 \
+		-drive if=none,id=hd0,file="$T/q.vdi",format=vdi -device ide-hd,bus=ide.0,drive=hd0,bootindex=1)
+	set -- $r
+	grep -qa INSTALL-OK "$T/q.log" || { echo "qemu install failed: $(tail -c 400 "$T/q.log") $(cat "$T/stderr")"; exit 1; }
+	peer_i+=("$1"); [ "$3" -gt $peer_r ] && peer_r=$3
+	echo "pair $i install: imgvm ${ours_i[-1]} s, qemu ${peer_i[-1]} s" >&2
+
+	qemu-img create -q -f vdi "$T/ob.vdi" 512M
+	timed "$T/ob.log" BENCH-DONE "$IMGVM" boot --memory ${MEM}M --cpus 1 --no-reboot \
+		--cdrom "$GUEST/bench.iso" --disk "$T/ob.vdi" --serial "file:$T/ob.log" >/dev/null
+	qemu-img create -q -f vdi "$T/qb.vdi" 512M
+	timed "$T/qb.log" BENCH-DONE "${qemu_base[@]}" -serial "file:$T/qb.log" \
+		-drive if=none,id=cd0,file="$GUEST/bench.iso",media=cdrom,readonly=on -device ide-cd,bus=ide.1,drive=cd0,bootindex=0 \
+		-drive if=none,id=hd0,file="$T/qb.vdi",format=vdi -device ide-hd,bus=ide.0,drive=hd0,bootindex=1 >/dev/null
+	for side in o q; do
+		grep -qa 'BENCH verify: OK' "$T/${side}b.log" || { echo "bench ($side) failed: $(tr -d '\r' <"$T/${side}b.log" | grep -a BENCH)"; exit 1; }
+		w=$(tr -d '\r' <"$T/${side}b.log" | sed -n 's/.*BENCH seq-write bs=1M: \([0-9.]*\) MB\/s.*/\1/p')
+		rd=$(tr -d '\r' <"$T/${side}b.log" | sed -n 's/.*BENCH seq-read bs=1M: \([0-9.]*\) MB\/s.*/\1/p')
+		if [ $side = o ]; then ow+=("$w"); orr+=("$rd"); else pw+=("$w"); prr+=("$rd"); fi
+	done
+	echo "pair $i bench: imgvm write ${ow[-1]} read ${orr[-1]} MB/s; qemu write ${pw[-1]} read ${prr[-1]} MB/s" >&2
+done
+oi=$(printf '%s\n' "${ours_i[@]}" | median); pi=$(printf '%s\n' "${peer_i[@]}" | median)
+row() { echo "$1|$2|$3|$4|$5|$6|$7|$8" >>"$OUT"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", (b>0)?a/b:0}'; }
+row "vmm start to INSTALL-OK (vdi)" "qemu-system -enable-kvm" "$oi" "$pi" "$(ratio "$oi" "$pi")" "-" $((ours_r / 1024)) $((peer_r / 1024))
+a=$(printf '%s\n' "${ow[@]}" | median); b=$(printf '%s\n' "${pw[@]}" | median)
+row "vmm guest seq write 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -
+a=$(printf '%s\n' "${orr[@]}" | median); b=$(printf '%s\n' "${prr[@]}" | median)
+row "vmm guest seq read 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -

@@ -1,0 +1,42 @@
+# Sourced by bench/run.sh: imgvm against qemu-system-x86_64 -enable-kvm on
+# the same KVM: start to INSTALL-OK, and the guest's own sequential disk
+# figures (bench.iso) on an AHCI disk backed by a dynamic VDI.  On hardware
+# KVM this runs directly; elsewhere inside the nested test host
+# (tests/nested-kvm.sh), which proves the comparison, not absolute speed.
+vmm_cases() {
+	local guest=$W/guest nested="" inner=$TOP/bench/vmm-inner.sh
+	local pats match=0 pat
+	read -ra pats <<<"$CASES"
+	[ ${#pats[@]} -eq 0 ] && match=1
+	for pat in "${pats[@]}"; do [[ "vmm" == $pat ]] && match=1; done
+	[ $match = 1 ] || return 0
+	command -v qemu-system-x86_64 >/dev/null || { say "vmm: qemu-system-x86_64 missing, skipped"; return; }
+	if ! "$TOP/tests/guest/build-test-iso.sh" "$guest" >"$W/guest-build.log" 2>&1; then
+		say "vmm: building the test guest failed (log: $W/guest-build.log)"
+		FAILS+=("vmm: guest build failed")
+		return
+	fi
+	local where="hardware KVM"
+	if [ -e /sys/module/kvm_pvm ] || ! [ -w /dev/kvm ] ||
+		! grep -qE 'vmx|svm' /proc/cpuinfo; then
+		where="the nested test host (QEMU TCG L1 with kvm_amd)"
+		nested="$TOP/tests/nested-kvm.sh -t 3600 -w $W -w $TOP --"
+	fi
+	say "vmm: imgvm vs QEMU+KVM on $where, $PAIRS pairs"
+	$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" \
+		bash "$inner" >"$W/vmm.log" 2>&1
+	local st=$?
+	if [ $st != 0 ] || [ ! -s "$W/vmm-rows" ]; then
+		say "vmm: failed (exit $st); tail of $W/vmm.log:"
+		tail -n 15 "$W/vmm.log" >&2
+		FAILS+=("vmm: inner run failed (exit $st), see $W/vmm.log")
+		return
+	fi
+	local row
+	while IFS= read -r row; do
+		ROWS+=("$row")
+		IFS='|' read -r n p o q r t a b <<<"$row"
+		printf '%-34s %-22s ours %7s   peer %7s   ratio %5s  %s  RSS %s/%s MiB\n' "$n" "$p" "$o" "$q" "$r" "$t" "$a" "$b"
+	done <"$W/vmm-rows"
+	VMM_WHERE=$where
+}
