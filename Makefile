@@ -53,7 +53,7 @@ WHOLE_LIBA := -Wl,--whole-archive $(LIBA) -Wl,--no-whole-archive
 
 BINS := $(B)/bin/imgtool $(if $(VMM_SRCS),$(B)/bin/imgvm)
 
-.PHONY: all deps check unit e2e vmm-e2e demo bench crashtest fuzz install format format-check clean
+.PHONY: all deps check unit e2e vmm-e2e demo bench crashtest fuzz valgrind install format format-check clean
 all: $(LIBA) $(LIBSO) $(B)/lib/libimg.pc $(BINS)
 
 $(B)/obj/%.o: %.c
@@ -159,7 +159,7 @@ crashtest: all $(HELPER_BINS)
 
 # make fuzz FUZZ_SECONDS=N: every libFuzzer harness in tests/fuzz for N s.
 FUZZ_SECONDS ?= 60
-FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/$(or $(FUZZ),fuzz_*).c))
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread \
 	-DIMG_VERSION='"$(VERSION)"' -Ilibimg -I. $(PKGS_CFLAGS) \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
@@ -170,8 +170,8 @@ fuzz:
 		extra=$$(sed -n 's/^ \* fuzz-sources: //p' $$h); \
 		clang $(FUZZ_CFLAGS) -o build/fuzz/$$n $$h $(LIB_SRCS) $$extra -lz -lcrypto -lssl || exit 1; \
 		mkdir -p build/fuzz/corpus-$$n; \
-		cp -n tests/fuzz/seeds/* build/fuzz/corpus-$$n/ 2>/dev/null; \
-		for f in tests/fixtures/*/*; do case $$f in *.md) ;; *) [ $$(stat -c %s $$f) -lt 1048576 ] && cp -n $$f build/fuzz/corpus-$$n/ ;; esac; done; \
+		cp -n tests/fuzz/seeds/$$n/* build/fuzz/corpus-$$n/ 2>/dev/null; \
+		[ $$n != fuzz_open ] || for f in tests/fixtures/*/*; do case $$f in *.md) ;; *) [ $$(stat -c %s $$f) -lt 1048576 ] && cp -n $$f build/fuzz/corpus-$$n/ ;; esac; done; \
 		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
 		build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=1048576 -timeout=10 -rss_limit_mb=2048 \
 			-artifact_prefix=build/fuzz/$$n- build/fuzz/corpus-$$n 2>&1 | grep -E '^(#[0-9]+.*DONE|==[0-9]+==ERROR|SUMMARY|artifact)' ; \
@@ -181,3 +181,8 @@ fuzz:
 # ---- benchmarks (issue 10): never part of make check ----
 bench: all
 	@B=$(B) bash bench/run.sh
+
+# make valgrind: imgtool's end-to-end paths under valgrind memcheck (slow;
+# not part of make check).
+valgrind: all
+	@B=$(B) bash tests/valgrind.sh

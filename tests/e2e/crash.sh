@@ -3,6 +3,7 @@
 # image is killed with SIGKILL at spread-out points; check must find no
 # corruption, repair leaks, and every flushed write must read back.
 # `make crashtest` runs the same with CRASH_POINTS=1000 (per format).
+# The formats are independent and run CRASH_JOBS at a time (default 2).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${B:-build}
@@ -12,22 +13,44 @@ T=$(mktemp -d /tmp/crash.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 pass=0 fail=0
 [ -x "$CW" ] || { echo "crash: $CW not built"; echo "0 passed, 1 failed"; exit 1; }
-for spec in vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff; do
-	fmt=${spec%%:*}
-	n=$POINTS
+
+# One spec in its own directory; one "ok"/"FAIL" line per harness run.
+crash_spec() { # SPEC
+	local spec=$1 fmt=${1%%:*} n=$POINTS w=$T/${1/:/-}
+	mkdir -p "$w"
 	# the formats issue 11 names get every point; the other chains a sample
 	case $spec in vdi:diff | vmdk:diff) n=$((POINTS / 5 + 1)) ;; esac
-	if ! "$B/bin/imgtool" create -q -f "$fmt" "$T/probe.$fmt" 1M >/dev/null 2>&1; then
+	if ! "$B/bin/imgtool" create -q -f "$fmt" "$w/probe.$fmt" 1M >/dev/null 2>&1; then
 		echo "skip $spec: format $fmt not in this build"
-		continue
+		return
 	fi
-	rm -f "$T"/probe.*
-	if "$CW" -n "$n" "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+	rm -f "$w"/probe.*
+	run() {
+		if "$CW" "$@" "$w" "$spec" 2>&1 | sed "s/^/  /"; then echo "ok   $spec $*"; else echo "FAIL $spec $*"; fi
+	}
+	run -n "$n"
 	# EIO injected at spread-out host I/O calls instead of a kill
-	if "$CW" -e -n $((n / 5 + 1)) -s 7 "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+	run -e -n $((n / 5 + 1)) -s 7
 	if [ "${CRASH_RANDOM:-1}" = 1 ]; then
-		if "$CW" -r -n $((n / 10 + 1)) -s 99 "$T" "$spec"; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+		run -r -n $((n / 10 + 1)) -s 99
 	fi
+}
+
+specs=(vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff)
+running=0
+for i in "${!specs[@]}"; do
+	crash_spec "${specs[$i]}" >"$T/$i.log" 2>&1 &
+	running=$((running + 1))
+	if [ $running -ge "${CRASH_JOBS:-2}" ]; then
+		wait -n
+		running=$((running - 1))
+	fi
+done
+wait
+for i in "${!specs[@]}"; do
+	cat "$T/$i.log"
+	pass=$((pass + $(grep -c '^ok ' "$T/$i.log")))
+	fail=$((fail + $(grep -c '^FAIL ' "$T/$i.log")))
 done
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -37,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DISK_SIZE (48ull << 20)
+#define DISK_SIZE (16ull << 20) /* 8 VHD blocks, 16 VDI blocks, 256 grains */
 #define MAX_WRITE (192u << 10)
 #define FLUSH_EVERY 4
 #define PARENT_FILL_WRITES 24
