@@ -3,7 +3,8 @@
 # guest, create a 2 GiB dynamic VDI, install from the ISO onto it with
 # imgvm (the CD is ejected at the installer's reboot and the machine comes
 # back up from the disk in the same run), boot the installed disk again on
-# its own, and check the image with imgtool and qemu-img.
+# its own, check the image with imgtool and qemu-img, convert it to VMDK
+# and VHD and show that all three hold the same disk.
 #
 # imgvm runs directly on hardware KVM; elsewhere inside the nested test host
 # (tests/nested-kvm.sh); without either the VM steps are skipped, saying why.
@@ -14,7 +15,10 @@ ROOT=$PWD
 B=${B:-build}
 IMGTOOL=${IMGTOOL:-$ROOT/$B/bin/imgtool}
 IMGVM=${IMGVM:-$ROOT/$B/bin/imgvm}
-export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgvm/guest-build}
+# The guest's build tree lives in its cache (IMGVM_GUEST_CACHE, default
+# OUTDIR/.cache): a private one, so a concurrent build (make check and make
+# demo at once) cannot pull files from under us.  Downloaded .debs are
+# shared anyway (IMGVM_DEB_CACHE).
 
 step() { printf '\n== %s\n' "$*"; }
 now() { date +%s.%N; }
@@ -98,11 +102,36 @@ fi
 	exit 1
 }
 
-step "5. check the installed image"
-"$IMGTOOL" info "$W/lab.vdi" | sed 's/^/   /'
+step "5. check the installed image: imgtool check, qemu-img check"
 "$IMGTOOL" check "$W/lab.vdi" 2>&1 | sed 's/^/   /'
 if command -v qemu-img >/dev/null; then
 	echo "   qemu-img: $(qemu-img check -f vdi "$W/lab.vdi" 2>&1 | tail -1)"
+fi
+
+step "6. convert it: imgtool convert -O vmdk / -O vhd, then info and checksum"
+ok=1
+for fmt in vmdk vhd; do
+	opts=
+	[ "$fmt" = vmdk ] && opts="-o subformat=monolithicSparse"
+	[ "$fmt" = vhd ] && opts="-o subformat=dynamic"
+	rm -f "$W/lab.$fmt"
+	# shellcheck disable=SC2086
+	"$IMGTOOL" convert -q -O "$fmt" $opts "$W/lab.vdi" "$W/lab.$fmt" || ok=0
+done
+for img in "$W/lab.vdi" "$W/lab.vmdk" "$W/lab.vhd"; do
+	"$IMGTOOL" info "$img" | grep -E '^(image|file format|virtual size|disk size)' |
+		tr '\n' ';' | sed 's/;$//; s/;/, /g; s/^/   /'
+	echo
+done
+"$IMGTOOL" checksum "$W/lab.vdi" "$W/lab.vmdk" "$W/lab.vhd" | tee "$W/sums" | sed 's/^/   /'
+if [ "$(awk '{print $1}' "$W/sums" | sort -u | wc -l)" = 1 ] && [ $ok = 1 ]; then
+	echo "   the same virtual disk in all three formats"
+else
+	echo "   checksums differ!"
+	exit 1
+fi
+if command -v qemu-img >/dev/null; then
+	echo "   qemu-img compare lab.vdi lab.vmdk: $(qemu-img compare "$W/lab.vdi" "$W/lab.vmdk" 2>&1 | tail -1)"
 fi
 echo
 echo "imgvm demo: OK (work dir $W)"

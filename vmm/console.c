@@ -38,6 +38,8 @@ struct console {
 	struct uart *uart;
 	pthread_t thread;
 	bool thread_started;
+	bool thread_done; /* the input thread returned (under lock) */
+	pthread_mutex_t lock;
 };
 
 struct console *console_open(const char *spec, char *err, size_t errlen)
@@ -51,6 +53,7 @@ struct console *console_open(const char *spec, char *err, size_t errlen)
 	con->in_fd = -1;
 	con->out_fd = -1;
 	con->listen_fd = -1;
+	pthread_mutex_init(&con->lock, NULL);
 	if (!strcmp(spec, "stdio")) {
 		con->kind = CONSOLE_STDIO;
 		con->in_fd = STDIN_FILENO;
@@ -172,9 +175,22 @@ static bool console_input_tty(struct console *con, const uint8_t *buf,
 	return true;
 }
 
+static void console_read_loop(struct console *con);
+
 static void *console_thread(void *opaque)
 {
 	struct console *con = opaque;
+
+	console_read_loop(con);
+	/* the last touch of con: console_close frees it once this is set */
+	pthread_mutex_lock(&con->lock);
+	con->thread_done = true;
+	pthread_mutex_unlock(&con->lock);
+	return NULL;
+}
+
+static void console_read_loop(struct console *con)
+{
 	uint8_t buf[256];
 
 	for (;;) {
@@ -187,7 +203,7 @@ static void *console_thread(void *opaque)
 			if (client < 0) {
 				if (errno == EINTR || errno == ECONNABORTED)
 					continue;
-				return NULL;
+				return;
 			}
 			con->in_fd = client;
 			outbuf_set_fd(con->out, client);
@@ -197,7 +213,7 @@ static void *console_thread(void *opaque)
 			continue;
 		if (n <= 0) {
 			if (con->kind != CONSOLE_UNIX)
-				return NULL; /* end of input: keep running */
+				return; /* end of input: keep running */
 			outbuf_set_fd(con->out, -1);
 			close(con->in_fd);
 			con->in_fd = -1;
@@ -205,7 +221,7 @@ static void *console_thread(void *opaque)
 		}
 		if (con->tty ? !console_input_tty(con, buf, n)
 			     : !console_feed(con, buf, n))
-			return NULL;
+			return;
 	}
 }
 
@@ -231,10 +247,12 @@ int console_attach(struct console *con, struct vmm *vm, struct uart *uart,
 	return 0;
 }
 
-void console_close(struct console *con)
+bool console_close(struct console *con)
 {
+	bool reader;
+
 	if (!con)
-		return;
+		return false;
 	if (con->raw) {
 		tcsetattr(STDIN_FILENO, TCSANOW, &con->saved);
 		con->raw = false;
@@ -250,7 +268,14 @@ void console_close(struct console *con)
 		close(con->listen_fd);
 		unlink(con->path);
 	}
-	/* the detached thread may still use con: leave it allocated */
-	if (!con->thread_started)
+	/* a detached input thread still blocked in read() may use con and
+	 * the UART later: leave both allocated then */
+	pthread_mutex_lock(&con->lock);
+	reader = con->thread_started && !con->thread_done;
+	pthread_mutex_unlock(&con->lock);
+	if (!reader) {
+		pthread_mutex_destroy(&con->lock);
 		free(con);
+	}
+	return reader;
 }

@@ -175,6 +175,7 @@ static int vmm_common_init(struct vmm *vm, uint64_t ram_size)
 	}
 	madvise(vm->ram, ram_size, MADV_HUGEPAGE);
 	pthread_mutex_init(&vm->request_lock, NULL);
+	pthread_mutex_init(&vm->ring_lock, NULL);
 	{
 		pthread_condattr_t attr;
 
@@ -339,6 +340,73 @@ void vmm_destroy(struct vmm *vm)
 	free(vm);
 }
 
+/* ---- coalesced port writes ----------------------------------------------*/
+
+int vmm_coalesce_pio(struct vmm *vm, uint16_t base, uint16_t len)
+{
+	if (vm->coalesced_count ==
+	    sizeof(vm->coalesced) / sizeof(vm->coalesced[0]))
+		return -ENOSPC;
+	vm->coalesced[vm->coalesced_count].base = base;
+	vm->coalesced[vm->coalesced_count].len = len;
+	vm->coalesced_count++;
+	return 0;
+}
+
+/* Hand the queued writes to their devices, oldest first.  Runs before any
+ * exit is handled, so the guest never sees a later access overtake them. */
+static void vmm_drain_coalesced(struct vmm *vm)
+{
+	struct kvm_coalesced_mmio_ring *ring = vm->ring;
+
+	if (!ring || __atomic_load_n(&ring->first, __ATOMIC_ACQUIRE) ==
+			     __atomic_load_n(&ring->last, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&vm->ring_lock);
+	while (ring->first != __atomic_load_n(&ring->last, __ATOMIC_ACQUIRE)) {
+		struct kvm_coalesced_mmio *entry =
+			&ring->coalesced_mmio[ring->first % vm->ring_entries];
+		unsigned len = entry->len <= 8 ? entry->len : 8;
+
+		vmm_io_bus_access(entry->pio ? &vm->pio : &vm->mmio,
+				  entry->phys_addr, entry->data, len, true);
+		__atomic_store_n(&ring->first,
+				 (ring->first + 1) % vm->ring_entries,
+				 __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&vm->ring_lock);
+}
+
+/* Register the coalesced ranges with this KVM VM; without the capability
+ * (or with IMGVM_NO_COALESCE set) every write simply exits. */
+static void vmm_setup_coalesced(struct vmm *vm)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	int offset;
+
+	vm->ring = NULL;
+	if (!vm->coalesced_count || getenv("IMGVM_NO_COALESCE") ||
+	    ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_COALESCED_PIO) <= 0)
+		return;
+	offset = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_COALESCED_MMIO);
+	if (offset <= 0 || (size_t)(offset + 1) * page > vm->run_mmap_size)
+		return;
+	for (unsigned i = 0; i < vm->coalesced_count; i++) {
+		struct kvm_coalesced_mmio_zone zone = {
+			.addr = vm->coalesced[i].base,
+			.size = vm->coalesced[i].len,
+			.pio = 1,
+		};
+
+		if (ioctl(vm->vm_fd, KVM_REGISTER_COALESCED_MMIO, &zone) < 0)
+			return;
+	}
+	vm->ring_entries = (page - sizeof(struct kvm_coalesced_mmio_ring)) /
+			   sizeof(struct kvm_coalesced_mmio);
+	vm->ring = (struct kvm_coalesced_mmio_ring *)((char *)vm->vcpus[0].run +
+						      offset * page);
+}
+
 /* ---- one power cycle of the KVM VM -----------------------------------*/
 
 static int vmm_set_memory(struct vmm *vm, enum vmm_slot slot, uint64_t gpa,
@@ -420,6 +488,8 @@ static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 
 static void vmm_teardown_kvm(struct vmm *vm)
 {
+	vmm_drain_coalesced(vm);
+	vm->ring = NULL;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct vmm_vcpu *vcpu = &vm->vcpus[i];
 
@@ -495,6 +565,7 @@ static int vmm_build_kvm(struct vmm *vm, char *err, size_t errlen)
 		}
 	}
 	free(cpuid);
+	vmm_setup_coalesced(vm);
 	return 0;
 fail:
 	free(cpuid);
@@ -534,6 +605,7 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 	struct vmm *vm = vcpu->vm;
 	struct kvm_run *run = vcpu->run;
 
+	vmm_drain_coalesced(vm);
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO: {
 		uint8_t *data = (uint8_t *)run + run->io.data_offset;
@@ -676,6 +748,23 @@ static void vmm_join_vcpus(struct vmm *vm)
 	}
 }
 
+static struct timespec timespec_after_ms(long ms)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_nsec += ms * 1000000;
+	t.tv_sec += t.tv_nsec / 1000000000;
+	t.tv_nsec %= 1000000000;
+	return t;
+}
+
+static bool timespec_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec ||
+	       (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
 static void vmm_print_stats(void)
 {
 	fprintf(stderr,
@@ -727,18 +816,42 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 
 		pthread_mutex_lock(&vm->request_lock);
 		while (vm->request == VMM_RUNNING) {
-			if (!timeout_sec) {
+			struct timespec until = deadline;
+			bool bounded = timeout_sec != 0;
+
+			if (vm->ring) {
+				/* a guest that wrote and went idle must not
+				 * keep its last bytes queued for long */
+				struct timespec tick = timespec_after_ms(50);
+
+				if (!bounded || timespec_before(&tick, &until))
+					until = tick;
+				bounded = true;
+			}
+			if (bounded)
+				pthread_cond_timedwait(&vm->request_cond,
+						       &vm->request_lock,
+						       &until);
+			else
 				pthread_cond_wait(&vm->request_cond,
 						  &vm->request_lock);
-			} else if (pthread_cond_timedwait(
-					   &vm->request_cond, &vm->request_lock,
-					   &deadline) == ETIMEDOUT) {
-				vm->request = VMM_REQUEST_STOP;
-				vm->exit_code = 124;
-				snprintf(vm->stop_reason,
-					 sizeof(vm->stop_reason),
-					 "timeout: the guest ran for %u s",
-					 timeout_sec);
+			if (vm->ring) {
+				pthread_mutex_unlock(&vm->request_lock);
+				vmm_drain_coalesced(vm);
+				pthread_mutex_lock(&vm->request_lock);
+			}
+			if (vm->request == VMM_RUNNING && timeout_sec) {
+				struct timespec now = timespec_after_ms(0);
+
+				if (!timespec_before(&now, &deadline)) {
+					vm->request = VMM_REQUEST_STOP;
+					vm->exit_code = 124;
+					snprintf(
+						vm->stop_reason,
+						sizeof(vm->stop_reason),
+						"timeout: the guest ran for %u s",
+						timeout_sec);
+				}
 			}
 		}
 		request = vm->request;

@@ -76,6 +76,7 @@ struct vmm_vcpu {
 struct pci_bus;
 struct fw_cfg;
 struct uart;
+struct kvm_coalesced_mmio_ring;
 
 struct vmm {
 	/* KVM; vm_fd < 0 in unit tests, where interrupts are only recorded */
@@ -119,6 +120,15 @@ struct vmm {
 
 	struct pci_bus *pci;
 	struct fw_cfg *fw_cfg;
+
+	/* coalesced port writes: the ranges, and the ring KVM fills */
+	struct {
+		uint16_t base, len;
+	} coalesced[4];
+	unsigned coalesced_count;
+	struct kvm_coalesced_mmio_ring *ring;
+	unsigned ring_entries;
+	pthread_mutex_t ring_lock;
 };
 
 /* A machine without KVM: RAM, buses, PCI, recorded interrupts.  For unit
@@ -142,6 +152,13 @@ void vmm_destroy(struct vmm *vm);
  * non-zero status is in vm->stop_reason. */
 int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 	    void (*on_reboot)(void *opaque), void *opaque);
+
+/* Let KVM queue the guest's writes to these ports instead of exiting for
+ * each one (KVM_CAP_COALESCED_PIO); they are handed to the device, in
+ * order, before the next exit is handled.  For write-only registers whose
+ * effect the guest only observes through a later access (a UART's THR).
+ * Reads still exit.  Call before vmm_run. */
+int vmm_coalesce_pio(struct vmm *vm, uint16_t base, uint16_t len);
 
 /* Returns a one-line explanation when this host's KVM cannot run BIOS
  * code (kvm_pvm), NULL when it looks usable. */
@@ -206,8 +223,10 @@ struct console *console_open(const char *spec, char *err, size_t errlen);
 struct outbuf *console_output(const struct console *con);
 int console_attach(struct console *con, struct vmm *vm, struct uart *uart,
 		   char *err, size_t errlen);
-/* Restores the terminal; safe to call more than once. */
-void console_close(struct console *con);
+/* Restores the terminal, writes out pending output.  Returns true when an
+ * input thread (stdio, unix) may still touch the UART: it must not be
+ * freed then. */
+bool console_close(struct console *con);
 
 struct i8042;
 struct i8042 *i8042_create(struct vmm *vm);

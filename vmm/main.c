@@ -506,6 +506,9 @@ static int setup_machine(struct machine *m)
 	m->debug = debug_ports_create(m->vm, m->firmware_log);
 	if (!m->cmos || !m->uart || !m->kbc || !m->piix || !m->debug)
 		goto nomem;
+	/* THR: one exit per console byte instead of two (the LSR read that
+	 * precedes the next byte still exits and delivers it) */
+	vmm_coalesce_pio(m->vm, SERIAL_PORT, 1);
 	if (open_disk(m) || setup_storage(m))
 		return -EINVAL;
 	if (console_attach(m->console, m->vm, m->uart, err, sizeof(err))) {
@@ -521,8 +524,7 @@ nomem:
 static int teardown_machine(struct machine *m)
 {
 	int ret = 0;
-
-	console_close(m->console);
+	bool uart_in_use = console_close(m->console);
 	if (m->ahci)
 		ahci_destroy(m->ahci);
 	if (m->disk) {
@@ -532,7 +534,9 @@ static int teardown_machine(struct machine *m)
 				m->opt.disk_path, strerror(-ret));
 	}
 	cmos_destroy(m->cmos);
-	/* the UART stays: the console thread may still hold it */
+	/* with a console input thread (blocked in read) the UART stays */
+	if (!uart_in_use)
+		uart_destroy(m->uart);
 	i8042_destroy(m->kbc);
 	piix_destroy(m->piix);
 	debug_ports_destroy(m->debug);

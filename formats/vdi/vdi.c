@@ -689,6 +689,59 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 	return 0;
 }
 
+/* How many whole unallocated blocks from `block` on (the first known to
+ * hold data) can take consecutive fresh slots: each covered by the write
+ * and not all zeros.  part is scratch space. */
+static uint32_t vdi_fresh_run(const struct vdi_state *s, uint32_t block,
+			      const struct iovec *iov, int iovcnt, size_t done,
+			      size_t len, struct iovec *part)
+{
+	const struct vdi_header *h = &s->header;
+	uint32_t bs = h->block_size, count = 1;
+
+	if (h->block_extra || s->next_slot >= h->blocks_in_image)
+		return 1;
+	while (done + (uint64_t)(count + 1) * bs <= len &&
+	       block + count < h->blocks_in_image &&
+	       s->next_slot + count < h->blocks_in_image &&
+	       !VDI_BLOCK_IS_ALLOCATED(s->bmap[block + count])) {
+		int n = img_iov_slice(iov, iovcnt, done + (size_t)count * bs,
+				      bs, part, iovcnt);
+
+		if (n < 0 || img_iov_is_zero(part, n, bs))
+			break;
+		count++;
+	}
+	return count;
+}
+
+/* Store count whole blocks from `block` on in fresh consecutive slots. */
+static int vdi_blocks_append(struct vdi_state *s, uint32_t block,
+			     uint32_t count, const struct iovec *part, int n)
+{
+	const struct vdi_header *h = &s->header;
+	uint32_t slot = s->next_slot;
+	uint64_t end =
+		h->offset_data + (uint64_t)(slot + count) * vdi_block_stride(h);
+	int ret;
+
+	ret = img_file_pwritev(&s->file, part, n, vdi_slot_offset(h, slot));
+	if (ret < 0) {
+		if (img_file_size(&s->file, &s->file_end) < 0)
+			s->file_end = UINT64_MAX;
+		return ret;
+	}
+	if (end > s->file_end)
+		s->file_end = end;
+	for (uint32_t i = 0; i < count; i++)
+		vdi_set_entry(s, block + i, slot + i);
+	s->next_slot = slot + count;
+	s->header.blocks_allocated += count;
+	s->header_dirty = true;
+	s->unsynced_alloc = true;
+	return 0;
+}
+
 static int vdi_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 		       int iovcnt, size_t len)
 {
@@ -753,6 +806,25 @@ static int vdi_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 				done += chunk;
 				continue;
 			}
+		} else if (chunk == bs) {
+			/* whole new blocks in a row: one write */
+			uint32_t count = vdi_fresh_run(s, block, iov, iovcnt,
+						       done, len, part);
+
+			if (count > 1) {
+				n = img_iov_slice(iov, iovcnt, done,
+						  (size_t)count * bs, part,
+						  iovcnt);
+				ret = n < 0 ? n
+					    : vdi_blocks_append(s, block, count,
+								part, n);
+				if (ret < 0)
+					goto out;
+				done += (size_t)count * bs;
+				continue;
+			}
+			n = img_iov_slice(iov, iovcnt, done, chunk, part,
+					  iovcnt);
 		}
 		ret = vdi_block_allocate(img, s, block, in_block, part, n,
 					 chunk);

@@ -160,4 +160,38 @@ for f in vdi vhd vmdk; do
 	check "$f: convert -B child checks clean" clean "$D/diff.$f"
 done
 
+# ---- snapshot create on a full file system: FILE stays byte for byte ------
+M=$T/small
+mkdir -p "$M"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=12m tmpfs "$M" 2>/dev/null; then
+	trap 'umount "$M" 2>/dev/null; rm -rf "$E2E_TMP"' EXIT
+	qemu-img create -q -f raw "$T/s5.raw" 8M
+	qemu-io -f raw -c 'write -P 0x41 0 5M' "$T/s5.raw" >/dev/null
+	for f in vdi vhd vmdk; do
+		have_format $f || continue
+		rm -rf "${M:?}"/*
+		"$IMGTOOL" convert -O $f "$T/s5.raw" "$M/base.$f"
+		"$IMGTOOL" create -q -f $f -b base.$f "$M/snap.$f"
+		"$IMGTOOL" convert -n -O $f "$T/s5.raw" "$M/snap.$f"
+		cp "$M/snap.$f" "$T/before.$f"
+		dd if=/dev/zero of="$M/filler" bs=4k status=none 2>/dev/null
+		"$IMGTOOL" snapshot create "$M/snap.$f" s1 2>"$T/err"
+		rc=$?
+		rm -f "$M/filler"
+		if [ $rc = 1 ] && [ "$(wc -l <"$T/err")" = 1 ] && grep -q "No space left" "$T/err" &&
+			cmp -s "$M/snap.$f" "$T/before.$f" && [ ! -e "$M/snap.$f.snapshots" ] &&
+			"$IMGTOOL" check -q "$M/snap.$f"; then
+			ok "$f: snapshot create on a full fs: one line, FILE unchanged byte for byte"
+		else
+			fail "$f: snapshot create on a full fs (exit $rc: $(cat "$T/err"))"
+		fi
+		"$IMGTOOL" snapshot create -q "$M/snap.$f" s1
+		check "$f: ... and it works once there is room" \
+			test "$(our_sum "$M/snap.$f")" = "$(sha256sum "$T/s5.raw" | cut -d' ' -f1)"
+	done
+	umount "$M"
+else
+	skip "snapshot on a full fs" "cannot mount a small tmpfs (needs root)"
+fi
+
 finish

@@ -11,8 +11,10 @@ cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . tests/e2e/lib.bash
 TIMEOUT=${VMM_E2E_TIMEOUT:-400}
-# unpacked packages are kept across runs, as tests/e2e/guest.sh does
-export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgvm/guest-build}
+# The guest's build tree lives in its cache (IMGVM_GUEST_CACHE, default
+# OUTDIR/.cache): a private one, so a concurrent build (make check and make
+# demo at once) cannot pull files from under us.  Downloaded .debs are
+# shared anyway (IMGVM_DEB_CACHE).
 
 # ---- helpers -------------------------------------------------------------
 
@@ -214,6 +216,35 @@ disk_cases() {
 	done
 }
 
+# The disk imgvm installed, converted to VMDK, still boots under imgvm; and
+# QEMU (with KVM, AHCI) boots the VDI imgvm installed.
+converted_cases() {
+	local T=$1 img=$2 log=$1/converted.log qlog=$1/qemu.log
+	if "$IMGTOOL" convert -O vmdk "$img" "$T/converted.vmdk" 2>"$T/convert.err"; then
+		run_vm "$log" --disk "$T/converted.vmdk" --no-reboot
+		if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log"; then
+			ok "the installed vdi converted to vmdk boots -> MARKER-OK"
+		else
+			fail "converted vmdk boot (rc=$RC): $(tr -d '\r' <"$log" | tail -c 300) $(cat "$log.err")"
+		fi
+	else
+		fail "imgtool convert new.vdi to vmdk: $(cat "$T/convert.err")"
+	fi
+	if ! command -v qemu-system-x86_64 >/dev/null; then
+		skip "QEMU boots our disk" "no qemu-system-x86_64"
+		return
+	fi
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel kvm -M pc -m 512 -smp 1 \
+		-display none -vga none -nic none -no-reboot -serial "file:$qlog" \
+		-drive if=none,id=hd0,file="$img",format=vdi -device ahci,id=ahci0 \
+		-device ide-hd,bus=ahci0.0,drive=hd0 </dev/null >"$qlog.err" 2>&1
+	if grep -qa 'MARKER-OK' "$qlog"; then
+		ok "QEMU (KVM, AHCI) boots the vdi imgvm installed -> MARKER-OK"
+	else
+		fail "QEMU boot of our vdi: $(tail -c 300 "$qlog" | tr -d '\r') $(tail -2 "$qlog.err")"
+	fi
+}
+
 # Install from the test ISO onto fresh images: VDI in two runs (install
 # with --no-reboot, then boot the disk), VHD and VMDK in one run each with
 # --eject-on-reboot (the guest reboots after installing, the tray is
@@ -238,6 +269,7 @@ install_cases() {
 			else
 				fail "boot installed $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
 			fi
+			converted_cases "$T" "$img"
 		else
 			run_vm "$log" --cdrom "$GUEST/installer-reboot.iso" --disk "$img" --eject-on-reboot
 			if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log" && grep -qa 'MARKER-OK' "$log" &&
