@@ -137,6 +137,8 @@ install: all
 	install -m 644 libimg/img.h $(DESTDIR)$(PREFIX)/include/
 	sed 's|^prefix=.*|prefix=$(PREFIX)|' $(B)/lib/libimg.pc >$(DESTDIR)$(PREFIX)/lib/pkgconfig/libimg.pc
 	$(if $(wildcard man/*.1),install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/)
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 644 completion/imgtool.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/imgtool
 
 # The contract headers keep the lead's hand alignment.
 FORMAT_EXEMPT := libimg/img.h libimg/driver.h vmm/vmm.h
