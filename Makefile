@@ -137,6 +137,8 @@ install: all
 	install -m 644 libimg/img.h $(DESTDIR)$(PREFIX)/include/
 	sed 's|^prefix=.*|prefix=$(PREFIX)|' $(B)/lib/libimg.pc >$(DESTDIR)$(PREFIX)/lib/pkgconfig/libimg.pc
 	$(if $(wildcard man/*.1),install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/)
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 644 completion/imgtool.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/imgtool
 
 # The contract headers keep the lead's hand alignment.
 FORMAT_EXEMPT := libimg/img.h libimg/driver.h vmm/vmm.h
@@ -159,8 +161,11 @@ crashtest: all $(HELPER_BINS)
 	@B=$(B) CRASH_POINTS=$${CRASH_POINTS:-1000} bash tests/e2e/crash.sh
 	@B=$(B) CORRUPT_ROUNDS=$${CORRUPT_ROUNDS:-200} bash tests/e2e/corrupt.sh
 
-# make fuzz FUZZ_SECONDS=N: every libFuzzer harness in tests/fuzz for N s.
+# make fuzz FUZZ_SECONDS=N: every libFuzzer harness in tests/fuzz for N s
+# (FUZZ=fuzz_nbd: that one only).  FUZZ_SECONDS=0 replays the seeds and the
+# corpus once (the regression run: every input that once failed is a seed).
 FUZZ_SECONDS ?= 60
+FUZZ_TIMEOUT ?= 30
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/$(or $(FUZZ),fuzz_*).c))
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread \
 	-DIMG_VERSION='"$(VERSION)"' -Ilibimg -I. $(PKGS_CFLAGS) \
@@ -175,8 +180,9 @@ fuzz:
 		cp -n tests/fuzz/seeds/$$n/* build/fuzz/corpus-$$n/ 2>/dev/null; \
 		[ $$n != fuzz_open ] || for f in tests/fixtures/*/*; do case $$f in *.md) ;; *) [ $$(stat -c %s $$f) -lt 1048576 ] && cp -n $$f build/fuzz/corpus-$$n/ ;; esac; done; \
 		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
-		build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=1048576 -timeout=10 -rss_limit_mb=2048 \
-			-artifact_prefix=build/fuzz/$$n- build/fuzz/corpus-$$n 2>&1 | grep -E '^(#[0-9]+.*DONE|==[0-9]+==ERROR|SUMMARY|artifact)' ; \
+		build/fuzz/$$n $(if $(filter 0,$(FUZZ_SECONDS)),-runs=0,-max_total_time=$(FUZZ_SECONDS)) \
+			-max_len=1048576 -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=2048 \
+			-artifact_prefix=build/fuzz/$$n- build/fuzz/corpus-$$n 2>&1 | grep -E '^(#[0-9]+.*(DONE|INITED)|==[0-9]+==ERROR|SUMMARY|artifact)' ; \
 		ls build/fuzz/$$n-crash-* build/fuzz/$$n-leak-* build/fuzz/$$n-timeout-* 2>/dev/null && exit 1; \
 	done; true
 

@@ -218,6 +218,13 @@ bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len);
 void img_random_bytes(void *buf, size_t len);
 /* RFC 4122 text form of 16 bytes, big-endian (as written). */
 void img_uuid_format(const uint8_t uuid[16], char out[37]);
+/* get_info helpers: append one format-specific fact (dropped past
+ * IMG_INFO_MAX_KV), or one host file of this layer (listed once). */
+void img_info_add_str(struct img_info *info, const char *key,
+		      const char *value);
+void img_info_add_int(struct img_info *info, const char *key, int64_t value);
+void img_info_add_bool(struct img_info *info, const char *key, bool value);
+void img_info_add_file(struct img_info *info, const char *path);
 /* Check-result helper: append one message line (dropped past the limit). */
 void img_check_note(struct img_check_result *res, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -394,3 +394,50 @@ const char *img_create_arg(const struct img_create_args *a, const char *key)
 			return a->opts[i].value;
 	return NULL;
 }
+
+static struct img_kv *info_new_kv(struct img_info *info, const char *key,
+				  enum img_kv_type type)
+{
+	struct img_kv *kv;
+
+	if (info->nkv >= IMG_INFO_MAX_KV)
+		return NULL;
+	kv = &info->kv[info->nkv++];
+	snprintf(kv->key, sizeof(kv->key), "%s", key);
+	kv->type = type;
+	return kv;
+}
+
+void img_info_add_str(struct img_info *info, const char *key, const char *value)
+{
+	struct img_kv *kv = info_new_kv(info, key, IMG_KV_STRING);
+
+	if (kv)
+		snprintf(kv->str, sizeof(kv->str), "%s", value);
+}
+
+void img_info_add_int(struct img_info *info, const char *key, int64_t value)
+{
+	struct img_kv *kv = info_new_kv(info, key, IMG_KV_INT);
+
+	if (kv)
+		kv->num = value;
+}
+
+void img_info_add_bool(struct img_info *info, const char *key, bool value)
+{
+	struct img_kv *kv = info_new_kv(info, key, IMG_KV_BOOL);
+
+	if (kv)
+		kv->num = value;
+}
+
+void img_info_add_file(struct img_info *info, const char *path)
+{
+	for (int i = 0; i < info->nfiles; i++)
+		if (!strcmp(info->files[i], path))
+			return;
+	if (info->nfiles < IMG_INFO_MAX_FILES)
+		snprintf(info->files[info->nfiles++], sizeof(info->files[0]),
+			 "%s", path);
+}

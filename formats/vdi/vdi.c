@@ -1400,31 +1400,6 @@ out:
 
 /* ---- description, chains ---------------------------------------------- */
 
-static void vdi_kv_str(struct img_info *info, const char *key,
-		       const char *value)
-{
-	struct img_kv *kv;
-
-	if (info->nkv >= IMG_INFO_MAX_KV)
-		return;
-	kv = &info->kv[info->nkv++];
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = IMG_KV_STRING;
-	snprintf(kv->str, sizeof(kv->str), "%s", value);
-}
-
-static void vdi_kv_int(struct img_info *info, const char *key, int64_t value)
-{
-	struct img_kv *kv;
-
-	if (info->nkv >= IMG_INFO_MAX_KV)
-		return;
-	kv = &info->kv[info->nkv++];
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = IMG_KV_INT;
-	kv->num = value;
-}
-
 static int vdi_get_info(struct img *img, struct img_info *info)
 {
 	struct vdi_state *s = img_state(img);
@@ -1447,28 +1422,26 @@ static int vdi_get_info(struct img *img, struct img_info *info)
 	vdi_uuid_to_text(h->uuid_create, info->uuid);
 	if (s->is_diff)
 		vdi_uuid_to_text(h->uuid_link, info->parent_uuid);
-	info->nfiles = 1;
-	snprintf(info->files[0], sizeof(info->files[0]), "%s",
-		 img_filename(img));
+	img_info_add_file(info, img_filename(img));
 
-	vdi_kv_str(info, "image-type", vdi_type_name(h->image_type));
-	vdi_kv_int(info, "block-size", h->block_size);
-	vdi_kv_int(info, "blocks-total", h->blocks_in_image);
-	vdi_kv_int(info, "blocks-allocated", h->blocks_allocated);
-	vdi_kv_int(info, "header-size", h->header_size);
-	vdi_kv_int(info, "block-map-offset", h->offset_bmap);
-	vdi_kv_int(info, "data-offset", h->offset_data);
+	img_info_add_str(info, "image-type", vdi_type_name(h->image_type));
+	img_info_add_int(info, "block-size", h->block_size);
+	img_info_add_int(info, "blocks-total", h->blocks_in_image);
+	img_info_add_int(info, "blocks-allocated", h->blocks_allocated);
+	img_info_add_int(info, "header-size", h->header_size);
+	img_info_add_int(info, "block-map-offset", h->offset_bmap);
+	img_info_add_int(info, "data-offset", h->offset_data);
 	if (h->block_extra)
-		vdi_kv_int(info, "block-extra", h->block_extra);
+		img_info_add_int(info, "block-extra", h->block_extra);
 	vdi_uuid_to_text(h->uuid_modify, uuid);
-	vdi_kv_str(info, "modification-uuid", uuid);
+	img_info_add_str(info, "modification-uuid", uuid);
 	if (s->is_diff) {
-		vdi_kv_str(info, "parent-uuid", info->parent_uuid);
+		img_info_add_str(info, "parent-uuid", info->parent_uuid);
 		vdi_uuid_to_text(h->uuid_parent_modify, uuid);
-		vdi_kv_str(info, "parent-modification-uuid", uuid);
+		img_info_add_str(info, "parent-modification-uuid", uuid);
 	}
 	if (h->description[0])
-		vdi_kv_str(info, "description", h->description);
+		img_info_add_str(info, "description", h->description);
 	return 0;
 }
 

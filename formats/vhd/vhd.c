@@ -1689,31 +1689,6 @@ fail:
 
 /* ---- info ----------------------------------------------------------------*/
 
-static void vhd_kv_str(struct img_info *info, const char *key,
-		       const char *value)
-{
-	struct img_kv *kv;
-
-	if (info->nkv >= IMG_INFO_MAX_KV)
-		return;
-	kv = &info->kv[info->nkv++];
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = IMG_KV_STRING;
-	snprintf(kv->str, sizeof(kv->str), "%s", value);
-}
-
-static void vhd_kv_int(struct img_info *info, const char *key, int64_t value)
-{
-	struct img_kv *kv;
-
-	if (info->nkv >= IMG_INFO_MAX_KV)
-		return;
-	kv = &info->kv[info->nkv++];
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = IMG_KV_INT;
-	kv->num = value;
-}
-
 static void vhd_format_time(uint32_t vhd_time, char *out, size_t out_max)
 {
 	time_t t = (time_t)vhd_time + VHD_EPOCH_OFFSET;
@@ -1756,41 +1731,41 @@ static int vhd_get_info(struct img *img, struct img_info *info)
 	info->geometry.heads = g.heads;
 	info->geometry.sectors = g.sectors_per_track;
 	img_uuid_format(s->footer.uuid, info->uuid);
-	snprintf(info->files[0], sizeof(info->files[0]), "%s",
-		 img_filename(img));
-	info->nfiles = 1;
+	img_info_add_file(info, img_filename(img));
 
 	memcpy(app, s->footer.creator_app, 4);
 	app[4] = '\0';
 	for (int i = 0; i < 4; i++)
 		if (app[i] && (app[i] < 0x20 || app[i] > 0x7e))
 			app[i] = '?';
-	vhd_kv_str(info, "creator_app", app);
+	img_info_add_str(info, "creator-app", app);
 	snprintf(text, sizeof(text), "%u.%u", s->footer.creator_version >> 16,
 		 s->footer.creator_version & 0xffff);
-	vhd_kv_str(info, "creator_version", text);
-	vhd_kv_str(info, "creator_host_os",
-		   vhd_locator_name(s->footer.creator_host_os, app));
+	img_info_add_str(info, "creator-version", text);
+	img_info_add_str(info, "creator-host-os",
+			 vhd_locator_name(s->footer.creator_host_os, app));
 	vhd_format_time(s->footer.timestamp, text, sizeof(text));
-	vhd_kv_str(info, "timestamp", text);
-	vhd_kv_int(info, "current_size", (int64_t)s->footer.current_size);
-	vhd_kv_int(info, "original_size", (int64_t)s->footer.original_size);
+	img_info_add_str(info, "timestamp", text);
+	img_info_add_int(info, "current-size", (int64_t)s->footer.current_size);
+	img_info_add_int(info, "original-size",
+			 (int64_t)s->footer.original_size);
 	snprintf(text, sizeof(text), "%u/%u/%u", g.cylinders, g.heads,
 		 g.sectors_per_track);
-	vhd_kv_str(info, "geometry", text);
-	vhd_kv_int(info, "chs_size",
-		   (int64_t)(vhd_geometry_sectors(g) * VHD_SECTOR));
-	vhd_kv_str(info, "footer_checksum",
-		   s->footer_checksum_ok ? "valid" : "INVALID");
+	img_info_add_str(info, "geometry", text);
+	img_info_add_int(info, "chs-size",
+			 (int64_t)(vhd_geometry_sectors(g) * VHD_SECTOR));
+	img_info_add_str(info, "footer-checksum",
+			 s->footer_checksum_ok ? "valid" : "INVALID");
 	if (s->footer.saved_state)
-		vhd_kv_int(info, "saved_state", s->footer.saved_state);
+		img_info_add_int(info, "saved-state", s->footer.saved_state);
 	if (!vhd_is_sparse(s))
 		return 0;
 
-	vhd_kv_int(info, "block_size", s->block_size);
-	vhd_kv_int(info, "max_table_entries", s->header.max_table_entries);
-	vhd_kv_str(info, "header_checksum",
-		   s->header_checksum_ok ? "valid" : "INVALID");
+	img_info_add_int(info, "block-size", s->block_size);
+	img_info_add_int(info, "max-table-entries",
+			 s->header.max_table_entries);
+	img_info_add_str(info, "header-checksum",
+			 s->header_checksum_ok ? "valid" : "INVALID");
 	if (s->footer.disk_type != VHD_TYPE_DIFFERENCING)
 		return 0;
 	img_uuid_format(s->header.parent_uuid, info->parent_uuid);
@@ -1799,10 +1774,10 @@ static int vhd_get_info(struct img *img, struct img_info *info)
 	if (!vhd_utf16_to_utf8(s->header.parent_name,
 			       sizeof(s->header.parent_name), true, text,
 			       sizeof(text)))
-		vhd_kv_str(info, "parent_name", text);
+		img_info_add_str(info, "parent-name", text);
 	if (s->header.parent_timestamp) {
 		vhd_format_time(s->header.parent_timestamp, text, sizeof(text));
-		vhd_kv_str(info, "parent_timestamp", text);
+		img_info_add_str(info, "parent-timestamp", text);
 	}
 	for (int i = 0; i < VHD_MAX_LOCATORS; i++) {
 		const struct vhd_locator *l = &s->header.locators[i];
@@ -1813,9 +1788,9 @@ static int vhd_get_info(struct img *img, struct img_info *info)
 			continue;
 		if (vhd_locator_read(img, s, l, path, sizeof(path), &usable))
 			path[0] = '\0';
-		snprintf(key, sizeof(key), "parent_locator_%s",
+		snprintf(key, sizeof(key), "parent-locator-%s",
 			 vhd_locator_name(l->platform_code, app));
-		vhd_kv_str(info, key, path);
+		img_info_add_str(info, key, path);
 	}
 	return 0;
 }

@@ -1730,43 +1730,6 @@ static int vmdk_block_status(struct img *img, uint64_t off, uint64_t len,
 
 /* ---- description and chains --------------------------------------------*/
 
-static void kv_str(struct img_info *info, const char *key, const char *val)
-{
-	struct img_kv *kv;
-
-	if (info->nkv >= IMG_INFO_MAX_KV)
-		return;
-	kv = &info->kv[info->nkv++];
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = IMG_KV_STRING;
-	snprintf(kv->str, sizeof(kv->str), "%s", val);
-}
-
-static void kv_int(struct img_info *info, const char *key, int64_t v,
-		   enum img_kv_type type)
-{
-	struct img_kv *kv;
-
-	if (info->nkv >= IMG_INFO_MAX_KV)
-		return;
-	kv = &info->kv[info->nkv++];
-	snprintf(kv->key, sizeof(kv->key), "%s", key);
-	kv->type = type;
-	kv->num = v;
-}
-
-static void add_file(struct img_info *info, const char *path)
-{
-	int i;
-
-	for (i = 0; i < info->nfiles; i++)
-		if (!strcmp(info->files[i], path))
-			return;
-	if (info->nfiles < IMG_INFO_MAX_FILES)
-		snprintf(info->files[info->nfiles++], sizeof(info->files[0]),
-			 "%s", path);
-}
-
 static int vmdk_get_info(struct img *img, struct img_info *info)
 {
 	struct vmdk_state *s = img_state(img);
@@ -1795,18 +1758,18 @@ static int vmdk_get_info(struct img *img, struct img_info *info)
 	v = vmdk_desc_get(&s->desc, "ddb.parentUUID");
 	if (v && !vmdk_uuid_parse(v, uuid))
 		img_uuid_format(uuid, info->parent_uuid);
-	kv_str(info, "create-type", s->desc.create_type);
+	img_info_add_str(info, "create-type", s->desc.create_type);
 	snprintf(buf, sizeof(buf), "%08" PRIx32, s->desc.cid);
-	kv_str(info, "cid", buf);
+	img_info_add_str(info, "cid", buf);
 	snprintf(buf, sizeof(buf), "%08" PRIx32, s->desc.parent_cid);
-	kv_str(info, "parent-cid", buf);
+	img_info_add_str(info, "parent-cid", buf);
 	v = vmdk_desc_get(&s->desc, "ddb.adapterType");
 	if (v)
-		kv_str(info, "adapter-type", v);
+		img_info_add_str(info, "adapter-type", v);
 	v = vmdk_desc_get(&s->desc, "ddb.virtualHWVersion");
 	if (v)
-		kv_str(info, "hwversion", v);
-	add_file(info, img_filename(img));
+		img_info_add_str(info, "hwversion", v);
+	img_info_add_file(info, img_filename(img));
 	for (i = 0; i < s->nextents; i++) {
 		struct vmdk_extent *e = s->extents[i];
 		char key[32], val[256];
@@ -1826,15 +1789,15 @@ static int vmdk_get_info(struct img *img, struct img_info *info)
 			 e->path ? s->desc.extents[i].filename : "",
 			 e->compressed ? " (compressed)" : "");
 		if (i < 16)
-			kv_str(info, key, val);
+			img_info_add_str(info, key, val);
 		if (e->path)
-			add_file(info, e->path);
+			img_info_add_file(info, e->path);
 	}
-	kv_int(info, "extents", s->nextents, IMG_KV_INT);
-	kv_int(info, "compressed", s->stream, IMG_KV_BOOL);
+	img_info_add_int(info, "extents", s->nextents);
+	img_info_add_bool(info, "compressed", s->stream);
 	if (s->nextents && s->extents[0]->sparse && !s->extents[0]->cowd)
-		kv_int(info, "sparse-version", s->extents[0]->header.version,
-		       IMG_KV_INT);
+		img_info_add_int(info, "sparse-version",
+				 s->extents[0]->header.version);
 	info->read_only = !s->writable;
 	return 0;
 }

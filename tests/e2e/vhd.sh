@@ -62,7 +62,7 @@ check "Disk2vhd: bogus CHS ignored, current_size used" test "$(vsize "$T/d2v.vhd
 # would take minutes).
 for f in hyperv vpc; do
 	if [ "$(vsize "$T/$f.vhd")" = 136365211648 ] && [ "$("$IO" map "$T/$f.vhd" | grep -c allocated)" = 0 ] &&
-		"$IMGTOOL" info "$T/$f.vhd" | grep -q 'chs_size: 136363130880'; then
+		"$IMGTOOL" info "$T/$f.vhd" | grep -q 'chs-size: 136363130880'; then
 		ok "real $f.vhd: current_size 136365211648, CHS size reported, nothing allocated"
 	else
 		fail "real $f.vhd size/map"
@@ -75,7 +75,7 @@ if "$IO" read "$T/fat-differential.vhd" "$T/out.raw" nobacking &&
 else
 	fail "fat-differential without parent"
 fi
-check "locators W2ku/W2ru decoded" bash -c "'$IMGTOOL' info '$T/fat-differential.vhd' | grep -q 'parent_locator_W2ru: fat-parent.vhd'"
+check "locators W2ku/W2ru decoded" bash -c "'$IMGTOOL' info '$T/fat-differential.vhd' | grep -q 'parent-locator-W2ru: fat-parent.vhd'"
 rejects "stale footer checksum refused" "$T/image.vhd" "checksum" "$IO" read "$T/image.vhd" "$T/out.raw"
 if "$IO" read "$T/image-differential.vhd" "$T/out.raw" force &&
 	[ "$(sha "$T/out.raw")" = c6db12a7db548e193c29420c1b4533e4708b20c5033db5cc29ef075d48316d25 ]; then

@@ -86,7 +86,11 @@ static void fuzz_converse(int fd, const uint8_t *data, size_t size)
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		if (!shut)
 			p.events |= POLLOUT;
-		if (poll(&p, 1, 60000) <= 0)
+		int ready = poll(&p, 1, 60000);
+		/* libFuzzer's -timeout timer (SIGALRM) interrupts poll */
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready <= 0)
 			fuzz_hung(sent, size);
 		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
 			ssize_t n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
