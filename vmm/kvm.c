@@ -116,7 +116,11 @@ static void vmm_post_request(struct vmm *vm, enum vmm_request request,
 			     int exit_code, const char *reason)
 {
 	pthread_mutex_lock(&vm->request_lock);
-	if (vm->request == VMM_RUNNING) {
+	/* A stop also wins over a reset that is still being carried out:
+	 * otherwise a SIGTERM or timeout during the reset would be lost and
+	 * the next boot would run on unbounded. */
+	if (vm->request == VMM_RUNNING ||
+	    (request == VMM_REQUEST_STOP && vm->request == VMM_REQUEST_RESET)) {
 		vm->request = request;
 		vm->exit_code = exit_code;
 		if (reason)
@@ -738,13 +742,45 @@ static int vmm_start_vcpus(struct vmm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-static void vmm_join_vcpus(struct vmm *vm)
+/* Seconds a vCPU thread may take to leave KVM_RUN once told to stop. */
+#define VMM_JOIN_GRACE_SEC 10
+
+/*
+ * Kick the vCPUs out of KVM_RUN and join them.  The kick is repeated every
+ * 200 ms: a signal that arrives just before a thread re-enters KVM_RUN is
+ * caught by immediate_exit, but a thread busy in device code when the kick
+ * came is only caught by the next one.  A thread that never returns (stuck
+ * in a device) must not keep the process alive past --timeout or SIGTERM:
+ * after the grace period the VMM says so and exits.
+ */
+static void vmm_join_vcpus(struct vmm *vm, int status)
 {
-	vmm_kick_vcpus(vm);
 	for (unsigned i = 0; i < vm->ncpus; i++) {
-		if (vm->vcpus[i].started)
-			pthread_join(vm->vcpus[i].thread, NULL);
-		vm->vcpus[i].started = false;
+		struct vmm_vcpu *vcpu = &vm->vcpus[i];
+		unsigned tries = 0;
+
+		while (vcpu->started) {
+			struct timespec t;
+
+			vmm_kick_vcpus(vm);
+			clock_gettime(CLOCK_REALTIME, &t);
+			t.tv_nsec += 200 * 1000000L;
+			t.tv_sec += t.tv_nsec / 1000000000L;
+			t.tv_nsec %= 1000000000L;
+			if (!pthread_timedjoin_np(vcpu->thread, NULL, &t)) {
+				vcpu->started = false;
+				break;
+			}
+			if (++tries < VMM_JOIN_GRACE_SEC * 5)
+				continue;
+			fprintf(stderr,
+				"imgvm: %s (vCPU %u did not stop within %d s; "
+				"exiting without flushing)\n",
+				vm->stop_reason[0] ? vm->stop_reason
+						   : "stopping",
+				i, VMM_JOIN_GRACE_SEC);
+			_exit(status ? status : 2);
+		}
 	}
 }
 
@@ -808,9 +844,13 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 		for (size_t i = 0; i < vm->reset_hook_count; i++)
 			vm->reset_hooks[i].fn(vm->reset_hooks[i].opaque);
 		pthread_mutex_lock(&vm->request_lock);
-		vm->request = VMM_RUNNING;
+		/* a stop that came during the reset is kept */
+		if (vm->request != VMM_REQUEST_STOP)
+			vm->request = VMM_RUNNING;
+		request = vm->request;
 		pthread_mutex_unlock(&vm->request_lock);
-		if (vmm_start_vcpus(vm, err, sizeof(err))) {
+		if (request == VMM_RUNNING &&
+		    vmm_start_vcpus(vm, err, sizeof(err))) {
 			vmm_post_request(vm, VMM_REQUEST_STOP, 1, err);
 		}
 
@@ -858,7 +898,7 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 		status = vm->exit_code;
 		pthread_mutex_unlock(&vm->request_lock);
 
-		vmm_join_vcpus(vm);
+		vmm_join_vcpus(vm, status);
 		vmm_teardown_kvm(vm);
 
 		if (getenv("IMGVM_STATS") &&

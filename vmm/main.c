@@ -561,6 +561,11 @@ static void *signal_thread(void *opaque)
 	sigaddset(&set, SIGHUP);
 	if (sigwait(&set, &sig) == 0)
 		vmm_request_stop(vm, 128 + sig, "terminated by signal %d", sig);
+	/* A second signal means: now, without waiting for the guest. */
+	if (sigwait(&set, &sig) == 0) {
+		fprintf(stderr, "imgvm: terminated by signal %d\n", sig);
+		_exit(128 + sig);
+	}
 	return NULL;
 }
 

@@ -1,11 +1,9 @@
 #!/bin/bash
 # End-to-end for the project's test infrastructure under tests/: the test
 # guest builder (tests/guest/build-test-iso.sh), the installed disk made
-# without a VM (make-installed-disk.sh), cross-checked by booting it in QEMU,
-# and the nested KVM test host (tests/nested-kvm.sh).
+# without a VM (make-installed-disk.sh), cross-checked by booting it in QEMU.
 set -u
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
+cd "$(dirname "$0")/../.." || exit 1
 . tests/e2e/lib.bash
 e2e_tmpdir
 T=$E2E_TMP
@@ -95,25 +93,7 @@ else
 	skip "QEMU boot of the installed disk" "no qemu-system-x86_64"
 fi
 
-# the nested KVM test host
-if command -v qemu-system-x86_64 >/dev/null; then
-	# the default work dir is the current directory
-	mkdir -p "$T/w"
-	echo outside >"$T/w/in.txt"
-	(cd "$T/w" && NK_QUIET=1 "$ROOT/tests/nested-kvm.sh" -t 300 -- bash -c '
-		test -c /dev/kvm || { echo "no kvm" >&2; exit 9; }
-		cat in.txt; echo "written inside" >out.txt
-		echo dropped >/etc/nested-kvm-e2e
-		echo to-stderr >&2
-		exit 7') >"$T/nk.out" 2>"$T/nk.err"
-	rc=$?
-	if [ $rc = 7 ] && grep -qx outside "$T/nk.out" && grep -qx to-stderr "$T/nk.err" &&
-		[ "$(cat "$T/w/out.txt" 2>/dev/null)" = "written inside" ] && [ ! -e /etc/nested-kvm-e2e ]; then
-		ok "nested-kvm.sh: /dev/kvm, status forwarded, output streamed, work dir writable, root untouched"
-	else
-		fail "nested-kvm.sh (rc=$rc): $(tail -3 "$T/nk.err")"
-	fi
-else
-	skip "nested-kvm.sh" "no qemu-system-x86_64"
-fi
+# The nested KVM test host's contract (status forwarded, output streamed,
+# work dir writable, root untouched) is checked by vmm.sh, on the one
+# nested host start that runs every guest.
 finish

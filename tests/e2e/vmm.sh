@@ -1,20 +1,27 @@
 #!/bin/bash
-# End-to-end for imgvm: the command line on any host, then real boots under
-# KVM: directly on hardware KVM (VT-x/AMD-V), otherwise inside the nested
-# test host (tests/nested-kvm.sh: QEMU TCG with emulated SVM and kvm_amd),
-# skipped with the reason printed only when neither is possible.
+# End-to-end for imgvm (issues 8 and 9): the command line on any host, then
+# every guest run under KVM: directly on hardware KVM (VT-x/AMD-V),
+# otherwise inside ONE start of the nested test host (tests/nested-kvm.sh:
+# QEMU TCG with emulated SVM and kvm_amd), skipped with the reason printed
+# only when neither is possible.
 #
-# The KVM cases run in one go (one nested host start): this script calls
-# itself with --inside there.  Env: VMM_E2E_TIMEOUT (per guest run, s).
+# Under KVM the guest runs are jobs of a small runner: VMM_E2E_JOBS (default
+# 2, the nested host has 2 vCPUs and each guest uses one) run at once,
+# a job starts once the jobs it depends on passed, each job has its own log
+# and its time is printed.  The default set covers every case the issues
+# name with as few guest runs as possible; VMM_E2E_FULL=1 adds the slower
+# extra runs (the installed disk in all formats, --cpus 2, a reset loop).
+# Env: VMM_E2E_TIMEOUT (per guest run, s; default 240), VMM_E2E_KEEP=DIR
+# (keep the logs there).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . tests/e2e/lib.bash
-TIMEOUT=${VMM_E2E_TIMEOUT:-400}
-# The guest's build tree lives in its cache (IMGVM_GUEST_CACHE, default
-# OUTDIR/.cache): a private one, so a concurrent build (make check and make
-# demo at once) cannot pull files from under us.  Downloaded .debs are
-# shared anyway (IMGVM_DEB_CACHE).
+TIMEOUT=${VMM_E2E_TIMEOUT:-240}
+FULL=${VMM_E2E_FULL:-}
+JOBS=${VMM_E2E_JOBS:-2}
+DRIVE="python3 $ROOT/tests/guest/serial-drive.py"
+export MTOOLS_SKIP_CHECK=1
 
 # ---- helpers -------------------------------------------------------------
 
@@ -28,103 +35,373 @@ hardware_kvm() {
 	return 0
 }
 
-nested_script() {
-	local s
-	for s in "$ROOT/tests/nested-kvm.sh" ${NESTED_KVM:+"$NESTED_KVM"}; do
-		[ -x "$s" ] && { echo "$s"; return 0; }
-	done
-	return 1
-}
-
-# run_vm LOG ARGS...: imgvm boot with the serial console in LOG; sets RC
+# run_vm LOG ARGS...: imgvm boot with the serial console in LOG; sets RC.
+# The outer timeout only catches an imgvm that ignores its own --timeout.
+# A guest triple fault is retried once (VMM_E2E_RETRY=0: never), loudly:
+# one was seen in early Linux boot with two guests at once in the nested
+# host (QEMU TCG's SVM) and not on the rerun; the first log is kept as
+# LOG.1 and the retry is printed with the results.
 run_vm() {
 	local log=$1
 	shift
-	timeout -k 30 $((TIMEOUT + 30)) "$IMGVM" boot --serial "file:$log" \
+	timeout -k 10 $((TIMEOUT + 20)) "$IMGVM" boot --serial "file:$log" \
 		--timeout "$TIMEOUT" "$@" </dev/null 2>"$log.err"
 	RC=$?
+	if [ $RC = 2 ] && [ "${VMM_E2E_RETRY:-1}" != 0 ] && grep -q 'triple fault' "$log.err" &&
+		[ ! -e "$log.1" ]; then
+		echo "# RETRIED $(basename "$log" .log): $(cat "$log.err")"
+		mv "$log" "$log.1"
+		mv "$log.err" "$log.1.err"
+		run_vm "$log" "$@"
+	fi
 }
 
-# ---- KVM cases (on hardware KVM or inside the nested host) ----------------
+tail_log() { # LOG: the end of a serial log, one line, for a failure message
+	tr -d '\r' <"$1" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' | tail -c 300 | tr '\n' ' '
+	tr '\n' ' ' <"$1.err" 2>/dev/null
+}
 
-kvm_cases() {
-	local T=$1 log
+# ---- the job runner ----------------------------------------------------
 
-	# 1. SeaBIOS on a machine with nothing to boot: banner on the serial
-	# console (etc/sercon-port), its log on debugcon, "No bootable device",
-	# then the firmware reboots -> --no-reboot ends with 0.
-	log=$T/empty.log
-	run_vm "$log" --no-reboot --firmware-log "$T/fw.log"
+declare -a JOB_NAMES=()
+declare -A JOB_DEPS=()
+
+add_job() { # NAME [DEP...]: job_NAME is a function; 0 = passed
+	JOB_NAMES+=("$1")
+	JOB_DEPS[$1]="${*:2}"
+}
+
+# run_jobs DIR: runs the jobs, at most $JOBS at once, in the order added
+# among those whose dependencies passed; then prints every job's output in
+# that order, with its time.
+run_jobs() {
+	local dir=$1 name dep ready pid i
+	local -a pending=("${JOB_NAMES[@]}")
+	local -A state=() pid_name=() started=()
+	local running=0
+	mkdir -p "$dir"
+	while [ ${#pending[@]} -gt 0 ] || [ $running -gt 0 ]; do
+		if [ $running -lt "$JOBS" ]; then
+			for i in "${!pending[@]}"; do
+				name=${pending[$i]}
+				ready=1
+				for dep in ${JOB_DEPS[$name]}; do
+					case ${state[$dep]:-} in
+					0) ;;
+					'') ready=0 ;;
+					*) ready=2 ;;
+					esac
+				done
+				[ $ready = 0 ] && continue
+				unset "pending[$i]"
+				if [ $ready = 2 ]; then
+					state[$name]=skipped
+					echo "skip - $name: needs ${JOB_DEPS[$name]}, which failed" >"$dir/$name.out"
+					continue
+				fi
+				started[$name]=$(date +%s)
+				("job_$name" >"$dir/$name.out" 2>&1) &
+				pid_name[$!]=$name
+				running=$((running + 1))
+				continue 2
+			done
+		fi
+		[ $running -gt 0 ] || break
+		wait -n -p pid
+		i=$?
+		name=${pid_name[$pid]}
+		state[$name]=$i
+		echo "# job $name: $(($(date +%s) - started[$name])) s, status $i" >>"$dir/$name.out"
+		running=$((running - 1))
+	done
+	# ok/fail ran in the jobs' subshells: count their lines here
+	for name in "${JOB_NAMES[@]}"; do
+		[ -e "$dir/$name.out" ] || continue
+		cat "$dir/$name.out"
+		E2E_PASS=$((E2E_PASS + $(grep -c '^ok - ' "$dir/$name.out")))
+		E2E_FAIL=$((E2E_FAIL + $(grep -c '^FAIL - ' "$dir/$name.out")))
+	done
+}
+
+# ---- the jobs: each one guest run (two for qemu) --------------------------
+
+# The empty machine, with more RAM than fits below 4 GiB: SeaBIOS's banner
+# on the serial console (etc/sercon-port), its log on debugcon, "No
+# bootable device", then the firmware reboots -> --no-reboot ends with 0;
+# e820 puts the rest of the RAM above 4 GiB.
+job_empty() {
+	local log=$T/empty.log fw=$T/fw.log
+	TIMEOUT=150 run_vm "$log" --no-reboot --memory 3584M --firmware-log "$fw"
 	if [ $RC = 0 ] && grep -qa 'SeaBIOS (version' "$log" &&
 		grep -qa 'No bootable device' "$log"; then
-		ok "SeaBIOS banner and 'No bootable device' on serial, exit 0 at its reboot"
+		ok "empty machine: SeaBIOS banner and 'No bootable device' on serial, exit 0 at its reboot"
 	else
-		fail "empty machine (rc=$RC): $(tr -d '\r' <"$log" | tail -c 300) $(cat "$log.err")"
+		fail "empty machine (rc=$RC): $(tail_log "$log")"
 	fi
-	if grep -q 'Found QEMU fw_cfg' "$T/fw.log" &&
-		grep -q 'QEMU fw_cfg DMA interface supported' "$T/fw.log" &&
-		grep -q 'Copying ACPI RSDP' "$T/fw.log" &&
-		grep -q 'Using pmtimer' "$T/fw.log"; then
+	if grep -q 'Found QEMU fw_cfg' "$fw" && grep -q 'QEMU fw_cfg DMA interface supported' "$fw" &&
+		grep -q 'Copying ACPI RSDP' "$fw" && grep -q 'Using pmtimer' "$fw"; then
 		ok "firmware log (0x402): fw_cfg with DMA, PM timer, ACPI tables built"
 	else
-		fail "firmware log: $(tail -5 "$T/fw.log")"
+		fail "firmware log: $(tail -5 "$fw")"
 	fi
-	if grep -q 'qemu/e820: addr 0x0000000000000000 len 0x0000000020000000 \[RAM\]' "$T/fw.log"; then
-		ok "etc/e820 gives the firmware 512 MiB of RAM"
+	if grep -Eq 'addr 0x0000000000000000 len 0x00000000[0-9a-f]{8} \[RAM\]' "$fw" &&
+		grep -q 'addr 0x0000000100000000 len 0x0000000020000000 \[RAM\]' "$fw"; then
+		ok "etc/e820 for a 3.5 GiB guest: RAM from 0 below 4 GiB, 512 MiB above 4 GiB"
 	else
-		fail "e820: $(grep e820 "$T/fw.log")"
+		fail "e820: $(grep e820 "$fw" | tr '\n' ' ')"
 	fi
+}
 
-	# 2. More RAM than fits below 4 GiB: the rest goes above 4 GiB.
-	log=$T/big.log
-	run_vm "$log" --no-reboot --memory 3584M --firmware-log "$T/fw-big.log"
-	if [ $RC = 0 ] && grep -q 'addr 0x0000000100000000 len 0x0000000020000000 \[RAM\]' "$T/fw-big.log"; then
-		ok "3.5 GiB guest: 3 GiB below 4 GiB, 512 MiB above"
-	else
-		fail "3.5 GiB guest (rc=$RC): $(grep e820 "$T/fw-big.log")"
-	fi
-
-	# 3. Without --no-reboot the machine resets and SeaBIOS starts again;
-	# --timeout ends it with 124 and one line.
-	log=$T/reboot.log
-	VMM_T=$TIMEOUT
-	TIMEOUT=25 run_vm "$log"
-	TIMEOUT=$VMM_T
-	if [ $RC = 124 ] && [ "$(grep -ca 'SeaBIOS (version' "$log")" -ge 2 ] &&
-		grep -q 'timeout' "$log.err" && [ "$(wc -l <"$log.err")" = 1 ]; then
-		ok "guest reboot resets the platform (SeaBIOS starts again); --timeout -> 124"
-	else
-		fail "reboot/timeout (rc=$RC, banners=$(grep -ca 'SeaBIOS (version' "$log")): $(cat "$log.err")"
-	fi
-
-	# 4. --serial stdio through a pipe
-	if timeout 120 "$IMGVM" boot --no-reboot --timeout 60 </dev/null 2>/dev/null |
-		grep -qa 'SeaBIOS (version'; then
+# --serial stdio through a pipe, and --timeout: the machine keeps resetting
+# (nothing to boot), imgvm ends with 124 and one line.
+job_timeout() {
+	local log=$T/timeout.log rc
+	timeout -k 5 45 "$IMGVM" boot --timeout 20 </dev/null 2>"$log.err" | cat >"$log"
+	rc=${PIPESTATUS[0]}
+	if grep -qa 'SeaBIOS (version' "$log"; then
 		ok "--serial stdio works through a pipe"
 	else
-		fail "--serial stdio through a pipe"
+		fail "--serial stdio through a pipe (rc=$rc): $(tail_log "$log")"
 	fi
+	if [ "$rc" = 124 ] && grep -q 'timeout' "$log.err" && [ "$(wc -l <"$log.err")" = 1 ]; then
+		ok "--timeout 20 -> exit 124 with one line"
+	else
+		fail "--timeout (rc=$rc): $(cat "$log.err")"
+	fi
+}
 
-	if [ ! -e "$PREP/ready" ]; then
-		skip "disk boots and installs" "$(cat "$PREP/why" 2>/dev/null)"
-		return
+# SIGTERM while the guest runs: imgvm stops the guest, flushes, and ends
+# with 128+15 within seconds (the vCPU threads are kicked out of KVM_RUN).
+job_sigterm() {
+	local log=$T/sigterm.log pid rc i t0
+	"$IMGVM" boot --serial "file:$log" --timeout 200 </dev/null 2>"$log.err" &
+	pid=$!
+	for i in $(seq 120); do
+		grep -qa 'SeaBIOS (version' "$log" 2>/dev/null && break
+		sleep 0.5
+	done
+	t0=$(date +%s)
+	kill -TERM $pid
+	for i in $(seq 150); do
+		kill -0 $pid 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 $pid 2>/dev/null; then
+		kill -KILL $pid
+		wait $pid
+		fail "SIGTERM: imgvm still running after 15 s"
+		return 1
 	fi
-	disk_cases "$T"
-	install_cases "$T"
+	wait $pid
+	rc=$?
+	if [ $rc = 143 ] && grep -q 'signal 15' "$log.err"; then
+		ok "SIGTERM while the guest runs -> exit 143 in $(($(date +%s) - t0)) s"
+		return 0
+	fi
+	fail "SIGTERM (rc=$rc): $(cat "$log.err")"
+	return 1
+}
+
+# disk_boot NAME IMAGE [ARGS]: MARKER-OK, then the guest writes a file
+# (WRITE-OK) and powers off
+disk_boot() {
+	local name=$1 img=$2 log=$T/$1.log
+	shift 2
+	run_vm "$log" --disk "$img" --no-reboot "$@"
+	if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log" && grep -qa 'WRITE-OK' "$log" &&
+		! grep -qa 'MARKER-BAD' "$log"; then
+		ok "boot $(basename "$img") -> MARKER-OK, WRITE-OK, power-off, exit 0"
+		return 0
+	fi
+	fail "boot $(basename "$img") (rc=$RC): $(tail_log "$log")"
+	return 1
+}
+
+# Part 1: the disk made without a VM boots (one format by default; the
+# installs cover the others).
+job_part1_vhd() { disk_boot part1-vhd "$PREP/installed.vhd"; }
+job_part1_vdi() { disk_boot part1-vdi "$PREP/installed.vdi"; }
+job_part1_vmdk() {
+	disk_boot part1-vmdk "$PREP/installed.vmdk" --cpus 2 || return 1
+	if grep -qa 'Brought up 1 node, 2 CPUs' "$T/part1-vmdk.log"; then
+		ok "--cpus 2: Linux brings up both vCPUs"
+	else
+		fail "--cpus 2: $(grep -a -E 'smp|CPU' "$T/part1-vmdk.log" | head -3)"
+		return 1
+	fi
+}
+
+# VDI in two runs: install with --no-reboot, then boot the disk.
+job_vdi_install() {
+	local log=$T/install-vdi.log
+	run_vm "$log" --cdrom "$GUEST/installer.iso" --disk "$PREP/new.vdi" --no-reboot
+	if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log"; then
+		ok "install from installer.iso onto a new vdi -> INSTALL-OK, exit 0"
+		return 0
+	fi
+	fail "install onto vdi (rc=$RC): $(tail_log "$log")"
+	return 1
+}
+job_vdi_boot() { disk_boot vdi-boot "$PREP/new.vdi"; }
+
+# The VDI imgvm installed, converted to VMDK by imgtool, still boots.
+job_converted() {
+	local log=$T/converted.log
+	if ! "$IMGTOOL" convert -O vmdk "$PREP/new.vdi" "$T/converted.vmdk" 2>"$T/convert.err"; then
+		fail "imgtool convert new.vdi to vmdk: $(cat "$T/convert.err")"
+		return 1
+	fi
+	run_vm "$log" --disk "$T/converted.vmdk" --no-reboot
+	if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log"; then
+		ok "the installed vdi converted to vmdk boots -> MARKER-OK"
+		return 0
+	fi
+	fail "converted vmdk boot (rc=$RC): $(tail_log "$log")"
+	return 1
+}
+
+# QEMU (with KVM, AHCI) boots the VDI imgvm installed (a copy: the host
+# checks the original afterwards).
+job_qemu() {
+	local qlog=$T/qemu.log
+	if ! command -v qemu-system-x86_64 >/dev/null; then
+		echo "skip - QEMU boots our disk: no qemu-system-x86_64"
+		return 0
+	fi
+	cp --sparse=always "$PREP/new.vdi" "$T/qemu.vdi"
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel kvm -M pc -m 512 -smp 1 \
+		-display none -vga none -nic none -no-reboot -serial "file:$qlog" \
+		-drive if=none,id=hd0,file="$T/qemu.vdi",format=vdi -device ahci,id=ahci0 \
+		-device ide-hd,bus=ahci0.0,drive=hd0 </dev/null >"$qlog.err" 2>&1
+	rm -f "$T/qemu.vdi"
+	if grep -qa 'MARKER-OK' "$qlog"; then
+		ok "QEMU (KVM, AHCI) boots the vdi imgvm installed -> MARKER-OK"
+		return 0
+	fi
+	fail "QEMU boot of our vdi: $(tail_log "$qlog")"
+	return 1
+}
+
+# VHD and VMDK in one run each, as the seed's lab does: the installer
+# reboots, --eject-on-reboot empties the tray, the machine resets (SeaBIOS
+# again) and boots the installed disk.
+one_run() { # FMT
+	local fmt=$1 log=$T/onerun-$1.log
+	run_vm "$log" --cdrom "$GUEST/installer-reboot.iso" --disk "$PREP/new.$fmt" --eject-on-reboot
+	if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log" && grep -qa 'MARKER-OK' "$log" &&
+		[ "$(grep -ca 'SeaBIOS (version' "$log")" = 2 ]; then
+		ok "install onto a new $fmt, eject at the reboot, reset, boot it -> MARKER-OK in one run"
+		return 0
+	fi
+	fail "one-run install+boot on $fmt (rc=$RC): $(tail_log "$log")"
+	return 1
+}
+job_onerun_vhd() { one_run vhd; }
+job_onerun_vmdk() { one_run vmdk; }
+
+# The reset loop of an empty machine: without --no-reboot SeaBIOS starts
+# again after "No bootable device".
+job_reset_loop() {
+	local log=$T/reset.log
+	TIMEOUT=40 run_vm "$log"
+	if [ $RC = 124 ] && [ "$(grep -ca 'SeaBIOS (version' "$log")" -ge 2 ]; then
+		ok "guest reboot resets the platform (SeaBIOS starts again); --timeout -> 124"
+		return 0
+	fi
+	fail "reset loop (rc=$RC, banners=$(grep -ca 'SeaBIOS (version' "$log")): $(cat "$log.err")"
+	return 1
+}
+
+# first_screen NAME ISO PATTERN [serial-drive args...]: an ISO nobody here
+# wrote reaches its first screen on the serial console.
+first_screen() {
+	local name=$1 iso=$2 pattern=$3 log=$T/$1.log
+	shift 3
+	if [ ! -e "$iso" ]; then
+		echo "skip - $name: $iso not found (make deps installs it)"
+		return 0
+	fi
+	if $DRIVE --log "$log" --timeout "$TIMEOUT" --until "$pattern" "$@" -- \
+		"$IMGVM" boot --memory 1G --cdrom "$iso" --timeout $((TIMEOUT + 10)) >"$log.drive" 2>&1; then
+		ok "$name reaches its first screen ('$pattern') on the serial console (at $(awk '/ saw /{t=$2} END{sub(/]/,"",t); print t}' "$log.drive"))"
+		return 0
+	fi
+	fail "$name: $(tail -3 "$log.drive" | tr '\n' ' ') | $(tr -d '\r' <"$log" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' | tail -c 300)"
+	return 1
+}
+# GRUB's banner, not its prompt: "GNU GRUB" is printed by the rescue
+# image's grub once it runs from the CD.
+job_grub() { first_screen grub-rescue /usr/lib/grub-rescue/grub-rescue-cdrom.iso 'GNU GRUB'; }
+job_ipxe() { first_screen ipxe /usr/lib/ipxe/ipxe.iso 'iPXE'; }
+job_debian_installer() {
+	if [ ! -e "$PREP/di-mini.iso" ]; then
+		echo "skip - debian-installer: no netboot tree (debian-installer-12-netboot-amd64), isolinux or xorriso"
+		return 0
+	fi
+	first_screen debian-installer "$PREP/di-mini.iso" 'Select a language' \
+		--send Install '\t' --send quiet ' vga=normal console=ttyS0,115200\r'
+}
+
+kvm_cases() {
+	T=$1
+	if [ -e "$PREP/ready" ]; then
+		# longest chains first, so the two slots stay busy
+		add_job vdi_install
+		add_job debian_installer
+		add_job onerun_vhd
+		add_job vdi_boot vdi_install
+		add_job onerun_vmdk
+		add_job converted vdi_boot
+		add_job qemu vdi_boot
+		add_job part1_vhd
+		if [ -n "$FULL" ]; then
+			add_job part1_vdi
+			add_job part1_vmdk
+		fi
+	else
+		echo "skip - disk boots and installs: $(cat "$PREP/why" 2>/dev/null)"
+	fi
+	add_job grub
+	add_job ipxe
+	add_job empty
+	add_job timeout
+	add_job sigterm
+	[ -n "$FULL" ] && add_job reset_loop
+	[ -n "$FULL" ] ||
+		echo "# not run: the installed disk in vdi/vmdk, --cpus 2, the reset loop (VMM_E2E_FULL=1 runs them)"
+	run_jobs "$T/jobs"
 }
 
 # ---- prepared on the host (fast), booted under KVM, checked on the host --
 
+# Debian's mini.iso, rebuilt from the installed netboot tree: the text
+# installer's files unchanged, isolinux from Debian's isolinux package,
+# and a config that includes D-I's own boot menu.
+build_di_iso() {
+	local out=$1 tree=/usr/lib/debian-installer/images/12/amd64/text w
+	[ -d "$tree/debian-installer" ] && [ -e /usr/lib/ISOLINUX/isolinux.bin ] &&
+		command -v xorriso >/dev/null || return 1
+	w=$(dirname "$out")/di-tree
+	rm -rf "$w"
+	mkdir -p "$w"
+	cp -a "$tree/debian-installer" "$w/"
+	cp /usr/lib/ISOLINUX/isolinux.bin "$w/"
+	cp "$w/debian-installer/amd64/boot-screens/ldlinux.c32" "$w/"
+	printf '%s\n' 'path debian-installer/amd64/boot-screens/' 'prompt 0' 'timeout 0' \
+		'include debian-installer/amd64/boot-screens/menu.cfg' \
+		'default debian-installer/amd64/boot-screens/vesamenu.c32' >"$w/isolinux.cfg"
+	xorriso -as mkisofs -quiet -o "$out" -V ISOIMAGE -r -J -b isolinux.bin -c boot.cat \
+		-no-emul-boot -boot-load-size 4 -boot-info-table "$w" 2>/dev/null
+	rm -rf "$w"
+}
+
 # prepare: the test guest, its installed disk (made without a VM) in each
-# format, and blank images to install onto.  Leaves $PREP/ready or a
+# format, blank images to install onto, D-I's ISO.  Leaves $PREP/ready or a
 # reason in $PREP/why.
 prepare() {
 	local fmt opts
 	mkdir -p "$PREP"
-	if [ ! -f "$ROOT/vmm/devices/ahci.c" ]; then
-		echo "imgvm has no AHCI controller yet" >"$PREP/why"
-		return
-	fi
+	build_di_iso "$PREP/di-mini.iso" || rm -f "$PREP/di-mini.iso"
 	if ! "$ROOT/tests/guest/build-test-iso.sh" "$GUEST" >"$PREP/guest.log" 2>&1; then
 		fail "tests/guest/build-test-iso.sh: $(tail -2 "$PREP/guest.log")"
 		echo "the test guest did not build" >"$PREP/why"
@@ -148,6 +425,7 @@ prepare() {
 		"$IMGTOOL" create -q -f "$fmt" $opts "$PREP/new.$fmt" 512M 2>"$PREP/create.err" ||
 			fail "imgtool create $fmt: $(cat "$PREP/create.err")"
 	done
+	rm -f "$PREP/installed.raw"
 	touch "$PREP/ready"
 }
 
@@ -159,14 +437,14 @@ qemu_check() {
 	qemu-img check -f "$fmt" "$img" >"$img.check" 2>&1
 }
 
-# After the boots: the guest's write is in each image, every image passes
-# qemu-img check.
+# After the boots: the guest's write is in each image it booted from,
+# every image it wrote passes qemu-img check.
 verify() {
-	local fmt img
+	local fmt img log
 	[ -e "$PREP/ready" ] || return
 	for fmt in vdi vhd vmdk; do
 		img=$PREP/installed.$fmt
-		[ -e "$T/in/disk-$fmt.log" ] || continue
+		[ -e "$T/in/part1-$fmt.log" ] || continue
 		if "$IMGTOOL" convert -O raw "$img" "$T/back.raw" 2>/dev/null &&
 			mtype -i "$T/back.raw@@1M" ::guestw.txt >/dev/null 2>&1; then
 			ok "the guest's write (guestw.txt) landed in installed.$fmt through libimg"
@@ -182,102 +460,14 @@ verify() {
 	done
 	for fmt in vdi vhd vmdk; do
 		img=$PREP/new.$fmt
-		[ -e "$T/in/install-$fmt.log" ] || continue
+		log=$T/in/install-$fmt.log
+		[ $fmt = vdi ] || log=$T/in/onerun-$fmt.log
+		grep -qa INSTALL-OK "$log" 2>/dev/null || continue
+		[ $fmt = vhd ] && continue
 		if qemu_check "$fmt" "$img"; then
-			ok "qemu-img check clean on the $fmt installed by imgvm"
+			ok "qemu-img check clean on the $fmt installed (and written) by imgvm"
 		else
 			fail "qemu-img check on new.$fmt: $(tail -3 "$img.check")"
-		fi
-	done
-}
-
-# Boot the installed test disk in each format: MARKER-OK, then the guest
-# writes a file (WRITE-OK).  The VMDK boot uses two vCPUs.
-disk_cases() {
-	local T=$1 fmt log cpus
-	for fmt in vdi vhd vmdk; do
-		log=$T/disk-$fmt.log
-		cpus=1
-		[ "$fmt" = vmdk ] && cpus=2
-		run_vm "$log" --disk "$PREP/installed.$fmt" --cpus $cpus --no-reboot
-		if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log" && grep -qa 'WRITE-OK' "$log" &&
-			! grep -qa 'MARKER-BAD' "$log"; then
-			ok "boot installed.$fmt -> MARKER-OK, WRITE-OK, power-off, exit 0"
-		else
-			fail "boot installed.$fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
-		fi
-		if [ $cpus = 2 ]; then
-			if grep -qa 'Brought up 1 node, 2 CPUs' "$log"; then
-				ok "--cpus 2: Linux brings up both vCPUs"
-			else
-				fail "--cpus 2: $(grep -a -E 'smp|CPU' "$log" | head -3)"
-			fi
-		fi
-	done
-}
-
-# The disk imgvm installed, converted to VMDK, still boots under imgvm; and
-# QEMU (with KVM, AHCI) boots the VDI imgvm installed.
-converted_cases() {
-	local T=$1 img=$2 log=$1/converted.log qlog=$1/qemu.log
-	if "$IMGTOOL" convert -O vmdk "$img" "$T/converted.vmdk" 2>"$T/convert.err"; then
-		run_vm "$log" --disk "$T/converted.vmdk" --no-reboot
-		if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log"; then
-			ok "the installed vdi converted to vmdk boots -> MARKER-OK"
-		else
-			fail "converted vmdk boot (rc=$RC): $(tr -d '\r' <"$log" | tail -c 300) $(cat "$log.err")"
-		fi
-	else
-		fail "imgtool convert new.vdi to vmdk: $(cat "$T/convert.err")"
-	fi
-	if ! command -v qemu-system-x86_64 >/dev/null; then
-		skip "QEMU boots our disk" "no qemu-system-x86_64"
-		return
-	fi
-	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel kvm -M pc -m 512 -smp 1 \
-		-display none -vga none -nic none -no-reboot -serial "file:$qlog" \
-		-drive if=none,id=hd0,file="$img",format=vdi -device ahci,id=ahci0 \
-		-device ide-hd,bus=ahci0.0,drive=hd0 </dev/null >"$qlog.err" 2>&1
-	if grep -qa 'MARKER-OK' "$qlog"; then
-		ok "QEMU (KVM, AHCI) boots the vdi imgvm installed -> MARKER-OK"
-	else
-		fail "QEMU boot of our vdi: $(tail -c 300 "$qlog" | tr -d '\r') $(tail -2 "$qlog.err")"
-	fi
-}
-
-# Install from the test ISO onto fresh images: VDI in two runs (install
-# with --no-reboot, then boot the disk), VHD and VMDK in one run each with
-# --eject-on-reboot (the guest reboots after installing, the tray is
-# emptied, the machine resets and boots the installed disk).
-install_cases() {
-	local T=$1 fmt img log
-	for fmt in vdi vhd vmdk; do
-		img=$PREP/new.$fmt
-		log=$T/install-$fmt.log
-		if [ "$fmt" = vdi ]; then
-			run_vm "$log" --cdrom "$GUEST/installer.iso" --disk "$img" --no-reboot
-			if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log"; then
-				ok "install from installer.iso onto a new $fmt -> INSTALL-OK, exit 0"
-			else
-				fail "install onto $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
-				continue
-			fi
-			log=$T/boot-$fmt.log
-			run_vm "$log" --disk "$img" --no-reboot
-			if [ $RC = 0 ] && grep -qa 'MARKER-OK' "$log"; then
-				ok "the installed $fmt boots -> MARKER-OK"
-			else
-				fail "boot installed $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
-			fi
-			converted_cases "$T" "$img"
-		else
-			run_vm "$log" --cdrom "$GUEST/installer-reboot.iso" --disk "$img" --eject-on-reboot
-			if [ $RC = 0 ] && grep -qa 'INSTALL-OK' "$log" && grep -qa 'MARKER-OK' "$log" &&
-				[ "$(grep -ca 'SeaBIOS (version' "$log")" = 2 ]; then
-				ok "install onto a new $fmt, eject at the reboot, boot it -> MARKER-OK in one run"
-			else
-				fail "one-run install+boot on $fmt (rc=$RC): $(tr -d '\r' <"$log" | tail -c 400) $(cat "$log.err")"
-			fi
 		fi
 	done
 }
@@ -285,10 +475,18 @@ install_cases() {
 # ---- inside the nested host ---------------------------------------------
 
 if [ "${1:-}" = --inside ]; then
-	T=$2
 	GUEST=$3
 	PREP=$4
-	kvm_cases "$T"
+	# what the nested host gives the script: /dev/kvm, the work dirs
+	# writable, the host's root read-only, stderr streamed
+	if [ -c /dev/kvm ] && echo inside >"$2/nested-wrote" 2>/dev/null; then
+		ok "nested host: /dev/kvm present, work directory writable"
+	else
+		fail "nested host: no /dev/kvm or work dir not writable"
+	fi
+	echo dropped >/etc/nested-kvm-e2e 2>/dev/null
+	echo "nested-stderr-probe" >&2
+	kvm_cases "$2"
 	finish
 	exit
 fi
@@ -297,9 +495,9 @@ fi
 
 e2e_tmpdir
 T=$E2E_TMP
+[ -n "${VMM_E2E_KEEP:-}" ] && trap 'mkdir -p "$VMM_E2E_KEEP"; cp -a "$E2E_TMP"/. "$VMM_E2E_KEEP"/; rm -rf "$E2E_TMP"' EXIT
 GUEST=${VMM_E2E_GUEST:-$T/guest}
 PREP=$T/prep
-
 help=$("$IMGVM" --help 2>&1)
 missing=
 for o in --memory --cpus --disk format= readonly --cdrom --boot --bios --serial \
@@ -341,19 +539,22 @@ if [ -e /sys/module/kvm_pvm ] && ! hardware_kvm; then
 fi
 
 # ---- KVM: here, in the nested host, or skipped --------------------------
+start=$(date +%s)
 if hardware_kvm; then
 	echo "# hardware KVM: running the VMM cases directly"
 	prepare
 	mkdir -p "$T/in"
 	kvm_cases "$T/in"
 	verify
-elif ns=$(nested_script) && command -v qemu-system-x86_64 >/dev/null; then
-	echo "# no hardware KVM here: running the VMM cases inside the nested test host ($ns)"
+elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; then
+	echo "# no hardware KVM here: running the VMM cases inside one nested test host (tests/nested-kvm.sh)"
 	prepare
 	mkdir -p "$T/in" "$GUEST"
-	"$ns" -w "$ROOT" -w "$T" -t 1800 -- bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>&1
+	echo "# host side prepared in $(($(date +%s) - start)) s"
+	NK_SMP=${NK_SMP:-2} tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
+		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>"$T/nested.err"
 	nrc=$?
-	grep -E '^(ok|FAIL|skip) - ' "$T/nested.out"
+	grep -E '^(ok|FAIL|skip) - |^# ' "$T/nested.out"
 	sum=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$T/nested.out" | tail -1)
 	if [ -n "$sum" ]; then
 		p=${sum%% passed*}
@@ -361,11 +562,24 @@ elif ns=$(nested_script) && command -v qemu-system-x86_64 >/dev/null; then
 		f=${f%% failed*}
 		E2E_PASS=$((E2E_PASS + p))
 		E2E_FAIL=$((E2E_FAIL + f))
+		# the nested host's own contract (was in guest.sh)
+		if { [ "$f" = 0 ] && [ $nrc = 0 ]; } || { [ "$f" != 0 ] && [ $nrc != 0 ]; }; then
+			if grep -qx nested-stderr-probe "$T/nested.err" &&
+				[ "$(cat "$T/in/nested-wrote" 2>/dev/null)" = inside ] &&
+				[ ! -e /etc/nested-kvm-e2e ]; then
+				ok "nested-kvm.sh: exit status forwarded, stdout/stderr streamed, work dir written, host root untouched"
+			else
+				fail "nested-kvm.sh plumbing: $(tail -3 "$T/nested.err")"
+			fi
+		else
+			fail "nested-kvm.sh: exit $nrc for '$sum'"
+		fi
 	else
-		fail "nested test host run (exit $nrc): $(tail -5 "$T/nested.out")"
+		fail "nested test host run (exit $nrc): $(tail -5 "$T/nested.out") $(tail -5 "$T/nested.err")"
 	fi
 	verify
 else
 	skip "VMM boots" "no hardware KVM and no nested test host (tests/nested-kvm.sh, qemu-system-x86_64)"
 fi
+echo "# VMM cases took $(($(date +%s) - start)) s"
 finish
