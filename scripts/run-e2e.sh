@@ -15,7 +15,7 @@ export IMGVM=${IMGVM:-$PWD/$B/bin/imgvm}
 scripts=("$@")
 [ ${#scripts[@]} -gt 0 ] || scripts=(tests/e2e/*.sh)
 jobs=${E2E_JOBS:-2}
-serial=${E2E_SERIAL-vmm*.sh guest.sh}
+serial=${E2E_SERIAL-vmm*.sh}
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/e2e-logs.XXXXXX")
 trap 'rm -rf "$logdir"' EXIT
 
