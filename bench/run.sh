@@ -155,7 +155,7 @@ checksum_cases() {
 			bench_case "checksum $img $fmt" $bytes : \
 				"$IMGTOOL checksum -f $fmt $W/$img.$fmt" \
 				"nbdcopy -- [ qemu-nbd -r -f $fmt $W/$img.$fmt ] - | sha256sum" \
-				"qemu-nbd|nbdcopy|sha256sum"
+				"qemu-nbd + nbdcopy + sha256sum"
 		done
 		bench_case "checksum $img raw" $bytes : \
 			"$IMGTOOL checksum -f raw $W/$img.raw" "sha256sum $W/$img.raw" "sha256sum"
