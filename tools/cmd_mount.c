@@ -54,56 +54,6 @@ static int mount_parse_options(const char *list, bool *read_only,
 	return r;
 }
 
-/* Fork; the parent waits for the child's status byte and exits with it.
- * Returns the status pipe's write end in the child. */
-static int mount_daemonize(void)
-{
-	int p[2];
-	char status = 1;
-	pid_t pid;
-
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		perror("imgtool mount: pipe");
-		exit(1);
-	}
-	pid = fork();
-	if (pid < 0) {
-		perror("imgtool mount: fork");
-		exit(1);
-	}
-	if (pid > 0) {
-		close(p[1]);
-		if (read(p[0], &status, 1) != 1)
-			status = 1;
-		exit(status ? 1 : 0);
-	}
-	close(p[0]);
-	setsid();
-	return p[1];
-}
-
-static void mount_report(int status_fd, char status)
-{
-	if (status_fd < 0)
-		return;
-	if (status == 0) {
-		int null = open("/dev/null", O_RDWR);
-		fflush(stdout);
-		fflush(stderr);
-		if (null >= 0) {
-			dup2(null, 0);
-			dup2(null, 1);
-			dup2(null, 2);
-			if (null > 2)
-				close(null);
-		}
-	}
-	if (write(status_fd, &status, 1) != 1) {
-		/* the parent is gone */
-	}
-	close(status_fd);
-}
-
 int cmd_mount(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -165,7 +115,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	if (!foreground)
-		status_fd = mount_daemonize();
+		status_fd = tool_daemon_start("mount");
 
 	struct img_open_options oo = {
 		.format = format,
@@ -184,7 +134,8 @@ int cmd_mount(int argc, char **argv)
 		fprintf(stderr, "imgtool mount: %s: %s\n", file, errbuf);
 		goto out;
 	}
-	mount_report(status_fd, 0);
+	if (status_fd >= 0)
+		tool_daemon_ready(status_fd);
 	status_fd = -1;
 	if (chdir("/")) {
 		/* paths are absolute */
@@ -195,7 +146,7 @@ out:
 	if (img && tool_close(img) < 0)
 		ret = 1;
 	if (status_fd >= 0)
-		mount_report(status_fd, 1);
+		tool_daemon_failed(status_fd);
 	free(file);
 	free(mountpoint);
 	return ret;

@@ -215,56 +215,13 @@ static void serve_print_banner(const struct serve_args *a, int port,
 		       name, a->socket);
 }
 
-/* --daemon: fork now; the parent waits for one status byte from the
- * child (0 = serving) and exits with it.  Returns the pipe's write end in
- * the child, -1 without --daemon, and never returns in the parent. */
-static int serve_daemonize(void)
-{
-	int p[2];
-	pid_t pid;
-	char status = 1;
-
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		perror("imgtool serve: pipe");
-		exit(1);
-	}
-	pid = fork();
-	if (pid < 0) {
-		perror("imgtool serve: fork");
-		exit(1);
-	}
-	if (pid > 0) {
-		close(p[1]);
-		if (read(p[0], &status, 1) != 1)
-			status = 1;
-		exit(status ? 1 : 0);
-	}
-	close(p[0]);
-	setsid();
-	return p[1];
-}
-
+/* --daemon: tell the waiting parent we serve, and leave the directory
+ * (relative paths were resolved at open; nothing depends on it). */
 static void serve_detach(int status_fd)
 {
-	int null = open("/dev/null", O_RDWR);
-	char ok = 0;
-
-	fflush(stdout);
-	fflush(stderr);
-	if (null >= 0) {
-		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
-		if (null > 2)
-			close(null);
-	}
-	if (write(status_fd, &ok, 1) != 1) {
-		/* the parent is gone; keep serving */
-	}
-	close(status_fd);
+	tool_daemon_ready(status_fd);
 	if (chdir("/")) {
-		/* relative paths were resolved at open; nothing depends on
-		 * the directory */
+		/* nothing to do: the directory does not matter */
 	}
 }
 
@@ -283,7 +240,7 @@ int cmd_serve(int argc, char **argv)
 		return 2;
 	tcp = !a.socket || a.port || a.bind;
 	if (a.daemon)
-		status_fd = serve_daemonize();
+		status_fd = tool_daemon_start("serve");
 
 	struct nbd_server_options so = {
 		.max_clients = a.shared,
@@ -400,12 +357,7 @@ out:
 		unlink(pidfile);
 		free(pidfile);
 	}
-	if (status_fd >= 0) {
-		char fail = 1;
-		if (write(status_fd, &fail, 1) != 1) {
-			/* parent gone */
-		}
-		close(status_fd);
-	}
+	if (status_fd >= 0)
+		tool_daemon_failed(status_fd);
 	return ret;
 }

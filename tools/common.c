@@ -3,6 +3,7 @@
 #include "tools/common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,4 +336,59 @@ void tool_progress_end(struct tool_progress *p)
 		return;
 	tool_progress_update(p, p->total);
 	fputc('\n', stderr);
+}
+
+int tool_daemon_start(const char *cmd)
+{
+	int p[2];
+	char status = 1;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		tool_error("%s: pipe: %s", cmd, strerror(errno));
+		exit(TOOL_EXIT_FAILURE);
+	}
+	pid = fork();
+	if (pid < 0) {
+		tool_error("%s: fork: %s", cmd, strerror(errno));
+		exit(TOOL_EXIT_FAILURE);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &status, 1) != 1)
+			status = 1;
+		exit(status ? TOOL_EXIT_FAILURE : TOOL_EXIT_OK);
+	}
+	close(p[0]);
+	setsid();
+	return p[1];
+}
+
+static void daemon_report(int status_fd, char status)
+{
+	if (write(status_fd, &status, 1) != 1) {
+		/* the parent is gone: nobody to tell */
+	}
+	close(status_fd);
+}
+
+void tool_daemon_ready(int status_fd)
+{
+	int null = open("/dev/null", O_RDWR);
+
+	fflush(stdout);
+	fflush(stderr);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+	daemon_report(status_fd, 0);
+}
+
+void tool_daemon_failed(int status_fd)
+{
+	daemon_report(status_fd, 1);
 }

@@ -53,6 +53,15 @@ int tool_open_opts(struct img **out, const char *path,
 /* Close and report a failing final flush; returns 0 or the error. */
 int tool_close(struct img *img);
 
+/* Background start for serve/mount --daemon: fork; the parent waits for one
+ * status byte from the child and exits with it (0 ready, otherwise 1).
+ * Returns the status pipe's write end in the child, which then reports
+ * with tool_daemon_ready (stdio to /dev/null, parent exits 0) or
+ * tool_daemon_failed (parent exits 1). */
+int tool_daemon_start(const char *cmd);
+void tool_daemon_ready(int status_fd);
+void tool_daemon_failed(int status_fd);
+
 /* ---- JSON ------------------------------------------------------------------
  * A streaming writer with qemu-img's layout (4-space indent).  key is NULL
  * for array elements and the top-level value. */
