@@ -156,14 +156,8 @@ int cmd_check(int argc, char **argv)
 					"check", "-r wants leaks or all");
 			break;
 		case 'o':
-			if (strcmp(optarg, "json") == 0)
-				json = true;
-			else if (strcmp(optarg, "human") == 0)
-				json = false;
-			else
-				return tool_usage_error(
-					"check",
-					"--output wants human or json");
+			if (tool_parse_output("check", optarg, &json))
+				return TOOL_EXIT_USAGE;
 			break;
 		case 'q':
 			quiet = true;

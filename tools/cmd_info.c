@@ -189,14 +189,8 @@ int cmd_info(int argc, char **argv)
 			format = optarg;
 			break;
 		case 'O':
-			if (strcmp(optarg, "json") == 0)
-				json = true;
-			else if (strcmp(optarg, "human") == 0)
-				json = false;
-			else
-				return tool_usage_error(
-					"info",
-					"--output must be human or json");
+			if (tool_parse_output("info", optarg, &json))
+				return TOOL_EXIT_USAGE;
 			break;
 		case 'U':
 			flags |= IMG_OPEN_NO_LOCK;

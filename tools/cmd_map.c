@@ -114,7 +114,7 @@ int cmd_map(int argc, char **argv)
 	const char *format = NULL;
 	unsigned flags = IMG_OPEN_RDONLY;
 	struct map_entry cur = { 0 };
-	bool have = false;
+	bool have = false, json = false;
 	uint64_t size, pos = 0;
 	int opt, ret, status = TOOL_EXIT_FAILURE;
 
@@ -125,13 +125,9 @@ int cmd_map(int argc, char **argv)
 			map_usage(stdout);
 			return 0;
 		case 'o':
-			if (strcmp(optarg, "json") == 0)
-				m.output = MAP_JSON;
-			else if (strcmp(optarg, "human") == 0)
-				m.output = MAP_HUMAN;
-			else
-				return tool_usage_error(
-					"map", "--output wants human or json");
+			if (tool_parse_output("map", optarg, &json))
+				return TOOL_EXIT_USAGE;
+			m.output = json ? MAP_JSON : MAP_HUMAN;
 			break;
 		case 'f':
 			format = optarg;

@@ -392,3 +392,14 @@ void tool_daemon_failed(int status_fd)
 {
 	daemon_report(status_fd, 1);
 }
+
+int tool_parse_output(const char *cmd, const char *arg, bool *json)
+{
+	if (strcmp(arg, "json") == 0)
+		*json = true;
+	else if (strcmp(arg, "human") == 0)
+		*json = false;
+	else
+		return tool_usage_error(cmd, "--output wants human or json");
+	return 0;
+}

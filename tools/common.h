@@ -53,6 +53,9 @@ int tool_open_opts(struct img **out, const char *path,
 /* Close and report a failing final flush; returns 0 or the error. */
 int tool_close(struct img *img);
 
+/* --output=human|json: sets *json; a usage error (returned) otherwise. */
+int tool_parse_output(const char *cmd, const char *arg, bool *json);
+
 /* Background start for serve/mount --daemon: fork; the parent waits for one
  * status byte from the child and exits with it (0 ready, otherwise 1).
  * Returns the status pipe's write end in the child, which then reports
