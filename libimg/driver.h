@@ -23,14 +23,23 @@
 
 struct img_file {
 	int fd;
-	char *path;           /* as opened (may be relative to cwd) */
+	char *path; /* as opened (may be relative to cwd) */
 	bool writable;
 	bool is_block_device;
+	/* With IMG_OPEN_DIRECT, where the file system allows it: a second
+	 * descriptor of the same file opened O_DIRECT.  The data calls use
+	 * it for requests whose offset, lengths and buffers are aligned as
+	 * it needs, the cached descriptor for the rest (the kernel keeps the
+	 * two coherent).  Zero-initialised means none. */
+	bool direct;
+	int direct_fd;
+	uint32_t direct_align; /* offset, length and memory alignment */
 };
 
 /* Opens path (read-only or read-write) and takes the image lock (shared
  * for read-only, exclusive for read-write) unless img opened with
- * IMG_OPEN_NO_LOCK.  Messages go to img. */
+ * IMG_OPEN_NO_LOCK; with IMG_OPEN_DIRECT it opens the direct descriptor
+ * too.  Messages go to img. */
 int img_file_open(struct img *img, struct img_file *f, const char *path,
 		  bool writable);
 /* Creates (O_CREAT|O_TRUNC, or O_EXCL when excl) and locks exclusively. */
@@ -49,7 +58,7 @@ int img_file_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
 		    uint64_t off);
 int img_file_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
 		     uint64_t off);
-int img_file_sync(struct img_file *f);        /* fdatasync */
+int img_file_sync(struct img_file *f); /* fdatasync */
 int img_file_truncate(struct img_file *f, uint64_t size);
 /* Deallocate (FALLOC_FL_PUNCH_HOLE|KEEP_SIZE); -EOPNOTSUPP when the file
  * system cannot. */
@@ -96,17 +105,19 @@ int img_error_buf(char *buf, size_t len, int err, const char *fmt, ...)
 
 struct img_create_args {
 	const char *path;
-	uint64_t size;                 /* bytes (0 only with a backing file) */
-	const char *subformat;         /* NULL: default */
-	uint32_t cluster_size;         /* 0: default */
-	const char *backing_file;      /* as to be recorded */
+	uint64_t size;		  /* bytes (0 only with a backing file) */
+	const char *subformat;	  /* NULL: default */
+	uint32_t cluster_size;	  /* 0: default */
+	const char *backing_file; /* as to be recorded */
 	const char *backing_format;
-	struct img *backing;           /* opened parent (read-only), or NULL */
+	struct img *backing; /* opened parent (read-only), or NULL */
 	bool excl;
 	bool preallocate;
 	/* Options from -o that are not generic, all in create_options. */
 	int nopts;
-	struct { const char *key, *value; } opts[32];
+	struct {
+		const char *key, *value;
+	} opts[32];
 };
 
 /* Lookup of a create option by key; NULL when absent. */
@@ -122,12 +133,13 @@ enum img_driver_flags {
 };
 
 struct img_driver {
-	const char *name;              /* canonical: "vdi" */
-	const char *const *aliases;    /* NULL-terminated or NULL: {"vpc", NULL} */
+	const char *name;	    /* canonical: "vdi" */
+	const char *const *aliases; /* NULL-terminated or NULL: {"vpc", NULL} */
 	const char *description;
-	unsigned flags;                /* enum img_driver_flags */
-	size_t state_size;             /* zeroed, at img_state(img) */
-	const char *const *create_options; /* keys accepted in -o beyond the generic ones */
+	unsigned flags;	   /* enum img_driver_flags */
+	size_t state_size; /* zeroed, at img_state(img) */
+	const char *const *
+		create_options; /* keys accepted in -o beyond the generic ones */
 
 	/* Score 0 (not this format) .. 100 (certain) from the first bytes of
 	 * the file (head_len up to 4096), the file's size and the open file

@@ -12,16 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* O_DIRECT needs offsets, lengths and buffers aligned to the device's
- * logical block; 4 KiB covers 512-byte and 4Kn devices alike. */
-#define RAW_DIRECT_ALIGN 4096u
-
 struct raw_state {
-	struct img_file file;
-	/* With IMG_OPEN_DIRECT: a second descriptor of the same file opened
-	 * O_DIRECT, for aligned requests (the cached one serves the rest;
-	 * the kernel keeps the two coherent).  -1 otherwise. */
-	struct img_file direct;
+	struct img_file file; /* with IMG_OPEN_DIRECT, direct where aligned */
 };
 
 static int raw_probe(const uint8_t *head, size_t head_len, uint64_t file_size,
@@ -87,44 +79,12 @@ out:
 	return r;
 }
 
-/* The file system may not support O_DIRECT (tmpfs): then all I/O stays
- * cached, which is what the user gets from other tools there too. */
-static void raw_open_direct(struct img *img, struct raw_state *s)
-{
-	bool rw = img_open_flags(img) & IMG_OPEN_RDWR;
-	int fd = open(img_filename(img),
-		      (rw ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	s->direct = s->file;
-	s->direct.fd = fd;
-	s->direct.path = strdup(s->file.path);
-	if (!s->direct.path) {
-		close(fd);
-		s->direct.fd = -1;
-	}
-}
-
-static bool raw_direct_ok(const struct raw_state *s, uint64_t off,
-			  const struct iovec *iov, int iovcnt)
-{
-	if (s->direct.fd < 0 || off % RAW_DIRECT_ALIGN)
-		return false;
-	for (int i = 0; i < iovcnt; i++)
-		if ((uintptr_t)iov[i].iov_base % RAW_DIRECT_ALIGN ||
-		    iov[i].iov_len % RAW_DIRECT_ALIGN)
-			return false;
-	return true;
-}
-
 static int raw_open(struct img *img)
 {
 	struct raw_state *s = img_state(img);
 	uint64_t size;
 	int r;
 
-	s->direct.fd = -1;
 	r = img_file_open(img, &s->file, img_filename(img),
 			  img_open_flags(img) & IMG_OPEN_RDWR);
 	if (r < 0)
@@ -135,8 +95,6 @@ static int raw_open(struct img *img)
 		return img_error(img, r, "cannot get the size");
 	}
 	img_set_size(img, size);
-	if (img_open_flags(img) & IMG_OPEN_DIRECT)
-		raw_open_direct(img, s);
 	return 0;
 }
 
@@ -144,7 +102,6 @@ static void raw_close(struct img *img)
 {
 	struct raw_state *s = img_state(img);
 
-	img_file_close(&s->direct);
 	img_file_close(&s->file);
 }
 
@@ -154,8 +111,6 @@ static int raw_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 	struct raw_state *s = img_state(img);
 
 	(void)len;
-	if (raw_direct_ok(s, off, iov, iovcnt))
-		return img_file_preadv(&s->direct, iov, iovcnt, off);
 	return img_file_preadv(&s->file, iov, iovcnt, off);
 }
 
@@ -165,8 +120,6 @@ static int raw_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	struct raw_state *s = img_state(img);
 
 	(void)len;
-	if (raw_direct_ok(s, off, iov, iovcnt))
-		return img_file_pwritev(&s->direct, iov, iovcnt, off);
 	return img_file_pwritev(&s->file, iov, iovcnt, off);
 }
 

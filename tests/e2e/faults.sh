@@ -122,7 +122,7 @@ for fmt in vdi raw; do
 	"$IMGTOOL" create -q -f $fmt "$T/locked.$fmt" 16M
 	qemu-nbd -f $fmt --socket="$T/q.sock" "$T/locked.$fmt" >/dev/null 2>&1 &
 	SERVER=$!
-	for i in $(seq 50); do [ -S "$T/q.sock" ] && break; sleep 0.05; done
+	for i in $(seq 200); do [ -S "$T/q.sock" ] && break; sleep 0.05; done
 	"$IMGTOOL" resize "$T/locked.$fmt" 32M 2>"$T/err"
 	st=$?
 	kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; SERVER=""
