@@ -23,7 +23,7 @@
 
 struct img_file {
 	int fd;
-	char *path; /* as opened (may be relative to cwd) */
+	char *path;           /* as opened (may be relative to cwd) */
 	bool writable;
 	bool is_block_device;
 	/* With IMG_OPEN_DIRECT, where the file system allows it: a second
@@ -58,7 +58,7 @@ int img_file_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
 		    uint64_t off);
 int img_file_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
 		     uint64_t off);
-int img_file_sync(struct img_file *f); /* fdatasync */
+int img_file_sync(struct img_file *f);        /* fdatasync */
 int img_file_truncate(struct img_file *f, uint64_t size);
 /* Deallocate (FALLOC_FL_PUNCH_HOLE|KEEP_SIZE); -EOPNOTSUPP when the file
  * system cannot. */
@@ -105,19 +105,17 @@ int img_error_buf(char *buf, size_t len, int err, const char *fmt, ...)
 
 struct img_create_args {
 	const char *path;
-	uint64_t size;		  /* bytes (0 only with a backing file) */
-	const char *subformat;	  /* NULL: default */
-	uint32_t cluster_size;	  /* 0: default */
-	const char *backing_file; /* as to be recorded */
+	uint64_t size;                 /* bytes (0 only with a backing file) */
+	const char *subformat;         /* NULL: default */
+	uint32_t cluster_size;         /* 0: default */
+	const char *backing_file;      /* as to be recorded */
 	const char *backing_format;
-	struct img *backing; /* opened parent (read-only), or NULL */
+	struct img *backing;           /* opened parent (read-only), or NULL */
 	bool excl;
 	bool preallocate;
 	/* Options from -o that are not generic, all in create_options. */
 	int nopts;
-	struct {
-		const char *key, *value;
-	} opts[32];
+	struct { const char *key, *value; } opts[32];
 };
 
 /* Lookup of a create option by key; NULL when absent. */
@@ -133,13 +131,12 @@ enum img_driver_flags {
 };
 
 struct img_driver {
-	const char *name;	    /* canonical: "vdi" */
-	const char *const *aliases; /* NULL-terminated or NULL: {"vpc", NULL} */
+	const char *name;              /* canonical: "vdi" */
+	const char *const *aliases;    /* NULL-terminated or NULL: {"vpc", NULL} */
 	const char *description;
-	unsigned flags;	   /* enum img_driver_flags */
-	size_t state_size; /* zeroed, at img_state(img) */
-	const char *const *
-		create_options; /* keys accepted in -o beyond the generic ones */
+	unsigned flags;                /* enum img_driver_flags */
+	size_t state_size;             /* zeroed, at img_state(img) */
+	const char *const *create_options; /* keys accepted in -o beyond the generic ones */
 
 	/* Score 0 (not this format) .. 100 (certain) from the first bytes of
 	 * the file (head_len up to 4096), the file's size and the open file
