@@ -10,30 +10,46 @@ MEM=512
 TMO=900
 : >"$OUT"
 
+# own_rss PID: resident KiB of PID outside its guest RAM (the mappings of
+# at least MEM MiB, which both VMMs allocate in one piece).
+own_rss() {
+	awk -v m=$((MEM * 1024)) '/^[0-9a-f]+-[0-9a-f]+ /{big=0}
+		/^Size:/{big=($2>=m)} /^Rss:/{t+=$2; if(big) g+=$2}
+		END{print (NR>0)?t-g:0}' "/proc/$1/smaps" 2>/dev/null || echo 0
+}
+
 # timed LOG PATTERN CMD...: runs CMD (serial console to LOG), prints
-# "seconds_to_PATTERN total_seconds maxrss_kib exit" (pattern time -1 if never)
+# "seconds_to_PATTERN total_seconds maxrss_kib exit max_own_rss_kib"
+# (pattern time -1 if never); the VMM is time's grandchild (time, timeout).
 timed() {
-	local log=$1 pat=$2 t0 tp=-1 now pid
+	local log=$1 pat=$2 t0 tp=-1 now pid vmm="" n=0 own=0 o
 	shift 2
 	t0=$(date +%s%N)
 	/usr/bin/time -f '%M' -o "$T/rss" timeout -k 5 $TMO "$@" </dev/null >"$T/stdout" 2>"$T/stderr" &
 	pid=$!
 	while kill -0 $pid 2>/dev/null; do
 		if [ "$tp" = -1 ] && grep -qa "$pat" "$log" 2>/dev/null; then tp=$(date +%s%N); fi
+		if [ $((n++ % 10)) = 0 ]; then
+			[ -n "$vmm" ] || vmm=$(pgrep -P "$(pgrep -P $pid | head -n1)" | head -n1)
+			if [ -n "$vmm" ]; then
+				o=$(own_rss "$vmm")
+				[ "${o:-0}" -gt $own ] && own=$o
+			fi
+		fi
 		sleep 0.05
 	done
 	wait $pid
 	local st=$?
 	now=$(date +%s%N)
 	[ "$tp" = -1 ] && grep -qa "$pat" "$log" 2>/dev/null && tp=$now
-	awk -v a="$t0" -v p="$tp" -v b="$now" -v r="$(tail -n1 "$T/rss")" -v s="$st" \
-		'BEGIN{printf "%.2f %.2f %d %d\n", (p<0)?-1:(p-a)/1e9, (b-a)/1e9, r, s}'
+	awk -v a="$t0" -v p="$tp" -v b="$now" -v r="$(tail -n1 "$T/rss")" -v s="$st" -v o="$own" \
+		'BEGIN{printf "%.2f %.2f %d %d %d\n", (p<0)?-1:(p-a)/1e9, (b-a)/1e9, r, s, o}'
 }
 qemu_base=(qemu-system-x86_64 -enable-kvm -M q35 -m $MEM -smp 1 -nographic -vga none -nic none
 	-no-reboot -monitor none -bios /usr/share/seabios/bios-256k.bin)
 median() { sort -n | awk '{v[NR]=$1} END{print (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
 
-ours_i=() peer_i=() ours_r=0 peer_r=0
+ours_i=() peer_i=() ours_r=0 peer_r=0 ours_own=0 peer_own=0
 ow=() pw=() orr=() prr=()
 for ((i = 0; i < PAIRS; i++)); do
 	rm -f "$T"/*.vdi "$T"/*.log
@@ -43,14 +59,14 @@ for ((i = 0; i < PAIRS; i++)); do
 		--cdrom "$GUEST/installer.iso" --disk "$T/o.vdi" --serial "file:$T/o.log")
 	set -- $r
 	grep -qa INSTALL-OK "$T/o.log" || { echo "imgvm install failed: $(tail -c 400 "$T/o.log") $(cat "$T/stderr")"; exit 1; }
-	ours_i+=("$1"); [ "$3" -gt $ours_r ] && ours_r=$3
+	ours_i+=("$1"); [ "$3" -gt $ours_r ] && ours_r=$3; [ "$5" -gt $ours_own ] && ours_own=$5
 	qemu-img create -q -f vdi "$T/q.vdi" 2G
 	r=$(timed "$T/q.log" INSTALL-OK "${qemu_base[@]}" -serial "file:$T/q.log" \
 		-drive if=none,id=cd0,file="$GUEST/installer.iso",media=cdrom,readonly=on -device ide-cd,bus=ide.1,drive=cd0,bootindex=0 \
 		-drive if=none,id=hd0,file="$T/q.vdi",format=vdi -device ide-hd,bus=ide.0,drive=hd0,bootindex=1)
 	set -- $r
 	grep -qa INSTALL-OK "$T/q.log" || { echo "qemu install failed: $(tail -c 400 "$T/q.log") $(cat "$T/stderr")"; exit 1; }
-	peer_i+=("$1"); [ "$3" -gt $peer_r ] && peer_r=$3
+	peer_i+=("$1"); [ "$3" -gt $peer_r ] && peer_r=$3; [ "$5" -gt $peer_own ] && peer_own=$5
 	echo "pair $i install: imgvm ${ours_i[-1]} s, qemu ${peer_i[-1]} s" >&2
 
 	qemu-img create -q -f vdi "$T/ob.vdi" 512M
@@ -72,6 +88,8 @@ oi=$(printf '%s\n' "${ours_i[@]}" | median); pi=$(printf '%s\n' "${peer_i[@]}" |
 row() { echo "$1|$2|$3|$4|$5|$6|$7|$8" >>"$OUT"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", (b>0)?a/b:0}'; }
 row "vmm start to INSTALL-OK (vdi)" "qemu-system -enable-kvm" "$oi" "$pi" "$(ratio "$oi" "$pi")" "-" $((ours_r / 1024)) $((peer_r / 1024))
+row "vmm own RSS beyond guest RAM, install (MiB)" "qemu-system -enable-kvm" $((ours_own / 1024)) $((peer_own / 1024)) \
+	"$(ratio $ours_own $peer_own)" - - -
 a=$(printf '%s\n' "${ow[@]}" | median); b=$(printf '%s\n' "${pw[@]}" | median)
 row "vmm guest seq write 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -
 a=$(printf '%s\n' "${orr[@]}" | median); b=$(printf '%s\n' "${prr[@]}" | median)
