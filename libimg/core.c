@@ -1121,10 +1121,35 @@ static bool not_supported(int r)
 	return r == -ENOTSUP || r == -EOPNOTSUPP;
 }
 
+/* Zeroing with the lock held: the driver's way on the aligned middle,
+ * zero data on the edges (or everywhere when the driver has no way). */
+static int write_zeroes_locked(struct img *img, uint64_t off, uint64_t len,
+			       unsigned flags)
+{
+	uint64_t a = off, b = off + len;
+	int r;
+
+	if (!img->drv->write_zeroes)
+		return write_zero_data(img, off, len);
+	if (!img->byte_aligned) {
+		a = (off + SECTOR - 1) & ~(uint64_t)(SECTOR - 1);
+		b &= ~(uint64_t)(SECTOR - 1);
+		if (a >= b)
+			return write_zero_data(img, off, len);
+	}
+	r = img->drv->write_zeroes(img, a, b - a, flags);
+	if (not_supported(r))
+		r = write_zero_data(img, a, b - a);
+	if (r == 0 && a > off)
+		r = write_zero_data(img, off, a - off);
+	if (r == 0 && off + len > b)
+		r = write_zero_data(img, b, off + len - b);
+	return r;
+}
+
 int img_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 		     unsigned flags)
 {
-	uint64_t a = off, b = off + len;
 	unsigned seq;
 	int r;
 
@@ -1134,28 +1159,8 @@ int img_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 	seq = op_begin(img);
 	lock_exclusive(img);
 	r = check_range(img, "write zeroes", off, len);
-	if (r < 0 || len == 0)
-		goto out;
-	if (!img->drv->write_zeroes) {
-		r = write_zero_data(img, off, len);
-		goto out;
-	}
-	if (!img->byte_aligned) {
-		a = (off + SECTOR - 1) & ~(uint64_t)(SECTOR - 1);
-		b &= ~(uint64_t)(SECTOR - 1);
-		if (a >= b) {
-			r = write_zero_data(img, off, len);
-			goto out;
-		}
-	}
-	r = img->drv->write_zeroes(img, a, b - a, flags);
-	if (not_supported(r))
-		r = write_zero_data(img, a, b - a);
-	if (r == 0 && a > off)
-		r = write_zero_data(img, off, a - off);
-	if (r == 0 && off + len > b)
-		r = write_zero_data(img, b, off + len - b);
-out:
+	if (r == 0 && len)
+		r = write_zeroes_locked(img, off, len, flags);
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "write zeroes", off, len);
@@ -1337,6 +1342,16 @@ int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 		r = img->drv->resize(img, new_size, flags);
 	if (r == 0 && img->size == old)
 		img->size = new_size;
+	/* Grown over a longer parent (after a shrink): the new room reads
+	 * as zeros, as on a real disk, not as the parent's old data. */
+	if (r == 0 && new_size > old && img->backing &&
+	    img->backing->size > old) {
+		uint64_t end = img->backing->size < new_size
+				       ? img->backing->size
+				       : new_size;
+
+		r = write_zeroes_locked(img, old, end - old, 0);
+	}
 	unlock(img);
 	if (r < 0)
 		return io_failed(img, seq, r, "resize", new_size, 0);

@@ -158,6 +158,20 @@ for f in vdi vhd vmdk; do
 	check "$f: convert -B writes only what differs ($small < $full blocks)" \
 		test "$small" -lt "$full"
 	check "$f: convert -B child checks clean" clean "$D/diff.$f"
+
+	# ---- shrink then grow a child: the new room reads as zeros -------------
+	# (not as the parent's data, which the shrink dropped from the child)
+	if [ $f != vmdk ]; then # vmdk cannot shrink
+		"$IMGTOOL" convert -O $f "$V0" "$D/rbase.$f"
+		"$IMGTOOL" create -q -f $f -b "$D/rbase.$f" -F $f "$D/regrow.$f"
+		"$IMGTOOL" resize -q --shrink "$D/regrow.$f" $((3 * 1048576 + 512))
+		"$IMGTOOL" resize -q "$D/regrow.$f" 32M
+		head -c $((3 * 1048576 + 512)) "$V0" >"$D/regrow.raw"
+		truncate -s 32M "$D/regrow.raw"
+		check "$f: shrink to 3M+512 then grow to 32M: the parent's data past 3M+512 reads as zeros" \
+			test "$(our_sum "$D/regrow.$f")" = "$(sha "$D/regrow.raw")"
+		check "$f: ... and checks clean" clean "$D/regrow.$f"
+	fi
 done
 
 # ---- snapshot create on a full file system: FILE stays byte for byte ------
