@@ -41,9 +41,14 @@
 struct boot_options {
 	uint64_t memory;
 	unsigned cpus;
-	const char *disk_path;
-	const char *disk_format;
-	bool disk_read_only;
+	/* --disk, in the order given: disk 0 on AHCI port 0 (the one
+	 * --boot disk boots), the others on ports 2, 3, ... */
+	unsigned ndisks;
+	struct disk_option {
+		const char *path;
+		const char *format;
+		bool read_only;
+	} disk[AHCI_MAX_DISKS];
 	const char *cdrom;
 	const char *boot; /* "cdrom", "disk" or NULL */
 	const char *bios;
@@ -57,7 +62,7 @@ struct boot_options {
 struct machine {
 	struct boot_options opt;
 	struct vmm *vm;
-	struct img *disk;
+	struct img *disk[AHCI_MAX_DISKS];
 	struct console *console;
 	struct uart *uart;
 	struct cmos *cmos;
@@ -84,10 +89,11 @@ static void usage(FILE *out)
 		"a bare number is MiB)\n"
 		"  --cpus N             vCPUs (default 1)\n"
 		"  --disk FILE[,format=FMT][,readonly]\n"
-		"                       SATA disk on AHCI port 0, any image "
-		"libimg opens\n"
-		"                       (raw, vdi, vhd, vmdk; format probed "
-		"unless given)\n"
+		"                       SATA disk, any image libimg opens (raw, "
+		"vdi, vhd,\n"
+		"                       vmdk; format probed unless given); up "
+		"to 5: the first\n"
+		"                       on AHCI port 0, the next on ports 2-5\n"
 		"  --cdrom ISO          ATAPI CD-ROM on AHCI port 1 "
 		"(read-only)\n"
 		"  --boot cdrom|disk    boot device tried first (default: cdrom "
@@ -171,22 +177,32 @@ static int parse_disk(struct boot_options *opt, char *spec)
 {
 	char *save = NULL;
 	char *part = strtok_r(spec, ",", &save);
+	struct disk_option *d = &opt->disk[opt->ndisks];
 
-	if (opt->disk_path) {
+	if (opt->ndisks == AHCI_MAX_DISKS) {
 		fprintf(stderr,
-			"imgvm: only one --disk is supported (AHCI port 0)\n");
+			"imgvm: at most %d --disk (AHCI ports 0 and 2-5)\n",
+			AHCI_MAX_DISKS);
 		return -EINVAL;
 	}
 	if (!part) {
 		fprintf(stderr, "imgvm: --disk needs a file name\n");
 		return -EINVAL;
 	}
-	opt->disk_path = part;
+	for (unsigned i = 0; i < opt->ndisks; i++) {
+		if (!strcmp(opt->disk[i].path, part)) {
+			fprintf(stderr, "imgvm: %s is given as --disk twice\n",
+				part);
+			return -EINVAL;
+		}
+	}
+	d->path = part;
+	opt->ndisks++;
 	while ((part = strtok_r(NULL, ",", &save))) {
 		if (!strncmp(part, "format=", 7) && part[7]) {
-			opt->disk_format = part + 7;
+			d->format = part + 7;
 		} else if (!strcmp(part, "readonly")) {
-			opt->disk_read_only = true;
+			d->read_only = true;
 		} else {
 			fprintf(stderr,
 				"imgvm: --disk: unknown option '%s' (format=FMT, "
@@ -325,7 +341,7 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 		fprintf(stderr, "imgvm: --boot cdrom needs --cdrom ISO\n");
 		return -EINVAL;
 	}
-	if (opt->boot && !strcmp(opt->boot, "disk") && !opt->disk_path) {
+	if (opt->boot && !strcmp(opt->boot, "disk") && !opt->ndisks) {
 		fprintf(stderr, "imgvm: --boot disk needs --disk FILE\n");
 		return -EINVAL;
 	}
@@ -365,19 +381,25 @@ static int add_e820(struct fw_cfg *fc, const struct vmm *vm)
 }
 
 /* SeaBIOS matches "/pci@i0cf8/<any>@<slot>/drive@<port>/disk@0" for an
- * AHCI port. */
+ * AHCI port.  The first disk and the CD-ROM in the order --boot asks for,
+ * then the other disks. */
 static int add_bootorder(struct fw_cfg *fc, const struct boot_options *opt)
 {
-	char order[256];
+	char order[512];
 	bool cdrom_first = opt->boot ? !strcmp(opt->boot, "cdrom")
 				     : opt->cdrom != NULL;
-	const char *cd = "/pci@i0cf8/sata@3/drive@1/disk@0";
-	const char *hd = "/pci@i0cf8/sata@3/drive@0/disk@0";
-	int n;
+	unsigned ports[AHCI_MAX_DISKS + 1], nports = 0;
+	size_t n = 0;
 
+	ports[nports++] = cdrom_first ? 1 : ahci_disk_port(0);
+	ports[nports++] = cdrom_first ? ahci_disk_port(0) : 1;
+	for (unsigned i = 1; i < opt->ndisks; i++)
+		ports[nports++] = ahci_disk_port(i);
 	/* one path per line, no newline after the last */
-	n = snprintf(order, sizeof(order), "%s\n%s", cdrom_first ? cd : hd,
-		     cdrom_first ? hd : cd);
+	for (unsigned i = 0; i < nports; i++)
+		n += (size_t)snprintf(order + n, sizeof(order) - n,
+				      "%s/pci@i0cf8/sata@%x/drive@%u/disk@0",
+				      i ? "\n" : "", AHCI_SLOT, ports[i]);
 	/* SeaBIOS wants the list NUL-terminated */
 	return fw_cfg_add_file(fc, "bootorder", order, n + 1);
 }
@@ -424,36 +446,36 @@ static void on_reboot(void *opaque)
 	}
 }
 
-static int open_disk(struct machine *m)
+static int open_disks(struct machine *m)
 {
-	struct img_open_options opts = {
-		.format = m->opt.disk_format,
-		.flags = m->opt.disk_read_only ? IMG_OPEN_RDONLY
-					       : IMG_OPEN_RDWR,
-	};
-	char err[IMG_ERRMSG_MAX];
-	int ret;
+	for (unsigned i = 0; i < m->opt.ndisks; i++) {
+		const struct disk_option *d = &m->opt.disk[i];
+		struct img_open_options opts = {
+			.format = d->format,
+			.flags = d->read_only ? IMG_OPEN_RDONLY : IMG_OPEN_RDWR,
+		};
+		char err[IMG_ERRMSG_MAX];
+		int ret =
+			img_open(&m->disk[i], d->path, &opts, err, sizeof(err));
 
-	if (!m->opt.disk_path)
-		return 0;
-	ret = img_open(&m->disk, m->opt.disk_path, &opts, err, sizeof(err));
-	if (ret) {
-		fprintf(stderr, "imgvm: %s\n", err);
-		return ret;
+		if (ret) {
+			fprintf(stderr, "imgvm: %s\n", err);
+			return ret;
+		}
 	}
 	return 0;
 }
 
 static int setup_storage(struct machine *m)
 {
-	struct ahci_config cfg = {
-		.disk = m->disk,
-		.disk_read_only = m->opt.disk_read_only,
-		.cdrom_path = m->opt.cdrom,
-	};
+	struct ahci_config cfg = { .cdrom_path = m->opt.cdrom };
 	char err[256] = "";
 
-	if (!m->disk && !m->opt.cdrom)
+	for (unsigned i = 0; i < m->opt.ndisks; i++) {
+		cfg.disk[i] = m->disk[i];
+		cfg.disk_read_only[i] = m->opt.disk[i].read_only;
+	}
+	if (!m->opt.ndisks && !m->opt.cdrom)
 		return 0;
 	m->ahci = ahci_create(m->vm, AHCI_SLOT << 3, &cfg, err, sizeof(err));
 	if (!m->ahci) {
@@ -509,7 +531,7 @@ static int setup_machine(struct machine *m)
 	/* THR: one exit per console byte instead of two (the LSR read that
 	 * precedes the next byte still exits and delivers it) */
 	vmm_coalesce_pio(m->vm, SERIAL_PORT, 1);
-	if (open_disk(m) || setup_storage(m))
+	if (open_disks(m) || setup_storage(m))
 		return -EINVAL;
 	if (console_attach(m->console, m->vm, m->uart, err, sizeof(err))) {
 		fprintf(stderr, "imgvm: %s\n", err);
@@ -527,11 +549,14 @@ static int teardown_machine(struct machine *m)
 	bool uart_in_use = console_close(m->console);
 	if (m->ahci)
 		ahci_destroy(m->ahci);
-	if (m->disk) {
-		ret = img_close(m->disk);
-		if (ret)
+	for (unsigned i = 0; i < m->opt.ndisks; i++) {
+		int r = m->disk[i] ? img_close(m->disk[i]) : 0;
+
+		if (r) {
 			fprintf(stderr, "imgvm: %s: closing the disk: %s\n",
-				m->opt.disk_path, strerror(-ret));
+				m->opt.disk[i].path, strerror(-r));
+			ret = r;
+		}
 	}
 	cmos_destroy(m->cmos);
 	/* with a console input thread (blocked in read) the UART stays */

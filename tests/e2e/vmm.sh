@@ -221,7 +221,17 @@ disk_boot() {
 
 # Part 1: the disk made without a VM boots (one format by default; the
 # installs cover the others).
-job_part1_vhd() { disk_boot part1-vhd "$PREP/installed.vhd"; }
+# installed.vhd boots with a second disk (a VMDK on AHCI port 2), which
+# the guest sees as sdb and writes to.
+job_part1_vhd() {
+	disk_boot part1-vhd "$PREP/installed.vhd" --disk "$PREP/data.vmdk" || return 1
+	if grep -qa 'DISK-WRITE-OK sdb 131072' "$T/part1-vhd.log"; then
+		ok "a second --disk (64 MiB vmdk, AHCI port 2): the guest sees sdb with 131072 sectors and writes it"
+	else
+		fail "second disk: $(grep -a -E 'DISK-WRITE|sdb' "$T/part1-vhd.log" | head -3 | tr '\n' ' ')"
+		return 1
+	fi
+}
 job_part1_vdi() { disk_boot part1-vdi "$PREP/installed.vdi"; }
 job_part1_vmdk() {
 	disk_boot part1-vmdk "$PREP/installed.vmdk" --cpus 2 || return 1
@@ -444,6 +454,7 @@ prepare() {
 			fail "imgtool create $fmt: $(cat "$PREP/create.err")"
 	done
 	rm -f "$PREP/installed.raw"
+	"$IMGTOOL" create -q -f vmdk "$PREP/data.vmdk" 64M
 	touch "$PREP/ready"
 }
 
@@ -476,6 +487,21 @@ verify() {
 			fail "qemu-img check installed.$fmt: $(tail -3 "$img.check")"
 		fi
 	done
+	if grep -qa 'DISK-WRITE-OK sdb' "$T/in/part1-vhd.log" 2>/dev/null; then
+		"$IMGTOOL" convert -O raw "$PREP/data.vmdk" "$T/data.raw" 2>/dev/null
+		if [ "$(head -c 65536 "$T/data.raw" | sha256sum | cut -d' ' -f1)" = \
+			"$(yes 'imgvm guest write, 32 bytes/ln' | head -n 2048 | sha256sum | cut -d' ' -f1)" ]; then
+			ok "the guest's write to the second disk landed in data.vmdk"
+		else
+			fail "the guest's write to the second disk is not in data.vmdk"
+		fi
+		rm -f "$T/data.raw"
+		if qemu_check vmdk "$PREP/data.vmdk"; then
+			ok "qemu-img check clean on the second disk (data.vmdk)"
+		else
+			fail "qemu-img check data.vmdk: $(tail -3 "$PREP/data.vmdk.check")"
+		fi
+	fi
 	for fmt in vdi vhd vmdk; do
 		img=$PREP/new.$fmt
 		log=$T/in/install-$fmt.log
@@ -542,7 +568,8 @@ bad_option "zero cpus" "cpus" boot --cpus 0
 bad_option "bad --boot" "boot" boot --boot floppy
 bad_option "--boot cdrom without --cdrom" "cdrom" boot --boot cdrom
 bad_option "bad --serial" "serial" boot --serial tcp:1
-bad_option "two disks" "one --disk" boot --disk a.vdi --disk b.vdi
+bad_option "six disks" "at most 5 --disk" boot --disk a --disk b --disk c --disk d --disk e --disk f
+bad_option "one disk twice" "twice" boot --disk a.vdi --disk b.vdi --disk a.vdi
 bad_option "unknown command" "unknown command" frobnicate
 
 if [ -e /sys/module/kvm_pvm ] && ! hardware_kvm; then

@@ -175,7 +175,7 @@ static void fuzz_setup(void)
 	G.mem = calloc(1, GUEST_SIZE);
 	if (!G.mem)
 		abort();
-	struct ahci_config cfg = { .disk = disk, .cdrom_path = iso_path };
+	struct ahci_config cfg = { .disk = { disk }, .cdrom_path = iso_path };
 	G.ahci = ahci_create_with_ops(&g_ops, &G, 0x1F << 3, &cfg, err,
 				      sizeof(err));
 	if (!G.ahci || !G.dev || !G.reset_fn) {

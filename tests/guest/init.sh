@@ -188,6 +188,15 @@ mode_disk() {
 	else
 		echo "WRITE-BAD mount"
 	fi
+	# more disks (imgvm --disk A --disk B): each one's name and size on
+	# the console, and the same 64 KiB at its start for the host to find
+	write_pattern >/tmp/pattern
+	for d in /sys/block/sd*; do
+		[ "${d##*/}" = "$disk" ] && continue
+		dd if=/tmp/pattern of=/dev/${d##*/} bs=65536 count=1 conv=fsync 2>/dev/null &&
+			echo "DISK-WRITE-OK ${d##*/} $(cat $d/size)" ||
+			echo "DISK-WRITE-BAD ${d##*/}"
+	done
 	power_off
 }
 

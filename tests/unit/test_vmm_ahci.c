@@ -40,7 +40,8 @@ static void open_disk(bool read_only)
 			buf[s * 512 + i] = pattern(s, i);
 	cr_assert_eq(img_pwrite(disk, buf, DISK_SECTORS * 512ull, 0), 0);
 	free(buf);
-	struct ahci_config cfg = { .disk = disk, .disk_read_only = read_only };
+	struct ahci_config cfg = { .disk = { disk },
+				   .disk_read_only = { read_only } };
 	h_create(&H, &cfg);
 }
 
@@ -671,4 +672,85 @@ Test(ahci, ncq_full_queue_concurrent)
 		}
 		h_write(&H, H_PORT(0, P_CMD), 0x10);
 	}
+}
+
+/* Several disks: the first on port 0, the next on ports 2, 3, ...; each
+ * port's commands reach its own image. */
+static struct img *second;
+static char second_path[160];
+
+static void setup_two(void)
+{
+	struct img_create_options co = { .format = "raw", .size = 1 << 20 };
+	struct img_open_options oo = { .format = "raw",
+				       .flags = IMG_OPEN_RDWR };
+	char err[256];
+
+	open_disk(false);
+	h_destroy(&H);
+	snprintf(second_path, sizeof(second_path), "%s/second.raw", dir);
+	cr_assert_eq(img_create(second_path, &co, err, sizeof(err)), 0, "%s",
+		     err);
+	cr_assert_eq(img_open(&second, second_path, &oo, err, sizeof(err)), 0,
+		     "%s", err);
+	struct ahci_config cfg = { .disk = { disk, second } };
+	h_create(&H, &cfg);
+}
+
+static void teardown_two(void)
+{
+	h_destroy(&H);
+	img_close(second);
+	unlink(second_path);
+	img_close(disk);
+	unlink(path);
+	rmdir(dir);
+}
+
+TestSuite(ahci_disks, .init = setup_two, .fini = teardown_two, .timeout = 30);
+
+Test(ahci_disks, second_disk_on_port_2)
+{
+	uint16_t id[256];
+	char serial[21];
+	uint8_t back[1024];
+
+	cr_assert_eq(ahci_disk_port(0), 0);
+	cr_assert_eq(ahci_disk_port(1), 2);
+	cr_assert_eq(ahci_disk_port(AHCI_MAX_DISKS - 1), 5);
+	cr_assert_eq(h_read(&H, H_PORT(2, P_SIG)), 0x00000101);
+	cr_assert_eq(h_read(&H, H_PORT(2, P_SSTS)), 0x123);
+	cr_assert_eq(h_read(&H, H_PORT(1, P_SSTS)), 0, "no CD-ROM here");
+	cr_assert_eq(h_read(&H, H_PORT(3, P_SSTS)), 0);
+
+	h_start_port(&H, 2);
+	uint8_t *t = h_command(&H, 2, 0, 0xEC, 0, 0, 0, false, 1);
+	h_prd(t, 0, H_DATA, 512);
+	h_issue(&H, 2, 0);
+	cr_assert_eq(h_d2h_status(&H, 2), 0x50);
+	memcpy(id, H.mem + H_DATA, 512);
+	cr_assert_eq(id[100] | (uint32_t)id[101] << 16, 2048, "1 MiB disk");
+	for (unsigned i = 0; i < 10; i++) {
+		serial[2 * i] = (char)(id[10 + i] >> 8);
+		serial[2 * i + 1] = (char)id[10 + i];
+	}
+	serial[20] = 0;
+	cr_assert(strncmp(serial, "IMGVM2-", 7) == 0, "%s", serial);
+
+	/* WRITE DMA EXT on port 2 lands in the second image only */
+	for (unsigned i = 0; i < 1024; i++)
+		H.mem[H_DATA + i] = (uint8_t)(i * 17 + 3);
+	t = h_command(&H, 2, 0, 0x35, 100, 2, 0, true, 1);
+	h_prd(t, 0, H_DATA, 1024);
+	h_issue(&H, 2, 0);
+	cr_assert_eq(h_d2h_status(&H, 2), 0x50);
+	cr_assert_eq(img_pread(second, back, sizeof(back), 100 * 512ull), 0);
+	cr_assert(memcmp(back, H.mem + H_DATA, sizeof(back)) == 0);
+	cr_assert_eq(img_pread(disk, back, 512, 100 * 512ull), 0);
+	check_sectors(back, 100, 1);
+	/* past the second disk's end, though within the first's */
+	t = h_command(&H, 2, 0, 0x25, 2048, 1, 0, false, 1);
+	h_prd(t, 0, H_DATA, 512);
+	h_issue(&H, 2, 0);
+	cr_assert(h_d2h_status(&H, 2) & 0x01, "ERR past the end");
 }

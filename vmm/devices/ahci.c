@@ -2,7 +2,8 @@
 /*
  * imgvm: AHCI host bus adapter (Serial ATA AHCI 1.3 specification), shown
  * to the guest as an Intel ICH9 AHCI controller (8086:2922) with six ports:
- * port 0 the SATA disk (ata_disk.c), port 1 the SATAPI CD-ROM (atapi.c).
+ * ports 0 and 2-5 SATA disks (ata_disk.c), port 1 the SATAPI CD-ROM
+ * (atapi.c).
  *
  * The vCPU only updates registers; each port with a device has a worker
  * thread that walks the command list, maps the PRDT straight onto guest
@@ -27,6 +28,7 @@
 #include <string.h>
 
 #define AHCI_PORTS 6
+_Static_assert(AHCI_MAX_DISKS + 1 == AHCI_PORTS, "disks and the CD-ROM");
 #define AHCI_SLOTS 32
 #define AHCI_ABAR_BAR 5
 #define AHCI_ABAR_SIZE 0x1000
@@ -950,10 +952,14 @@ struct ahci *ahci_create_with_ops(const struct ahci_host_ops *ops, void *ctx,
 		hba->port[i].index = i;
 		pthread_cond_init(&hba->port[i].wake, NULL);
 	}
-	if (cfg->disk) {
-		hba->port[0].disk =
-			ata_disk_create(cfg->disk, cfg->disk_read_only, 0);
-		if (!hba->port[0].disk) {
+	for (unsigned i = 0; i < AHCI_MAX_DISKS; i++) {
+		struct ahci_port *p = &hba->port[ahci_disk_port(i)];
+
+		if (!cfg->disk[i])
+			continue;
+		p->disk = ata_disk_create(cfg->disk[i], cfg->disk_read_only[i],
+					  p->index);
+		if (!p->disk) {
 			snprintf(err, errlen, "ahci: out of memory");
 			goto fail;
 		}

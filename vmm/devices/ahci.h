@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * imgvm: AHCI 1.3 host bus adapter (Intel ICH9 AHCI, 8086:2922) with a SATA
- * disk on port 0 (backed by libimg) and a SATAPI CD-ROM on port 1 (backed
- * by an ISO file).
+ * imgvm: AHCI 1.3 host bus adapter (Intel ICH9 AHCI, 8086:2922) with SATA
+ * disks on ports 0 and 2-5 (backed by libimg) and a SATAPI CD-ROM on port 1
+ * (backed by an ISO file).
  */
 #ifndef IMGVM_AHCI_H
 #define IMGVM_AHCI_H
@@ -15,13 +15,24 @@
 
 struct img;
 
+/* SATA disks: the first on port 0, the next ones on ports 2, 3, ...
+ * (port 1 is the CD-ROM's, as in the machines users know). */
+#define AHCI_MAX_DISKS 5
+
 struct ahci;
 struct ahci_config {
-	struct img *disk; /* port 0 SATA disk, or NULL */
-	bool disk_read_only;
+	struct img *disk[AHCI_MAX_DISKS]; /* NULL: no disk */
+	bool disk_read_only[AHCI_MAX_DISKS];
 	/* port 1 ATAPI CD-ROM ISO, or NULL: no CD-ROM */
 	const char *cdrom_path;
 };
+
+/* The AHCI port of disk i (0 <= i < AHCI_MAX_DISKS). */
+static inline unsigned ahci_disk_port(unsigned i)
+{
+	return i ? i + 1 : 0;
+}
+
 /* Registers a PCI AHCI HBA (ICH9 8086:2922) at devfn; reset hook included. */
 struct ahci *ahci_create(struct vmm *vm, unsigned devfn,
 			 const struct ahci_config *cfg, char *err,
