@@ -15,7 +15,10 @@
 # Its stdout and stderr are streamed back (polled, so their relative order
 # is not kept) and its exit status is this script's.  124: timeout (-t,
 # NK_TIMEOUT, default 1800 s for the whole run); 125: L1 itself failed (its
-# console tail is printed).
+# console tail is printed); 123: L1 hung (its kernel reported a CPU in soft
+# lockup for 45 s or more, seen now and then with QEMU TCG's emulated SVM
+# while an L2 guest runs: L1 is stopped then instead of at the timeout, and
+# the caller may start it again).
 #
 # Env: NESTED_KVM_CACHE (default /tmp/imgvm-nested-kvm) unpacked kernel, initramfs
 #      IMGVM_DEB_CACHE (default ~/.cache/imgvm/debs) downloaded .debs
@@ -214,6 +217,21 @@ timeout -k 5 "$limit" qemu-system-x86_64 -accel tcg,thread=multi -cpu "${NK_CPU:
 qemu_pid=$!
 tail -q -s 0.2 -c +1 -f --pid=$qemu_pid "$ctl/stdout" &
 tails+=($!)
+# the hang watchdog: L1's kernel says when its CPUs stop making progress
+(
+	while kill -0 $qemu_pid 2>/dev/null; do
+		# a lockup past 45 s (the second report): not a passing stall
+		line=$(grep -a -E 'soft lockup - CPU#[0-9]+ stuck for (4[5-9]|[5-9][0-9]|[0-9]{3,})s' \
+			"$ctl/console.log" 2>/dev/null | head -n1)
+		if [ -n "$line" ]; then
+			echo "$line" | tr -d '\r' >"$ctl/hung"
+			pkill -P $qemu_pid 2>/dev/null || kill $qemu_pid
+			exit 0
+		fi
+		sleep 2
+	done
+) &
+tails+=($!)
 tail -q -s 0.2 -c +1 -f --pid=$qemu_pid "$ctl/stderr" >&2 &
 tails+=($!)
 if [ "${NK_CONSOLE:-0}" = 1 ]; then
@@ -231,6 +249,10 @@ if [ -s "$ctl/status" ]; then
 	status=$(cat "$ctl/status")
 	[ "${NK_QUIET:-0}" = 1 ] || log "L1 ran ${elapsed}s; the command exited with $status"
 	exit "$status"
+fi
+if [ -s "$ctl/hung" ]; then
+	log "L1 hung after ${elapsed}s: $(sed 's/^\[ *[0-9.]*\] //' "$ctl/hung")"
+	exit 123
 fi
 if [ $qemu_status = 124 ] || [ $qemu_status = 137 ]; then
 	log "timed out after ${limit}s"

@@ -2,8 +2,9 @@
 # End-to-end for imgvm (issues 8 and 9): the command line on any host, then
 # every guest run under KVM: directly on hardware KVM (VT-x/AMD-V),
 # otherwise inside ONE start of the nested test host (tests/nested-kvm.sh:
-# QEMU TCG with emulated SVM and kvm_amd), skipped with the reason printed
-# only when neither is possible.
+# QEMU TCG with emulated SVM and kvm_amd; started once more, loudly, if L1
+# itself hangs), skipped with the reason printed only when neither is
+# possible.
 #
 # Under KVM the guest runs are jobs of a small runner: VMM_E2E_JOBS (default
 # 1; 2 halves the time, but inside the nested host two concurrent L2 guests
@@ -140,9 +141,11 @@ job_empty() {
 	else
 		fail "empty machine (rc=$RC): $(tail_log "$log")"
 	fi
+	# SeaBIOS times with kvmclock where KVM says the TSC is stable, with
+	# the PM timer otherwise (either is seen in the nested host)
 	if grep -q 'Found QEMU fw_cfg' "$fw" && grep -q 'QEMU fw_cfg DMA interface supported' "$fw" &&
-		grep -q 'Copying ACPI RSDP' "$fw" && grep -q 'Using pmtimer' "$fw"; then
-		ok "firmware log (0x402): fw_cfg with DMA, PM timer, ACPI tables built"
+		grep -q 'Copying ACPI RSDP' "$fw" && grep -Eq 'Using pmtimer|kvmclock: stable tsc' "$fw"; then
+		ok "firmware log (0x402): fw_cfg with DMA, a clock ($(grep -Eo 'Using pmtimer|kvmclock' "$fw" | head -1)), ACPI tables built"
 	else
 		fail "firmware log: $(tail -5 "$fw")"
 	fi
@@ -489,13 +492,13 @@ verify() {
 	done
 	if grep -qa 'DISK-WRITE-OK sdb' "$T/in/part1-vhd.log" 2>/dev/null; then
 		"$IMGTOOL" convert -O raw "$PREP/data.vmdk" "$T/data.raw" 2>/dev/null
-		if [ "$(head -c 65536 "$T/data.raw" | sha256sum | cut -d' ' -f1)" = \
-			"$(yes 'imgvm guest write, 32 bytes/ln' | head -n 2048 | sha256sum | cut -d' ' -f1)" ]; then
+		yes 'imgvm guest write, 32 bytes/ln' | head -n 2048 >"$T/pattern"
+		if cmp -s -n "$(stat -c %s "$T/pattern")" "$T/data.raw" "$T/pattern"; then
 			ok "the guest's write to the second disk landed in data.vmdk"
 		else
 			fail "the guest's write to the second disk is not in data.vmdk"
 		fi
-		rm -f "$T/data.raw"
+		rm -f "$T/data.raw" "$T/pattern"
 		if qemu_check vmdk "$PREP/data.vmdk"; then
 			ok "qemu-img check clean on the second disk (data.vmdk)"
 		else
@@ -596,9 +599,24 @@ elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; the
 	prepare
 	mkdir -p "$T/in" "$GUEST"
 	echo "# host side prepared in $(($(date +%s) - start)) s"
-	NK_SMP=${NK_SMP:-2} tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
+	tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
 		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>"$T/nested.err"
 	nrc=$?
+	if [ $nrc = 123 ] && [ "${VMM_E2E_RETRY:-1}" != 0 ]; then
+		# L1 itself hung (QEMU TCG's emulated SVM, not imgvm: the
+		# nested host's kernel saw its own CPUs stall); start it once
+		# more, on freshly prepared disks, loudly
+		echo "# RETRIED the nested test host: $(grep -a 'L1 hung' "$T/nested.err" | tail -1)"
+		mv "$T/in" "$T/in.1"
+		mv "$T/nested.out" "$T/nested.1.out"
+		mv "$T/nested.err" "$T/nested.1.err"
+		rm -rf "$PREP"
+		prepare
+		mkdir -p "$T/in"
+		tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
+			bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>"$T/nested.err"
+		nrc=$?
+	fi
 	grep -E '^(ok|FAIL|skip) - |^# ' "$T/nested.out"
 	sum=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$T/nested.out" | tail -1)
 	if [ -n "$sum" ]; then

@@ -189,7 +189,7 @@ mode_disk() {
 		echo "WRITE-BAD mount"
 	fi
 	# more disks (imgvm --disk A --disk B): each one's name and size on
-	# the console, and the same 64 KiB at its start for the host to find
+	# the console, and the same pattern at its start for the host to find
 	write_pattern >/tmp/pattern
 	for d in /sys/block/sd*; do
 		[ "${d##*/}" = "$disk" ] && continue
