@@ -157,6 +157,8 @@ uint64_t img_size(const struct img *img);
 enum img_resize_flags {
 	IMG_RESIZE_SHRINK = 1u << 0,    /* allow the size to go down */
 };
+/* Growing over a longer parent zeroes the new room (reads as zeros, not as
+ * the parent's data there). */
 int img_resize(struct img *img, uint64_t new_size, unsigned flags);
 
 /* ---- description -------------------------------------------------------*/
