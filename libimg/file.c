@@ -232,11 +232,7 @@ void img_file_close(struct img_file *f)
 
 /* ---- data ----------------------------------------------------------------*/
 
-/*
- * One loop for reads and writes: hand the kernel as much of the iovec as it
- * takes (IOV_MAX entries at a time), and after a short transfer continue
- * from the exact byte it stopped at, without copying the iovec.
- */
+/* May this request go through the direct descriptor? */
 static bool file_direct_ok(const struct img_file *f, const struct iovec *iov,
 			   int iovcnt, uint64_t off)
 {
@@ -250,6 +246,11 @@ static bool file_direct_ok(const struct img_file *f, const struct iovec *iov,
 	return true;
 }
 
+/*
+ * One loop for reads and writes: hand the kernel as much of the iovec as it
+ * takes (IOV_MAX entries at a time), and after a short transfer continue
+ * from the exact byte it stopped at, without copying the iovec.
+ */
 static int file_rw(struct img_file *f, const struct iovec *iov, int iovcnt,
 		   uint64_t off, bool write, bool zero_eof)
 {

@@ -142,9 +142,12 @@ static uint64_t vhd_bat_bytes(uint32_t entries)
 
 /* ---- footer and header writes ------------------------------------------ */
 
+/* Aligned for direct I/O: with IMG_OPEN_DIRECT a footer written past the
+ * data then needs no page-cache flush when the next block's data (written
+ * direct) lands over it. */
 static int vhd_write_footer_at(struct vhd_state *s, uint64_t off)
 {
-	uint8_t raw[VHD_FOOTER_SIZE];
+	uint8_t raw[VHD_FOOTER_SIZE] __attribute__((aligned(4096)));
 
 	vhd_footer_encode(&s->footer, raw);
 	return img_file_pwrite(&s->file, raw, sizeof(raw), off);
@@ -698,8 +701,11 @@ static int vhd_open_sparse(struct img *img, struct vhd_state *s, unsigned flags)
 				 (unsigned long long)needed,
 				 s->header.max_table_entries);
 	s->entries = (uint32_t)needed;
-	s->bitmap_ones = malloc(s->bitmap_size);
-	s->write_bitmap = malloc(s->bitmap_size);
+	/* page-aligned: they go out with the data (direct I/O) */
+	if (posix_memalign((void **)&s->bitmap_ones, 4096, s->bitmap_size))
+		s->bitmap_ones = NULL;
+	if (posix_memalign((void **)&s->write_bitmap, 4096, s->bitmap_size))
+		s->write_bitmap = NULL;
 	s->gap_sink = malloc(s->bitmap_size);
 	if (!s->bitmap_ones || !s->write_bitmap || !s->gap_sink)
 		return img_error(img, -ENOMEM, "out of memory");
@@ -994,27 +1000,47 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 		vhd_bitmap_set(s->write_bitmap, first, count);
 		bitmap = s->write_bitmap;
 	}
-	ret = img_file_pwrite(&s->file, bitmap, s->bitmap_size, host);
-	if (ret)
-		goto fail;
 	if (iov) {
-		struct iovec stack[16], *slice = stack;
+		/* Data from the block's first sector on goes out in one write
+		 * with the bitmap before it: one direct write, where the
+		 * image is open so, instead of a cached bitmap that the
+		 * direct data write would first have to flush.  Data further
+		 * in is written after the bitmap. */
+		struct iovec stack[17], *slice = stack;
+		bool lead = first == 0;
+		uint64_t at = host;
 		int cnt;
 
-		if (iovcnt > 16 && !(slice = malloc(sizeof(*slice) * iovcnt))) {
+		if (iovcnt > 16 &&
+		    !(slice = malloc(sizeof(*slice) * (iovcnt + 1)))) {
 			ret = -ENOMEM;
 			goto fail;
 		}
-		cnt = img_iov_slice(iov, iovcnt, iov_off,
-				    (size_t)count * VHD_SECTOR, slice,
-				    iovcnt > 16 ? iovcnt : 16);
-		ret = cnt < 0 ? cnt
-			      : img_file_pwritev(&s->file, slice, cnt,
-						 host + s->bitmap_size +
-							 (uint64_t)first *
-								 VHD_SECTOR);
+		slice[0].iov_base = (void *)bitmap;
+		slice[0].iov_len = s->bitmap_size;
+		ret = 0;
+		if (!lead) {
+			ret = img_file_pwrite(&s->file, bitmap, s->bitmap_size,
+					      host);
+			at = host + s->bitmap_size +
+			     (uint64_t)first * VHD_SECTOR;
+		}
+		if (!ret) {
+			cnt = img_iov_slice(iov, iovcnt, iov_off,
+					    (size_t)count * VHD_SECTOR,
+					    slice + 1,
+					    iovcnt > 16 ? iovcnt : 16);
+			ret = cnt < 0 ? cnt
+				      : img_file_pwritev(&s->file,
+							 slice + !lead,
+							 cnt + lead, at);
+		}
 		if (slice != stack)
 			free(slice);
+		if (ret)
+			goto fail;
+	} else {
+		ret = img_file_pwrite(&s->file, bitmap, s->bitmap_size, host);
 		if (ret)
 			goto fail;
 	}
