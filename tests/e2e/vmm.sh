@@ -2,9 +2,9 @@
 # End-to-end for imgvm (issues 8 and 9): the command line on any host, then
 # every guest run under KVM: directly on hardware KVM (VT-x/AMD-V),
 # otherwise inside ONE start of the nested test host (tests/nested-kvm.sh:
-# QEMU TCG with emulated SVM and kvm_amd; started once more, loudly, if L1
-# itself hangs), skipped with the reason printed only when neither is
-# possible.
+# QEMU TCG with emulated SVM and kvm_amd; started again, loudly, up to
+# twice, if L1 itself hangs or dies), skipped with the reason printed only
+# when neither is possible.
 #
 # Under KVM the guest runs are jobs of a small runner: VMM_E2E_JOBS (default
 # 1; 2 halves the time, but inside the nested host two concurrent L2 guests
@@ -602,21 +602,26 @@ elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; the
 	tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
 		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>"$T/nested.err"
 	nrc=$?
-	if [ $nrc = 123 ] && [ "${VMM_E2E_RETRY:-1}" != 0 ]; then
-		# L1 itself hung (QEMU TCG's emulated SVM, not imgvm: the
-		# nested host's kernel saw its own CPUs stall); start it once
-		# more, on freshly prepared disks, loudly
-		echo "# RETRIED the nested test host: $(grep -a 'L1 hung' "$T/nested.err" | tail -1)"
-		mv "$T/in" "$T/in.1"
-		mv "$T/nested.out" "$T/nested.1.out"
-		mv "$T/nested.err" "$T/nested.1.err"
+	# L1 itself hung or died (QEMU TCG's emulated SVM, not imgvm: the
+	# nested host's kernel saw its own CPUs stall, or panicked; seen with
+	# QEMU as the L2 VMM too): start it again, on freshly prepared disks,
+	# loudly, up to VMM_E2E_RETRY (default 2) times
+	tries=0
+	while { [ $nrc = 123 ] || { [ $nrc = 125 ] && grep -qa 'L1 failed' "$T/nested.err"; }; } &&
+		[ $tries -lt "${VMM_E2E_RETRY:-2}" ]; do
+		tries=$((tries + 1))
+		echo "# RETRIED the nested test host: $(grep -a -E 'L1 (hung|failed)' "$T/nested.err" | tail -1)"
+		rm -rf "$T/in.$tries"
+		mv "$T/in" "$T/in.$tries"
+		mv "$T/nested.out" "$T/nested.$tries.out"
+		mv "$T/nested.err" "$T/nested.$tries.err"
 		rm -rf "$PREP"
 		prepare
 		mkdir -p "$T/in"
 		tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
 			bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>"$T/nested.err"
 		nrc=$?
-	fi
+	done
 	grep -E '^(ok|FAIL|skip) - |^# ' "$T/nested.out"
 	sum=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$T/nested.out" | tail -1)
 	if [ -n "$sum" ]; then
