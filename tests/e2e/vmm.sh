@@ -587,6 +587,32 @@ if [ -e /sys/module/kvm_pvm ] && ! hardware_kvm; then
 fi
 
 # ---- KVM: here, in the nested host, or skipped --------------------------
+
+# nested_run: one start of the nested test host for the KVM cases.  Every
+# job writes its guest's serial console under $T/in as it runs, so when
+# nothing there has changed for VMM_E2E_STALL (default 300) seconds, L1
+# itself has stopped without its kernel saying so: it is stopped, and the
+# status is 123, as for a soft lockup.
+nested_run() {
+	local pid newest stall=${VMM_E2E_STALL:-300}
+
+	tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
+		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" \
+		>"$T/nested.out" 2>"$T/nested.err" &
+	pid=$!
+	while kill -0 $pid 2>/dev/null; do
+		sleep 5
+		newest=$(find "$T/in" -type f -printf '%T@\n' 2>/dev/null | sort -n | tail -n1)
+		newest=${newest%.*}
+		if [ -n "$newest" ] && [ $(($(date +%s) - newest)) -gt "$stall" ]; then
+			kill $pid 2>/dev/null
+			wait $pid
+			echo "nested-kvm: L1 hung: nothing under $T/in changed for $stall s" >>"$T/nested.err"
+			return 123
+		fi
+	done
+	wait $pid
+}
 start=$(date +%s)
 if hardware_kvm; then
 	echo "# hardware KVM: running the VMM cases directly"
@@ -599,8 +625,7 @@ elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; the
 	prepare
 	mkdir -p "$T/in" "$GUEST"
 	echo "# host side prepared in $(($(date +%s) - start)) s"
-	tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
-		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>"$T/nested.err"
+	nested_run
 	nrc=$?
 	# L1 itself hung or died (QEMU TCG's emulated SVM, not imgvm: the
 	# nested host's kernel saw its own CPUs stall, or panicked; seen with
@@ -618,8 +643,7 @@ elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; the
 		rm -rf "$PREP"
 		prepare
 		mkdir -p "$T/in"
-		tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
-			bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" >"$T/nested.out" 2>"$T/nested.err"
+		nested_run
 		nrc=$?
 	done
 	grep -E '^(ok|FAIL|skip) - |^# ' "$T/nested.out"
