@@ -980,6 +980,10 @@ static int vhd_check_writable(struct img *img, struct vhd_state *s)
 /* Append a block for blk at the trailing footer's place.  The data (if
  * any) covers sectors [first, first + count) of the block; the rest of the
  * block reads as zero (new file space).  The footer moves behind it. */
+static int vhd_write_slice(struct vhd_state *s, uint64_t host, const void *head,
+			   size_t head_len, const struct iovec *iov, int iovcnt,
+			   size_t iov_off, size_t len);
+
 static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 			      uint32_t blk, uint32_t first, uint32_t count,
 			      const struct iovec *iov, int iovcnt,
@@ -1000,50 +1004,26 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 		vhd_bitmap_set(s->write_bitmap, first, count);
 		bitmap = s->write_bitmap;
 	}
-	if (iov) {
+	if (iov && first == 0) {
 		/* Data from the block's first sector on goes out in one write
 		 * with the bitmap before it: one direct write, where the
 		 * image is open so, instead of a cached bitmap that the
-		 * direct data write would first have to flush.  Data further
-		 * in is written after the bitmap. */
-		struct iovec stack[17], *slice = stack;
-		bool lead = first == 0;
-		uint64_t at = host;
-		int cnt;
-
-		if (iovcnt > 16 &&
-		    !(slice = malloc(sizeof(*slice) * (iovcnt + 1)))) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-		slice[0].iov_base = (void *)bitmap;
-		slice[0].iov_len = s->bitmap_size;
-		ret = 0;
-		if (!lead) {
-			ret = img_file_pwrite(&s->file, bitmap, s->bitmap_size,
-					      host);
-			at = host + s->bitmap_size +
-			     (uint64_t)first * VHD_SECTOR;
-		}
-		if (!ret) {
-			cnt = img_iov_slice(iov, iovcnt, iov_off,
-					    (size_t)count * VHD_SECTOR,
-					    slice + 1,
-					    iovcnt > 16 ? iovcnt : 16);
-			ret = cnt < 0 ? cnt
-				      : img_file_pwritev(&s->file,
-							 slice + !lead,
-							 cnt + lead, at);
-		}
-		if (slice != stack)
-			free(slice);
-		if (ret)
-			goto fail;
+		 * direct data write would first have to flush. */
+		ret = vhd_write_slice(s, host, bitmap, s->bitmap_size, iov,
+				      iovcnt, iov_off,
+				      (size_t)count * VHD_SECTOR);
 	} else {
 		ret = img_file_pwrite(&s->file, bitmap, s->bitmap_size, host);
-		if (ret)
-			goto fail;
+		if (!ret && iov)
+			ret = vhd_write_slice(s,
+					      host + s->bitmap_size +
+						      (uint64_t)first *
+							      VHD_SECTOR,
+					      NULL, 0, iov, iovcnt, iov_off,
+					      (size_t)count * VHD_SECTOR);
 	}
+	if (ret)
+		goto fail;
 	ret = vhd_write_footer_at(s, end);
 	if (ret)
 		goto fail;
@@ -1118,18 +1098,25 @@ static int vhd_bitmap_mark(struct vhd_state *s, uint32_t blk, uint32_t first,
 	return 0;
 }
 
-static int vhd_write_slice(struct vhd_state *s, uint64_t host,
-			   const struct iovec *iov, int iovcnt, size_t iov_off,
-			   size_t len)
+/* Write len bytes of iov from iov_off at host, after head_len bytes of
+ * head when head is not NULL (in the same write). */
+static int vhd_write_slice(struct vhd_state *s, uint64_t host, const void *head,
+			   size_t head_len, const struct iovec *iov, int iovcnt,
+			   size_t iov_off, size_t len)
 {
-	struct iovec stack[16], *slice = stack;
-	int cnt, ret;
+	struct iovec stack[17], *slice = stack;
+	int lead = head != NULL, cnt, ret;
 
-	if (iovcnt > 16 && !(slice = malloc(sizeof(*slice) * iovcnt)))
+	if (iovcnt > 16 &&
+	    !(slice = malloc(sizeof(*slice) * (size_t)(iovcnt + 1))))
 		return -ENOMEM;
-	cnt = img_iov_slice(iov, iovcnt, iov_off, len, slice,
+	slice[0].iov_base = (void *)head;
+	slice[0].iov_len = head_len;
+	cnt = img_iov_slice(iov, iovcnt, iov_off, len, slice + 1,
 			    iovcnt > 16 ? iovcnt : 16);
-	ret = cnt < 0 ? cnt : img_file_pwritev(&s->file, slice, cnt, host);
+	ret = cnt < 0 ? cnt
+		      : img_file_pwritev(&s->file, slice + 1 - lead, cnt + lead,
+					 host);
 	if (slice != stack)
 		free(slice);
 	return ret;
@@ -1184,7 +1171,7 @@ static int vhd_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			ret = vhd_write_slice(s,
 					      vhd_block_host(s, blk) +
 						      s->bitmap_size + in_blk,
-					      iov, iovcnt, done, n);
+					      NULL, 0, iov, iovcnt, done, n);
 			if (!ret)
 				ret = vhd_bitmap_mark(s, blk, first, count);
 		}
