@@ -13,6 +13,11 @@ PKGS=(
 	e2fsprogs dosfstools mtools gzip bzip2 python3 socat
 	grub-rescue-pc ipxe debian-installer-12-netboot-amd64
 	libclang-rt-14-dev valgrind
+	libzstd-dev libqcow-utils
+	libvncserver-dev libslirp-dev ipxe-qemu
+	libjson-c-dev libxml2-dev libxml2-utils
+	libcurl4-openssl-dev librbd-dev librados-dev
+	ceph-mon ceph-osd ceph-common uuid-runtime qemu-block-extra fio
 )
 missing=()
 for p in "${PKGS[@]}"; do
