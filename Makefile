@@ -16,14 +16,21 @@ B := build
 SANFLAGS :=
 endif
 
-PKGS_CFLAGS := $(shell pkg-config --cflags fuse3 libnbd 2>/dev/null)
+PKGS_CFLAGS := $(shell pkg-config --cflags fuse3 libnbd libzstd libcurl libvncserver slirp json-c libxml-2.0 2>/dev/null)
 CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror
 override CFLAGS += -std=gnu11 $(WARN) -fPIC -pthread -D_GNU_SOURCE \
 	-D_FILE_OFFSET_BITS=64 -DIMG_VERSION='"$(VERSION)"' -Ilibimg -I. \
 	$(PKGS_CFLAGS) $(SANFLAGS) -MMD -MP
 override LDFLAGS += -pthread $(SANFLAGS)
-LIBS := -lz -lcrypto -lssl -lfuse3
+# What libimg itself links with (formats, storage backends); what imgvm
+# adds (display, network, VM definitions, OVA).  librbd has no pkg-config
+# file in Debian 12.
+LIBIMG_LIBS := -lz -lcrypto
+LIBIMG_LIBS += -lzstd
+LIBIMG_LIBS += -lnbd -lcurl -lrbd -lrados
+VMM_LIBS := -lvncserver -lslirp -ljson-c -lxml2
+LIBS := $(LIBIMG_LIBS) -lssl -lfuse3
 
 LIB_SRCS := $(sort $(wildcard libimg/*.c formats/*/*.c))
 NBD_SRCS := $(sort $(wildcard nbd/*.c))
@@ -77,11 +84,11 @@ $(LIBA): $(LIB_OBJS)
 
 $(LIBSO): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,-soname,libimg.so.0 $(LDFLAGS) -o $@ $^ -lz -lcrypto
+	$(CC) -shared -Wl,-soname,libimg.so.0 $(LDFLAGS) -o $@ $^ $(LIBIMG_LIBS)
 
 $(B)/lib/libimg.pc: Makefile
 	@mkdir -p $(dir $@)
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: libimg\nDescription: block-image library (raw, VDI, VHD, VMDK)\nVersion: %s\nLibs: -L$${libdir} -limg\nLibs.private: -lz -lcrypto -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' >$@
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: libimg\nDescription: block-image library (raw, VDI, VHD, VMDK)\nVersion: %s\nLibs: -L$${libdir} -limg\nLibs.private: $(LIBIMG_LIBS) -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' >$@
 
 $(B)/bin/imgtool: $(TOOL_OBJS) $(NBD_OBJS) $(FUSE_OBJS) $(LIBA)
 	@mkdir -p $(dir $@)
@@ -89,15 +96,15 @@ $(B)/bin/imgtool: $(TOOL_OBJS) $(NBD_OBJS) $(FUSE_OBJS) $(LIBA)
 
 $(B)/bin/imgvm: $(VMM_OBJS) $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(VMM_OBJS) $(WHOLE_LIBA) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(VMM_OBJS) $(WHOLE_LIBA) $(LIBS) $(VMM_LIBS)
 
 $(B)/tests/%: tests/unit/%.c $(LINKABLE) $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LINKABLE) $(WHOLE_LIBA) $(LIBS) -lcriterion -lnbd
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LINKABLE) $(WHOLE_LIBA) $(LIBS) $(VMM_LIBS) -lcriterion
 
 $(B)/tests/helpers/%: tests/helpers/%.c $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(WHOLE_LIBA) $(LIBS) -lnbd
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(WHOLE_LIBA) $(LIBS)
 
 deps:
 	@scripts/deps.sh
@@ -175,7 +182,7 @@ fuzz:
 	@for h in $(FUZZ_SRCS); do \
 		n=$$(basename $$h .c); \
 		extra=$$(sed -n 's/^ \* fuzz-sources: //p' $$h); \
-		clang $(FUZZ_CFLAGS) -o build/fuzz/$$n $$h $(LIB_SRCS) $$extra -lz -lcrypto -lssl || exit 1; \
+		clang $(FUZZ_CFLAGS) -o build/fuzz/$$n $$h $(LIB_SRCS) $$extra $(LIBIMG_LIBS) -lssl $(VMM_LIBS) || exit 1; \
 		mkdir -p build/fuzz/corpus-$$n; \
 		cp -n tests/fuzz/seeds/$$n/* build/fuzz/corpus-$$n/ 2>/dev/null; \
 		[ $$n != fuzz_open ] || for f in tests/fixtures/*/*; do case $$f in *.md) ;; *) [ $$(stat -c %s $$f) -lt 1048576 ] && cp -n $$f build/fuzz/corpus-$$n/ ;; esac; done; \

@@ -25,6 +25,9 @@
 #      NK_MEM=4096 (MiB)  NK_SMP (default: host CPUs, at most 4)
 #      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
+#      NK_LOCK (default /tmp/imgvm-nested-kvm.lock): one nested host at a
+#      time on this machine (two TCG hosts on two cores starve each other's
+#      vCPUs into soft lockups); a second start waits for the first to end
 # Debian packages only: qemu-system-x86, linux-image-*-amd64 and
 # busybox-static (downloaded and unpacked, not installed), kmod, cpio.
 set -uo pipefail
@@ -202,6 +205,11 @@ done
 	printf '\n'
 } >"$ctl/command.sh"
 
+exec {lock_fd}>"${NK_LOCK:-/tmp/imgvm-nested-kvm.lock}"
+if ! flock -n "$lock_fd"; then
+	log "waiting for another nested test host on this machine to end"
+	flock "$lock_fd"
+fi
 smp=${NK_SMP:-$(nproc)}
 [ "$smp" -gt 4 ] && smp=4
 amd=$(echo "${NK_AMD_PARAMS:-}" | tr ' ' ',')

@@ -26,6 +26,19 @@ JOBS=${VMM_E2E_JOBS:-1}
 DRIVE="python3 $ROOT/tests/guest/serial-drive.py"
 export MTOOLS_SKIP_CHECK=1
 
+# More guest cases live in tests/e2e/vmm-jobs/*.bash, one file per area
+# (display, network, VM control...).  Each defines job_NAME functions and
+# appends to these arrays; every one of them is sourced here, on the host
+# and inside the nested host alike:
+#   VMM_EXTRA_JOBS    "NAME [DEP...]"  a guest job (as add_job takes)
+#   VMM_EXTRA_HOST    FUNCTION        host-side cases with no guest
+#   VMM_EXTRA_PREPARE FUNCTION        host-side preparation ($PREP)
+#   VMM_EXTRA_VERIFY  FUNCTION        host-side checks after the guests ran
+VMM_EXTRA_JOBS=()
+VMM_EXTRA_HOST=()
+VMM_EXTRA_PREPARE=()
+VMM_EXTRA_VERIFY=()
+
 # ---- helpers -------------------------------------------------------------
 
 # hardware_kvm: /dev/kvm usable and not kvm_pvm (which cannot run BIOS code)
@@ -398,6 +411,11 @@ kvm_cases() {
 	add_job timeout
 	add_job sigterm
 	[ -n "$FULL" ] && add_job reset_loop
+	local extra
+	for extra in "${VMM_EXTRA_JOBS[@]}"; do
+		# shellcheck disable=SC2086
+		add_job $extra
+	done
 	[ -n "$FULL" ] ||
 		echo "# not run: the installed disk in vdi/vmdk, --cpus 2, the reset loop (VMM_E2E_FULL=1 runs them)"
 	run_jobs "$T/jobs"
@@ -458,6 +476,10 @@ prepare() {
 	done
 	rm -f "$PREP/installed.raw"
 	"$IMGTOOL" create -q -f vmdk "$PREP/data.vmdk" 64M
+	local extra
+	for extra in "${VMM_EXTRA_PREPARE[@]}"; do
+		"$extra"
+	done
 	touch "$PREP/ready"
 }
 
@@ -517,7 +539,17 @@ verify() {
 			fail "qemu-img check on new.$fmt: $(tail -3 "$img.check")"
 		fi
 	done
+	local extra
+	for extra in "${VMM_EXTRA_VERIFY[@]}"; do
+		"$extra"
+	done
 }
+
+for extra in "$ROOT"/tests/e2e/vmm-jobs/*.bash; do
+	[ -e "$extra" ] || continue
+	# shellcheck disable=SC1090
+	. "$extra"
+done
 
 # ---- inside the nested host ---------------------------------------------
 
@@ -574,6 +606,9 @@ bad_option "bad --serial" "serial" boot --serial tcp:1
 bad_option "six disks" "at most 5 --disk" boot --disk a --disk b --disk c --disk d --disk e --disk f
 bad_option "one disk twice" "twice" boot --disk a.vdi --disk b.vdi --disk a.vdi
 bad_option "unknown command" "unknown command" frobnicate
+for extra in "${VMM_EXTRA_HOST[@]}"; do
+	"$extra"
+done
 
 if [ -e /sys/module/kvm_pvm ] && ! hardware_kvm; then
 	out=$("$IMGVM" boot --no-reboot 2>&1 </dev/null)
