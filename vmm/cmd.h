@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * imgvm's subcommands, one file each (vmm/cmd_NAME.c); main.c dispatches.
+ * Each takes its argv with argv[0] = the subcommand's name and returns the
+ * process's exit status.
+ */
+#ifndef IMGVM_CMD_H
+#define IMGVM_CMD_H
+
+#include <stdio.h>
+
+#include "vmm/options.h"
+
+/* Exit statuses (also in imgvm(1)) */
+#define EXIT_USAGE 1
+#define EXIT_GUEST_ERROR 2
+#define EXIT_NO_KVM 3
+
+/* The whole --help text. */
+void imgvm_usage(FILE *out);
+
+int cmd_boot(int argc, char **argv);
+
+/* Boots the machine opt describes until the guest powers off; the exit
+ * status.  For boot and start. */
+int imgvm_boot(struct boot_options *opt);
+
+#endif
