@@ -20,9 +20,19 @@
 void imgvm_usage(FILE *out);
 
 int cmd_boot(int argc, char **argv);
+int cmd_create(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_modify(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+/* status, eject, insert, powerbutton, reset, pause, resume, stop,
+ * screenshot, sendkeys: one request on the VM's control socket */
+int cmd_control(int argc, char **argv);
 
 /* Boots the machine opt describes until the guest powers off; the exit
- * status.  For boot and start. */
-int imgvm_boot(struct boot_options *opt);
+ * status.  For boot and start.  ready_fd >= 0: one byte is written to it
+ * (and it is closed) once the machine is set up and about to run. */
+int imgvm_boot(struct boot_options *opt, int ready_fd);
 
 #endif

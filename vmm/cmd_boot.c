@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "vmm/cmd.h"
 #include "vmm/pc.h"
@@ -31,7 +32,7 @@ static void *signal_thread(void *opaque)
 	return NULL;
 }
 
-int imgvm_boot(struct boot_options *opt)
+int imgvm_boot(struct boot_options *opt, int ready_fd)
 {
 	struct pc pc = PC_INIT;
 	const char *limitation = vmm_kvm_limitation();
@@ -57,6 +58,12 @@ int imgvm_boot(struct boot_options *opt)
 	}
 	pthread_create(&sig_thread, NULL, signal_thread, pc.vm);
 	pthread_detach(sig_thread);
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "R", 1) != 1) {
+			/* the parent that waited is gone: run on anyway */
+		}
+		close(ready_fd);
+	}
 	status = pc_run(&pc);
 	if (status)
 		fprintf(stderr, "imgvm: %s\n",
@@ -78,5 +85,5 @@ int cmd_boot(int argc, char **argv)
 	}
 	if (ret)
 		return EXIT_USAGE;
-	return imgvm_boot(&opt);
+	return imgvm_boot(&opt, -1);
 }

@@ -14,7 +14,15 @@ static const struct imgvm_command {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } commands[] = {
-	{ "boot", cmd_boot },
+	{ "boot", cmd_boot },		{ "create", cmd_create },
+	{ "list", cmd_list },		{ "show", cmd_show },
+	{ "modify", cmd_modify },	{ "delete", cmd_delete },
+	{ "start", cmd_start },		{ "status", cmd_control },
+	{ "eject", cmd_control },	{ "insert", cmd_control },
+	{ "powerbutton", cmd_control }, { "reset", cmd_control },
+	{ "pause", cmd_control },	{ "resume", cmd_control },
+	{ "stop", cmd_control },	{ "screenshot", cmd_control },
+	{ "sendkeys", cmd_control },
 };
 
 int main(int argc, char **argv)

@@ -28,27 +28,31 @@ enum {
 	OPT_NO_REBOOT,
 	OPT_EJECT_ON_REBOOT,
 	OPT_TIMEOUT,
+	OPT_CONTROL,
 	OPT_HELP,
 };
 
 #define V BOOT_OPTION_VALUE
 #define R BOOT_OPTION_REPEATABLE
+#define P BOOT_OPTION_PATH
 const struct boot_option_info boot_option_list[] = {
 	{ "memory", V, OPT_MEMORY },
 	{ "cpus", V, OPT_CPUS },
-	{ "disk", V | R, OPT_DISK },
-	{ "cdrom", V, OPT_CDROM },
+	{ "disk", V | R | P, OPT_DISK },
+	{ "cdrom", V | P, OPT_CDROM },
 	{ "boot", V, OPT_BOOT },
-	{ "bios", V, OPT_BIOS },
+	{ "bios", V | P, OPT_BIOS },
 	{ "serial", V, OPT_SERIAL },
-	{ "firmware-log", V, OPT_FIRMWARE_LOG },
+	{ "firmware-log", V | P, OPT_FIRMWARE_LOG },
 	{ "no-reboot", 0, OPT_NO_REBOOT },
 	{ "eject-on-reboot", 0, OPT_EJECT_ON_REBOOT },
 	{ "timeout", V, OPT_TIMEOUT },
+	{ "control", V | P, OPT_CONTROL },
 	{ NULL, 0, 0 },
 };
 #undef V
 #undef R
+#undef P
 
 #define BOOT_OPTION_MAX 64
 
@@ -90,7 +94,10 @@ void boot_options_help(FILE *out)
 		"  --eject-on-reboot    empty the CD-ROM tray at the first guest "
 		"reboot\n"
 		"  --timeout SECONDS    stop the guest after SECONDS (status "
-		"124)\n",
+		"124)\n"
+		"  --control PATH       serve the control protocol (JSON lines, "
+		"see imgvm(1))\n"
+		"                       on the Unix socket PATH (mode 0600)\n",
 		DEFAULT_BIOS);
 }
 
@@ -208,7 +215,8 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 	opt->cpus = 1;
 	opt->bios = DEFAULT_BIOS;
 	opt->serial = "stdio";
-	optind = 1;
+	optind =
+		0; /* GNU getopt: start over (the parser runs more than once) */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (c) {
@@ -276,6 +284,9 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 					optarg);
 				return -EINVAL;
 			}
+			break;
+		case OPT_CONTROL:
+			opt->control = optarg;
 			break;
 		case OPT_HELP:
 			return BOOT_OPTIONS_HELP;

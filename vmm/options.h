@@ -37,6 +37,7 @@ struct boot_options {
 	bool no_reboot;
 	bool eject_on_reboot;
 	unsigned timeout;
+	const char *control; /* Unix socket of the control protocol */
 };
 
 /* What the parser knows about each option, for the VM definitions: whether
@@ -44,6 +45,9 @@ struct boot_options {
 enum boot_option_flags {
 	BOOT_OPTION_VALUE = 1 << 0,
 	BOOT_OPTION_REPEATABLE = 1 << 1,
+	/* the value, up to its first comma, names a file: a definition
+	 * stores it as an absolute path */
+	BOOT_OPTION_PATH = 1 << 2,
 };
 
 struct boot_option_info {

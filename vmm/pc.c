@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "img.h"
+#include "vmm/control.h"
 #include "vmm/pc.h"
 
 #include "vmm/devices/ahci.h"
@@ -207,6 +208,14 @@ int pc_setup(struct pc *pc)
 		fprintf(stderr, "imgvm: %s\n", err);
 		return -EINVAL;
 	}
+	if (pc->opt.control) {
+		pc->control =
+			control_start(pc->opt.control, pc, err, sizeof(err));
+		if (!pc->control) {
+			fprintf(stderr, "imgvm: %s\n", err);
+			return -EINVAL;
+		}
+	}
 	return 0;
 nomem:
 	fprintf(stderr, "imgvm: cannot set up the platform devices\n");
@@ -233,7 +242,12 @@ int pc_run(struct pc *pc)
 int pc_teardown(struct pc *pc)
 {
 	int ret = 0;
-	bool uart_in_use = pc->console ? console_close(pc->console) : false;
+	bool uart_in_use;
+
+	/* no request may reach a device being taken apart */
+	control_stop(pc->control);
+	pc->control = NULL;
+	uart_in_use = pc->console ? console_close(pc->console) : false;
 
 	if (pc->ahci)
 		ahci_destroy(pc->ahci);

@@ -16,6 +16,7 @@
 #include "vmm/options.h"
 
 struct ahci;
+struct control;
 
 struct pc {
 	struct boot_options opt;
@@ -30,6 +31,7 @@ struct pc {
 	int firmware_log_fd;
 	struct outbuf *firmware_log;
 	struct ahci *ahci;
+	struct control *control;
 	bool ejected;
 };
 
