@@ -19,16 +19,16 @@
 /* The whole --help text. */
 void imgvm_usage(FILE *out);
 
-int cmd_boot(int argc, char **argv);
-int cmd_create(int argc, char **argv);
-int cmd_list(int argc, char **argv);
-int cmd_show(int argc, char **argv);
-int cmd_modify(int argc, char **argv);
-int cmd_delete(int argc, char **argv);
-int cmd_start(int argc, char **argv);
+int imgvm_cmd_boot(int argc, char **argv);
+int imgvm_cmd_create(int argc, char **argv);
+int imgvm_cmd_list(int argc, char **argv);
+int imgvm_cmd_show(int argc, char **argv);
+int imgvm_cmd_modify(int argc, char **argv);
+int imgvm_cmd_delete(int argc, char **argv);
+int imgvm_cmd_start(int argc, char **argv);
 /* status, eject, insert, powerbutton, reset, pause, resume, stop,
  * screenshot, sendkeys: one request on the VM's control socket */
-int cmd_control(int argc, char **argv);
+int imgvm_cmd_control(int argc, char **argv);
 
 /* Boots the machine opt describes until the guest powers off; the exit
  * status.  For boot and start.  ready_fd >= 0: one byte is written to it

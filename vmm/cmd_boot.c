@@ -74,7 +74,7 @@ int imgvm_boot(struct boot_options *opt, int ready_fd)
 	return status;
 }
 
-int cmd_boot(int argc, char **argv)
+int imgvm_cmd_boot(int argc, char **argv)
 {
 	struct boot_options opt;
 	int ret = boot_options_parse(argc, argv, &opt);

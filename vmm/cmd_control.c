@@ -81,7 +81,7 @@ static void print_status(json_object *reply)
 	}
 }
 
-int cmd_control(int argc, char **argv)
+int imgvm_cmd_control(int argc, char **argv)
 {
 	const char *command = argv[0], *argname = argument_name(command);
 	char socket_path[PATH_MAX + 32], err[512] = "", *reply_text = NULL;

@@ -14,7 +14,7 @@
 #include "vmm/cmd.h"
 #include "vmm/vmdef.h"
 
-int cmd_delete(int argc, char **argv)
+int imgvm_cmd_delete(int argc, char **argv)
 {
 	static const char *const own_files[] = {
 		VMDEF_FILE, VMDEF_CONSOLE, VMDEF_LOG, VMDEF_CONTROL, VMDEF_LOCK,

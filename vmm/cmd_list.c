@@ -27,7 +27,7 @@ static const char *option_text(json_object *options, const char *key,
 	return fallback;
 }
 
-int cmd_list(int argc, char **argv)
+int imgvm_cmd_list(int argc, char **argv)
 {
 	char home[PATH_MAX], err[512] = "";
 	char **names = NULL;

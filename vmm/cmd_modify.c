@@ -11,7 +11,7 @@
 #include "vmm/cmd.h"
 #include "vmm/vmdef.h"
 
-int cmd_modify(int argc, char **argv)
+int imgvm_cmd_modify(int argc, char **argv)
 {
 	char dir[PATH_MAX], err[512] = "";
 	json_object *options, *created;

@@ -8,7 +8,7 @@
 #include "vmm/cmd.h"
 #include "vmm/vmdef.h"
 
-int cmd_show(int argc, char **argv)
+int imgvm_cmd_show(int argc, char **argv)
 {
 	char err[512] = "";
 	json_object *options;

@@ -51,7 +51,7 @@ static int detach_child(const char *dir)
 	return 0;
 }
 
-int cmd_start(int argc, char **argv)
+int imgvm_cmd_start(int argc, char **argv)
 {
 	char dir[PATH_MAX], err[512] = "", control[PATH_MAX + 32];
 	char serial[PATH_MAX + 32];

@@ -14,15 +14,23 @@ static const struct imgvm_command {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } commands[] = {
-	{ "boot", cmd_boot },		{ "create", cmd_create },
-	{ "list", cmd_list },		{ "show", cmd_show },
-	{ "modify", cmd_modify },	{ "delete", cmd_delete },
-	{ "start", cmd_start },		{ "status", cmd_control },
-	{ "eject", cmd_control },	{ "insert", cmd_control },
-	{ "powerbutton", cmd_control }, { "reset", cmd_control },
-	{ "pause", cmd_control },	{ "resume", cmd_control },
-	{ "stop", cmd_control },	{ "screenshot", cmd_control },
-	{ "sendkeys", cmd_control },
+	{ "boot", imgvm_cmd_boot },
+	{ "create", imgvm_cmd_create },
+	{ "list", imgvm_cmd_list },
+	{ "show", imgvm_cmd_show },
+	{ "modify", imgvm_cmd_modify },
+	{ "delete", imgvm_cmd_delete },
+	{ "start", imgvm_cmd_start },
+	{ "status", imgvm_cmd_control },
+	{ "eject", imgvm_cmd_control },
+	{ "insert", imgvm_cmd_control },
+	{ "powerbutton", imgvm_cmd_control },
+	{ "reset", imgvm_cmd_control },
+	{ "pause", imgvm_cmd_control },
+	{ "resume", imgvm_cmd_control },
+	{ "stop", imgvm_cmd_control },
+	{ "screenshot", imgvm_cmd_control },
+	{ "sendkeys", imgvm_cmd_control },
 };
 
 int main(int argc, char **argv)
