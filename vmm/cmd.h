@@ -26,6 +26,7 @@ int imgvm_cmd_show(int argc, char **argv);
 int imgvm_cmd_modify(int argc, char **argv);
 int imgvm_cmd_delete(int argc, char **argv);
 int imgvm_cmd_start(int argc, char **argv);
+int imgvm_cmd_snapshot(int argc, char **argv);
 /* status, eject, insert, powerbutton, reset, pause, resume, stop,
  * screenshot, sendkeys: one request on the VM's control socket */
 int imgvm_cmd_control(int argc, char **argv);

@@ -21,6 +21,7 @@ static const struct imgvm_command {
 	{ "modify", imgvm_cmd_modify },
 	{ "delete", imgvm_cmd_delete },
 	{ "start", imgvm_cmd_start },
+	{ "snapshot", imgvm_cmd_snapshot },
 	{ "status", imgvm_cmd_control },
 	{ "eject", imgvm_cmd_control },
 	{ "insert", imgvm_cmd_control },

@@ -182,6 +182,63 @@ grep -Eq '^lab +running' <<<"$("$IMGVM" list)" && ok "list shows a locked VM as 
 	fail "list while locked: $("$IMGVM" list)"
 exec {lockfd}>&-
 
+# ---- snapshots of a stopped VM: every writable disk, all or none ----
+"$IMGTOOL" create -f vdi "$T/keep-ro.vdi" 16M >/dev/null
+"$IMGVM" create snap --disk new:vmdk:32M --disk new:vmdk:16M --disk "$T/keep-ro.vdi,readonly" >/dev/null
+S=$IMGVM_HOME/snap
+qemu-io -f vmdk -c 'write -P 0xaa 0 1M' "$S/snap.vmdk" >/dev/null
+qemu-io -f vmdk -c 'write -P 0xa2 0 1M' "$S/snap-2.vmdk" >/dev/null
+if "$IMGVM" snapshot snap create before >/dev/null &&
+	[ -e "$S/snap.vmdk.snapshots/before.vmdk" ] && [ -e "$S/snap-2.vmdk.snapshots/before.vmdk" ] &&
+	[ ! -e "$T/keep-ro.vdi.snapshots" ]; then
+	ok "snapshot create: a layer for each writable disk, none for the read-only one"
+else
+	fail "snapshot create: $(ls "$S")"
+fi
+qemu-io -f vmdk -c 'write -P 0xbb 0 1M' "$S/snap.vmdk" >/dev/null
+qemu-io -f vmdk -c 'write -P 0xb2 0 1M' "$S/snap-2.vmdk" >/dev/null
+"$IMGVM" snapshot snap list >"$T/snaplist"
+if [ "$(grep -c '^before ' "$T/snaplist")" = 2 ]; then
+	ok "snapshot list: the tag on both disks"
+else
+	fail "snapshot list: $(cat "$T/snaplist")"
+fi
+if "$IMGVM" snapshot snap revert before >/dev/null &&
+	qemu-io -f vmdk -r -c 'read -P 0xaa 0 1M' "$S/snap.vmdk" | grep -q '^read 1048576' &&
+	qemu-io -f vmdk -r -c 'read -P 0xa2 0 1M' "$S/snap-2.vmdk" | grep -q '^read 1048576'; then
+	ok "snapshot revert: both disks read what they held at create (checked by qemu-io)"
+else
+	fail "snapshot revert"
+fi
+refused "snapshot revert to an unknown tag" "no snapshot 'nope'" snapshot snap revert nope
+refused "snapshot create with a tag that exists" "already has" snapshot snap create before
+refused "snapshot with a bad tag" "invalid tag" snapshot snap create 'a/b'
+# all or none: the second disk cannot take a snapshot (its .snapshots
+# is a plain file), so the first disk's is undone
+: >"$S/snap-2.vmdk.snapshots.tmp"
+mv "$S/snap-2.vmdk.snapshots" "$S/snap-2.vmdk.snapshots.away"
+mv "$S/snap-2.vmdk.snapshots.tmp" "$S/snap-2.vmdk.snapshots"
+"$IMGVM" snapshot snap create half >/dev/null 2>"$T/half.err"
+rc=$?
+rm "$S/snap-2.vmdk.snapshots"
+mv "$S/snap-2.vmdk.snapshots.away" "$S/snap-2.vmdk.snapshots"
+if [ $rc = 1 ] && [ ! -e "$S/snap.vmdk.snapshots/half.vmdk" ] && grep -q undoing "$T/half.err" &&
+	qemu-io -f vmdk -r -c 'read -P 0xaa 0 1M' "$S/snap.vmdk" | grep -q '^read 1048576'; then
+	ok "snapshot create failing on the second disk is undone on the first (all or none)"
+else
+	fail "all or none (rc=$rc): $(cat "$T/half.err"); $(ls "$S/snap.vmdk.snapshots")"
+fi
+exec {lockfd}>"$S/lock"
+flock "$lockfd"
+refused "snapshot of a running VM" "stopped" snapshot snap create live
+exec {lockfd}>&-
+"$IMGVM" snapshot snap delete before >/dev/null && [ ! -e "$S/snap.vmdk.snapshots/before.vmdk" ] &&
+	qemu-io -f vmdk -r -c 'read -P 0xaa 0 1M' "$S/snap.vmdk" | grep -q '^read 1048576' &&
+	ok "snapshot delete: the layer goes, the data stays" || fail "snapshot delete"
+"$IMGVM" delete snap --delete-disks
+[ ! -e "$S" ] && [ -e "$T/keep-ro.vdi" ] && ok "delete --delete-disks takes the snapshots along, leaves the read-only disk" ||
+	fail "delete with snapshots left $(ls -R "$S" | tr '\n' ' ')"
+
 # ---- delete ----
 "$IMGVM" delete second
 [ ! -e "$IMGVM_HOME/second" ] && ok "delete removes the VM's folder" || fail "delete left $(ls "$IMGVM_HOME/second")"
