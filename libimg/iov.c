@@ -19,10 +19,20 @@ size_t img_iov_total(const struct iovec *iov, int iovcnt)
 	return total;
 }
 
-void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
-		    size_t len)
+/*
+ * Every range operation below is a walk over the pieces of [off, off+len)
+ * in the iovec: fn gets each piece (its address, its length, and the
+ * bytes of the range before it) and returns false to stop.  Returns the
+ * bytes walked, less than len when the iovec is shorter or fn stopped.
+ */
+typedef bool iov_piece_fn(void *piece, size_t n, size_t before, void *arg);
+
+static size_t iov_walk(const struct iovec *iov, int iovcnt, size_t off,
+		       size_t len, iov_piece_fn *fn, void *arg)
 {
-	for (int i = 0; i < iovcnt && len; i++) {
+	size_t done = 0;
+
+	for (int i = 0; i < iovcnt && done < len; i++) {
 		size_t n;
 
 		if (off >= iov[i].iov_len) {
@@ -30,85 +40,88 @@ void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
 			continue;
 		}
 		n = iov[i].iov_len - off;
-		if (n > len)
-			n = len;
-		memset((char *)iov[i].iov_base + off, c, n);
-		len -= n;
+		if (n > len - done)
+			n = len - done;
+		if (!fn((char *)iov[i].iov_base + off, n, done, arg))
+			return done;
+		done += n;
 		off = 0;
 	}
+	return done;
+}
+
+static bool piece_fill(void *piece, size_t n, size_t before, void *arg)
+{
+	(void)before;
+	memset(piece, *(const int *)arg, n);
+	return true;
+}
+
+static bool piece_gather(void *piece, size_t n, size_t before, void *arg)
+{
+	memcpy((char *)arg + before, piece, n);
+	return true;
+}
+
+static bool piece_scatter(void *piece, size_t n, size_t before, void *arg)
+{
+	memcpy(piece, (const char *)arg + before, n);
+	return true;
+}
+
+static bool piece_is_zero(void *piece, size_t n, size_t before, void *arg)
+{
+	(void)before;
+	(void)arg;
+	return img_buf_is_zero(piece, n);
+}
+
+struct slice_out {
+	struct iovec *out;
+	int count;
+	int max;
+};
+
+static bool piece_append(void *piece, size_t n, size_t before, void *arg)
+{
+	struct slice_out *so = arg;
+
+	(void)before;
+	if (so->count >= so->max)
+		return false;
+	so->out[so->count].iov_base = piece;
+	so->out[so->count].iov_len = n;
+	so->count++;
+	return true;
+}
+
+void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
+		    size_t len)
+{
+	iov_walk(iov, iovcnt, off, len, piece_fill, &c);
 }
 
 size_t img_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
 		      void *buf, size_t len)
 {
-	size_t done = 0;
-
-	for (int i = 0; i < iovcnt && done < len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len - done)
-			n = len - done;
-		memcpy((char *)buf + done, (char *)iov[i].iov_base + off, n);
-		done += n;
-		off = 0;
-	}
-	return done;
+	return iov_walk(iov, iovcnt, off, len, piece_gather, buf);
 }
 
 size_t img_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
 			const void *buf, size_t len)
 {
-	size_t done = 0;
-
-	for (int i = 0; i < iovcnt && done < len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len - done)
-			n = len - done;
-		memcpy((char *)iov[i].iov_base + off, (const char *)buf + done,
-		       n);
-		done += n;
-		off = 0;
-	}
-	return done;
+	return iov_walk(iov, iovcnt, off, len, piece_scatter, (void *)buf);
 }
 
 int img_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
 		  struct iovec *out, int outmax)
 {
-	int n = 0;
+	struct slice_out so = { .out = out, .max = outmax };
 
-	for (int i = 0; i < iovcnt && len; i++) {
-		size_t take;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		if (n >= outmax)
-			return -EINVAL;
-		take = iov[i].iov_len - off;
-		if (take > len)
-			take = len;
-		out[n].iov_base = (char *)iov[i].iov_base + off;
-		out[n].iov_len = take;
-		n++;
-		len -= take;
-		off = 0;
-	}
-	if (len)
-		return -EINVAL; /* the iovec is shorter than off + len */
-	return n;
+	/* short: the iovec ends before off + len, or out is too small */
+	if (iov_walk(iov, iovcnt, off, len, piece_append, &so) < len)
+		return -EINVAL;
+	return so.count;
 }
 
 bool img_buf_is_zero(const void *buf, size_t len)
@@ -128,14 +141,18 @@ bool img_buf_is_zero(const void *buf, size_t len)
 
 bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len)
 {
-	for (int i = 0; i < iovcnt && len; i++) {
-		size_t n = iov[i].iov_len < len ? iov[i].iov_len : len;
+	return img_iov_range_is_zero(iov, iovcnt, 0, len);
+}
 
-		if (!img_buf_is_zero(iov[i].iov_base, n))
-			return false;
-		len -= n;
-	}
-	return true;
+bool img_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
+			   size_t len)
+{
+	/* past the iovec's end counts as zero, as before */
+	size_t total = img_iov_total(iov, iovcnt);
+	size_t want = off >= total ? 0
+				   : (len < total - off ? len : total - off);
+
+	return iov_walk(iov, iovcnt, off, len, piece_is_zero, NULL) == want;
 }
 
 int img_iov_view_init(struct img_iov_view *v, int iovcnt)
@@ -188,25 +205,4 @@ void img_iov_view_release(struct img_iov_view *v)
 		free(v->iov);
 	v->iov = v->stack;
 	v->cnt = 0;
-}
-
-bool img_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
-			   size_t len)
-{
-	for (int i = 0; i < iovcnt && len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len)
-			n = len;
-		if (!img_buf_is_zero((const char *)iov[i].iov_base + off, n))
-			return false;
-		len -= n;
-		off = 0;
-	}
-	return true;
 }

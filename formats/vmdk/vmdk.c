@@ -1049,29 +1049,6 @@ static int read_flat(struct img *img, struct vmdk_extent *e,
 	return 0;
 }
 
-bool vmdk_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
-			    size_t len)
-{
-	int i;
-
-	for (i = 0; i < iovcnt && len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len)
-			n = len;
-		if (!img_buf_is_zero((const uint8_t *)iov[i].iov_base + off, n))
-			return false;
-		len -= n;
-		off = 0;
-	}
-	return true;
-}
-
 enum run_kind { RUN_UNALLOC, RUN_ZERO, RUN_DATA, RUN_COMPRESSED };
 
 static enum run_kind gte_kind(const struct vmdk_extent *e, uint32_t gte)
@@ -1426,8 +1403,8 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 
 			if (n > len - done)
 				n = len - done;
-			if (!vmdk_iov_range_is_zero(iov, iovcnt, pos + done,
-						    n) ||
+			if (!img_iov_range_is_zero(iov, iovcnt, pos + done,
+						   n) ||
 			    (backing && kind == RUN_UNALLOC)) {
 				ret = write_partial_grain(img, e, g, gte,
 							  in_grain, iov, iovcnt,
@@ -1445,7 +1422,7 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 
 			for (i = 0; i <= count; i++) {
 				bool zero = i < count &&
-					    vmdk_iov_range_is_zero(
+					    img_iov_range_is_zero(
 						    iov, iovcnt,
 						    pos + done + i * gbytes,
 						    gbytes) &&
