@@ -19,8 +19,6 @@
 #define SECTOR IMG_SECTOR_SIZE
 #define MAX_CHAIN_DEPTH 64
 #define MAX_BACKING_CANDIDATES 16
-/* iovec entries kept on the stack when a request must be sliced */
-#define STACK_IOV 32
 
 struct backing_candidate {
 	char *path; /* as recorded (relative to the image's directory) */
@@ -841,37 +839,6 @@ static int check_writable(struct img *img)
 	return 0;
 }
 
-/* A slice of an iovec in a stack array when it fits, else on the heap. */
-struct iov_view {
-	struct iovec *iov;
-	int cnt;
-	struct iovec stack[STACK_IOV];
-};
-
-static int iov_view_slice(struct iov_view *v, const struct iovec *iov,
-			  int iovcnt, size_t off, size_t len)
-{
-	v->iov = v->stack;
-	if (iovcnt > STACK_IOV) {
-		v->iov = malloc(sizeof(*v->iov) * (size_t)iovcnt);
-		if (!v->iov)
-			return -ENOMEM;
-	}
-	v->cnt = img_iov_slice(iov, iovcnt, off, len, v->iov, iovcnt);
-	if (v->cnt < 0) {
-		if (v->iov != v->stack)
-			free(v->iov);
-		return v->cnt;
-	}
-	return 0;
-}
-
-static void iov_view_release(struct iov_view *v)
-{
-	if (v->iov != v->stack)
-		free(v->iov);
-}
-
 static int read_sector(struct img *img, uint64_t off, uint8_t *sector)
 {
 	struct iovec iov = { .iov_base = sector, .iov_len = SECTOR };
@@ -891,17 +858,17 @@ static int driver_rw_slice(struct img *img, bool write, uint64_t off,
 			   const struct iovec *iov, int iovcnt, size_t pos,
 			   size_t len)
 {
-	struct iov_view v;
+	struct img_iov_view v;
 	int r;
 
 	if (len == 0)
 		return 0;
-	r = iov_view_slice(&v, iov, iovcnt, pos, len);
+	r = img_iov_view(&v, iov, iovcnt, pos, len);
 	if (r < 0)
 		return img_error(img, r, "out of memory");
 	r = write ? img->drv->pwritev(img, off, v.iov, v.cnt, len)
 		  : img->drv->preadv(img, off, v.iov, v.cnt, len);
-	iov_view_release(&v);
+	img_iov_view_release(&v);
 	return r;
 }
 
@@ -1058,7 +1025,7 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 		     int iovcnt, size_t len)
 {
 	struct img *parent = img->backing;
-	struct iov_view v;
+	struct img_iov_view v;
 	size_t n = len;
 	unsigned seq;
 	int r;
@@ -1069,14 +1036,14 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 	}
 	if (n > parent->size - off)
 		n = (size_t)(parent->size - off);
-	r = iov_view_slice(&v, iov, iovcnt, 0, n);
+	r = img_iov_view(&v, iov, iovcnt, 0, n);
 	if (r < 0)
 		return img_error(img, r, "out of memory");
 	seq = op_begin(parent);
 	lock_shared(parent);
 	r = do_read(parent, off, v.iov, v.cnt, n);
 	unlock(parent);
-	iov_view_release(&v);
+	img_iov_view_release(&v);
 	if (r < 0) {
 		io_failed(parent, seq, r, "read", off, n);
 		set_errmsg_raw(img, parent->errmsg);

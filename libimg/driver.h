@@ -232,20 +232,7 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 /* Directory of the image file (for resolving relative extent names). */
 const char *img_dirname(const struct img *img);
 
-/* iovec helpers */
-void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
-		    size_t len);
-size_t img_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
-		      void *buf, size_t len);
-size_t img_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
-			const void *buf, size_t len);
-/* Sub-range view of an iovec: fills out[] (at most outmax entries) with the
- * part [off, off+len) and returns the count, or -EINVAL if outmax is too
- * small. */
-int img_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
-		  struct iovec *out, int outmax);
-bool img_buf_is_zero(const void *buf, size_t len);
-bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len);
+/* The iovec toolkit is in img.h. */
 
 /* Random bytes for UUIDs (getrandom). */
 void img_random_bytes(void *buf, size_t len);
