@@ -61,12 +61,23 @@ struct chain_ctx {
 
 /* ---- errors --------------------------------------------------------------*/
 
+/* Threads share handles (the NBD server, the VMM's queues): each thread
+ * keeps the message of its own last failure, and img_errmsg hands out
+ * that, or a copy of the handle's latest, never the handle's buffer that
+ * another thread may be rewriting. */
+static __thread struct {
+	const struct img *img;
+	char msg[IMG_ERRMSG_MAX];
+} thread_error;
+
 static void set_errmsg_raw(struct img *img, const char *msg)
 {
 	pthread_mutex_lock(&img->err_lock);
 	snprintf(img->errmsg, sizeof(img->errmsg), "%s", msg);
 	__atomic_add_fetch(&img->err_seq, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&img->err_lock);
+	thread_error.img = img;
+	snprintf(thread_error.msg, sizeof(thread_error.msg), "%s", msg);
 }
 
 int img_error(struct img *img, int err, const char *fmt, ...)
@@ -96,7 +107,17 @@ int img_error(struct img *img, int err, const char *fmt, ...)
 
 const char *img_errmsg(const struct img *img)
 {
-	return img ? img->errmsg : "no image";
+	static __thread char copy[IMG_ERRMSG_MAX];
+	struct img *locked = (struct img *)img;
+
+	if (!img)
+		return "no image";
+	if (thread_error.img == img)
+		return thread_error.msg;
+	pthread_mutex_lock(&locked->err_lock);
+	snprintf(copy, sizeof(copy), "%s", img->errmsg);
+	pthread_mutex_unlock(&locked->err_lock);
+	return copy;
 }
 
 /* A driver failed without leaving a message: say what failed, with the
@@ -260,6 +281,8 @@ static struct img *img_alloc(const char *path, unsigned flags)
 
 static void img_free(struct img *img)
 {
+	if (thread_error.img == img)
+		thread_error.img = NULL;
 	for (int i = 0; i < img->ncandidates; i++) {
 		free(img->candidates[i].path);
 		free(img->candidates[i].format);
@@ -1433,12 +1456,16 @@ static uint64_t allocated_bytes(const char *path)
 	return (uint64_t)st.st_blocks * 512;
 }
 
-int img_get_info(struct img *img, struct img_info *info)
+int img_get_info(struct img *img, struct img_info **out)
 {
+	struct img_info *info = calloc(1, sizeof(*info));
 	unsigned seq;
 	int r = 0;
 
-	memset(info, 0, sizeof(*info));
+	*out = NULL;
+	if (!info)
+		return img_error(img, -ENOMEM, "out of memory");
+	info->struct_size = sizeof(*info);
 	snprintf(info->filename, sizeof(info->filename), "%s", img->path);
 	snprintf(info->format, sizeof(info->format), "%s", img->drv->name);
 	info->virtual_size = img->size;
@@ -1454,8 +1481,10 @@ int img_get_info(struct img *img, struct img_info *info)
 		lock_shared(img);
 		r = img->drv->get_info(img, info);
 		unlock(img);
-		if (r < 0)
+		if (r < 0) {
+			img_info_free(info);
 			return io_failed(img, seq, r, "get info", 0, 0);
+		}
 	}
 	if (!info->backing_format[0] && img->backing)
 		snprintf(info->backing_format, sizeof(info->backing_format),
@@ -1464,9 +1493,10 @@ int img_get_info(struct img *img, struct img_info *info)
 		info->actual_size = allocated_bytes(img->path);
 	} else {
 		info->actual_size = 0;
-		for (int i = 0; i < info->nfiles && i < IMG_INFO_MAX_FILES; i++)
+		for (int i = 0; i < info->nfiles; i++)
 			info->actual_size += allocated_bytes(info->files[i]);
 	}
+	*out = info;
 	return 0;
 }
 
@@ -1479,15 +1509,12 @@ uint32_t img_cluster_size(const struct img *cimg)
 		return img->cluster_size;
 	if (!img->drv->get_info)
 		return 0;
-	info = malloc(sizeof(*info));
-	if (!info)
-		return 0;
-	if (img_get_info(img, info) == 0) {
+	if (img_get_info(img, &info) == 0) {
 		img->cluster_size = info->cluster_size;
 		__atomic_store_n(&img->cluster_size_known, true,
 				 __ATOMIC_RELEASE);
+		img_info_free(info);
 	}
-	free(info);
 	return img->cluster_size;
 }
 

@@ -249,8 +249,13 @@ void img_info_add_file(struct img_info *info, const char *path);
 void img_check_note(struct img_check_result *res, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* The table, in probe order; entries may be NULL (driver not built). */
-#define IMG_NDRIVERS 4
+/* The table, in probe order (libimg/driver_list.h). */
+enum {
+#define IMG_DRIVER(name) IMG_DRIVER_INDEX_##name,
+#include "driver_list.h"
+#undef IMG_DRIVER
+	IMG_NDRIVERS
+};
 extern const struct img_driver *const img_drivers[IMG_NDRIVERS];
 const struct img_driver *img_driver_find(const char *name);
 

@@ -72,10 +72,11 @@ int img_close(struct img *img);
 int img_probe(const char *path, char *fmt, size_t fmtlen, char *errbuf,
 	      size_t errlen);
 
-/* core: additions */
-/* The last error's one-line message ("disk.vdi: block map entry 7 points
- * past the end of the file"); "" when there was none.  The text stays
- * valid until the next failing call on the handle. */
+/* The one-line message ("disk.vdi: block map entry 7 points past the end
+ * of the file") of this thread's last failed call on the handle, or of
+ * the handle's last failure when this thread had none; "" when there was
+ * none.  Safe from any thread; the text stays valid until this thread's
+ * next call into libimg. */
 const char *img_errmsg(const struct img *img);
 
 /* ---- creating --------------------------------------------------------- */
@@ -215,10 +216,12 @@ struct img_kv {
 	int64_t num;                /* IMG_KV_INT and IMG_KV_BOOL */
 };
 
-#define IMG_INFO_MAX_KV 48
-#define IMG_INFO_MAX_FILES 64
 
+/* Facts about one layer.  The library allocates it (img_get_info) and it
+ * grows at the end in later versions: struct_size is the size of this
+ * one.  The lists are on the heap and have no fixed limit. */
 struct img_info {
+	size_t struct_size;
 	char filename[4096];
 	char format[16];              /* driver name */
 	char subformat[32];           /* "dynamic", "monolithicSparse", ... */
@@ -235,13 +238,14 @@ struct img_info {
 	char parent_uuid[40];
 	/* Format-specific facts, in order (qemu-img's "format-specific"). */
 	int nkv;
-	struct img_kv kv[IMG_INFO_MAX_KV];
+	struct img_kv *kv;
 	/* Every host file that makes up this layer (descriptor, extents). */
 	int nfiles;
-	char files[IMG_INFO_MAX_FILES][4096];
+	char **files;
 };
 
-int img_get_info(struct img *img, struct img_info *info);
+int img_get_info(struct img *img, struct img_info **out);
+void img_info_free(struct img_info *info);
 const char *img_filename(const struct img *img);
 const char *img_format(const struct img *img);
 struct img *img_backing(const struct img *img);   /* NULL at the chain's end */
