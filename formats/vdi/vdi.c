@@ -321,7 +321,7 @@ static const struct vdi_state *vdi_parent_state(struct img *parent)
 static int vdi_create(const struct img_create_args *a, char *errbuf,
 		      size_t errlen)
 {
-	struct img_file f = { .fd = -1 };
+	struct img_file f = { 0 };
 	const struct vdi_state *parent = NULL;
 	struct vdi_header h;
 	struct vdi_header_disk d;
@@ -481,7 +481,6 @@ static int vdi_open(struct img *img)
 	char msg[256];
 	int ret;
 
-	s->file.fd = -1;
 	ret = img_file_open(img, &s->file, img_filename(img), writable);
 	if (ret < 0)
 		return ret;
