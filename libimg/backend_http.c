@@ -188,7 +188,12 @@ static int http_get(struct http_backend *b, struct http_request *rq,
 			code = CURLE_PARTIAL_FILE;
 		if (attempt >= HTTP_ATTEMPTS ||
 		    !http_transient(code, rq->status)) {
-			if (code != CURLE_OK)
+			if (code == CURLE_OPERATION_TIMEDOUT)
+				r = img_error_buf(
+					errbuf, errlen, -ETIMEDOUT,
+					"no data from the server for %d s (%d attempts)",
+					img_backend_timeout(), attempt);
+			else if (code != CURLE_OK)
 				r = img_error_buf(
 					errbuf, errlen,
 					code == CURLE_OPERATION_TIMEDOUT

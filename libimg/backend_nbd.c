@@ -75,6 +75,19 @@ static int nbd_errno(int fallback)
 	return e > 0 ? -e : fallback;
 }
 
+/* The message for a command that could not be issued or failed: a lost
+ * connection says so rather than in libnbd's state-machine terms. */
+static int nbd_failure(struct nbd_connection *c, char *errbuf, size_t errlen)
+{
+	if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+		c->dead = true;
+		return img_error_buf(errbuf, errlen, -ECONNRESET,
+				     "the connection to the server was lost");
+	}
+	return img_error_buf(errbuf, errlen, nbd_errno(-EIO), "%s",
+			     nbd_message());
+}
+
 /* Run the handle until every cookie has completed, the server goes away
  * or stays silent for the timeout.  0 or -errno with the message in
  * errbuf. */
@@ -96,10 +109,8 @@ static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 				continue;
 			cookies[i] = -1;
 			left--;
-			if (r < 0 && !first_error) {
-				first_error = nbd_errno(-EIO);
-				snprintf(errbuf, errlen, "%s", nbd_message());
-			}
+			if (r < 0 && !first_error)
+				first_error = nbd_failure(c, errbuf, errlen);
 		}
 		if (left == 0)
 			break;
@@ -247,6 +258,15 @@ fail:
 	return r;
 }
 
+/* An export exists already: "creating" an image on it writes into it (the
+ * format's create then sets a size, which must fit). */
+static int nbd_create_on_export(struct img_file *f, const char *uri, bool excl,
+				char *errbuf, size_t errlen)
+{
+	(void)excl;
+	return nbd_open(f, uri, true, 0, errbuf, errlen);
+}
+
 static void nbd_backend_close(struct img_file *f)
 {
 	nbd_backend_free(f->backend);
@@ -262,8 +282,9 @@ static struct nbd_connection *nbd_take(struct nbd_backend *b)
 		struct nbd_connection *c = &b->conn[(start + i) % b->nconn];
 
 		if (!c->dead && pthread_mutex_trylock(&c->lock) == 0) {
-			if (!c->dead)
+			if (!c->dead && nbd_aio_is_ready(c->h))
 				return c;
+			c->dead = true;
 			pthread_mutex_unlock(&c->lock);
 		}
 	}
@@ -273,8 +294,9 @@ static struct nbd_connection *nbd_take(struct nbd_backend *b)
 		if (c->dead)
 			continue;
 		pthread_mutex_lock(&c->lock);
-		if (!c->dead)
+		if (!c->dead && nbd_aio_is_ready(c->h))
 			return c;
+		c->dead = true;
 		pthread_mutex_unlock(&c->lock);
 	}
 	return NULL;
@@ -406,8 +428,7 @@ static int nbd_command(struct img_file *f, const char *what, int kind,
 		break;
 	}
 	if (cookie < 0) {
-		r = nbd_errno(-EIO);
-		snprintf(msg, sizeof(msg), "%s", nbd_message());
+		r = nbd_failure(c, msg, sizeof(msg));
 	} else {
 		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
 	}
@@ -533,8 +554,7 @@ static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
 				       .user_data = &w },
 		NBD_NULL_COMPLETION, 0);
 	if (cookie < 0) {
-		r = nbd_errno(-EIO);
-		snprintf(msg, sizeof(msg), "%s", nbd_message());
+		r = nbd_failure(c, msg, sizeof(msg));
 	} else {
 		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
 	}
@@ -552,6 +572,7 @@ static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
 const struct img_file_ops img_backend_nbd = {
 	.name = "nbd",
 	.open = nbd_open,
+	.create = nbd_create_on_export,
 	.close = nbd_backend_close,
 	.preadv = nbd_preadv,
 	.pwritev = nbd_pwritev,
