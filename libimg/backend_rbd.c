@@ -224,9 +224,9 @@ static int rbd_open_name(struct img_file *f, const char *name, bool writable,
 	if (writable && !(flags & IMG_OPEN_NO_LOCK)) {
 		r = rbd_lock_acquire(b->image, RBD_LOCK_MODE_EXCLUSIVE);
 		if (r < 0 && r != -EINVAL && r != -EOPNOTSUPP) {
-			img_error_buf(errbuf, errlen, -EBUSY,
-				      "image is in use by another client: %s",
-				      strerror(-r));
+			img_error_buf(
+				errbuf, errlen, -EBUSY,
+				"image is in use by another client (it holds the RBD exclusive lock)");
 			r = -EBUSY;
 			goto fail;
 		}
