@@ -144,6 +144,12 @@ static int rbd_connect(struct rbd_backend *b, const struct rbd_name *n,
 	rados_conf_set(b->cluster, "client_mount_timeout", timeout);
 	rados_conf_set(b->cluster, "rados_mon_op_timeout", timeout);
 	rados_conf_set(b->cluster, "rados_osd_op_timeout", timeout);
+	/* librbd's cache starts in write-through mode until the first flush,
+	 * for guests that never flush.  libimg always flushes (img_flush,
+	 * img_close) and reports what the flush returns, so write-back from
+	 * the start is safe here and keeps many writes in flight. */
+	rados_conf_set(b->cluster, "rbd_cache_writethrough_until_flush",
+		       "false");
 	for (int i = 0; i < n->nopt; i++) {
 		r = rados_conf_set(b->cluster, n->key[i], n->value[i]);
 		if (r < 0)
