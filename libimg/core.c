@@ -215,6 +215,11 @@ static char *path_dirname(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 
+	/* A name on another backend has no directory: names recorded in it
+	 * are taken as they are (full backend names, or local paths). */
+	if (!img_name_is_local(path))
+		return strdup(".");
+
 	if (!slash)
 		return strdup(".");
 	if (slash == path)
