@@ -234,6 +234,11 @@ static char *path_dirname(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 
+	/* A name on another backend has no directory: names recorded in it
+	 * are taken as they are (full backend names, or local paths). */
+	if (!img_name_is_local(path))
+		return strdup(".");
+
 	if (!slash)
 		return strdup(".");
 	if (slash == path)
@@ -246,7 +251,7 @@ static char *path_resolve(const char *dir, const char *path)
 {
 	char *out;
 
-	if (path[0] == '/' || strcmp(dir, ".") == 0)
+	if (path[0] == '/' || strcmp(dir, ".") == 0 || !img_name_is_local(path))
 		return strdup(path);
 	if (asprintf(&out, "%s/%s", dir, path) < 0)
 		return NULL;
@@ -331,27 +336,18 @@ static int probe_file(const char *path, const struct img_driver **out,
 		      char *errbuf, size_t errlen)
 {
 	uint8_t head[4096];
-	struct img_file f = { .fd = -1 };
+	struct img_file f;
 	const struct img_driver *best = NULL;
 	uint64_t size = 0;
 	size_t head_len;
-	struct stat st;
-	int best_score = 0, fd, r;
+	char msg[IMG_ERRMSG_MAX];
+	int best_score = 0, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
-				     strerror(-r));
-	}
-	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-		close(fd);
-		return img_error_buf(errbuf, errlen, -EISDIR,
-				     "%s: is a directory", path);
-	}
-	f.fd = fd;
-	f.path = (char *)path;
-	f.is_block_device = S_ISBLK(st.st_mode);
+	/* Any backend: the content decides, wherever it lives. */
+	r = img_file_open_name(&f, path, false, IMG_OPEN_NO_LOCK, msg,
+			       sizeof(msg));
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r, "%s: %s", path, msg);
 	r = img_file_size(&f, &size);
 	if (r < 0)
 		goto fail;
@@ -371,7 +367,7 @@ static int probe_file(const char *path, const struct img_driver **out,
 			best = drv;
 		}
 	}
-	close(fd);
+	img_file_close(&f);
 	if (!best)
 		best = img_driver_find("raw");
 	if (!best)
@@ -380,7 +376,7 @@ static int probe_file(const char *path, const struct img_driver **out,
 	*out = best;
 	return 0;
 fail:
-	close(fd);
+	img_file_close(&f);
 	return img_error_buf(errbuf, errlen, r, "%s", img_file_last_error());
 }
 
@@ -425,8 +421,26 @@ static int open_chain(struct img *img, const struct stat *st,
 		      const char *backing_path, const char *backing_format,
 		      struct chain_ctx *ctx);
 
+/* A name on another backend (nbd://, rbd:, http://) has no inode: its
+ * identity for loop detection is a hash of the name. */
+static void remote_identity(const char *name, struct stat *st)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	memset(st, 0, sizeof(*st));
+	for (const char *p = name; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211ull;
+	st->st_dev = (dev_t)-1;
+	st->st_ino = (ino_t)h;
+	st->st_mode = S_IFREG;
+}
+
 static int img_backing_stat(const char *path, struct stat *st)
 {
+	if (!img_name_is_local(path)) {
+		remote_identity(path, st);
+		return 0;
+	}
 	return stat(path, st) == 0 ? 0 : -errno;
 }
 
@@ -710,8 +724,8 @@ static int open_one(struct img **out, const char *path, const char *format,
 	int r;
 
 	*out = NULL;
-	if (stat(path, st) < 0) {
-		r = -errno;
+	r = img_backing_stat(path, st);
+	if (r < 0) {
 		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
 				     strerror(-r));
 	}
@@ -1680,15 +1694,15 @@ int img_create(const char *path, const struct img_create_options *opts,
 		args.backing_file = NULL;
 	}
 	ebuf[0] = '\0';
-	existed = lstat(path, &st) == 0;
+	existed = img_name_is_local(path) ? lstat(path, &st) == 0 : false;
 	r = drv->create(&args, ebuf, sizeof(ebuf));
 	if (r < 0 && !ebuf[0])
 		snprintf(ebuf, sizeof(ebuf), "cannot create %s image: %s",
 			 drv->name, strerror(-r));
 	/* A failed create leaves no half-made image behind (a file that was
 	 * there before is the caller's and stays). */
-	if (r < 0 && !existed)
-		unlink(path);
+	if (r < 0 && !existed && r != -EEXIST)
+		img_file_remove_name(path, NULL, 0);
 fail:
 	if (r < 0) {
 		plen = strlen(path);

@@ -316,6 +316,19 @@ typedef int (*img_io_hook_fn)(enum img_io_op op, int fd, uint64_t off,
 			      uint64_t len, void *opaque);
 void img_set_io_hook(img_io_hook_fn fn, void *opaque);
 
+/* Snapshots a storage backend keeps of the object it names (RBD images:
+ * "rbd:pool/image"); what imgtool snapshot lists besides its own.  Fills
+ * up to max entries and returns how many there are, or -ENOTSUP for a
+ * backend without them (a local file), or another -errno with a message. */
+struct img_backend_snapshot {
+	char name[128];
+	uint64_t id;
+	uint64_t size;   /* virtual size at the snapshot */
+	int64_t created; /* seconds since the epoch, 0 when unknown */
+};
+int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,
+			  int max, char *errbuf, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
