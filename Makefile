@@ -32,7 +32,7 @@ override LDFLAGS += -pthread $(SANFLAGS)
 LIBIMG_LIBS := -lz -lcrypto
 LIBIMG_LIBS += -lzstd
 LIBIMG_LIBS += -lnbd -lcurl -lrbd -lrados
-VMM_LIBS := -lvncserver -lslirp -ljson-c -lxml2
+VMM_LIBS := -lvncserver -lslirp -ljson-c -lxml2 -larchive
 LIBS := $(LIBIMG_LIBS) -lssl -lfuse3
 
 LIB_SRCS := $(sort $(wildcard libimg/*.c formats/*/*.c))

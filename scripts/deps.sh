@@ -15,7 +15,7 @@ PKGS=(
 	libclang-rt-14-dev valgrind
 	libzstd-dev libqcow-utils
 	libvncserver-dev libslirp-dev libglib2.0-dev ipxe-qemu
-	libjson-c-dev libxml2-dev libxml2-utils
+	libjson-c-dev libxml2-dev libxml2-utils libarchive-dev
 	libcurl4-openssl-dev librbd-dev librados-dev
 	ceph-mon ceph-osd ceph-common uuid-runtime qemu-block-extra fio
 )

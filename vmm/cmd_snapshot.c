@@ -12,61 +12,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "vmm/cmd.h"
 #include "vmm/vmdef.h"
 
-/* imgtool next to this imgvm (build/bin/, an install's bin/), else PATH */
-static void imgtool_path(char *out, size_t len)
-{
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-	if (n > 0) {
-		char *slash;
-
-		self[n] = 0;
-		slash = strrchr(self, '/');
-		if (slash) {
-			*slash = 0;
-			snprintf(out, len, "%s/imgtool", self);
-			if (access(out, X_OK) == 0)
-				return;
-		}
-	}
-	snprintf(out, len, "imgtool");
-}
-
-/* imgtool snapshot -q ACTION DISK [TAG]; quiet: its output to /dev/null.
- * Returns its exit status (-1: could not run). */
+/* imgtool snapshot -q ACTION DISK [TAG]; quiet: its output to /dev/null */
 static int run_imgtool(const char *action, const char *disk, const char *tag,
 		       bool quiet)
 {
-	char tool[PATH_MAX + 16];
-	const char *argv[] = { "imgtool", "snapshot", "-q", action,
+	const char *args[] = { "imgtool", "snapshot", "-q", action,
 			       disk,	  tag,	      NULL };
-	pid_t pid;
-	int status;
 
-	imgtool_path(tool, sizeof(tool));
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		if (quiet && !freopen("/dev/null", "w", stdout))
-			_exit(127);
-		execvp(tool, (char **)argv);
-		fprintf(stderr, "imgvm: cannot run %s: %s\n", tool,
-			strerror(errno));
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	return imgtool_run(args, quiet);
 }
 
 /* Whether imgtool snapshot list DISK names tag (a line starting with it). */

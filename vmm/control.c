@@ -412,8 +412,13 @@ struct control *control_start(const char *path, struct pc *pc, char *err,
 	old_mask = umask(0177);
 	if (bind(ctl->listen_fd, (struct sockaddr *)&addr, sizeof(addr))) {
 		umask(old_mask);
-		snprintf(err, errlen, "--control %s: %s", path,
-			 strerror(errno));
+		/* 9p, some FUSE and network file systems hold no sockets */
+		snprintf(err, errlen, "--control %s: %s%s", path,
+			 strerror(errno),
+			 errno == ENXIO || errno == EOPNOTSUPP
+				 ? " (this file system cannot hold a socket: "
+				   "give --control a path on a local one)"
+				 : "");
 		goto fail;
 	}
 	umask(old_mask);

@@ -22,6 +22,8 @@ static const struct imgvm_command {
 	{ "delete", imgvm_cmd_delete },
 	{ "start", imgvm_cmd_start },
 	{ "snapshot", imgvm_cmd_snapshot },
+	{ "export", imgvm_cmd_export },
+	{ "import", imgvm_cmd_import },
 	{ "status", imgvm_cmd_control },
 	{ "eject", imgvm_cmd_control },
 	{ "insert", imgvm_cmd_control },

@@ -21,6 +21,8 @@ void imgvm_usage(FILE *out)
 	      "sendkeys NAME TEXT\n"
 	      "       imgvm snapshot NAME create|revert|delete TAG | snapshot "
 	      "NAME list\n"
+	      "       imgvm export NAME FILE.ova | import FILE.ova [NAME] "
+	      "[--format FMT]\n"
 	      "       imgvm --help | --version\n"
 	      "\n"
 	      "Boot a PC (KVM, SeaBIOS, AHCI SATA disk and CD-ROM, serial "

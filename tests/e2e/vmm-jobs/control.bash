@@ -36,10 +36,22 @@ await_exit() {
 	return 0
 }
 
+# The VMs' folder is on a local file system: the nested host's work
+# directories are 9p, which cannot hold the control socket.  The console
+# is kept in $T.
 job_control() {
-	local home=$T/control-home out pid con s1 s2 w1 w2
-	export IMGVM_HOME=$home
+	local home rc
+	home=$(mktemp -d "${TMPDIR:-/tmp}/imgvm-control.XXXXXX")
+	control_lab "$home"
+	rc=$?
+	cp "$home/lab/console.log" "$T/control-console.log" 2>/dev/null
 	rm -rf "$home"
+	return $rc
+}
+
+control_lab() {
+	local home=$1 out pid con s1 s2 w1 w2
+	export IMGVM_HOME=$home
 	out=$("$IMGVM" create lab --memory 512M --disk new:vdi:256M \
 		--cdrom "$GUEST/installer-wait.iso" 2>&1)
 	if [ $? = 0 ] && [ -e "$home/lab/lab.vdi" ]; then
