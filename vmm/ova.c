@@ -487,6 +487,14 @@ int ova_parse_descriptor(const char *text, size_t len, struct ova_machine *m,
 		snprintf(err, errlen, "the OVF descriptor is not XML");
 		return -EINVAL;
 	}
+	/* OVF has no use for a DTD; entities could only expand (a billion
+	 * laughs) or reach out (external ones): refused outright */
+	if (doc->intSubset || doc->extSubset) {
+		snprintf(err, errlen,
+			 "the OVF descriptor has a DOCTYPE "
+			 "(entities are not accepted)");
+		goto out;
+	}
 	env = xmlDocGetRootElement(doc);
 	if (!env || !is_element(env, "Envelope")) {
 		snprintf(err, errlen, "no OVF Envelope");
