@@ -187,6 +187,8 @@ static int count_l1(struct check_ctx *c, uint64_t l1_off, uint32_t l1_size,
 				buf[j] = IMG_BE64(buf[j]);
 			t = buf;
 		}
+		/* Fragmentation counts within one L2 table, as QEMU does. */
+		prev_host = 0;
 		count_l2(c, t, active, i, &dirty, &prev_host);
 		if (dirty)
 			s->l2_dirty[i] = 1;
