@@ -128,6 +128,8 @@ enum img_driver_flags {
 	/* The driver handles any byte alignment itself; otherwise the core
 	 * hands it only 512-byte-aligned offsets and lengths. */
 	IMG_DRV_BYTE_ALIGNED = 1u << 1,
+	/* Opens with IMG_OPEN_COMPRESS: new data is stored compressed. */
+	IMG_DRV_COMPRESSED_WRITES = 1u << 2,
 };
 
 struct img_driver {

@@ -301,6 +301,8 @@ static void qcow2_close(struct img *img)
 	free(s->feature_table);
 	free(s->other_exts);
 	free(s->zero_cluster);
+	free(s->pend_buf);
+	s->pend_buf = NULL;
 	s->feature_table = s->other_exts = s->zero_cluster = NULL;
 	if (s->has_ext_data)
 		img_file_close(&s->ext_data);
@@ -505,6 +507,8 @@ static int qcow2_open(struct img *img)
 	s->file.fd = -1;
 	s->data = &s->file;
 	s->writable = writable;
+	s->compress = writable && (flags & IMG_OPEN_COMPRESS);
+	s->pend_vc = UINT64_MAX;
 	ret = img_file_open(img, &s->file, img_filename(img), writable);
 	if (ret < 0) {
 		pthread_mutex_destroy(&s->l2_lock);
@@ -681,8 +685,8 @@ int qcow2_l2_load(struct img *img, struct qcow2_state *s, uint32_t l1i,
 
 /* The L2 table for l1i, made writable: allocated when missing, copied
  * when shared with a snapshot. */
-static int l2_for_write(struct img *img, struct qcow2_state *s, uint32_t l1i,
-			uint64_t **out)
+int qcow2_l2_for_write(struct img *img, struct qcow2_state *s, uint32_t l1i,
+		       uint64_t **out)
 {
 	uint64_t e = s->l1[l1i], c;
 	uint64_t *t;
@@ -940,6 +944,8 @@ static int qcow2_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 	free(cbuf);
 	if (part != small)
 		free(part);
+	if (ret >= 0 && s->compress)
+		qcow2_compress_pending_overlay(s, off, iov, iovcnt, len);
 	return ret < 0 ? ret : 0;
 }
 
@@ -964,7 +970,7 @@ static int check_write(struct img *img, struct qcow2_state *s)
 }
 
 /* Release what an L2 entry held (at the next commit). */
-static int entry_release(struct img *img, struct qcow2_state *s, uint64_t e)
+int qcow2_entry_release(struct img *img, struct qcow2_state *s, uint64_t e)
 {
 	uint64_t off, len;
 
@@ -1059,7 +1065,7 @@ static int write_fresh(struct img *img, struct qcow2_state *s, uint64_t *t,
 		uint32_t l2i = (uint32_t)(((start >> s->cluster_bits) + i) %
 					  s->l2_entries);
 
-		ret = entry_release(img, s, t[l2i * s->l2_words]);
+		ret = qcow2_entry_release(img, s, t[l2i * s->l2_words]);
 		if (ret < 0)
 			goto out;
 		entry_set(s, t, l2i,
@@ -1075,8 +1081,8 @@ out:
 	return ret;
 }
 
-static int qcow2_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
-			 int iovcnt, size_t len)
+int qcow2_write_plain(struct img *img, uint64_t off, const struct iovec *iov,
+		      int iovcnt, size_t len)
 {
 	struct qcow2_state *s = img_state(img);
 	uint64_t cs = s->cluster_size;
@@ -1103,7 +1109,7 @@ static int qcow2_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 		uint64_t *t;
 		int n;
 
-		ret = l2_for_write(img, s, l1i, &t);
+		ret = qcow2_l2_for_write(img, s, l1i, &t);
 		if (ret < 0)
 			break;
 		if (entry_in_place(s, t, l2i)) {
@@ -1162,6 +1168,16 @@ static int qcow2_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	if (part != small)
 		free(part);
 	return ret < 0 ? ret : 0;
+}
+
+static int qcow2_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
+			 int iovcnt, size_t len)
+{
+	struct qcow2_state *s = img_state(img);
+
+	if (s->compress)
+		return qcow2_write_compressed(img, s, off, iov, iovcnt, len);
+	return qcow2_write_plain(img, off, iov, iovcnt, len);
 }
 
 /* ---- commit ----------------------------------------------------------- */
@@ -1286,7 +1302,12 @@ int qcow2_commit(struct img *img, struct qcow2_state *s, bool sync)
 
 static int qcow2_flush(struct img *img)
 {
-	return qcow2_commit(img, img_state(img), true);
+	struct qcow2_state *s = img_state(img);
+	int ret = qcow2_compress_pending_store(img, s);
+
+	if (ret < 0)
+		return ret;
+	return qcow2_commit(img, s, true);
 }
 
 /* ---- zeroes, discard -------------------------------------------------- */
@@ -1313,13 +1334,13 @@ static int clusters_clear(struct img *img, struct qcow2_state *s, uint64_t pos,
 			len -= skip;
 			continue;
 		}
-		ret = l2_for_write(img, s, l1i, &t);
+		ret = qcow2_l2_for_write(img, s, l1i, &t);
 		if (ret < 0)
 			return ret;
 		for (; l2i < s->l2_entries && len; l2i++) {
 			uint64_t e = t[l2i * s->l2_words];
 
-			ret = entry_release(img, s, e);
+			ret = qcow2_entry_release(img, s, e);
 			if (ret < 0)
 				return ret;
 			if (zero_flag)
@@ -1619,7 +1640,7 @@ static int qcow2_set_backing(struct img *img, const char *backing_file,
 const struct img_driver img_driver_qcow2 = {
 	.name = "qcow2",
 	.description = "QEMU copy-on-write v2/v3 (compat 0.10 and 1.1)",
-	.flags = IMG_DRV_CONCURRENT_READS,
+	.flags = IMG_DRV_CONCURRENT_READS | IMG_DRV_COMPRESSED_WRITES,
 	.state_size = sizeof(struct qcow2_state),
 	.create_options = qcow2_create_options,
 	.probe = qcow2_probe,

@@ -92,6 +92,18 @@ struct qcow2_state {
 	uint64_t snapshots_size; /* bytes of the snapshot table */
 
 	uint8_t *zero_cluster; /* cluster_size zero bytes */
+
+	/* IMG_OPEN_COMPRESS: fresh whole clusters are stored deflated,
+	 * packed from cpos (512-aligned) up to cend; clast is the last host
+	 * cluster counted for a compressed cluster (refcount = number of
+	 * compressed clusters in it). */
+	bool compress;
+	uint64_t cpos, cend, clast;
+	/* The cluster being gathered from partial writes (UINT64_MAX:
+	 * none), and its contents. */
+	uint64_t pend_vc;
+	uint8_t *pend_buf;
+	int compress_threads;
 };
 
 /* qcow2_refcount.c */
@@ -126,6 +138,18 @@ int qcow2_l2_load(struct img *img, struct qcow2_state *s, uint32_t l1i,
 /* Host bytes a compressed L2 entry covers. */
 void qcow2_compressed_range(const struct qcow2_state *s, uint64_t entry,
 			    uint64_t *off, uint64_t *len);
+
+int qcow2_l2_for_write(struct img *img, struct qcow2_state *s, uint32_t l1i,
+		       uint64_t **out);
+int qcow2_entry_release(struct img *img, struct qcow2_state *s, uint64_t e);
+int qcow2_write_plain(struct img *img, uint64_t off, const struct iovec *iov,
+		      int iovcnt, size_t len);
+int qcow2_compress_pending_store(struct img *img, struct qcow2_state *s);
+void qcow2_compress_pending_overlay(struct qcow2_state *s, uint64_t off,
+				    const struct iovec *iov, int iovcnt,
+				    size_t len);
+int qcow2_write_compressed(struct img *img, struct qcow2_state *s, uint64_t off,
+			   const struct iovec *iov, int iovcnt, size_t len);
 
 /* qcow2_create.c */
 int qcow2_create(const struct img_create_args *a, char *errbuf, size_t errlen);

@@ -217,6 +217,33 @@ if qemu-img convert -c -O qcow2 -o compression_type=zstd "$T/c.raw" "$T/zs.qcow2
 else
 	skip "zstd read" "this qemu-img has no zstd"
 fi
+# Compressed writing: convert -c on every core; QEMU reads and checks it.
+for o in "" "-o cluster_size=4096" "-o compat=0.10,cluster_size=2M"; do
+	rm -f "$T/oc.qcow2"
+	if "$I" convert -q -c -O qcow2 $o "$T/c.raw" "$T/oc.qcow2" && qcheck "$T/oc.qcow2" &&
+		same "$T/oc.qcow2" "$T/c.raw" &&
+		qemu-img check "$T/oc.qcow2" | grep -q "[1-9][0-9.]*% compressed" &&
+		[ "$(stat -c %s "$T/oc.qcow2")" -lt $((12 * MiB)) ]; then
+		ok "convert -c ${o:-(defaults)}: compressed clusters qemu-img reads, check clean ($(stat -c %s "$T/oc.qcow2") bytes)"
+	else
+		fail "convert -c $o: $(qemu-img check "$T/oc.qcow2" 2>&1 | tail -3 | tr '\n' ' ')"
+	fi
+done
+cp "$T/oc.qcow2" "$T/oc2.qcow2"
+qio "$T/oc2.qcow2" -c "write -P 0x42 100k 8k" -c "write -z 2M 64k"
+cp "$T/oc.qcow2" "$T/oc3.qcow2"
+if ourio "$T/oc3.qcow2" -c "write -P 0x42 100k 8k" -c "write -z 2M 64k" && qcheck "$T/oc3.qcow2" &&
+	same "$T/oc2.qcow2" "$T/oc3.qcow2" && qcheck "$T/oc2.qcow2"; then
+	ok "QEMU and imgtool write over imgtool's compressed clusters alike; both check clean"
+else
+	fail "writes over imgtool's compressed clusters"
+fi
+if ! "$I" convert -q -c -O vdi "$T/c.raw" "$T/novdi.vdi" 2>"$T/err" && [ "$(wc -l <"$T/err")" = 1 ] &&
+	grep -q "compressed" "$T/err" && [ ! -e "$T/novdi.vdi" ]; then
+	ok "convert -c to a format without compression is refused in one line"
+else
+	fail "convert -c -O vdi refusal: $(cat "$T/err")"
+fi
 qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=65536 -b "$T/qbase.qcow2" -F qcow2 "$T/x.qcow2"
 qemu-io -c "write -P 0x55 4k 4k" -c "write -P 0x66 1M 130k" -c "write -z 2M 8k" "$T/x.qcow2" >/dev/null
 qemu-img convert -O raw "$T/x.qcow2" "$T/x-q.raw"

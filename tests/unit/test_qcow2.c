@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MiB (1u << 20)
@@ -559,4 +560,41 @@ Test(qcow2_bad, refusals_name_the_problem, .init = make_tmpdir,
 	w = IMG_BE32(100000); /* snapshot count */
 	poke(path, 60, &w, 4);
 	expect_refusal(path, "snapshot count");
+}
+
+/* ---- compressed writing ----------------------------------------------- */
+
+Test(qcow2_compress, partial_and_whole_clusters, .init = make_tmpdir,
+     .fini = remove_tmpdir)
+{
+	const char *path = tmp_path("c.qcow2");
+	uint64_t size = 4 * MiB + 1536;
+	uint8_t *model = calloc(1, size), *disk = malloc(size);
+	struct img *img;
+	struct stat st;
+
+	cr_assert(model && disk);
+	create(path, size, "", NULL);
+	img = open_img(path, IMG_OPEN_RDWR | IMG_OPEN_COMPRESS);
+	/* compressible text-like data */
+	for (uint64_t i = 0; i < size; i++)
+		model[i] = (uint8_t)("qcow2 compressed "[i % 17]);
+	memset(model + 1000, 0, 7192); /* a hole inside cluster 0 */
+	cr_assert_eq(img_pwrite(img, model, 1000, 0), 0);
+	cr_assert_eq(img_pwrite(img, model + 8192, 3000, 8192), 0);
+	/* the gathered cluster reads back before it is stored */
+	cr_assert_eq(img_pread(img, disk, 11192, 0), 0);
+	cr_assert_eq(memcmp(disk, model, 11192), 0);
+	cr_assert_eq(img_pwrite(img, model + 11192, size - 11192, 11192), 0);
+	cr_assert_eq(img_close(img), 0);
+	img = open_img(path, IMG_OPEN_RDONLY);
+	cr_assert_eq(img_pread(img, disk, size, 0), 0);
+	cr_assert_eq(memcmp(disk, model, size), 0);
+	img_close(img);
+	assert_clean(path);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_lt(st.st_size, (off_t)(size / 4), "%lld bytes",
+		     (long long)st.st_size);
+	free(model);
+	free(disk);
 }
