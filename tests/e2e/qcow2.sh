@@ -429,14 +429,13 @@ if ! "$I" info "$T/h.qcow2" 2>&1 | grep -q "incompatible feature.*bit 9"; then
 else
 	ok "unknown incompatible feature refused with its bit"
 fi
-if qemu-img create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=luks,encrypt.key-secret=s0 "$T/luks.qcow2" 16M 2>/dev/null; then
-	if ! "$I" info "$T/luks.qcow2" 2>"$T/err" && [ "$(wc -l <"$T/err")" = 1 ] && grep -q "LUKS" "$T/err"; then
-		ok "LUKS-encrypted image refused in one line"
-	else
-		fail "LUKS refusal: $(cat "$T/err")"
-	fi
+# LUKS: the fixture made by QEMU 7.2 (secret "pw").
+cp tests/fixtures/qcow2/qemu72-luks.qcow2 "$T/luks.qcow2"
+if ! "$I" info "$T/luks.qcow2" 2>"$T/err" && [ "$(wc -l <"$T/err")" = 1 ] && grep -q "LUKS" "$T/err" &&
+	! "$I" convert -q -O raw "$T/luks.qcow2" "$T/luks.raw" 2>/dev/null; then
+	ok "LUKS-encrypted image refused in one line"
 else
-	skip "LUKS refusal" "qemu-img cannot create LUKS images here"
+	fail "LUKS refusal: $(cat "$T/err")"
 fi
 
 # ---- dirty bit (lazy refcounts), resize, tools --------------------------
