@@ -2,7 +2,8 @@
 /*
  * crashwrite: crash-consistency harness for libimg's dynamic formats.
  *
- *   crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR FORMAT[:SUBFORMAT|:diff]
+ *   crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR
+ *              FORMAT[:SUBFORMAT|:diff|:KEY=VALUE,...]
  *
  * For each kill point, a fresh image is created in DIR and a child process
  * writes a deterministic sequence of random writes (random offsets and
@@ -161,6 +162,12 @@ static void create_target(struct target *t, uint8_t *buf)
 	struct img_create_options co = { .format = t->format,
 					 .size = DISK_SIZE,
 					 .subformat = t->subformat };
+	/* "qcow2:cluster_size=512": create options rather than a subformat
+	 * (small clusters make the writes grow tables as they go). */
+	if (t->subformat && strchr(t->subformat, '=')) {
+		co.options = t->subformat;
+		co.subformat = NULL;
+	}
 	unlink(t->path);
 	if (t->differencing) {
 		unlink(t->parent);
