@@ -239,7 +239,7 @@ void img_check_note(struct img_check_result *res, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /* The table, in probe order; entries may be NULL (driver not built). */
-#define IMG_NDRIVERS 4
+#define IMG_NDRIVERS 5
 extern const struct img_driver *const img_drivers[IMG_NDRIVERS];
 const struct img_driver *img_driver_find(const char *name);
 

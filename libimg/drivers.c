@@ -21,6 +21,11 @@ extern const struct img_driver img_driver_vmdk;
 #else
 extern const struct img_driver img_driver_vmdk __attribute__((weak));
 #endif
+#ifdef IMG_HAVE_DRIVER_VHDX
+extern const struct img_driver img_driver_vhdx;
+#else
+extern const struct img_driver img_driver_vhdx __attribute__((weak));
+#endif
 #ifdef IMG_HAVE_DRIVER_RAW
 extern const struct img_driver img_driver_raw;
 #else
@@ -28,6 +33,6 @@ extern const struct img_driver img_driver_raw __attribute__((weak));
 #endif
 
 const struct img_driver *const img_drivers[IMG_NDRIVERS] = {
-	&img_driver_vdi, &img_driver_vhd, &img_driver_vmdk,
-	&img_driver_raw, /* last: it matches anything */
+	&img_driver_vdi,  &img_driver_vhd, &img_driver_vmdk,
+	&img_driver_vhdx, &img_driver_raw, /* last: it matches anything */
 };
