@@ -63,7 +63,7 @@ int vhdx_check(struct img *img, struct img_check_result *res, unsigned fix)
 	bool fix_errors = fix & IMG_CHECK_FIX_ERRORS && !s->read_only;
 	bool fix_leaks = fix & IMG_CHECK_FIX_LEAKS && !s->read_only;
 	struct vhdx_used *used = NULL;
-	uint64_t nused = 0, end = 0;
+	uint64_t nused = 0, end = 0, copied_end = 0;
 	int ret = 0;
 
 	if ((fix_errors || fix_leaks) && !s->read_only) {
@@ -162,15 +162,19 @@ int vhdx_check(struct img *img, struct img_check_result *res, unsigned fix)
 				if (ret)
 					goto out;
 				res->corruptions_fixed++;
+				copied_end = s->alloc_offset;
 				continue;
 			}
 		}
 		end = MAX(end, used[k].end);
 	}
-	end = MAX(end, s->alloc_offset > s->file_size ? s->alloc_offset : 0);
+	end = MAX(end, copied_end);
 	end = MAX(end, VHDX_HEADER_SECTION_SIZE);
 	res->image_end_offset = end;
-	if (s->file_size > end) {
+	/* Less than the 1 MiB alignment past the end is not a block (Disk2VHD
+	 * leaves 512 bytes there). */
+	if (s->file_size / VHDX_ALIGN * VHDX_ALIGN >
+	    vhdx_round_up(end, VHDX_ALIGN)) {
 		uint64_t bytes = s->file_size - end;
 
 		res->leaks += (bytes + s->block_size - 1) / s->block_size;

@@ -61,6 +61,8 @@ corrupt_format() { # NAME QEMU_FORMAT
 	mkdir -p "$w"
 	[ "$name" = vmdk-stream ] && opts="-o subformat=streamOptimized"
 	[ "$name" = vhd ] && opts="-o subformat=dynamic"
+	# VHDX metadata spans the first MiBs: headers, log, metadata, BAT
+	[ "$name" = vhdx ] && opts="-o block_size=1M" && region=$((4 * 1024 * 1024))
 	if ! "$IMGTOOL" create -q -f "${qfmt/vpc/vhd}" "$w/probe" 1M >/dev/null 2>&1; then
 		echo "skip $name: format not in this build"
 		return
@@ -97,7 +99,7 @@ corrupt_format() { # NAME QEMU_FORMAT
 	fi
 }
 
-specs=(vdi:vdi vhd:vpc vmdk:vmdk vmdk-stream:vmdk)
+specs=(vdi:vdi vhd:vpc vmdk:vmdk vmdk-stream:vmdk vhdx:vhdx)
 running=0
 for spec in "${specs[@]}"; do
 	corrupt_format "${spec%%:*}" "${spec##*:}" >"$T/${spec%%:*}.log" 2>&1 &

@@ -36,7 +36,7 @@ crash_spec() { # SPEC
 	fi
 }
 
-specs=(vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff)
+specs=(vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff vhdx:block_size=1M vhdx:diff)
 running=0
 for i in "${!specs[@]}"; do
 	crash_spec "${specs[$i]}" >"$T/$i.log" 2>&1 &
