@@ -1016,6 +1016,41 @@ static int vhdx_block_allocate(struct img *img, struct vhdx_state *s,
 	return 0;
 }
 
+/* Does this write change what the disk reads?  Asked only until the
+ * first change of a session, and answered "no" only for writes into a
+ * differencing disk's absent blocks of what the parent already holds
+ * (a layer's data pulled into its child by snapshot delete or commit):
+ * such writes keep the data write GUID, so the children of this disk
+ * stay valid. */
+static bool vhdx_write_changes_data(struct img *img, struct vhdx_state *s,
+				    uint64_t off, const struct iovec *iov,
+				    int iovcnt, size_t len)
+{
+	uint8_t *now, *want;
+	bool changes = true;
+
+	if (s->data_changed || !s->has_parent || !len || len > (64u << 20))
+		return !s->data_changed;
+	for (uint64_t b = off / s->block_size;
+	     b <= (off + len - 1) / s->block_size; b++)
+		if (!vhdx_reads_parent(
+			    s,
+			    VHDX_BAT_STATE(s->bat[vhdx_payload_index(s, b)])))
+			return true;
+	now = malloc(len);
+	want = malloc(len);
+	if (now && want) {
+		struct iovec v = { now, len };
+
+		img_iov_to_buf(iov, iovcnt, 0, want, len);
+		changes = vhdx_preadv(img, off, &v, 1, len) ||
+			  memcmp(now, want, len);
+	}
+	free(now);
+	free(want);
+	return changes;
+}
+
 static int vhdx_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			int iovcnt, size_t len)
 {
@@ -1024,7 +1059,8 @@ static int vhdx_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	size_t done = 0;
 	int ret;
 
-	ret = vhdx_session_begin(img, s, true);
+	ret = vhdx_session_begin(
+		img, s, vhdx_write_changes_data(img, s, off, iov, iovcnt, len));
 	if (ret)
 		return ret;
 	while (done < len) {
@@ -1314,4 +1350,5 @@ const struct img_driver img_driver_vhdx = {
 	.check = vhdx_check,
 	.get_info = vhdx_get_info,
 	.backing_matches = vhdx_backing_matches,
+	.set_backing = vhdx_set_backing,
 };

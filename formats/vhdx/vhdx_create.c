@@ -92,6 +92,33 @@ static void vhdx_windows_path(char *dst, size_t max, const char *src,
 	dst[o] = 0;
 }
 
+/* The locator of a child whose parent is recorded as backing_file
+ * (relative to the child, or absolute) and opened as parent. */
+static int vhdx_locator_for(const char *backing_file, struct img *parent,
+			    const struct vhdx_guid *linkage, uint8_t *buf,
+			    size_t max)
+{
+	char abs_path[PATH_MAX], wrel[PATH_MAX], wabs[PATH_MAX], link[39];
+	const char *keys[3], *values[3];
+	int n = 0;
+
+	vhdx_guid_format(linkage, link, true);
+	keys[n] = "parent_linkage";
+	values[n++] = link;
+	if (!realpath(img_filename(parent), abs_path))
+		snprintf(abs_path, sizeof(abs_path), "%s",
+			 img_filename(parent));
+	if (backing_file[0] != '/') {
+		vhdx_windows_path(wrel, sizeof(wrel), backing_file, true);
+		keys[n] = "relative_path";
+		values[n++] = wrel;
+	}
+	vhdx_windows_path(wabs, sizeof(wabs), abs_path, false);
+	keys[n] = "absolute_win32_path";
+	values[n++] = wabs;
+	return vhdx_locator_build(buf, max, keys, values, n);
+}
+
 int vhdx_create(const struct img_create_args *args, char *errbuf, size_t errlen)
 {
 	struct img_file file = { .fd = -1 };
@@ -186,28 +213,9 @@ int vhdx_create(const struct img_create_args *args, char *errbuf, size_t errlen)
 				     "TiB");
 
 	if (diff) {
-		char rel[PATH_MAX], abs_path[PATH_MAX], wrel[PATH_MAX],
-			wabs[PATH_MAX], link[39];
-		const char *keys[3], *values[3];
-		int n = 0;
-
-		vhdx_guid_format(&linkage, link, true);
-		keys[n] = "parent_linkage";
-		values[n++] = link;
-		if (!realpath(img_filename(args->backing), abs_path))
-			snprintf(abs_path, sizeof(abs_path), "%s",
-				 img_filename(args->backing));
-		snprintf(rel, sizeof(rel), "%s", args->backing_file);
-		if (rel[0] != '/') {
-			vhdx_windows_path(wrel, sizeof(wrel), rel, true);
-			keys[n] = "relative_path";
-			values[n++] = wrel;
-		}
-		vhdx_windows_path(wabs, sizeof(wabs), abs_path, false);
-		keys[n] = "absolute_win32_path";
-		values[n++] = wabs;
-		locator_len = vhdx_locator_build(locator, sizeof(locator), keys,
-						 values, n);
+		locator_len = vhdx_locator_for(args->backing_file,
+					       args->backing, &linkage, locator,
+					       sizeof(locator));
 		if (locator_len < 0)
 			return img_error_buf(errbuf, errlen, -ENAMETOOLONG,
 					     "parent path too long for the "
@@ -541,4 +549,262 @@ int vhdx_resize(struct img *img, uint64_t new_size, unsigned flags)
 	s->size = new_size;
 	img_set_size(img, new_size);
 	return 0;
+}
+
+/* ---- parent reference ----------------------------------------------------*/
+
+struct vhdx_sector_set {
+	uint32_t n;
+	struct vhdx_log_write w[16];
+	uint8_t data[16][VHDX_LOG_SECTOR];
+};
+
+/* The buffer of the 4 KiB metadata sector holding file offset off, read
+ * from the file the first time. */
+static uint8_t *vhdx_sector_get(struct vhdx_state *s,
+				struct vhdx_sector_set *set, uint64_t off,
+				int *err)
+{
+	uint64_t at = off / VHDX_LOG_SECTOR * VHDX_LOG_SECTOR;
+
+	for (uint32_t i = 0; i < set->n; i++)
+		if (set->w[i].offset == at)
+			return set->data[i];
+	if (set->n == 16) {
+		*err = -E2BIG;
+		return NULL;
+	}
+	*err = vhdx_read_file(s, set->data[set->n], VHDX_LOG_SECTOR, at);
+	if (*err)
+		return NULL;
+	set->w[set->n].offset = at;
+	set->w[set->n].data = set->data[set->n];
+	return set->data[set->n++];
+}
+
+/* Copies len bytes into the metadata at file offset off, sector by
+ * sector. */
+static int vhdx_sector_put(struct vhdx_state *s, struct vhdx_sector_set *set,
+			   uint64_t off, const uint8_t *src, size_t len)
+{
+	while (len) {
+		int err = 0;
+		uint8_t *sec = vhdx_sector_get(s, set, off, &err);
+		size_t in = (size_t)(off % VHDX_LOG_SECTOR);
+		size_t n = MIN(len, VHDX_LOG_SECTOR - in);
+
+		if (!sec)
+			return err;
+		memcpy(sec + in, src, n);
+		off += n;
+		src += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int vhdx_set_backing(struct img *img, const char *backing_file,
+		     const char *backing_format, struct img *parent)
+{
+	struct vhdx_state *s = img_state(img);
+	struct vhdx_sector_set *set = NULL;
+	uint8_t locator[8192], *table = NULL;
+	struct vhdx_guid linkage = { 0 };
+	struct vhdx_bat_geometry geo;
+	bool diff = backing_file != NULL;
+	int loc_len = 0, ret = 0, li = -1, pi = -1;
+
+	(void)backing_format;
+	if (s->read_only)
+		return img_error(img, -EROFS, "image is read-only");
+	if (diff) {
+		const struct vhdx_state *ps;
+
+		if (!parent || strcmp(img_format(parent), "vhdx"))
+			return img_error(img, -EINVAL,
+					 "the parent of a VHDX differencing "
+					 "disk must be an open VHDX image");
+		ps = img_state(parent);
+		if (ps->logical_sector != s->logical_sector)
+			return img_error(img, -EINVAL,
+					 "parent has %u-byte sectors, this "
+					 "disk %u-byte ones",
+					 ps->logical_sector, s->logical_sector);
+		linkage = ps->header.data_write_guid;
+		loc_len = vhdx_locator_for(backing_file, parent, &linkage,
+					   locator, sizeof(locator));
+		if (loc_len < 0)
+			return img_error(
+				img, -ENAMETOOLONG,
+				"parent path too long for the locator");
+	} else if (!s->has_parent) {
+		return 0;
+	}
+	vhdx_bat_geometry(s->size, s->block_size, s->logical_sector, diff,
+			  &geo);
+	if (geo.entries * 8 > s->bat_length)
+		return img_error(img, -ENOTSUP,
+				 "the BAT region has no room for the entries "
+				 "of a differencing disk");
+	for (uint64_t b = 0; !diff && b < s->geo.data_blocks; b++)
+		if (VHDX_BAT_STATE(s->bat[vhdx_payload_index(s, b)]) ==
+		    VHDX_BLOCK_PARTIALLY_PRESENT)
+			return img_error(img, -ENOTSUP,
+					 "block %llu is partially present: the "
+					 "disk cannot stand alone",
+					 (unsigned long long)b);
+
+	table = malloc(VHDX_METADATA_TABLE_SIZE);
+	set = calloc(1, sizeof(*set));
+	if (!table || !set) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memcpy(table, s->meta_table, VHDX_METADATA_TABLE_SIZE);
+	uint32_t n = vhdx_metadata_count(table);
+	uint64_t items_end = VHDX_METADATA_TABLE_SIZE;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct vhdx_metadata_entry e;
+
+		vhdx_metadata_decode(table, i, &e);
+		if (vhdx_guid_equal(&e.item, &vhdx_guid_parent_locator))
+			li = (int)i;
+		if (vhdx_guid_equal(&e.item, &vhdx_guid_file_parameters))
+			pi = (int)i;
+		items_end = MAX(items_end, (uint64_t)e.offset + e.length);
+	}
+	if (pi < 0) {
+		ret = img_error(img, -EINVAL, "metadata lacks file parameters");
+		goto out;
+	}
+	struct vhdx_metadata_entry params;
+	uint8_t pbuf[8];
+
+	vhdx_metadata_decode(table, (uint32_t)pi, &params);
+	ret = vhdx_read_file(s, pbuf, 8, s->meta_offset + params.offset);
+	if (ret)
+		goto out;
+	uint32_t flags = vhdx_get32(pbuf + 4) & ~VHDX_PARAM_HAS_PARENT;
+
+	vhdx_put32(pbuf + 4, flags | (diff ? VHDX_PARAM_HAS_PARENT : 0));
+	ret = vhdx_sector_put(s, set, s->meta_offset + params.offset, pbuf, 8);
+	if (ret)
+		goto out;
+	if (diff) {
+		struct vhdx_metadata_entry e = { vhdx_guid_parent_locator, 0,
+						 (uint32_t)loc_len,
+						 VHDX_META_IS_REQUIRED };
+		struct vhdx_metadata_entry old;
+
+		if (li >= 0)
+			vhdx_metadata_decode(table, (uint32_t)li, &old);
+		if (li >= 0 && old.length >= (uint32_t)loc_len) {
+			e.offset = old.offset;
+		} else {
+			e.offset = (uint32_t)vhdx_round_up(items_end,
+							   VHDX_LOG_SECTOR);
+			if (e.offset + (uint64_t)loc_len > s->meta_length) {
+				ret = img_error(
+					img, -ENOSPC,
+					"no room for the parent locator "
+					"in the metadata region");
+				goto out;
+			}
+		}
+		if (li < 0) {
+			if (n >= 126) {
+				ret = img_error(img, -ENOSPC,
+						"metadata table is full");
+				goto out;
+			}
+			li = (int)n++;
+			vhdx_put16(table + 10, (uint16_t)n);
+		}
+		uint8_t *p = table + 32 + (size_t)li * 32;
+
+		memcpy(p, e.item.b, 16);
+		vhdx_put32(p + 16, e.offset);
+		vhdx_put32(p + 20, e.length);
+		vhdx_put32(p + 24, e.flags);
+		ret = vhdx_sector_put(s, set, s->meta_offset + e.offset,
+				      locator, (size_t)loc_len);
+		if (ret)
+			goto out;
+	} else if (li >= 0) {
+		memmove(table + 32 + (size_t)li * 32,
+			table + 32 + (size_t)(li + 1) * 32,
+			(size_t)(n - (uint32_t)li - 1) * 32);
+		n--;
+		memset(table + 32 + (size_t)n * 32, 0, 32);
+		vhdx_put16(table + 10, (uint16_t)n);
+	}
+	for (uint32_t k = 0;
+	     k < (32 + (n + 1) * 32 + VHDX_LOG_SECTOR - 1) / VHDX_LOG_SECTOR;
+	     k++) {
+		ret = vhdx_sector_put(s, set,
+				      s->meta_offset + k * VHDX_LOG_SECTOR,
+				      table + k * VHDX_LOG_SECTOR,
+				      VHDX_LOG_SECTOR);
+		if (ret)
+			goto out;
+	}
+
+	/* A new parent reference is not a change of the data: the caller
+	 * (rebase, snapshot) vouches that the disk reads the same, and the
+	 * children of this disk stay valid. */
+	ret = vhdx_session_begin(img, s, false);
+	if (ret)
+		goto out;
+	if (geo.entries > s->geo.entries) {
+		/* The new sector bitmap entries must read as "not present". */
+		uint64_t *bat = realloc(s->bat, geo.entries * 8 + 8);
+		uint64_t nsec = (geo.entries * 8 + VHDX_LOG_SECTOR - 1) /
+				VHDX_LOG_SECTOR;
+		uint8_t *dirty = realloc(s->bat_dirty, nsec + 1);
+
+		if (bat)
+			s->bat = bat;
+		if (dirty)
+			s->bat_dirty = dirty;
+		if (!bat || !dirty) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		uint64_t old_nsec = (s->geo.entries * 8 + VHDX_LOG_SECTOR - 1) /
+				    VHDX_LOG_SECTOR;
+
+		memset(s->bat_dirty + old_nsec, 0, nsec + 1 - old_nsec);
+		memset(s->bat + s->geo.entries, 0,
+		       (geo.entries - s->geo.entries) * 8);
+		uint64_t old_entries = s->geo.entries;
+
+		s->geo = geo;
+		for (uint64_t i = old_entries; i < geo.entries; i++)
+			vhdx_bat_mark_dirty(s, i);
+	}
+	ret = vhdx_commit(img, s);
+	if (!ret)
+		ret = vhdx_log_sectors(img, s, set->w, set->n);
+	if (ret)
+		goto out;
+	s->geo = geo;
+	memcpy(s->meta_table, table, VHDX_METADATA_TABLE_SIZE);
+	s->has_parent = diff;
+	s->has_linkage = diff;
+	s->has_linkage2 = false;
+	s->parent_linkage = linkage;
+	s->parent_relative[0] = s->parent_absolute[0] = s->parent_volume[0] = 0;
+	if (diff) {
+		if (backing_file[0] != '/')
+			snprintf(s->parent_relative, sizeof(s->parent_relative),
+				 "%s", backing_file);
+		if (!realpath(img_filename(parent), s->parent_absolute))
+			snprintf(s->parent_absolute, sizeof(s->parent_absolute),
+				 "%s", img_filename(parent));
+	}
+out:
+	free(table);
+	free(set);
+	return ret;
 }

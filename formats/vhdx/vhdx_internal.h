@@ -112,6 +112,8 @@ uint32_t vhdx_log_capacity(const struct vhdx_state *s);
 int vhdx_create(const struct img_create_args *args, char *errbuf,
 		size_t errlen);
 int vhdx_resize(struct img *img, uint64_t new_size, unsigned flags);
+int vhdx_set_backing(struct img *img, const char *backing_file,
+		     const char *backing_format, struct img *parent);
 
 /* vhdx_check.c */
 int vhdx_check(struct img *img, struct img_check_result *res, unsigned fix);

@@ -266,6 +266,43 @@ else
 fi
 check "the child after zero/discard: check clean" "$IMGTOOL" check -q "$T/chain/top.vhdx"
 
+# ---- rebase, snapshot, commit ---------------------------------------------
+mkdir -p "$T/rb"
+(
+	cd "$T/rb" || exit 1
+	"$IO" pattern p1.raw 32M 61 && "$IO" pattern p2.raw 32M 62 &&
+		"$IMGTOOL" create -q -f vhdx b1.vhdx 32M && "$IO" write b1.vhdx p1.raw &&
+		"$IMGTOOL" create -q -f vhdx b2.vhdx 32M && "$IO" write b2.vhdx p2.raw &&
+		"$IMGTOOL" create -q -f vhdx -b b1.vhdx -F vhdx c.vhdx && "$IO" write c.vhdx p2.raw &&
+		"$IO" read c.vhdx before.raw
+) || fail "building the rebase images"
+b2id=$("$IMGTOOL" info "$T/rb/b2.vhdx" | sed -n 's/^ *data_write_guid: //p')
+if (cd "$T/rb" && "$IMGTOOL" rebase -q -b b2.vhdx -F vhdx c.vhdx) && "$IO" cmp "$T/rb/c.vhdx" "$T/rb/before.raw" &&
+	vhdiinfo "$T/rb/c.vhdx" | grep -q "Parent identifier.*: $b2id" && "$IMGTOOL" check -q "$T/rb/c.vhdx"; then
+	ok "rebase onto another VHDX: same data, new parent locator and linkage (vhdiinfo agrees)"
+else
+	fail "rebase"
+fi
+if "$IMGTOOL" rebase -q -b "" "$T/rb/c.vhdx" && "$IO" cmp "$T/rb/c.vhdx" "$T/rb/before.raw" &&
+	"$IMGTOOL" info "$T/rb/c.vhdx" | grep -q 'subformat: dynamic' && qcheck "$T/rb/c.vhdx" &&
+	qemu-img compare -q "$T/rb/c.vhdx" "$T/rb/before.raw"; then
+	ok "rebase to no parent: a dynamic disk qemu-img reads the same"
+else
+	fail "rebase to standalone"
+fi
+(
+	cd "$T/rb" || exit 1
+	"$IMGTOOL" create -q -f vhdx d.vhdx 32M && "$IO" write d.vhdx p1.raw &&
+		"$IMGTOOL" snapshot create d.vhdx s1 >/dev/null && "$IO" write d.vhdx p2.raw && "$IO" read d.vhdx d2.raw &&
+		"$IMGTOOL" snapshot create d.vhdx s2 >/dev/null && "$IMGTOOL" snapshot delete d.vhdx s1 >/dev/null &&
+		"$IO" cmp d.vhdx d2.raw && "$IO" zero d.vhdx 0 1M &&
+		"$IMGTOOL" snapshot revert d.vhdx s2 >/dev/null && "$IO" cmp d.vhdx d2.raw &&
+		"$IMGTOOL" commit -q d.vhdx && "$IO" cmp d.vhdx d2.raw && "$IMGTOOL" check -q d.vhdx
+) >"$T/out" 2>&1
+st=$?
+check "snapshot create/delete (a middle layer)/revert and commit keep the data and the chain's linkage" test "$st" = 0
+rm -rf "$T/rb"
+
 # ---- the log ---------------------------------------------------------------
 # A write killed between the log entry and the end of the session leaves a
 # pending log; count the host writes of a run first and kill at several
