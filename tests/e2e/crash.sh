@@ -39,7 +39,8 @@ crash_spec() { # SPEC
 # qcow2 with 512-byte clusters: the writes allocate L2 tables and
 # refcount blocks and outgrow the refcount table as they go.
 specs=(vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff
-	qcow2 qcow2:cluster_size=512,refcount_bits=64 qcow2:diff)
+	qcow2 qcow2:cluster_size=512,refcount_bits=64 qcow2:diff
+	vhdx:block_size=1M vhdx:diff)
 running=0
 for i in "${!specs[@]}"; do
 	crash_spec "${specs[$i]}" >"$T/$i.log" 2>&1 &
