@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <linux/kvm.h>
+
 #include "vmm/vmm.h"
 
 #define VMM_MAX_CPUS 64
@@ -64,6 +66,16 @@ struct vmm_reset_hook {
 	void *opaque;
 };
 
+/* A vCPU's registers as KVM left them at one exit (KVM_CAP_SYNC_REGS). */
+struct vmm_cpu_snapshot {
+	bool valid;
+	uint32_t exit_reason;
+	uint64_t exits; /* of this vCPU since its start, this one included */
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_vcpu_events events;
+};
+
 struct vmm_vcpu {
 	struct vmm *vm;
 	unsigned index;
@@ -71,6 +83,15 @@ struct vmm_vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
+	/*
+	 * KVM copies the registers into run->s.regs at every exit (no
+	 * syscall).  At a triple fault kvm_amd has already reset the vCPU, so
+	 * KVM_GET_REGS then shows the reset vector: the copy from the exit
+	 * before is what tells where the guest was.
+	 */
+	bool sync_regs;
+	uint64_t exits;
+	struct vmm_cpu_snapshot prev;
 };
 
 struct pci_bus;
@@ -109,7 +130,7 @@ struct vmm {
 	pthread_cond_t request_cond;
 	enum vmm_request request;
 	int exit_code;
-	char stop_reason[256];
+	char stop_reason[512];
 	unsigned resets;
 
 	/* unit tests: the last level set on each GSI, MSIs sent */
@@ -130,6 +151,12 @@ struct vmm {
 	unsigned ring_entries;
 	pthread_mutex_t ring_lock;
 };
+
+/* One line for a stop message: where the snapshot's vCPU was (RIP, CS,
+ * CR0, CR3, RSP, a pending exception) and which exit that copy is from;
+ * says so when there is no copy. */
+void vmm_describe_cpu(char *buf, size_t len,
+		      const struct vmm_cpu_snapshot *snap);
 
 /* A machine without KVM: RAM, buses, PCI, recorded interrupts.  For unit
  * tests of devices; vmm_destroy frees it. */
