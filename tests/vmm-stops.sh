@@ -141,9 +141,9 @@ di_imgvm() {
 di_qemu() {
 	di_run "$1" sh -c 'exec qemu-system-x86_64 -accel kvm -M pc -m 1024 -smp 1 -display none -vga none \
 		-nic none -no-reboot -monitor none -serial stdio \
-		-chardev "file,id=fw,path=$2/fw.log" -device isa-debugcon,iobase=0x402,chardev=fw \
-		-drive "if=none,id=cd0,file=$1,format=raw,media=cdrom,readonly=on" \
-		-device ahci,id=ahci0 -device ide-cd,bus=ahci0.1,drive=cd0 -boot d 2>"$2/vmm.err"' \
+		-chardev "file,id=fw,path=$1/fw.log" -device isa-debugcon,iobase=0x402,chardev=fw \
+		-drive "if=none,id=cd0,file=$0,format=raw,media=cdrom,readonly=on" \
+		-device ahci,id=ahci0 -device ide-cd,bus=ahci0.1,drive=cd0 -boot d 2>"$1/vmm.err"' \
 		"$G/di-mini.iso" "$1"
 }
 
