@@ -460,6 +460,8 @@ static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 	vcpu->vm = vm;
 	vcpu->index = index;
 	vcpu->exits = 0;
+	vcpu->last_exit_ns = 0;
+	vcpu->in_run = 0;
 	vcpu->sync_regs = false;
 	memset(&vcpu->prev, 0, sizeof(vcpu->prev));
 	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, index);
@@ -678,6 +680,56 @@ void vmm_describe_cpu(char *buf, size_t len,
 		 (unsigned long long)snap->regs.rflags, exception);
 }
 
+void vmm_describe_vcpu_brief(char *buf, size_t len, unsigned index,
+			     const struct vmm_cpu_snapshot *snap,
+			     uint64_t exits, double idle_sec, bool in_guest)
+{
+	const char *name = vmm_exit_name(snap->exit_reason);
+	char where[64] = "";
+
+	if (snap->valid)
+		snprintf(where, sizeof(where), " (%s at %04x:%llx)",
+			 name ? name : "other", snap->sregs.cs.selector,
+			 (unsigned long long)snap->regs.rip);
+	snprintf(buf, len, "vCPU %u: %llu exits, the last %.1f s before%s, %s",
+		 index, (unsigned long long)exits, idle_sec, where,
+		 in_guest ? "in the guest" : "in imgvm's device code");
+}
+
+static uint64_t vmm_now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* At a timeout: where each vCPU stood, appended to the stop reason (one
+ * line).  A guest spinning on a device shows recent exits at one place; a
+ * vCPU that made no exit for long was left in the guest by KVM. */
+static void vmm_describe_timeout(struct vmm *vm)
+{
+	uint64_t now = vmm_now_ns();
+	size_t used = strlen(vm->stop_reason);
+
+	for (unsigned i = 0;
+	     i < vm->ncpus && used + 1 < sizeof(vm->stop_reason); i++) {
+		struct vmm_vcpu *vcpu = &vm->vcpus[i];
+		uint64_t last =
+			__atomic_load_n(&vcpu->last_exit_ns, __ATOMIC_RELAXED);
+		char brief[160];
+
+		vmm_describe_vcpu_brief(
+			brief, sizeof(brief), i, &vcpu->prev,
+			__atomic_load_n(&vcpu->exits, __ATOMIC_RELAXED),
+			last && now > last ? (double)(now - last) / 1e9 : 0.0,
+			__atomic_load_n(&vcpu->in_run, __ATOMIC_RELAXED));
+		snprintf(vm->stop_reason + used, sizeof(vm->stop_reason) - used,
+			 "; %s", brief);
+		used = strlen(vm->stop_reason);
+	}
+}
+
 /* IMGVM_TRACE_IO=1: every port access on stderr (debugging aid) */
 static bool vmm_trace_io;
 /* IMGVM_STATS=1: exit counts at the end (what the guest costs us) */
@@ -794,7 +846,12 @@ static void *vmm_vcpu_thread(void *arg)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	while (vmm_running(vm)) {
-		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+		int ret;
+
+		__atomic_store_n(&vcpu->in_run, 1, __ATOMIC_RELAXED);
+		ret = ioctl(vcpu->fd, KVM_RUN, 0);
+		__atomic_store_n(&vcpu->in_run, 0, __ATOMIC_RELAXED);
+		if (ret < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&vcpu->run->immediate_exit, 0,
 						 __ATOMIC_SEQ_CST);
@@ -804,7 +861,10 @@ static void *vmm_vcpu_thread(void *arg)
 					 strerror(errno));
 			break;
 		}
-		vcpu->exits++;
+		__atomic_store_n(&vcpu->exits, vcpu->exits + 1,
+				 __ATOMIC_RELAXED);
+		__atomic_store_n(&vcpu->last_exit_ns, vmm_now_ns(),
+				 __ATOMIC_RELAXED);
 		vmm_handle_exit(vcpu);
 		if (vcpu->sync_regs)
 			vmm_keep_registers(vcpu);
@@ -991,6 +1051,7 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 						sizeof(vm->stop_reason),
 						"timeout: the guest ran for %u s",
 						timeout_sec);
+					vmm_describe_timeout(vm);
 				}
 			}
 		}

@@ -92,6 +92,10 @@ struct vmm_vcpu {
 	bool sync_regs;
 	uint64_t exits;
 	struct vmm_cpu_snapshot prev;
+	/* for a timeout's report: inside KVM_RUN or in imgvm's own code,
+	 * and when the last exit came (CLOCK_MONOTONIC, ns) */
+	int in_run;
+	uint64_t last_exit_ns;
 };
 
 struct pci_bus;
@@ -157,6 +161,13 @@ struct vmm {
  * says so when there is no copy. */
 void vmm_describe_cpu(char *buf, size_t len,
 		      const struct vmm_cpu_snapshot *snap);
+
+/* A short line on where a vCPU stood when the run was stopped: its exits,
+ * how long before the stop the last one came, that exit's kind and CS:RIP,
+ * and whether it was in the guest or in imgvm's device code then. */
+void vmm_describe_vcpu_brief(char *buf, size_t len, unsigned index,
+			     const struct vmm_cpu_snapshot *snap,
+			     uint64_t exits, double idle_sec, bool in_guest);
 
 /* A machine without KVM: RAM, buses, PCI, recorded interrupts.  For unit
  * tests of devices; vmm_destroy frees it. */

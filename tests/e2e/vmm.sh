@@ -197,8 +197,9 @@ job_timeout() {
 	else
 		fail "--serial stdio through a pipe (rc=$rc): $(tail_log "$log")"
 	fi
-	if [ "$rc" = 124 ] && grep -q 'timeout' "$log.err" && [ "$(wc -l <"$log.err")" = 1 ]; then
-		ok "--timeout 20 -> exit 124 with one line"
+	if [ "$rc" = 124 ] && grep -q 'timeout' "$log.err" && [ "$(wc -l <"$log.err")" = 1 ] &&
+		grep -Eq 'vCPU 0: [1-9][0-9]* exits, the last [0-9.]+ s before \([^)]* at [0-9a-f]{4}:[0-9a-f]+\)' "$log.err"; then
+		ok "--timeout 20 -> exit 124 with one line, saying where the vCPU stood"
 	else
 		fail "--timeout (rc=$rc): $(cat "$log.err")"
 	fi

@@ -102,3 +102,20 @@ Test(vmm_kvm, report_fits_the_stop_reason)
 	cr_expect_lt(strlen(buf), sizeof(buf) - 1, "%zu: %s", strlen(buf), buf);
 	cr_expect_gt(sizeof(vm->stop_reason), strlen(buf) + 64);
 }
+
+/* A timeout's report per vCPU: exits, the age of the last, where it was,
+ * and whether the vCPU was in the guest or in imgvm's own code. */
+Test(vmm_kvm, timeout_brief)
+{
+	struct vmm_cpu_snapshot s = long_mode_snapshot();
+	char buf[160];
+
+	vmm_describe_vcpu_brief(buf, sizeof(buf), 1, &s, 77, 12.25, false);
+	cr_expect_str_eq(buf,
+			 "vCPU 1: 77 exits, the last 12.2 s before (MMIO at "
+			 "0010:ffffffff81234567), in imgvm's device code");
+	s.valid = false;
+	vmm_describe_vcpu_brief(buf, sizeof(buf), 0, &s, 0, 0, true);
+	cr_expect_str_eq(buf, "vCPU 0: 0 exits, the last 0.0 s before, in "
+			      "the guest");
+}
