@@ -17,10 +17,16 @@
 #include "vmm/machine.h"
 
 #include "vmm/devices/ahci.h"
+#include "vmm/devices/virtio_net.h"
+#include "vmm/net/net.h"
 
 #define DEFAULT_BIOS "/usr/share/seabios/bios-256k.bin"
 #define DEFAULT_MEMORY (512ull << 20)
 #define AHCI_SLOT 3
+#define NET_SLOT 4
+/* iPXE for virtio-net (Debian ipxe-qemu), run by SeaBIOS for --boot net */
+#define PXE_ROM "/usr/lib/ipxe/qemu/pxe-virtio.rom"
+#define PXE_ROM_MAX (256u << 10)
 #define SERIAL_PORT 0x3f8
 #define SERIAL_IRQ 4
 /* seconds SeaBIOS waits after "No bootable device" before rebooting */
@@ -50,7 +56,9 @@ struct boot_options {
 		bool read_only;
 	} disk[AHCI_MAX_DISKS];
 	const char *cdrom;
-	const char *boot; /* "cdrom", "disk" or NULL */
+	const char *boot; /* "cdrom", "disk", "net" or NULL */
+	const char *net;  /* --net as given, or NULL */
+	const char *pxe_rom;
 	const char *bios;
 	const char *serial;
 	const char *firmware_log;
@@ -72,6 +80,9 @@ struct machine {
 	int firmware_log_fd;
 	struct outbuf *firmware_log;
 	struct ahci *ahci;
+	struct net_config net_config;
+	struct net_backend *net_backend;
+	struct virtio_net *net;
 	bool ejected;
 };
 
@@ -96,9 +107,28 @@ static void usage(FILE *out)
 		"                       on AHCI port 0, the next on ports 2-5\n"
 		"  --cdrom ISO          ATAPI CD-ROM on AHCI port 1 "
 		"(read-only)\n"
-		"  --boot cdrom|disk    boot device tried first (default: cdrom "
+		"  --boot cdrom|disk|net\n"
+		"                       boot device tried first (default: cdrom "
 		"when --cdrom\n"
-		"                       is given, else disk)\n"
+		"                       is given, else disk; net: PXE with "
+		"iPXE)\n"
+		"  --net user[,OPTION...] | tap,ifname=NAME[,OPTION...]\n"
+		"                       a virtio-net card.  user: NAT through "
+		"libslirp,\n"
+		"                       guest 10.0.2.15 by DHCP, gateway 10.0.2.2, "
+		"DNS 10.0.2.3;\n"
+		"                       options restrict=on (no traffic out but "
+		"the forwards),\n"
+		"                       hostfwd=tcp:[ADDR]:PORT-[GADDR]:GPORT "
+		"(repeatable),\n"
+		"                       guestfwd=tcp:GADDR:GPORT-cmd:COMMAND or "
+		"-unix:PATH,\n"
+		"                       tftp=DIR, bootfile=FILE.  Both: "
+		"mac=XX:XX:XX:XX:XX:XX,\n"
+		"                       model=virtio (1af4:1000, default) or "
+		"virtio-modern\n"
+		"                       (1af4:1041)\n"
+		"  --pxe-rom FILE       option ROM for --boot net (default %s)\n"
 		"  --bios PATH          firmware image (default %s)\n"
 		"  --serial stdio|file:PATH|unix:PATH\n"
 		"                       where the serial console goes (default "
@@ -120,7 +150,7 @@ static void usage(FILE *out)
 		"fault, KVM internal error, stuck device); 3 this host's KVM "
 		"cannot run\n"
 		"firmware; 124 timeout; 128+N killed by signal N.\n",
-		DEFAULT_BIOS);
+		PXE_ROM, DEFAULT_BIOS);
 }
 
 static int parse_size(const char *text, uint64_t *out)
@@ -226,6 +256,8 @@ enum {
 	OPT_NO_REBOOT,
 	OPT_EJECT_ON_REBOOT,
 	OPT_TIMEOUT,
+	OPT_NET,
+	OPT_PXE_ROM,
 	OPT_HELP,
 };
 
@@ -243,6 +275,8 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 		{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 		{ "eject-on-reboot", no_argument, NULL, OPT_EJECT_ON_REBOOT },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "net", required_argument, NULL, OPT_NET },
+		{ "pxe-rom", required_argument, NULL, OPT_PXE_ROM },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -281,9 +315,10 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 			opt->cdrom = optarg;
 			break;
 		case OPT_BOOT:
-			if (strcmp(optarg, "cdrom") && strcmp(optarg, "disk")) {
-				fprintf(stderr,
-					"imgvm: --boot must be cdrom or disk\n");
+			if (strcmp(optarg, "cdrom") && strcmp(optarg, "disk") &&
+			    strcmp(optarg, "net")) {
+				fprintf(stderr, "imgvm: --boot must be cdrom, "
+						"disk or net\n");
 				return -EINVAL;
 			}
 			opt->boot = optarg;
@@ -321,6 +356,16 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 				return -EINVAL;
 			}
 			break;
+		case OPT_NET:
+			if (opt->net) {
+				fprintf(stderr, "imgvm: one --net only\n");
+				return -EINVAL;
+			}
+			opt->net = optarg;
+			break;
+		case OPT_PXE_ROM:
+			opt->pxe_rom = optarg;
+			break;
 		case OPT_HELP:
 			usage(stdout);
 			exit(0);
@@ -339,6 +384,10 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 	}
 	if (opt->boot && !strcmp(opt->boot, "cdrom") && !opt->cdrom) {
 		fprintf(stderr, "imgvm: --boot cdrom needs --cdrom ISO\n");
+		return -EINVAL;
+	}
+	if (opt->boot && !strcmp(opt->boot, "net") && !opt->net) {
+		fprintf(stderr, "imgvm: --boot net needs --net\n");
 		return -EINVAL;
 	}
 	if (opt->boot && !strcmp(opt->boot, "disk") && !opt->ndisks) {
@@ -388,6 +437,7 @@ static int add_bootorder(struct fw_cfg *fc, const struct boot_options *opt)
 	char order[512];
 	bool cdrom_first = opt->boot ? !strcmp(opt->boot, "cdrom")
 				     : opt->cdrom != NULL;
+	bool net_first = opt->boot && !strcmp(opt->boot, "net");
 	unsigned ports[AHCI_MAX_DISKS + 1], nports = 0;
 	size_t n = 0;
 
@@ -395,11 +445,16 @@ static int add_bootorder(struct fw_cfg *fc, const struct boot_options *opt)
 	ports[nports++] = cdrom_first ? ahci_disk_port(0) : 1;
 	for (unsigned i = 1; i < opt->ndisks; i++)
 		ports[nports++] = ahci_disk_port(i);
-	/* one path per line, no newline after the last */
+	/* one path per line, no newline after the last; the NIC's boot
+	 * entry vector (from its option ROM) is matched by slot */
+	if (net_first)
+		n += (size_t)snprintf(order, sizeof(order),
+				      "/pci@i0cf8/ethernet@%x", NET_SLOT);
 	for (unsigned i = 0; i < nports; i++)
 		n += (size_t)snprintf(order + n, sizeof(order) - n,
 				      "%s/pci@i0cf8/sata@%x/drive@%u/disk@0",
-				      i ? "\n" : "", AHCI_SLOT, ports[i]);
+				      i || net_first ? "\n" : "", AHCI_SLOT,
+				      ports[i]);
 	/* SeaBIOS wants the list NUL-terminated */
 	return fw_cfg_add_file(fc, "bootorder", order, n + 1);
 }
@@ -429,6 +484,76 @@ static int setup_fw_cfg(struct machine *m)
 		    fw_cfg_add_file(fc, "etc/sercon-port", sercon, 2) ||
 		    fw_cfg_add_file(fc, "etc/boot-fail-wait", u32, 4))
 			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* ---- network -----------------------------------------------------------*/
+
+/* SeaBIOS runs a fw_cfg file named pciVVVV,DDDD.rom as the option ROM of
+ * that PCI function: iPXE then offers a boot entry for the card. */
+static int add_pxe_rom(struct fw_cfg *fc, const char *path)
+{
+	uint8_t *rom = malloc(PXE_ROM_MAX);
+	ssize_t got = -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int ret = -EINVAL;
+
+	if (fd >= 0 && rom)
+		got = read(fd, rom, PXE_ROM_MAX);
+	if (fd < 0 || got < 0) {
+		fprintf(stderr, "imgvm: --boot net: %s: %s\n", path,
+			strerror(errno));
+	} else if (got < 512 || rom[0] != 0x55 || rom[1] != 0xaa ||
+		   (size_t)got == PXE_ROM_MAX) {
+		fprintf(stderr,
+			"imgvm: --boot net: %s is not a PCI option ROM of at "
+			"most %u KiB\n",
+			path, PXE_ROM_MAX >> 10);
+	} else {
+		char name[32];
+
+		snprintf(name, sizeof(name), "pci1af4,%04x.rom",
+			 VIRTIO_NET_PCI_ID_TRANSITIONAL);
+		ret = fw_cfg_add_file(fc, name, rom, got);
+	}
+	if (fd >= 0)
+		close(fd);
+	free(rom);
+	return ret;
+}
+
+static int setup_network(struct machine *m)
+{
+	char err[256] = "";
+
+	if (!m->opt.net)
+		return 0;
+	if (net_config_parse(&m->net_config, m->opt.net, err, sizeof(err))) {
+		fprintf(stderr, "imgvm: --net: %s\n", err);
+		return -EINVAL;
+	}
+	if (m->opt.boot && !strcmp(m->opt.boot, "net")) {
+		if (m->net_config.modern_only) {
+			fprintf(stderr, "imgvm: --boot net needs the "
+					"transitional card (model=virtio)\n");
+			return -EINVAL;
+		}
+		if (add_pxe_rom(m->vm->fw_cfg,
+				m->opt.pxe_rom ? m->opt.pxe_rom : PXE_ROM))
+			return -EINVAL;
+	}
+	m->net_backend = net_backend_open(&m->net_config, err, sizeof(err));
+	if (!m->net_backend) {
+		fprintf(stderr, "imgvm: %s\n", err);
+		return -EINVAL;
+	}
+	m->net = virtio_net_create(m->vm, NET_SLOT, m->net_config.mac,
+				   m->net_config.modern_only, m->net_backend,
+				   err, sizeof(err));
+	if (!m->net) {
+		fprintf(stderr, "imgvm: %s\n", err);
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -531,7 +656,7 @@ static int setup_machine(struct machine *m)
 	/* THR: one exit per console byte instead of two (the LSR read that
 	 * precedes the next byte still exits and delivers it) */
 	vmm_coalesce_pio(m->vm, SERIAL_PORT, 1);
-	if (open_disks(m) || setup_storage(m))
+	if (open_disks(m) || setup_storage(m) || setup_network(m))
 		return -EINVAL;
 	if (console_attach(m->console, m->vm, m->uart, err, sizeof(err))) {
 		fprintf(stderr, "imgvm: %s\n", err);
@@ -549,6 +674,10 @@ static int teardown_machine(struct machine *m)
 	bool uart_in_use = console_close(m->console);
 	if (m->ahci)
 		ahci_destroy(m->ahci);
+	/* the backend's thread delivers into the card: stop it first */
+	net_backend_close(m->net_backend);
+	virtio_net_destroy(m->net);
+	net_config_free(&m->net_config);
 	for (unsigned i = 0; i < m->opt.ndisks; i++) {
 		int r = m->disk[i] ? img_close(m->disk[i]) : 0;
 
