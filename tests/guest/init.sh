@@ -8,6 +8,11 @@
 #            a file the host can check -> WRITE-OK, power off
 #   bench    sequential I/O on the raw first disk -> BENCH lines, BENCH-DONE
 #   diag     the platform as Linux sees it -> DIAG-DONE
+#   net      virtio-net: a DHCP lease (NET-DHCP-OK), a file fetched from
+#            http://10.0.2.100/payload (NET-HTTP-SHA256 for the host to
+#            compare), then one connection to a TCP echo service on port 7
+#            (NET-ECHO-READY, NET-ECHO-DONE), power off
+#   pxe      booted over the network by iPXE: PXE-BOOT-OK, power off
 #   shell    a shell on the console
 # Failures print INSTALL-FAIL / MARKER-BAD / BENCH-FAIL / FAIL with a reason.
 # Filled in at build time: @MARKER_SHA256@ @MARKER_BYTES@ @KVER@ @WRITE_SHA256@
@@ -51,6 +56,7 @@ case $MODE in
 install) FAIL_TAG=INSTALL-FAIL ;;
 disk) FAIL_TAG=MARKER-BAD ;;
 bench) FAIL_TAG=BENCH-FAIL ;;
+net) FAIL_TAG=NET-FAIL ;;
 *) FAIL_TAG=FAIL ;;
 esac
 [ "$MODE" = disk ] && echo "BOOTED-FROM-DISK"
@@ -264,8 +270,60 @@ mode_diag() {
 	echo "DIAG-DONE"
 }
 
+# udhcpc's hook: configure the lease it got
+dhcp_hook() {
+	cat >/tmp/dhcp-hook <<-'EOF'
+		#!/bin/sh
+		case $1 in
+		bound | renew)
+			ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}"
+			for r in $router; do route add default gw "$r" dev "$interface"; break; done
+			echo "$ip router $router dns $dns" >/tmp/lease
+			;;
+		esac
+	EOF
+	chmod 755 /tmp/dhcp-hook
+}
+
+mode_net() {
+	n=0
+	while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do
+		usleep 100000
+		n=$((n + 1))
+	done
+	[ -e /sys/class/net/eth0 ] || { dmesg | grep -i virtio | tail -5; die "no eth0 (virtio-net)"; }
+	drv=$(readlink /sys/class/net/eth0/device/driver)
+	say "eth0 $(cat /sys/class/net/eth0/address), driver ${drv##*/}"
+	ifconfig lo 127.0.0.1 up
+	ifconfig eth0 up
+	dhcp_hook
+	udhcpc -i eth0 -n -q -t 10 -T 2 -s /tmp/dhcp-hook >/tmp/udhcpc.log 2>&1 ||
+		{ cat /tmp/udhcpc.log; die "no DHCP lease"; }
+	echo "NET-DHCP-OK $(cat /tmp/lease) mac $(cat /sys/class/net/eth0/address)"
+	wget -q -O /tmp/payload http://10.0.2.100/payload ||
+		die "HTTP fetch of http://10.0.2.100/payload"
+	echo "NET-HTTP-SHA256 $(sha256sum /tmp/payload | cut -d' ' -f1) $(wc -c </tmp/payload)"
+	nc -l -p 7 -e cat &
+	pid=$!
+	usleep 300000
+	echo "NET-ECHO-READY"
+	n=0
+	while kill -0 $pid 2>/dev/null && [ $n -lt 1200 ]; do
+		usleep 100000
+		n=$((n + 1))
+	done
+	kill -0 $pid 2>/dev/null && die "nobody used the echo service"
+	echo "NET-ECHO-DONE"
+	power_off
+}
+
 case $MODE in
 install) mode_install ;;
+net) mode_net ;;
+pxe)
+	echo "PXE-BOOT-OK $(cat /proc/cmdline)"
+	power_off
+	;;
 disk) mode_disk ;;
 bench) mode_bench ;;
 diag) mode_diag; power_off ;;
