@@ -264,10 +264,12 @@ Test(virtio, pci_identity_and_capabilities)
 	cr_assert_eq((c[cap + 2] | c[cap + 3] << 8) & 0x7ff, 2, "3 vectors");
 	for (cap = c[cap + 1]; cap; cap = c[cap + 1]) {
 		cr_assert_eq(c[cap], 0x09);
-		cr_assert_eq(c[cap + 4], VIRTIO_PCI_MODERN_BAR);
+		if (c[cap + 3] != 5)
+			cr_assert_eq(c[cap + 4], VIRTIO_PCI_MODERN_BAR);
 		types |= 1u << c[cap + 3];
 	}
-	cr_assert_eq(types, 0x1e, "common, notify, ISR and device caps");
+	cr_assert_eq(types, 0x3e,
+		     "common, notify, ISR, device and PCI config access caps");
 	/* the capability bodies are read-only */
 	pci_write32(vm, DEVFN, 0x58, 0x12345678);
 	cr_assert_eq(pci_read32(vm, DEVFN, 0x58), VIRTIO_PCI_COMMON_OFFSET);
@@ -276,6 +278,38 @@ Test(virtio, pci_identity_and_capabilities)
 		cr_assert_eq(mr(DEVCFG(i), 1), mac[i]);
 	cr_assert_eq(mr(DEVCFG(6), 2), 1);
 	cr_assert_eq(mr(COMMON(0x12), 2), 2, "two queues");
+}
+
+/* The PCI configuration access window reaches the modern BAR. */
+Test(virtio, pci_config_access_window)
+{
+	uint8_t *c = virtio_pci_device(vp)->config;
+	unsigned cap;
+
+	for (cap = c[0x34]; cap && !(c[cap] == 0x09 && c[cap + 3] == 5);
+	     cap = c[cap + 1])
+		;
+	cr_assert_neq(cap, 0, "no VIRTIO_PCI_CAP_PCI_CFG");
+	cr_assert_eq(c[cap + 2], 20);
+	/* read num_queues (common config 0x12) through the window */
+	pci_write8(vm, DEVFN, cap + 4, VIRTIO_PCI_MODERN_BAR);
+	pci_write32(vm, DEVFN, cap + 12, 2);
+	pci_write32(vm, DEVFN, cap + 8, 0x12);
+	cr_assert_eq(pci_read32(vm, DEVFN, cap + 16) & 0xffff, 2);
+	/* write the status through it */
+	pci_write32(vm, DEVFN, cap + 12, 1);
+	pci_write32(vm, DEVFN, cap + 8, 0x14);
+	pci_write32(vm, DEVFN, cap + 16, VIRTIO_STATUS_ACKNOWLEDGE);
+	cr_assert_eq(status(), VIRTIO_STATUS_ACKNOWLEDGE);
+	/* the capability header stays read-only, the window does not */
+	pci_write32(vm, DEVFN, cap, 0xffffffff);
+	cr_assert_eq(c[cap + 2], 20);
+	cr_assert_eq(c[cap + 3], 5);
+	/* a misaligned or oversized window does nothing */
+	pci_write32(vm, DEVFN, cap + 12, 4);
+	pci_write32(vm, DEVFN, cap + 8, 0x3fff);
+	pci_write32(vm, DEVFN, cap + 16, 0);
+	cr_assert_eq(status(), VIRTIO_STATUS_ACKNOWLEDGE);
 }
 
 Test(virtio, feature_negotiation)

@@ -31,12 +31,14 @@
 #define CAP_NOTIFY 0x60
 #define CAP_ISR 0x78
 #define CAP_DEVICE 0x88
-#define CAP_END 0x98
+#define CAP_PCI_CFG 0x98
+#define CAP_END 0xac
 
 #define VIRTIO_PCI_CAP_COMMON_CFG 1
 #define VIRTIO_PCI_CAP_NOTIFY_CFG 2
 #define VIRTIO_PCI_CAP_ISR_CFG 3
 #define VIRTIO_PCI_CAP_DEVICE_CFG 4
+#define VIRTIO_PCI_CAP_PCI_CFG 5
 
 #define MODERN_BAR_SIZE 0x4000
 #define MSIX_BAR_SIZE 0x1000
@@ -692,19 +694,60 @@ static void msix_io(void *opaque, uint64_t addr, void *data, unsigned size,
 
 /* ---- config space ------------------------------------------------------*/
 
+/* The PCI configuration access capability (section 4.1.4.7): a window in
+ * config space onto the BARs, for firmware that cannot map them (iPXE
+ * insists on its presence).  A write to the data dword writes through;
+ * since the PCI core serves config reads from the bytes alone, the read is
+ * done when the driver points the window (bar, offset, length), except on
+ * the ISR, whose read would clear it. */
+static bool pci_cfg_window_byte(unsigned at)
+{
+	return at == CAP_PCI_CFG + 4 ||
+	       (at >= CAP_PCI_CFG + 8 && at < CAP_PCI_CFG + 20);
+}
+
+static void pci_cfg_window_access(struct virtio_pci *vp, bool is_write)
+{
+	uint8_t *c = vp->pci.config;
+	unsigned bar = c[CAP_PCI_CFG + 4];
+	uint32_t offset = load_le(&c[CAP_PCI_CFG + 8], 4);
+	uint32_t length = load_le(&c[CAP_PCI_CFG + 12], 4);
+	uint8_t data[4];
+
+	if ((length != 1 && length != 2 && length != 4) ||
+	    (offset & (length - 1)) || bar >= PCI_NUM_BARS ||
+	    !vp->pci.bar_io[bar] || offset + length > vp->pci.bar_size[bar])
+		return;
+	if (!is_write && bar == VIRTIO_PCI_MODERN_BAR &&
+	    offset >= VIRTIO_PCI_ISR_OFFSET &&
+	    offset < VIRTIO_PCI_DEVICE_OFFSET)
+		return;
+	memcpy(data, &c[CAP_PCI_CFG + 16], 4);
+	vp->pci.bar_io[bar](vp, offset, data, length, is_write);
+	if (!is_write) {
+		pthread_mutex_lock(&vp->lock);
+		memcpy(&c[CAP_PCI_CFG + 16], data, length);
+		pthread_mutex_unlock(&vp->lock);
+	}
+}
+
 /* The capability bodies are read-only except the MSI-X enable and mask
- * bits; the core lets the guest write them, so they are put back here. */
+ * bits and the access window; the core lets the guest write them, so they
+ * are put back here. */
 static void config_written(struct pci_device *dev, unsigned off, unsigned size)
 {
 	struct virtio_pci *vp = dev->opaque;
-	bool was_enabled;
+	bool was_enabled, window = false, window_data = false;
 
 	pthread_mutex_lock(&vp->lock);
 	was_enabled = vp->config_template[CAP_MSIX + 3] & 0x80;
 	for (unsigned at = off; at < off + size; at++) {
 		if (at < CAP_MSIX || at >= CAP_END)
 			continue;
-		if (at == CAP_MSIX + 3)
+		if (pci_cfg_window_byte(at)) {
+			window = true;
+			window_data |= at >= CAP_PCI_CFG + 16;
+		} else if (at == CAP_MSIX + 3)
 			vp->pci.config[at] = (vp->pci.config[at] & 0xc0) |
 					     (vp->config_template[at] & 0x3f);
 		else
@@ -716,6 +759,9 @@ static void config_written(struct pci_device *dev, unsigned off, unsigned size)
 		pci_set_intx(&vp->pci, !msix_enabled(vp) && vp->isr);
 	msix_deliver_pending(vp);
 	pthread_mutex_unlock(&vp->lock);
+	/* the BAR handlers take the lock themselves */
+	if (window)
+		pci_cfg_window_access(vp, window_data);
 }
 
 static void put_vendor_cap(uint8_t *c, unsigned at, unsigned next, unsigned len,
@@ -781,9 +827,10 @@ static void build_config(struct virtio_pci *vp)
 	store_le(&c[CAP_NOTIFY + 16], 4, VIRTIO_PCI_NOTIFY_MULTIPLIER);
 	put_vendor_cap(c, CAP_ISR, CAP_DEVICE, 16, VIRTIO_PCI_CAP_ISR_CFG,
 		       VIRTIO_PCI_MODERN_BAR, VIRTIO_PCI_ISR_OFFSET, 1);
-	put_vendor_cap(c, CAP_DEVICE, 0, 16, VIRTIO_PCI_CAP_DEVICE_CFG,
-		       VIRTIO_PCI_MODERN_BAR, VIRTIO_PCI_DEVICE_OFFSET,
-		       cfg->config_size);
+	put_vendor_cap(c, CAP_PCI_CFG, 0, 20, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 0);
+	put_vendor_cap(c, CAP_DEVICE, CAP_PCI_CFG, 16,
+		       VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_MODERN_BAR,
+		       VIRTIO_PCI_DEVICE_OFFSET, cfg->config_size);
 
 	if (cfg->transitional) {
 		unsigned bar_size = 32;
