@@ -11,6 +11,7 @@
 #   OUTDIR/bench.iso      the same ISO, default imgvm=bench
 #   OUTDIR/diag.iso       the same ISO, default imgvm=diag
 #   OUTDIR/net.iso        the same ISO, default imgvm=net (virtio-net)
+#   OUTDIR/netbench.iso   the same ISO, default imgvm=netbench
 #   OUTDIR/vmlinuz OUTDIR/initrd.gz OUTDIR/marker.gz
 #   OUTDIR/guest.env      MARKER_SHA256=, MARKER_BYTES=, WRITE_SHA256=, KVER=
 # Other labels at the boot prompt: install, disk, bench, diag, net, shell.
@@ -94,7 +95,8 @@ echo "$KPKG" >"$debs/kernel-package" 2>/dev/null || true
 stamp=$(cat "$0" "$here/init.sh" | sha256sum | cut -c1-16)-$KPKG-${ISO_SERIAL:-0}
 if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
 	[ -e "$out/installer.iso" ] && [ -e "$out/installer-reboot.iso" ] &&
-	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ] && [ -e "$out/net.iso" ]; then
+	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ] && [ -e "$out/net.iso" ] &&
+	[ -e "$out/netbench.iso" ]; then
 	log "up to date: $out"
 	exit 0
 fi
@@ -175,8 +177,8 @@ isolinux_cfg() { # default label
 	echo "DEFAULT $1"
 	echo "PROMPT 1"
 	echo "TIMEOUT 10"
-	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot disk bench diag net shell (default $1)"
-	for label in install disk bench diag net shell; do
+	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot disk bench diag net netbench shell (default $1)"
+	for label in install disk bench diag net netbench shell; do
 		echo "LABEL $label"
 		echo "  KERNEL /boot/vmlinuz"
 		echo "  APPEND $cmdline imgvm=$label"
@@ -197,6 +199,7 @@ make_iso install-reboot "$out/installer-reboot.iso"
 make_iso bench "$out/bench.iso"
 make_iso diag "$out/diag.iso"
 make_iso net "$out/net.iso"
+make_iso netbench "$out/netbench.iso"
 cp "$iso/boot/vmlinuz" "$work/initrd.gz" "$cache/marker.gz" "$out/"
 cat >"$out/guest.env" <<EOF
 KPKG=$KPKG
@@ -206,4 +209,4 @@ MARKER_BYTES=$marker_bytes
 WRITE_SHA256=$write_sha256
 EOF
 echo "$stamp" >"$out/.stamp"
-log "built $out: installer.iso installer-reboot.iso bench.iso diag.iso net.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"
+log "built $out: installer.iso installer-reboot.iso bench.iso diag.iso net.iso netbench.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"

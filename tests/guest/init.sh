@@ -13,6 +13,9 @@
 #            compare), then one connection to a TCP echo service on port 7
 #            (NET-ECHO-READY, NET-ECHO-DONE), power off
 #   pxe      booted over the network by iPXE: PXE-BOOT-OK, power off
+#   netbench TCP throughput: a DHCP lease, http://10.0.2.100/big fetched
+#            and timed (NETBENCH host-to-guest), then 64 MiB served once on
+#            port 9 for the host to time (NETBENCH-READY, NETBENCH-DONE)
 #   shell    a shell on the console
 # Failures print INSTALL-FAIL / MARKER-BAD / BENCH-FAIL / FAIL with a reason.
 # Filled in at build time: @MARKER_SHA256@ @MARKER_BYTES@ @KVER@ @WRITE_SHA256@
@@ -56,7 +59,7 @@ case $MODE in
 install) FAIL_TAG=INSTALL-FAIL ;;
 disk) FAIL_TAG=MARKER-BAD ;;
 bench) FAIL_TAG=BENCH-FAIL ;;
-net) FAIL_TAG=NET-FAIL ;;
+net | netbench) FAIL_TAG=NET-FAIL ;;
 *) FAIL_TAG=FAIL ;;
 esac
 [ "$MODE" = disk ] && echo "BOOTED-FROM-DISK"
@@ -285,7 +288,7 @@ dhcp_hook() {
 	chmod 755 /tmp/dhcp-hook
 }
 
-mode_net() {
+net_up() {
 	n=0
 	while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do
 		usleep 100000
@@ -300,6 +303,35 @@ mode_net() {
 	udhcpc -i eth0 -n -q -t 10 -T 2 -s /tmp/dhcp-hook >/tmp/udhcpc.log 2>&1 ||
 		{ cat /tmp/udhcpc.log; die "no DHCP lease"; }
 	echo "NET-DHCP-OK $(cat /tmp/lease) mac $(cat /sys/class/net/eth0/address)"
+}
+
+# wait_gone PID SECONDS: true when the process ended in time
+wait_gone() {
+	n=0
+	while kill -0 "$1" 2>/dev/null && [ $n -lt $(($2 * 10)) ]; do
+		usleep 100000
+		n=$((n + 1))
+	done
+	! kill -0 "$1" 2>/dev/null
+}
+
+mode_netbench() {
+	net_up
+	t0=$(now)
+	wget -q -O /dev/null http://10.0.2.100/big || die "fetch of http://10.0.2.100/big"
+	t1=$(now)
+	echo "NETBENCH host-to-guest $(awk "BEGIN { print $t1 - $t0 }") s"
+	nc -l -p 9 -e dd if=/dev/zero bs=65536 count=1024 2>/dev/null &
+	pid=$!
+	usleep 300000
+	echo "NETBENCH-READY"
+	wait_gone $pid 300 || die "nobody read the 64 MiB"
+	echo "NETBENCH-DONE"
+	power_off
+}
+
+mode_net() {
+	net_up
 	wget -q -O /tmp/payload http://10.0.2.100/payload ||
 		die "HTTP fetch of http://10.0.2.100/payload"
 	echo "NET-HTTP-SHA256 $(sha256sum /tmp/payload | cut -d' ' -f1) $(wc -c </tmp/payload)"
@@ -307,12 +339,7 @@ mode_net() {
 	pid=$!
 	usleep 300000
 	echo "NET-ECHO-READY"
-	n=0
-	while kill -0 $pid 2>/dev/null && [ $n -lt 1200 ]; do
-		usleep 100000
-		n=$((n + 1))
-	done
-	kill -0 $pid 2>/dev/null && die "nobody used the echo service"
+	wait_gone $pid 120 || die "nobody used the echo service"
 	echo "NET-ECHO-DONE"
 	power_off
 }
@@ -320,6 +347,7 @@ mode_net() {
 case $MODE in
 install) mode_install ;;
 net) mode_net ;;
+netbench) mode_netbench ;;
 pxe)
 	echo "PXE-BOOT-OK $(cat /proc/cmdline)"
 	power_off
