@@ -19,8 +19,6 @@
 #define SECTOR IMG_SECTOR_SIZE
 #define MAX_CHAIN_DEPTH 64
 #define MAX_BACKING_CANDIDATES 16
-/* iovec entries kept on the stack when a request must be sliced */
-#define STACK_IOV 32
 
 struct backing_candidate {
 	char *path; /* as recorded (relative to the image's directory) */
@@ -36,6 +34,7 @@ struct img {
 	uint64_t size;
 	bool shared_reads; /* driver has IMG_DRV_CONCURRENT_READS */
 	bool byte_aligned; /* driver has IMG_DRV_BYTE_ALIGNED */
+	bool parallel_rw;  /* IMG_DRV_PARALLEL_RW or img_set_parallel_rw */
 	struct img *backing;
 	char *backing_full; /* where the parent was (or would be) opened */
 	pthread_rwlock_t lock;
@@ -139,6 +138,11 @@ unsigned img_open_flags(const struct img *img)
 void img_set_size(struct img *img, uint64_t size)
 {
 	img->size = size;
+}
+
+void img_set_parallel_rw(struct img *img, bool on)
+{
+	img->parallel_rw = on;
 }
 
 uint64_t img_size(const struct img *img)
@@ -281,6 +285,16 @@ static void lock_shared(struct img *img)
 static void lock_exclusive(struct img *img)
 {
 	pthread_rwlock_wrlock(&img->lock);
+}
+
+/* Writes and flushes: shared where the driver takes them in parallel
+ * (see Locking in driver.h), except a read-modify-write of edges. */
+static void lock_for_write(struct img *img, bool aligned)
+{
+	if (img->parallel_rw && img->shared_reads && aligned)
+		pthread_rwlock_rdlock(&img->lock);
+	else
+		pthread_rwlock_wrlock(&img->lock);
 }
 
 static void unlock(struct img *img)
@@ -709,6 +723,7 @@ static int open_one(struct img **out, const char *path, const char *format,
 	img->drv = drv;
 	img->shared_reads = drv->flags & IMG_DRV_CONCURRENT_READS;
 	img->byte_aligned = drv->flags & IMG_DRV_BYTE_ALIGNED;
+	img->parallel_rw = drv->flags & IMG_DRV_PARALLEL_RW;
 	if (drv->state_size) {
 		img->state = calloc(1, drv->state_size);
 		if (!img->state) {
@@ -824,37 +839,6 @@ static int check_writable(struct img *img)
 	return 0;
 }
 
-/* A slice of an iovec in a stack array when it fits, else on the heap. */
-struct iov_view {
-	struct iovec *iov;
-	int cnt;
-	struct iovec stack[STACK_IOV];
-};
-
-static int iov_view_slice(struct iov_view *v, const struct iovec *iov,
-			  int iovcnt, size_t off, size_t len)
-{
-	v->iov = v->stack;
-	if (iovcnt > STACK_IOV) {
-		v->iov = malloc(sizeof(*v->iov) * (size_t)iovcnt);
-		if (!v->iov)
-			return -ENOMEM;
-	}
-	v->cnt = img_iov_slice(iov, iovcnt, off, len, v->iov, iovcnt);
-	if (v->cnt < 0) {
-		if (v->iov != v->stack)
-			free(v->iov);
-		return v->cnt;
-	}
-	return 0;
-}
-
-static void iov_view_release(struct iov_view *v)
-{
-	if (v->iov != v->stack)
-		free(v->iov);
-}
-
 static int read_sector(struct img *img, uint64_t off, uint8_t *sector)
 {
 	struct iovec iov = { .iov_base = sector, .iov_len = SECTOR };
@@ -874,17 +858,17 @@ static int driver_rw_slice(struct img *img, bool write, uint64_t off,
 			   const struct iovec *iov, int iovcnt, size_t pos,
 			   size_t len)
 {
-	struct iov_view v;
+	struct img_iov_view v;
 	int r;
 
 	if (len == 0)
 		return 0;
-	r = iov_view_slice(&v, iov, iovcnt, pos, len);
+	r = img_iov_view(&v, iov, iovcnt, pos, len);
 	if (r < 0)
 		return img_error(img, r, "out of memory");
 	r = write ? img->drv->pwritev(img, off, v.iov, v.cnt, len)
 		  : img->drv->preadv(img, off, v.iov, v.cnt, len);
-	iov_view_release(&v);
+	img_iov_view_release(&v);
 	return r;
 }
 
@@ -1013,7 +997,7 @@ static int img_pwritev_len(struct img *img, const struct iovec *iov, int iovcnt,
 	if (r < 0)
 		return r;
 	seq = op_begin(img);
-	lock_exclusive(img);
+	lock_for_write(img, request_aligned(img, off, len));
 	r = check_range(img, "write", off, len);
 	if (r == 0 && len)
 		r = do_write(img, off, iov, iovcnt, len);
@@ -1041,7 +1025,7 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 		     int iovcnt, size_t len)
 {
 	struct img *parent = img->backing;
-	struct iov_view v;
+	struct img_iov_view v;
 	size_t n = len;
 	unsigned seq;
 	int r;
@@ -1052,14 +1036,14 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 	}
 	if (n > parent->size - off)
 		n = (size_t)(parent->size - off);
-	r = iov_view_slice(&v, iov, iovcnt, 0, n);
+	r = img_iov_view(&v, iov, iovcnt, 0, n);
 	if (r < 0)
 		return img_error(img, r, "out of memory");
 	seq = op_begin(parent);
 	lock_shared(parent);
 	r = do_read(parent, off, v.iov, v.cnt, n);
 	unlock(parent);
-	iov_view_release(&v);
+	img_iov_view_release(&v);
 	if (r < 0) {
 		io_failed(parent, seq, r, "read", off, n);
 		set_errmsg_raw(img, parent->errmsg);
@@ -1078,7 +1062,7 @@ int img_flush(struct img *img)
 	if (!(img->flags & IMG_OPEN_RDWR) || !img->drv->flush)
 		return 0;
 	seq = op_begin(img);
-	lock_exclusive(img);
+	lock_for_write(img, true);
 	r = img->drv->flush(img);
 	unlock(img);
 	if (r < 0)

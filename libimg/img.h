@@ -104,7 +104,8 @@ int img_create(const char *path, const struct img_create_options *opts,
 
 /* ---- data ------------------------------------------------------------- */
 
-/* Any byte offset and length; must lie within the virtual size. */
+/* Any byte offset and length; must lie within the virtual size.  An iovec
+ * may have any number of entries. */
 int img_pread(struct img *img, void *buf, size_t len, uint64_t off);
 int img_pwrite(struct img *img, const void *buf, size_t len, uint64_t off);
 int img_preadv(struct img *img, const struct iovec *iov, int iovcnt,
@@ -112,6 +113,48 @@ int img_preadv(struct img *img, const struct iovec *iov, int iovcnt,
 int img_pwritev(struct img *img, const struct iovec *iov, int iovcnt,
 		uint64_t off);
 int img_flush(struct img *img);
+
+/* ---- the iovec toolkit (libimg/iov.c) --------------------------------- */
+
+size_t img_iov_total(const struct iovec *iov, int iovcnt);
+/* Byte ranges [off, off+len) of an iovec: fill, gather into / scatter
+ * from a flat buffer (returning the bytes moved), test for zeros. */
+void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
+		    size_t len);
+size_t img_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
+		      void *buf, size_t len);
+size_t img_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
+			const void *buf, size_t len);
+bool img_buf_is_zero(const void *buf, size_t len);
+bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len);
+bool img_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
+			   size_t len);
+/* Fills out[] (at most outmax entries) with the part [off, off+len) and
+ * returns the count; -EINVAL when outmax is too small or the iovec too
+ * short. */
+int img_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
+		  struct iovec *out, int outmax);
+
+/* A view of part of a request's iovec, optionally after a leading buffer
+ * (a bitmap or header that goes out in the same write): its entries on
+ * the stack when few, on the heap when many.  init sizes it for slices
+ * of an iovec of iovcnt entries (plus a lead); set may be called again
+ * for other slices; release frees.  img_iov_view does init and set in
+ * one for a single slice. */
+#define IMG_IOV_VIEW_STACK 17
+struct img_iov_view {
+	struct iovec *iov; /* cnt entries */
+	int cnt;
+	int cap;
+	struct iovec stack[IMG_IOV_VIEW_STACK];
+};
+int img_iov_view_init(struct img_iov_view *v, int iovcnt);
+int img_iov_view_set(struct img_iov_view *v, const void *lead,
+		     size_t lead_len, const struct iovec *iov, int iovcnt,
+		     size_t off, size_t len);
+int img_iov_view(struct img_iov_view *v, const struct iovec *iov, int iovcnt,
+		 size_t off, size_t len);
+void img_iov_view_release(struct img_iov_view *v);
 
 enum img_zero_flags {
 	/* The range may be deallocated (made a hole / unallocated) rather
