@@ -571,6 +571,21 @@ Test(virtio, legacy_driver)
 	/* ISR by the legacy register: read clears */
 	cr_assert_eq(pio_read(vm, LEGACY + 0x13, 1), 1);
 	cr_assert_eq(pio_read(vm, LEGACY + 0x13, 1), 0);
+	/* with MSI-X on, the vector registers come in and the config moves
+	 * to 0x18 */
+	{
+		unsigned cap = virtio_pci_device(vp)->config[0x34];
+
+		pci_write32(vm, DEVFN, cap,
+			    pci_read32(vm, DEVFN, cap) | 0x80000000u);
+		pio_write(vm, LEGACY + 0x16, 1, 2); /* queue 1 -> vector 1 */
+		cr_assert_eq(pio_read(vm, LEGACY + 0x16, 2), 1);
+		pio_write(vm, LEGACY + 0x14, 0, 2);
+		cr_assert_eq(pio_read(vm, LEGACY + 0x14, 2), 0);
+		for (int i = 0; i < 6; i++)
+			cr_assert_eq(pio_read(vm, LEGACY + 0x18 + i, 1),
+				     mac[i]);
+	}
 }
 
 /* ---- hostile chains ----------------------------------------------------------*/
