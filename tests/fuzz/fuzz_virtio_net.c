@@ -68,24 +68,24 @@ static void count_close(struct net_backend *be)
 static const struct net_backend_ops count_ops = { .send = count_send,
 						  .close = count_close };
 
-static struct vmm *vm;
+static struct vmm *fuzz_vm;
 
-static void mw(uint64_t addr, uint64_t v, unsigned size)
+static void fz_mmio_write(uint64_t addr, uint64_t v, unsigned size)
 {
-	vmm_io_bus_access(&vm->mmio, addr, &v, size, true);
+	vmm_io_bus_access(&fuzz_vm->mmio, addr, &v, size, true);
 }
 
-static void pw(uint16_t port, uint32_t v, unsigned size)
+static void fz_pio_write(uint16_t port, uint32_t v, unsigned size)
 {
-	vmm_io_bus_access(&vm->pio, port, &v, size, true);
+	vmm_io_bus_access(&fuzz_vm->pio, port, &v, size, true);
 }
 
-static void cfg_write32(unsigned off, uint32_t v)
+static void fz_config_write32(unsigned off, uint32_t v)
 {
-	pci_config_access(vm, DEVFN, off, &v, 4, true);
+	pci_config_access(fuzz_vm, DEVFN, off, &v, 4, true);
 }
 
-static void driver_init(uint8_t flags, unsigned qsize)
+static void fz_driver_init(uint8_t flags, unsigned qsize)
 {
 	uint64_t features = 1ull << 5 | 1ull << 16;
 
@@ -96,35 +96,35 @@ static void driver_init(uint8_t flags, unsigned qsize)
 	if (flags & FLAG_EVENT_IDX)
 		features |= 1ull << 29;
 	if (flags & FLAG_LEGACY) {
-		pw(LEGACY + 0x12, 0, 1);
-		pw(LEGACY + 0x12, 3, 1);
-		pw(LEGACY + 0x04, (uint32_t)features, 4);
+		fz_pio_write(LEGACY + 0x12, 0, 1);
+		fz_pio_write(LEGACY + 0x12, 3, 1);
+		fz_pio_write(LEGACY + 0x04, (uint32_t)features, 4);
 		for (unsigned q = 0; q < 2; q++) {
-			pw(LEGACY + 0x0e, q, 2);
-			pw(LEGACY + 0x08, DESC(q) >> 12, 4);
+			fz_pio_write(LEGACY + 0x0e, q, 2);
+			fz_pio_write(LEGACY + 0x08, DESC(q) >> 12, 4);
 		}
-		pw(LEGACY + 0x12, 7, 1);
+		fz_pio_write(LEGACY + 0x12, 7, 1);
 		return;
 	}
 	features |= 1ull << 32;
-	mw(MODERN + 0x14, 0, 1);
-	mw(MODERN + 0x14, 3, 1);
-	mw(MODERN + 0x08, 0, 4);
-	mw(MODERN + 0x0c, (uint32_t)features, 4);
-	mw(MODERN + 0x08, 1, 4);
-	mw(MODERN + 0x0c, features >> 32, 4);
-	mw(MODERN + 0x14, 0x0b, 1);
+	fz_mmio_write(MODERN + 0x14, 0, 1);
+	fz_mmio_write(MODERN + 0x14, 3, 1);
+	fz_mmio_write(MODERN + 0x08, 0, 4);
+	fz_mmio_write(MODERN + 0x0c, (uint32_t)features, 4);
+	fz_mmio_write(MODERN + 0x08, 1, 4);
+	fz_mmio_write(MODERN + 0x0c, features >> 32, 4);
+	fz_mmio_write(MODERN + 0x14, 0x0b, 1);
 	for (unsigned q = 0; q < 2; q++) {
-		mw(MODERN + 0x16, q, 2);
-		mw(MODERN + 0x18, qsize, 2);
-		mw(MODERN + 0x20, DESC(q), 4);
-		mw(MODERN + 0x28, AVAIL(q), 4);
-		mw(MODERN + 0x30, USED(q), 4);
-		mw(MODERN + 0x1a, q + 1, 2);
-		mw(MODERN + 0x1c, 1, 2);
+		fz_mmio_write(MODERN + 0x16, q, 2);
+		fz_mmio_write(MODERN + 0x18, qsize, 2);
+		fz_mmio_write(MODERN + 0x20, DESC(q), 4);
+		fz_mmio_write(MODERN + 0x28, AVAIL(q), 4);
+		fz_mmio_write(MODERN + 0x30, USED(q), 4);
+		fz_mmio_write(MODERN + 0x1a, q + 1, 2);
+		fz_mmio_write(MODERN + 0x1c, 1, 2);
 	}
-	mw(MODERN + 0x10, 0, 2);
-	mw(MODERN + 0x14, 0x0f, 1);
+	fz_mmio_write(MODERN + 0x10, 0, 2);
+	fz_mmio_write(MODERN + 0x14, 0x0f, 1);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -137,16 +137,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t at = 0;
 	char err[256];
 
-	vm = vmm_create_test(GUEST_SIZE);
-	if (!vm)
+	fuzz_vm = vmm_create_test(GUEST_SIZE);
+	if (!fuzz_vm)
 		abort();
-	net = virtio_net_create(vm, SLOT, mac, false, &cb.be, err,
+	net = virtio_net_create(fuzz_vm, SLOT, mac, false, &cb.be, err,
 				sizeof(err));
 	if (!net) {
 		fprintf(stderr, "fuzz_virtio_net: %s\n", err);
 		abort();
 	}
-	ram = vmm_gpa_to_hva(vm, 0, GUEST_SIZE);
+	ram = vmm_gpa_to_hva(fuzz_vm, 0, GUEST_SIZE);
 	memcpy(header, data, size < 8 ? size : 8);
 	at = 8;
 	qsize = 1u << (header[1] % 9); /* 1 .. 256 */
@@ -154,22 +154,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		qsize = 256; /* the legacy interface cannot change it */
 	table_bytes = qsize * 16;
 
-	cfg_write32(0x10, LEGACY);
-	cfg_write32(0x14, 0xe0004000u);
-	cfg_write32(0x20, (uint32_t)MODERN);
-	cfg_write32(0x04, 0x7);
+	fz_config_write32(0x10, LEGACY);
+	fz_config_write32(0x14, 0xe0004000u);
+	fz_config_write32(0x20, (uint32_t)MODERN);
+	fz_config_write32(0x04, 0x7);
 	if (header[0] & FLAG_MSIX) {
 		uint32_t one = 0;
 
-		pci_config_access(vm, DEVFN, 0x40, &one, 4, false);
-		cfg_write32(0x40, one | 0x80000000u);
+		pci_config_access(fuzz_vm, DEVFN, 0x40, &one, 4, false);
+		fz_config_write32(0x40, one | 0x80000000u);
 		for (unsigned v = 0; v < 3; v++) {
-			mw(0xe0004000u + 16 * v, 0xfee00000u, 4);
-			mw(0xe0004000u + 16 * v + 8, 0x30 + v, 4);
-			mw(0xe0004000u + 16 * v + 12, v == 2, 4);
+			fz_mmio_write(0xe0004000u + 16 * v, 0xfee00000u, 4);
+			fz_mmio_write(0xe0004000u + 16 * v + 8, 0x30 + v, 4);
+			fz_mmio_write(0xe0004000u + 16 * v + 12, v == 2, 4);
 		}
 	}
-	driver_init(header[0], qsize);
+	fz_driver_init(header[0], qsize);
 
 	/* descriptor tables and available rings */
 	for (unsigned q = 0; q < 2; q++) {
@@ -220,12 +220,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		switch (kind) {
 		case 0: /* transmit kick */
 			if (header[0] & FLAG_LEGACY)
-				pw(LEGACY + 0x10, 1, 2);
+				fz_pio_write(LEGACY + 0x10, 1, 2);
 			else
-				mw(MODERN + VIRTIO_PCI_NOTIFY_OFFSET + 4, 1, 2);
+				fz_mmio_write(MODERN + VIRTIO_PCI_NOTIFY_OFFSET + 4, 1, 2);
 			break;
 		case 1: /* receive kick */
-			mw(MODERN + VIRTIO_PCI_NOTIFY_OFFSET, 0, 2);
+			fz_mmio_write(MODERN + VIRTIO_PCI_NOTIFY_OFFSET, 0, 2);
 			break;
 		case 2: { /* a frame arrives */
 			uint8_t frame[2048];
@@ -239,7 +239,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(ram + AVAIL(arg & 1) + 2, &value, 2);
 			break;
 		case 4: /* a register write anywhere in the modern BAR */
-			mw(MODERN + (value % 0x4000), arg * 0x01010101u,
+			fz_mmio_write(MODERN + (value % 0x4000), arg * 0x01010101u,
 			   1u << (arg & 3) > 8 ? 4 : 1u << (arg & 3));
 			break;
 		case 5:
@@ -248,6 +248,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	virtio_net_destroy(net);
-	vmm_destroy(vm);
+	vmm_destroy(fuzz_vm);
 	return 0;
 }

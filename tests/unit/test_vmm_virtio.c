@@ -1060,3 +1060,45 @@ Test(tap, frames_both_ways, .timeout = 20)
 	net_backend_close(be);
 	net_config_free(&cfg);
 }
+
+/* ---- the fuzzer's seeds -------------------------------------------------------*/
+
+/* The libFuzzer harness's decoder, run here on every seed (and every input
+ * that once failed and became one), so make check replays them without
+ * clang. */
+#include "../fuzz/fuzz_virtio_net.c"
+
+#include <dirent.h>
+
+Test(fuzz_seeds, replay)
+{
+	const char *dir = "tests/fuzz/seeds/fuzz_virtio_net";
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	unsigned count = 0;
+
+	cr_assert_not_null(d, "%s: run from the repository root", dir);
+	while ((e = readdir(d))) {
+		char path[512];
+		uint8_t *buf;
+		FILE *f;
+		long size;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		f = fopen(path, "rb");
+		cr_assert_not_null(f);
+		fseek(f, 0, SEEK_END);
+		size = ftell(f);
+		rewind(f);
+		buf = malloc(size ? size : 1);
+		cr_assert_eq(fread(buf, 1, size, f), (size_t)size);
+		fclose(f);
+		cr_assert_eq(LLVMFuzzerTestOneInput(buf, size), 0, "%s", path);
+		free(buf);
+		count++;
+	}
+	closedir(d);
+	cr_assert_geq(count, 5, "seeds missing");
+}
