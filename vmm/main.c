@@ -58,6 +58,7 @@ struct boot_options {
 	const char *cdrom;
 	const char *boot; /* "cdrom", "disk", "net" or NULL */
 	const char *net;  /* --net as given, or NULL */
+	struct net_config net_config;
 	const char *pxe_rom;
 	const char *bios;
 	const char *serial;
@@ -80,7 +81,6 @@ struct machine {
 	int firmware_log_fd;
 	struct outbuf *firmware_log;
 	struct ahci *ahci;
-	struct net_config net_config;
 	struct net_backend *net_backend;
 	struct virtio_net *net;
 	bool ejected;
@@ -356,13 +356,21 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 				return -EINVAL;
 			}
 			break;
-		case OPT_NET:
+		case OPT_NET: {
+			char err[256];
+
 			if (opt->net) {
 				fprintf(stderr, "imgvm: one --net only\n");
 				return -EINVAL;
 			}
+			if (net_config_parse(&opt->net_config, optarg, err,
+					     sizeof(err))) {
+				fprintf(stderr, "imgvm: --net: %s\n", err);
+				return -EINVAL;
+			}
 			opt->net = optarg;
 			break;
+		}
 		case OPT_PXE_ROM:
 			opt->pxe_rom = optarg;
 			break;
@@ -529,12 +537,8 @@ static int setup_network(struct machine *m)
 
 	if (!m->opt.net)
 		return 0;
-	if (net_config_parse(&m->net_config, m->opt.net, err, sizeof(err))) {
-		fprintf(stderr, "imgvm: --net: %s\n", err);
-		return -EINVAL;
-	}
 	if (m->opt.boot && !strcmp(m->opt.boot, "net")) {
-		if (m->net_config.modern_only) {
+		if (m->opt.net_config.modern_only) {
 			fprintf(stderr, "imgvm: --boot net needs the "
 					"transitional card (model=virtio)\n");
 			return -EINVAL;
@@ -543,14 +547,14 @@ static int setup_network(struct machine *m)
 				m->opt.pxe_rom ? m->opt.pxe_rom : PXE_ROM))
 			return -EINVAL;
 	}
-	m->net_backend = net_backend_open(&m->net_config, err, sizeof(err));
+	m->net_backend = net_backend_open(&m->opt.net_config, err, sizeof(err));
 	if (!m->net_backend) {
 		fprintf(stderr, "imgvm: %s\n", err);
 		return -EINVAL;
 	}
-	m->net = virtio_net_create(m->vm, NET_SLOT, m->net_config.mac,
-				   m->net_config.modern_only, m->net_backend,
-				   err, sizeof(err));
+	m->net = virtio_net_create(m->vm, NET_SLOT, m->opt.net_config.mac,
+				   m->opt.net_config.modern_only,
+				   m->net_backend, err, sizeof(err));
 	if (!m->net) {
 		fprintf(stderr, "imgvm: %s\n", err);
 		return -EINVAL;
@@ -677,7 +681,7 @@ static int teardown_machine(struct machine *m)
 	/* the backend's thread delivers into the card: stop it first */
 	net_backend_close(m->net_backend);
 	virtio_net_destroy(m->net);
-	net_config_free(&m->net_config);
+	net_config_free(&m->opt.net_config);
 	for (unsigned i = 0; i < m->opt.ndisks; i++) {
 		int r = m->disk[i] ? img_close(m->disk[i]) : 0;
 

@@ -853,6 +853,7 @@ Test(net_config, rejects_bad_options)
 		"user,hostfwd=tcp:127.0.0.1:22",
 		"user,guestfwd=tcp:10.0.2.100:80-exec:x",
 		"user,guestfwd=tcp::80-cmd:x",
+		"user,guestfwd=tcp:10.0.3.1:80-cmd:x", /* outside slirp */
 		"user,restrict=maybe",
 		"user,ifname=tap0",
 		"tap",

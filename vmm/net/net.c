@@ -115,9 +115,13 @@ static int parse_guestfwd(struct net_config *cfg, char *text, char *err,
 	if (!dash)
 		goto bad;
 	*dash = 0;
+	/* slirp serves guest forwards inside its own network only */
 	if (parse_addr_port(text, &fwd->addr, &fwd->port, true) ||
-	    !fwd->addr.s_addr)
-		goto bad;
+	    (ntohl(fwd->addr.s_addr) & 0xffffff00u) != 0x0a000200u) {
+		snprintf(err, errlen,
+			 "guestfwd: the address must be in 10.0.2.0/24");
+		return -EINVAL;
+	}
 	if (!strncmp(dash + 1, "cmd:", 4) && dash[5])
 		fwd->command = dash + 5;
 	else if (!strncmp(dash + 1, "unix:", 5) && dash[6])

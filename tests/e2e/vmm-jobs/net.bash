@@ -22,6 +22,7 @@ net_free_port() {
 net_host_cases() {
 	bad_option "--net with an unknown backend" "--net" boot --net bridge
 	bad_option "--net with a bad hostfwd" "hostfwd" boot --net user,hostfwd=tcp:1.2.3.4
+	bad_option "--net guestfwd outside 10.0.2.0/24" "10.0.2.0/24" boot --net user,guestfwd=tcp:192.168.1.1:80-cmd:true
 	bad_option "--boot net without --net" "needs --net" boot --boot net
 	check "imgvm --help documents --net and its options" \
 		grep -q -- 'hostfwd=.*guestfwd=\|guestfwd=' <<<"$("$IMGVM" --help 2>&1)"
