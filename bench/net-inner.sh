@@ -12,7 +12,8 @@
 set -uo pipefail
 T=$(mktemp -d /tmp/net-bench.XXXXXX)
 srv=
-trap '[ -n "$srv" ] && kill $srv 2>/dev/null; rm -rf "$T"' EXIT
+# the guests' consoles are kept next to OUT
+trap '[ -n "$srv" ] && kill $srv 2>/dev/null; cp "$T"/*.log "$(dirname "$OUT")/" 2>/dev/null; rm -rf "$T"' EXIT
 TMO=300
 BYTES=$((64 << 20))
 : >"$OUT"
@@ -50,32 +51,37 @@ one_run() {
 	g2h=$(python3 - "$hport" "$BYTES" <<'PY'
 import socket, sys, time
 port, want = int(sys.argv[1]), int(sys.argv[2])
-s = socket.create_connection(("127.0.0.1", port), timeout=60)
-t0 = time.monotonic()
 got = 0
-while True:
-    chunk = s.recv(1 << 20)
-    if not chunk:
-        break
-    got += len(chunk)
-t = time.monotonic() - t0
+try:
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    t0 = time.monotonic()
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        got += len(chunk)
+    t = time.monotonic() - t0
+except OSError as e:
+    print("guest-to-host: %s after %d bytes" % (e, got), file=sys.stderr)
 print("%.2f" % (got / t / 1e6) if got == want else "0")
 PY
 )
 	wait $pid
 	if [ -z "$h2g" ] || [ "${g2h:-0}" = 0 ]; then
-		echo "net bench ($side) failed: $(tr -d '\r' <"$log" | tail -c 400)" >&2
-		exit 1
+		echo "net bench ($side) failed: $(tr -d '\r' <"$log" | grep -a -m3 -E 'NET|lockup|rcu|BUG|Oops|stall')" >&2
+		return 1
 	fi
 	awk -v b=$BYTES -v t="$h2g" -v g="$g2h" 'BEGIN { printf "%.2f %s\n", b / t / 1e6, g }'
 }
 
 ours_in=() ours_out=() peer_in=() peer_out=()
 for i in $(seq "${PAIRS:-3}"); do
-	read -r a b <<<"$(one_run ours)" || exit 1
+	r=$(one_run ours) || exit 1
+	read -r a b <<<"$r"
 	ours_in+=("$a")
 	ours_out+=("$b")
-	read -r a b <<<"$(one_run peer)" || exit 1
+	r=$(one_run peer) || exit 1
+	read -r a b <<<"$r"
 	peer_in+=("$a")
 	peer_out+=("$b")
 	echo "pair $i: MB/s host-to-guest / guest-to-host: imgvm ${ours_in[-1]} / ${ours_out[-1]}, qemu ${peer_in[-1]} / ${peer_out[-1]}" >&2
