@@ -11,7 +11,8 @@
 #   net      virtio-net: a DHCP lease (NET-DHCP-OK), a file fetched from
 #            http://10.0.2.100/payload (NET-HTTP-SHA256 for the host to
 #            compare), then one connection to a TCP echo service on port 7
-#            (NET-ECHO-READY, NET-ECHO-DONE), power off
+#            (NET-ECHO-READY, NET-ECHO-DONE), power off; with imgvm.pxe=1
+#            (a kernel iPXE loaded) it first says PXE-BOOT-OK
 #   pxe      booted over the network by iPXE: PXE-BOOT-OK, power off
 #   netbench TCP throughput: a DHCP lease, http://10.0.2.100/big fetched
 #            and timed (NETBENCH host-to-guest), then 64 MiB served once on
@@ -331,6 +332,7 @@ mode_netbench() {
 }
 
 mode_net() {
+	grep -q 'imgvm.pxe=1' /proc/cmdline && echo "PXE-BOOT-OK"
 	net_up
 	wget -q -O /tmp/payload http://10.0.2.100/payload ||
 		die "HTTP fetch of http://10.0.2.100/payload"

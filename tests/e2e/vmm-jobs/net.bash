@@ -1,15 +1,15 @@
 # shellcheck shell=bash
 # Guest cases of the network card (virtio-net behind libslirp), sourced by
-# tests/e2e/vmm.sh.  Two guest runs, both with restrict=on, so nothing
-# leaves the host but loopback:
-#   net_user  the test guest (net.iso, 2 vCPUs, 2 GiB) gets a DHCP lease,
-#             fetches a file from an HTTP server on 127.0.0.1 through a
-#             guestfwd (the host compares its sha256), then a host
-#             connection through a hostfwd reaches a TCP echo service in
-#             the guest
-#   net_pxe   iPXE (the card's option ROM) PXE-boots the test guest's
-#             kernel and initramfs from the slirp TFTP directory
-VMM_EXTRA_JOBS+=("net_user" "net_pxe")
+# tests/e2e/vmm.sh.  One guest run (2 vCPUs, 2 GiB), restrict=on, so
+# nothing leaves the host but loopback:
+#   - iPXE (the card's option ROM, --boot net) PXE-boots the test guest's
+#     kernel and initramfs from the slirp TFTP directory
+#   - the guest's Linux driver gets a DHCP lease
+#   - it fetches 3 MB from an HTTP server on 127.0.0.1 through a guestfwd;
+#     the host compares the sha256
+#   - a host connection through a hostfwd reaches the guest's TCP echo
+#     service
+VMM_EXTRA_JOBS+=("net")
 VMM_EXTRA_HOST+=(net_host_cases)
 VMM_EXTRA_PREPARE+=(net_prepare)
 
@@ -34,7 +34,7 @@ net_prepare() {
 	mkdir -p "$PREP/tftp"
 	cp "$GUEST/vmlinuz" "$GUEST/initrd.gz" "$PREP/tftp/"
 	printf '%s\n' '#!ipxe' 'echo imgvm-pxe: loading the test guest over TFTP' \
-		'kernel tftp://10.0.2.2/vmlinuz initrd=initrd.gz console=ttyS0,115200 panic=1 imgvm=pxe' \
+		'kernel tftp://10.0.2.2/vmlinuz initrd=initrd.gz console=ttyS0,115200 panic=1 imgvm=net imgvm.pxe=1' \
 		'initrd tftp://10.0.2.2/initrd.gz' 'boot' >"$PREP/tftp/boot.ipxe"
 	head -c 3000000 /dev/urandom >"$PREP/payload"
 }
@@ -66,15 +66,11 @@ sys.exit(1)
 PY
 }
 
-job_net_user() {
-	local log=$T/net-user.log www=$T/www wport hport srv pid i reply want got word
+job_net() {
+	local log=$T/net.log www=$T/www wport hport srv pid i reply want got word
 	if ! command -v socat >/dev/null; then
 		echo "skip - net: socat is needed for the guestfwd to the HTTP server (make deps)"
 		return 0
-	fi
-	if [ ! -e "$GUEST/net.iso" ]; then
-		fail "net: no net.iso in $GUEST"
-		return 1
 	fi
 	mkdir -p "$www"
 	cp "$PREP/payload" "$www/payload"
@@ -84,8 +80,8 @@ job_net_user() {
 	srv=$!
 	word=imgvm-echo-$RANDOM$RANDOM
 	timeout -k 10 $((TIMEOUT + 20)) "$IMGVM" boot --serial "file:$log" --timeout "$TIMEOUT" \
-		--no-reboot --cpus 2 --memory 2G --cdrom "$GUEST/net.iso" \
-		--net "user,restrict=on,mac=$NET_MAC,hostfwd=tcp:127.0.0.1:$hport-:7,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$wport" \
+		--no-reboot --cpus 2 --memory 2G --boot net \
+		--net "user,restrict=on,mac=$NET_MAC,tftp=$PREP/tftp,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:$hport-:7,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$wport" \
 		</dev/null 2>"$log.err" &
 	pid=$!
 	for i in $(seq $((TIMEOUT * 2))); do
@@ -100,6 +96,13 @@ job_net_user() {
 	kill $srv 2>/dev/null
 	wait $srv 2>/dev/null
 	# restricted, slirp's DHCP offers no gateway and no DNS server
+	if grep -qa 'iPXE' "$log" && grep -qa 'imgvm-pxe: loading' "$log" &&
+		grep -qa 'PXE-BOOT-OK' "$log"; then
+		ok "--boot net: iPXE (option ROM pci1af4,1000.rom) PXE-boots a kernel and initramfs from the slirp TFTP directory"
+	else
+		fail "net: PXE boot (rc=$RC): $(tail_log "$log")"
+		return 1
+	fi
 	if grep -qa "NET-DHCP-OK 10.0.2.15 router  dns  mac $NET_MAC" "$log"; then
 		ok "virtio-net + slirp (restrict=on): DHCP lease 10.0.2.15 with no gateway or DNS offered, mac= honoured"
 	else
@@ -122,17 +125,5 @@ job_net_user() {
 		ok "--cpus 2 --memory 2G with the network card: both vCPUs up, clean power-off"
 	else
 		fail "net: --cpus 2 --memory 2G run (rc=$RC): $(grep -a -E 'smp:|CPUs' "$log" | head -2)"
-	fi
-}
-
-job_net_pxe() {
-	local log=$T/net-pxe.log
-	run_vm "$log" --no-reboot --boot net \
-		--net "user,restrict=on,tftp=$PREP/tftp,bootfile=boot.ipxe"
-	if [ $RC = 0 ] && grep -qa 'iPXE' "$log" && grep -qa 'imgvm-pxe: loading' "$log" &&
-		grep -qa 'PXE-BOOT-OK.*imgvm=pxe' "$log"; then
-		ok "--boot net: iPXE (option ROM pci1af4,1000.rom) PXE-boots a kernel and initramfs from the slirp TFTP directory -> PXE-BOOT-OK"
-	else
-		fail "PXE boot (rc=$RC): $(tail_log "$log")"
 	fi
 }
