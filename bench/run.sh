@@ -262,6 +262,8 @@ VMM_WHERE=""
 if [ -x "$IMGVM" ]; then
 	. "$TOP/bench/vmm.sh"
 	vmm_cases
+	. "$TOP/bench/net.sh"
+	net_cases
 fi
 write_md
 say "wrote $OUT_MD"

@@ -12,6 +12,15 @@
 #   copy     hundreds of MiB through the page cache onto the raw first disk,
 #            read back -> COPY-OK (tests/vmm-stops.sh)
 #   diag     the platform as Linux sees it -> DIAG-DONE
+#   net      virtio-net: a DHCP lease (NET-DHCP-OK), a file fetched from
+#            http://10.0.2.100/payload (NET-HTTP-SHA256 for the host to
+#            compare), then one connection to a TCP echo service on port 7
+#            (NET-ECHO-READY, NET-ECHO-DONE), power off; with imgvm.pxe=1
+#            (a kernel iPXE loaded) it first says PXE-BOOT-OK
+#   pxe      booted over the network by iPXE: PXE-BOOT-OK, power off
+#   netbench TCP throughput: a DHCP lease, http://10.0.2.100/big fetched
+#            and timed (NETBENCH host-to-guest), then 64 MiB served once on
+#            port 9 for the host to time (NETBENCH-READY, NETBENCH-DONE)
 #   shell    a shell on the console
 # Failures print INSTALL-FAIL / MARKER-BAD / BENCH-FAIL / FAIL with a reason.
 # Filled in at build time: @MARKER_SHA256@ @MARKER_BYTES@ @KVER@ @WRITE_SHA256@
@@ -56,6 +65,7 @@ install) FAIL_TAG=INSTALL-FAIL ;;
 disk) FAIL_TAG=MARKER-BAD ;;
 bench) FAIL_TAG=BENCH-FAIL ;;
 copy) FAIL_TAG=COPY-FAIL ;;
+net | netbench) FAIL_TAG=NET-FAIL ;;
 *) FAIL_TAG=FAIL ;;
 esac
 [ "$MODE" = disk ] && echo "BOOTED-FROM-DISK"
@@ -381,8 +391,86 @@ mode_diag() {
 	echo "DIAG-DONE"
 }
 
+# udhcpc's hook: configure the lease it got
+dhcp_hook() {
+	cat >/tmp/dhcp-hook <<-'EOF'
+		#!/bin/sh
+		case $1 in
+		bound | renew)
+			ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}"
+			for r in $router; do route add default gw "$r" dev "$interface"; break; done
+			echo "$ip router $router dns $dns" >/tmp/lease
+			;;
+		esac
+	EOF
+	chmod 755 /tmp/dhcp-hook
+}
+
+net_up() {
+	n=0
+	while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do
+		usleep 100000
+		n=$((n + 1))
+	done
+	[ -e /sys/class/net/eth0 ] || { dmesg | grep -i virtio | tail -5; die "no eth0 (virtio-net)"; }
+	drv=$(readlink /sys/class/net/eth0/device/driver)
+	say "eth0 $(cat /sys/class/net/eth0/address), driver ${drv##*/}"
+	ifconfig lo 127.0.0.1 up
+	ifconfig eth0 up
+	dhcp_hook
+	udhcpc -i eth0 -n -q -t 10 -T 2 -s /tmp/dhcp-hook >/tmp/udhcpc.log 2>&1 ||
+		{ cat /tmp/udhcpc.log; die "no DHCP lease"; }
+	echo "NET-DHCP-OK $(cat /tmp/lease) mac $(cat /sys/class/net/eth0/address)"
+}
+
+# wait_gone PID SECONDS: true when the process ended in time
+wait_gone() {
+	n=0
+	while kill -0 "$1" 2>/dev/null && [ $n -lt $(($2 * 10)) ]; do
+		usleep 100000
+		n=$((n + 1))
+	done
+	! kill -0 "$1" 2>/dev/null
+}
+
+mode_netbench() {
+	net_up
+	t0=$(now)
+	wget -q -O /dev/null http://10.0.2.100/big || die "fetch of http://10.0.2.100/big"
+	t1=$(now)
+	echo "NETBENCH host-to-guest $(awk "BEGIN { print $t1 - $t0 }") s"
+	nc -l -p 9 -e dd if=/dev/zero bs=65536 count=1024 2>/dev/null &
+	pid=$!
+	usleep 300000
+	echo "NETBENCH-READY"
+	wait_gone $pid 300 || die "nobody read the 64 MiB"
+	echo "NETBENCH-DONE"
+	power_off
+}
+
+mode_net() {
+	grep -q 'imgvm.pxe=1' /proc/cmdline && echo "PXE-BOOT-OK"
+	net_up
+	wget -q -O /tmp/payload http://10.0.2.100/payload ||
+		die "HTTP fetch of http://10.0.2.100/payload"
+	echo "NET-HTTP-SHA256 $(sha256sum /tmp/payload | cut -d' ' -f1) $(wc -c </tmp/payload)"
+	nc -l -p 7 -e cat &
+	pid=$!
+	usleep 300000
+	echo "NET-ECHO-READY"
+	wait_gone $pid 120 || die "nobody used the echo service"
+	echo "NET-ECHO-DONE"
+	power_off
+}
+
 case $MODE in
 install) mode_install ;;
+net) mode_net ;;
+netbench) mode_netbench ;;
+pxe)
+	echo "PXE-BOOT-OK $(cat /proc/cmdline)"
+	power_off
+	;;
 disk) mode_disk ;;
 bench) mode_bench ;;
 copy) mode_copy ;;
