@@ -753,6 +753,12 @@ static int open_one(struct img **out, const char *path, const char *format,
 	 * written. */
 	if (flags & IMG_OPEN_FORCE)
 		flags &= ~(unsigned)IMG_OPEN_RDWR;
+	if ((flags & IMG_OPEN_COMPRESS) &&
+	    !(drv->flags & IMG_DRV_COMPRESSED_WRITES))
+		return img_error_buf(errbuf, errlen, -ENOTSUP,
+				     "%s: %s images cannot store compressed "
+				     "data",
+				     path, drv->name);
 	img = img_alloc(path, flags);
 	if (!img)
 		return img_error_buf(errbuf, errlen, -ENOMEM,

@@ -164,6 +164,8 @@ enum img_driver_flags {
 	/* pwritev and flush may run concurrently with each other and with
 	 * preadv (needs IMG_DRV_CONCURRENT_READS): see Locking above. */
 	IMG_DRV_PARALLEL_RW = 1u << 2,
+	/* Opens with IMG_OPEN_COMPRESS: new data is stored compressed. */
+	IMG_DRV_COMPRESSED_WRITES = 1u << 3,
 };
 
 struct img_driver {

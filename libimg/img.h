@@ -51,6 +51,9 @@ enum img_open_flags {
 	 * check is meant to report (the driver still validates enough to
 	 * not read out of bounds). */
 	IMG_OPEN_CHECK = 1u << 6,
+	/* Store newly written data compressed (convert -c), for formats
+	 * that keep compressed clusters (qcow2); others refuse the open. */
+	IMG_OPEN_COMPRESS = 1u << 7,
 };
 
 struct img_open_options {

@@ -297,7 +297,8 @@ static void convert_usage(FILE *out)
 		"  -O FMT       target format: raw, vdi, vhd (vpc), vmdk (default raw)\n"
 		"  -o OPTS      target create options, e.g. subformat=fixed,cluster_size=1M\n"
 		"               (-o help lists them for -O FMT)\n"
-		"  -c           compress (vmdk: subformat=streamOptimized)\n"
+		"  -c           compress (vmdk: subformat=streamOptimized; qcow2:\n"
+		"               zlib-compressed clusters)\n"
 		"  -n           write into the existing DST, do not create it\n"
 		"  -S SIZE      zero runs of at least SIZE bytes are left sparse (default 4K;\n"
 		"               0 writes every byte: a fully allocated target)\n"
@@ -465,8 +466,13 @@ int cmd_convert(int argc, char **argv)
 		free(create_options);
 		return TOOL_EXIT_OK;
 	}
-	if (argc - optind < 2 || (backing && cv.existing) ||
-	    (compress && strcmp(dst_format, "vmdk") != 0)) {
+	/* VMDK compresses as its streamOptimized subformat; other formats
+	 * are asked at open (IMG_OPEN_COMPRESS), and refuse if they cannot. */
+	if (compress && strcmp(dst_format, "vmdk") != 0) {
+		dst_flags |= IMG_OPEN_COMPRESS;
+		compress = false;
+	}
+	if (argc - optind < 2 || (backing && cv.existing)) {
 		free(create_options);
 		if (argc - optind < 2)
 			return tool_usage_error("convert",
