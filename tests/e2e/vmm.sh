@@ -1,5 +1,5 @@
 #!/bin/bash
-# End-to-end for imgvm (issues 8 and 9): the command line on any host, then
+# End-to-end for imgvm: the command line on any host, then
 # every guest run under KVM: directly on hardware KVM (VT-x/AMD-V),
 # otherwise inside ONE start of the nested test host (tests/nested-kvm.sh:
 # QEMU TCG with emulated SVM and kvm_amd; started again, loudly, up to
