@@ -36,7 +36,7 @@ LIB_SRCS := $(sort $(wildcard libimg/*.c formats/*/*.c))
 NBD_SRCS := $(sort $(wildcard nbd/*.c))
 FUSE_SRCS := $(sort $(wildcard fuse/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
-VMM_SRCS := $(sort $(wildcard vmm/*.c vmm/devices/*.c))
+VMM_SRCS := $(sort $(wildcard vmm/*.c vmm/devices/*.c vmm/display/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 HELPER_SRCS := $(sort $(wildcard tests/helpers/*.c))
 
@@ -149,7 +149,7 @@ install: all
 
 # The contract headers keep the lead's hand alignment.
 FORMAT_EXEMPT := libimg/img.h libimg/driver.h vmm/vmm.h
-FORMAT_DIRS := libimg formats/* tools nbd fuse vmm vmm/devices tests/unit tests/helpers bench
+FORMAT_DIRS := libimg formats/* tools nbd fuse vmm vmm/devices vmm/display tests/unit tests/helpers bench
 FORMAT_SRCS = $(filter-out $(FORMAT_EXEMPT),$(wildcard $(addsuffix /*.c,$(FORMAT_DIRS)) $(addsuffix /*.h,$(FORMAT_DIRS))))
 format:
 	clang-format -i $(FORMAT_SRCS)
