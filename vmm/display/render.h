@@ -32,6 +32,10 @@ const uint32_t *renderer_surface(const struct renderer *r, unsigned *width,
 /* Copy of the last scan-out the surface was drawn from. */
 const struct vga_scanout *renderer_scanout(const struct renderer *r);
 
+/* The characters of the text screen as UTF-8 lines (text.c); *text is
+ * malloc'd.  -ENOTSUP outside text modes. */
+int render_text(struct vga *vga, char **text);
+
 /* Surface pixel from 0x00RRGGBB */
 static inline uint32_t render_pixel(uint32_t rgb)
 {
