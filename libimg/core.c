@@ -36,6 +36,7 @@ struct img {
 	uint64_t size;
 	bool shared_reads; /* driver has IMG_DRV_CONCURRENT_READS */
 	bool byte_aligned; /* driver has IMG_DRV_BYTE_ALIGNED */
+	bool parallel_rw;  /* IMG_DRV_PARALLEL_RW or img_set_parallel_rw */
 	struct img *backing;
 	char *backing_full; /* where the parent was (or would be) opened */
 	pthread_rwlock_t lock;
@@ -139,6 +140,11 @@ unsigned img_open_flags(const struct img *img)
 void img_set_size(struct img *img, uint64_t size)
 {
 	img->size = size;
+}
+
+void img_set_parallel_rw(struct img *img, bool on)
+{
+	img->parallel_rw = on;
 }
 
 uint64_t img_size(const struct img *img)
@@ -281,6 +287,16 @@ static void lock_shared(struct img *img)
 static void lock_exclusive(struct img *img)
 {
 	pthread_rwlock_wrlock(&img->lock);
+}
+
+/* Writes and flushes: shared where the driver takes them in parallel
+ * (see Locking in driver.h), except a read-modify-write of edges. */
+static void lock_for_write(struct img *img, bool aligned)
+{
+	if (img->parallel_rw && img->shared_reads && aligned)
+		pthread_rwlock_rdlock(&img->lock);
+	else
+		pthread_rwlock_wrlock(&img->lock);
 }
 
 static void unlock(struct img *img)
@@ -709,6 +725,7 @@ static int open_one(struct img **out, const char *path, const char *format,
 	img->drv = drv;
 	img->shared_reads = drv->flags & IMG_DRV_CONCURRENT_READS;
 	img->byte_aligned = drv->flags & IMG_DRV_BYTE_ALIGNED;
+	img->parallel_rw = drv->flags & IMG_DRV_PARALLEL_RW;
 	if (drv->state_size) {
 		img->state = calloc(1, drv->state_size);
 		if (!img->state) {
@@ -1013,7 +1030,7 @@ static int img_pwritev_len(struct img *img, const struct iovec *iov, int iovcnt,
 	if (r < 0)
 		return r;
 	seq = op_begin(img);
-	lock_exclusive(img);
+	lock_for_write(img, request_aligned(img, off, len));
 	r = check_range(img, "write", off, len);
 	if (r == 0 && len)
 		r = do_write(img, off, iov, iovcnt, len);
@@ -1078,7 +1095,7 @@ int img_flush(struct img *img)
 	if (!(img->flags & IMG_OPEN_RDWR) || !img->drv->flush)
 		return 0;
 	seq = op_begin(img);
-	lock_exclusive(img);
+	lock_for_write(img, true);
 	r = img->drv->flush(img);
 	unlock(img);
 	if (r < 0)

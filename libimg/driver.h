@@ -121,6 +121,23 @@ struct img_create_args {
 /* Lookup of a create option by key; NULL when absent. */
 const char *img_create_arg(const struct img_create_args *a, const char *key);
 
+/*
+ * Locking.  The core holds a reader/writer lock per image around every
+ * driver callback.  What runs under which side of it:
+ *   open, close, create, resize, check, set_backing,
+ *   write_zeroes, discard                  exclusive, always
+ *   preadv, block_status, get_info         shared with IMG_DRV_CONCURRENT_READS,
+ *                                          otherwise exclusive
+ *   pwritev (aligned requests), flush      shared with IMG_DRV_PARALLEL_RW
+ *                                          (or img_set_parallel_rw), otherwise
+ *                                          exclusive
+ * An unaligned write of a driver without IMG_DRV_BYTE_ALIGNED is a
+ * read-modify-write of its edge sectors and always runs exclusive, so two
+ * of them never interleave on one sector.  A driver that takes writes in
+ * parallel keeps its own metadata (block maps, allocation pointers,
+ * pending lists) under a lock of its own; writes to the same bytes that
+ * overlap in time land in either order, as on a disk.
+ */
 enum img_driver_flags {
 	/* preadv may run concurrently with other preadv calls (the core
 	 * then serialises only writes, under a rwlock). */
@@ -128,6 +145,9 @@ enum img_driver_flags {
 	/* The driver handles any byte alignment itself; otherwise the core
 	 * hands it only 512-byte-aligned offsets and lengths. */
 	IMG_DRV_BYTE_ALIGNED = 1u << 1,
+	/* pwritev and flush may run concurrently with each other and with
+	 * preadv (needs IMG_DRV_CONCURRENT_READS): see Locking above. */
+	IMG_DRV_PARALLEL_RW = 1u << 2,
 };
 
 struct img_driver {
@@ -190,6 +210,10 @@ struct img_driver {
 void *img_state(struct img *img);
 unsigned img_open_flags(const struct img *img);
 void img_set_size(struct img *img, uint64_t size);
+/* From open: this image's pwritev and flush may run in parallel (a
+ * subformat that touches no metadata on writes: fixed VHD, flat VMDK),
+ * as IMG_DRV_PARALLEL_RW declares for a whole driver. */
+void img_set_parallel_rw(struct img *img, bool on);
 /* The parent reference as recorded (path relative to the image's directory
  * or absolute, may be NULL when the format finds parents by UUID only) and
  * its format (NULL: probe).  May be called several times to give

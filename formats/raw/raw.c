@@ -207,7 +207,8 @@ static int raw_get_info(struct img *img, struct img_info *info)
 const struct img_driver img_driver_raw = {
 	.name = "raw",
 	.description = "raw disk image (sparse file or block device)",
-	.flags = IMG_DRV_CONCURRENT_READS | IMG_DRV_BYTE_ALIGNED,
+	.flags = IMG_DRV_CONCURRENT_READS | IMG_DRV_BYTE_ALIGNED |
+		 IMG_DRV_PARALLEL_RW,
 	.state_size = sizeof(struct raw_state),
 	.probe = raw_probe,
 	.create = raw_create,

@@ -757,6 +757,8 @@ static int vhd_open(struct img *img)
 							     VHD_FOOTER_SIZE));
 			goto fail;
 		}
+		/* data at fixed places, no metadata on the write path */
+		img_set_parallel_rw(img, true);
 	} else {
 		ret = vhd_open_sparse(img, s, flags);
 		if (ret)

@@ -260,7 +260,7 @@ static int gt_allocate(struct img *img, struct vmdk_extent *e, uint32_t t)
 	e->next_sector = at + gt_sectors * (uint64_t)copies;
 	e->file_size = e->next_sector * VMDK_SECTOR;
 	e->gd_dirty = true;
-	e->needs_sync = true;
+	vmdk_note_data_written(e);
 	free(e->gts[t]);
 	__atomic_store_n(&e->gts[t], gt, __ATOMIC_RELEASE);
 	return 0;
@@ -337,7 +337,7 @@ static int write_gd(struct img *img, struct vmdk_extent *e, const uint32_t *gd,
 
 int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 {
-	bool meta = e->gd_dirty;
+	bool meta = e->gd_dirty, data;
 	uint32_t t;
 	int ret;
 
@@ -345,11 +345,16 @@ int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 		return 0;
 	for (t = 0; t < e->gd_entries && !meta && e->gt_dirty; t++)
 		meta = e->gt_dirty[t];
-	if (!meta && !e->needs_sync)
+	/* Cleared before the sync: a parallel write that lands during it
+	 * sets it again for the next flush. */
+	data = __atomic_exchange_n(&e->needs_sync, false, __ATOMIC_ACQ_REL);
+	if (!meta && !data)
 		return 0;
 	ret = img_file_sync(e->file);
-	if (ret)
+	if (ret) {
+		vmdk_note_data_written(e);
 		return vmdk_io_error(img, ret, "%s: fdatasync failed", e->path);
+	}
 	if (meta) {
 		for (t = 0; t < e->gd_entries; t++) {
 			if (!e->gt_dirty[t])
@@ -372,7 +377,6 @@ int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 			return vmdk_io_error(img, ret, "%s: fdatasync failed",
 					     e->path);
 	}
-	e->needs_sync = false;
 	return 0;
 }
 
@@ -684,6 +688,9 @@ static void state_free(struct vmdk_state *s)
 	if (s->main_open)
 		img_file_close(&s->main_file);
 	s->main_open = false;
+	if (s->first_write_lock_init)
+		pthread_mutex_destroy(&s->first_write_lock);
+	s->first_write_lock_init = false;
 }
 
 static bool same_file(struct img_file *f, const char *path)
@@ -897,6 +904,16 @@ static int load_descriptor(struct img *img)
 	return 0;
 }
 
+/* Flat and VMFS extents keep data at fixed places: a write touches no
+ * metadata after the first one, so writes may run in parallel. */
+static bool all_extents_flat(const struct vmdk_state *s)
+{
+	for (int i = 0; i < s->nextents; i++)
+		if (s->extents[i]->sparse)
+			return false;
+	return true;
+}
+
 static int vmdk_open(struct img *img)
 {
 	struct vmdk_state *s = img_state(img);
@@ -904,6 +921,8 @@ static int vmdk_open(struct img *img)
 	int i, ret;
 
 	s->writable = flags & IMG_OPEN_RDWR;
+	pthread_mutex_init(&s->first_write_lock, NULL);
+	s->first_write_lock_init = true;
 	ret = img_file_open(img, &s->main_file, img_filename(img), s->writable);
 	if (ret)
 		goto fail;
@@ -925,6 +944,7 @@ static int vmdk_open(struct img *img)
 			goto fail;
 	}
 	img_set_size(img, vmdk_desc_total_sectors(&s->desc) * VMDK_SECTOR);
+	img_set_parallel_rw(img, !s->stream && all_extents_flat(s));
 	if (s->desc.parent_hint && !(flags & IMG_OPEN_NO_BACKING)) {
 		ret = img_add_backing_candidate(img, s->desc.parent_hint, NULL);
 		if (ret)
@@ -1270,14 +1290,12 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 
 /* ---- writing -----------------------------------------------------------*/
 
-static int first_write(struct img *img)
+static int first_write_locked(struct img *img)
 {
 	struct vmdk_state *s = img_state(img);
 	uint32_t cid;
 	int i, ret;
 
-	if (s->touched)
-		return 0;
 	if (s->has_desc) {
 		do {
 			img_random_bytes(&cid, sizeof(cid));
@@ -1298,8 +1316,22 @@ static int first_write(struct img *img)
 			return ret;
 		e->header_dirty_flag = true;
 	}
-	s->touched = true;
+	__atomic_store_n(&s->touched, true, __ATOMIC_RELEASE);
 	return 0;
+}
+
+static int first_write(struct img *img)
+{
+	struct vmdk_state *s = img_state(img);
+	int ret = 0;
+
+	if (__atomic_load_n(&s->touched, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&s->first_write_lock);
+	if (!s->touched)
+		ret = first_write_locked(img);
+	pthread_mutex_unlock(&s->first_write_lock);
+	return ret;
 }
 
 static int extent_writable(struct img *img, struct vmdk_extent *e)
@@ -1336,7 +1368,7 @@ static int append_grains(struct img *img, struct vmdk_extent *e, uint64_t g,
 	e->next_sector += count * e->grain_sectors;
 	if (e->file_size < e->next_sector * VMDK_SECTOR)
 		e->file_size = e->next_sector * VMDK_SECTOR;
-	e->needs_sync = true;
+	vmdk_note_data_written(e);
 	for (i = 0; i < count; i++) {
 		ret = gte_set(img, e, g + i,
 			      (uint32_t)(sector + i * e->grain_sectors));
@@ -1415,7 +1447,7 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 					img, ret,
 					"%s: write failed at %" PRIu64, e->path,
 					host);
-			e->needs_sync = true;
+			vmdk_note_data_written(e);
 			done += run;
 			continue;
 		}
@@ -1523,7 +1555,7 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			if (ret)
 				vmdk_io_error(img, ret, "%s: write failed",
 					      e->path);
-			e->needs_sync = true;
+			vmdk_note_data_written(e);
 		}
 		if (ret)
 			break;
@@ -1586,7 +1618,7 @@ static int zero_or_discard(struct img *img, uint64_t off, uint64_t len,
 				ret = img_file_zero_range(
 					e->file,
 					e->flat_offset * VMDK_SECTOR + eoff, n);
-			e->needs_sync = true;
+			vmdk_note_data_written(e);
 			if (ret)
 				break;
 			goto next;
@@ -1624,7 +1656,7 @@ static int zero_or_discard(struct img *img, uint64_t off, uint64_t len,
 							e->file, host, m);
 					else if (ret == -EOPNOTSUPP)
 						ret = 0;
-					e->needs_sync = true;
+					vmdk_note_data_written(e);
 				} else if (kind == RUN_UNALLOC && !discard &&
 					   img_backing(img)) {
 					if (e->zero_grain && m == gbytes) {

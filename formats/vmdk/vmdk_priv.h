@@ -58,10 +58,21 @@ struct vmdk_state {
 	bool writable;
 	bool stream;  /* streamOptimized: writes only through the writer */
 	bool touched; /* first write done: CID changed, unclean flag set */
+	/* Writes to flat extents run in parallel; the first one of them
+	 * changes the CID and the headers once, under this lock. */
+	pthread_mutex_t first_write_lock;
+	bool first_write_lock_init;
 	struct vmdk_stream_writer *writer;
 };
 
 /* vmdk.c */
+/* Data went to e's file: the next flush syncs it (writes to flat extents
+ * run in parallel, hence atomic). */
+static inline void vmdk_note_data_written(struct vmdk_extent *e)
+{
+	__atomic_store_n(&e->needs_sync, true, __ATOMIC_RELEASE);
+}
+
 /* img_error with the cause appended: "...: No space left on device". */
 int vmdk_io_error(struct img *img, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
