@@ -33,6 +33,8 @@ LIBIMG_LIBS := -lz -lcrypto
 LIBIMG_LIBS += -lzstd
 LIBIMG_LIBS += -lnbd -lcurl -lrbd -lrados
 VMM_LIBS := -lvncserver -lslirp -ljson-c -lxml2
+# the tests' independent readers: a VNC client and a PNG decoder
+TEST_LIBS := -lvncclient -lpng
 LIBS := $(LIBIMG_LIBS) -lssl -lfuse3
 
 LIB_SRCS := $(sort $(wildcard libimg/*.c formats/*/*.c))
@@ -103,11 +105,11 @@ $(B)/bin/imgvm: $(VMM_OBJS) $(LIBA)
 
 $(B)/tests/%: tests/unit/%.c $(LINKABLE) $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LINKABLE) $(WHOLE_LIBA) $(LIBS) $(VMM_LIBS) -lcriterion
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LINKABLE) $(WHOLE_LIBA) $(LIBS) $(VMM_LIBS) $(TEST_LIBS) -lcriterion
 
 $(B)/tests/helpers/%: tests/helpers/%.c $(LIBA)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(WHOLE_LIBA) $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(WHOLE_LIBA) $(LIBS) $(TEST_LIBS)
 
 deps:
 	@scripts/deps.sh

@@ -17,10 +17,12 @@
 #include "vmm/machine.h"
 
 #include "vmm/devices/ahci.h"
+#include "vmm/display/display.h"
 
 #define DEFAULT_BIOS "/usr/share/seabios/bios-256k.bin"
 #define DEFAULT_MEMORY (512ull << 20)
 #define AHCI_SLOT 3
+#define VGA_SLOT 2
 #define SERIAL_PORT 0x3f8
 #define SERIAL_IRQ 4
 /* seconds SeaBIOS waits after "No bootable device" before rebooting */
@@ -57,6 +59,7 @@ struct boot_options {
 	bool no_reboot;
 	bool eject_on_reboot;
 	unsigned timeout;
+	struct screen_options screen;
 };
 
 struct machine {
@@ -72,6 +75,7 @@ struct machine {
 	int firmware_log_fd;
 	struct outbuf *firmware_log;
 	struct ahci *ahci;
+	struct screen screen;
 	bool ejected;
 };
 
@@ -112,6 +116,7 @@ static void usage(FILE *out)
 		"reboot\n"
 		"  --timeout SECONDS    stop the guest after SECONDS (status "
 		"124)\n"
+		"%s"
 		"\n"
 		"Exit status: 0 guest powered off (or rebooted with "
 		"--no-reboot);\n"
@@ -120,7 +125,7 @@ static void usage(FILE *out)
 		"fault, KVM internal error, stuck device); 3 this host's KVM "
 		"cannot run\n"
 		"firmware; 124 timeout; 128+N killed by signal N.\n",
-		DEFAULT_BIOS);
+		DEFAULT_BIOS, screen_options_help);
 }
 
 static int parse_size(const char *text, uint64_t *out)
@@ -226,6 +231,7 @@ enum {
 	OPT_NO_REBOOT,
 	OPT_EJECT_ON_REBOOT,
 	OPT_TIMEOUT,
+	OPT_SCREEN,
 	OPT_HELP,
 };
 
@@ -243,10 +249,17 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 		{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 		{ "eject-on-reboot", no_argument, NULL, OPT_EJECT_ON_REBOOT },
 		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "vga", required_argument, NULL, OPT_SCREEN },
+		{ "vram", required_argument, NULL, OPT_SCREEN },
+		{ "display", required_argument, NULL, OPT_SCREEN },
+		{ "vnc", required_argument, NULL, OPT_SCREEN },
+		{ "vnc-password-file", required_argument, NULL, OPT_SCREEN },
+		{ "screenshot", required_argument, NULL, OPT_SCREEN },
+		{ "screenshot-on-exit", required_argument, NULL, OPT_SCREEN },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
+	int c, index;
 
 	opt->memory = DEFAULT_MEMORY;
 	opt->cpus = 1;
@@ -254,7 +267,7 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 	opt->serial = "stdio";
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", options, &index)) != -1) {
 		switch (c) {
 		case OPT_MEMORY:
 			if (parse_size(optarg, &opt->memory)) {
@@ -321,6 +334,11 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 				return -EINVAL;
 			}
 			break;
+		case OPT_SCREEN:
+			if (screen_option(&opt->screen, options[index].name,
+					  optarg))
+				return -EINVAL;
+			break;
 		case OPT_HELP:
 			usage(stdout);
 			exit(0);
@@ -345,7 +363,7 @@ static int parse_boot_options(int argc, char **argv, struct boot_options *opt)
 		fprintf(stderr, "imgvm: --boot disk needs --disk FILE\n");
 		return -EINVAL;
 	}
-	return 0;
+	return screen_options_check(&opt->screen);
 }
 
 /* ---- firmware configuration -----------------------------------------*/
@@ -533,6 +551,11 @@ static int setup_machine(struct machine *m)
 	vmm_coalesce_pio(m->vm, SERIAL_PORT, 1);
 	if (open_disks(m) || setup_storage(m))
 		return -EINVAL;
+	if (screen_setup(&m->screen, &m->opt.screen, m->vm, m->vm->fw_cfg,
+			 m->kbc, VGA_SLOT, err, sizeof(err))) {
+		fprintf(stderr, "imgvm: %s\n", err);
+		return -EINVAL;
+	}
 	if (console_attach(m->console, m->vm, m->uart, err, sizeof(err))) {
 		fprintf(stderr, "imgvm: %s\n", err);
 		return -EINVAL;
@@ -546,7 +569,10 @@ nomem:
 static int teardown_machine(struct machine *m)
 {
 	int ret = 0;
-	bool uart_in_use = console_close(m->console);
+	bool uart_in_use;
+
+	screen_teardown(&m->screen, &m->opt.screen);
+	uart_in_use = console_close(m->console);
 	if (m->ahci)
 		ahci_destroy(m->ahci);
 	for (unsigned i = 0; i < m->opt.ndisks; i++) {
@@ -573,10 +599,12 @@ static int teardown_machine(struct machine *m)
 	return ret;
 }
 
-/* SIGINT/SIGTERM/SIGHUP stop the guest cleanly, so the disk is flushed. */
+/* SIGINT/SIGTERM/SIGHUP stop the guest cleanly, so the disk is flushed.
+ * SIGUSR2 takes a --screenshot (SIGUSR1 kicks vCPUs out of KVM_RUN). */
 static void *signal_thread(void *opaque)
 {
-	struct vmm *vm = opaque;
+	struct machine *m = opaque;
+	struct vmm *vm = m->vm;
 	sigset_t set;
 	int sig;
 
@@ -584,13 +612,15 @@ static void *signal_thread(void *opaque)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
-	if (sigwait(&set, &sig) == 0)
-		vmm_request_stop(vm, 128 + sig, "terminated by signal %d", sig);
+	sigaddset(&set, SIGUSR2);
+	while (sigwait(&set, &sig) == 0 && sig == SIGUSR2)
+		screen_screenshot(&m->screen, &m->opt.screen);
+	vmm_request_stop(vm, 128 + sig, "terminated by signal %d", sig);
 	/* A second signal means: now, without waiting for the guest. */
-	if (sigwait(&set, &sig) == 0) {
-		fprintf(stderr, "imgvm: terminated by signal %d\n", sig);
-		_exit(128 + sig);
-	}
+	while (sigwait(&set, &sig) == 0 && sig == SIGUSR2)
+		;
+	fprintf(stderr, "imgvm: terminated by signal %d\n", sig);
+	_exit(128 + sig);
 	return NULL;
 }
 
@@ -613,6 +643,7 @@ static int cmd_boot(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	if (setup_machine(&m)) {
@@ -620,7 +651,7 @@ static int cmd_boot(int argc, char **argv)
 		vmm_destroy(m.vm);
 		return EXIT_USAGE;
 	}
-	pthread_create(&sig_thread, NULL, signal_thread, m.vm);
+	pthread_create(&sig_thread, NULL, signal_thread, &m);
 	pthread_detach(sig_thread);
 	status = vmm_run(m.vm, m.opt.no_reboot, m.opt.timeout, on_reboot, &m);
 	if (status)

@@ -170,7 +170,8 @@ static void i8042_aux_command(struct i8042 *k, uint8_t byte)
 			k->sample_rates[1] = k->sample_rates[2];
 			k->sample_rates[2] = byte;
 			if (k->sample_rates[0] == 200 &&
-			    k->sample_rates[1] == 100 && k->sample_rates[2] == 80)
+			    k->sample_rates[1] == 100 &&
+			    k->sample_rates[2] == 80)
 				k->mouse_id = 3;
 		}
 		k->aux_pending = 0;
@@ -408,15 +409,13 @@ int i8042_key_event(struct i8042 *k, input_scancode key, bool down)
 		return -EINVAL;
 	pthread_mutex_lock(&k->lock);
 	ret = i8042_room(k, 3);
-	if (ret || !k->scanning ||
-	    (k->command_byte & CMD_BYTE_KBD_DISABLED)) {
+	if (ret || !k->scanning || (k->command_byte & CMD_BYTE_KBD_DISABLED)) {
 		pthread_mutex_unlock(&k->lock);
 		return ret;
 	}
 	if (extended)
 		i8042_queue(k, 0xe0, false);
-	if (k->scan_set == 1 ||
-	    (k->command_byte & CMD_BYTE_XLAT)) {
+	if (k->scan_set == 1 || (k->command_byte & CMD_BYTE_XLAT)) {
 		i8042_queue(k, down ? code : code | 0x80, false);
 	} else {
 		if (!down)

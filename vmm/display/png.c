@@ -35,7 +35,8 @@ static int write_chunk(FILE *f, const char *type, const uint8_t *data,
 	if (len)
 		crc = crc32(crc, data, len);
 	put_be32(tail, crc);
-	if (fwrite(head, 1, 8, f) != 8 || (len && fwrite(data, 1, len, f) != len) ||
+	if (fwrite(head, 1, 8, f) != 8 ||
+	    (len && fwrite(data, 1, len, f) != len) ||
 	    fwrite(tail, 1, 4, f) != 4)
 		return -EIO;
 	return 0;
@@ -44,7 +45,7 @@ static int write_chunk(FILE *f, const char *type, const uint8_t *data,
 int png_write_rgbx(const char *path, const uint32_t *pixels, unsigned width,
 		   unsigned height, char *err, size_t errlen)
 {
-	static const uint8_t signature[8] = { 0x89, 'P', 'N', 'G',
+	static const uint8_t signature[8] = { 0x89, 'P',  'N',	'G',
 					      '\r', '\n', 0x1a, '\n' };
 	size_t line = 1 + (size_t)width * 3;
 	size_t raw_len = line * height;

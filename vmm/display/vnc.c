@@ -35,6 +35,7 @@ struct vnc_server {
 	char *unix_path;
 	char *passwords[2];
 	int last_x, last_y;
+	unsigned last_buttons;
 	bool pointer_seen;
 };
 
@@ -68,9 +69,12 @@ static void vnc_pointer(int mask, int x, int y, rfbClientPtr cl)
 		vnc->last_y = y;
 		vnc->pointer_seen = true;
 	}
-	if (vnc->kbc)
+	/* viewers repeat events that change nothing */
+	if (vnc->kbc && (x != vnc->last_x || y != vnc->last_y || wheel ||
+			 buttons != vnc->last_buttons))
 		i8042_mouse_event(vnc->kbc, x - vnc->last_x, y - vnc->last_y,
 				  wheel, buttons);
+	vnc->last_buttons = buttons;
 	vnc->last_x = x;
 	vnc->last_y = y;
 	rfbDefaultPtrAddEvent(mask, x, y, cl);
@@ -117,8 +121,8 @@ static int vnc_listen_unix(struct vnc_server *vnc, const char *path, char *err,
 		return -ENAMETOOLONG;
 	}
 	strcpy(addr.sun_path, path);
-	vnc->unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			      0);
+	vnc->unix_fd =
+		socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (vnc->unix_fd < 0)
 		goto fail;
 	unlink(path);
@@ -226,6 +230,9 @@ struct vnc_server *vnc_server_create(const char *spec,
 	vnc->screen->kbdAddEvent = vnc_key;
 	vnc->screen->ptrAddEvent = vnc_pointer;
 	vnc->screen->maxClientWait = VNC_CLIENT_WAIT_MS;
+	/* the guest draws its own pointer; the library's would be painted
+	 * into the frame */
+	vnc->screen->cursor = NULL;
 	vnc->screen->httpPort = 0;
 	vnc->screen->httpDir = NULL;
 	if (vnc_parse_address(vnc, spec, err, errlen))
@@ -268,8 +275,8 @@ void vnc_server_destroy(struct vnc_server *vnc)
 	free(vnc);
 }
 
-void vnc_server_resize(struct vnc_server *vnc, uint32_t *pixels,
-		       unsigned width, unsigned height)
+void vnc_server_resize(struct vnc_server *vnc, uint32_t *pixels, unsigned width,
+		       unsigned height)
 {
 	rfbNewFramebuffer(vnc->screen, (char *)pixels, width, height, 8, 3, 4);
 }

@@ -22,8 +22,8 @@ struct vnc_server *vnc_server_create(const char *spec,
 				     unsigned width, unsigned height, char *err,
 				     size_t errlen);
 void vnc_server_destroy(struct vnc_server *vnc);
-void vnc_server_resize(struct vnc_server *vnc, uint32_t *pixels,
-		       unsigned width, unsigned height);
+void vnc_server_resize(struct vnc_server *vnc, uint32_t *pixels, unsigned width,
+		       unsigned height);
 void vnc_server_changed(struct vnc_server *vnc, unsigned x, unsigned y,
 			unsigned width, unsigned height);
 /* Serves viewers for up to timeout_us. */
