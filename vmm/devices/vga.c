@@ -41,6 +41,7 @@
 #define VGA_PORT_BASE 0x3b0
 #define VGA_PORT_COUNT 0x30
 #define DISPI_PORT 0x1ce
+#define VGA_GUARD_SIZE (64u * 1024)
 /* which device-memory region of the machine the framebuffer uses */
 #define VGA_FB_REGION 0
 
@@ -980,11 +981,21 @@ struct vga *vga_create(struct vmm *vm, unsigned slot, uint32_t vram_size,
 	vga->vm = vm;
 	pthread_mutex_init(&vga->lock, NULL);
 	vga->vram_size = vram_size;
-	vga->vram = mmap(NULL, vram_size, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (vga->vram == MAP_FAILED) {
-		vga->vram = NULL;
-		goto nomem;
+	/* inaccessible guard pages on both sides: an access computed past
+	 * video memory faults instead of touching other memory */
+	{
+		uint8_t *area = mmap(
+			NULL, vram_size + 2 * VGA_GUARD_SIZE, PROT_NONE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+		if (area == MAP_FAILED)
+			goto nomem;
+		vga->vram = area + VGA_GUARD_SIZE;
+		if (mprotect(vga->vram, vram_size, PROT_READ | PROT_WRITE)) {
+			munmap(area, vram_size + 2 * VGA_GUARD_SIZE);
+			vga->vram = NULL;
+			goto nomem;
+		}
 	}
 	vga->dirty_words = (vram_size / VGA_PAGE_SIZE + 8 * sizeof(long) - 1) /
 			   (8 * sizeof(long));
@@ -1037,7 +1048,8 @@ void vga_destroy(struct vga *vga)
 	if (!vga)
 		return;
 	if (vga->vram)
-		munmap(vga->vram, vga->vram_size);
+		munmap(vga->vram - VGA_GUARD_SIZE,
+		       vga->vram_size + 2 * VGA_GUARD_SIZE);
 	free(vga->dirty);
 	pthread_mutex_destroy(&vga->lock);
 	free(vga);
