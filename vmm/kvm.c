@@ -32,7 +32,16 @@
 /* The firmware's last 128 KiB also appear at 0xE0000-0xFFFFF. */
 #define VMM_BIOS_LOW_ALIAS 0x20000ull
 
-enum vmm_slot { SLOT_LOW_RAM, SLOT_HIGH_RAM, SLOT_BIOS, SLOT_DEVICE_FIRST };
+enum vmm_slot {
+	SLOT_LOW_RAM,
+	SLOT_HIGH_RAM,
+	SLOT_BIOS,
+	SLOT_RAM_ABOVE_VGA, /* 0xC0000 up, when the VGA window is open */
+	SLOT_DEVICE_FIRST,
+};
+
+#define VMM_VGA_WINDOW 0xa0000ull
+#define VMM_VGA_WINDOW_END 0xc0000ull
 
 /* ---- guest memory ------------------------------------------------------*/
 
@@ -446,6 +455,12 @@ static int vmm_set_device_slot(struct vmm *vm, unsigned index)
 		       : 0;
 }
 
+void vmm_open_vga_window(struct vmm *vm)
+{
+	/* --memory is at least 16 MiB: RAM goes on above the window */
+	vm->vga_window_open = true;
+}
+
 int vmm_map_device_memory(struct vmm *vm, unsigned index, uint64_t gpa,
 			  void *hva, uint64_t size, bool dirty_log)
 {
@@ -621,7 +636,16 @@ static int vmm_build_kvm(struct vmm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "KVM_SET_TSS_ADDR: %s", strerror(errno));
 		goto fail;
 	}
-	if (vmm_set_memory(vm, SLOT_LOW_RAM, 0, vm->low_ram, vm->ram, false) ||
+	if ((vm->vga_window_open
+		     ? vmm_set_memory(vm, SLOT_LOW_RAM, 0, VMM_VGA_WINDOW,
+				      vm->ram, false) ||
+			       vmm_set_memory(vm, SLOT_RAM_ABOVE_VGA,
+					      VMM_VGA_WINDOW_END,
+					      vm->low_ram - VMM_VGA_WINDOW_END,
+					      vm->ram + VMM_VGA_WINDOW_END,
+					      false)
+		     : vmm_set_memory(vm, SLOT_LOW_RAM, 0, vm->low_ram, vm->ram,
+				      false)) ||
 	    (vm->high_ram &&
 	     vmm_set_memory(vm, SLOT_HIGH_RAM, VMM_4GIB, vm->high_ram,
 			    vm->ram + vm->low_ram, false)) ||

@@ -121,6 +121,9 @@ struct vmm {
 	struct pci_bus *pci;
 	struct fw_cfg *fw_cfg;
 
+	/* 0xA0000-0xBFFFF is left out of the low RAM slot (a VGA's) */
+	bool vga_window_open;
+
 	/* device memory regions (framebuffers) as KVM memory slots */
 	pthread_mutex_t device_memory_lock;
 	struct vmm_device_memory {

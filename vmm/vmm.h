@@ -38,6 +38,10 @@ int vmm_map_device_memory(struct vmm *vm, unsigned index, uint64_t gpa,
 int vmm_device_memory_dirty(struct vmm *vm, unsigned index,
 			    unsigned long *bitmap);
 
+/* The legacy VGA window 0xA0000-0xBFFFF stops being RAM: accesses there
+ * exit as MMIO, for a VGA's memory.  Call before the machine runs. */
+void vmm_open_vga_window(struct vmm *vm);
+
 /* ---- port I/O and MMIO -------------------------------------------------*/
 
 /* addr is the offset from the registered base; size is 1, 2, 4 or 8; data

@@ -361,8 +361,9 @@ static bool vga_dispi_mode_fits(const struct vga *vga)
 	if (bpp != 4 && bpp != 8 && bpp != 15 && bpp != 16 && bpp != 24 &&
 	    bpp != 32)
 		return false;
+	/* planar lines are whole bytes of 8 pixels */
 	if (!xres || !yres || xres > VGA_MAX_WIDTH || yres > VGA_MAX_HEIGHT ||
-	    xres % 8)
+	    (bpp == 4 && xres % 8))
 		return false;
 	return (uint64_t)xres * yres * vga_bytes_per_pixel(bpp) <=
 	       vga->vram_size;
@@ -1034,6 +1035,7 @@ struct vga *vga_create(struct vmm *vm, unsigned slot, uint32_t vram_size,
 		vga_destroy(vga);
 		return NULL;
 	}
+	vmm_open_vga_window(vm);
 	vmm_on_reset(vm, vga_reset, vga);
 	return vga;
 nomem:
