@@ -7,7 +7,7 @@
 # per run and the ratio of the medians (ours / QEMU's).  Needs /dev/kvm
 # that runs firmware: on other hosts run it inside tests/nested-kvm.sh.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 TOP=$PWD
 B=${B:-build}
 ISO=${1:?usage: bench/display-idle.sh ISO [SECONDS]}

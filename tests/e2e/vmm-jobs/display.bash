@@ -27,10 +27,10 @@ display_host_cases() {
 # snap PID PNG: a screenshot now (SIGUSR2); the text dump, in text modes,
 # is PNG's name with .txt
 snap() {
-	local pid=$1 png=$2 i
+	local pid=$1 png=$2 _
 	rm -f "$png" "${png%.png}.txt"
 	kill -USR2 "$pid" 2>/dev/null || return 1
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		[ -e "$png" ] && return 0
 		sleep 0.1
 	done
@@ -113,7 +113,7 @@ qemu_matches() {
 job_display_bios() {
 	local log=$T/display-bios.log png=$T/display-bios.png
 	TIMEOUT=150 run_vm "$log" --no-reboot --vga std --screenshot-on-exit "$png"
-	if [ $RC = 0 ] && grep -q 'SeaBIOS (version' "${png%.png}.txt" 2>/dev/null &&
+	if [ "$RC" = 0 ] && grep -q 'SeaBIOS (version' "${png%.png}.txt" 2>/dev/null &&
 		grep -q 'No bootable device' "${png%.png}.txt" && [ "$(png_size "$png")" = 720x400 ]; then
 		ok "SeaBIOS's boot screen in VGA text mode (720x400 PNG; the text dump has its banner and 'No bootable device')"
 	else
@@ -139,7 +139,7 @@ job_display_grub() {
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
 	if ! wait_text $pid "$png" 'grub>' 150; then
-		fail "GRUB rescue prompt on the VGA screen: $(cat "${png%.png}.txt" 2>/dev/null | head -c 300) $(cat "$log.err")"
+		fail "GRUB rescue prompt on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
 		stop_vm $pid
 		return 1
 	fi
@@ -149,7 +149,7 @@ job_display_grub() {
 		wait_text $pid "$png" '(cd0)' 30; then
 		ok "'ls' typed through a VNC viewer runs in GRUB and lists (cd0)"
 	else
-		fail "ls over VNC: $(cat "$T/display-grub.vnc.out") $(cat "${png%.png}.txt" 2>/dev/null | head -c 400)"
+		fail "ls over VNC: $(cat "$T/display-grub.vnc.out") $(head -c 400 "${png%.png}.txt" 2>/dev/null)"
 	fi
 	stop_vm $pid
 	qemu_matches "$iso" "$T/display-grub-prompt.png" display-grub 120
@@ -187,7 +187,7 @@ job_display_installer() {
 			ok "... and not on the serial console"
 		fi
 	else
-		fail "installer over VNC: $(cat "$T/display-di.vnc.out") $(cat "${png%.png}.txt" 2>/dev/null | head -c 400) $(png_size "$png")"
+		fail "installer over VNC: $(cat "$T/display-di.vnc.out") $(head -c 400 "${png%.png}.txt" 2>/dev/null) $(png_size "$png")"
 	fi
 	stop_vm $pid
 	qemu_matches "$iso" "$T/display-di-menu.png" display-di-menu 150
