@@ -583,3 +583,83 @@ Test(vmm_display, set2_codes_of_every_set1_key)
 			     3, false);
 	}
 }
+
+/* both viewers read all the time, as real ones do: the server drops a
+ * viewer that leaves its socket full for seconds */
+static bool pump_both_until(rfbClient *a, rfbClient *b,
+			    bool (*cond)(rfbClient *))
+{
+	double end = now() + 10;
+
+	while (now() < end) {
+		if (cond(a) && cond(b))
+			return true;
+		if (WaitForMessage(a, 20000) > 0 && !HandleRFBServerMessage(a))
+			return false;
+		if (WaitForMessage(b, 20000) > 0 && !HandleRFBServerMessage(b))
+			return false;
+	}
+	return cond(a) && cond(b);
+}
+
+Test(vmm_display, two_viewers_and_a_unix_socket)
+{
+	char spec[160], err[256], sock[128];
+	struct display_options opt = { .vnc = spec };
+	unsigned w, h;
+	rfbClient *a, *b;
+
+	write_hello();
+	want_frame = expected_surface(&w, &h);
+	snprintf(sock, sizeof(sock), "%s/vnc.sock", dir);
+	snprintf(spec, sizeof(spec), "unix:%s", sock);
+	disp = display_create(vga, kbc, &opt, err, sizeof(err));
+	cr_assert_not_null(disp, "%s", err);
+	a = rfbGetClient(8, 3, 4);
+	a->serverHost = strdup(sock);
+	cr_assert(rfbInitClient(a, NULL, NULL), "first viewer on %s", sock);
+	b = rfbGetClient(8, 3, 4);
+	b->serverHost = strdup(sock);
+	cr_assert(rfbInitClient(b, NULL, NULL), "second viewer");
+	cr_assert(pump_both_until(a, b, frame_matches));
+	/* a change reaches both */
+	vga_put_char(vm, 10, 40, 'H', 0x1f);
+	cr_assert(pump_both_until(a, b, second_h_arrived));
+	free(want_frame);
+	rfbClientCleanup(a);
+	rfbClientCleanup(b);
+}
+
+Test(vmm_display, vnc_addresses)
+{
+	static const char *bad[] = { "nowhere",	       "127.0.0.1",
+				     "1.2.3.4.5:5900", "[::1",
+				     ":70000",	       "127.0.0.1:0",
+				     "localhost:99999" };
+	char err[256];
+
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct display_options opt = { .vnc = bad[i] };
+
+		cr_assert_null(display_create(vga, kbc, &opt, err, sizeof(err)),
+			       "%s accepted", bad[i]);
+		cr_assert_not_null(strstr(err, "--vnc"), "%s: %s", bad[i], err);
+	}
+	/* display 99 listens on loopback port 5999 */
+	{
+		struct display_options opt = { .vnc = ":99" };
+		rfbClient *c;
+
+		disp = display_create(vga, kbc, &opt, err, sizeof(err));
+		if (!disp) {
+			/* someone else has the port: the message says so */
+			cr_assert_not_null(strstr(err, "cannot listen"), "%s",
+					   err);
+			return;
+		}
+		port = 5999;
+		c = connect_client(NULL);
+		cr_assert_not_null(c);
+		rfbClientCleanup(c);
+	}
+}

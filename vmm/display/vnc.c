@@ -26,7 +26,7 @@
 #define VNC_BASE_PORT 5900
 /* a viewer that stops reading is dropped after this long, so that it
  * cannot hold the display thread */
-#define VNC_CLIENT_WAIT_MS 3000
+#define VNC_CLIENT_WAIT_MS 5000
 
 struct vnc_server {
 	rfbScreenInfoPtr screen;
