@@ -72,17 +72,6 @@ $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -c -o $@ $<
 
-# The driver table references the drivers that are built strongly, so that
-# a program linking libimg.a pulls them in (weak references would not).
-DRIVER_NAMES := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard formats/*/*.c)))))
-DRIVER_DEFS := $(foreach d,$(DRIVER_NAMES),-DIMG_HAVE_DRIVER_$(shell echo $(d) | tr a-z A-Z))
-$(B)/obj/libimg/drivers.o: EXTRA_CFLAGS := $(DRIVER_DEFS)
-$(B)/obj/libimg/drivers.o: $(B)/driver-list
-$(B)/driver-list: FORCE
-	@mkdir -p $(dir $@)
-	@echo '$(DRIVER_DEFS)' | cmp -s - $@ || echo '$(DRIVER_DEFS)' >$@
-.PHONY: FORCE
-
 $(LIBA): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
