@@ -5,6 +5,7 @@
  * SeaBIOS runs as the option ROM of the card at its real bus address),
  * the display, and the screenshots asked for on the command line.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,41 @@ static int parse_vram(const char *text, uint32_t *out)
 	return 0;
 }
 
+/* The forms vnc.c listens on, checked while parsing so that a typo is
+ * reported before the machine is built. */
+static bool vnc_address_valid(const char *spec)
+{
+	const char *colon = strrchr(spec, ':');
+	char host[128], *end;
+	unsigned long port;
+	uint8_t addr[16];
+
+	if (!strncmp(spec, "unix:", 5))
+		return spec[5] != '\0';
+	if (!colon || (size_t)(colon - spec) >= sizeof(host))
+		return false;
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (errno || end == colon + 1 || *end)
+		return false;
+	memcpy(host, spec, colon - spec);
+	host[colon - spec] = '\0';
+	if (!host[0])
+		return port <= 65535 - 5900;
+	if (port < 1 || port > 65535)
+		return false;
+	if (host[0] == '[') {
+		size_t len = strlen(host);
+
+		if (len < 3 || host[len - 1] != ']')
+			return false;
+		host[len - 1] = '\0';
+		return inet_pton(AF_INET6, host + 1, addr) == 1;
+	}
+	return !strcmp(host, "localhost") ||
+	       inet_pton(AF_INET, host, addr) == 1;
+}
+
 int screen_option(struct screen_options *opt, const char *name,
 		  const char *value)
 {
@@ -90,6 +126,13 @@ int screen_option(struct screen_options *opt, const char *name,
 			goto bad;
 		opt->display = value;
 	} else if (!strcmp(name, "vnc")) {
+		if (!vnc_address_valid(value)) {
+			fprintf(stderr,
+				"imgvm: --vnc must be HOST:PORT, [IPV6]:PORT, "
+				":DISPLAY or unix:PATH, not '%s'\n",
+				value);
+			return -EINVAL;
+		}
 		opt->vnc = value;
 		opt->vga = true;
 	} else if (!strcmp(name, "vnc-password-file")) {
