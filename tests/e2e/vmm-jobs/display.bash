@@ -41,6 +41,18 @@ png_size() { # PNG: WIDTHxHEIGHT from the IHDR chunk
 	python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(24); print("%dx%d" % struct.unpack(">II", d[16:24]))' "$1" 2>/dev/null
 }
 
+# wait_ready PID SOCKET: imgvm has set up its machine (the VNC socket
+# exists), so it takes SIGUSR2 instead of dying of it
+wait_ready() {
+	local _
+	for _ in $(seq 300); do
+		[ -S "$2" ] && return 0
+		kill -0 "$1" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
 # wait_text PID PNG PATTERN SECONDS: until the text screen shows PATTERN
 wait_text() {
 	local pid=$1 png=$2 pattern=$3 end=$((SECONDS + $4))
@@ -138,7 +150,7 @@ job_display_grub() {
 	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
-	if ! wait_text $pid "$png" 'grub>' 150; then
+	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'grub>' 150; then
 		fail "GRUB rescue prompt on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
 		stop_vm $pid
 		return 1
@@ -168,7 +180,7 @@ job_display_installer() {
 	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
-	if ! wait_size $pid "$png" 640x480 150; then
+	if ! wait_ready $pid "$sock" || ! wait_size $pid "$png" 640x480 150; then
 		fail "Debian installer's graphical menu: screen $(png_size "$png"); $(cat "$log.err")"
 		stop_vm $pid
 		return 1
