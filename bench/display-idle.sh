@@ -53,4 +53,4 @@ done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 mo=$(median "${ours[@]}")
 mp=$(median "${peer[@]}")
-echo "idle graphical screen, one VNC viewer: imgvm $mo CPU-s/s, QEMU $mp CPU-s/s, ratio $(awk -v a="$mo" -v b="$mp" 'BEGIN{printf "%.2f", b > 0 ? a/b : 0}')"
+echo "idle graphical screen, one VNC viewer: imgvm $mo CPU-s/s, QEMU $mp CPU-s/s, ratio $(awk -v a="$mo" -v b="$mp" 'BEGIN{printf "%.2f", (b > 0) ? a / b : 0}')"
