@@ -32,7 +32,16 @@
 /* The firmware's last 128 KiB also appear at 0xE0000-0xFFFFF. */
 #define VMM_BIOS_LOW_ALIAS 0x20000ull
 
-enum vmm_slot { SLOT_LOW_RAM, SLOT_HIGH_RAM, SLOT_BIOS };
+enum vmm_slot {
+	SLOT_LOW_RAM,
+	SLOT_HIGH_RAM,
+	SLOT_BIOS,
+	SLOT_RAM_ABOVE_VGA, /* 0xC0000 up, when the VGA window is open */
+	SLOT_DEVICE_FIRST,
+};
+
+#define VMM_VGA_WINDOW 0xa0000ull
+#define VMM_VGA_WINDOW_END 0xc0000ull
 
 /* ---- guest memory ------------------------------------------------------*/
 
@@ -206,6 +215,7 @@ static int vmm_common_init(struct vmm *vm, uint64_t ram_size)
 	madvise(vm->ram, ram_size, MADV_HUGEPAGE);
 	pthread_mutex_init(&vm->request_lock, NULL);
 	pthread_mutex_init(&vm->ring_lock, NULL);
+	pthread_mutex_init(&vm->device_memory_lock, NULL);
 	{
 		pthread_condattr_t attr;
 
@@ -367,6 +377,8 @@ void vmm_destroy(struct vmm *vm)
 	vmm_io_bus_destroy(&vm->pio);
 	vmm_io_bus_destroy(&vm->mmio);
 	free(vm->reset_hooks);
+	for (unsigned i = 0; i < VMM_DEVICE_MEMORY_SLOTS; i++)
+		free(vm->device_memory[i].dirty);
 	free(vm);
 }
 
@@ -451,6 +463,92 @@ static int vmm_set_memory(struct vmm *vm, enum vmm_slot slot, uint64_t gpa,
 	};
 
 	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region);
+}
+
+static int vmm_set_device_slot(struct vmm *vm, unsigned index)
+{
+	const struct vmm_device_memory *dm = &vm->device_memory[index];
+	struct kvm_userspace_memory_region region = {
+		.slot = SLOT_DEVICE_FIRST + index,
+		.flags = dm->dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+		.guest_phys_addr = dm->gpa,
+		.memory_size = dm->size,
+		.userspace_addr = (uint64_t)(uintptr_t)dm->hva,
+	};
+
+	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0
+		       ? -errno
+		       : 0;
+}
+
+void vmm_open_vga_window(struct vmm *vm)
+{
+	/* --memory is at least 16 MiB: RAM goes on above the window */
+	vm->vga_window_open = true;
+}
+
+int vmm_map_device_memory(struct vmm *vm, unsigned index, uint64_t gpa,
+			  void *hva, uint64_t size, bool dirty_log)
+{
+	struct vmm_device_memory *dm;
+	int ret = 0;
+
+	if (index >= VMM_DEVICE_MEMORY_SLOTS || size % 4096 || gpa % 4096)
+		return -EINVAL;
+	dm = &vm->device_memory[index];
+	pthread_mutex_lock(&vm->device_memory_lock);
+	if (size && dirty_log) {
+		free(dm->dirty);
+		dm->dirty = calloc(1, (size / 4096 + 63) / 64 * 8);
+		if (!dm->dirty) {
+			pthread_mutex_unlock(&vm->device_memory_lock);
+			return -ENOMEM;
+		}
+	}
+	/* KVM moves a slot only by deleting it first */
+	if (dm->size && vm->vm_fd >= 0) {
+		dm->size = 0;
+		vmm_set_device_slot(vm, index);
+	}
+	dm->gpa = gpa;
+	dm->hva = hva;
+	dm->size = size;
+	dm->dirty_log = dirty_log;
+	if (size && vm->vm_fd >= 0) {
+		ret = vmm_set_device_slot(vm, index);
+		if (ret)
+			dm->size = 0;
+	}
+	pthread_mutex_unlock(&vm->device_memory_lock);
+	return ret;
+}
+
+int vmm_device_memory_dirty(struct vmm *vm, unsigned index,
+			    unsigned long *bitmap)
+{
+	struct vmm_device_memory *dm;
+	int ret = 0;
+
+	if (index >= VMM_DEVICE_MEMORY_SLOTS)
+		return -EINVAL;
+	dm = &vm->device_memory[index];
+	pthread_mutex_lock(&vm->device_memory_lock);
+	if (dm->size && dm->dirty_log && vm->vm_fd >= 0) {
+		size_t words = (dm->size / 4096 + 63) / 64;
+		struct kvm_dirty_log log = {
+			.slot = SLOT_DEVICE_FIRST + index,
+			.dirty_bitmap = dm->dirty,
+		};
+
+		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
+			ret = -errno;
+		} else {
+			for (size_t i = 0; i < words; i++)
+				bitmap[i] |= dm->dirty[i];
+		}
+	}
+	pthread_mutex_unlock(&vm->device_memory_lock);
+	return ret;
 }
 
 static struct kvm_cpuid2 *vmm_supported_cpuid(struct vmm *vm)
@@ -580,7 +678,16 @@ static int vmm_build_kvm(struct vmm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "KVM_SET_TSS_ADDR: %s", strerror(errno));
 		goto fail;
 	}
-	if (vmm_set_memory(vm, SLOT_LOW_RAM, 0, vm->low_ram, vm->ram, false) ||
+	if ((vm->vga_window_open
+		     ? vmm_set_memory(vm, SLOT_LOW_RAM, 0, VMM_VGA_WINDOW,
+				      vm->ram, false) ||
+			       vmm_set_memory(vm, SLOT_RAM_ABOVE_VGA,
+					      VMM_VGA_WINDOW_END,
+					      vm->low_ram - VMM_VGA_WINDOW_END,
+					      vm->ram + VMM_VGA_WINDOW_END,
+					      false)
+		     : vmm_set_memory(vm, SLOT_LOW_RAM, 0, vm->low_ram, vm->ram,
+				      false)) ||
 	    (vm->high_ram &&
 	     vmm_set_memory(vm, SLOT_HIGH_RAM, VMM_4GIB, vm->high_ram,
 			    vm->ram + vm->low_ram, false)) ||
@@ -590,6 +697,12 @@ static int vmm_build_kvm(struct vmm *vm, char *err, size_t errlen)
 			 strerror(errno));
 		goto fail;
 	}
+	/* a framebuffer mapped before a reset stays until its BAR moves */
+	pthread_mutex_lock(&vm->device_memory_lock);
+	for (unsigned i = 0; i < VMM_DEVICE_MEMORY_SLOTS; i++)
+		if (vm->device_memory[i].size && vmm_set_device_slot(vm, i))
+			vm->device_memory[i].size = 0;
+	pthread_mutex_unlock(&vm->device_memory_lock);
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0 ||
 	    ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
 		snprintf(err, errlen, "KVM irqchip/PIT: %s", strerror(errno));

@@ -147,6 +147,18 @@ struct vmm {
 	struct pci_bus *pci;
 	struct fw_cfg *fw_cfg;
 
+	/* 0xA0000-0xBFFFF is left out of the low RAM slot (a VGA's) */
+	bool vga_window_open;
+
+	/* device memory regions (framebuffers) as KVM memory slots */
+	pthread_mutex_t device_memory_lock;
+	struct vmm_device_memory {
+		uint64_t gpa, size;
+		void *hva;
+		bool dirty_log;
+		unsigned long *dirty; /* scratch for KVM_GET_DIRTY_LOG */
+	} device_memory[VMM_DEVICE_MEMORY_SLOTS];
+
 	/* coalesced port writes: the ranges, and the ring KVM fills */
 	struct {
 		uint16_t base, len;
