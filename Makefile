@@ -32,7 +32,7 @@ override LDFLAGS += -pthread $(SANFLAGS)
 LIBIMG_LIBS := -lz -lcrypto
 LIBIMG_LIBS += -lzstd
 LIBIMG_LIBS += -lnbd -lcurl -lrbd -lrados
-VMM_LIBS := -lvncserver -lslirp -ljson-c -lxml2
+VMM_LIBS := -lvncserver -lslirp -ljson-c -lxml2 -larchive
 # the tests' independent readers: a VNC client and a PNG decoder
 TEST_LIBS := -lvncclient -lpng
 LIBS := $(LIBIMG_LIBS) -lssl -lfuse3
