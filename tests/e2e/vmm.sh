@@ -261,8 +261,8 @@ open(sys.argv[1], "wb").write(rom)' "$fw"
 	TIMEOUT=30 VMM_E2E_RETRY=0 run_vm "$log" --bios "$fw" --no-reboot
 	msg=$(cat "$log.err")
 	if [ $RC = 2 ] && grep -q 'triple fault' <<<"$msg" && grep -q 'exit before (port I/O' <<<"$msg" &&
-		grep -Eq 'RIP 0xff0[02] CS 0xf000 ' <<<"$msg"; then
-		ok "triple fault: the registers from before KVM's reset ($(grep -Eo 'RIP 0x[0-9a-f]+ CS 0x[0-9a-f]+' <<<"$msg"), at a port I/O exit)"
+		grep -Eq 'RIP 0xff0[02] .*CS 0xf000 ' <<<"$msg"; then
+		ok "triple fault: the registers from before KVM's reset ($(grep -Eo 'RIP 0x[0-9a-f]+|CS 0x[0-9a-f]+' <<<"$msg" | tr '\n' ' ')at a port I/O exit)"
 	else
 		fail "triple fault report (rc=$RC): $msg"
 		rc=1
