@@ -601,12 +601,18 @@ static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 		return -errno;
 	}
 	/* KVM_CHECK_EXTENSION answers with the register sets it can copy;
-	 * IMGVM_NO_SYNC_REGS=1 does without them, as on a KVM that has none */
+	 * IMGVM_NO_SYNC_REGS=1 does without them, as on a KVM that has none.
+	 * IMGVM_SYNC_SREGS_EVERY=N: the segment and control registers at
+	 * every N-th exit (default 32; 1 = at each, to measure the cost). */
 	sync = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
 	if (sync > 0 && (sync & VMM_SYNC_REGS) == VMM_SYNC_REGS &&
 	    !getenv("IMGVM_NO_SYNC_REGS")) {
-		vcpu->run->kvm_valid_regs = VMM_SYNC_REGS;
+		const char *every = getenv("IMGVM_SYNC_SREGS_EVERY");
+
 		vcpu->sync_regs = true;
+		vcpu->sregs_every = every ? (unsigned)atoi(every) : 32;
+		if (vcpu->sregs_every < 1)
+			vcpu->sregs_every = 1;
 	}
 	memcpy(cpuid, supported, bytes);
 	for (unsigned i = 0; i < cpuid->nent; i++) {
@@ -786,6 +792,7 @@ void vmm_describe_cpu(char *buf, size_t len,
 	const char *name = vmm_exit_name(snap->exit_reason);
 	char exit_name[24];
 	char exception[48] = "";
+	char sregs_age[40] = "";
 
 	if (!snap->valid) {
 		snprintf(buf, len,
@@ -798,6 +805,9 @@ void vmm_describe_cpu(char *buf, size_t len,
 		snprintf(exit_name, sizeof(exit_name), "%u", snap->exit_reason);
 		name = exit_name;
 	}
+	if (snap->sregs_exit != snap->exits)
+		snprintf(sregs_age, sizeof(sregs_age), " (at exit %llu)",
+			 (unsigned long long)snap->sregs_exit);
 	if (ev->exception.injected || ev->exception.pending)
 		snprintf(exception, sizeof(exception),
 			 ", exception %u%s (error %#x)", ev->exception.nr,
@@ -806,17 +816,17 @@ void vmm_describe_cpu(char *buf, size_t len,
 			 ev->exception.has_error_code ? ev->exception.error_code
 						      : 0);
 	snprintf(buf, len,
-		 "at its exit before (%s, exit %llu): RIP %#llx CS %#x "
-		 "CR0 %#llx CR3 %#llx CR4 %#llx RSP %#llx EFER %#llx RFLAGS "
-		 "%#llx%s",
+		 "at its exit before (%s, exit %llu): RIP %#llx RSP %#llx "
+		 "RFLAGS %#llx; CS %#x CR0 %#llx CR3 %#llx CR4 %#llx EFER "
+		 "%#llx%s%s",
 		 name, (unsigned long long)snap->exits,
-		 (unsigned long long)snap->regs.rip, snap->sregs.cs.selector,
+		 (unsigned long long)snap->regs.rip,
+		 (unsigned long long)snap->regs.rsp,
+		 (unsigned long long)snap->regs.rflags, snap->sregs.cs.selector,
 		 (unsigned long long)snap->sregs.cr0,
 		 (unsigned long long)snap->sregs.cr3,
 		 (unsigned long long)snap->sregs.cr4,
-		 (unsigned long long)snap->regs.rsp,
-		 (unsigned long long)snap->sregs.efer,
-		 (unsigned long long)snap->regs.rflags, exception);
+		 (unsigned long long)snap->sregs.efer, sregs_age, exception);
 }
 
 void vmm_describe_vcpu_brief(char *buf, size_t len, unsigned index,
@@ -961,8 +971,20 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 	}
 }
 
+/* What KVM is to copy into kvm_run at the coming exit: the general
+ * registers always, the rest at every sregs_every-th exit (the first one
+ * included). */
+static void vmm_choose_registers(struct vmm_vcpu *vcpu)
+{
+	vcpu->run->kvm_valid_regs =
+		KVM_SYNC_X86_REGS |
+		(vcpu->exits % vcpu->sregs_every
+			 ? 0
+			 : KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS);
+}
+
 /* The registers KVM copied into kvm_run at this exit, kept for the next
- * exit's report: a memcpy of about 500 bytes, no syscall. */
+ * exit's report: a memcpy, no syscall. */
 static void vmm_keep_registers(struct vmm_vcpu *vcpu)
 {
 	const struct kvm_sync_regs *s = &vcpu->run->s.regs;
@@ -971,8 +993,11 @@ static void vmm_keep_registers(struct vmm_vcpu *vcpu)
 	vcpu->prev.exit_reason = vcpu->run->exit_reason;
 	vcpu->prev.exits = vcpu->exits;
 	memcpy(&vcpu->prev.regs, &s->regs, sizeof(s->regs));
-	memcpy(&vcpu->prev.sregs, &s->sregs, sizeof(s->sregs));
-	memcpy(&vcpu->prev.events, &s->events, sizeof(s->events));
+	if (vcpu->run->kvm_valid_regs & KVM_SYNC_X86_SREGS) {
+		vcpu->prev.sregs_exit = vcpu->exits;
+		memcpy(&vcpu->prev.sregs, &s->sregs, sizeof(s->sregs));
+		memcpy(&vcpu->prev.events, &s->events, sizeof(s->events));
+	}
 }
 
 static void *vmm_vcpu_thread(void *arg)
@@ -990,6 +1015,8 @@ static void *vmm_vcpu_thread(void *arg)
 		vmm_wait_while_paused(vm);
 		if (!vmm_running(vm))
 			break;
+		if (vcpu->sync_regs)
+			vmm_choose_registers(vcpu);
 		__atomic_store_n(&vcpu->in_run, 1, __ATOMIC_RELAXED);
 		ret = ioctl(vcpu->fd, KVM_RUN, 0);
 		__atomic_store_n(&vcpu->in_run, 0, __ATOMIC_RELAXED);
