@@ -717,6 +717,9 @@ int qcow2_l2_for_write(struct img *img, struct qcow2_state *s, uint32_t l1i,
 					       s->cluster_size);
 		if (ret < 0)
 			return ret;
+		/* The data stays shared with the old table's owner. */
+		for (uint32_t j = 0; j < s->l2_entries; j++)
+			t[j * s->l2_words] &= ~QCOW2_OFLAG_COPIED;
 	}
 	s->l1[l1i] = (c << s->cluster_bits) | QCOW2_OFLAG_COPIED;
 	s->l1_dirty = true;
@@ -1657,4 +1660,9 @@ const struct img_driver img_driver_qcow2 = {
 	.check = qcow2_check,
 	.get_info = qcow2_get_info,
 	.set_backing = qcow2_set_backing,
+	.snapshot_list = qcow2_snapshot_list,
+	.snapshot_create = qcow2_snapshot_create,
+	.snapshot_apply = qcow2_snapshot_apply,
+	.snapshot_delete = qcow2_snapshot_delete,
+	.snapshot_load = qcow2_snapshot_load,
 };

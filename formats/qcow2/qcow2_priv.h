@@ -167,5 +167,11 @@ int qcow2_compress(const uint8_t *in, size_t in_len, uint8_t *out,
 /* qcow2_snapshot.c */
 int qcow2_snapshots_load(struct img *img, struct qcow2_state *s);
 void qcow2_snapshots_free(struct qcow2_state *s);
+int qcow2_snapshot_list(struct img *img, struct img_snapshot **list,
+			int *count);
+int qcow2_snapshot_create(struct img *img, const char *name);
+int qcow2_snapshot_apply(struct img *img, const char *name);
+int qcow2_snapshot_delete(struct img *img, const char *name);
+int qcow2_snapshot_load(struct img *img, const char *name);
 
 #endif
