@@ -246,6 +246,8 @@ convert_cases
 checksum_cases
 nbd_cases
 fuse_cases
+. "$TOP/bench/backends.sh"
+backend_cases
 VMM_WHERE=""
 if [ -x "$IMGVM" ]; then
 	. "$TOP/bench/vmm.sh"

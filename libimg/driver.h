@@ -19,13 +19,24 @@
 /* ---- host files --------------------------------------------------------
  * Every host I/O a driver does goes through these, so that short reads and
  * writes are looped, EINTR is retried, errors get a message, and the test
- * I/O hook sees every write.  Locking is taken here too. */
+ * I/O hook sees every write.  Locking is taken here too.
+ *
+ * The "file" may be any storage backend (libimg/backend.h): the name
+ * selects it, as in qemu-img: a local path, nbd://host[:port]/export,
+ * nbd+unix:///export?socket=PATH, rbd:pool/image[@snap][:conf=PATH]
+ * [:id=USER], http(s)://... (read-only).  Drivers use only these calls
+ * and the fields marked for them; the rest belongs to the backend. */
+
+struct img_file_ops;
 
 struct img_file {
-	int fd;
 	char *path;           /* as opened (may be relative to cwd) */
 	bool writable;
-	bool is_block_device;
+	bool is_block_device; /* a local block device: its size is fixed */
+	/* The backend's own (drivers never touch these). */
+	const struct img_file_ops *ops; /* NULL: not open */
+	void *backend;
+	int fd; /* local files */
 	/* With IMG_OPEN_DIRECT, where the file system allows it: a second
 	 * descriptor of the same file opened O_DIRECT.  The data calls use
 	 * it for requests whose offset, lengths and buffers are aligned as
@@ -67,8 +78,13 @@ int img_file_punch_hole(struct img_file *f, uint64_t off, uint64_t len);
  * writing zeros otherwise. */
 int img_file_zero_range(struct img_file *f, uint64_t off, uint64_t len);
 int img_file_size(struct img_file *f, uint64_t *size);
-/* SEEK_DATA/SEEK_HOLE based: is [off, off+len) a hole on the host, and
- * how long is the run of the same kind starting at off (at most len)? */
+/* Is the handle open (a zeroed struct img_file is not)? */
+bool img_file_is_open(const struct img_file *f);
+/* Is it the local file at path (same device and inode)? */
+bool img_file_same(const struct img_file *f, const char *path);
+/* Is [off, off+len) a hole in the backend (SEEK_DATA/SEEK_HOLE, NBD
+ * base:allocation, RBD diff), and how long is the run of the same kind
+ * starting at off (at most len)?  Backends that cannot tell say data. */
 int img_file_extent(struct img_file *f, uint64_t off, uint64_t len,
 		    bool *is_data, uint64_t *run);
 
@@ -121,6 +137,23 @@ struct img_create_args {
 /* Lookup of a create option by key; NULL when absent. */
 const char *img_create_arg(const struct img_create_args *a, const char *key);
 
+/*
+ * Locking.  The core holds a reader/writer lock per image around every
+ * driver callback.  What runs under which side of it:
+ *   open, close, create, resize, check, set_backing,
+ *   write_zeroes, discard                  exclusive, always
+ *   preadv, block_status, get_info         shared with IMG_DRV_CONCURRENT_READS,
+ *                                          otherwise exclusive
+ *   pwritev (aligned requests), flush      shared with IMG_DRV_PARALLEL_RW
+ *                                          (or img_set_parallel_rw), otherwise
+ *                                          exclusive
+ * An unaligned write of a driver without IMG_DRV_BYTE_ALIGNED is a
+ * read-modify-write of its edge sectors and always runs exclusive, so two
+ * of them never interleave on one sector.  A driver that takes writes in
+ * parallel keeps its own metadata (block maps, allocation pointers,
+ * pending lists) under a lock of its own; writes to the same bytes that
+ * overlap in time land in either order, as on a disk.
+ */
 enum img_driver_flags {
 	/* preadv may run concurrently with other preadv calls (the core
 	 * then serialises only writes, under a rwlock). */
@@ -128,8 +161,11 @@ enum img_driver_flags {
 	/* The driver handles any byte alignment itself; otherwise the core
 	 * hands it only 512-byte-aligned offsets and lengths. */
 	IMG_DRV_BYTE_ALIGNED = 1u << 1,
+	/* pwritev and flush may run concurrently with each other and with
+	 * preadv (needs IMG_DRV_CONCURRENT_READS): see Locking above. */
+	IMG_DRV_PARALLEL_RW = 1u << 2,
 	/* Opens with IMG_OPEN_COMPRESS: new data is stored compressed. */
-	IMG_DRV_COMPRESSED_WRITES = 1u << 2,
+	IMG_DRV_COMPRESSED_WRITES = 1u << 3,
 };
 
 struct img_driver {
@@ -200,6 +236,10 @@ struct img_driver {
 void *img_state(struct img *img);
 unsigned img_open_flags(const struct img *img);
 void img_set_size(struct img *img, uint64_t size);
+/* From open: this image's pwritev and flush may run in parallel (a
+ * subformat that touches no metadata on writes: fixed VHD, flat VMDK),
+ * as IMG_DRV_PARALLEL_RW declares for a whole driver. */
+void img_set_parallel_rw(struct img *img, bool on);
 /* The parent reference as recorded (path relative to the image's directory
  * or absolute, may be NULL when the format finds parents by UUID only) and
  * its format (NULL: probe).  May be called several times to give
@@ -218,20 +258,7 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 /* Directory of the image file (for resolving relative extent names). */
 const char *img_dirname(const struct img *img);
 
-/* iovec helpers */
-void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
-		    size_t len);
-size_t img_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
-		      void *buf, size_t len);
-size_t img_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
-			const void *buf, size_t len);
-/* Sub-range view of an iovec: fills out[] (at most outmax entries) with the
- * part [off, off+len) and returns the count, or -EINVAL if outmax is too
- * small. */
-int img_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
-		  struct iovec *out, int outmax);
-bool img_buf_is_zero(const void *buf, size_t len);
-bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len);
+/* The iovec toolkit is in img.h. */
 
 /* Random bytes for UUIDs (getrandom). */
 void img_random_bytes(void *buf, size_t len);
@@ -248,8 +275,13 @@ void img_info_add_file(struct img_info *info, const char *path);
 void img_check_note(struct img_check_result *res, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* The table, in probe order; entries may be NULL (driver not built). */
-#define IMG_NDRIVERS 5
+/* The table, in probe order (libimg/driver_list.h). */
+enum {
+#define IMG_DRIVER(name) IMG_DRIVER_INDEX_##name,
+#include "driver_list.h"
+#undef IMG_DRIVER
+	IMG_NDRIVERS
+};
 extern const struct img_driver *const img_drivers[IMG_NDRIVERS];
 const struct img_driver *img_driver_find(const char *name);
 

@@ -326,22 +326,17 @@ static bool convert_target_is_source(struct convert *cv, const char *dst)
 
 	if (stat(dst, &st) < 0)
 		return false;
-	info = calloc(1, sizeof(*info));
-	if (!info) {
-		tool_error("out of memory");
-		return true;
-	}
 	for (int i = 0; i < cv->nsrc && !same; i++) {
 		for (struct img *l = cv->src[i].img; l && !same;
 		     l = img_backing(l)) {
 			same = chain_same_file(dst, img_filename(l));
-			if (!same && img_get_info(l, info) == 0)
-				for (int f = 0; f < info->nfiles && !same; f++)
-					same = chain_same_file(dst,
-							       info->files[f]);
+			if (same || img_get_info(l, &info) < 0)
+				continue;
+			for (int f = 0; f < info->nfiles && !same; f++)
+				same = chain_same_file(dst, info->files[f]);
+			img_info_free(info);
 		}
 	}
-	free(info);
 	if (same)
 		tool_error("%s: the target is also read as a source; "
 			   "converting onto it would destroy it",
@@ -352,17 +347,15 @@ static bool convert_target_is_source(struct convert *cv, const char *dst)
 /* On failure, remove the files of a target this run created. */
 static void convert_discard_target(struct img *dst, const char *path)
 {
-	struct img_info *info = calloc(1, sizeof(*info));
-	int nfiles = 0;
+	struct img_info *info = NULL;
 
-	if (info && img_get_info(dst, info) == 0)
-		nfiles = info->nfiles;
+	img_get_info(dst, &info);
 	img_close(dst);
-	for (int i = 0; i < nfiles; i++)
+	for (int i = 0; info && i < info->nfiles; i++)
 		if (strcmp(info->files[i], path) != 0)
 			unlink(info->files[i]);
 	unlink(path);
-	free(info);
+	img_info_free(info);
 }
 
 int cmd_convert(int argc, char **argv)

@@ -160,6 +160,32 @@ static bool vmm_running(struct vmm *vm)
 	return __atomic_load_n(&vm->request, __ATOMIC_SEQ_CST) == VMM_RUNNING;
 }
 
+void vmm_set_paused(struct vmm *vm, bool paused)
+{
+	pthread_mutex_lock(&vm->request_lock);
+	vm->paused = paused;
+	pthread_cond_broadcast(&vm->request_cond);
+	pthread_mutex_unlock(&vm->request_lock);
+	if (paused && vm->vm_fd >= 0)
+		vmm_kick_vcpus(vm);
+}
+
+bool vmm_paused(struct vmm *vm)
+{
+	return __atomic_load_n(&vm->paused, __ATOMIC_SEQ_CST);
+}
+
+/* A paused vCPU waits here, outside KVM_RUN, until resumed or stopped. */
+static void vmm_wait_while_paused(struct vmm *vm)
+{
+	if (!vmm_paused(vm))
+		return;
+	pthread_mutex_lock(&vm->request_lock);
+	while (vm->paused && vm->request == VMM_RUNNING)
+		pthread_cond_wait(&vm->request_cond, &vm->request_lock);
+	pthread_mutex_unlock(&vm->request_lock);
+}
+
 /* ---- construction ------------------------------------------------------*/
 
 static int vmm_common_init(struct vmm *vm, uint64_t ram_size)
@@ -697,6 +723,9 @@ static void *vmm_vcpu_thread(void *arg)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	while (vmm_running(vm)) {
+		vmm_wait_while_paused(vm);
+		if (!vmm_running(vm))
+			break;
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&vcpu->run->immediate_exit, 0,

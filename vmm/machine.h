@@ -108,6 +108,7 @@ struct vmm {
 	pthread_mutex_t request_lock;
 	pthread_cond_t request_cond;
 	enum vmm_request request;
+	bool paused; /* vCPUs wait on request_cond while set */
 	int exit_code;
 	char stop_reason[256];
 	unsigned resets;
@@ -159,6 +160,11 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
  * effect the guest only observes through a later access (a UART's THR).
  * Reads still exit.  Call before vmm_run. */
 int vmm_coalesce_pio(struct vmm *vm, uint16_t base, uint16_t len);
+
+/* Pause (stop running guest code, keep the state) or resume the vCPUs;
+ * a stop or reset request still ends a pause. */
+void vmm_set_paused(struct vmm *vm, bool paused);
+bool vmm_paused(struct vmm *vm);
 
 /* Returns a one-line explanation when this host's KVM cannot run BIOS
  * code (kvm_pvm), NULL when it looks usable. */
@@ -238,6 +244,9 @@ struct piix;
  * blocks, PM timer, GPE0 and the APM/SMI command port. */
 struct piix *piix_create(struct vmm *vm);
 void piix_destroy(struct piix *piix);
+/* The ACPI fixed power button: sets PWRBTN_STS (an SCI when the guest
+ * enabled PWRBTN_EN).  Returns whether the guest had enabled it. */
+bool piix_press_power_button(struct piix *piix);
 
 struct debug_ports;
 /* Port 0x80 (POST codes, ignored) and the debug console 0x402 (firmware

@@ -29,9 +29,19 @@
  *    copied to the end and repointed (old layout, synced), the new map is
  *    written into the freed space, then one header write switches to the
  *    new layout.  At every point the header describes a consistent image.
+ *
+ * Parallel requests (IMG_DRV_PARALLEL_RW): reads, and writes to allocated
+ * blocks, run at once with no lock but layout_lock held shared (only a
+ * compaction, which moves slots, takes it exclusively).  Allocation, the
+ * dirty ranges and the header change under meta_lock; a new entry is
+ * stored (atomically) only after its block's data is written, so a
+ * parallel reader sees either the old contents or the new.  A flush
+ * writes the metadata under meta_lock, after syncing what the new entries
+ * point at, and runs its final fdatasync without it.
  */
 #include "vdi_ondisk.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +64,9 @@ struct vdi_state {
 	 * metadata is never written after one (reopen and check). */
 	bool sync_failed;
 	uint8_t *block_buf; /* one stride, for partial-block writes and moves */
+	pthread_mutex_t meta_lock;
+	pthread_rwlock_t layout_lock;
+	bool locks_init;
 };
 
 static const char *const vdi_create_options[] = {
@@ -83,9 +96,16 @@ static void vdi_mark_dirty(struct vdi_state *s, uint32_t block)
 		s->dirty_hi = block + 1;
 }
 
+/* Map entries are read by parallel requests while allocations change
+ * them (see the top). */
+static uint32_t vdi_entry(const struct vdi_state *s, uint32_t block)
+{
+	return __atomic_load_n(&s->bmap[block], __ATOMIC_ACQUIRE);
+}
+
 static void vdi_set_entry(struct vdi_state *s, uint32_t block, uint32_t entry)
 {
-	s->bmap[block] = entry;
+	__atomic_store_n(&s->bmap[block], entry, __ATOMIC_RELEASE);
 	vdi_mark_dirty(s, block);
 }
 
@@ -138,7 +158,7 @@ static int vdi_sync(struct img *img, struct vdi_state *s)
 	int ret = img_file_sync(&s->file);
 
 	if (ret < 0) {
-		s->sync_failed = true;
+		__atomic_store_n(&s->sync_failed, true, __ATOMIC_RELEASE);
 		return img_error(img, ret, "cannot flush: %s", strerror(-ret));
 	}
 	return 0;
@@ -150,7 +170,7 @@ static int vdi_commit(struct img *img, bool sync)
 	struct vdi_state *s = img_state(img);
 	int ret;
 
-	if (s->sync_failed)
+	if (__atomic_load_n(&s->sync_failed, __ATOMIC_ACQUIRE))
 		return img_error(img, -EIO,
 				 "an earlier flush failed; the image must be "
 				 "reopened (and checked) before more writes");
@@ -321,7 +341,7 @@ static const struct vdi_state *vdi_parent_state(struct img *parent)
 static int vdi_create(const struct img_create_args *a, char *errbuf,
 		      size_t errlen)
 {
-	struct img_file f = { .fd = -1 };
+	struct img_file f = { 0 };
 	const struct vdi_state *parent = NULL;
 	struct vdi_header h;
 	struct vdi_header_disk d;
@@ -468,6 +488,11 @@ static void vdi_close(struct img *img)
 	free(s->block_buf);
 	s->block_buf = NULL;
 	img_file_close(&s->file);
+	if (s->locks_init) {
+		pthread_mutex_destroy(&s->meta_lock);
+		pthread_rwlock_destroy(&s->layout_lock);
+		s->locks_init = false;
+	}
 }
 
 static int vdi_open(struct img *img)
@@ -481,7 +506,9 @@ static int vdi_open(struct img *img)
 	char msg[256];
 	int ret;
 
-	s->file.fd = -1;
+	pthread_mutex_init(&s->meta_lock, NULL);
+	pthread_rwlock_init(&s->layout_lock, NULL);
+	s->locks_init = true;
 	ret = img_file_open(img, &s->file, img_filename(img), writable);
 	if (ret < 0)
 		return ret;
@@ -533,13 +560,13 @@ static uint64_t vdi_run_length(const struct vdi_state *s, uint64_t pos,
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size;
 	uint32_t block = (uint32_t)(pos / bs);
-	uint32_t first = s->bmap[block];
+	uint32_t first = vdi_entry(s, block);
 	enum vdi_kind kind = vdi_entry_kind(first);
 	uint64_t run = vdi_min(bs - pos % bs, len);
 
 	while (run < len) {
 		uint32_t next = block + 1;
-		uint32_t e = s->bmap[next];
+		uint32_t e = vdi_entry(s, next);
 
 		if (vdi_entry_kind(e) != kind)
 			break;
@@ -557,41 +584,37 @@ static int vdi_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 {
 	struct vdi_state *s = img_state(img);
 	const struct vdi_header *h = &s->header;
-	struct iovec small[16], *part = small;
+	struct img_iov_view part;
 	size_t done = 0;
-	int ret = 0;
+	int ret;
 
-	if (iovcnt > 16) {
-		part = malloc(sizeof(*part) * (size_t)iovcnt);
-		if (!part)
-			return img_error(img, -ENOMEM, "out of memory");
-	}
+	if (img_iov_view_init(&part, iovcnt))
+		return img_error(img, -ENOMEM, "out of memory");
+	pthread_rwlock_rdlock(&s->layout_lock);
 	while (done < len) {
 		uint64_t pos = off + done;
-		uint32_t e = s->bmap[pos / h->block_size];
+		uint32_t e = vdi_entry(s, (uint32_t)(pos / h->block_size));
 		uint64_t run = vdi_run_length(s, pos, len - done);
-		int n;
 
+		ret = 0;
 		switch (vdi_entry_kind(e)) {
 		case VDI_KIND_DATA:
-			n = img_iov_slice(iov, iovcnt, done, run, part, iovcnt);
-			if (n < 0) {
-				ret = n;
+			ret = img_iov_view_set(&part, NULL, 0, iov, iovcnt,
+					       done, run);
+			if (ret < 0)
 				goto out;
-			}
-			ret = img_file_preadv(&s->file, part, n,
+			ret = img_file_preadv(&s->file, part.iov, part.cnt,
 					      vdi_slot_offset(h, e) +
 						      pos % h->block_size);
 			break;
 		case VDI_KIND_FREE:
 			if (s->is_diff) {
-				n = img_iov_slice(iov, iovcnt, done, run, part,
-						  iovcnt);
-				if (n < 0) {
-					ret = n;
+				ret = img_iov_view_set(&part, NULL, 0, iov,
+						       iovcnt, done, run);
+				if (ret < 0)
 					goto out;
-				}
-				ret = img_read_backing(img, pos, part, n, run);
+				ret = img_read_backing(img, pos, part.iov,
+						       part.cnt, run);
 				break;
 			}
 			/* no parent: reads as zeros */
@@ -604,9 +627,10 @@ static int vdi_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 			goto out;
 		done += run;
 	}
+	ret = 0;
 out:
-	if (part != small)
-		free(part);
+	pthread_rwlock_unlock(&s->layout_lock);
+	img_iov_view_release(&part);
 	return ret;
 }
 
@@ -616,11 +640,15 @@ static void vdi_note_modified(struct vdi_state *s)
 {
 	/* VirtualBox gives an image a new modification UUID on its first
 	 * write after opening; children record the parent's. */
-	if (s->modify_uuid_fresh)
+	if (__atomic_load_n(&s->modify_uuid_fresh, __ATOMIC_ACQUIRE))
 		return;
-	vdi_uuid_generate(s->header.uuid_modify);
-	s->header_dirty = true;
-	s->modify_uuid_fresh = true;
+	pthread_mutex_lock(&s->meta_lock);
+	if (!s->modify_uuid_fresh) {
+		vdi_uuid_generate(s->header.uuid_modify);
+		s->header_dirty = true;
+		__atomic_store_n(&s->modify_uuid_fresh, true, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&s->meta_lock);
 }
 
 /* Store a new block for virtual block `block`: part (chunk bytes at
@@ -630,7 +658,7 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 			      const struct iovec *part, int n, size_t chunk)
 {
 	const struct vdi_header *h = &s->header;
-	uint32_t bs = h->block_size, slot = 0, old = s->bmap[block];
+	uint32_t bs = h->block_size, slot = 0, old = vdi_entry(s, block);
 	uint64_t block_start = (uint64_t)block * bs, slot_start, slot_end;
 	bool over_parent = old == VDI_BLOCK_FREE && s->is_diff;
 	int ret;
@@ -691,10 +719,10 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 
 /* How many whole unallocated blocks from `block` on (the first known to
  * hold data) can take consecutive fresh slots: each covered by the write
- * and not all zeros.  part is scratch space. */
+ * and not all zeros. */
 static uint32_t vdi_fresh_run(const struct vdi_state *s, uint32_t block,
 			      const struct iovec *iov, int iovcnt, size_t done,
-			      size_t len, struct iovec *part)
+			      size_t len)
 {
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size, count = 1;
@@ -704,14 +732,10 @@ static uint32_t vdi_fresh_run(const struct vdi_state *s, uint32_t block,
 	while (done + (uint64_t)(count + 1) * bs <= len &&
 	       block + count < h->blocks_in_image &&
 	       s->next_slot + count < h->blocks_in_image &&
-	       !VDI_BLOCK_IS_ALLOCATED(s->bmap[block + count])) {
-		int n = img_iov_slice(iov, iovcnt, done + (size_t)count * bs,
-				      bs, part, iovcnt);
-
-		if (n < 0 || img_iov_is_zero(part, n, bs))
-			break;
+	       !VDI_BLOCK_IS_ALLOCATED(vdi_entry(s, block + count)) &&
+	       !img_iov_range_is_zero(iov, iovcnt, done + (size_t)count * bs,
+				      bs))
 		count++;
-	}
 	return count;
 }
 
@@ -742,40 +766,91 @@ static int vdi_blocks_append(struct vdi_state *s, uint32_t block,
 	return 0;
 }
 
+/* Write the request's bytes from done on at pos into the block there,
+ * which was not allocated when looked at; meta_lock held; part is room
+ * for slices of iov.  Returns the bytes consumed
+ * from the request (more than chunk when whole fresh blocks follow), 0
+ * when the block turned out allocated meanwhile, or -errno. */
+static int64_t vdi_write_unallocated(struct img *img, struct vdi_state *s,
+				     uint64_t pos, const struct iovec *iov,
+				     int iovcnt, size_t done, size_t len,
+				     struct img_iov_view *part)
+{
+	const struct vdi_header *h = &s->header;
+	uint32_t bs = h->block_size;
+	uint32_t block = (uint32_t)(pos / bs);
+	uint32_t in_block = (uint32_t)(pos % bs);
+	uint32_t e = vdi_entry(s, block);
+	uint64_t chunk = vdi_min(bs - in_block, len - done);
+	int ret;
+
+	if (VDI_BLOCK_IS_ALLOCATED(e))
+		return 0;
+	ret = img_iov_view_set(part, NULL, 0, iov, iovcnt, done, chunk);
+	if (ret < 0)
+		return ret;
+	if (img_iov_is_zero(part->iov, part->cnt, chunk)) {
+		bool whole = chunk == bs ||
+			     (in_block == 0 && pos + chunk == h->disk_size);
+
+		/* Zeros over a block that reads as zero: nothing to store.
+		 * A whole zero block over a parent's data becomes a zero
+		 * entry. */
+		if (e == VDI_BLOCK_ZERO || !s->is_diff)
+			return (int64_t)chunk;
+		if (whole) {
+			vdi_set_entry(s, block, VDI_BLOCK_ZERO);
+			return (int64_t)chunk;
+		}
+	} else if (chunk == bs) {
+		/* whole new blocks in a row: one write */
+		uint32_t count =
+			vdi_fresh_run(s, block, iov, iovcnt, done, len);
+
+		if (count > 1) {
+			ret = img_iov_view_set(part, NULL, 0, iov, iovcnt, done,
+					       (size_t)count * bs);
+			if (ret == 0)
+				ret = vdi_blocks_append(s, block, count,
+							part->iov, part->cnt);
+			return ret < 0 ? ret : (int64_t)count * bs;
+		}
+	}
+	ret = vdi_block_allocate(img, s, block, in_block, part->iov, part->cnt,
+				 chunk);
+	return ret < 0 ? ret : (int64_t)chunk;
+}
+
 static int vdi_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 		       int iovcnt, size_t len)
 {
 	struct vdi_state *s = img_state(img);
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size;
-	struct iovec small[16], *part = small;
+	struct img_iov_view part;
 	size_t done = 0;
 	int ret = 0;
 
-	if (iovcnt > 16) {
-		part = malloc(sizeof(*part) * (size_t)iovcnt);
-		if (!part)
-			return img_error(img, -ENOMEM, "out of memory");
-	}
+	if (img_iov_view_init(&part, iovcnt))
+		return img_error(img, -ENOMEM, "out of memory");
 	vdi_note_modified(s);
+	pthread_rwlock_rdlock(&s->layout_lock);
 	while (done < len) {
 		uint64_t pos = off + done;
 		uint32_t block = (uint32_t)(pos / bs);
 		uint32_t in_block = (uint32_t)(pos % bs);
-		uint32_t e = s->bmap[block];
+		uint32_t e = vdi_entry(s, block);
 		uint64_t chunk;
-		int n;
+		int64_t written;
 
 		if (VDI_BLOCK_IS_ALLOCATED(e)) {
 			/* overwrite in place, whole slot-contiguous runs */
 			chunk = vdi_run_length(s, pos, len - done);
-			n = img_iov_slice(iov, iovcnt, done, chunk, part,
-					  iovcnt);
-			if (n < 0) {
-				ret = n;
+			ret = img_iov_view_set(&part, NULL, 0, iov, iovcnt,
+					       done, chunk);
+			if (ret < 0)
 				goto out;
-			}
-			ret = img_file_pwritev(&s->file, part, n,
+			ret = img_file_pwritev(&s->file, part.iov, part.cnt,
 					       vdi_slot_offset(h, e) +
 						       in_block);
 			if (ret < 0)
@@ -783,58 +858,20 @@ static int vdi_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			done += chunk;
 			continue;
 		}
-		chunk = vdi_min(bs - in_block, len - done);
-		n = img_iov_slice(iov, iovcnt, done, chunk, part, iovcnt);
-		if (n < 0) {
-			ret = n;
+		pthread_mutex_lock(&s->meta_lock);
+		written = vdi_write_unallocated(img, s, pos, iov, iovcnt, done,
+						len, &part);
+		pthread_mutex_unlock(&s->meta_lock);
+		if (written < 0) {
+			ret = (int)written;
 			goto out;
 		}
-		if (img_iov_is_zero(part, n, chunk)) {
-			bool whole =
-				chunk == bs ||
-				(in_block == 0 && pos + chunk == h->disk_size);
-
-			/* Zeros over a block that reads as zero: nothing to
-			 * store.  A whole zero block over a parent's data
-			 * becomes a zero entry. */
-			if (e == VDI_BLOCK_ZERO || !s->is_diff) {
-				done += chunk;
-				continue;
-			}
-			if (whole) {
-				vdi_set_entry(s, block, VDI_BLOCK_ZERO);
-				done += chunk;
-				continue;
-			}
-		} else if (chunk == bs) {
-			/* whole new blocks in a row: one write */
-			uint32_t count = vdi_fresh_run(s, block, iov, iovcnt,
-						       done, len, part);
-
-			if (count > 1) {
-				n = img_iov_slice(iov, iovcnt, done,
-						  (size_t)count * bs, part,
-						  iovcnt);
-				ret = n < 0 ? n
-					    : vdi_blocks_append(s, block, count,
-								part, n);
-				if (ret < 0)
-					goto out;
-				done += (size_t)count * bs;
-				continue;
-			}
-			n = img_iov_slice(iov, iovcnt, done, chunk, part,
-					  iovcnt);
-		}
-		ret = vdi_block_allocate(img, s, block, in_block, part, n,
-					 chunk);
-		if (ret < 0)
-			goto out;
-		done += chunk;
+		/* 0: allocated by a parallel write meanwhile; look again */
+		done += (size_t)written;
 	}
 out:
-	if (part != small)
-		free(part);
+	pthread_rwlock_unlock(&s->layout_lock);
+	img_iov_view_release(&part);
 	return ret;
 }
 
@@ -845,12 +882,23 @@ static int vdi_compact(struct img *img, struct vdi_state *s);
 static int vdi_flush(struct img *img)
 {
 	struct vdi_state *s = img_state(img);
+	int ret;
 
 	if (!s->file.writable)
 		return 0;
-	if (s->holes)
-		return vdi_compact(img, s);
-	return vdi_commit(img, true);
+	if (__atomic_load_n(&s->holes, __ATOMIC_ACQUIRE)) {
+		/* moves slots: no parallel request may use one meanwhile */
+		pthread_rwlock_wrlock(&s->layout_lock);
+		pthread_mutex_lock(&s->meta_lock);
+		ret = s->holes ? vdi_compact(img, s) : vdi_commit(img, true);
+		pthread_mutex_unlock(&s->meta_lock);
+		pthread_rwlock_unlock(&s->layout_lock);
+		return ret;
+	}
+	pthread_mutex_lock(&s->meta_lock);
+	ret = vdi_commit(img, false);
+	pthread_mutex_unlock(&s->meta_lock);
+	return ret < 0 ? ret : vdi_sync(img, s);
 }
 
 /* ---- freeing blocks, reclaiming space --------------------------------- */
@@ -871,7 +919,7 @@ static int vdi_compact(struct img *img, struct vdi_state *s)
 	ret = vdi_commit(img, true);
 	if (ret < 0)
 		return ret;
-	s->holes = false;
+	__atomic_store_n(&s->holes, false, __ATOMIC_RELEASE);
 	if (h->image_type == VDI_TYPE_FIXED &&
 	    s->header.blocks_allocated == s->header.blocks_in_image &&
 	    top == s->header.blocks_in_image)
@@ -980,7 +1028,7 @@ static int vdi_discard(struct img *img, uint64_t off, uint64_t len)
 		done += chunk;
 	}
 	if (freed)
-		s->holes = true;
+		__atomic_store_n(&s->holes, true, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -1048,7 +1096,7 @@ static int vdi_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 		done += chunk;
 	}
 	if (freed)
-		s->holes = true;
+		__atomic_store_n(&s->holes, true, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -1059,7 +1107,7 @@ static int vdi_block_status(struct img *img, uint64_t off, uint64_t len,
 {
 	struct vdi_state *s = img_state(img);
 	const struct vdi_header *h = &s->header;
-	uint32_t e = s->bmap[off / h->block_size];
+	uint32_t e = vdi_entry(s, (uint32_t)(off / h->block_size));
 
 	ext->start = off;
 	ext->length = vdi_run_length(s, off, len);
@@ -1406,6 +1454,8 @@ static int vdi_get_info(struct img *img, struct img_info *info)
 	const struct vdi_header *h = &s->header;
 	char uuid[37];
 
+	/* blocks_allocated and the modification UUID change under it */
+	pthread_mutex_lock(&s->meta_lock);
 	snprintf(info->subformat, sizeof(info->subformat), "%s",
 		 vdi_type_name(h->image_type));
 	info->cluster_size = h->block_size;
@@ -1442,6 +1492,7 @@ static int vdi_get_info(struct img *img, struct img_info *info)
 	}
 	if (h->description[0])
 		img_info_add_str(info, "description", h->description);
+	pthread_mutex_unlock(&s->meta_lock);
 	return 0;
 }
 
@@ -1520,7 +1571,7 @@ static int vdi_set_backing(struct img *img, const char *backing_file,
 const struct img_driver img_driver_vdi = {
 	.name = "vdi",
 	.description = "VirtualBox Disk Image 1.1 (dynamic, fixed, diff)",
-	.flags = IMG_DRV_CONCURRENT_READS,
+	.flags = IMG_DRV_CONCURRENT_READS | IMG_DRV_PARALLEL_RW,
 	.state_size = sizeof(struct vdi_state),
 	.create_options = vdi_create_options,
 	.probe = vdi_probe,

@@ -34,7 +34,6 @@
 #include <zlib.h>
 
 #define GRAIN_BYTES(e) ((uint64_t)(e)->grain_sectors * VMDK_SECTOR)
-#define LOCAL_IOV 32
 
 char *vmdk_path_join(const char *dir, const char *name)
 {
@@ -56,46 +55,6 @@ int vmdk_io_error(struct img *img, int err, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	return img_error(img, err, "%s: %s", msg, strerror(-err));
-}
-
-/* A slice of the caller's iovec: on the stack when small. */
-struct iov_view {
-	struct iovec local[LOCAL_IOV];
-	struct iovec *v;
-	int cap;
-	int n;
-};
-
-static int view_init(struct iov_view *w, int iovcnt)
-{
-	w->cap = iovcnt + 1;
-	if (w->cap <= LOCAL_IOV) {
-		w->v = w->local;
-		w->cap = LOCAL_IOV;
-	} else {
-		w->v = malloc(sizeof(*w->v) * (size_t)w->cap);
-		if (!w->v)
-			return -ENOMEM;
-	}
-	w->n = 0;
-	return 0;
-}
-
-static void view_free(struct iov_view *w)
-{
-	if (w->v != w->local)
-		free(w->v);
-}
-
-static int view_slice(struct iov_view *w, const struct iovec *iov, int iovcnt,
-		      size_t off, size_t len)
-{
-	int n = img_iov_slice(iov, iovcnt, off, len, w->v, w->cap);
-
-	if (n < 0)
-		return n;
-	w->n = n;
-	return 0;
 }
 
 /* ---- descriptor -------------------------------------------------------*/
@@ -260,7 +219,7 @@ static int gt_allocate(struct img *img, struct vmdk_extent *e, uint32_t t)
 	e->next_sector = at + gt_sectors * (uint64_t)copies;
 	e->file_size = e->next_sector * VMDK_SECTOR;
 	e->gd_dirty = true;
-	e->needs_sync = true;
+	vmdk_note_data_written(e);
 	free(e->gts[t]);
 	__atomic_store_n(&e->gts[t], gt, __ATOMIC_RELEASE);
 	return 0;
@@ -337,7 +296,7 @@ static int write_gd(struct img *img, struct vmdk_extent *e, const uint32_t *gd,
 
 int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 {
-	bool meta = e->gd_dirty;
+	bool meta = e->gd_dirty, data;
 	uint32_t t;
 	int ret;
 
@@ -345,11 +304,16 @@ int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 		return 0;
 	for (t = 0; t < e->gd_entries && !meta && e->gt_dirty; t++)
 		meta = e->gt_dirty[t];
-	if (!meta && !e->needs_sync)
+	/* Cleared before the sync: a parallel write that lands during it
+	 * sets it again for the next flush. */
+	data = __atomic_exchange_n(&e->needs_sync, false, __ATOMIC_ACQ_REL);
+	if (!meta && !data)
 		return 0;
 	ret = img_file_sync(e->file);
-	if (ret)
+	if (ret) {
+		vmdk_note_data_written(e);
 		return vmdk_io_error(img, ret, "%s: fdatasync failed", e->path);
+	}
 	if (meta) {
 		for (t = 0; t < e->gd_entries; t++) {
 			if (!e->gt_dirty[t])
@@ -372,7 +336,6 @@ int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 			return vmdk_io_error(img, ret, "%s: fdatasync failed",
 					     e->path);
 	}
-	e->needs_sync = false;
 	return 0;
 }
 
@@ -684,15 +647,14 @@ static void state_free(struct vmdk_state *s)
 	if (s->main_open)
 		img_file_close(&s->main_file);
 	s->main_open = false;
+	if (s->first_write_lock_init)
+		pthread_mutex_destroy(&s->first_write_lock);
+	s->first_write_lock_init = false;
 }
 
 static bool same_file(struct img_file *f, const char *path)
 {
-	struct stat a, b;
-
-	if (fstat(f->fd, &a) || stat(path, &b))
-		return false;
-	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	return img_file_same(f, path);
 }
 
 int vmdk_extent_open(struct img *img, struct vmdk_extent *e,
@@ -897,6 +859,16 @@ static int load_descriptor(struct img *img)
 	return 0;
 }
 
+/* Flat and VMFS extents keep data at fixed places: a write touches no
+ * metadata after the first one, so writes may run in parallel. */
+static bool all_extents_flat(const struct vmdk_state *s)
+{
+	for (int i = 0; i < s->nextents; i++)
+		if (s->extents[i]->sparse)
+			return false;
+	return true;
+}
+
 static int vmdk_open(struct img *img)
 {
 	struct vmdk_state *s = img_state(img);
@@ -904,6 +876,8 @@ static int vmdk_open(struct img *img)
 	int i, ret;
 
 	s->writable = flags & IMG_OPEN_RDWR;
+	pthread_mutex_init(&s->first_write_lock, NULL);
+	s->first_write_lock_init = true;
 	ret = img_file_open(img, &s->main_file, img_filename(img), s->writable);
 	if (ret)
 		goto fail;
@@ -925,6 +899,7 @@ static int vmdk_open(struct img *img)
 			goto fail;
 	}
 	img_set_size(img, vmdk_desc_total_sectors(&s->desc) * VMDK_SECTOR);
+	img_set_parallel_rw(img, !s->stream && all_extents_flat(s));
 	if (s->desc.parent_hint && !(flags & IMG_OPEN_NO_BACKING)) {
 		ret = img_add_backing_candidate(img, s->desc.parent_hint, NULL);
 		if (ret)
@@ -1053,44 +1028,21 @@ out:
 }
 
 /* Flat extents that check found too short read as zeros past the end. */
-static int read_flat(struct img *img, struct vmdk_extent *e, struct iov_view *w,
-		     uint64_t host)
+static int read_flat(struct img *img, struct vmdk_extent *e,
+		     struct img_iov_view *w, uint64_t host)
 {
 	int i, ret;
 
 	if (!(img_open_flags(img) & IMG_OPEN_CHECK))
-		return img_file_preadv(e->file, w->v, w->n, host);
-	for (i = 0; i < w->n; i++) {
-		ret = img_file_pread_zero_eof(e->file, w->v[i].iov_base,
-					      w->v[i].iov_len, host);
+		return img_file_preadv(e->file, w->iov, w->cnt, host);
+	for (i = 0; i < w->cnt; i++) {
+		ret = img_file_pread_zero_eof(e->file, w->iov[i].iov_base,
+					      w->iov[i].iov_len, host);
 		if (ret)
 			return ret;
-		host += w->v[i].iov_len;
+		host += w->iov[i].iov_len;
 	}
 	return 0;
-}
-
-bool vmdk_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
-			    size_t len)
-{
-	int i;
-
-	for (i = 0; i < iovcnt && len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len)
-			n = len;
-		if (!img_buf_is_zero((const uint8_t *)iov[i].iov_base + off, n))
-			return false;
-		len -= n;
-		off = 0;
-	}
-	return true;
 }
 
 enum run_kind { RUN_UNALLOC, RUN_ZERO, RUN_DATA, RUN_COMPRESSED };
@@ -1146,7 +1098,7 @@ static int sparse_run(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 
 static int read_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 		       const struct iovec *iov, int iovcnt, size_t pos,
-		       size_t len, uint64_t voff, struct iov_view *w)
+		       size_t len, uint64_t voff, struct img_iov_view *w)
 {
 	uint64_t gbytes = GRAIN_BYTES(e);
 	uint64_t cap_bytes = e->header.capacity * VMDK_SECTOR;
@@ -1169,10 +1121,11 @@ static int read_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 			goto out;
 		switch (kind) {
 		case RUN_UNALLOC:
-			ret = view_slice(w, iov, iovcnt, pos + done, run);
+			ret = img_iov_view_set(w, NULL, 0, iov, iovcnt,
+					       pos + done, run);
 			if (!ret)
-				ret = img_read_backing(img, voff + done, w->v,
-						       w->n, run);
+				ret = img_read_backing(img, voff + done, w->iov,
+						       w->cnt, run);
 			break;
 		case RUN_ZERO:
 			img_iov_memset(iov, iovcnt, pos + done, 0, run);
@@ -1186,9 +1139,10 @@ static int read_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 						e->path, eoff + done);
 				break;
 			}
-			ret = view_slice(w, iov, iovcnt, pos + done, run);
+			ret = img_iov_view_set(w, NULL, 0, iov, iovcnt,
+					       pos + done, run);
 			if (!ret)
-				ret = img_file_preadv(e->file, w->v, w->n,
+				ret = img_file_preadv(e->file, w->iov, w->cnt,
 						      host);
 			if (ret && ret != -ENOMEM)
 				vmdk_io_error(img, ret,
@@ -1225,11 +1179,11 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 		       int iovcnt, size_t len)
 {
 	struct vmdk_state *s = img_state(img);
-	struct iov_view w;
+	struct img_iov_view w;
 	size_t pos = 0;
 	int ret;
 
-	ret = view_init(&w, iovcnt);
+	ret = img_iov_view_init(&w, iovcnt);
 	if (ret)
 		return ret;
 	while (pos < len) {
@@ -1246,7 +1200,8 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 			break;
 		case VMDK_EXTENT_FLAT:
 		case VMDK_EXTENT_VMFS:
-			ret = view_slice(&w, iov, iovcnt, pos, n);
+			ret = img_iov_view_set(&w, NULL, 0, iov, iovcnt, pos,
+					       n);
 			if (ret)
 				break;
 			ret = read_flat(img, e, &w,
@@ -1264,20 +1219,18 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 			break;
 		pos += n;
 	}
-	view_free(&w);
+	img_iov_view_release(&w);
 	return ret;
 }
 
 /* ---- writing -----------------------------------------------------------*/
 
-static int first_write(struct img *img)
+static int first_write_locked(struct img *img)
 {
 	struct vmdk_state *s = img_state(img);
 	uint32_t cid;
 	int i, ret;
 
-	if (s->touched)
-		return 0;
 	if (s->has_desc) {
 		do {
 			img_random_bytes(&cid, sizeof(cid));
@@ -1298,8 +1251,22 @@ static int first_write(struct img *img)
 			return ret;
 		e->header_dirty_flag = true;
 	}
-	s->touched = true;
+	__atomic_store_n(&s->touched, true, __ATOMIC_RELEASE);
 	return 0;
+}
+
+static int first_write(struct img *img)
+{
+	struct vmdk_state *s = img_state(img);
+	int ret = 0;
+
+	if (__atomic_load_n(&s->touched, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&s->first_write_lock);
+	if (!s->touched)
+		ret = first_write_locked(img);
+	pthread_mutex_unlock(&s->first_write_lock);
+	return ret;
 }
 
 static int extent_writable(struct img *img, struct vmdk_extent *e)
@@ -1336,7 +1303,7 @@ static int append_grains(struct img *img, struct vmdk_extent *e, uint64_t g,
 	e->next_sector += count * e->grain_sectors;
 	if (e->file_size < e->next_sector * VMDK_SECTOR)
 		e->file_size = e->next_sector * VMDK_SECTOR;
-	e->needs_sync = true;
+	vmdk_note_data_written(e);
 	for (i = 0; i < count; i++) {
 		ret = gte_set(img, e, g + i,
 			      (uint32_t)(sector + i * e->grain_sectors));
@@ -1388,7 +1355,7 @@ static int write_partial_grain(struct img *img, struct vmdk_extent *e,
 
 static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 			const struct iovec *iov, int iovcnt, size_t pos,
-			size_t len, struct iov_view *w)
+			size_t len, struct img_iov_view *w)
 {
 	uint64_t gbytes = GRAIN_BYTES(e);
 	bool backing = img_backing(img) != NULL;
@@ -1406,16 +1373,17 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 		if (ret)
 			return ret;
 		if (kind == RUN_DATA) {
-			ret = view_slice(w, iov, iovcnt, pos + done, run);
+			ret = img_iov_view_set(w, NULL, 0, iov, iovcnt,
+					       pos + done, run);
 			if (!ret)
-				ret = img_file_pwritev(e->file, w->v, w->n,
+				ret = img_file_pwritev(e->file, w->iov, w->cnt,
 						       host);
 			if (ret)
 				return vmdk_io_error(
 					img, ret,
 					"%s: write failed at %" PRIu64, e->path,
 					host);
-			e->needs_sync = true;
+			vmdk_note_data_written(e);
 			done += run;
 			continue;
 		}
@@ -1431,8 +1399,8 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 
 			if (n > len - done)
 				n = len - done;
-			if (!vmdk_iov_range_is_zero(iov, iovcnt, pos + done,
-						    n) ||
+			if (!img_iov_range_is_zero(iov, iovcnt, pos + done,
+						   n) ||
 			    (backing && kind == RUN_UNALLOC)) {
 				ret = write_partial_grain(img, e, g, gte,
 							  in_grain, iov, iovcnt,
@@ -1450,7 +1418,7 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 
 			for (i = 0; i <= count; i++) {
 				bool zero = i < count &&
-					    vmdk_iov_range_is_zero(
+					    img_iov_range_is_zero(
 						    iov, iovcnt,
 						    pos + done + i * gbytes,
 						    gbytes) &&
@@ -1459,15 +1427,16 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 				if (i < count && !zero)
 					continue;
 				if (i > start) {
-					ret = view_slice(w, iov, iovcnt,
-							 pos + done +
-								 start * gbytes,
-							 (i - start) * gbytes);
+					ret = img_iov_view_set(
+						w, NULL, 0, iov, iovcnt,
+						pos + done + start * gbytes,
+						(i - start) * gbytes);
 					if (!ret)
 						ret = append_grains(img, e,
 								    g + start,
 								    i - start,
-								    w->v, w->n);
+								    w->iov,
+								    w->cnt);
 					if (ret)
 						return ret;
 				}
@@ -1483,7 +1452,7 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			int iovcnt, size_t len)
 {
 	struct vmdk_state *s = img_state(img);
-	struct iov_view w;
+	struct img_iov_view w;
 	size_t pos = 0;
 	int ret;
 
@@ -1497,7 +1466,7 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	ret = first_write(img);
 	if (ret)
 		return ret;
-	ret = view_init(&w, iovcnt);
+	ret = img_iov_view_init(&w, iovcnt);
 	if (ret)
 		return ret;
 	while (pos < len) {
@@ -1515,21 +1484,22 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			ret = write_sparse(img, e, eoff, iov, iovcnt, pos, n,
 					   &w);
 		} else {
-			ret = view_slice(&w, iov, iovcnt, pos, n);
+			ret = img_iov_view_set(&w, NULL, 0, iov, iovcnt, pos,
+					       n);
 			if (!ret)
 				ret = img_file_pwritev(
-					e->file, w.v, w.n,
+					e->file, w.iov, w.cnt,
 					e->flat_offset * VMDK_SECTOR + eoff);
 			if (ret)
 				vmdk_io_error(img, ret, "%s: write failed",
 					      e->path);
-			e->needs_sync = true;
+			vmdk_note_data_written(e);
 		}
 		if (ret)
 			break;
 		pos += n;
 	}
-	view_free(&w);
+	img_iov_view_release(&w);
 	return ret;
 }
 
@@ -1586,7 +1556,7 @@ static int zero_or_discard(struct img *img, uint64_t off, uint64_t len,
 				ret = img_file_zero_range(
 					e->file,
 					e->flat_offset * VMDK_SECTOR + eoff, n);
-			e->needs_sync = true;
+			vmdk_note_data_written(e);
 			if (ret)
 				break;
 			goto next;
@@ -1624,7 +1594,7 @@ static int zero_or_discard(struct img *img, uint64_t off, uint64_t len,
 							e->file, host, m);
 					else if (ret == -EOPNOTSUPP)
 						ret = 0;
-					e->needs_sync = true;
+					vmdk_note_data_written(e);
 				} else if (kind == RUN_UNALLOC && !discard &&
 					   img_backing(img)) {
 					if (e->zero_grain && m == gbytes) {

@@ -125,7 +125,7 @@ static int release(struct vmdk_extent *e, uint64_t sector, uint64_t count)
 					  count * VMDK_SECTOR);
 	else
 		ret = 0;
-	e->needs_sync = true;
+	vmdk_note_data_written(e);
 	return ret;
 }
 
@@ -156,7 +156,7 @@ static int copy_grain(struct img *img, struct vmdk_extent *e, uint64_t g,
 	e->gt_dirty[g / e->gtes_per_gt] = 1;
 	e->next_sector += e->grain_sectors;
 	e->file_size = e->next_sector * VMDK_SECTOR;
-	e->needs_sync = true;
+	vmdk_note_data_written(e);
 	return 0;
 }
 

@@ -58,10 +58,21 @@ struct vmdk_state {
 	bool writable;
 	bool stream;  /* streamOptimized: writes only through the writer */
 	bool touched; /* first write done: CID changed, unclean flag set */
+	/* Writes to flat extents run in parallel; the first one of them
+	 * changes the CID and the headers once, under this lock. */
+	pthread_mutex_t first_write_lock;
+	bool first_write_lock_init;
 	struct vmdk_stream_writer *writer;
 };
 
 /* vmdk.c */
+/* Data went to e's file: the next flush syncs it (writes to flat extents
+ * run in parallel, hence atomic). */
+static inline void vmdk_note_data_written(struct vmdk_extent *e)
+{
+	__atomic_store_n(&e->needs_sync, true, __ATOMIC_RELEASE);
+}
+
 /* img_error with the cause appended: "...: No space left on device". */
 int vmdk_io_error(struct img *img, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -79,8 +90,6 @@ int vmdk_extent_open(struct img *img, struct vmdk_extent *e,
 int vmdk_sparse_grow(struct img *img, struct vmdk_extent *e,
 		     uint64_t new_capacity);
 char *vmdk_path_join(const char *dir, const char *name);
-bool vmdk_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
-			    size_t len);
 
 /* vmdk_stream.c */
 int vmdk_stream_writer_open(struct img *img);

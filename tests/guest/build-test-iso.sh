@@ -93,6 +93,7 @@ echo "$KPKG" >"$debs/kernel-package" 2>/dev/null || true
 stamp=$(cat "$0" "$here/init.sh" | sha256sum | cut -c1-16)-$KPKG-${ISO_SERIAL:-0}
 if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
 	[ -e "$out/installer.iso" ] && [ -e "$out/installer-reboot.iso" ] &&
+	[ -e "$out/installer-wait.iso" ] &&
 	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ]; then
 	log "up to date: $out"
 	exit 0
@@ -129,7 +130,7 @@ done
 # crc users (ext4, sd_mod) first
 order=$root/lib/modules/$kver/modules.order.imgvm
 : >"$order"
-for m in crc32c_generic crct10dif_generic crc64_rocksoft_generic ahci sd_mod sr_mod isofs ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8; do
+for m in crc32c_generic crct10dif_generic crc64_rocksoft_generic ahci sd_mod sr_mod isofs ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 button evdev; do
 	modprobe -d "$ktree" -S "$kver" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }' |
 		while read -r file; do
 			rel=${file#"$ktree/lib/modules/$kver/"}
@@ -174,7 +175,7 @@ isolinux_cfg() { # default label
 	echo "DEFAULT $1"
 	echo "PROMPT 1"
 	echo "TIMEOUT 10"
-	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot disk bench diag shell (default $1)"
+	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot install-wait disk bench diag shell (default $1)"
 	for label in install disk bench diag shell; do
 		echo "LABEL $label"
 		echo "  KERNEL /boot/vmlinuz"
@@ -183,6 +184,9 @@ isolinux_cfg() { # default label
 	echo "LABEL install-reboot"
 	echo "  KERNEL /boot/vmlinuz"
 	echo "  APPEND $cmdline imgvm=install imgvm.after=reboot"
+	echo "LABEL install-wait"
+	echo "  KERNEL /boot/vmlinuz"
+	echo "  APPEND $cmdline imgvm=install imgvm.after=wait"
 }
 make_iso() { # default label, output
 	isolinux_cfg "$1" >"$iso/isolinux/isolinux.cfg"
@@ -193,6 +197,7 @@ make_iso() { # default label, output
 }
 make_iso install "$out/installer.iso"
 make_iso install-reboot "$out/installer-reboot.iso"
+make_iso install-wait "$out/installer-wait.iso"
 make_iso bench "$out/bench.iso"
 make_iso diag "$out/diag.iso"
 cp "$iso/boot/vmlinuz" "$work/initrd.gz" "$cache/marker.gz" "$out/"

@@ -3,7 +3,9 @@
 # imgvm=MODE on the kernel command line:
 #   install  partition the first SATA disk, ext4, copy kernel + initramfs from
 #            the CD-ROM, extlinux + MBR, write the marker, read it back
-#            -> INSTALL-OK, power off (reboot with imgvm.after=reboot)
+#            -> INSTALL-OK, power off (reboot with imgvm.after=reboot;
+#            with imgvm.after=wait stay up: MEDIA-EJECTED when the CD-ROM's
+#            disc goes, a clean power-off on the ACPI power button)
 #   disk     booted from the disk: check the marker -> MARKER-OK, then write
 #            a file the host can check -> WRITE-OK, power off
 #   bench    sequential I/O on the raw first disk -> BENCH lines, BENCH-DONE
@@ -94,6 +96,43 @@ mount_any() { # device dir [options]: ext4, then vfat
 		mount -t vfat ${3:+-o $3} "$1" "$2"
 }
 
+# The guest of the control socket's test: it waits for the host.  The
+# CD-ROM is opened every half second (an open checks for a media change);
+# once it has no disc, MEDIA-EJECTED.  The ACPI power button (button.ko's
+# "Power Button" input devices, read through evdev) makes it sync and
+# power off, as systemd-logind or acpid would.
+wait_for_host() {
+	echo 500 >/sys/block/$1/events_poll_msecs 2>/dev/null
+	(
+		while dd if=/dev/$1 of=/dev/null bs=2048 count=1 2>/dev/null; do
+			usleep 500000
+		done
+		say "MEDIA-EJECTED: /dev/$1 has no disc (size $(cat /sys/block/$1/size))"
+	) &
+	buttons=
+	for ev in /sys/class/input/event*; do
+		[ "$(cat $ev/device/name 2>/dev/null)" = "Power Button" ] &&
+			buttons="$buttons ${ev##*/}"
+	done
+	[ -n "$buttons" ] || die "no ACPI power button input device"
+	say "waiting for the host: power button on$buttons"
+	for ev in $buttons; do
+		# struct input_event: 16 bytes of time, u16 type, u16 code,
+		# s32 value; EV_KEY (1) KEY_POWER (116) pressed (1)
+		(
+			while :; do
+				e=$(dd if=/dev/$ev bs=24 count=1 2>/dev/null | od -An -tu2 -j16 -N6 | tr -s ' ')
+				[ "$e" = " 1 116 1" ] && break
+			done
+			say "POWER-BUTTON pressed: clean shutdown"
+			power_off
+		) &
+	done
+	while :; do
+		sleep 1
+	done
+}
+
 mode_install() {
 	await_dev sd 15 || { ata_log; die "no SATA disk"; }
 	await_dev sr 15 || { ata_log; die "no CD-ROM"; }
@@ -139,6 +178,7 @@ mode_install() {
 		die "marker read back as $sum ($size bytes)"
 	say "marker verified: $size bytes, sha256 $sum"
 	echo "INSTALL-OK"
+	[ "$AFTER_INSTALL" = wait ] && wait_for_host "$cd"
 	if [ "$AFTER_INSTALL" = reboot ]; then
 		# the one-run lab: the VMM ejects the CD at this reboot and the
 		# firmware boots the installed disk
