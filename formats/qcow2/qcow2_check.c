@@ -357,6 +357,22 @@ static int compare_refcounts(struct check_ctx *c)
 			c->res->corruptions_fixed++;
 	}
 	c->res->image_end_offset = end << s->cluster_bits;
+	if (s->refs_past_eof) {
+		bool fix = c->fix & IMG_CHECK_FIX_LEAKS;
+
+		/* The blocks that held them are flagged and rewritten
+		 * from refs[] (zeros there) by the commit of a repair. */
+		c->res->leaks += s->refs_past_eof;
+		img_check_note(c->res,
+			       "%s %llu refcounts of clusters past the end of "
+			       "the file",
+			       fix ? "Repairing" : "Leaked",
+			       (unsigned long long)s->refs_past_eof);
+		if (fix) {
+			c->res->leaks_fixed += s->refs_past_eof;
+			s->refs_past_eof = 0;
+		}
+	}
 	return 0;
 }
 

@@ -66,7 +66,9 @@ struct qcow2_state {
 	bool reftable_moved;
 	uint64_t old_reftable_offset;
 	uint32_t old_reftable_clusters;
-	uint64_t free_hint;
+	uint64_t free_hint;	/* no free cluster below */
+	uint64_t free_hint_run; /* where multi-cluster runs are sought */
+	uint64_t refs_past_eof; /* non-zero counts past the end, dropped */
 	struct qcow2_free_run *pending;
 	size_t npending, pending_cap;
 	bool l1_moved;

@@ -652,3 +652,32 @@ Test(qcow2_snapshot, create_apply_delete_keep_refcounts_exact,
 	free(b);
 	free(back);
 }
+
+Test(qcow2_bad, refcount_block_for_far_clusters_is_a_leak_not_an_allocation,
+     .init = make_tmpdir, .fini = remove_tmpdir)
+{
+	const char *path = tmp_path("far.qcow2");
+	struct img_check_result res;
+	uint64_t e = IMG_BE64(2 * 65536);
+	struct img *img;
+
+	/* 2 MiB of refcount table: entry 200000 reuses block 2, whose four
+	 * counts then stand for clusters 200000 * 32768 + 0..3 (terabytes
+	 * past the end of the file). */
+	create(path, MiB, "", NULL);
+	{
+		uint32_t n = IMG_BE32(32);
+		int fd = open(path, O_RDWR);
+
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(ftruncate(fd, 64 * 65536), 0);
+		cr_assert_eq(pwrite(fd, &n, 4, 56), 4);
+		close(fd);
+	}
+	poke(path, 65536 + 200000 * 8, &e, 8);
+	img = open_img(path, IMG_OPEN_CHECK);
+	cr_assert_eq(img_check(img, &res, 0), 0, "%s", img_errmsg(img));
+	cr_assert_geq(res.leaks, 4);
+	cr_assert_geq(res.corruptions, 1);
+	img_close(img);
+}
