@@ -611,10 +611,12 @@ static int qcow2_open(struct img *img)
 		if (ret < 0)
 			goto fail;
 	}
-	if (writable && (s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
-		/* Bitmaps are not kept up to date by us: the autoclear bit
-		 * tells readers they are stale. */
-		s->h.autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
+	if (writable &&
+	    (s->h.autoclear_features & ~QCOW2_AUTOCLEAR_DATA_FILE_RAW)) {
+		/* Autoclear features (bitmaps, and any we do not know) are
+		 * not kept up to date by us: clearing the bits tells readers
+		 * their data is stale, as the specification asks. */
+		s->h.autoclear_features &= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
 		ret = qcow2_header_write(img, s);
 		if (ret >= 0)
 			ret = qcow2_sync(img, s);
