@@ -443,9 +443,6 @@ static int check_features(struct img *img, struct qcow2_state *s, bool writable,
 		return img_error(img, -EINVAL,
 				 "the external data file feature is set but "
 				 "the image names no data file");
-	if (writable && (s->h.incompatible_features & QCOW2_INCOMPAT_EXTL2) &&
-	    s->h.nb_snapshots)
-		return 0;
 	return 0;
 }
 
