@@ -290,7 +290,8 @@ static void count_bitmaps(struct check_ctx *c)
 	if (dir_size > (64u << 20) || outside(s, dir_off, 0) ||
 	    dir_off + dir_size > s->file_size) {
 		c->res->check_errors++;
-		img_check_note(c->res, "bitmap directory lies outside the file");
+		img_check_note(c->res,
+			       "bitmap directory lies outside the file");
 		return;
 	}
 	count(c, dir_off, dir_size);
@@ -321,13 +322,14 @@ static void count_bitmaps(struct check_ctx *c)
 		    toff + (uint64_t)tsize * 8 > s->file_size) {
 			c->res->check_errors++;
 			img_check_note(c->res,
-				       "bitmap table %u lies outside the file", i);
+				       "bitmap table %u lies outside the file",
+				       i);
 			continue;
 		}
 		count(c, toff, (uint64_t)tsize * 8);
 		table = realloc(table, (size_t)tsize * 8);
-		if (!table ||
-		    img_file_pread(&s->file, table, (size_t)tsize * 8, toff) < 0) {
+		if (!table || img_file_pread(&s->file, table, (size_t)tsize * 8,
+					     toff) < 0) {
 			c->res->check_errors++;
 			continue;
 		}
