@@ -57,6 +57,13 @@ EOF
 	done
 	echo "$stamp" >"$W/.inputs"
 }
+# Inputs added after the stamp was set are made when missing.
+make_extra_inputs() {
+	local img
+	for img in mixed full; do
+		[ -e "$W/$img.vhdx" ] || qemu-img convert -f raw -O vhdx "$W/$img.raw" "$W/$img.vhdx"
+	done
+}
 
 # ---- measuring --------------------------------------------------------
 # run_one CMD: runs CMD through bash, prints "seconds maxrss_kib status"
@@ -136,6 +143,8 @@ raw vmdk -
 vmdk vdi -
 vdi vhd -
 vhd raw -
+raw vhdx -
+vhdx raw -
 vmdk vmdk subformat=streamOptimized
 raw qcow2 -
 qcow2 raw -
@@ -253,6 +262,7 @@ write_md() {
 
 trap stop_servers EXIT
 make_inputs
+make_extra_inputs
 convert_cases
 checksum_cases
 nbd_cases
@@ -263,6 +273,8 @@ VMM_WHERE=""
 if [ -x "$IMGVM" ]; then
 	. "$TOP/bench/vmm.sh"
 	vmm_cases
+	. "$TOP/bench/net.sh"
+	net_cases
 fi
 write_md
 say "wrote $OUT_MD"

@@ -8,4 +8,5 @@ IMG_DRIVER(vdi)
 IMG_DRIVER(vhd)
 IMG_DRIVER(vmdk)
 IMG_DRIVER(qcow2)
+IMG_DRIVER(vhdx)
 IMG_DRIVER(raw) /* last: it matches anything */

@@ -335,6 +335,13 @@ const char *img_format_size(uint64_t bytes, char *buf, size_t len);
 
 const char *img_version(void);
 
+/* The path of target relative to the directory dir ("../lib/base.vdi"),
+ * both absolute and normalised (realpath); the way a child records its
+ * parent.  Returns the number of "../" it starts with, or -ENAMETOOLONG
+ * when it does not fit in out. */
+int img_path_relative(const char *dir, const char *target, char *out,
+		      size_t outlen);
+
 /* ---- test hooks --------------------------------------------------------*/
 
 /* Called before every host write, pwrite, fsync, ftruncate and fallocate

@@ -29,6 +29,8 @@ enum {
 	OPT_EJECT_ON_REBOOT,
 	OPT_TIMEOUT,
 	OPT_CONTROL,
+	OPT_NET,
+	OPT_PXE_ROM,
 	OPT_HELP,
 };
 
@@ -48,6 +50,8 @@ const struct boot_option_info boot_option_list[] = {
 	{ "eject-on-reboot", 0, OPT_EJECT_ON_REBOOT },
 	{ "timeout", V, OPT_TIMEOUT },
 	{ "control", V | P, OPT_CONTROL },
+	{ "net", V, OPT_NET },
+	{ "pxe-rom", V | P, OPT_PXE_ROM },
 	{ NULL, 0, 0 },
 };
 #undef V
@@ -79,9 +83,28 @@ void boot_options_help(FILE *out)
 		"                       on AHCI port 0, the next on ports 2-5\n"
 		"  --cdrom ISO          ATAPI CD-ROM on AHCI port 1 "
 		"(read-only)\n"
-		"  --boot cdrom|disk    boot device tried first (default: cdrom "
+		"  --boot cdrom|disk|net\n"
+		"                       boot device tried first (default: cdrom "
 		"when --cdrom\n"
-		"                       is given, else disk)\n"
+		"                       is given, else disk; net: PXE with "
+		"iPXE)\n"
+		"  --net user[,OPTION...] | tap,ifname=NAME[,OPTION...]\n"
+		"                       a virtio-net card.  user: NAT through "
+		"libslirp,\n"
+		"                       guest 10.0.2.15 by DHCP, gateway 10.0.2.2, "
+		"DNS 10.0.2.3;\n"
+		"                       options restrict=on (no traffic out but "
+		"the forwards),\n"
+		"                       hostfwd=tcp:[ADDR]:PORT-[GADDR]:GPORT "
+		"(repeatable),\n"
+		"                       guestfwd=tcp:GADDR:GPORT-cmd:COMMAND or "
+		"-unix:PATH,\n"
+		"                       tftp=DIR, bootfile=FILE.  Both: "
+		"mac=XX:XX:XX:XX:XX:XX,\n"
+		"                       model=virtio (1af4:1000, default) or "
+		"virtio-modern\n"
+		"                       (1af4:1041)\n"
+		"  --pxe-rom FILE       option ROM for --boot net (default %s)\n"
 		"  --bios PATH          firmware image (default %s)\n"
 		"  --serial stdio|file:PATH|unix:PATH\n"
 		"                       where the serial console goes (default "
@@ -98,7 +121,7 @@ void boot_options_help(FILE *out)
 		"  --control PATH       serve the control protocol (JSON lines, "
 		"see imgvm(1))\n"
 		"                       on the Unix socket PATH (mode 0600)\n",
-		DEFAULT_BIOS);
+		DEFAULT_PXE_ROM, DEFAULT_BIOS);
 }
 
 int boot_options_parse_size(const char *text, uint64_t *out)
@@ -245,9 +268,10 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 			opt->cdrom = optarg;
 			break;
 		case OPT_BOOT:
-			if (strcmp(optarg, "cdrom") && strcmp(optarg, "disk")) {
-				fprintf(stderr,
-					"imgvm: --boot must be cdrom or disk\n");
+			if (strcmp(optarg, "cdrom") && strcmp(optarg, "disk") &&
+			    strcmp(optarg, "net")) {
+				fprintf(stderr, "imgvm: --boot must be cdrom, "
+						"disk or net\n");
 				return -EINVAL;
 			}
 			opt->boot = optarg;
@@ -288,6 +312,24 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 		case OPT_CONTROL:
 			opt->control = optarg;
 			break;
+		case OPT_NET: {
+			char err[256];
+
+			if (opt->net) {
+				fprintf(stderr, "imgvm: one --net only\n");
+				return -EINVAL;
+			}
+			if (net_config_parse(&opt->net_config, optarg, err,
+					     sizeof(err))) {
+				fprintf(stderr, "imgvm: --net: %s\n", err);
+				return -EINVAL;
+			}
+			opt->net = optarg;
+			break;
+		}
+		case OPT_PXE_ROM:
+			opt->pxe_rom = optarg;
+			break;
 		case OPT_HELP:
 			return BOOT_OPTIONS_HELP;
 		default:
@@ -305,6 +347,10 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 	}
 	if (opt->boot && !strcmp(opt->boot, "cdrom") && !opt->cdrom) {
 		fprintf(stderr, "imgvm: --boot cdrom needs --cdrom ISO\n");
+		return -EINVAL;
+	}
+	if (opt->boot && !strcmp(opt->boot, "net") && !opt->net) {
+		fprintf(stderr, "imgvm: --boot net needs --net\n");
 		return -EINVAL;
 	}
 	if (opt->boot && !strcmp(opt->boot, "disk") && !opt->ndisks) {

@@ -14,9 +14,12 @@
 #include <stdio.h>
 
 #include "vmm/devices/ahci.h"
+#include "vmm/net/net.h"
 
 #define DEFAULT_BIOS "/usr/share/seabios/bios-256k.bin"
 #define DEFAULT_MEMORY (512ull << 20)
+/* iPXE for virtio-net (Debian ipxe-qemu), run by SeaBIOS for --boot net */
+#define DEFAULT_PXE_ROM "/usr/lib/ipxe/qemu/pxe-virtio.rom"
 
 struct boot_options {
 	uint64_t memory;
@@ -30,7 +33,10 @@ struct boot_options {
 		bool read_only;
 	} disk[AHCI_MAX_DISKS];
 	const char *cdrom;
-	const char *boot; /* "cdrom", "disk" or NULL */
+	const char *boot; /* "cdrom", "disk", "net" or NULL */
+	const char *net;  /* --net as given, or NULL; parsed: */
+	struct net_config net_config;
+	const char *pxe_rom;
 	const char *bios;
 	const char *serial;
 	const char *firmware_log;

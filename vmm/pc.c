@@ -14,8 +14,12 @@
 #include "vmm/pc.h"
 
 #include "vmm/devices/ahci.h"
+#include "vmm/devices/virtio_net.h"
+#include "vmm/net/net.h"
 
 #define AHCI_SLOT 3
+#define NET_SLOT 4
+#define PXE_ROM_MAX (256u << 10)
 #define SERIAL_PORT 0x3f8
 #define SERIAL_IRQ 4
 /* seconds SeaBIOS waits after "No bootable device" before rebooting */
@@ -68,6 +72,7 @@ static int add_bootorder(struct fw_cfg *fc, const struct boot_options *opt)
 	char order[512];
 	bool cdrom_first = opt->boot ? !strcmp(opt->boot, "cdrom")
 				     : opt->cdrom != NULL;
+	bool net_first = opt->boot && !strcmp(opt->boot, "net");
 	unsigned ports[AHCI_MAX_DISKS + 1], nports = 0;
 	size_t n = 0;
 
@@ -75,11 +80,16 @@ static int add_bootorder(struct fw_cfg *fc, const struct boot_options *opt)
 	ports[nports++] = cdrom_first ? ahci_disk_port(0) : 1;
 	for (unsigned i = 1; i < opt->ndisks; i++)
 		ports[nports++] = ahci_disk_port(i);
-	/* one path per line, no newline after the last */
+	/* one path per line, no newline after the last; the NIC's boot
+	 * entry vector (from its option ROM) is matched by slot */
+	if (net_first)
+		n += (size_t)snprintf(order, sizeof(order),
+				      "/pci@i0cf8/ethernet@%x", NET_SLOT);
 	for (unsigned i = 0; i < nports; i++)
 		n += (size_t)snprintf(order + n, sizeof(order) - n,
 				      "%s/pci@i0cf8/sata@%x/drive@%u/disk@0",
-				      i ? "\n" : "", AHCI_SLOT, ports[i]);
+				      i || net_first ? "\n" : "", AHCI_SLOT,
+				      ports[i]);
 	/* SeaBIOS wants the list NUL-terminated */
 	return fw_cfg_add_file(fc, "bootorder", order, n + 1);
 }
@@ -109,6 +119,74 @@ static int setup_fw_cfg(struct pc *pc)
 		    fw_cfg_add_file(fc, "etc/sercon-port", sercon, 2) ||
 		    fw_cfg_add_file(fc, "etc/boot-fail-wait", u32, 4))
 			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* ---- network -----------------------------------------------------------*/
+
+/* SeaBIOS runs a fw_cfg file named pciVVVV,DDDD.rom as the option ROM of
+ * that PCI function: iPXE then offers a boot entry for the card. */
+static int add_pxe_rom(struct fw_cfg *fc, const char *path)
+{
+	uint8_t *rom = malloc(PXE_ROM_MAX);
+	ssize_t got = -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int ret = -EINVAL;
+
+	if (fd >= 0 && rom)
+		got = read(fd, rom, PXE_ROM_MAX);
+	if (fd < 0 || got < 0) {
+		fprintf(stderr, "imgvm: --boot net: %s: %s\n", path,
+			strerror(errno));
+	} else if (got < 512 || rom[0] != 0x55 || rom[1] != 0xaa ||
+		   (size_t)got == PXE_ROM_MAX) {
+		fprintf(stderr,
+			"imgvm: --boot net: %s is not a PCI option ROM of at "
+			"most %u KiB\n",
+			path, PXE_ROM_MAX >> 10);
+	} else {
+		char name[32];
+
+		snprintf(name, sizeof(name), "pci1af4,%04x.rom",
+			 VIRTIO_NET_PCI_ID_TRANSITIONAL);
+		ret = fw_cfg_add_file(fc, name, rom, got);
+	}
+	if (fd >= 0)
+		close(fd);
+	free(rom);
+	return ret;
+}
+
+static int setup_network(struct pc *pc)
+{
+	const struct net_config *cfg = &pc->opt.net_config;
+	char err[256] = "";
+
+	if (!pc->opt.net)
+		return 0;
+	if (pc->opt.boot && !strcmp(pc->opt.boot, "net")) {
+		if (cfg->modern_only) {
+			fprintf(stderr, "imgvm: --boot net needs the "
+					"transitional card (model=virtio)\n");
+			return -EINVAL;
+		}
+		if (add_pxe_rom(pc->vm->fw_cfg, pc->opt.pxe_rom
+							? pc->opt.pxe_rom
+							: DEFAULT_PXE_ROM))
+			return -EINVAL;
+	}
+	pc->net_backend = net_backend_open(cfg, err, sizeof(err));
+	if (!pc->net_backend) {
+		fprintf(stderr, "imgvm: %s\n", err);
+		return -EINVAL;
+	}
+	pc->net = virtio_net_create(pc->vm, NET_SLOT, cfg->mac,
+				    cfg->modern_only, pc->net_backend, err,
+				    sizeof(err));
+	if (!pc->net) {
+		fprintf(stderr, "imgvm: %s\n", err);
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -202,7 +280,7 @@ int pc_setup(struct pc *pc)
 	/* THR: one exit per console byte instead of two (the LSR read that
 	 * precedes the next byte still exits and delivers it) */
 	vmm_coalesce_pio(pc->vm, SERIAL_PORT, 1);
-	if (open_disks(pc) || setup_storage(pc))
+	if (open_disks(pc) || setup_storage(pc) || setup_network(pc))
 		return -EINVAL;
 	if (console_attach(pc->console, pc->vm, pc->uart, err, sizeof(err))) {
 		fprintf(stderr, "imgvm: %s\n", err);
@@ -251,6 +329,12 @@ int pc_teardown(struct pc *pc)
 
 	if (pc->ahci)
 		ahci_destroy(pc->ahci);
+	/* the backend's thread delivers into the card: stop it first */
+	net_backend_close(pc->net_backend);
+	pc->net_backend = NULL;
+	virtio_net_destroy(pc->net);
+	pc->net = NULL;
+	net_config_free(&pc->opt.net_config);
 	for (unsigned i = 0; i < pc->opt.ndisks; i++) {
 		int r = pc->disk[i] ? img_close(pc->disk[i]) : 0;
 

@@ -16,6 +16,8 @@
 #include "vmm/options.h"
 
 struct ahci;
+struct net_backend;
+struct virtio_net;
 struct control;
 
 struct pc {
@@ -31,6 +33,8 @@ struct pc {
 	int firmware_log_fd;
 	struct outbuf *firmware_log;
 	struct ahci *ahci;
+	struct net_backend *net_backend;
+	struct virtio_net *net;
 	struct control *control;
 	bool ejected;
 };

@@ -134,6 +134,7 @@ static void die(const char *fmt, ...)
 struct target {
 	const char *format;
 	const char *subformat; /* NULL: default */
+	const char *options;   /* "key=value" create options, or NULL */
 	bool differencing;
 	char path[4096];
 	char parent[4096];
@@ -161,13 +162,8 @@ static void create_target(struct target *t, uint8_t *buf)
 	char err[IMG_ERRMSG_MAX];
 	struct img_create_options co = { .format = t->format,
 					 .size = DISK_SIZE,
-					 .subformat = t->subformat };
-	/* "qcow2:cluster_size=512": create options rather than a subformat
-	 * (small clusters make the writes grow tables as they go). */
-	if (t->subformat && strchr(t->subformat, '=')) {
-		co.options = t->subformat;
-		co.subformat = NULL;
-	}
+					 .subformat = t->subformat,
+					 .options = t->options };
 	unlink(t->path);
 	if (t->differencing) {
 		unlink(t->parent);
@@ -413,6 +409,8 @@ int main(int argc, char **argv)
 		*colon = 0;
 		if (strcmp(colon + 1, "diff") == 0)
 			t.differencing = true;
+		else if (strchr(colon + 1, '='))
+			t.options = colon + 1; /* vhdx:block_size=1M */
 		else
 			t.subformat = colon + 1;
 	}
