@@ -292,6 +292,33 @@ int img_check(struct img *img, struct img_check_result *res, unsigned fix);
 int img_set_backing(struct img *img, const char *backing_file,
 		    const char *backing_format, struct img *parent);
 
+/* ---- internal snapshots ----------------------------------------------- */
+
+/* Snapshots kept inside the image file (qcow2).  The list functions return
+ * -ENOTSUP for formats without them; img_has_internal_snapshots says so
+ * without asking. */
+struct img_snapshot {
+	char id[64];
+	char name[256];
+	uint64_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t vm_state_size;
+	uint64_t disk_size;
+};
+
+bool img_has_internal_snapshots(const struct img *img);
+/* *list is malloc'ed (free it); *count entries, oldest first. */
+int img_snapshot_list(struct img *img, struct img_snapshot **list,
+		      int *count);
+int img_snapshot_create(struct img *img, const char *name);
+/* Make the disk read what snapshot name (by name or id) held. */
+int img_snapshot_apply(struct img *img, const char *name);
+int img_snapshot_delete(struct img *img, const char *name);
+/* Read-only handles: from now on reads show snapshot name's contents
+ * (and the size is the snapshot's). */
+int img_snapshot_load(struct img *img, const char *name);
+
 /* ---- formats and sizes -------------------------------------------------*/
 
 /* NULL-terminated list of driver names. */
