@@ -256,10 +256,14 @@ convert_cases
 checksum_cases
 nbd_cases
 fuse_cases
+. "$TOP/bench/backends.sh"
+backend_cases
 VMM_WHERE=""
 if [ -x "$IMGVM" ]; then
 	. "$TOP/bench/vmm.sh"
 	vmm_cases
+	. "$TOP/bench/net.sh"
+	net_cases
 fi
 write_md
 say "wrote $OUT_MD"

@@ -61,12 +61,23 @@ struct chain_ctx {
 
 /* ---- errors --------------------------------------------------------------*/
 
+/* Threads share handles (the NBD server, the VMM's queues): each thread
+ * keeps the message of its own last failure, and img_errmsg hands out
+ * that, or a copy of the handle's latest, never the handle's buffer that
+ * another thread may be rewriting. */
+static __thread struct {
+	const struct img *img;
+	char msg[IMG_ERRMSG_MAX];
+} thread_error;
+
 static void set_errmsg_raw(struct img *img, const char *msg)
 {
 	pthread_mutex_lock(&img->err_lock);
 	snprintf(img->errmsg, sizeof(img->errmsg), "%s", msg);
 	__atomic_add_fetch(&img->err_seq, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&img->err_lock);
+	thread_error.img = img;
+	snprintf(thread_error.msg, sizeof(thread_error.msg), "%s", msg);
 }
 
 int img_error(struct img *img, int err, const char *fmt, ...)
@@ -96,7 +107,17 @@ int img_error(struct img *img, int err, const char *fmt, ...)
 
 const char *img_errmsg(const struct img *img)
 {
-	return img ? img->errmsg : "no image";
+	static __thread char copy[IMG_ERRMSG_MAX];
+	struct img *locked = (struct img *)img;
+
+	if (!img)
+		return "no image";
+	if (thread_error.img == img)
+		return thread_error.msg;
+	pthread_mutex_lock(&locked->err_lock);
+	snprintf(copy, sizeof(copy), "%s", img->errmsg);
+	pthread_mutex_unlock(&locked->err_lock);
+	return copy;
 }
 
 /* A driver failed without leaving a message: say what failed, with the
@@ -213,6 +234,11 @@ static char *path_dirname(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 
+	/* A name on another backend has no directory: names recorded in it
+	 * are taken as they are (full backend names, or local paths). */
+	if (!img_name_is_local(path))
+		return strdup(".");
+
 	if (!slash)
 		return strdup(".");
 	if (slash == path)
@@ -225,7 +251,7 @@ static char *path_resolve(const char *dir, const char *path)
 {
 	char *out;
 
-	if (path[0] == '/' || strcmp(dir, ".") == 0)
+	if (path[0] == '/' || strcmp(dir, ".") == 0 || !img_name_is_local(path))
 		return strdup(path);
 	if (asprintf(&out, "%s/%s", dir, path) < 0)
 		return NULL;
@@ -260,6 +286,8 @@ static struct img *img_alloc(const char *path, unsigned flags)
 
 static void img_free(struct img *img)
 {
+	if (thread_error.img == img)
+		thread_error.img = NULL;
 	for (int i = 0; i < img->ncandidates; i++) {
 		free(img->candidates[i].path);
 		free(img->candidates[i].format);
@@ -308,27 +336,18 @@ static int probe_file(const char *path, const struct img_driver **out,
 		      char *errbuf, size_t errlen)
 {
 	uint8_t head[4096];
-	struct img_file f = { .fd = -1 };
+	struct img_file f;
 	const struct img_driver *best = NULL;
 	uint64_t size = 0;
 	size_t head_len;
-	struct stat st;
-	int best_score = 0, fd, r;
+	char msg[IMG_ERRMSG_MAX];
+	int best_score = 0, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
-				     strerror(-r));
-	}
-	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-		close(fd);
-		return img_error_buf(errbuf, errlen, -EISDIR,
-				     "%s: is a directory", path);
-	}
-	f.fd = fd;
-	f.path = (char *)path;
-	f.is_block_device = S_ISBLK(st.st_mode);
+	/* Any backend: the content decides, wherever it lives. */
+	r = img_file_open_name(&f, path, false, IMG_OPEN_NO_LOCK, msg,
+			       sizeof(msg));
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r, "%s: %s", path, msg);
 	r = img_file_size(&f, &size);
 	if (r < 0)
 		goto fail;
@@ -348,7 +367,7 @@ static int probe_file(const char *path, const struct img_driver **out,
 			best = drv;
 		}
 	}
-	close(fd);
+	img_file_close(&f);
 	if (!best)
 		best = img_driver_find("raw");
 	if (!best)
@@ -357,7 +376,7 @@ static int probe_file(const char *path, const struct img_driver **out,
 	*out = best;
 	return 0;
 fail:
-	close(fd);
+	img_file_close(&f);
 	return img_error_buf(errbuf, errlen, r, "%s", img_file_last_error());
 }
 
@@ -402,8 +421,26 @@ static int open_chain(struct img *img, const struct stat *st,
 		      const char *backing_path, const char *backing_format,
 		      struct chain_ctx *ctx);
 
+/* A name on another backend (nbd://, rbd:, http://) has no inode: its
+ * identity for loop detection is a hash of the name. */
+static void remote_identity(const char *name, struct stat *st)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	memset(st, 0, sizeof(*st));
+	for (const char *p = name; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211ull;
+	st->st_dev = (dev_t)-1;
+	st->st_ino = (ino_t)h;
+	st->st_mode = S_IFREG;
+}
+
 static int img_backing_stat(const char *path, struct stat *st)
 {
+	if (!img_name_is_local(path)) {
+		remote_identity(path, st);
+		return 0;
+	}
 	return stat(path, st) == 0 ? 0 : -errno;
 }
 
@@ -687,8 +724,8 @@ static int open_one(struct img **out, const char *path, const char *format,
 	int r;
 
 	*out = NULL;
-	if (stat(path, st) < 0) {
-		r = -errno;
+	r = img_backing_stat(path, st);
+	if (r < 0) {
 		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
 				     strerror(-r));
 	}
@@ -716,6 +753,12 @@ static int open_one(struct img **out, const char *path, const char *format,
 	 * written. */
 	if (flags & IMG_OPEN_FORCE)
 		flags &= ~(unsigned)IMG_OPEN_RDWR;
+	if ((flags & IMG_OPEN_COMPRESS) &&
+	    !(drv->flags & IMG_DRV_COMPRESSED_WRITES))
+		return img_error_buf(errbuf, errlen, -ENOTSUP,
+				     "%s: %s images cannot store compressed "
+				     "data",
+				     path, drv->name);
 	img = img_alloc(path, flags);
 	if (!img)
 		return img_error_buf(errbuf, errlen, -ENOMEM,
@@ -1433,12 +1476,16 @@ static uint64_t allocated_bytes(const char *path)
 	return (uint64_t)st.st_blocks * 512;
 }
 
-int img_get_info(struct img *img, struct img_info *info)
+int img_get_info(struct img *img, struct img_info **out)
 {
+	struct img_info *info = calloc(1, sizeof(*info));
 	unsigned seq;
 	int r = 0;
 
-	memset(info, 0, sizeof(*info));
+	*out = NULL;
+	if (!info)
+		return img_error(img, -ENOMEM, "out of memory");
+	info->struct_size = sizeof(*info);
 	snprintf(info->filename, sizeof(info->filename), "%s", img->path);
 	snprintf(info->format, sizeof(info->format), "%s", img->drv->name);
 	info->virtual_size = img->size;
@@ -1454,8 +1501,10 @@ int img_get_info(struct img *img, struct img_info *info)
 		lock_shared(img);
 		r = img->drv->get_info(img, info);
 		unlock(img);
-		if (r < 0)
+		if (r < 0) {
+			img_info_free(info);
 			return io_failed(img, seq, r, "get info", 0, 0);
+		}
 	}
 	if (!info->backing_format[0] && img->backing)
 		snprintf(info->backing_format, sizeof(info->backing_format),
@@ -1464,9 +1513,10 @@ int img_get_info(struct img *img, struct img_info *info)
 		info->actual_size = allocated_bytes(img->path);
 	} else {
 		info->actual_size = 0;
-		for (int i = 0; i < info->nfiles && i < IMG_INFO_MAX_FILES; i++)
+		for (int i = 0; i < info->nfiles; i++)
 			info->actual_size += allocated_bytes(info->files[i]);
 	}
+	*out = info;
 	return 0;
 }
 
@@ -1479,15 +1529,12 @@ uint32_t img_cluster_size(const struct img *cimg)
 		return img->cluster_size;
 	if (!img->drv->get_info)
 		return 0;
-	info = malloc(sizeof(*info));
-	if (!info)
-		return 0;
-	if (img_get_info(img, info) == 0) {
+	if (img_get_info(img, &info) == 0) {
 		img->cluster_size = info->cluster_size;
 		__atomic_store_n(&img->cluster_size_known, true,
 				 __ATOMIC_RELEASE);
+		img_info_free(info);
 	}
-	free(info);
 	return img->cluster_size;
 }
 
@@ -1653,15 +1700,15 @@ int img_create(const char *path, const struct img_create_options *opts,
 		args.backing_file = NULL;
 	}
 	ebuf[0] = '\0';
-	existed = lstat(path, &st) == 0;
+	existed = img_name_is_local(path) ? lstat(path, &st) == 0 : false;
 	r = drv->create(&args, ebuf, sizeof(ebuf));
 	if (r < 0 && !ebuf[0])
 		snprintf(ebuf, sizeof(ebuf), "cannot create %s image: %s",
 			 drv->name, strerror(-r));
 	/* A failed create leaves no half-made image behind (a file that was
 	 * there before is the caller's and stays). */
-	if (r < 0 && !existed)
-		unlink(path);
+	if (r < 0 && !existed && r != -EEXIST)
+		img_file_remove_name(path, NULL, 0);
 fail:
 	if (r < 0) {
 		plen = strlen(path);

@@ -19,13 +19,24 @@
 /* ---- host files --------------------------------------------------------
  * Every host I/O a driver does goes through these, so that short reads and
  * writes are looped, EINTR is retried, errors get a message, and the test
- * I/O hook sees every write.  Locking is taken here too. */
+ * I/O hook sees every write.  Locking is taken here too.
+ *
+ * The "file" may be any storage backend (libimg/backend.h): the name
+ * selects it, as in qemu-img: a local path, nbd://host[:port]/export,
+ * nbd+unix:///export?socket=PATH, rbd:pool/image[@snap][:conf=PATH]
+ * [:id=USER], http(s)://... (read-only).  Drivers use only these calls
+ * and the fields marked for them; the rest belongs to the backend. */
+
+struct img_file_ops;
 
 struct img_file {
-	int fd;
 	char *path;           /* as opened (may be relative to cwd) */
 	bool writable;
-	bool is_block_device;
+	bool is_block_device; /* a local block device: its size is fixed */
+	/* The backend's own (drivers never touch these). */
+	const struct img_file_ops *ops; /* NULL: not open */
+	void *backend;
+	int fd; /* local files */
 	/* With IMG_OPEN_DIRECT, where the file system allows it: a second
 	 * descriptor of the same file opened O_DIRECT.  The data calls use
 	 * it for requests whose offset, lengths and buffers are aligned as
@@ -67,8 +78,13 @@ int img_file_punch_hole(struct img_file *f, uint64_t off, uint64_t len);
  * writing zeros otherwise. */
 int img_file_zero_range(struct img_file *f, uint64_t off, uint64_t len);
 int img_file_size(struct img_file *f, uint64_t *size);
-/* SEEK_DATA/SEEK_HOLE based: is [off, off+len) a hole on the host, and
- * how long is the run of the same kind starting at off (at most len)? */
+/* Is the handle open (a zeroed struct img_file is not)? */
+bool img_file_is_open(const struct img_file *f);
+/* Is it the local file at path (same device and inode)? */
+bool img_file_same(const struct img_file *f, const char *path);
+/* Is [off, off+len) a hole in the backend (SEEK_DATA/SEEK_HOLE, NBD
+ * base:allocation, RBD diff), and how long is the run of the same kind
+ * starting at off (at most len)?  Backends that cannot tell say data. */
 int img_file_extent(struct img_file *f, uint64_t off, uint64_t len,
 		    bool *is_data, uint64_t *run);
 
@@ -148,6 +164,8 @@ enum img_driver_flags {
 	/* pwritev and flush may run concurrently with each other and with
 	 * preadv (needs IMG_DRV_CONCURRENT_READS): see Locking above. */
 	IMG_DRV_PARALLEL_RW = 1u << 2,
+	/* Opens with IMG_OPEN_COMPRESS: new data is stored compressed. */
+	IMG_DRV_COMPRESSED_WRITES = 1u << 3,
 };
 
 struct img_driver {
@@ -249,8 +267,13 @@ void img_info_add_file(struct img_info *info, const char *path);
 void img_check_note(struct img_check_result *res, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* The table, in probe order; entries may be NULL (driver not built). */
-#define IMG_NDRIVERS 5
+/* The table, in probe order (libimg/driver_list.h). */
+enum {
+#define IMG_DRIVER(name) IMG_DRIVER_INDEX_##name,
+#include "driver_list.h"
+#undef IMG_DRIVER
+	IMG_NDRIVERS
+};
 extern const struct img_driver *const img_drivers[IMG_NDRIVERS];
 const struct img_driver *img_driver_find(const char *name);
 

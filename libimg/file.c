@@ -1,25 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Host file helpers: every byte a driver reads or writes goes through here.
- * Short transfers are looped, EINTR is retried, the test I/O hook sees every
- * modifying call, and images are locked with OFD locks (which, unlike POSIX
- * locks, belong to the open file description and so survive other code in
- * the process closing an unrelated descriptor of the same file).
+ * The img_file calls drivers use, over whichever storage backend the name
+ * selects (libimg/backend.h).  Here: choosing the backend, the test I/O
+ * hook on every modifying call, the thread's last error, and what every
+ * backend shares (zero-filling, fallbacks for what a backend lacks).
  */
-#include "driver.h"
+#include "backend.h"
 #include "internal.h"
 
-#include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
-#include <linux/falloc.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 static img_io_hook_fn io_hook;
 static void *io_hook_opaque;
@@ -31,7 +23,7 @@ void img_set_io_hook(img_io_hook_fn fn, void *opaque)
 	__atomic_store_n(&io_hook, fn, __ATOMIC_RELEASE);
 }
 
-static int run_io_hook(enum img_io_op op, int fd, uint64_t off, uint64_t len)
+int img_file_run_io_hook(enum img_io_op op, int fd, uint64_t off, uint64_t len)
 {
 	img_io_hook_fn fn = __atomic_load_n(&io_hook, __ATOMIC_ACQUIRE);
 
@@ -48,8 +40,7 @@ void img_file_clear_last_error(void)
 	last_error[0] = '\0';
 }
 
-__attribute__((format(printf, 3, 4))) static int
-file_fail(const struct img_file *f, int err, const char *fmt, ...)
+int img_file_fail(const struct img_file *f, int err, const char *fmt, ...)
 {
 	int n;
 	va_list ap;
@@ -64,296 +55,201 @@ file_fail(const struct img_file *f, int err, const char *fmt, ...)
 	return err;
 }
 
-/* ---- open, lock, close ---------------------------------------------------*/
-
-static int file_lock(int fd, bool exclusive)
+int img_backend_timeout(void)
 {
-	struct flock fl = {
-		.l_type = exclusive ? F_WRLCK : F_RDLCK,
-		.l_whence = SEEK_SET,
-		.l_start = 0,
-		.l_len = 0, /* the whole file, however long it grows */
-	};
+	const char *s = getenv("IMG_BACKEND_TIMEOUT");
+	int t = s ? atoi(s) : 0;
 
-	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
-		return 0;
-	if (errno == EAGAIN || errno == EACCES)
-		return -EBUSY;
-	/* The file system cannot lock (some network file systems): carry on
-	 * unlocked rather than refuse every image there. */
-	return 0;
+	return t > 0 ? t : 30;
 }
 
-static const char lock_busy_msg[] =
-	"image is in use by another process (use --force-share/IMG_OPEN_NO_LOCK to override)";
+/* ---- choosing a backend --------------------------------------------------*/
 
-static int file_setup(struct img_file *f, int fd, const char *path,
-		      bool writable)
+static bool has_prefix(const char *s, const char *prefix)
 {
-	struct stat st;
-
-	f->fd = fd;
-	f->writable = writable;
-	f->is_block_device = fstat(fd, &st) == 0 && S_ISBLK(st.st_mode);
-	f->path = strdup(path);
-	if (!f->path)
-		return -ENOMEM;
-	return 0;
+	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* The direct descriptor, where the file system has O_DIRECT (tmpfs, for
- * one, may not: then all I/O stays cached, as with other tools there).
- * The alignment is what statx reports, else one 4 KiB page, which suits
- * 512-byte and 4Kn devices alike. */
-static void file_open_direct(struct img_file *f)
+const struct img_file_ops *img_backend_for(const char *name)
 {
-	struct statx stx;
-	uint32_t align = 4096;
-	int fd;
-
-	fd = open(f->path,
-		  (f->writable ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
-	    (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align) {
-		align = stx.stx_dio_offset_align > stx.stx_dio_mem_align
-				? stx.stx_dio_offset_align
-				: stx.stx_dio_mem_align;
-	}
-	f->direct = true;
-	f->direct_fd = fd;
-	f->direct_align = align;
+	if (has_prefix(name, "nbd://") || has_prefix(name, "nbd+unix://") ||
+	    has_prefix(name, "nbds://") || has_prefix(name, "nbds+unix://"))
+		return &img_backend_nbd;
+	if (has_prefix(name, "rbd:"))
+		return &img_backend_rbd;
+	if (has_prefix(name, "http://") || has_prefix(name, "https://"))
+		return &img_backend_http;
+	return &img_backend_file;
 }
 
-static void file_close_direct(struct img_file *f)
+bool img_name_is_local(const char *name)
 {
-	if (f->direct)
-		close(f->direct_fd);
-	f->direct = false;
+	return img_backend_for(name) == &img_backend_file;
+}
+
+/* ---- open, create, close -------------------------------------------------*/
+
+static void file_reset(struct img_file *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->fd = -1;
 	f->direct_fd = -1;
+}
+
+int img_file_open_name(struct img_file *f, const char *name, bool writable,
+		       unsigned flags, char *errbuf, size_t errlen)
+{
+	const struct img_file_ops *ops = img_backend_for(name);
+	int r;
+
+	file_reset(f);
+	if (writable && !ops->pwritev)
+		return img_error_buf(errbuf, errlen, -EROFS,
+				     "the %s backend is read-only", ops->name);
+	f->path = strdup(name);
+	if (!f->path)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	f->writable = writable;
+	r = ops->open(f, name, writable, flags, errbuf, errlen);
+	if (r < 0) {
+		free(f->path);
+		file_reset(f);
+		return r;
+	}
+	f->ops = ops;
+	return 0;
 }
 
 int img_file_open(struct img *img, struct img_file *f, const char *path,
 		  bool writable)
 {
-	struct stat st;
-	int fd, r;
+	char msg[IMG_ERRMSG_MAX];
+	int r;
 
-	f->fd = -1;
-	f->path = NULL;
-	f->direct = false;
-	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		if (img && strcmp(path, img_filename(img)) == 0)
-			return img_error(img, r, "%s", strerror(-r));
-		return img ? img_error(img, r, "%s: %s", path, strerror(-r))
-			   : r;
+	r = img_file_open_name(f, path, writable, img ? img_open_flags(img) : 0,
+			       msg, sizeof(msg));
+	if (r < 0 && img) {
+		if (strcmp(path, img_filename(img)) == 0)
+			return img_error(img, r, "%s", msg);
+		return img_error(img, r, "%s: %s", path, msg);
 	}
-	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-		close(fd);
-		return img ? img_error(img, -EISDIR, "%s: is a directory", path)
-			   : -EISDIR;
-	}
-	if (!img || !(img_open_flags(img) & IMG_OPEN_NO_LOCK)) {
-		r = file_lock(fd, writable);
-		if (r < 0) {
-			close(fd);
-			if (!img)
-				return r;
-			if (strcmp(path, img_filename(img)) == 0)
-				return img_error(img, r, "%s", lock_busy_msg);
-			return img_error(img, r, "%s: %s", path, lock_busy_msg);
-		}
-	}
-	r = file_setup(f, fd, path, writable);
-	if (r < 0) {
-		close(fd);
-		f->fd = -1;
-		return img ? img_error(img, r, "out of memory") : r;
-	}
-	if (img && (img_open_flags(img) & IMG_OPEN_DIRECT))
-		file_open_direct(f);
-	return 0;
+	return r;
 }
 
 int img_file_create(struct img_file *f, const char *path, bool excl,
 		    char *errbuf, size_t errlen)
 {
-	int fd, r;
+	const struct img_file_ops *ops = img_backend_for(path);
+	char msg[IMG_ERRMSG_MAX];
+	int r;
 
-	f->fd = -1;
-	f->path = NULL;
-	f->direct = false;
-	/* Truncate only after taking the lock: O_TRUNC would destroy an
-	 * image another process is using. */
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | (excl ? O_EXCL : 0),
-		  0644);
-	if (fd < 0) {
-		r = -errno;
-		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
-				     strerror(-r));
-	}
-	r = file_lock(fd, true);
+	file_reset(f);
+	if (!ops->create)
+		return img_error_buf(errbuf, errlen, -ENOTSUP,
+				     "%s: the %s backend cannot create images",
+				     path, ops->name);
+	f->path = strdup(path);
+	if (!f->path)
+		return img_error_buf(errbuf, errlen, -ENOMEM,
+				     "%s: out of memory", path);
+	f->writable = true;
+	r = ops->create(f, path, excl, msg, sizeof(msg));
 	if (r < 0) {
-		close(fd);
-		return img_error_buf(errbuf, errlen, r, "%s: %s", path,
-				     lock_busy_msg);
+		free(f->path);
+		file_reset(f);
+		return img_error_buf(errbuf, errlen, r, "%s: %s", path, msg);
 	}
-	r = file_setup(f, fd, path, true);
-	if (r < 0) {
-		close(fd);
-		f->fd = -1;
-		return img_error_buf(errbuf, errlen, r, "%s: out of memory",
-				     path);
-	}
-	if (!f->is_block_device) {
-		r = img_file_truncate(f, 0);
-		if (r < 0) {
-			img_error_buf(errbuf, errlen, r, "%s: %s", path,
-				      strerror(-r));
-			img_file_close(f);
-			return r;
-		}
-	}
+	f->ops = ops;
 	return 0;
 }
 
 void img_file_close(struct img_file *f)
 {
-	file_close_direct(f);
-	if (f->fd >= 0)
-		close(f->fd); /* drops the OFD lock with the description */
-	f->fd = -1;
+	if (f->ops)
+		f->ops->close(f);
 	free(f->path);
-	f->path = NULL;
+	file_reset(f);
+}
+
+bool img_file_is_open(const struct img_file *f)
+{
+	return f->ops != NULL;
+}
+
+int img_file_remove_name(const char *name, char *errbuf, size_t errlen)
+{
+	const struct img_file_ops *ops = img_backend_for(name);
+
+	if (!ops->remove)
+		return -ENOTSUP;
+	return ops->remove(name, errbuf, errlen);
+}
+
+int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,
+			  int max, char *errbuf, size_t errlen)
+{
+	const struct img_file_ops *ops = img_backend_for(name);
+	struct img_file f;
+	char msg[IMG_ERRMSG_MAX];
+	int r;
+
+	if (!ops->list_snapshots)
+		return img_error_buf(errbuf, errlen, -ENOTSUP,
+				     "%s: the %s backend keeps no snapshots",
+				     name, ops->name);
+	r = img_file_open_name(&f, name, false, IMG_OPEN_NO_LOCK, msg,
+			       sizeof(msg));
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r, "%s: %s", name, msg);
+	img_file_clear_last_error();
+	r = ops->list_snapshots(&f, out, max);
+	if (r < 0)
+		img_error_buf(errbuf, errlen, r, "%s",
+			      last_error[0] ? last_error : strerror(-r));
+	img_file_close(&f);
+	return r;
 }
 
 /* ---- data ----------------------------------------------------------------*/
 
-/* May this request go through the direct descriptor? */
-static bool file_direct_ok(const struct img_file *f, const struct iovec *iov,
-			   int iovcnt, uint64_t off)
+static int not_open(const struct img_file *f)
 {
-	uint32_t a = f->direct_align;
-
-	if (!f->direct || off % a)
-		return false;
-	for (int i = 0; i < iovcnt; i++)
-		if ((uintptr_t)iov[i].iov_base % a || iov[i].iov_len % a)
-			return false;
-	return true;
-}
-
-/*
- * One loop for reads and writes: hand the kernel as much of the iovec as it
- * takes (IOV_MAX entries at a time), and after a short transfer continue
- * from the exact byte it stopped at, without copying the iovec.
- */
-static int file_rw(struct img_file *f, const struct iovec *iov, int iovcnt,
-		   uint64_t off, bool write, bool zero_eof)
-{
-	int idx = 0, fd;
-	size_t skip = 0; /* bytes of iov[idx] already done */
-
-	if (off > (uint64_t)INT64_MAX)
-		return file_fail(f, -EINVAL, "offset %" PRIu64 " too large",
-				 off);
-	fd = file_direct_ok(f, iov, iovcnt, off) ? f->direct_fd : f->fd;
-	while (idx < iovcnt) {
-		ssize_t r;
-
-		if (iov[idx].iov_len == 0) {
-			idx++;
-			continue;
-		}
-		if (skip == 0) {
-			int n = iovcnt - idx < IOV_MAX ? iovcnt - idx : IOV_MAX;
-
-			r = write ? pwritev(fd, iov + idx, n, (off_t)off)
-				  : preadv(fd, iov + idx, n, (off_t)off);
-		} else {
-			/* the rest of a short transfer may be unaligned */
-			char *p = (char *)iov[idx].iov_base + skip;
-			size_t n = iov[idx].iov_len - skip;
-
-			fd = f->fd;
-			r = write ? pwrite(fd, p, n, (off_t)off)
-				  : pread(fd, p, n, (off_t)off);
-		}
-		if (r < 0 && errno == EINVAL && fd != f->fd) {
-			/* an alignment the file system did not report: this
-			 * request goes through the cache */
-			fd = f->fd;
-			continue;
-		}
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return file_fail(f, -errno,
-					 "%s at offset %" PRIu64 ": %s",
-					 write ? "write" : "read", off,
-					 strerror(errno));
-		}
-		if (r == 0) {
-			if (write)
-				return file_fail(f, -EIO,
-						 "write at offset %" PRIu64
-						 " made no progress",
-						 off);
-			if (!zero_eof)
-				return file_fail(
-					f, -EIO,
-					"unexpected end of file at offset %" PRIu64,
-					off);
-			/* Zero-fill the rest of the request. */
-			memset((char *)iov[idx].iov_base + skip, 0,
-			       iov[idx].iov_len - skip);
-			for (idx++; idx < iovcnt; idx++)
-				memset(iov[idx].iov_base, 0, iov[idx].iov_len);
-			return 0;
-		}
-		off += (uint64_t)r;
-		while (r > 0 && idx < iovcnt) {
-			size_t rest = iov[idx].iov_len - skip;
-
-			if ((size_t)r >= rest) {
-				r -= (ssize_t)rest;
-				idx++;
-				skip = 0;
-			} else {
-				skip += (size_t)r;
-				r = 0;
-			}
-		}
-	}
-	return 0;
+	return img_file_fail(f, -EBADF, "not open");
 }
 
 int img_file_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
 		    uint64_t off)
 {
-	return file_rw(f, iov, iovcnt, off, false, false);
+	if (!f->ops)
+		return not_open(f);
+	return f->ops->preadv(f, iov, iovcnt, off, false);
 }
 
 int img_file_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
 		     uint64_t off)
 {
-	int r = run_io_hook(IMG_IO_WRITE, f->fd, off,
-			    img_iov_total(iov, iovcnt));
+	int r;
 
+	if (!f->ops)
+		return not_open(f);
+	r = img_file_run_io_hook(IMG_IO_WRITE, f->fd, off,
+				 img_iov_total(iov, iovcnt));
 	if (r < 0)
-		return file_fail(f, r, "write at offset %" PRIu64 ": %s", off,
-				 strerror(-r));
-	return file_rw(f, iov, iovcnt, off, true, false);
+		return img_file_fail(f, r, "write at offset %" PRIu64 ": %s",
+				     off, strerror(-r));
+	if (!f->writable || !f->ops->pwritev)
+		return img_file_fail(f, -EROFS,
+				     "write at offset %" PRIu64
+				     ": opened read-only",
+				     off);
+	return f->ops->pwritev(f, iov, iovcnt, off);
 }
 
 int img_file_pread(struct img_file *f, void *buf, size_t len, uint64_t off)
 {
 	struct iovec iov = { .iov_base = buf, .iov_len = len };
 
-	return file_rw(f, &iov, 1, off, false, false);
+	return img_file_preadv(f, &iov, 1, off);
 }
 
 int img_file_pread_zero_eof(struct img_file *f, void *buf, size_t len,
@@ -361,7 +257,9 @@ int img_file_pread_zero_eof(struct img_file *f, void *buf, size_t len,
 {
 	struct iovec iov = { .iov_base = buf, .iov_len = len };
 
-	return file_rw(f, &iov, 1, off, false, true);
+	if (!f->ops)
+		return not_open(f);
+	return f->ops->preadv(f, &iov, 1, off, true);
 }
 
 int img_file_pwrite(struct img_file *f, const void *buf, size_t len,
@@ -374,56 +272,32 @@ int img_file_pwrite(struct img_file *f, const void *buf, size_t len,
 
 int img_file_sync(struct img_file *f)
 {
-	int r = run_io_hook(IMG_IO_SYNC, f->fd, 0, 0);
+	int r;
 
+	if (!f->ops)
+		return not_open(f);
+	r = img_file_run_io_hook(IMG_IO_SYNC, f->fd, 0, 0);
 	if (r < 0)
-		return file_fail(f, r, "sync: %s", strerror(-r));
-	while (fdatasync(f->fd) < 0) {
-		if (errno != EINTR)
-			return file_fail(f, -errno, "sync: %s",
-					 strerror(errno));
-	}
-	return 0;
+		return img_file_fail(f, r, "sync: %s", strerror(-r));
+	if (!f->ops->flush)
+		return 0;
+	return f->ops->flush(f);
 }
 
 int img_file_truncate(struct img_file *f, uint64_t size)
 {
 	int r;
 
-	if (size > (uint64_t)INT64_MAX)
-		return file_fail(f, -EFBIG, "size %" PRIu64 " too large", size);
-	r = run_io_hook(IMG_IO_TRUNCATE, f->fd, size, 0);
+	if (!f->ops)
+		return not_open(f);
+	r = img_file_run_io_hook(IMG_IO_TRUNCATE, f->fd, size, 0);
 	if (r < 0)
-		return file_fail(f, r, "truncate: %s", strerror(-r));
-	while (ftruncate(f->fd, (off_t)size) < 0) {
-		if (errno != EINTR)
-			return file_fail(f, -errno,
-					 "truncate to %" PRIu64 ": %s", size,
-					 strerror(errno));
-	}
-	return 0;
-}
-
-static int file_fallocate(struct img_file *f, int mode, uint64_t off,
-			  uint64_t len)
-{
-	int r = run_io_hook(IMG_IO_ALLOCATE, f->fd, off, len);
-
-	if (r < 0)
-		return r;
-	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-		return -EINVAL;
-	while (fallocate(f->fd, mode, (off_t)off, (off_t)len) < 0) {
-		if (errno != EINTR)
-			return -errno;
-	}
-	return 0;
-}
-
-static bool unsupported(int r)
-{
-	return r == -EOPNOTSUPP || r == -ENOTSUP || r == -ENOSYS ||
-	       r == -EINVAL || r == -ENODEV;
+		return img_file_fail(f, r, "truncate: %s", strerror(-r));
+	if (!f->ops->truncate)
+		return img_file_fail(f, -ENOTSUP,
+				     "the %s backend cannot change the size",
+				     f->ops->name);
+	return f->ops->truncate(f, size);
 }
 
 int img_file_punch_hole(struct img_file *f, uint64_t off, uint64_t len)
@@ -432,15 +306,17 @@ int img_file_punch_hole(struct img_file *f, uint64_t off, uint64_t len)
 
 	if (len == 0)
 		return 0;
-	r = file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-			   len);
-	if (r < 0 && unsupported(r))
-		r = -EOPNOTSUPP;
+	if (!f->ops)
+		return not_open(f);
+	r = img_file_run_io_hook(IMG_IO_ALLOCATE, f->fd, off, len);
 	if (r < 0)
-		return file_fail(f, r,
-				 "punch hole at %" PRIu64 "+%" PRIu64 ": %s",
-				 off, len, strerror(-r));
-	return 0;
+		return img_file_fail(f, r,
+				     "punch hole at %" PRIu64 "+%" PRIu64
+				     ": %s",
+				     off, len, strerror(-r));
+	if (!f->ops->discard)
+		return -EOPNOTSUPP;
+	return f->ops->discard(f, off, len);
 }
 
 /* Shared read-only source of zeros for writes that must store them. */
@@ -477,75 +353,39 @@ int img_file_write_zero_buffers(struct img_file *f, uint64_t off, uint64_t len)
 
 int img_file_zero_range(struct img_file *f, uint64_t off, uint64_t len)
 {
-	uint64_t size;
 	int r;
 
 	if (len == 0)
 		return 0;
-	r = file_fallocate(f, FALLOC_FL_ZERO_RANGE, off, len);
-	if (r == 0)
-		return 0;
-	if (!unsupported(r))
-		return file_fail(f, r,
-				 "zero range at %" PRIu64 "+%" PRIu64 ": %s",
-				 off, len, strerror(-r));
-	/* A hole reads as zero too, but only inside the file: past its end
-	 * punching would not extend it. */
-	if (img_file_size(f, &size) == 0 && off + len <= size &&
-	    file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-			   len) == 0)
-		return 0;
+	if (!f->ops)
+		return not_open(f);
+	if (f->ops->zero) {
+		r = img_file_run_io_hook(IMG_IO_ALLOCATE, f->fd, off, len);
+		if (r < 0)
+			return img_file_fail(f, r,
+					     "zero range at %" PRIu64
+					     "+%" PRIu64 ": %s",
+					     off, len, strerror(-r));
+		r = f->ops->zero(f, off, len);
+		if (r != -EOPNOTSUPP)
+			return r;
+	}
 	return img_file_write_zero_buffers(f, off, len);
 }
 
 int img_file_size(struct img_file *f, uint64_t *size)
 {
-	struct stat st;
-
-	if (fstat(f->fd, &st) < 0)
-		return file_fail(f, -errno, "stat: %s", strerror(errno));
-	if (S_ISBLK(st.st_mode)) {
-		uint64_t bytes;
-
-		if (ioctl(f->fd, BLKGETSIZE64, &bytes) < 0)
-			return file_fail(f, -errno, "BLKGETSIZE64: %s",
-					 strerror(errno));
-		*size = bytes;
-		return 0;
-	}
-	*size = (uint64_t)st.st_size;
-	return 0;
+	if (!f->ops)
+		return not_open(f);
+	return f->ops->size(f, size);
 }
 
 int img_file_extent(struct img_file *f, uint64_t off, uint64_t len,
 		    bool *is_data, uint64_t *run)
 {
-	off_t data, hole;
-
 	*is_data = true;
 	*run = len;
-	if (len == 0 || off > (uint64_t)INT64_MAX)
+	if (len == 0 || !f->ops || !f->ops->extent)
 		return 0;
-	data = lseek(f->fd, (off_t)off, SEEK_DATA);
-	if (data < 0) {
-		if (errno == ENXIO) {
-			/* No data from off to the end of the file. */
-			*is_data = false;
-			return 0;
-		}
-		/* The file system cannot tell: everything is data. */
-		return 0;
-	}
-	if ((uint64_t)data > off) {
-		*is_data = false;
-		if ((uint64_t)data - off < len)
-			*run = (uint64_t)data - off;
-		return 0;
-	}
-	hole = lseek(f->fd, (off_t)off, SEEK_HOLE);
-	if (hole < 0 || (uint64_t)hole <= off)
-		return 0;
-	if ((uint64_t)hole - off < len)
-		*run = (uint64_t)hole - off;
-	return 0;
+	return f->ops->extent(f, off, len, is_data, run);
 }

@@ -51,6 +51,9 @@ enum img_open_flags {
 	 * check is meant to report (the driver still validates enough to
 	 * not read out of bounds). */
 	IMG_OPEN_CHECK = 1u << 6,
+	/* Store newly written data compressed (convert -c), for formats
+	 * that keep compressed clusters (qcow2); others refuse the open. */
+	IMG_OPEN_COMPRESS = 1u << 7,
 };
 
 struct img_open_options {
@@ -72,10 +75,11 @@ int img_close(struct img *img);
 int img_probe(const char *path, char *fmt, size_t fmtlen, char *errbuf,
 	      size_t errlen);
 
-/* core: additions */
-/* The last error's one-line message ("disk.vdi: block map entry 7 points
- * past the end of the file"); "" when there was none.  The text stays
- * valid until the next failing call on the handle. */
+/* The one-line message ("disk.vdi: block map entry 7 points past the end
+ * of the file") of this thread's last failed call on the handle, or of
+ * the handle's last failure when this thread had none; "" when there was
+ * none.  Safe from any thread; the text stays valid until this thread's
+ * next call into libimg. */
 const char *img_errmsg(const struct img *img);
 
 /* ---- creating --------------------------------------------------------- */
@@ -215,10 +219,12 @@ struct img_kv {
 	int64_t num;                /* IMG_KV_INT and IMG_KV_BOOL */
 };
 
-#define IMG_INFO_MAX_KV 48
-#define IMG_INFO_MAX_FILES 64
 
+/* Facts about one layer.  The library allocates it (img_get_info) and it
+ * grows at the end in later versions: struct_size is the size of this
+ * one.  The lists are on the heap and have no fixed limit. */
 struct img_info {
+	size_t struct_size;
 	char filename[4096];
 	char format[16];              /* driver name */
 	char subformat[32];           /* "dynamic", "monolithicSparse", ... */
@@ -235,13 +241,14 @@ struct img_info {
 	char parent_uuid[40];
 	/* Format-specific facts, in order (qemu-img's "format-specific"). */
 	int nkv;
-	struct img_kv kv[IMG_INFO_MAX_KV];
+	struct img_kv *kv;
 	/* Every host file that makes up this layer (descriptor, extents). */
 	int nfiles;
-	char files[IMG_INFO_MAX_FILES][4096];
+	char **files;
 };
 
-int img_get_info(struct img *img, struct img_info *info);
+int img_get_info(struct img *img, struct img_info **out);
+void img_info_free(struct img_info *info);
 const char *img_filename(const struct img *img);
 const char *img_format(const struct img *img);
 struct img *img_backing(const struct img *img);   /* NULL at the chain's end */
@@ -311,6 +318,19 @@ enum img_io_op { IMG_IO_WRITE, IMG_IO_SYNC, IMG_IO_TRUNCATE, IMG_IO_ALLOCATE };
 typedef int (*img_io_hook_fn)(enum img_io_op op, int fd, uint64_t off,
 			      uint64_t len, void *opaque);
 void img_set_io_hook(img_io_hook_fn fn, void *opaque);
+
+/* Snapshots a storage backend keeps of the object it names (RBD images:
+ * "rbd:pool/image"); what imgtool snapshot lists besides its own.  Fills
+ * up to max entries and returns how many there are, or -ENOTSUP for a
+ * backend without them (a local file), or another -errno with a message. */
+struct img_backend_snapshot {
+	char name[128];
+	uint64_t id;
+	uint64_t size;   /* virtual size at the snapshot */
+	int64_t created; /* seconds since the epoch, 0 when unknown */
+};
+int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,
+			  int max, char *errbuf, size_t errlen);
 
 #ifdef __cplusplus
 }

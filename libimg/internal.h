@@ -11,6 +11,16 @@
 const char *img_file_last_error(void);
 void img_file_clear_last_error(void);
 
+/* Does the name select the local file backend (not nbd://, rbd:, http://)? */
+bool img_name_is_local(const char *name);
+/* img_file_open with explicit IMG_OPEN_* flags and the message (without
+ * the name) in a buffer: probing, listing snapshots. */
+int img_file_open_name(struct img_file *f, const char *name, bool writable,
+		       unsigned flags, char *errbuf, size_t errlen);
+/* Remove what a failed create left at name; -ENOTSUP when the backend
+ * cannot. */
+int img_file_remove_name(const char *name, char *errbuf, size_t errlen);
+
 /* 64 KiB of zeros, read-only, for writes that must store zeros. */
 #define IMG_ZERO_BLOCK_SIZE (64 * 1024)
 extern const char img_zero_block[IMG_ZERO_BLOCK_SIZE];

@@ -270,9 +270,15 @@ static struct img_kv *info_new_kv(struct img_info *info, const char *key,
 {
 	struct img_kv *kv;
 
-	if (info->nkv >= IMG_INFO_MAX_KV)
-		return NULL;
+	/* grown in steps of 16; a failed allocation drops the fact */
+	if (info->nkv % 16 == 0) {
+		kv = realloc(info->kv, sizeof(*kv) * (size_t)(info->nkv + 16));
+		if (!kv)
+			return NULL;
+		info->kv = kv;
+	}
 	kv = &info->kv[info->nkv++];
+	memset(kv, 0, sizeof(*kv));
 	snprintf(kv->key, sizeof(kv->key), "%s", key);
 	kv->type = type;
 	return kv;
@@ -304,10 +310,28 @@ void img_info_add_bool(struct img_info *info, const char *key, bool value)
 
 void img_info_add_file(struct img_info *info, const char *path)
 {
+	char **files, *copy;
+
 	for (int i = 0; i < info->nfiles; i++)
 		if (!strcmp(info->files[i], path))
 			return;
-	if (info->nfiles < IMG_INFO_MAX_FILES)
-		snprintf(info->files[info->nfiles++], sizeof(info->files[0]),
-			 "%s", path);
+	files = realloc(info->files,
+			sizeof(*files) * (size_t)(info->nfiles + 1));
+	if (!files)
+		return;
+	info->files = files;
+	copy = strdup(path);
+	if (copy)
+		info->files[info->nfiles++] = copy;
+}
+
+void img_info_free(struct img_info *info)
+{
+	if (!info)
+		return;
+	for (int i = 0; i < info->nfiles; i++)
+		free(info->files[i]);
+	free(info->files);
+	free(info->kv);
+	free(info);
 }

@@ -238,12 +238,12 @@ static bool snapshot_layer_name(struct snapshot_ctx *s, const char *path,
 
 static int snapshot_load_chain(struct snapshot_ctx *s, const char *format)
 {
-	struct img_info *info = calloc(1, sizeof(*info));
+	struct img_info *info = NULL;
 	struct img *img = NULL;
 	int ret = -ENOMEM;
 
 	s->layers = calloc(SNAPSHOT_MAX_LAYERS, sizeof(*s->layers));
-	if (!info || !s->layers) {
+	if (!s->layers) {
 		tool_error("out of memory");
 		goto out;
 	}
@@ -255,7 +255,8 @@ static int snapshot_load_chain(struct snapshot_ctx *s, const char *format)
 	     l = img_backing(l)) {
 		struct snapshot_layer *layer = &s->layers[s->nlayers++];
 
-		ret = img_get_info(l, info);
+		img_info_free(info);
+		ret = img_get_info(l, &info);
 		if (ret < 0) {
 			cmdline_img_error(l, ret);
 			goto out;
@@ -290,7 +291,7 @@ static int snapshot_load_chain(struct snapshot_ctx *s, const char *format)
 out:
 	if (img)
 		img_close(img);
-	free(info);
+	img_info_free(info);
 	return ret;
 }
 
@@ -604,6 +605,39 @@ out:
 	return ret;
 }
 
+/* The snapshots the storage keeps of FILE itself (RBD), listed after the
+ * chain's layers, each readable as the name with @SNAPSHOT. */
+static void snapshot_list_backend(const char *file)
+{
+	struct img_backend_snapshot snaps[SNAPSHOT_MAX_ENTRIES];
+	char errbuf[IMG_ERRMSG_MAX];
+	const char *opts = strchr(file + 4, ':');
+	int n = img_backend_snapshots(file, snaps, SNAPSHOT_MAX_ENTRIES, errbuf,
+				      sizeof(errbuf));
+
+	if (n == -ENOTSUP)
+		return;
+	if (n < 0) {
+		tool_error("%s", errbuf);
+		return;
+	}
+	for (int i = 0; i < n && i < SNAPSHOT_MAX_ENTRIES; i++) {
+		char created[32] = "-", vsize[32];
+		time_t t = (time_t)snaps[i].created;
+		struct tm tm;
+
+		if (t && localtime_r(&t, &tm))
+			strftime(created, sizeof(created), "%Y-%m-%d %H:%M:%S",
+				 &tm);
+		img_format_size(snaps[i].size, vsize, sizeof(vsize));
+		/* rbd:pool/image@snap:options */
+		printf("%-20s %-19s %12s %12s  %.*s@%s%s\n", snaps[i].name,
+		       created, vsize, "-",
+		       (int)(opts ? (size_t)(opts - file) : strlen(file)), file,
+		       snaps[i].name, opts ? opts : "");
+	}
+}
+
 static int snapshot_list(struct snapshot_ctx *s)
 {
 	printf("%-20s %-19s %12s %12s  %s\n", "NAME", "CREATED", "VIRTUAL",
@@ -637,6 +671,8 @@ static int snapshot_list(struct snapshot_ctx *s)
 		printf("%-20s %-19s %12s %12s  %s\n", name, created, vsize,
 		       asize, l->path);
 	}
+	if (strlen(s->file) > 4)
+		snapshot_list_backend(s->file);
 	return 0;
 }
 
@@ -802,6 +838,13 @@ int cmd_snapshot(int argc, char **argv)
 					action);
 	}
 
+	if (strcmp(action, "list") != 0 &&
+	    img_backend_snapshots(s.file, NULL, 0, NULL, 0) != -ENOTSUP) {
+		tool_error(
+			"%s: the storage keeps its own snapshots: %s them with its tools (rbd snap %s)",
+			s.file, action, action);
+		return TOOL_EXIT_FAILURE;
+	}
 	if (asprintf(&s.snapdir, "%s.snapshots", s.file) < 0) {
 		tool_error("out of memory");
 		return TOOL_EXIT_FAILURE;

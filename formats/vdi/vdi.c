@@ -341,7 +341,7 @@ static const struct vdi_state *vdi_parent_state(struct img *parent)
 static int vdi_create(const struct img_create_args *a, char *errbuf,
 		      size_t errlen)
 {
-	struct img_file f = { .fd = -1 };
+	struct img_file f = { 0 };
 	const struct vdi_state *parent = NULL;
 	struct vdi_header h;
 	struct vdi_header_disk d;
@@ -506,7 +506,6 @@ static int vdi_open(struct img *img)
 	char msg[256];
 	int ret;
 
-	s->file.fd = -1;
 	pthread_mutex_init(&s->meta_lock, NULL);
 	pthread_rwlock_init(&s->layout_lock, NULL);
 	s->locks_init = true;

@@ -1521,7 +1521,7 @@ static int vhd_create(const struct img_create_args *args, char *errbuf,
 	struct vhd_footer footer;
 	struct vhd_header header;
 	struct vhd_locator_data *loc = NULL;
-	struct img_file file = { .fd = -1 };
+	struct img_file file = { 0 };
 	uint8_t *meta = NULL;
 	uint32_t type = VHD_TYPE_DYNAMIC, block_size = VHD_DEFAULT_BLOCK_SIZE;
 	uint64_t size = args->size, sectors;
@@ -1664,7 +1664,7 @@ fail:
 	if (errbuf && !errbuf[0])
 		img_error_buf(errbuf, errlen, ret, "cannot write '%s'",
 			      args->path);
-	if (file.fd >= 0)
+	if (img_file_is_open(&file))
 		img_file_close(&file);
 	if (created)
 		unlink(args->path);

@@ -654,11 +654,7 @@ static void state_free(struct vmdk_state *s)
 
 static bool same_file(struct img_file *f, const char *path)
 {
-	struct stat a, b;
-
-	if (fstat(f->fd, &a) || stat(path, &b))
-		return false;
-	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	return img_file_same(f, path);
 }
 
 int vmdk_extent_open(struct img *img, struct vmdk_extent *e,

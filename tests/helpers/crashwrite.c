@@ -2,7 +2,8 @@
 /*
  * crashwrite: crash-consistency harness for libimg's dynamic formats.
  *
- *   crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR FORMAT[:SUBFORMAT|:diff|:KEY=VALUE]
+ *   crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR
+ *              FORMAT[:SUBFORMAT|:diff|:KEY=VALUE,...]
  *
  * For each kill point, a fresh image is created in DIR and a child process
  * writes a deterministic sequence of random writes (random offsets and

@@ -644,3 +644,52 @@ Test(core, failed_create_leaves_nothing_behind)
 	cr_assert_eq(st.st_size, 8192);
 	img_set_io_hook(NULL, NULL);
 }
+
+/* ---- errors from several threads ---------------------------------------*/
+
+struct error_thread {
+	struct img *img;
+	uint64_t off; /* a read past the end at this offset fails */
+	bool own_message;
+};
+
+static void *error_thread_main(void *opaque)
+{
+	struct error_thread *t = opaque;
+	char want[64];
+	uint8_t b;
+
+	snprintf(want, sizeof(want), "at offset %llu ",
+		 (unsigned long long)t->off);
+	t->own_message = true;
+	for (int i = 0; i < 20000 && t->own_message; i++) {
+		if (img_pread(t->img, &b, 1, t->off) == 0 ||
+		    !strstr(img_errmsg(t->img), want))
+			t->own_message = false;
+	}
+	return NULL;
+}
+
+Test(core, each_thread_reads_its_own_error)
+{
+	struct error_thread t[2];
+	pthread_t th[2];
+	struct img *img;
+
+	make_pattern_file(path_in("a.img"), 4096, NULL);
+	img = open_path(path_in("a.img"), IMG_OPEN_RDONLY);
+	for (int i = 0; i < 2; i++) {
+		t[i] = (struct error_thread){ .img = img, .off = 5000 + i };
+		cr_assert_eq(pthread_create(&th[i], NULL, error_thread_main,
+					    &t[i]),
+			     0);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		cr_expect(t[i].own_message,
+			  "thread %d saw another thread's message", i);
+	}
+	/* a thread that did not fail sees the handle's last message */
+	cr_expect_neq(strstr(img_errmsg(img), "beyond the end"), NULL);
+	img_close(img);
+}

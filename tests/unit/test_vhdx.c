@@ -357,7 +357,7 @@ Test(vhdx_image, pending_log_replayed_in_memory_then_on_disk, .init = setup,
 	char path[128];
 	uint8_t *a = malloc(2 << 20), *b = malloc(2 << 20);
 	struct vhdx_header h;
-	struct img_info *info = calloc(1, sizeof(*info));
+	struct img_info *info = NULL;
 
 	snprintf(path, sizeof(path), "%s/l.vhdx", dir);
 	make_image(path, 8 << 20, "block_size=1M");
@@ -371,7 +371,7 @@ Test(vhdx_image, pending_log_replayed_in_memory_then_on_disk, .init = setup,
 
 	cr_assert_eq(img_pread(img, b, 2 << 20, 1 << 20), 0);
 	cr_assert(!memcmp(a, b, 2 << 20));
-	cr_assert_eq(img_get_info(img, info), 0);
+	cr_assert_eq(img_get_info(img, &info), 0);
 	cr_assert(info->dirty);
 	struct img_check_result res = { 0 };
 
@@ -397,7 +397,7 @@ Test(vhdx_image, pending_log_replayed_in_memory_then_on_disk, .init = setup,
 	img_close(img);
 	free(a);
 	free(b);
-	free(info);
+	img_info_free(info);
 }
 
 static void expect_refused(const char *path, const char *what)
@@ -476,12 +476,12 @@ Test(vhdx_image, create_options_checked, .init = setup, .fini = teardown)
 	co.options = "block_size=2M,logical_sector_size=4096";
 	cr_assert_eq(img_create(path, &co, err, sizeof(err)), 0, "%s", err);
 	struct img *img = open_image(path, IMG_OPEN_RDONLY);
-	struct img_info *info = calloc(1, sizeof(*info));
+	struct img_info *info = NULL;
 
-	cr_assert_eq(img_get_info(img, info), 0);
+	cr_assert_eq(img_get_info(img, &info), 0);
 	cr_assert_str_eq(info->subformat, "fixed");
 	cr_assert_eq(info->cluster_size, 2u << 20);
 	cr_assert_eq(img_size(img), 8u << 20);
 	img_close(img);
-	free(info);
+	img_info_free(info);
 }

@@ -92,6 +92,8 @@ struct ata_disk {
 	bool ncq_failed;
 	unsigned ncq_failed_tag;
 	char serial[21];
+	/* bytes the guest read and wrote (atomic: ports run concurrently) */
+	uint64_t bytes_read, bytes_written;
 };
 
 /* ---- shared helpers ----------------------------------------------------*/
@@ -392,7 +394,15 @@ static void ata_disk_read_write(struct ata_disk *disk, struct ata_command *cmd)
 		return;
 	}
 	cmd->transferred = bytes;
+	__atomic_add_fetch(write ? &disk->bytes_written : &disk->bytes_read,
+			   bytes, __ATOMIC_RELAXED);
 	ata_command_ok(cmd);
+}
+
+void ata_disk_counters(struct ata_disk *disk, uint64_t *read, uint64_t *written)
+{
+	*read = __atomic_load_n(&disk->bytes_read, __ATOMIC_RELAXED);
+	*written = __atomic_load_n(&disk->bytes_written, __ATOMIC_RELAXED);
 }
 
 /* DATA SET MANAGEMENT with TRIM: the buffer holds 8-byte entries of a

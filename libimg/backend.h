@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libimg private: the storage backends under struct img_file.
+ *
+ * A name selects a backend as qemu-img's do: a local path, nbd:// and
+ * nbd+unix:// URIs, rbd:pool/image[@snap][:key=value...], http(s)://.
+ * Each backend is one table of operations in libimg/backend_<name>.c; the
+ * img_file_* calls in driver.h loop, check and report around them, so a
+ * format driver never knows which backend holds its bytes.
+ */
+#ifndef LIBIMG_BACKEND_H
+#define LIBIMG_BACKEND_H
+
+#include "driver.h"
+
+#include <sys/uio.h>
+
+struct img_file_ops {
+	const char *name; /* "file", "nbd", "rbd", "http" */
+	/* Open the name (already matched to this backend).  flags are the
+	 * image's IMG_OPEN_* flags (0 for probing).  The message goes to
+	 * errbuf, without the name in front. */
+	int (*open)(struct img_file *f, const char *name, bool writable,
+		    unsigned flags, char *errbuf, size_t errlen);
+	/* Create an empty object (size 0) and open it read-write.  NULL:
+	 * this backend cannot create. */
+	int (*create)(struct img_file *f, const char *name, bool excl,
+		      char *errbuf, size_t errlen);
+	void (*close)(struct img_file *f);
+
+	/* Whole-length transfers; a message through img_file_fail.  A read
+	 * that reaches the end returns -EIO unless zero_eof, which zero
+	 * fills the rest. */
+	int (*preadv)(struct img_file *f, const struct iovec *iov, int iovcnt,
+		      uint64_t off, bool zero_eof);
+	int (*pwritev)(struct img_file *f, const struct iovec *iov, int iovcnt,
+		       uint64_t off);
+	int (*flush)(struct img_file *f);
+	int (*size)(struct img_file *f, uint64_t *size);
+	/* The rest may be NULL: then truncate fails with -ENOTSUP, discard
+	 * with -EOPNOTSUPP, zero writes zero buffers, extent says "data". */
+	int (*truncate)(struct img_file *f, uint64_t size);
+	int (*discard)(struct img_file *f, uint64_t off, uint64_t len);
+	/* -EOPNOTSUPP when it cannot do it cheaply (the caller then writes
+	 * zeros). */
+	int (*zero)(struct img_file *f, uint64_t off, uint64_t len);
+	int (*extent)(struct img_file *f, uint64_t off, uint64_t len,
+		      bool *is_data, uint64_t *run);
+	/* Snapshots the store keeps of this object (RBD); count or -errno. */
+	int (*list_snapshots)(struct img_file *f,
+			      struct img_backend_snapshot *out, int max);
+	/* Remove the object (a failed create cleans up after itself). */
+	int (*remove)(const char *name, char *errbuf, size_t errlen);
+};
+
+extern const struct img_file_ops img_backend_file;
+extern const struct img_file_ops img_backend_nbd;
+extern const struct img_file_ops img_backend_rbd;
+extern const struct img_file_ops img_backend_http;
+
+/* The backend a name belongs to (the local file when no other claims
+ * it). */
+const struct img_file_ops *img_backend_for(const char *name);
+
+/* Records "name: message" as the thread's last host I/O error and
+ * returns err. */
+int img_file_fail(const struct img_file *f, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The hook tests use to fail or observe modifying I/O (fd -1 for
+ * backends without a descriptor). */
+int img_file_run_io_hook(enum img_io_op op, int fd, uint64_t off, uint64_t len);
+
+/* Seconds a remote backend waits for an answer before it gives up
+ * (IMG_BACKEND_TIMEOUT in the environment, default 30). */
+int img_backend_timeout(void);
+
+#endif

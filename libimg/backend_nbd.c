@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The NBD backend: nbd://host[:port]/export, nbd+unix:///export?socket=PATH
+ * (and nbds:// with TLS) through libnbd.
+ *
+ * Structured replies and the base:allocation context are asked for, so
+ * block status tells holes from data and converts from NBD stay sparse.
+ * When the server offers multi-conn, several connections carry requests in
+ * parallel; each connection serves one request at a time (its lock), a
+ * request's pieces go out together as asynchronous commands.  Every wait is
+ * bounded: a server that sends nothing for img_backend_timeout() seconds,
+ * or that goes away, fails the request with one line and the connection is
+ * not used again.
+ */
+#include "backend.h"
+#include "internal.h"
+
+#include <inttypes.h>
+#include <libnbd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum {
+	NBD_MAX_CONNECTIONS = 4,
+	NBD_PIECE = 4 << 20, /* bytes a command carries at most */
+	NBD_MAX_IN_FLIGHT = 16,
+	/* block status asks for at most this much at once */
+	NBD_STATUS_MAX = 1u << 30,
+};
+
+struct nbd_connection {
+	pthread_mutex_t lock;
+	struct nbd_handle *h;
+	bool dead;
+};
+
+struct nbd_backend {
+	int nconn;
+	unsigned next; /* round robin */
+	uint64_t size;
+	uint32_t piece;
+	bool can_flush, can_trim, can_zero, have_allocation;
+	struct nbd_connection conn[NBD_MAX_CONNECTIONS];
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* libnbd's message without its "nbd_xxx: " function prefix. */
+static const char *nbd_message(void)
+{
+	const char *m = nbd_get_error();
+	const char *colon;
+
+	if (!m)
+		return "unknown error";
+	colon = strstr(m, ": ");
+	if (colon && strncmp(m, "nbd_", 4) == 0)
+		return colon + 2;
+	return m;
+}
+
+static int nbd_errno(int fallback)
+{
+	int e = nbd_get_errno();
+
+	return e > 0 ? -e : fallback;
+}
+
+/* The message for a command that could not be issued or failed: a lost
+ * connection says so rather than in libnbd's state-machine terms. */
+static int nbd_failure(struct nbd_connection *c, char *errbuf, size_t errlen)
+{
+	if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+		c->dead = true;
+		return img_error_buf(errbuf, errlen, -ECONNRESET,
+				     "the connection to the server was lost");
+	}
+	return img_error_buf(errbuf, errlen, nbd_errno(-EIO), "%s",
+			     nbd_message());
+}
+
+/* Run the handle until every cookie has completed, the server goes away
+ * or stays silent for the timeout.  0 or -errno with the message in
+ * errbuf. */
+static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
+		    char *errbuf, size_t errlen)
+{
+	int timeout = img_backend_timeout() * 1000, first_error = 0, left = n;
+	int64_t deadline = now_ms() + timeout;
+
+	while (left > 0) {
+		int r;
+
+		for (int i = 0; i < n; i++) {
+			if (cookies[i] < 0)
+				continue;
+			r = nbd_aio_command_completed(c->h,
+						      (uint64_t)cookies[i]);
+			if (r == 0)
+				continue;
+			cookies[i] = -1;
+			left--;
+			if (r < 0 && !first_error)
+				first_error = nbd_failure(c, errbuf, errlen);
+		}
+		if (left == 0)
+			break;
+		if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+			c->dead = true;
+			return first_error
+				       ? first_error
+				       : img_error_buf(
+						 errbuf, errlen, -ECONNRESET,
+						 "the server closed the connection");
+		}
+		r = nbd_poll(c->h,
+			     (int)(deadline - now_ms() > 0 ? deadline - now_ms()
+							   : 0));
+		if (r < 0) {
+			c->dead = true;
+			if (first_error)
+				return first_error;
+			first_error = nbd_errno(-ECONNRESET);
+			snprintf(errbuf, errlen, "the server went away: %s",
+				 nbd_message());
+			return first_error;
+		}
+		if (r > 0) {
+			deadline = now_ms() + timeout;
+		} else if (now_ms() >= deadline) {
+			c->dead = true;
+			return img_error_buf(
+				errbuf, errlen, -ETIMEDOUT,
+				"no answer from the server for %d s",
+				timeout / 1000);
+		}
+	}
+	return first_error;
+}
+
+static int nbd_connect_one(struct nbd_connection *c, const char *uri,
+			   char *errbuf, size_t errlen)
+{
+	int timeout = img_backend_timeout() * 1000;
+	int64_t deadline;
+
+	pthread_mutex_init(&c->lock, NULL);
+	c->h = nbd_create();
+	if (!c->h)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "%s",
+				     nbd_message());
+	nbd_set_handle_name(c->h, "imgtool");
+	if (nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
+	    nbd_set_request_structured_replies(c->h, true) < 0 ||
+	    nbd_aio_connect_uri(c->h, uri) < 0)
+		return img_error_buf(errbuf, errlen, nbd_errno(-EINVAL), "%s",
+				     nbd_message());
+	deadline = now_ms() + timeout;
+	while (nbd_aio_is_connecting(c->h)) {
+		int64_t left = deadline - now_ms();
+		int r;
+
+		if (left <= 0)
+			return img_error_buf(
+				errbuf, errlen, -ETIMEDOUT,
+				"no answer from the server for %d s",
+				timeout / 1000);
+		r = nbd_poll(c->h, (int)left);
+		if (r < 0)
+			return img_error_buf(errbuf, errlen,
+					     nbd_errno(-ECONNREFUSED), "%s",
+					     nbd_message());
+	}
+	if (!nbd_aio_is_ready(c->h))
+		return img_error_buf(errbuf, errlen, nbd_errno(-ECONNREFUSED),
+				     "%s", nbd_message());
+	return 0;
+}
+
+static void nbd_backend_free(struct nbd_backend *b)
+{
+	for (int i = 0; i < NBD_MAX_CONNECTIONS; i++) {
+		if (b->conn[i].h) {
+			if (!b->conn[i].dead && nbd_aio_is_ready(b->conn[i].h))
+				nbd_shutdown(b->conn[i].h, 0);
+			nbd_close(b->conn[i].h);
+			pthread_mutex_destroy(&b->conn[i].lock);
+		}
+	}
+	free(b);
+}
+
+static int nbd_open(struct img_file *f, const char *uri, bool writable,
+		    unsigned flags, char *errbuf, size_t errlen)
+{
+	struct nbd_backend *b = calloc(1, sizeof(*b));
+	struct nbd_handle *h;
+	int64_t size, max;
+	int r, want;
+
+	(void)flags;
+	if (!b)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	r = nbd_connect_one(&b->conn[0], uri, errbuf, errlen);
+	if (r < 0)
+		goto fail;
+	b->nconn = 1;
+	h = b->conn[0].h;
+	size = nbd_get_size(h);
+	if (size < 0) {
+		r = img_error_buf(errbuf, errlen, nbd_errno(-EIO), "%s",
+				  nbd_message());
+		goto fail;
+	}
+	b->size = (uint64_t)size;
+	if (writable && nbd_is_read_only(h) == 1) {
+		r = img_error_buf(errbuf, errlen, -EROFS,
+				  "the server exports it read-only");
+		goto fail;
+	}
+	b->can_flush = nbd_can_flush(h) == 1;
+	b->can_trim = nbd_can_trim(h) == 1;
+	b->can_zero = nbd_can_zero(h) == 1;
+	b->have_allocation =
+		nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+	b->piece = NBD_PIECE;
+	max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
+	if (max > 0 && max < b->piece)
+		b->piece = (uint32_t)max;
+	/* Without multi-conn the server may not keep several clients'
+	 * caches coherent: one connection then. */
+	want = nbd_can_multi_conn(h) == 1 ? NBD_MAX_CONNECTIONS : 1;
+	for (int i = 1; i < want; i++) {
+		char ignored[IMG_ERRMSG_MAX];
+
+		if (nbd_connect_one(&b->conn[i], uri, ignored,
+				    sizeof(ignored)) < 0) {
+			nbd_close(b->conn[i].h);
+			b->conn[i].h = NULL;
+			pthread_mutex_destroy(&b->conn[i].lock);
+			break;
+		}
+		b->nconn++;
+	}
+	f->backend = b;
+	return 0;
+fail:
+	nbd_backend_free(b);
+	return r;
+}
+
+/* An export exists already: "creating" an image on it writes into it (the
+ * format's create then sets a size, which must fit). */
+static int nbd_create_on_export(struct img_file *f, const char *uri, bool excl,
+				char *errbuf, size_t errlen)
+{
+	(void)excl;
+	return nbd_open(f, uri, true, 0, errbuf, errlen);
+}
+
+static void nbd_backend_close(struct img_file *f)
+{
+	nbd_backend_free(f->backend);
+	f->backend = NULL;
+}
+
+/* A connection for one request, locked; NULL when all are dead. */
+static struct nbd_connection *nbd_take(struct nbd_backend *b)
+{
+	unsigned start = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
+
+	for (int i = 0; i < b->nconn; i++) {
+		struct nbd_connection *c = &b->conn[(start + i) % b->nconn];
+
+		if (!c->dead && pthread_mutex_trylock(&c->lock) == 0) {
+			if (!c->dead && nbd_aio_is_ready(c->h))
+				return c;
+			c->dead = true;
+			pthread_mutex_unlock(&c->lock);
+		}
+	}
+	for (int i = 0; i < b->nconn; i++) {
+		struct nbd_connection *c = &b->conn[(start + i) % b->nconn];
+
+		if (c->dead)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (!c->dead && nbd_aio_is_ready(c->h))
+			return c;
+		c->dead = true;
+		pthread_mutex_unlock(&c->lock);
+	}
+	return NULL;
+}
+
+static int nbd_lost(struct img_file *f)
+{
+	return img_file_fail(f, -ECONNRESET,
+			     "the connection to the server was lost");
+}
+
+/* Reads or writes the iovec at off in pieces, up to NBD_MAX_IN_FLIGHT at
+ * once on one connection. */
+static int nbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
+			uint64_t off, bool write)
+{
+	struct nbd_backend *b = f->backend;
+	struct nbd_connection *c = nbd_take(b);
+	int64_t cookies[NBD_MAX_IN_FLIGHT];
+	char msg[IMG_ERRMSG_MAX] = "";
+	uint64_t start = off;
+	int n = 0, r = 0;
+
+	if (!c)
+		return nbd_lost(f);
+	for (int i = 0; i < iovcnt && r == 0; i++) {
+		size_t done = 0;
+
+		while (done < iov[i].iov_len && r == 0) {
+			size_t len = iov[i].iov_len - done;
+			char *p = (char *)iov[i].iov_base + done;
+
+			if (len > b->piece)
+				len = b->piece;
+			cookies[n] =
+				write ? nbd_aio_pwrite(c->h, p, len, off,
+						       NBD_NULL_COMPLETION, 0)
+				      : nbd_aio_pread(c->h, p, len, off,
+						      NBD_NULL_COMPLETION, 0);
+			if (cookies[n] < 0) {
+				r = nbd_errno(-EIO);
+				snprintf(msg, sizeof(msg), "%s", nbd_message());
+				break;
+			}
+			n++;
+			off += len;
+			done += len;
+			if (n == NBD_MAX_IN_FLIGHT) {
+				r = nbd_wait(c, cookies, n, msg, sizeof(msg));
+				n = 0;
+			}
+		}
+	}
+	if (n > 0) {
+		int w = nbd_wait(c, cookies, n, msg, sizeof(msg));
+
+		if (r == 0)
+			r = w;
+	}
+	if (r < 0 && nbd_aio_is_dead(c->h))
+		c->dead = true;
+	pthread_mutex_unlock(&c->lock);
+	if (r < 0)
+		return img_file_fail(f, r, "%s at offset %" PRIu64 ": %s",
+				     write ? "write" : "read", start, msg);
+	return 0;
+}
+
+static int nbd_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
+		      uint64_t off, bool zero_eof)
+{
+	struct nbd_backend *b = f->backend;
+	size_t total = img_iov_total(iov, iovcnt), inside;
+	struct iovec part[64];
+	int n;
+
+	if (off + total <= b->size)
+		return nbd_transfer(f, iov, iovcnt, off, false);
+	if (!zero_eof)
+		return img_file_fail(
+			f, -EIO,
+			"unexpected end of the export at offset %" PRIu64,
+			off >= b->size ? off : b->size);
+	inside = off >= b->size ? 0 : (size_t)(b->size - off);
+	img_iov_memset(iov, iovcnt, inside, 0, total - inside);
+	if (inside == 0)
+		return 0;
+	n = img_iov_slice(iov, iovcnt, 0, inside, part, 64);
+	if (n < 0)
+		return img_file_fail(f, n, "read: too many buffers");
+	return nbd_transfer(f, part, n, off, false);
+}
+
+static int nbd_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
+		       uint64_t off)
+{
+	struct nbd_backend *b = f->backend;
+
+	if (off + img_iov_total(iov, iovcnt) > b->size)
+		return img_file_fail(f, -ENOSPC,
+				     "write at offset %" PRIu64
+				     " past the end of the export (%" PRIu64
+				     " bytes)",
+				     off, b->size);
+	return nbd_transfer(f, iov, iovcnt, off, true);
+}
+
+/* One command without data (flush, trim, zero) on one connection. */
+static int nbd_command(struct img_file *f, const char *what, int kind,
+		       uint64_t off, uint64_t len)
+{
+	struct nbd_backend *b = f->backend;
+	struct nbd_connection *c = nbd_take(b);
+	char msg[IMG_ERRMSG_MAX] = "";
+	int64_t cookie;
+	int r;
+
+	if (!c)
+		return nbd_lost(f);
+	switch (kind) {
+	case 0:
+		cookie = nbd_aio_flush(c->h, NBD_NULL_COMPLETION, 0);
+		break;
+	case 1:
+		cookie = nbd_aio_trim(c->h, len, off, NBD_NULL_COMPLETION, 0);
+		break;
+	default:
+		cookie = nbd_aio_zero(c->h, len, off, NBD_NULL_COMPLETION, 0);
+		break;
+	}
+	if (cookie < 0) {
+		r = nbd_failure(c, msg, sizeof(msg));
+	} else {
+		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (r < 0)
+		return img_file_fail(f, r, "%s: %s", what, msg);
+	return 0;
+}
+
+static int nbd_flush_export(struct img_file *f)
+{
+	struct nbd_backend *b = f->backend;
+
+	if (!f->writable || !b->can_flush)
+		return 0;
+	return nbd_command(f, "flush", 0, 0, 0);
+}
+
+static int nbd_export_size(struct img_file *f, uint64_t *size)
+{
+	*size = ((struct nbd_backend *)f->backend)->size;
+	return 0;
+}
+
+static int nbd_export_truncate(struct img_file *f, uint64_t size)
+{
+	struct nbd_backend *b = f->backend;
+
+	/* An export's size is fixed; a format may still "set" the size it
+	 * already has, or ask for less (the tail then stays unused). */
+	if (size <= b->size)
+		return 0;
+	return img_file_fail(f, -ENOSPC,
+			     "the export has %" PRIu64 " bytes, %" PRIu64
+			     " needed (an NBD export cannot grow)",
+			     b->size, size);
+}
+
+/* Split long ranges: a command's length is 32 bits on the wire. */
+static int nbd_ranged(struct img_file *f, const char *what, int kind,
+		      uint64_t off, uint64_t len)
+{
+	while (len) {
+		uint64_t n = len > NBD_STATUS_MAX ? NBD_STATUS_MAX : len;
+		int r = nbd_command(f, what, kind, off, n);
+
+		if (r < 0)
+			return r;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int nbd_discard_range(struct img_file *f, uint64_t off, uint64_t len)
+{
+	if (!((struct nbd_backend *)f->backend)->can_trim)
+		return -EOPNOTSUPP;
+	return nbd_ranged(f, "trim", 1, off, len);
+}
+
+static int nbd_zero_range(struct img_file *f, uint64_t off, uint64_t len)
+{
+	if (!((struct nbd_backend *)f->backend)->can_zero)
+		return -EOPNOTSUPP;
+	return nbd_ranged(f, "write zeroes", 2, off, len);
+}
+
+struct nbd_status_walk {
+	uint64_t len;
+	bool is_data, seen;
+	uint64_t run;
+};
+
+static int nbd_status_entry(void *opaque, const char *context, uint64_t off,
+			    uint32_t *entries, size_t nr, int *error)
+{
+	struct nbd_status_walk *w = opaque;
+
+	(void)off;
+	(void)error;
+	if (strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+		return 0;
+	for (size_t i = 0; i + 1 < nr && w->run < w->len; i += 2) {
+		/* Only what reads as zero may be skipped; a hole that does
+		 * not read as zero is data to a copy. */
+		bool data = !(entries[i + 1] & LIBNBD_STATE_ZERO);
+
+		if (!w->seen) {
+			w->seen = true;
+			w->is_data = data;
+		} else if (data != w->is_data) {
+			break;
+		}
+		w->run += entries[i];
+	}
+	return 0;
+}
+
+static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
+			     bool *is_data, uint64_t *run)
+{
+	struct nbd_backend *b = f->backend;
+	struct nbd_status_walk w = { 0 };
+	struct nbd_connection *c;
+	char msg[IMG_ERRMSG_MAX] = "";
+	int64_t cookie;
+	int r;
+
+	if (!b->have_allocation || off >= b->size)
+		return 0;
+	if (len > b->size - off)
+		len = b->size - off;
+	if (len > NBD_STATUS_MAX)
+		len = NBD_STATUS_MAX;
+	w.len = len;
+	c = nbd_take(b);
+	if (!c)
+		return nbd_lost(f);
+	cookie = nbd_aio_block_status(
+		c->h, len, off,
+		(nbd_extent_callback){ .callback = nbd_status_entry,
+				       .user_data = &w },
+		NBD_NULL_COMPLETION, 0);
+	if (cookie < 0) {
+		r = nbd_failure(c, msg, sizeof(msg));
+	} else {
+		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (r < 0)
+		return img_file_fail(f, r, "block status at %" PRIu64 ": %s",
+				     off, msg);
+	if (w.seen && w.run > 0) {
+		*is_data = w.is_data;
+		*run = w.run < len ? w.run : len;
+	}
+	return 0;
+}
+
+const struct img_file_ops img_backend_nbd = {
+	.name = "nbd",
+	.open = nbd_open,
+	.create = nbd_create_on_export,
+	.close = nbd_backend_close,
+	.preadv = nbd_preadv,
+	.pwritev = nbd_pwritev,
+	.flush = nbd_flush_export,
+	.size = nbd_export_size,
+	.truncate = nbd_export_truncate,
+	.discard = nbd_discard_range,
+	.zero = nbd_zero_range,
+	.extent = nbd_export_extent,
+};

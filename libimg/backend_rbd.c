@@ -1,0 +1,667 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Ceph RBD backend: rbd:pool/image[@snapshot][:conf=PATH][:id=USER]
+ * [:key=value...] through librbd, as qemu-img names them.  Further
+ * key=value pairs are Ceph options (rados_conf_set).
+ *
+ * Reads and writes go out as asynchronous requests of at most one object
+ * each, all in flight together.  A write past the end grows the image
+ * first (so any format can live on an RBD image, as with QEMU).  Every
+ * wait is bounded: the monitor, OSD and mount timeouts are set from
+ * img_backend_timeout(), so a cluster that goes away fails the request
+ * rather than hanging.  Block status comes from rbd_diff_iterate2 (holes
+ * are objects never written), snapshots from rbd_snap_list.
+ */
+#include "backend.h"
+#include "internal.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+	RBD_MAX_IN_FLIGHT = 32,
+	RBD_PIECE_IOV = 16,
+	RBD_MAX_OPTIONS = 16,
+	/* block status looks this far at once (diff_iterate visits every
+	 * object in the range) */
+	RBD_STATUS_WINDOW = 256u << 20,
+};
+
+struct rbd_name {
+	char *buf; /* the copy the pointers below point into */
+	const char *pool, *image, *snap, *conf, *id;
+	int nopt;
+	const char *key[RBD_MAX_OPTIONS], *value[RBD_MAX_OPTIONS];
+};
+
+struct rbd_backend {
+	rados_t cluster;
+	rados_ioctx_t io;
+	rbd_image_t image;
+	bool connected, have_io, have_image;
+	pthread_mutex_t grow_lock;
+	uint64_t size;
+	uint64_t piece; /* object size */
+};
+
+/* "rbd:pool/image@snap:conf=/x:id=admin" into its parts. */
+static int rbd_parse(const char *name, struct rbd_name *n, char *errbuf,
+		     size_t errlen)
+{
+	char *p, *opt;
+
+	memset(n, 0, sizeof(*n));
+	n->buf = strdup(name + 4);
+	if (!n->buf)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	opt = strchr(n->buf, ':');
+	if (opt)
+		*opt++ = '\0';
+	p = strchr(n->buf, '/');
+	if (!p || p == n->buf || !p[1]) {
+		free(n->buf);
+		return img_error_buf(
+			errbuf, errlen, -EINVAL,
+			"an RBD name is rbd:POOL/IMAGE[@SNAPSHOT][:conf=PATH][:id=USER]");
+	}
+	*p = '\0';
+	n->pool = n->buf;
+	n->image = p + 1;
+	p = strchr(p + 1, '@');
+	if (p) {
+		*p = '\0';
+		n->snap = p + 1;
+	}
+	while (opt && *opt) {
+		char *next = strchr(opt, ':'), *eq;
+
+		if (next)
+			*next++ = '\0';
+		eq = strchr(opt, '=');
+		if (!eq) {
+			free(n->buf);
+			return img_error_buf(errbuf, errlen, -EINVAL,
+					     "RBD option '%s' is not key=value",
+					     opt);
+		}
+		*eq = '\0';
+		if (strcmp(opt, "conf") == 0) {
+			n->conf = eq + 1;
+		} else if (strcmp(opt, "id") == 0) {
+			n->id = eq + 1;
+		} else if (n->nopt < RBD_MAX_OPTIONS) {
+			n->key[n->nopt] = opt;
+			n->value[n->nopt] = eq + 1;
+			n->nopt++;
+		}
+		opt = next;
+	}
+	return 0;
+}
+
+static void rbd_disconnect(struct rbd_backend *b)
+{
+	if (b->have_image)
+		rbd_close(b->image);
+	if (b->have_io)
+		rados_ioctx_destroy(b->io);
+	if (b->connected)
+		rados_shutdown(b->cluster);
+	pthread_mutex_destroy(&b->grow_lock);
+	free(b);
+}
+
+/* Connect to the cluster and open the pool; the message names what
+ * failed. */
+static int rbd_connect(struct rbd_backend *b, const struct rbd_name *n,
+		       char *errbuf, size_t errlen)
+{
+	char timeout[16];
+	int r;
+
+	pthread_mutex_init(&b->grow_lock, NULL);
+	r = rados_create(&b->cluster, n->id);
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r,
+				     "cannot set up a Ceph client: %s",
+				     strerror(-r));
+	b->connected = true; /* rados_shutdown frees it either way */
+	r = rados_conf_read_file(b->cluster, n->conf);
+	if (r < 0)
+		return img_error_buf(
+			errbuf, errlen, r,
+			"cannot read the Ceph configuration %s: %s",
+			n->conf ? n->conf
+				: "(CEPH_CONF or /etc/ceph/ceph.conf)",
+			strerror(-r));
+	rados_conf_parse_env(b->cluster, NULL);
+	snprintf(timeout, sizeof(timeout), "%d", img_backend_timeout());
+	rados_conf_set(b->cluster, "client_mount_timeout", timeout);
+	rados_conf_set(b->cluster, "rados_mon_op_timeout", timeout);
+	rados_conf_set(b->cluster, "rados_osd_op_timeout", timeout);
+	/* librbd's cache starts in write-through mode until the first flush,
+	 * for guests that never flush.  libimg always flushes (img_flush,
+	 * img_close) and reports what the flush returns, so write-back from
+	 * the start is safe here and keeps many writes in flight. */
+	rados_conf_set(b->cluster, "rbd_cache_writethrough_until_flush",
+		       "false");
+	for (int i = 0; i < n->nopt; i++) {
+		r = rados_conf_set(b->cluster, n->key[i], n->value[i]);
+		if (r < 0)
+			return img_error_buf(errbuf, errlen, r,
+					     "Ceph option %s=%s: %s", n->key[i],
+					     n->value[i], strerror(-r));
+	}
+	r = rados_connect(b->cluster);
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r,
+				     "cannot connect to the Ceph cluster: %s",
+				     strerror(-r));
+	r = rados_ioctx_create(b->cluster, n->pool, &b->io);
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r, "pool %s: %s", n->pool,
+				     strerror(-r));
+	b->have_io = true;
+	return 0;
+}
+
+static int rbd_finish_open(struct rbd_backend *b, char *errbuf, size_t errlen)
+{
+	rbd_image_info_t info;
+	int r;
+
+	r = rbd_stat(b->image, &info, sizeof(info));
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r, "rbd_stat: %s",
+				     strerror(-r));
+	b->size = info.size;
+	b->piece = info.obj_size ? info.obj_size : 4 << 20;
+	return 0;
+}
+
+static int rbd_open_name(struct img_file *f, const char *name, bool writable,
+			 unsigned flags, char *errbuf, size_t errlen)
+{
+	struct rbd_backend *b = calloc(1, sizeof(*b));
+	struct rbd_name n;
+	int r;
+
+	if (!b)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	r = rbd_parse(name, &n, errbuf, errlen);
+	if (r < 0) {
+		free(b);
+		return r;
+	}
+	if (writable && n.snap) {
+		r = img_error_buf(errbuf, errlen, -EROFS,
+				  "snapshot %s is read-only", n.snap);
+		goto fail;
+	}
+	r = rbd_connect(b, &n, errbuf, errlen);
+	if (r < 0)
+		goto fail;
+	r = writable ? rbd_open(b->io, n.image, &b->image, NULL)
+		     : rbd_open_read_only(b->io, n.image, &b->image, n.snap);
+	if (r < 0) {
+		if (r == -ENOENT && n.snap)
+			img_error_buf(
+				errbuf, errlen, r,
+				"no image %s with a snapshot %s in pool %s",
+				n.image, n.snap, n.pool);
+		else
+			img_error_buf(errbuf, errlen, r,
+				      "image %s in pool %s: %s", n.image,
+				      n.pool, strerror(-r));
+		goto fail;
+	}
+	b->have_image = true;
+	r = rbd_finish_open(b, errbuf, errlen);
+	if (r < 0)
+		goto fail;
+	/* A second writer would take the lock away at every write: refuse
+	 * it, as the local backend's OFD lock does.  Images without the
+	 * exclusive-lock feature cannot be locked (-EINVAL): carry on. */
+	if (writable && !(flags & IMG_OPEN_NO_LOCK)) {
+		r = rbd_lock_acquire(b->image, RBD_LOCK_MODE_EXCLUSIVE);
+		if (r < 0 && r != -EINVAL && r != -EOPNOTSUPP) {
+			img_error_buf(
+				errbuf, errlen, -EBUSY,
+				"image is in use by another client (it holds the RBD exclusive lock)");
+			r = -EBUSY;
+			goto fail;
+		}
+	}
+	free(n.buf);
+	f->backend = b;
+	return 0;
+fail:
+	free(n.buf);
+	rbd_disconnect(b);
+	return r;
+}
+
+static int rbd_create_name(struct img_file *f, const char *name, bool excl,
+			   char *errbuf, size_t errlen)
+{
+	struct rbd_backend *b = calloc(1, sizeof(*b));
+	struct rbd_name n;
+	int order = 0, r;
+
+	(void)excl; /* an existing image is never replaced */
+	if (!b)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	r = rbd_parse(name, &n, errbuf, errlen);
+	if (r < 0) {
+		free(b);
+		return r;
+	}
+	if (n.snap) {
+		r = img_error_buf(errbuf, errlen, -EINVAL,
+				  "cannot create a snapshot (%s) as an image",
+				  n.snap);
+		goto fail;
+	}
+	r = rbd_connect(b, &n, errbuf, errlen);
+	if (r < 0)
+		goto fail;
+	/* Created empty: the format's create sets the size it needs. */
+	r = rbd_create(b->io, n.image, 0, &order);
+	if (r == -EEXIST) {
+		img_error_buf(
+			errbuf, errlen, r,
+			"image %s already exists in pool %s (rbd rm it first)",
+			n.image, n.pool);
+		goto fail;
+	}
+	if (r < 0) {
+		img_error_buf(errbuf, errlen, r,
+			      "cannot create image %s in pool %s: %s", n.image,
+			      n.pool, strerror(-r));
+		goto fail;
+	}
+	r = rbd_open(b->io, n.image, &b->image, NULL);
+	if (r < 0) {
+		img_error_buf(errbuf, errlen, r, "image %s: %s", n.image,
+			      strerror(-r));
+		rbd_remove(b->io, n.image);
+		goto fail;
+	}
+	b->have_image = true;
+	r = rbd_finish_open(b, errbuf, errlen);
+	if (r < 0)
+		goto fail;
+	free(n.buf);
+	f->backend = b;
+	return 0;
+fail:
+	free(n.buf);
+	rbd_disconnect(b);
+	return r;
+}
+
+static void rbd_backend_close(struct img_file *f)
+{
+	rbd_disconnect(f->backend);
+	f->backend = NULL;
+}
+
+static int rbd_remove_name(const char *name, char *errbuf, size_t errlen)
+{
+	struct rbd_backend *b = calloc(1, sizeof(*b));
+	struct rbd_name n;
+	int r;
+
+	if (!b)
+		return -ENOMEM;
+	r = rbd_parse(name, &n, errbuf, errlen);
+	if (r < 0) {
+		free(b);
+		return r;
+	}
+	r = rbd_connect(b, &n, errbuf, errlen);
+	if (r == 0) {
+		r = rbd_remove(b->io, n.image);
+		if (r < 0)
+			img_error_buf(errbuf, errlen, r, "rbd remove %s: %s",
+				      n.image, strerror(-r));
+	}
+	free(n.buf);
+	rbd_disconnect(b);
+	return r;
+}
+
+/* ---- data ----------------------------------------------------------------*/
+
+struct rbd_piece {
+	rbd_completion_t c;
+	int niov;
+	struct iovec iov[RBD_PIECE_IOV];
+};
+
+static int rbd_wait_all(struct rbd_piece *p, int n, int r)
+{
+	for (int i = 0; i < n; i++) {
+		int ret;
+
+		rbd_aio_wait_for_complete(p[i].c);
+		ret = (int)rbd_aio_get_return_value(p[i].c);
+		rbd_aio_release(p[i].c);
+		if (ret < 0 && r == 0)
+			r = ret;
+	}
+	return r;
+}
+
+/* The iovec at off, one object's worth per request, up to
+ * RBD_MAX_IN_FLIGHT requests at once. */
+static int rbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
+			uint64_t off, bool write)
+{
+	struct rbd_backend *b = f->backend;
+	struct rbd_piece pieces[RBD_MAX_IN_FLIGHT];
+	size_t total = img_iov_total(iov, iovcnt), done = 0;
+	uint64_t start = off;
+	int n = 0, r = 0;
+
+	while (done < total && r == 0) {
+		struct rbd_piece *p = &pieces[n];
+		/* end the piece at an object boundary */
+		uint64_t len = b->piece - (off + done) % b->piece;
+
+		if (len > total - done)
+			len = total - done;
+		if (iovcnt > RBD_PIECE_IOV) {
+			/* too fragmented to slice cheaply: one request (librbd
+			 * still spreads it over the objects) */
+			p->niov = 0;
+			len = total;
+		} else {
+			p->niov = img_iov_slice(iov, iovcnt, done, (size_t)len,
+						p->iov, RBD_PIECE_IOV);
+		}
+		r = rbd_aio_create_completion(NULL, NULL, &p->c);
+		if (r < 0)
+			break;
+		if (p->niov > 0)
+			r = write ? rbd_aio_writev(b->image, p->iov, p->niov,
+						   off + done, p->c)
+				  : rbd_aio_readv(b->image, p->iov, p->niov,
+						  off + done, p->c);
+		else
+			r = write ? rbd_aio_writev(b->image, iov, iovcnt, off,
+						   p->c)
+				  : rbd_aio_readv(b->image, iov, iovcnt, off,
+						  p->c);
+		if (r < 0) {
+			rbd_aio_release(p->c);
+			break;
+		}
+		n++;
+		done += len;
+		if (n == RBD_MAX_IN_FLIGHT) {
+			r = rbd_wait_all(pieces, n, r);
+			n = 0;
+		}
+	}
+	r = rbd_wait_all(pieces, n, r);
+	if (r < 0)
+		return img_file_fail(f, r, "%s at offset %" PRIu64 ": %s",
+				     write ? "write" : "read", start,
+				     strerror(-r));
+	return 0;
+}
+
+static int rbd_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
+		      uint64_t off, bool zero_eof)
+{
+	struct rbd_backend *b = f->backend;
+	size_t total = img_iov_total(iov, iovcnt), inside;
+	uint64_t size = __atomic_load_n(&b->size, __ATOMIC_ACQUIRE);
+	struct iovec part[64];
+	int n;
+
+	if (off + total <= size)
+		return rbd_transfer(f, iov, iovcnt, off, false);
+	if (!zero_eof)
+		return img_file_fail(
+			f, -EIO,
+			"unexpected end of the image at offset %" PRIu64,
+			off >= size ? off : size);
+	inside = off >= size ? 0 : (size_t)(size - off);
+	img_iov_memset(iov, iovcnt, inside, 0, total - inside);
+	if (inside == 0)
+		return 0;
+	n = img_iov_slice(iov, iovcnt, 0, inside, part, 64);
+	if (n < 0)
+		return img_file_fail(f, n, "read: too many buffers");
+	return rbd_transfer(f, part, n, off, false);
+}
+
+static int rbd_grow(struct img_file *f, uint64_t end)
+{
+	struct rbd_backend *b = f->backend;
+	int r = 0;
+
+	if (end <= __atomic_load_n(&b->size, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&b->grow_lock);
+	if (end > b->size) {
+		r = rbd_resize(b->image, end);
+		if (r == 0)
+			__atomic_store_n(&b->size, end, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&b->grow_lock);
+	if (r < 0)
+		return img_file_fail(f, r, "grow to %" PRIu64 " bytes: %s", end,
+				     strerror(-r));
+	return 0;
+}
+
+static int rbd_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
+		       uint64_t off)
+{
+	int r = rbd_grow(f, off + img_iov_total(iov, iovcnt));
+
+	if (r < 0)
+		return r;
+	return rbd_transfer(f, iov, iovcnt, off, true);
+}
+
+static int rbd_flush_image(struct img_file *f)
+{
+	struct rbd_backend *b = f->backend;
+	int r;
+
+	if (!f->writable)
+		return 0;
+	r = rbd_flush(b->image);
+	if (r < 0)
+		return img_file_fail(f, r, "flush: %s", strerror(-r));
+	return 0;
+}
+
+static int rbd_size(struct img_file *f, uint64_t *size)
+{
+	struct rbd_backend *b = f->backend;
+
+	*size = __atomic_load_n(&b->size, __ATOMIC_ACQUIRE);
+	return 0;
+}
+
+static int rbd_truncate(struct img_file *f, uint64_t size)
+{
+	struct rbd_backend *b = f->backend;
+	int r;
+
+	pthread_mutex_lock(&b->grow_lock);
+	r = rbd_resize(b->image, size);
+	if (r == 0)
+		__atomic_store_n(&b->size, size, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&b->grow_lock);
+	if (r < 0)
+		return img_file_fail(f, r, "resize to %" PRIu64 ": %s", size,
+				     strerror(-r));
+	return 0;
+}
+
+static int rbd_one(struct img_file *f, const char *what, bool zero,
+		   uint64_t off, uint64_t len)
+{
+	struct rbd_backend *b = f->backend;
+	rbd_completion_t c;
+	int r;
+
+	r = rbd_aio_create_completion(NULL, NULL, &c);
+	if (r == 0) {
+		r = zero ? rbd_aio_write_zeroes(b->image, off, (size_t)len, c,
+						0, 0)
+			 : rbd_aio_discard(b->image, off, len, c);
+		if (r == 0) {
+			rbd_aio_wait_for_complete(c);
+			r = (int)rbd_aio_get_return_value(c);
+		}
+		rbd_aio_release(c);
+	}
+	if (r < 0)
+		return img_file_fail(f, r, "%s at %" PRIu64 "+%" PRIu64 ": %s",
+				     what, off, len, strerror(-r));
+	return 0;
+}
+
+static int rbd_discard_range(struct img_file *f, uint64_t off, uint64_t len)
+{
+	return rbd_one(f, "discard", false, off, len);
+}
+
+static int rbd_zero_range(struct img_file *f, uint64_t off, uint64_t len)
+{
+	int r = rbd_grow(f, off + len);
+
+	if (r < 0)
+		return r;
+	return rbd_one(f, "write zeroes", true, off, len);
+}
+
+struct rbd_status_walk {
+	uint64_t off, end; /* the range asked about */
+	uint64_t first;	   /* start of the first extent in it */
+	uint64_t first_end;
+	bool found;
+};
+
+static int rbd_status_extent(uint64_t off, size_t len, int exists, void *opaque)
+{
+	struct rbd_status_walk *w = opaque;
+
+	if (!exists)
+		return 0;
+	if (!w->found) {
+		w->found = true;
+		w->first = off;
+		w->first_end = off + len;
+		return 0;
+	}
+	if (off <= w->first_end) {
+		if (off + len > w->first_end)
+			w->first_end = off + len;
+		return 0;
+	}
+	return -ECANCELED; /* the first run is complete */
+}
+
+static int rbd_extent(struct img_file *f, uint64_t off, uint64_t len,
+		      bool *is_data, uint64_t *run)
+{
+	struct rbd_backend *b = f->backend;
+	uint64_t size = __atomic_load_n(&b->size, __ATOMIC_ACQUIRE);
+	struct rbd_status_walk w = { 0 };
+	int r;
+
+	if (off >= size)
+		return 0;
+	if (len > size - off)
+		len = size - off;
+	if (len > RBD_STATUS_WINDOW)
+		len = RBD_STATUS_WINDOW;
+	w.off = off;
+	w.end = off + len;
+	r = rbd_diff_iterate2(b->image, NULL, off, len, 1, 0, rbd_status_extent,
+			      &w);
+	if (r < 0 && r != -ECANCELED)
+		return 0; /* cannot tell: data */
+	if (!w.found || w.first >= w.end) {
+		*is_data = false;
+		*run = len;
+	} else if (w.first > off) {
+		*is_data = false;
+		*run = w.first - off;
+	} else {
+		*is_data = true;
+		*run = (w.first_end < w.end ? w.first_end : w.end) - off;
+	}
+	return 0;
+}
+
+static int rbd_snapshots(struct img_file *f, struct img_backend_snapshot *out,
+			 int max)
+{
+	struct rbd_backend *b = f->backend;
+	rbd_snap_info_t *snaps = NULL;
+	int n = 16, r;
+
+	for (;;) {
+		rbd_snap_info_t *more =
+			realloc(snaps, sizeof(*snaps) * (size_t)n);
+
+		if (!more) {
+			free(snaps);
+			return img_file_fail(f, -ENOMEM, "out of memory");
+		}
+		snaps = more;
+		r = rbd_snap_list(b->image, snaps, &n);
+		if (r != -ERANGE)
+			break;
+	}
+	if (r < 0) {
+		free(snaps);
+		return img_file_fail(f, r, "listing snapshots: %s",
+				     strerror(-r));
+	}
+	for (int i = 0; i < r && i < max; i++) {
+		struct timespec ts = { 0 };
+
+		snprintf(out[i].name, sizeof(out[i].name), "%s", snaps[i].name);
+		out[i].id = snaps[i].id;
+		out[i].size = snaps[i].size;
+		if (rbd_snap_get_timestamp(b->image, snaps[i].id, &ts) == 0)
+			out[i].created = ts.tv_sec;
+		else
+			out[i].created = 0;
+	}
+	rbd_snap_list_end(snaps);
+	free(snaps);
+	return r;
+}
+
+const struct img_file_ops img_backend_rbd = {
+	.name = "rbd",
+	.open = rbd_open_name,
+	.create = rbd_create_name,
+	.close = rbd_backend_close,
+	.preadv = rbd_preadv,
+	.pwritev = rbd_pwritev,
+	.flush = rbd_flush_image,
+	.size = rbd_size,
+	.truncate = rbd_truncate,
+	.discard = rbd_discard_range,
+	.zero = rbd_zero_range,
+	.extent = rbd_extent,
+	.list_snapshots = rbd_snapshots,
+	.remove = rbd_remove_name,
+};

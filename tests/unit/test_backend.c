@@ -1,0 +1,309 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for the storage backends under struct img_file: names choose
+ * the backend, the local file's calls, and the NBD backend against a real
+ * nbdkit (memory plugin, multi-conn) and a server that goes silent.  The
+ * RBD and HTTP backends' checks that need no cluster or server are here;
+ * tests/e2e/ceph.sh and tests/e2e/backends.sh do the rest. */
+#include "backend.h"
+#include "internal.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[64];
+static char errbuf[IMG_ERRMSG_MAX];
+static char sock[128], uri[192];
+static pid_t server = -1;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/test_backend.XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	server = -1;
+}
+
+static void teardown(void)
+{
+	char cmd[160];
+
+	if (server > 0) {
+		kill(server, SIGKILL);
+		waitpid(server, NULL, 0);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_expect_eq(system(cmd), 0);
+}
+
+TestSuite(backend, .init = setup, .fini = teardown);
+
+static bool have(const char *tool)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", tool);
+	return system(cmd) == 0;
+}
+
+/* nbdkit in the foreground on a Unix socket in dir; argv after the
+ * socket options.  Waits for the socket. */
+static void start_nbdkit(const char *const *args)
+{
+	static char pidfile[128];
+	const char *argv[16] = { "nbdkit", "-f", "-U", sock, "-P", pidfile };
+	int n = 6;
+
+	if (!have("nbdkit"))
+		cr_skip_test("nbdkit is not installed (scripts/deps.sh)");
+	snprintf(sock, sizeof(sock), "%s/nbd.sock", dir);
+	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s", sock);
+	/* nbdkit writes the PID file once it accepts connections */
+	snprintf(pidfile, sizeof(pidfile), "%s/nbd.pid", dir);
+	for (int i = 0; args[i] && n < 15; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	server = fork();
+	cr_assert_geq(server, 0);
+	if (server == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, 2);
+		execvp("nbdkit", (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 400; i++) {
+		struct stat st;
+
+		if (stat(pidfile, &st) == 0 && st.st_size > 0)
+			return;
+		usleep(25000);
+	}
+	cr_assert_fail("nbdkit did not start");
+}
+
+Test(backend, names_select_backends)
+{
+	cr_assert_eq(img_backend_for("disk.img"), &img_backend_file);
+	cr_assert_eq(img_backend_for("/dev/sda"), &img_backend_file);
+	cr_assert_eq(img_backend_for("nbd://127.0.0.1:10809/x"),
+		     &img_backend_nbd);
+	cr_assert_eq(img_backend_for("nbd+unix:///x?socket=/s"),
+		     &img_backend_nbd);
+	cr_assert_eq(img_backend_for("rbd:pool/image@snap:conf=/c"),
+		     &img_backend_rbd);
+	cr_assert_eq(img_backend_for("http://127.0.0.1/a.vmdk"),
+		     &img_backend_http);
+	cr_assert_eq(img_backend_for("https://127.0.0.1/a.vmdk"),
+		     &img_backend_http);
+	/* a local file may be called "rbd" or "nbd" */
+	cr_assert_eq(img_backend_for("rbd"), &img_backend_file);
+	cr_assert_eq(img_backend_for("./nbd://x"), &img_backend_file);
+	cr_assert(img_name_is_local("a/b.vdi"));
+	cr_assert(!img_name_is_local("rbd:p/i"));
+}
+
+Test(backend, local_file_through_the_table)
+{
+	char path[128], buf[8192];
+	struct img_file f = { 0 };
+	uint64_t size, run;
+	bool data;
+
+	snprintf(path, sizeof(path), "%s/f.img", dir);
+	cr_assert(!img_file_is_open(&f));
+	img_file_close(&f); /* closing a zeroed handle is harmless */
+	cr_assert_eq(img_file_create(&f, path, true, errbuf, sizeof(errbuf)), 0,
+		     "%s", errbuf);
+	cr_assert(img_file_is_open(&f));
+	cr_assert_eq(img_file_truncate(&f, 1 << 20), 0);
+	memset(buf, 0xab, sizeof(buf));
+	cr_assert_eq(img_file_pwrite(&f, buf, sizeof(buf), 512 << 10), 0);
+	cr_assert_eq(img_file_size(&f, &size), 0);
+	cr_assert_eq(size, 1 << 20);
+	cr_assert_eq(img_file_extent(&f, 0, 1 << 20, &data, &run), 0);
+	cr_assert(!data, "the start is a hole");
+	cr_assert_eq(run, 512 << 10);
+	cr_assert(img_file_same(&f, path));
+	memset(buf, 0, sizeof(buf));
+	cr_assert_eq(img_file_pread(&f, buf, 4096, 512 << 10), 0);
+	cr_assert_eq((uint8_t)buf[4095], 0xab);
+	cr_assert_eq(img_file_pread(&f, buf, 8192, (1 << 20) - 4096), -EIO);
+	cr_assert(strstr(img_file_last_error(), "unexpected end of file"), "%s",
+		  img_file_last_error());
+	cr_assert_eq(img_file_pread_zero_eof(&f, buf, 8192, (1 << 20) - 4096),
+		     0);
+	cr_assert_eq((uint8_t)buf[8191], 0);
+	cr_assert_eq(img_file_zero_range(&f, 512 << 10, 4096), 0);
+	cr_assert_eq(img_file_pread(&f, buf, 4096, 512 << 10), 0);
+	cr_assert(img_buf_is_zero(buf, 4096));
+	cr_assert_eq(img_file_sync(&f), 0);
+	img_file_close(&f);
+	cr_assert(!img_file_is_open(&f));
+}
+
+Test(backend, rbd_names_are_checked_before_connecting)
+{
+	struct img_file f;
+
+	cr_assert_eq(img_file_open_name(&f, "rbd:nopool", false, 0, errbuf,
+					sizeof(errbuf)),
+		     -EINVAL);
+	cr_assert(strstr(errbuf, "rbd:POOL/IMAGE"), "%s", errbuf);
+	cr_assert_eq(img_file_open_name(&f, "rbd:p/i:conf", false, 0, errbuf,
+					sizeof(errbuf)),
+		     -EINVAL);
+	cr_assert(strstr(errbuf, "key=value"), "%s", errbuf);
+	cr_assert_eq(img_file_open_name(&f, "rbd:p/i@s", true, 0, errbuf,
+					sizeof(errbuf)),
+		     -EROFS);
+	cr_assert(strstr(errbuf, "snapshot s is read-only"), "%s", errbuf);
+	cr_assert(!img_file_is_open(&f));
+}
+
+Test(backend, http_is_read_only_and_reports_refusal)
+{
+	struct img_file f;
+
+	cr_assert_eq(img_file_open_name(&f, "http://127.0.0.1:1/x.img", true, 0,
+					errbuf, sizeof(errbuf)),
+		     -EROFS);
+	cr_assert_eq(img_file_create(&f, "http://127.0.0.1:1/x.img", false,
+				     errbuf, sizeof(errbuf)),
+		     -ENOTSUP);
+	setenv("IMG_BACKEND_TIMEOUT", "2", 1);
+	cr_assert_lt(img_file_open_name(&f, "http://127.0.0.1:1/x.img", false,
+					0, errbuf, sizeof(errbuf)),
+		     0);
+	cr_assert(strstr(errbuf, "onnect"), "%s", errbuf);
+	unsetenv("IMG_BACKEND_TIMEOUT");
+}
+
+Test(backend, nbd_memory_export_read_write_zero_status)
+{
+	const char *args[] = { "memory", "16M", NULL };
+	static char buf[1 << 20], back[1 << 20];
+	struct iovec iov[3];
+	struct img_file f;
+	uint64_t size, run;
+	bool data;
+
+	start_nbdkit(args);
+	cr_assert_eq(img_file_open_name(&f, uri, true, 0, errbuf,
+					sizeof(errbuf)),
+		     0, "%s", errbuf);
+	cr_assert_eq(img_file_size(&f, &size), 0);
+	cr_assert_eq(size, 16 << 20);
+	cr_assert_eq(img_file_extent(&f, 0, 16 << 20, &data, &run), 0);
+	cr_assert(!data && run == 16 << 20, "empty export: one hole");
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (char)(i * 7 + i / 4096);
+	/* a vector whose pieces are not aligned to anything */
+	iov[0] = (struct iovec){ buf, 1000 };
+	iov[1] = (struct iovec){ buf + 1000, 300000 };
+	iov[2] = (struct iovec){ buf + 301000, sizeof(buf) - 301000 };
+	cr_assert_eq(img_file_pwritev(&f, iov, 3, 3 << 20), 0, "%s",
+		     img_file_last_error());
+	cr_assert_eq(img_file_pread(&f, back, sizeof(back), 3 << 20), 0);
+	cr_assert_eq(memcmp(buf, back, sizeof(buf)), 0);
+	cr_assert_eq(img_file_extent(&f, 0, 16 << 20, &data, &run), 0);
+	cr_assert(!data);
+	cr_assert_eq(run, 3 << 20);
+	cr_assert_eq(img_file_extent(&f, 3 << 20, 13 << 20, &data, &run), 0);
+	cr_assert(data);
+	cr_assert_eq(run, 1 << 20);
+	cr_assert_eq(img_file_zero_range(&f, 3 << 20, 4096), 0);
+	cr_assert_eq(img_file_pread(&f, back, 8192, 3 << 20), 0);
+	cr_assert(img_buf_is_zero(back, 4096));
+	cr_assert_eq(memcmp(back + 4096, buf + 4096, 4096), 0);
+	cr_assert_eq(img_file_sync(&f), 0);
+	/* the export cannot grow, nor be written past its end */
+	cr_assert_eq(img_file_truncate(&f, 8 << 20), 0);
+	cr_assert_eq(img_file_truncate(&f, 32 << 20), -ENOSPC);
+	cr_assert_eq(img_file_pwrite(&f, buf, 4096, (16 << 20) - 2048),
+		     -ENOSPC);
+	cr_assert_eq(img_file_pread(&f, back, 4096, (16 << 20) - 2048), -EIO);
+	cr_assert_eq(img_file_pread_zero_eof(&f, back, 4096, (16 << 20) - 2048),
+		     0);
+	cr_assert(img_buf_is_zero(back + 2048, 2048));
+	img_file_close(&f);
+}
+
+Test(backend, nbd_image_formats_probe_over_nbd)
+{
+	const char *args[] = { "memory", "64M", NULL };
+	struct img_create_options co = { .format = "vdi", .size = 32 << 20 };
+	char fmt[16];
+	struct img *img;
+	static char buf[65536], back[65536];
+
+	start_nbdkit(args);
+	cr_assert_eq(img_create(uri, &co, errbuf, sizeof(errbuf)), 0, "%s",
+		     errbuf);
+	cr_assert_eq(img_probe(uri, fmt, sizeof(fmt), errbuf, sizeof(errbuf)),
+		     0, "%s", errbuf);
+	cr_assert_str_eq(fmt, "vdi");
+	cr_assert_eq(
+		img_open(&img, uri,
+			 &(struct img_open_options){ .flags = IMG_OPEN_RDWR },
+			 errbuf, sizeof(errbuf)),
+		0, "%s", errbuf);
+	cr_assert_eq(img_size(img), 32 << 20);
+	memset(buf, 0x5a, sizeof(buf));
+	cr_assert_eq(img_pwrite(img, buf, sizeof(buf), 1 << 20), 0);
+	cr_assert_eq(img_close(img), 0);
+	cr_assert_eq(img_open(&img, uri, NULL, errbuf, sizeof(errbuf)), 0);
+	cr_assert_eq(img_pread(img, back, sizeof(back), 1 << 20), 0);
+	cr_assert_eq(memcmp(buf, back, sizeof(back)), 0);
+	img_close(img);
+}
+
+Test(backend, nbd_silent_server_times_out)
+{
+	const char *args[] = { "--filter=delay", "memory", "1M",
+			       "delay-read=60", NULL };
+	struct img_file f;
+	char buf[512];
+	time_t start;
+
+	start_nbdkit(args);
+	setenv("IMG_BACKEND_TIMEOUT", "1", 1);
+	cr_assert_eq(img_file_open_name(&f, uri, false, 0, errbuf,
+					sizeof(errbuf)),
+		     0, "%s", errbuf);
+	start = time(NULL);
+	cr_assert_eq(img_file_pread(&f, buf, sizeof(buf), 0), -ETIMEDOUT);
+	cr_assert_leq(time(NULL) - start, 5);
+	cr_assert(strstr(img_file_last_error(), "no answer from the server"),
+		  "%s", img_file_last_error());
+	/* the connection is not used again: the next read fails at once */
+	cr_assert_lt(img_file_pread(&f, buf, sizeof(buf), 0), 0);
+	img_file_close(&f);
+	unsetenv("IMG_BACKEND_TIMEOUT");
+}
+
+Test(backend, nbd_server_gone)
+{
+	const char *args[] = { "memory", "1M", NULL };
+	struct img_file f;
+	char buf[512];
+
+	start_nbdkit(args);
+	cr_assert_eq(img_file_open_name(&f, uri, false, 0, errbuf,
+					sizeof(errbuf)),
+		     0, "%s", errbuf);
+	kill(server, SIGKILL);
+	waitpid(server, NULL, 0);
+	server = -1;
+	cr_assert_lt(img_file_pread(&f, buf, sizeof(buf), 0), 0);
+	cr_assert(strstr(img_file_last_error(), "server") ||
+			  strstr(img_file_last_error(), "connection"),
+		  "%s", img_file_last_error());
+	img_file_close(&f);
+}
