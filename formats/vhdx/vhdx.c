@@ -1235,11 +1235,10 @@ static int vhdx_block_status(struct img *img, uint64_t off, uint64_t len,
 		ext->flags = 0;
 		ext->depth = -1;
 	} else {
-		/* Reads as zeros in this layer. */
+		/* Reads as zeros, with no storage: allocated only where it
+		 * hides a parent. */
 		ext->flags = IMG_EXTENT_ZERO |
-			     (s->has_parent || st == VHDX_BLOCK_ZERO
-				      ? IMG_EXTENT_ALLOCATED
-				      : 0);
+			     (s->has_parent ? IMG_EXTENT_ALLOCATED : 0);
 		ext->depth = ext->flags & IMG_EXTENT_ALLOCATED ? 0 : -1;
 	}
 	/* Merge following blocks of the same kind (not present ones). */
