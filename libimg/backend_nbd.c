@@ -44,6 +44,7 @@ struct nbd_backend {
 	uint32_t piece;
 	bool can_flush, can_trim, can_zero, have_allocation;
 	struct nbd_connection conn[NBD_MAX_CONNECTIONS];
+	struct img_extent_cache status;
 };
 
 static int64_t now_ms(void)
@@ -188,6 +189,7 @@ static int nbd_connect_one(struct nbd_connection *c, const char *uri,
 
 static void nbd_backend_free(struct nbd_backend *b)
 {
+	img_extent_cache_destroy(&b->status);
 	for (int i = 0; i < NBD_MAX_CONNECTIONS; i++) {
 		if (b->conn[i].h) {
 			if (!b->conn[i].dead && nbd_aio_is_ready(b->conn[i].h))
@@ -210,6 +212,7 @@ static int nbd_open(struct img_file *f, const char *uri, bool writable,
 	(void)flags;
 	if (!b)
 		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	img_extent_cache_init(&b->status);
 	r = nbd_connect_one(&b->conn[0], uri, errbuf, errlen);
 	if (r < 0)
 		goto fail;
@@ -401,6 +404,7 @@ static int nbd_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
 				     " past the end of the export (%" PRIu64
 				     " bytes)",
 				     off, b->size);
+	img_extent_cache_clear(&b->status);
 	return nbd_transfer(f, iov, iovcnt, off, true);
 }
 
@@ -409,11 +413,14 @@ static int nbd_command(struct img_file *f, const char *what, int kind,
 		       uint64_t off, uint64_t len)
 {
 	struct nbd_backend *b = f->backend;
-	struct nbd_connection *c = nbd_take(b);
+	struct nbd_connection *c;
 	char msg[IMG_ERRMSG_MAX] = "";
 	int64_t cookie;
 	int r;
 
+	if (kind != 0)
+		img_extent_cache_clear(&b->status);
+	c = nbd_take(b);
 	if (!c)
 		return nbd_lost(f);
 	switch (kind) {
@@ -497,34 +504,22 @@ static int nbd_zero_range(struct img_file *f, uint64_t off, uint64_t len)
 	return nbd_ranged(f, "write zeroes", 2, off, len);
 }
 
-struct nbd_status_walk {
-	uint64_t len;
-	bool is_data, seen;
-	uint64_t run;
-};
-
 static int nbd_status_entry(void *opaque, const char *context, uint64_t off,
 			    uint32_t *entries, size_t nr, int *error)
 {
-	struct nbd_status_walk *w = opaque;
+	struct img_extent_cache *filled = opaque;
 
 	(void)off;
 	(void)error;
 	if (strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
 		return 0;
-	for (size_t i = 0; i + 1 < nr && w->run < w->len; i += 2) {
-		/* Only what reads as zero may be skipped; a hole that does
-		 * not read as zero is data to a copy. */
-		bool data = !(entries[i + 1] & LIBNBD_STATE_ZERO);
-
-		if (!w->seen) {
-			w->seen = true;
-			w->is_data = data;
-		} else if (data != w->is_data) {
+	/* Only what reads as zero may be skipped; a hole that does not read
+	 * as zero is data to a copy. */
+	for (size_t i = 0; i + 1 < nr; i += 2)
+		if (!img_extent_cache_append(filled, entries[i],
+					     !(entries[i + 1] &
+					       LIBNBD_STATE_ZERO)))
 			break;
-		}
-		w->run += entries[i];
-	}
 	return 0;
 }
 
@@ -532,9 +527,10 @@ static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
 			     bool *is_data, uint64_t *run)
 {
 	struct nbd_backend *b = f->backend;
-	struct nbd_status_walk w = { 0 };
+	struct img_extent_cache *filled;
 	struct nbd_connection *c;
 	char msg[IMG_ERRMSG_MAX] = "";
+	uint64_t window, generation;
 	int64_t cookie;
 	int r;
 
@@ -542,30 +538,41 @@ static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
 		return 0;
 	if (len > b->size - off)
 		len = b->size - off;
-	if (len > NBD_STATUS_MAX)
-		len = NBD_STATUS_MAX;
-	w.len = len;
+	if (img_extent_cache_lookup(&b->status, off, len, is_data, run))
+		return 0;
+	/* Ask about a whole window: the answers for the runs after this
+	 * one come in the same reply. */
+	window = b->size - off < NBD_STATUS_MAX ? b->size - off
+						: NBD_STATUS_MAX;
+	filled = malloc(sizeof(*filled));
+	if (!filled)
+		return 0; /* cannot tell: data */
+	img_extent_cache_begin(filled, off);
+	generation = img_extent_cache_generation(&b->status);
 	c = nbd_take(b);
-	if (!c)
+	if (!c) {
+		free(filled);
 		return nbd_lost(f);
-	cookie = nbd_aio_block_status(
-		c->h, len, off,
-		(nbd_extent_callback){ .callback = nbd_status_entry,
-				       .user_data = &w },
-		NBD_NULL_COMPLETION, 0);
-	if (cookie < 0) {
-		r = nbd_failure(c, msg, sizeof(msg));
-	} else {
-		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
 	}
+	cookie = nbd_aio_block_status(
+		c->h, window, off,
+		(nbd_extent_callback){ .callback = nbd_status_entry,
+				       .user_data = filled },
+		NBD_NULL_COMPLETION, 0);
+	if (cookie < 0)
+		r = nbd_failure(c, msg, sizeof(msg));
+	else
+		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
 	pthread_mutex_unlock(&c->lock);
+	if (r == 0 && filled->n > 0) {
+		img_extent_cache_install(&b->status, filled, generation);
+		*is_data = filled->e[0].data;
+		*run = filled->e[0].len < len ? filled->e[0].len : len;
+	}
+	free(filled);
 	if (r < 0)
 		return img_file_fail(f, r, "block status at %" PRIu64 ": %s",
 				     off, msg);
-	if (w.seen && w.run > 0) {
-		*is_data = w.is_data;
-		*run = w.run < len ? w.run : len;
-	}
 	return 0;
 }
 
