@@ -31,10 +31,14 @@ enum {
 	NBD_STATUS_MAX = 1u << 30,
 };
 
+/* Requests of several threads share a connection: each issues its own
+ * asynchronous commands; whoever holds lock runs the socket (nbd_poll) for
+ * all of them, and each checks its own commands' completion. */
 struct nbd_connection {
 	pthread_mutex_t lock;
 	struct nbd_handle *h;
 	bool dead;
+	int64_t last_progress; /* ms, when the server last sent anything */
 };
 
 struct nbd_backend {
@@ -89,16 +93,15 @@ static int nbd_failure(struct nbd_connection *c, char *errbuf, size_t errlen)
 			     nbd_message());
 }
 
-/* Run the handle until every cookie has completed, the server goes away
- * or stays silent for the timeout.  0 or -errno with the message in
+/* Run the connection until every cookie has completed, the server goes
+ * away or stays silent for the timeout.  0 or -errno with the message in
  * errbuf. */
 static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 		    char *errbuf, size_t errlen)
 {
 	int timeout = img_backend_timeout() * 1000, first_error = 0, left = n;
-	int64_t deadline = now_ms() + timeout;
 
-	while (left > 0) {
+	for (;;) {
 		int r;
 
 		for (int i = 0; i < n; i++) {
@@ -114,30 +117,36 @@ static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 				first_error = nbd_failure(c, errbuf, errlen);
 		}
 		if (left == 0)
-			break;
-		if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+			return first_error;
+		if (c->dead || nbd_aio_is_dead(c->h) ||
+		    nbd_aio_is_closed(c->h)) {
 			c->dead = true;
 			return first_error
 				       ? first_error
 				       : img_error_buf(
 						 errbuf, errlen, -ECONNRESET,
-						 "the server closed the connection");
+						 "the connection to the server was lost");
 		}
-		r = nbd_poll(c->h,
-			     (int)(deadline - now_ms() > 0 ? deadline - now_ms()
-							   : 0));
+		pthread_mutex_lock(&c->lock);
+		/* a short slice: the others waiting for the lock may have
+		 * their answers already */
+		r = nbd_poll(c->h, 20);
+		if (r > 0)
+			__atomic_store_n(&c->last_progress, now_ms(),
+					 __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&c->lock);
 		if (r < 0) {
 			c->dead = true;
 			if (first_error)
 				return first_error;
-			first_error = nbd_errno(-ECONNRESET);
-			snprintf(errbuf, errlen, "the server went away: %s",
-				 nbd_message());
-			return first_error;
+			return img_error_buf(errbuf, errlen,
+					     nbd_errno(-ECONNRESET),
+					     "the server went away: %s",
+					     nbd_message());
 		}
-		if (r > 0) {
-			deadline = now_ms() + timeout;
-		} else if (now_ms() >= deadline) {
+		if (r == 0 && now_ms() - __atomic_load_n(&c->last_progress,
+							 __ATOMIC_RELAXED) >=
+				      timeout) {
 			c->dead = true;
 			return img_error_buf(
 				errbuf, errlen, -ETIMEDOUT,
@@ -145,7 +154,6 @@ static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 				timeout / 1000);
 		}
 	}
-	return first_error;
 }
 
 static int nbd_connect_one(struct nbd_connection *c, const char *uri,
@@ -276,7 +284,8 @@ static void nbd_backend_close(struct img_file *f)
 	f->backend = NULL;
 }
 
-/* A connection for one request, locked; NULL when all are dead. */
+/* A connection for one request (round robin); NULL when all are dead.
+ * The request's commands are issued and completed on it. */
 static struct nbd_connection *nbd_take(struct nbd_backend *b)
 {
 	unsigned start = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
@@ -284,23 +293,17 @@ static struct nbd_connection *nbd_take(struct nbd_backend *b)
 	for (int i = 0; i < b->nconn; i++) {
 		struct nbd_connection *c = &b->conn[(start + i) % b->nconn];
 
-		if (!c->dead && pthread_mutex_trylock(&c->lock) == 0) {
-			if (!c->dead && nbd_aio_is_ready(c->h))
-				return c;
-			c->dead = true;
-			pthread_mutex_unlock(&c->lock);
-		}
-	}
-	for (int i = 0; i < b->nconn; i++) {
-		struct nbd_connection *c = &b->conn[(start + i) % b->nconn];
-
 		if (c->dead)
 			continue;
-		pthread_mutex_lock(&c->lock);
-		if (!c->dead && nbd_aio_is_ready(c->h))
-			return c;
-		c->dead = true;
-		pthread_mutex_unlock(&c->lock);
+		if (!nbd_aio_is_ready(c->h) && !nbd_aio_is_processing(c->h)) {
+			c->dead = true;
+			continue;
+		}
+		/* an idle connection's silence counts from this request */
+		if (nbd_aio_in_flight(c->h) == 0)
+			__atomic_store_n(&c->last_progress, now_ms(),
+					 __ATOMIC_RELAXED);
+		return c;
 	}
 	return NULL;
 }
@@ -361,7 +364,6 @@ static int nbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
 	}
 	if (r < 0 && nbd_aio_is_dead(c->h))
 		c->dead = true;
-	pthread_mutex_unlock(&c->lock);
 	if (r < 0)
 		return img_file_fail(f, r, "%s at offset %" PRIu64 ": %s",
 				     write ? "write" : "read", start, msg);
@@ -439,7 +441,6 @@ static int nbd_command(struct img_file *f, const char *what, int kind,
 	} else {
 		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
 	}
-	pthread_mutex_unlock(&c->lock);
 	if (r < 0)
 		return img_file_fail(f, r, "%s: %s", what, msg);
 	return 0;
@@ -563,7 +564,6 @@ static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
 		r = nbd_failure(c, msg, sizeof(msg));
 	else
 		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
-	pthread_mutex_unlock(&c->lock);
 	if (r == 0 && filled->n > 0) {
 		img_extent_cache_install(&b->status, filled, generation);
 		*is_data = filled->e[0].data;
