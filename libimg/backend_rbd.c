@@ -35,7 +35,8 @@ enum {
 };
 
 struct rbd_name {
-	char *buf; /* the copy the pointers below point into */
+	const char *options; /* ":conf=...:id=..." as given, "" without */
+	char *buf;	     /* the copy the pointers below point into */
 	const char *pool, *image, *snap, *conf, *id;
 	int nopt;
 	const char *key[RBD_MAX_OPTIONS], *value[RBD_MAX_OPTIONS];
@@ -45,7 +46,7 @@ struct rbd_backend {
 	rados_t cluster;
 	rados_ioctx_t io;
 	rbd_image_t image;
-	bool connected, have_io, have_image;
+	bool have_io, have_image;
 	pthread_mutex_t grow_lock;
 	uint64_t size;
 	uint64_t piece; /* object size */
@@ -79,6 +80,9 @@ static int rbd_parse(const char *name, struct rbd_name *n, char *errbuf,
 	char *p, *opt;
 
 	memset(n, 0, sizeof(*n));
+	n->options = strchr(name + 4, ':');
+	if (!n->options)
+		n->options = "";
 	n->buf = strdup(name + 4);
 	if (!n->buf)
 		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
@@ -129,6 +133,105 @@ static int rbd_parse(const char *name, struct rbd_name *n, char *errbuf,
 
 static void rbd_drain(struct rbd_backend *b);
 
+/* One connection per cluster (per set of options) for the whole process:
+ * connecting costs a round of monitor messages and authentication, and a
+ * command opens an image several times (probe, create, open). */
+static pthread_mutex_t clusters_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rbd_cluster {
+	char *options;
+	rados_t cluster;
+	struct rbd_cluster *next;
+} * clusters;
+
+static int rbd_cluster_connect(const struct rbd_name *n, rados_t *out,
+			       char *errbuf, size_t errlen)
+{
+	char timeout[16];
+	rados_t cluster;
+	int r;
+
+	r = rados_create(&cluster, n->id);
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r,
+				     "cannot set up a Ceph client: %s",
+				     strerror(-r));
+	r = rados_conf_read_file(cluster, n->conf);
+	if (r < 0) {
+		img_error_buf(errbuf, errlen, r,
+			      "cannot read the Ceph configuration %s: %s",
+			      n->conf ? n->conf
+				      : "(CEPH_CONF or /etc/ceph/ceph.conf)",
+			      strerror(-r));
+		goto fail;
+	}
+	rados_conf_parse_env(cluster, NULL);
+	snprintf(timeout, sizeof(timeout), "%d", img_backend_timeout());
+	rados_conf_set(cluster, "client_mount_timeout", timeout);
+	rados_conf_set(cluster, "rados_mon_op_timeout", timeout);
+	rados_conf_set(cluster, "rados_osd_op_timeout", timeout);
+	/* No librbd cache: the backend keeps its own writes in flight (each
+	 * one's failure comes back at the next write or flush, within the
+	 * OSD timeout), where the cache would hide failures until a flush. */
+	rados_conf_set(cluster, "rbd_cache", "false");
+	for (int i = 0; i < n->nopt; i++) {
+		r = rados_conf_set(cluster, n->key[i], n->value[i]);
+		if (r < 0) {
+			img_error_buf(errbuf, errlen, r,
+				      "Ceph option %s=%s: %s", n->key[i],
+				      n->value[i], strerror(-r));
+			goto fail;
+		}
+	}
+	r = rados_connect(cluster);
+	if (r < 0) {
+		img_error_buf(errbuf, errlen, r,
+			      "cannot connect to the Ceph cluster: %s",
+			      strerror(-r));
+		goto fail;
+	}
+	*out = cluster;
+	return 0;
+fail:
+	rados_shutdown(cluster);
+	return r;
+}
+
+static int rbd_cluster_get(const struct rbd_name *n, rados_t *out, char *errbuf,
+			   size_t errlen)
+{
+	struct rbd_cluster *c;
+	int r = 0;
+
+	pthread_mutex_lock(&clusters_lock);
+	for (c = clusters; c; c = c->next)
+		if (strcmp(c->options, n->options) == 0)
+			break;
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (c)
+			c->options = strdup(n->options);
+		if (!c || !c->options) {
+			if (c)
+				free(c);
+			r = img_error_buf(errbuf, errlen, -ENOMEM,
+					  "out of memory");
+		} else {
+			r = rbd_cluster_connect(n, &c->cluster, errbuf, errlen);
+			if (r < 0) {
+				free(c->options);
+				free(c);
+			} else {
+				c->next = clusters;
+				clusters = c;
+			}
+		}
+	}
+	if (r == 0)
+		*out = c->cluster;
+	pthread_mutex_unlock(&clusters_lock);
+	return r;
+}
+
 static void rbd_disconnect(struct rbd_backend *b)
 {
 	if (b->have_image)
@@ -137,8 +240,6 @@ static void rbd_disconnect(struct rbd_backend *b)
 		rbd_close(b->image);
 	if (b->have_io)
 		rados_ioctx_destroy(b->io);
-	if (b->connected)
-		rados_shutdown(b->cluster);
 	pthread_mutex_destroy(&b->grow_lock);
 	pthread_mutex_destroy(&b->behind_lock);
 	pthread_mutex_destroy(&b->signal_lock);
@@ -152,7 +253,6 @@ static void rbd_disconnect(struct rbd_backend *b)
 static int rbd_connect(struct rbd_backend *b, const struct rbd_name *n,
 		       char *errbuf, size_t errlen)
 {
-	char timeout[16];
 	int r;
 
 	pthread_mutex_init(&b->grow_lock, NULL);
@@ -160,41 +260,9 @@ static int rbd_connect(struct rbd_backend *b, const struct rbd_name *n,
 	pthread_mutex_init(&b->signal_lock, NULL);
 	pthread_cond_init(&b->behind_done, NULL);
 	img_extent_cache_init(&b->status);
-	r = rados_create(&b->cluster, n->id);
+	r = rbd_cluster_get(n, &b->cluster, errbuf, errlen);
 	if (r < 0)
-		return img_error_buf(errbuf, errlen, r,
-				     "cannot set up a Ceph client: %s",
-				     strerror(-r));
-	b->connected = true; /* rados_shutdown frees it either way */
-	r = rados_conf_read_file(b->cluster, n->conf);
-	if (r < 0)
-		return img_error_buf(
-			errbuf, errlen, r,
-			"cannot read the Ceph configuration %s: %s",
-			n->conf ? n->conf
-				: "(CEPH_CONF or /etc/ceph/ceph.conf)",
-			strerror(-r));
-	rados_conf_parse_env(b->cluster, NULL);
-	snprintf(timeout, sizeof(timeout), "%d", img_backend_timeout());
-	rados_conf_set(b->cluster, "client_mount_timeout", timeout);
-	rados_conf_set(b->cluster, "rados_mon_op_timeout", timeout);
-	rados_conf_set(b->cluster, "rados_osd_op_timeout", timeout);
-	/* No librbd cache: the backend keeps its own writes in flight (each
-	 * one's failure comes back at the next write or flush, within the
-	 * OSD timeout), where the cache would hide failures until a flush. */
-	rados_conf_set(b->cluster, "rbd_cache", "false");
-	for (int i = 0; i < n->nopt; i++) {
-		r = rados_conf_set(b->cluster, n->key[i], n->value[i]);
-		if (r < 0)
-			return img_error_buf(errbuf, errlen, r,
-					     "Ceph option %s=%s: %s", n->key[i],
-					     n->value[i], strerror(-r));
-	}
-	r = rados_connect(b->cluster);
-	if (r < 0)
-		return img_error_buf(errbuf, errlen, r,
-				     "cannot connect to the Ceph cluster: %s",
-				     strerror(-r));
+		return r;
 	r = rados_ioctx_create(b->cluster, n->pool, &b->io);
 	if (r < 0)
 		return img_error_buf(errbuf, errlen, r, "pool %s: %s", n->pool,

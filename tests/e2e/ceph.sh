@@ -155,7 +155,7 @@ SRV_PID=
 "$IMGTOOL" serve -k "$T/nbd2.sock" "$(R dvdi)" >"$T/serve2.out" 2>&1 &
 SRV_PID=$!
 for _ in $(seq 200); do
-	grep -q '^serving' "$T/serve2.out" && break
+	grep -q '^serving' "$T/serve2.out" 2>/dev/null && break
 	sleep 0.05
 done
 "$IMGTOOL" resize "$(R dvdi)" 128M >/dev/null 2>"$T/err"
