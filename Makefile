@@ -39,7 +39,7 @@ LIB_SRCS := $(sort $(wildcard libimg/*.c formats/*/*.c))
 NBD_SRCS := $(sort $(wildcard nbd/*.c))
 FUSE_SRCS := $(sort $(wildcard fuse/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c))
-VMM_SRCS := $(sort $(wildcard vmm/*.c vmm/devices/*.c))
+VMM_SRCS := $(sort $(wildcard vmm/*.c vmm/devices/*.c vmm/net/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 HELPER_SRCS := $(sort $(wildcard tests/helpers/*.c))
 
@@ -69,17 +69,6 @@ all: $(LIBA) $(LIBSO) $(B)/lib/libimg.pc $(BINS)
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -c -o $@ $<
-
-# The driver table references the drivers that are built strongly, so that
-# a program linking libimg.a pulls them in (weak references would not).
-DRIVER_NAMES := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard formats/*/*.c)))))
-DRIVER_DEFS := $(foreach d,$(DRIVER_NAMES),-DIMG_HAVE_DRIVER_$(shell echo $(d) | tr a-z A-Z))
-$(B)/obj/libimg/drivers.o: EXTRA_CFLAGS := $(DRIVER_DEFS)
-$(B)/obj/libimg/drivers.o: $(B)/driver-list
-$(B)/driver-list: FORCE
-	@mkdir -p $(dir $@)
-	@echo '$(DRIVER_DEFS)' | cmp -s - $@ || echo '$(DRIVER_DEFS)' >$@
-.PHONY: FORCE
 
 $(LIBA): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -160,7 +149,7 @@ install: all
 
 # The contract headers keep the lead's hand alignment.
 FORMAT_EXEMPT := libimg/img.h libimg/driver.h vmm/vmm.h
-FORMAT_DIRS := libimg formats/* tools nbd fuse vmm vmm/devices tests/unit tests/helpers bench
+FORMAT_DIRS := libimg formats/* tools nbd fuse vmm vmm/devices vmm/net tests/unit tests/helpers bench
 FORMAT_SRCS = $(filter-out $(FORMAT_EXEMPT),$(wildcard $(addsuffix /*.c,$(FORMAT_DIRS)) $(addsuffix /*.h,$(FORMAT_DIRS))))
 format:
 	clang-format -i $(FORMAT_SRCS)

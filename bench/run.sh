@@ -57,6 +57,13 @@ EOF
 	done
 	echo "$stamp" >"$W/.inputs"
 }
+# Inputs added after the stamp was set are made when missing.
+make_extra_inputs() {
+	local img
+	for img in mixed full; do
+		[ -e "$W/$img.vhdx" ] || qemu-img convert -f raw -O vhdx "$W/$img.raw" "$W/$img.vhdx"
+	done
+}
 
 # ---- measuring --------------------------------------------------------
 # run_one CMD: runs CMD through bash, prints "seconds maxrss_kib status"
@@ -135,6 +142,8 @@ raw vmdk -
 vmdk vdi -
 vdi vhd -
 vhd raw -
+raw vhdx -
+vhdx raw -
 vmdk vmdk subformat=streamOptimized
 EOF
 		# The physical limit of a durable copy: cp, then fsync of
@@ -242,6 +251,7 @@ write_md() {
 
 trap stop_servers EXIT
 make_inputs
+make_extra_inputs
 convert_cases
 checksum_cases
 nbd_cases
@@ -252,6 +262,8 @@ VMM_WHERE=""
 if [ -x "$IMGVM" ]; then
 	. "$TOP/bench/vmm.sh"
 	vmm_cases
+	. "$TOP/bench/net.sh"
+	net_cases
 fi
 write_md
 say "wrote $OUT_MD"

@@ -19,8 +19,6 @@
 #define SECTOR IMG_SECTOR_SIZE
 #define MAX_CHAIN_DEPTH 64
 #define MAX_BACKING_CANDIDATES 16
-/* iovec entries kept on the stack when a request must be sliced */
-#define STACK_IOV 32
 
 struct backing_candidate {
 	char *path; /* as recorded (relative to the image's directory) */
@@ -63,12 +61,23 @@ struct chain_ctx {
 
 /* ---- errors --------------------------------------------------------------*/
 
+/* Threads share handles (the NBD server, the VMM's queues): each thread
+ * keeps the message of its own last failure, and img_errmsg hands out
+ * that, or a copy of the handle's latest, never the handle's buffer that
+ * another thread may be rewriting. */
+static __thread struct {
+	const struct img *img;
+	char msg[IMG_ERRMSG_MAX];
+} thread_error;
+
 static void set_errmsg_raw(struct img *img, const char *msg)
 {
 	pthread_mutex_lock(&img->err_lock);
 	snprintf(img->errmsg, sizeof(img->errmsg), "%s", msg);
 	__atomic_add_fetch(&img->err_seq, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&img->err_lock);
+	thread_error.img = img;
+	snprintf(thread_error.msg, sizeof(thread_error.msg), "%s", msg);
 }
 
 int img_error(struct img *img, int err, const char *fmt, ...)
@@ -98,7 +107,17 @@ int img_error(struct img *img, int err, const char *fmt, ...)
 
 const char *img_errmsg(const struct img *img)
 {
-	return img ? img->errmsg : "no image";
+	static __thread char copy[IMG_ERRMSG_MAX];
+	struct img *locked = (struct img *)img;
+
+	if (!img)
+		return "no image";
+	if (thread_error.img == img)
+		return thread_error.msg;
+	pthread_mutex_lock(&locked->err_lock);
+	snprintf(copy, sizeof(copy), "%s", img->errmsg);
+	pthread_mutex_unlock(&locked->err_lock);
+	return copy;
 }
 
 /* A driver failed without leaving a message: say what failed, with the
@@ -267,6 +286,8 @@ static struct img *img_alloc(const char *path, unsigned flags)
 
 static void img_free(struct img *img)
 {
+	if (thread_error.img == img)
+		thread_error.img = NULL;
 	for (int i = 0; i < img->ncandidates; i++) {
 		free(img->candidates[i].path);
 		free(img->candidates[i].format);
@@ -732,6 +753,12 @@ static int open_one(struct img **out, const char *path, const char *format,
 	 * written. */
 	if (flags & IMG_OPEN_FORCE)
 		flags &= ~(unsigned)IMG_OPEN_RDWR;
+	if ((flags & IMG_OPEN_COMPRESS) &&
+	    !(drv->flags & IMG_DRV_COMPRESSED_WRITES))
+		return img_error_buf(errbuf, errlen, -ENOTSUP,
+				     "%s: %s images cannot store compressed "
+				     "data",
+				     path, drv->name);
 	img = img_alloc(path, flags);
 	if (!img)
 		return img_error_buf(errbuf, errlen, -ENOMEM,
@@ -855,37 +882,6 @@ static int check_writable(struct img *img)
 	return 0;
 }
 
-/* A slice of an iovec in a stack array when it fits, else on the heap. */
-struct iov_view {
-	struct iovec *iov;
-	int cnt;
-	struct iovec stack[STACK_IOV];
-};
-
-static int iov_view_slice(struct iov_view *v, const struct iovec *iov,
-			  int iovcnt, size_t off, size_t len)
-{
-	v->iov = v->stack;
-	if (iovcnt > STACK_IOV) {
-		v->iov = malloc(sizeof(*v->iov) * (size_t)iovcnt);
-		if (!v->iov)
-			return -ENOMEM;
-	}
-	v->cnt = img_iov_slice(iov, iovcnt, off, len, v->iov, iovcnt);
-	if (v->cnt < 0) {
-		if (v->iov != v->stack)
-			free(v->iov);
-		return v->cnt;
-	}
-	return 0;
-}
-
-static void iov_view_release(struct iov_view *v)
-{
-	if (v->iov != v->stack)
-		free(v->iov);
-}
-
 static int read_sector(struct img *img, uint64_t off, uint8_t *sector)
 {
 	struct iovec iov = { .iov_base = sector, .iov_len = SECTOR };
@@ -905,17 +901,17 @@ static int driver_rw_slice(struct img *img, bool write, uint64_t off,
 			   const struct iovec *iov, int iovcnt, size_t pos,
 			   size_t len)
 {
-	struct iov_view v;
+	struct img_iov_view v;
 	int r;
 
 	if (len == 0)
 		return 0;
-	r = iov_view_slice(&v, iov, iovcnt, pos, len);
+	r = img_iov_view(&v, iov, iovcnt, pos, len);
 	if (r < 0)
 		return img_error(img, r, "out of memory");
 	r = write ? img->drv->pwritev(img, off, v.iov, v.cnt, len)
 		  : img->drv->preadv(img, off, v.iov, v.cnt, len);
-	iov_view_release(&v);
+	img_iov_view_release(&v);
 	return r;
 }
 
@@ -1072,7 +1068,7 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 		     int iovcnt, size_t len)
 {
 	struct img *parent = img->backing;
-	struct iov_view v;
+	struct img_iov_view v;
 	size_t n = len;
 	unsigned seq;
 	int r;
@@ -1083,14 +1079,14 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 	}
 	if (n > parent->size - off)
 		n = (size_t)(parent->size - off);
-	r = iov_view_slice(&v, iov, iovcnt, 0, n);
+	r = img_iov_view(&v, iov, iovcnt, 0, n);
 	if (r < 0)
 		return img_error(img, r, "out of memory");
 	seq = op_begin(parent);
 	lock_shared(parent);
 	r = do_read(parent, off, v.iov, v.cnt, n);
 	unlock(parent);
-	iov_view_release(&v);
+	img_iov_view_release(&v);
 	if (r < 0) {
 		io_failed(parent, seq, r, "read", off, n);
 		set_errmsg_raw(img, parent->errmsg);
@@ -1480,12 +1476,16 @@ static uint64_t allocated_bytes(const char *path)
 	return (uint64_t)st.st_blocks * 512;
 }
 
-int img_get_info(struct img *img, struct img_info *info)
+int img_get_info(struct img *img, struct img_info **out)
 {
+	struct img_info *info = calloc(1, sizeof(*info));
 	unsigned seq;
 	int r = 0;
 
-	memset(info, 0, sizeof(*info));
+	*out = NULL;
+	if (!info)
+		return img_error(img, -ENOMEM, "out of memory");
+	info->struct_size = sizeof(*info);
 	snprintf(info->filename, sizeof(info->filename), "%s", img->path);
 	snprintf(info->format, sizeof(info->format), "%s", img->drv->name);
 	info->virtual_size = img->size;
@@ -1501,8 +1501,10 @@ int img_get_info(struct img *img, struct img_info *info)
 		lock_shared(img);
 		r = img->drv->get_info(img, info);
 		unlock(img);
-		if (r < 0)
+		if (r < 0) {
+			img_info_free(info);
 			return io_failed(img, seq, r, "get info", 0, 0);
+		}
 	}
 	if (!info->backing_format[0] && img->backing)
 		snprintf(info->backing_format, sizeof(info->backing_format),
@@ -1511,9 +1513,10 @@ int img_get_info(struct img *img, struct img_info *info)
 		info->actual_size = allocated_bytes(img->path);
 	} else {
 		info->actual_size = 0;
-		for (int i = 0; i < info->nfiles && i < IMG_INFO_MAX_FILES; i++)
+		for (int i = 0; i < info->nfiles; i++)
 			info->actual_size += allocated_bytes(info->files[i]);
 	}
+	*out = info;
 	return 0;
 }
 
@@ -1526,15 +1529,12 @@ uint32_t img_cluster_size(const struct img *cimg)
 		return img->cluster_size;
 	if (!img->drv->get_info)
 		return 0;
-	info = malloc(sizeof(*info));
-	if (!info)
-		return 0;
-	if (img_get_info(img, info) == 0) {
+	if (img_get_info(img, &info) == 0) {
 		img->cluster_size = info->cluster_size;
 		__atomic_store_n(&img->cluster_size_known, true,
 				 __ATOMIC_RELEASE);
+		img_info_free(info);
 	}
-	free(info);
 	return img->cluster_size;
 }
 

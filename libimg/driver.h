@@ -164,6 +164,8 @@ enum img_driver_flags {
 	/* pwritev and flush may run concurrently with each other and with
 	 * preadv (needs IMG_DRV_CONCURRENT_READS): see Locking above. */
 	IMG_DRV_PARALLEL_RW = 1u << 2,
+	/* Opens with IMG_OPEN_COMPRESS: new data is stored compressed. */
+	IMG_DRV_COMPRESSED_WRITES = 1u << 3,
 };
 
 struct img_driver {
@@ -248,20 +250,7 @@ int img_read_backing(struct img *img, uint64_t off, const struct iovec *iov,
 /* Directory of the image file (for resolving relative extent names). */
 const char *img_dirname(const struct img *img);
 
-/* iovec helpers */
-void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
-		    size_t len);
-size_t img_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
-		      void *buf, size_t len);
-size_t img_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
-			const void *buf, size_t len);
-/* Sub-range view of an iovec: fills out[] (at most outmax entries) with the
- * part [off, off+len) and returns the count, or -EINVAL if outmax is too
- * small. */
-int img_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
-		  struct iovec *out, int outmax);
-bool img_buf_is_zero(const void *buf, size_t len);
-bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len);
+/* The iovec toolkit is in img.h. */
 
 /* Random bytes for UUIDs (getrandom). */
 void img_random_bytes(void *buf, size_t len);
@@ -278,8 +267,13 @@ void img_info_add_file(struct img_info *info, const char *path);
 void img_check_note(struct img_check_result *res, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* The table, in probe order; entries may be NULL (driver not built). */
-#define IMG_NDRIVERS 4
+/* The table, in probe order (libimg/driver_list.h). */
+enum {
+#define IMG_DRIVER(name) IMG_DRIVER_INDEX_##name,
+#include "driver_list.h"
+#undef IMG_DRIVER
+	IMG_NDRIVERS
+};
 extern const struct img_driver *const img_drivers[IMG_NDRIVERS];
 const struct img_driver *img_driver_find(const char *name);
 

@@ -1,33 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* The format driver table, in probe order.  Adding a format: one line. */
+/* The format driver table, generated from driver_list.h. */
 #include "driver.h"
 
-/* The Makefile defines IMG_HAVE_DRIVER_<FMT> for every driver it builds:
- * those are referenced strongly, so linking libimg.a pulls them in.  The
- * others are weak, and a driver that is not linked in leaves a NULL entry,
- * which the core skips. */
-#ifdef IMG_HAVE_DRIVER_VDI
-extern const struct img_driver img_driver_vdi;
-#else
-extern const struct img_driver img_driver_vdi __attribute__((weak));
-#endif
-#ifdef IMG_HAVE_DRIVER_VHD
-extern const struct img_driver img_driver_vhd;
-#else
-extern const struct img_driver img_driver_vhd __attribute__((weak));
-#endif
-#ifdef IMG_HAVE_DRIVER_VMDK
-extern const struct img_driver img_driver_vmdk;
-#else
-extern const struct img_driver img_driver_vmdk __attribute__((weak));
-#endif
-#ifdef IMG_HAVE_DRIVER_RAW
-extern const struct img_driver img_driver_raw;
-#else
-extern const struct img_driver img_driver_raw __attribute__((weak));
-#endif
+#define IMG_DRIVER(name) extern const struct img_driver img_driver_##name;
+#include "driver_list.h"
+#undef IMG_DRIVER
 
 const struct img_driver *const img_drivers[IMG_NDRIVERS] = {
-	&img_driver_vdi, &img_driver_vhd, &img_driver_vmdk,
-	&img_driver_raw, /* last: it matches anything */
+#define IMG_DRIVER(name) &img_driver_##name,
+#include "driver_list.h"
+#undef IMG_DRIVER
 };

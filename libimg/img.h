@@ -51,6 +51,9 @@ enum img_open_flags {
 	 * check is meant to report (the driver still validates enough to
 	 * not read out of bounds). */
 	IMG_OPEN_CHECK = 1u << 6,
+	/* Store newly written data compressed (convert -c), for formats
+	 * that keep compressed clusters (qcow2); others refuse the open. */
+	IMG_OPEN_COMPRESS = 1u << 7,
 };
 
 struct img_open_options {
@@ -72,10 +75,11 @@ int img_close(struct img *img);
 int img_probe(const char *path, char *fmt, size_t fmtlen, char *errbuf,
 	      size_t errlen);
 
-/* core: additions */
-/* The last error's one-line message ("disk.vdi: block map entry 7 points
- * past the end of the file"); "" when there was none.  The text stays
- * valid until the next failing call on the handle. */
+/* The one-line message ("disk.vdi: block map entry 7 points past the end
+ * of the file") of this thread's last failed call on the handle, or of
+ * the handle's last failure when this thread had none; "" when there was
+ * none.  Safe from any thread; the text stays valid until this thread's
+ * next call into libimg. */
 const char *img_errmsg(const struct img *img);
 
 /* ---- creating --------------------------------------------------------- */
@@ -104,7 +108,8 @@ int img_create(const char *path, const struct img_create_options *opts,
 
 /* ---- data ------------------------------------------------------------- */
 
-/* Any byte offset and length; must lie within the virtual size. */
+/* Any byte offset and length; must lie within the virtual size.  An iovec
+ * may have any number of entries. */
 int img_pread(struct img *img, void *buf, size_t len, uint64_t off);
 int img_pwrite(struct img *img, const void *buf, size_t len, uint64_t off);
 int img_preadv(struct img *img, const struct iovec *iov, int iovcnt,
@@ -112,6 +117,48 @@ int img_preadv(struct img *img, const struct iovec *iov, int iovcnt,
 int img_pwritev(struct img *img, const struct iovec *iov, int iovcnt,
 		uint64_t off);
 int img_flush(struct img *img);
+
+/* ---- the iovec toolkit (libimg/iov.c) --------------------------------- */
+
+size_t img_iov_total(const struct iovec *iov, int iovcnt);
+/* Byte ranges [off, off+len) of an iovec: fill, gather into / scatter
+ * from a flat buffer (returning the bytes moved), test for zeros. */
+void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
+		    size_t len);
+size_t img_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
+		      void *buf, size_t len);
+size_t img_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
+			const void *buf, size_t len);
+bool img_buf_is_zero(const void *buf, size_t len);
+bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len);
+bool img_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
+			   size_t len);
+/* Fills out[] (at most outmax entries) with the part [off, off+len) and
+ * returns the count; -EINVAL when outmax is too small or the iovec too
+ * short. */
+int img_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
+		  struct iovec *out, int outmax);
+
+/* A view of part of a request's iovec, optionally after a leading buffer
+ * (a bitmap or header that goes out in the same write): its entries on
+ * the stack when few, on the heap when many.  init sizes it for slices
+ * of an iovec of iovcnt entries (plus a lead); set may be called again
+ * for other slices; release frees.  img_iov_view does init and set in
+ * one for a single slice. */
+#define IMG_IOV_VIEW_STACK 17
+struct img_iov_view {
+	struct iovec *iov; /* cnt entries */
+	int cnt;
+	int cap;
+	struct iovec stack[IMG_IOV_VIEW_STACK];
+};
+int img_iov_view_init(struct img_iov_view *v, int iovcnt);
+int img_iov_view_set(struct img_iov_view *v, const void *lead,
+		     size_t lead_len, const struct iovec *iov, int iovcnt,
+		     size_t off, size_t len);
+int img_iov_view(struct img_iov_view *v, const struct iovec *iov, int iovcnt,
+		 size_t off, size_t len);
+void img_iov_view_release(struct img_iov_view *v);
 
 enum img_zero_flags {
 	/* The range may be deallocated (made a hole / unallocated) rather
@@ -172,10 +219,12 @@ struct img_kv {
 	int64_t num;                /* IMG_KV_INT and IMG_KV_BOOL */
 };
 
-#define IMG_INFO_MAX_KV 48
-#define IMG_INFO_MAX_FILES 64
 
+/* Facts about one layer.  The library allocates it (img_get_info) and it
+ * grows at the end in later versions: struct_size is the size of this
+ * one.  The lists are on the heap and have no fixed limit. */
 struct img_info {
+	size_t struct_size;
 	char filename[4096];
 	char format[16];              /* driver name */
 	char subformat[32];           /* "dynamic", "monolithicSparse", ... */
@@ -192,13 +241,14 @@ struct img_info {
 	char parent_uuid[40];
 	/* Format-specific facts, in order (qemu-img's "format-specific"). */
 	int nkv;
-	struct img_kv kv[IMG_INFO_MAX_KV];
+	struct img_kv *kv;
 	/* Every host file that makes up this layer (descriptor, extents). */
 	int nfiles;
-	char files[IMG_INFO_MAX_FILES][4096];
+	char **files;
 };
 
-int img_get_info(struct img *img, struct img_info *info);
+int img_get_info(struct img *img, struct img_info **out);
+void img_info_free(struct img_info *info);
 const char *img_filename(const struct img *img);
 const char *img_format(const struct img *img);
 struct img *img_backing(const struct img *img);   /* NULL at the chain's end */

@@ -5,9 +5,6 @@
 
 #include "driver.h"
 
-/* Sum of the iovec's lengths. */
-size_t img_iov_total(const struct iovec *iov, int iovcnt);
-
 /* The last host I/O failure of this thread ("f.img: write at 4096:
  * No space left on device"), used when a driver returns an error without
  * leaving a message of its own. */

@@ -132,136 +132,6 @@ const char *img_format_size(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
-/* ---- iovecs --------------------------------------------------------------*/
-
-size_t img_iov_total(const struct iovec *iov, int iovcnt)
-{
-	size_t total = 0;
-
-	for (int i = 0; i < iovcnt; i++)
-		total += iov[i].iov_len;
-	return total;
-}
-
-void img_iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c,
-		    size_t len)
-{
-	for (int i = 0; i < iovcnt && len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len)
-			n = len;
-		memset((char *)iov[i].iov_base + off, c, n);
-		len -= n;
-		off = 0;
-	}
-}
-
-size_t img_iov_to_buf(const struct iovec *iov, int iovcnt, size_t off,
-		      void *buf, size_t len)
-{
-	size_t done = 0;
-
-	for (int i = 0; i < iovcnt && done < len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len - done)
-			n = len - done;
-		memcpy((char *)buf + done, (char *)iov[i].iov_base + off, n);
-		done += n;
-		off = 0;
-	}
-	return done;
-}
-
-size_t img_iov_from_buf(const struct iovec *iov, int iovcnt, size_t off,
-			const void *buf, size_t len)
-{
-	size_t done = 0;
-
-	for (int i = 0; i < iovcnt && done < len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len - done)
-			n = len - done;
-		memcpy((char *)iov[i].iov_base + off, (const char *)buf + done,
-		       n);
-		done += n;
-		off = 0;
-	}
-	return done;
-}
-
-int img_iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
-		  struct iovec *out, int outmax)
-{
-	int n = 0;
-
-	for (int i = 0; i < iovcnt && len; i++) {
-		size_t take;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		if (n >= outmax)
-			return -EINVAL;
-		take = iov[i].iov_len - off;
-		if (take > len)
-			take = len;
-		out[n].iov_base = (char *)iov[i].iov_base + off;
-		out[n].iov_len = take;
-		n++;
-		len -= take;
-		off = 0;
-	}
-	if (len)
-		return -EINVAL; /* the iovec is shorter than off + len */
-	return n;
-}
-
-bool img_buf_is_zero(const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-	size_t head = len < 16 ? len : 16;
-
-	for (size_t i = 0; i < head; i++)
-		if (p[i])
-			return false;
-	if (len <= 16)
-		return true;
-	/* The first 16 bytes are zero; the rest is zero iff every byte
-	 * equals the one 16 bytes before it.  memcmp is vectorised. */
-	return memcmp(p, p + 16, len - 16) == 0;
-}
-
-bool img_iov_is_zero(const struct iovec *iov, int iovcnt, size_t len)
-{
-	for (int i = 0; i < iovcnt && len; i++) {
-		size_t n = iov[i].iov_len < len ? iov[i].iov_len : len;
-
-		if (!img_buf_is_zero(iov[i].iov_base, n))
-			return false;
-		len -= n;
-	}
-	return true;
-}
-
 /* ---- identity ------------------------------------------------------------*/
 
 void img_random_bytes(void *buf, size_t len)
@@ -400,9 +270,15 @@ static struct img_kv *info_new_kv(struct img_info *info, const char *key,
 {
 	struct img_kv *kv;
 
-	if (info->nkv >= IMG_INFO_MAX_KV)
-		return NULL;
+	/* grown in steps of 16; a failed allocation drops the fact */
+	if (info->nkv % 16 == 0) {
+		kv = realloc(info->kv, sizeof(*kv) * (size_t)(info->nkv + 16));
+		if (!kv)
+			return NULL;
+		info->kv = kv;
+	}
 	kv = &info->kv[info->nkv++];
+	memset(kv, 0, sizeof(*kv));
 	snprintf(kv->key, sizeof(kv->key), "%s", key);
 	kv->type = type;
 	return kv;
@@ -434,10 +310,28 @@ void img_info_add_bool(struct img_info *info, const char *key, bool value)
 
 void img_info_add_file(struct img_info *info, const char *path)
 {
+	char **files, *copy;
+
 	for (int i = 0; i < info->nfiles; i++)
 		if (!strcmp(info->files[i], path))
 			return;
-	if (info->nfiles < IMG_INFO_MAX_FILES)
-		snprintf(info->files[info->nfiles++], sizeof(info->files[0]),
-			 "%s", path);
+	files = realloc(info->files,
+			sizeof(*files) * (size_t)(info->nfiles + 1));
+	if (!files)
+		return;
+	info->files = files;
+	copy = strdup(path);
+	if (copy)
+		info->files[info->nfiles++] = copy;
+}
+
+void img_info_free(struct img_info *info)
+{
+	if (!info)
+		return;
+	for (int i = 0; i < info->nfiles; i++)
+		free(info->files[i]);
+	free(info->files);
+	free(info->kv);
+	free(info);
 }

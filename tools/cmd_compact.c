@@ -171,14 +171,13 @@ int cmd_compact(int argc, char **argv)
 	if (argc - optind != 1)
 		return tool_usage_error("compact", "needs one image file");
 	path = argv[optind];
-	info = calloc(1, sizeof(*info));
-	if (!info || posix_memalign((void **)&c.buf, 4096, COMPACT_BUF_SIZE)) {
+	if (posix_memalign((void **)&c.buf, 4096, COMPACT_BUF_SIZE)) {
 		tool_error("out of memory");
 		goto out;
 	}
 	if (tool_open(&c.img, path, format, IMG_OPEN_RDWR) < 0)
 		goto out;
-	ret = img_get_info(c.img, info);
+	ret = img_get_info(c.img, &info);
 	if (ret < 0) {
 		cmdline_img_error(c.img, ret);
 		goto out;
@@ -224,6 +223,6 @@ out:
 	if (c.img)
 		img_close(c.img);
 	free(c.buf);
-	free(info);
+	img_info_free(info);
 	return status;
 }

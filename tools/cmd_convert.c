@@ -297,7 +297,8 @@ static void convert_usage(FILE *out)
 		"  -O FMT       target format: raw, vdi, vhd (vpc), vmdk (default raw)\n"
 		"  -o OPTS      target create options, e.g. subformat=fixed,cluster_size=1M\n"
 		"               (-o help lists them for -O FMT)\n"
-		"  -c           compress (vmdk: subformat=streamOptimized)\n"
+		"  -c           compress (vmdk: subformat=streamOptimized; qcow2:\n"
+		"               zlib-compressed clusters)\n"
 		"  -n           write into the existing DST, do not create it\n"
 		"  -S SIZE      zero runs of at least SIZE bytes are left sparse (default 4K;\n"
 		"               0 writes every byte: a fully allocated target)\n"
@@ -324,22 +325,17 @@ static bool convert_target_is_source(struct convert *cv, const char *dst)
 
 	if (stat(dst, &st) < 0)
 		return false;
-	info = calloc(1, sizeof(*info));
-	if (!info) {
-		tool_error("out of memory");
-		return true;
-	}
 	for (int i = 0; i < cv->nsrc && !same; i++) {
 		for (struct img *l = cv->src[i].img; l && !same;
 		     l = img_backing(l)) {
 			same = chain_same_file(dst, img_filename(l));
-			if (!same && img_get_info(l, info) == 0)
-				for (int f = 0; f < info->nfiles && !same; f++)
-					same = chain_same_file(dst,
-							       info->files[f]);
+			if (same || img_get_info(l, &info) < 0)
+				continue;
+			for (int f = 0; f < info->nfiles && !same; f++)
+				same = chain_same_file(dst, info->files[f]);
+			img_info_free(info);
 		}
 	}
-	free(info);
 	if (same)
 		tool_error("%s: the target is also read as a source; "
 			   "converting onto it would destroy it",
@@ -350,17 +346,15 @@ static bool convert_target_is_source(struct convert *cv, const char *dst)
 /* On failure, remove the files of a target this run created. */
 static void convert_discard_target(struct img *dst, const char *path)
 {
-	struct img_info *info = calloc(1, sizeof(*info));
-	int nfiles = 0;
+	struct img_info *info = NULL;
 
-	if (info && img_get_info(dst, info) == 0)
-		nfiles = info->nfiles;
+	img_get_info(dst, &info);
 	img_close(dst);
-	for (int i = 0; i < nfiles; i++)
+	for (int i = 0; info && i < info->nfiles; i++)
 		if (strcmp(info->files[i], path) != 0)
 			unlink(info->files[i]);
 	unlink(path);
-	free(info);
+	img_info_free(info);
 }
 
 int cmd_convert(int argc, char **argv)
@@ -472,8 +466,13 @@ int cmd_convert(int argc, char **argv)
 		free(create_options);
 		return TOOL_EXIT_OK;
 	}
-	if (argc - optind < 2 || (backing && cv.existing) ||
-	    (compress && strcmp(dst_format, "vmdk") != 0)) {
+	/* VMDK compresses as its streamOptimized subformat; other formats
+	 * are asked at open (IMG_OPEN_COMPRESS), and refuse if they cannot. */
+	if (compress && strcmp(dst_format, "vmdk") != 0) {
+		dst_flags |= IMG_OPEN_COMPRESS;
+		compress = false;
+	}
+	if (argc - optind < 2 || (backing && cv.existing)) {
 		free(create_options);
 		if (argc - optind < 2)
 			return tool_usage_error("convert",

@@ -95,7 +95,7 @@ static void info_print_human(const struct img_info *info, int64_t allocated)
 		printf("dirty: yes (not cleanly closed; run imgtool check)\n");
 	if (info->nkv > 0) {
 		printf("Format specific information:\n");
-		for (int i = 0; i < info->nkv && i < IMG_INFO_MAX_KV; i++)
+		for (int i = 0; i < info->nkv; i++)
 			info_print_kv_human(&info->kv[i]);
 	}
 }
@@ -120,7 +120,7 @@ static void info_print_json(struct json_writer *wp, const struct img_info *info,
 		json_object_begin(&w, "format-specific");
 		json_string(&w, "type", info->format);
 		json_object_begin(&w, "data");
-		for (int i = 0; i < info->nkv && i < IMG_INFO_MAX_KV; i++) {
+		for (int i = 0; i < info->nkv; i++) {
 			const struct img_kv *kv = &info->kv[i];
 
 			if (kv->type == IMG_KV_STRING)
@@ -211,17 +211,13 @@ int cmd_info(int argc, char **argv)
 		flags &= ~(unsigned)IMG_OPEN_NO_BACKING;
 	if (tool_open(&img, argv[optind], format, flags) < 0)
 		return TOOL_EXIT_FAILURE;
-	info = malloc(sizeof(*info));
-	if (!info) {
-		tool_error("out of memory");
-		goto out;
-	}
 	json_init(&w, stdout);
 	if (json && chain)
 		json_array_begin(&w, NULL);
 	for (struct img *layer = img; layer;
 	     layer = chain ? img_backing(layer) : NULL) {
-		if (img_get_info(layer, info) < 0) {
+		img_info_free(info);
+		if (img_get_info(layer, &info) < 0) {
 			tool_error("%s", img_errmsg(layer));
 			goto out;
 		}
@@ -240,7 +236,7 @@ int cmd_info(int argc, char **argv)
 		json_finish(&w);
 	rc = TOOL_EXIT_OK;
 out:
-	free(info);
+	img_info_free(info);
 	img_close(img);
 	return rc;
 }

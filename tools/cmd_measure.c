@@ -45,14 +45,12 @@ static int measure_probe(struct measure_target *t, const uint64_t *offsets,
 		.size = t->size,
 		.options = t->options,
 	};
-	struct img_info *info = calloc(1, sizeof(*info));
+	struct img_info *info = NULL;
 	char errbuf[IMG_ERRMSG_MAX] = "", path[128];
 	uint8_t *buf = NULL;
 	struct img *img = NULL;
-	int ret = -ENOMEM;
+	int ret;
 
-	if (!info)
-		goto out;
 	snprintf(path, sizeof(path), "%s/probe%d.%s", t->dir, t->probes++,
 		 t->format);
 	ret = img_create(path, &co, errbuf, sizeof(errbuf));
@@ -90,7 +88,7 @@ static int measure_probe(struct measure_target *t, const uint64_t *offsets,
 			}
 		}
 	}
-	ret = img_get_info(img, info);
+	ret = img_get_info(img, &info);
 	if (ret < 0) {
 		cmdline_img_error(img, ret);
 		goto out;
@@ -113,7 +111,7 @@ out:
 	if (img)
 		img_close(img);
 	free(buf);
-	free(info);
+	img_info_free(info);
 	return ret;
 }
 

@@ -238,12 +238,12 @@ static bool snapshot_layer_name(struct snapshot_ctx *s, const char *path,
 
 static int snapshot_load_chain(struct snapshot_ctx *s, const char *format)
 {
-	struct img_info *info = calloc(1, sizeof(*info));
+	struct img_info *info = NULL;
 	struct img *img = NULL;
 	int ret = -ENOMEM;
 
 	s->layers = calloc(SNAPSHOT_MAX_LAYERS, sizeof(*s->layers));
-	if (!info || !s->layers) {
+	if (!s->layers) {
 		tool_error("out of memory");
 		goto out;
 	}
@@ -255,7 +255,8 @@ static int snapshot_load_chain(struct snapshot_ctx *s, const char *format)
 	     l = img_backing(l)) {
 		struct snapshot_layer *layer = &s->layers[s->nlayers++];
 
-		ret = img_get_info(l, info);
+		img_info_free(info);
+		ret = img_get_info(l, &info);
 		if (ret < 0) {
 			cmdline_img_error(l, ret);
 			goto out;
@@ -290,7 +291,7 @@ static int snapshot_load_chain(struct snapshot_ctx *s, const char *format)
 out:
 	if (img)
 		img_close(img);
-	free(info);
+	img_info_free(info);
 	return ret;
 }
 

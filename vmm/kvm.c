@@ -160,6 +160,32 @@ static bool vmm_running(struct vmm *vm)
 	return __atomic_load_n(&vm->request, __ATOMIC_SEQ_CST) == VMM_RUNNING;
 }
 
+void vmm_set_paused(struct vmm *vm, bool paused)
+{
+	pthread_mutex_lock(&vm->request_lock);
+	vm->paused = paused;
+	pthread_cond_broadcast(&vm->request_cond);
+	pthread_mutex_unlock(&vm->request_lock);
+	if (paused && vm->vm_fd >= 0)
+		vmm_kick_vcpus(vm);
+}
+
+bool vmm_paused(struct vmm *vm)
+{
+	return __atomic_load_n(&vm->paused, __ATOMIC_SEQ_CST);
+}
+
+/* A paused vCPU waits here, outside KVM_RUN, until resumed or stopped. */
+static void vmm_wait_while_paused(struct vmm *vm)
+{
+	if (!vmm_paused(vm))
+		return;
+	pthread_mutex_lock(&vm->request_lock);
+	while (vm->paused && vm->request == VMM_RUNNING)
+		pthread_cond_wait(&vm->request_cond, &vm->request_lock);
+	pthread_mutex_unlock(&vm->request_lock);
+}
+
 /* ---- construction ------------------------------------------------------*/
 
 static int vmm_common_init(struct vmm *vm, uint64_t ram_size)
@@ -445,6 +471,9 @@ static struct kvm_cpuid2 *vmm_supported_cpuid(struct vmm *vm)
 	return NULL;
 }
 
+#define VMM_SYNC_REGS \
+	(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS)
+
 static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 			  const struct kvm_cpuid2 *supported)
 {
@@ -452,10 +481,15 @@ static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 	size_t bytes = sizeof(*supported) +
 		       supported->nent * sizeof(supported->entries[0]);
 	struct kvm_cpuid2 *cpuid = malloc(bytes);
-	int ret = 0;
+	int ret = 0, sync;
 
 	vcpu->vm = vm;
 	vcpu->index = index;
+	vcpu->exits = 0;
+	vcpu->last_exit_ns = 0;
+	vcpu->in_run = 0;
+	vcpu->sync_regs = false;
+	memset(&vcpu->prev, 0, sizeof(vcpu->prev));
 	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, index);
 	if (vcpu->fd < 0 || !cpuid) {
 		free(cpuid);
@@ -467,6 +501,14 @@ static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 		vcpu->run = NULL;
 		free(cpuid);
 		return -errno;
+	}
+	/* KVM_CHECK_EXTENSION answers with the register sets it can copy;
+	 * IMGVM_NO_SYNC_REGS=1 does without them, as on a KVM that has none */
+	sync = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+	if (sync > 0 && (sync & VMM_SYNC_REGS) == VMM_SYNC_REGS &&
+	    !getenv("IMGVM_NO_SYNC_REGS")) {
+		vcpu->run->kvm_valid_regs = VMM_SYNC_REGS;
+		vcpu->sync_regs = true;
 	}
 	memcpy(cpuid, supported, bytes);
 	for (unsigned i = 0; i < cpuid->nent; i++) {
@@ -586,16 +628,132 @@ static void vmm_emulation_failure(struct vmm_vcpu *vcpu)
 	struct kvm_sregs sregs;
 	const char *hint = vmm_kvm_limitation();
 	unsigned long long cs = 0, rip = 0;
+	char before[400];
 
 	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0 &&
 	    ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) == 0) {
 		cs = sregs.cs.selector;
 		rip = regs.rip;
 	}
+	vmm_describe_cpu(before, sizeof(before), &vcpu->prev);
 	vmm_request_stop(vm, 2,
 			 "KVM internal error: emulation failure at "
-			 "%04llx:%08llx%s%s",
-			 cs, rip, hint ? "; " : "", hint ? hint : "");
+			 "%04llx:%08llx%s%s; %s",
+			 cs, rip, hint ? "; " : "", hint ? hint : "", before);
+}
+
+static const char *vmm_exit_name(uint32_t reason)
+{
+	switch (reason) {
+	case KVM_EXIT_IO:
+		return "port I/O";
+	case KVM_EXIT_MMIO:
+		return "MMIO";
+	case KVM_EXIT_HLT:
+		return "HLT";
+	case KVM_EXIT_INTR:
+		return "signal";
+	case KVM_EXIT_SHUTDOWN:
+		return "shutdown";
+	case KVM_EXIT_SYSTEM_EVENT:
+		return "system event";
+	case KVM_EXIT_INTERNAL_ERROR:
+		return "internal error";
+	case KVM_EXIT_FAIL_ENTRY:
+		return "entry failure";
+	default:
+		return NULL;
+	}
+}
+
+void vmm_describe_cpu(char *buf, size_t len,
+		      const struct vmm_cpu_snapshot *snap)
+{
+	const struct kvm_vcpu_events *ev = &snap->events;
+	const char *name = vmm_exit_name(snap->exit_reason);
+	char exit_name[24];
+	char exception[48] = "";
+
+	if (!snap->valid) {
+		snprintf(buf, len,
+			 "no registers from before it (KVM lacks "
+			 "KVM_CAP_SYNC_REGS, or the vCPU had not left KVM_RUN "
+			 "yet)");
+		return;
+	}
+	if (!name) {
+		snprintf(exit_name, sizeof(exit_name), "%u", snap->exit_reason);
+		name = exit_name;
+	}
+	if (ev->exception.injected || ev->exception.pending)
+		snprintf(exception, sizeof(exception),
+			 ", exception %u%s (error %#x)", ev->exception.nr,
+			 ev->exception.injected ? " being delivered"
+						: " pending",
+			 ev->exception.has_error_code ? ev->exception.error_code
+						      : 0);
+	snprintf(buf, len,
+		 "at its exit before (%s, exit %llu): RIP %#llx CS %#x "
+		 "CR0 %#llx CR3 %#llx CR4 %#llx RSP %#llx EFER %#llx RFLAGS "
+		 "%#llx%s",
+		 name, (unsigned long long)snap->exits,
+		 (unsigned long long)snap->regs.rip, snap->sregs.cs.selector,
+		 (unsigned long long)snap->sregs.cr0,
+		 (unsigned long long)snap->sregs.cr3,
+		 (unsigned long long)snap->sregs.cr4,
+		 (unsigned long long)snap->regs.rsp,
+		 (unsigned long long)snap->sregs.efer,
+		 (unsigned long long)snap->regs.rflags, exception);
+}
+
+void vmm_describe_vcpu_brief(char *buf, size_t len, unsigned index,
+			     const struct vmm_cpu_snapshot *snap,
+			     uint64_t exits, double idle_sec, bool in_guest)
+{
+	const char *name = vmm_exit_name(snap->exit_reason);
+	char where[64] = "";
+
+	if (snap->valid)
+		snprintf(where, sizeof(where), " (%s at %04x:%llx)",
+			 name ? name : "other", snap->sregs.cs.selector,
+			 (unsigned long long)snap->regs.rip);
+	snprintf(buf, len, "vCPU %u: %llu exits, the last %.1f s before%s, %s",
+		 index, (unsigned long long)exits, idle_sec, where,
+		 in_guest ? "in the guest" : "in imgvm's device code");
+}
+
+static uint64_t vmm_now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* At a timeout: where each vCPU stood, appended to the stop reason (one
+ * line).  A guest spinning on a device shows recent exits at one place; a
+ * vCPU that made no exit for long was left in the guest by KVM. */
+static void vmm_describe_timeout(struct vmm *vm)
+{
+	uint64_t now = vmm_now_ns();
+	size_t used = strlen(vm->stop_reason);
+
+	for (unsigned i = 0;
+	     i < vm->ncpus && used + 1 < sizeof(vm->stop_reason); i++) {
+		struct vmm_vcpu *vcpu = &vm->vcpus[i];
+		uint64_t last =
+			__atomic_load_n(&vcpu->last_exit_ns, __ATOMIC_RELAXED);
+		char brief[160];
+
+		vmm_describe_vcpu_brief(
+			brief, sizeof(brief), i, &vcpu->prev,
+			__atomic_load_n(&vcpu->exits, __ATOMIC_RELAXED),
+			last && now > last ? (double)(now - last) / 1e9 : 0.0,
+			__atomic_load_n(&vcpu->in_run, __ATOMIC_RELAXED));
+		snprintf(vm->stop_reason + used, sizeof(vm->stop_reason) - used,
+			 "; %s", brief);
+		used = strlen(vm->stop_reason);
+	}
 }
 
 /* IMGVM_TRACE_IO=1: every port access on stderr (debugging aid) */
@@ -649,15 +807,18 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 	case KVM_EXIT_SHUTDOWN: {
 		struct kvm_regs regs = { 0 };
 		struct kvm_sregs sregs = { 0 };
+		char before[400];
 
+		/* kvm_amd has reset the vCPU already: these registers may
+		 * be the reset vector's, hence the copy from the exit before */
 		ioctl(vcpu->fd, KVM_GET_REGS, &regs);
 		ioctl(vcpu->fd, KVM_GET_SREGS, &sregs);
+		vmm_describe_cpu(before, sizeof(before), &vcpu->prev);
 		vmm_request_stop(vm, 2,
-				 "guest triple fault (vCPU %u at %04x:%08llx, "
-				 "CR0 %#llx)",
+				 "guest triple fault (vCPU %u, now at "
+				 "%04x:%08llx); %s",
 				 vcpu->index, sregs.cs.selector,
-				 (unsigned long long)regs.rip,
-				 (unsigned long long)sregs.cr0);
+				 (unsigned long long)regs.rip, before);
 		break;
 	}
 	case KVM_EXIT_SYSTEM_EVENT:
@@ -687,6 +848,20 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 	}
 }
 
+/* The registers KVM copied into kvm_run at this exit, kept for the next
+ * exit's report: a memcpy of about 500 bytes, no syscall. */
+static void vmm_keep_registers(struct vmm_vcpu *vcpu)
+{
+	const struct kvm_sync_regs *s = &vcpu->run->s.regs;
+
+	vcpu->prev.valid = true;
+	vcpu->prev.exit_reason = vcpu->run->exit_reason;
+	vcpu->prev.exits = vcpu->exits;
+	memcpy(&vcpu->prev.regs, &s->regs, sizeof(s->regs));
+	memcpy(&vcpu->prev.sregs, &s->sregs, sizeof(s->sregs));
+	memcpy(&vcpu->prev.events, &s->events, sizeof(s->events));
+}
+
 static void *vmm_vcpu_thread(void *arg)
 {
 	struct vmm_vcpu *vcpu = arg;
@@ -697,7 +872,15 @@ static void *vmm_vcpu_thread(void *arg)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	while (vmm_running(vm)) {
-		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+		int ret;
+
+		vmm_wait_while_paused(vm);
+		if (!vmm_running(vm))
+			break;
+		__atomic_store_n(&vcpu->in_run, 1, __ATOMIC_RELAXED);
+		ret = ioctl(vcpu->fd, KVM_RUN, 0);
+		__atomic_store_n(&vcpu->in_run, 0, __ATOMIC_RELAXED);
+		if (ret < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&vcpu->run->immediate_exit, 0,
 						 __ATOMIC_SEQ_CST);
@@ -707,7 +890,13 @@ static void *vmm_vcpu_thread(void *arg)
 					 strerror(errno));
 			break;
 		}
+		__atomic_store_n(&vcpu->exits, vcpu->exits + 1,
+				 __ATOMIC_RELAXED);
+		__atomic_store_n(&vcpu->last_exit_ns, vmm_now_ns(),
+				 __ATOMIC_RELAXED);
 		vmm_handle_exit(vcpu);
+		if (vcpu->sync_regs)
+			vmm_keep_registers(vcpu);
 	}
 	return NULL;
 }
@@ -891,6 +1080,7 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 						sizeof(vm->stop_reason),
 						"timeout: the guest ran for %u s",
 						timeout_sec);
+					vmm_describe_timeout(vm);
 				}
 			}
 		}

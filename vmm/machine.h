@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <linux/kvm.h>
+
 #include "vmm/vmm.h"
 
 #define VMM_MAX_CPUS 64
@@ -64,6 +66,16 @@ struct vmm_reset_hook {
 	void *opaque;
 };
 
+/* A vCPU's registers as KVM left them at one exit (KVM_CAP_SYNC_REGS). */
+struct vmm_cpu_snapshot {
+	bool valid;
+	uint32_t exit_reason;
+	uint64_t exits; /* of this vCPU since its start, this one included */
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_vcpu_events events;
+};
+
 struct vmm_vcpu {
 	struct vmm *vm;
 	unsigned index;
@@ -71,6 +83,19 @@ struct vmm_vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
+	/*
+	 * KVM copies the registers into run->s.regs at every exit (no
+	 * syscall).  At a triple fault kvm_amd has already reset the vCPU, so
+	 * KVM_GET_REGS then shows the reset vector: the copy from the exit
+	 * before is what tells where the guest was.
+	 */
+	bool sync_regs;
+	uint64_t exits;
+	struct vmm_cpu_snapshot prev;
+	/* for a timeout's report: inside KVM_RUN or in imgvm's own code,
+	 * and when the last exit came (CLOCK_MONOTONIC, ns) */
+	int in_run;
+	uint64_t last_exit_ns;
 };
 
 struct pci_bus;
@@ -108,8 +133,9 @@ struct vmm {
 	pthread_mutex_t request_lock;
 	pthread_cond_t request_cond;
 	enum vmm_request request;
+	bool paused; /* vCPUs wait on request_cond while set */
 	int exit_code;
-	char stop_reason[256];
+	char stop_reason[512];
 	unsigned resets;
 
 	/* unit tests: the last level set on each GSI, MSIs sent */
@@ -130,6 +156,19 @@ struct vmm {
 	unsigned ring_entries;
 	pthread_mutex_t ring_lock;
 };
+
+/* One line for a stop message: where the snapshot's vCPU was (RIP, CS,
+ * CR0, CR3, RSP, a pending exception) and which exit that copy is from;
+ * says so when there is no copy. */
+void vmm_describe_cpu(char *buf, size_t len,
+		      const struct vmm_cpu_snapshot *snap);
+
+/* A short line on where a vCPU stood when the run was stopped: its exits,
+ * how long before the stop the last one came, that exit's kind and CS:RIP,
+ * and whether it was in the guest or in imgvm's device code then. */
+void vmm_describe_vcpu_brief(char *buf, size_t len, unsigned index,
+			     const struct vmm_cpu_snapshot *snap,
+			     uint64_t exits, double idle_sec, bool in_guest);
 
 /* A machine without KVM: RAM, buses, PCI, recorded interrupts.  For unit
  * tests of devices; vmm_destroy frees it. */
@@ -159,6 +198,11 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
  * effect the guest only observes through a later access (a UART's THR).
  * Reads still exit.  Call before vmm_run. */
 int vmm_coalesce_pio(struct vmm *vm, uint16_t base, uint16_t len);
+
+/* Pause (stop running guest code, keep the state) or resume the vCPUs;
+ * a stop or reset request still ends a pause. */
+void vmm_set_paused(struct vmm *vm, bool paused);
+bool vmm_paused(struct vmm *vm);
 
 /* Returns a one-line explanation when this host's KVM cannot run BIOS
  * code (kvm_pvm), NULL when it looks usable. */
@@ -238,6 +282,9 @@ struct piix;
  * blocks, PM timer, GPE0 and the APM/SMI command port. */
 struct piix *piix_create(struct vmm *vm);
 void piix_destroy(struct piix *piix);
+/* The ACPI fixed power button: sets PWRBTN_STS (an SCI when the guest
+ * enabled PWRBTN_EN).  Returns whether the guest had enabled it. */
+bool piix_press_power_button(struct piix *piix);
 
 struct debug_ports;
 /* Port 0x80 (POST codes, ignored) and the debug console 0x402 (firmware

@@ -194,13 +194,8 @@ static int raw_get_info(struct img *img, struct img_info *info)
 {
 	struct raw_state *s = img_state(img);
 
-	if (s->file.is_block_device) {
-		snprintf(info->kv[0].key, sizeof(info->kv[0].key), "%s",
-			 "block-device");
-		info->kv[0].type = IMG_KV_BOOL;
-		info->kv[0].num = 1;
-		info->nkv = 1;
-	}
+	if (s->file.is_block_device)
+		img_info_add_bool(info, "block-device", true);
 	return 0;
 }
 

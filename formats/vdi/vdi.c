@@ -584,42 +584,37 @@ static int vdi_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 {
 	struct vdi_state *s = img_state(img);
 	const struct vdi_header *h = &s->header;
-	struct iovec small[16], *part = small;
+	struct img_iov_view part;
 	size_t done = 0;
-	int ret = 0;
+	int ret;
 
-	if (iovcnt > 16) {
-		part = malloc(sizeof(*part) * (size_t)iovcnt);
-		if (!part)
-			return img_error(img, -ENOMEM, "out of memory");
-	}
+	if (img_iov_view_init(&part, iovcnt))
+		return img_error(img, -ENOMEM, "out of memory");
 	pthread_rwlock_rdlock(&s->layout_lock);
 	while (done < len) {
 		uint64_t pos = off + done;
 		uint32_t e = vdi_entry(s, (uint32_t)(pos / h->block_size));
 		uint64_t run = vdi_run_length(s, pos, len - done);
-		int n;
 
+		ret = 0;
 		switch (vdi_entry_kind(e)) {
 		case VDI_KIND_DATA:
-			n = img_iov_slice(iov, iovcnt, done, run, part, iovcnt);
-			if (n < 0) {
-				ret = n;
+			ret = img_iov_view_set(&part, NULL, 0, iov, iovcnt,
+					       done, run);
+			if (ret < 0)
 				goto out;
-			}
-			ret = img_file_preadv(&s->file, part, n,
+			ret = img_file_preadv(&s->file, part.iov, part.cnt,
 					      vdi_slot_offset(h, e) +
 						      pos % h->block_size);
 			break;
 		case VDI_KIND_FREE:
 			if (s->is_diff) {
-				n = img_iov_slice(iov, iovcnt, done, run, part,
-						  iovcnt);
-				if (n < 0) {
-					ret = n;
+				ret = img_iov_view_set(&part, NULL, 0, iov,
+						       iovcnt, done, run);
+				if (ret < 0)
 					goto out;
-				}
-				ret = img_read_backing(img, pos, part, n, run);
+				ret = img_read_backing(img, pos, part.iov,
+						       part.cnt, run);
 				break;
 			}
 			/* no parent: reads as zeros */
@@ -632,10 +627,10 @@ static int vdi_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 			goto out;
 		done += run;
 	}
+	ret = 0;
 out:
 	pthread_rwlock_unlock(&s->layout_lock);
-	if (part != small)
-		free(part);
+	img_iov_view_release(&part);
 	return ret;
 }
 
@@ -724,10 +719,10 @@ static int vdi_block_allocate(struct img *img, struct vdi_state *s,
 
 /* How many whole unallocated blocks from `block` on (the first known to
  * hold data) can take consecutive fresh slots: each covered by the write
- * and not all zeros.  part is scratch space. */
+ * and not all zeros. */
 static uint32_t vdi_fresh_run(const struct vdi_state *s, uint32_t block,
 			      const struct iovec *iov, int iovcnt, size_t done,
-			      size_t len, struct iovec *part)
+			      size_t len)
 {
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size, count = 1;
@@ -737,14 +732,10 @@ static uint32_t vdi_fresh_run(const struct vdi_state *s, uint32_t block,
 	while (done + (uint64_t)(count + 1) * bs <= len &&
 	       block + count < h->blocks_in_image &&
 	       s->next_slot + count < h->blocks_in_image &&
-	       !VDI_BLOCK_IS_ALLOCATED(vdi_entry(s, block + count))) {
-		int n = img_iov_slice(iov, iovcnt, done + (size_t)count * bs,
-				      bs, part, iovcnt);
-
-		if (n < 0 || img_iov_is_zero(part, n, bs))
-			break;
+	       !VDI_BLOCK_IS_ALLOCATED(vdi_entry(s, block + count)) &&
+	       !img_iov_range_is_zero(iov, iovcnt, done + (size_t)count * bs,
+				      bs))
 		count++;
-	}
 	return count;
 }
 
@@ -775,14 +766,15 @@ static int vdi_blocks_append(struct vdi_state *s, uint32_t block,
 	return 0;
 }
 
-/* Write chunk bytes (part, n) at pos into block `block`, which was not
- * allocated when looked at; meta_lock held.  Returns the bytes consumed
+/* Write the request's bytes from done on at pos into the block there,
+ * which was not allocated when looked at; meta_lock held; part is room
+ * for slices of iov.  Returns the bytes consumed
  * from the request (more than chunk when whole fresh blocks follow), 0
  * when the block turned out allocated meanwhile, or -errno. */
 static int64_t vdi_write_unallocated(struct img *img, struct vdi_state *s,
 				     uint64_t pos, const struct iovec *iov,
 				     int iovcnt, size_t done, size_t len,
-				     struct iovec *part)
+				     struct img_iov_view *part)
 {
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size;
@@ -790,14 +782,14 @@ static int64_t vdi_write_unallocated(struct img *img, struct vdi_state *s,
 	uint32_t in_block = (uint32_t)(pos % bs);
 	uint32_t e = vdi_entry(s, block);
 	uint64_t chunk = vdi_min(bs - in_block, len - done);
-	int n, ret;
+	int ret;
 
 	if (VDI_BLOCK_IS_ALLOCATED(e))
 		return 0;
-	n = img_iov_slice(iov, iovcnt, done, chunk, part, iovcnt);
-	if (n < 0)
-		return n;
-	if (img_iov_is_zero(part, n, chunk)) {
+	ret = img_iov_view_set(part, NULL, 0, iov, iovcnt, done, chunk);
+	if (ret < 0)
+		return ret;
+	if (img_iov_is_zero(part->iov, part->cnt, chunk)) {
 		bool whole = chunk == bs ||
 			     (in_block == 0 && pos + chunk == h->disk_size);
 
@@ -813,21 +805,19 @@ static int64_t vdi_write_unallocated(struct img *img, struct vdi_state *s,
 	} else if (chunk == bs) {
 		/* whole new blocks in a row: one write */
 		uint32_t count =
-			vdi_fresh_run(s, block, iov, iovcnt, done, len, part);
+			vdi_fresh_run(s, block, iov, iovcnt, done, len);
 
 		if (count > 1) {
-			n = img_iov_slice(iov, iovcnt, done, (size_t)count * bs,
-					  part, iovcnt);
-			ret = n < 0 ? n
-				    : vdi_blocks_append(s, block, count, part,
-							n);
+			ret = img_iov_view_set(part, NULL, 0, iov, iovcnt, done,
+					       (size_t)count * bs);
+			if (ret == 0)
+				ret = vdi_blocks_append(s, block, count,
+							part->iov, part->cnt);
 			return ret < 0 ? ret : (int64_t)count * bs;
 		}
-		n = img_iov_slice(iov, iovcnt, done, chunk, part, iovcnt);
-		if (n < 0)
-			return n;
 	}
-	ret = vdi_block_allocate(img, s, block, in_block, part, n, chunk);
+	ret = vdi_block_allocate(img, s, block, in_block, part->iov, part->cnt,
+				 chunk);
 	return ret < 0 ? ret : (int64_t)chunk;
 }
 
@@ -837,15 +827,12 @@ static int vdi_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	struct vdi_state *s = img_state(img);
 	const struct vdi_header *h = &s->header;
 	uint32_t bs = h->block_size;
-	struct iovec small[16], *part = small;
+	struct img_iov_view part;
 	size_t done = 0;
 	int ret = 0;
 
-	if (iovcnt > 16) {
-		part = malloc(sizeof(*part) * (size_t)iovcnt);
-		if (!part)
-			return img_error(img, -ENOMEM, "out of memory");
-	}
+	if (img_iov_view_init(&part, iovcnt))
+		return img_error(img, -ENOMEM, "out of memory");
 	vdi_note_modified(s);
 	pthread_rwlock_rdlock(&s->layout_lock);
 	while (done < len) {
@@ -855,18 +842,15 @@ static int vdi_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 		uint32_t e = vdi_entry(s, block);
 		uint64_t chunk;
 		int64_t written;
-		int n;
 
 		if (VDI_BLOCK_IS_ALLOCATED(e)) {
 			/* overwrite in place, whole slot-contiguous runs */
 			chunk = vdi_run_length(s, pos, len - done);
-			n = img_iov_slice(iov, iovcnt, done, chunk, part,
-					  iovcnt);
-			if (n < 0) {
-				ret = n;
+			ret = img_iov_view_set(&part, NULL, 0, iov, iovcnt,
+					       done, chunk);
+			if (ret < 0)
 				goto out;
-			}
-			ret = img_file_pwritev(&s->file, part, n,
+			ret = img_file_pwritev(&s->file, part.iov, part.cnt,
 					       vdi_slot_offset(h, e) +
 						       in_block);
 			if (ret < 0)
@@ -876,7 +860,7 @@ static int vdi_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 		}
 		pthread_mutex_lock(&s->meta_lock);
 		written = vdi_write_unallocated(img, s, pos, iov, iovcnt, done,
-						len, part);
+						len, &part);
 		pthread_mutex_unlock(&s->meta_lock);
 		if (written < 0) {
 			ret = (int)written;
@@ -887,8 +871,7 @@ static int vdi_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	}
 out:
 	pthread_rwlock_unlock(&s->layout_lock);
-	if (part != small)
-		free(part);
+	img_iov_view_release(&part);
 	return ret;
 }
 

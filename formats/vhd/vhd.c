@@ -856,19 +856,13 @@ static int vhd_read_backing(struct img *img, uint64_t off,
 			    const struct iovec *iov, int iovcnt, size_t iov_off,
 			    size_t len)
 {
-	struct iovec stack[16], *slice = stack;
-	int cnt, ret;
+	struct img_iov_view v;
+	int ret = img_iov_view(&v, iov, iovcnt, iov_off, len);
 
-	if (iovcnt > 16) {
-		slice = malloc(sizeof(*slice) * iovcnt);
-		if (!slice)
-			return -ENOMEM;
-	}
-	cnt = img_iov_slice(iov, iovcnt, iov_off, len, slice,
-			    iovcnt > 16 ? iovcnt : 16);
-	ret = cnt < 0 ? cnt : img_read_backing(img, off, slice, cnt, len);
-	if (slice != stack)
-		free(slice);
+	if (ret < 0)
+		return ret;
+	ret = img_read_backing(img, off, v.iov, v.cnt, len);
+	img_iov_view_release(&v);
 	return ret;
 }
 
@@ -1106,39 +1100,16 @@ static int vhd_write_slice(struct vhd_state *s, uint64_t host, const void *head,
 			   size_t head_len, const struct iovec *iov, int iovcnt,
 			   size_t iov_off, size_t len)
 {
-	struct iovec stack[17], *slice = stack;
-	int lead = head != NULL, cnt, ret;
+	struct img_iov_view v;
+	int ret = img_iov_view_init(&v, iovcnt);
 
-	if (iovcnt > 16 &&
-	    !(slice = malloc(sizeof(*slice) * (size_t)(iovcnt + 1))))
-		return -ENOMEM;
-	slice[0].iov_base = (void *)head;
-	slice[0].iov_len = head_len;
-	cnt = img_iov_slice(iov, iovcnt, iov_off, len, slice + 1,
-			    iovcnt > 16 ? iovcnt : 16);
-	ret = cnt < 0 ? cnt
-		      : img_file_pwritev(&s->file, slice + 1 - lead, cnt + lead,
-					 host);
-	if (slice != stack)
-		free(slice);
+	if (ret == 0)
+		ret = img_iov_view_set(&v, head, head_len, iov, iovcnt, iov_off,
+				       len);
+	if (ret == 0)
+		ret = img_file_pwritev(&s->file, v.iov, v.cnt, host);
+	img_iov_view_release(&v);
 	return ret;
-}
-
-static bool vhd_slice_is_zero(const struct iovec *iov, int iovcnt,
-			      size_t iov_off, size_t len)
-{
-	uint8_t buf[4096];
-
-	while (len) {
-		size_t n = MIN(len, sizeof(buf));
-
-		img_iov_to_buf(iov, iovcnt, iov_off, buf, n);
-		if (!img_buf_is_zero(buf, n))
-			return false;
-		iov_off += n;
-		len -= n;
-	}
-	return true;
 }
 
 static int vhd_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
@@ -1165,7 +1136,7 @@ static int vhd_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			/* Zeros over an unallocated block of a disk without
 			 * a parent are already there. */
 			if (s->footer.disk_type == VHD_TYPE_DIFFERENCING ||
-			    !vhd_slice_is_zero(iov, iovcnt, done, n))
+			    !img_iov_range_is_zero(iov, iovcnt, done, n))
 				ret = vhd_block_allocate(img, s, blk, first,
 							 count, iov, iovcnt,
 							 done);

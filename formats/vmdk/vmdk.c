@@ -34,7 +34,6 @@
 #include <zlib.h>
 
 #define GRAIN_BYTES(e) ((uint64_t)(e)->grain_sectors * VMDK_SECTOR)
-#define LOCAL_IOV 32
 
 char *vmdk_path_join(const char *dir, const char *name)
 {
@@ -56,46 +55,6 @@ int vmdk_io_error(struct img *img, int err, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	return img_error(img, err, "%s: %s", msg, strerror(-err));
-}
-
-/* A slice of the caller's iovec: on the stack when small. */
-struct iov_view {
-	struct iovec local[LOCAL_IOV];
-	struct iovec *v;
-	int cap;
-	int n;
-};
-
-static int view_init(struct iov_view *w, int iovcnt)
-{
-	w->cap = iovcnt + 1;
-	if (w->cap <= LOCAL_IOV) {
-		w->v = w->local;
-		w->cap = LOCAL_IOV;
-	} else {
-		w->v = malloc(sizeof(*w->v) * (size_t)w->cap);
-		if (!w->v)
-			return -ENOMEM;
-	}
-	w->n = 0;
-	return 0;
-}
-
-static void view_free(struct iov_view *w)
-{
-	if (w->v != w->local)
-		free(w->v);
-}
-
-static int view_slice(struct iov_view *w, const struct iovec *iov, int iovcnt,
-		      size_t off, size_t len)
-{
-	int n = img_iov_slice(iov, iovcnt, off, len, w->v, w->cap);
-
-	if (n < 0)
-		return n;
-	w->n = n;
-	return 0;
 }
 
 /* ---- descriptor -------------------------------------------------------*/
@@ -1069,44 +1028,21 @@ out:
 }
 
 /* Flat extents that check found too short read as zeros past the end. */
-static int read_flat(struct img *img, struct vmdk_extent *e, struct iov_view *w,
-		     uint64_t host)
+static int read_flat(struct img *img, struct vmdk_extent *e,
+		     struct img_iov_view *w, uint64_t host)
 {
 	int i, ret;
 
 	if (!(img_open_flags(img) & IMG_OPEN_CHECK))
-		return img_file_preadv(e->file, w->v, w->n, host);
-	for (i = 0; i < w->n; i++) {
-		ret = img_file_pread_zero_eof(e->file, w->v[i].iov_base,
-					      w->v[i].iov_len, host);
+		return img_file_preadv(e->file, w->iov, w->cnt, host);
+	for (i = 0; i < w->cnt; i++) {
+		ret = img_file_pread_zero_eof(e->file, w->iov[i].iov_base,
+					      w->iov[i].iov_len, host);
 		if (ret)
 			return ret;
-		host += w->v[i].iov_len;
+		host += w->iov[i].iov_len;
 	}
 	return 0;
-}
-
-bool vmdk_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
-			    size_t len)
-{
-	int i;
-
-	for (i = 0; i < iovcnt && len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = iov[i].iov_len - off;
-		if (n > len)
-			n = len;
-		if (!img_buf_is_zero((const uint8_t *)iov[i].iov_base + off, n))
-			return false;
-		len -= n;
-		off = 0;
-	}
-	return true;
 }
 
 enum run_kind { RUN_UNALLOC, RUN_ZERO, RUN_DATA, RUN_COMPRESSED };
@@ -1162,7 +1098,7 @@ static int sparse_run(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 
 static int read_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 		       const struct iovec *iov, int iovcnt, size_t pos,
-		       size_t len, uint64_t voff, struct iov_view *w)
+		       size_t len, uint64_t voff, struct img_iov_view *w)
 {
 	uint64_t gbytes = GRAIN_BYTES(e);
 	uint64_t cap_bytes = e->header.capacity * VMDK_SECTOR;
@@ -1185,10 +1121,11 @@ static int read_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 			goto out;
 		switch (kind) {
 		case RUN_UNALLOC:
-			ret = view_slice(w, iov, iovcnt, pos + done, run);
+			ret = img_iov_view_set(w, NULL, 0, iov, iovcnt,
+					       pos + done, run);
 			if (!ret)
-				ret = img_read_backing(img, voff + done, w->v,
-						       w->n, run);
+				ret = img_read_backing(img, voff + done, w->iov,
+						       w->cnt, run);
 			break;
 		case RUN_ZERO:
 			img_iov_memset(iov, iovcnt, pos + done, 0, run);
@@ -1202,9 +1139,10 @@ static int read_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 						e->path, eoff + done);
 				break;
 			}
-			ret = view_slice(w, iov, iovcnt, pos + done, run);
+			ret = img_iov_view_set(w, NULL, 0, iov, iovcnt,
+					       pos + done, run);
 			if (!ret)
-				ret = img_file_preadv(e->file, w->v, w->n,
+				ret = img_file_preadv(e->file, w->iov, w->cnt,
 						      host);
 			if (ret && ret != -ENOMEM)
 				vmdk_io_error(img, ret,
@@ -1241,11 +1179,11 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 		       int iovcnt, size_t len)
 {
 	struct vmdk_state *s = img_state(img);
-	struct iov_view w;
+	struct img_iov_view w;
 	size_t pos = 0;
 	int ret;
 
-	ret = view_init(&w, iovcnt);
+	ret = img_iov_view_init(&w, iovcnt);
 	if (ret)
 		return ret;
 	while (pos < len) {
@@ -1262,7 +1200,8 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 			break;
 		case VMDK_EXTENT_FLAT:
 		case VMDK_EXTENT_VMFS:
-			ret = view_slice(&w, iov, iovcnt, pos, n);
+			ret = img_iov_view_set(&w, NULL, 0, iov, iovcnt, pos,
+					       n);
 			if (ret)
 				break;
 			ret = read_flat(img, e, &w,
@@ -1280,7 +1219,7 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 			break;
 		pos += n;
 	}
-	view_free(&w);
+	img_iov_view_release(&w);
 	return ret;
 }
 
@@ -1416,7 +1355,7 @@ static int write_partial_grain(struct img *img, struct vmdk_extent *e,
 
 static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 			const struct iovec *iov, int iovcnt, size_t pos,
-			size_t len, struct iov_view *w)
+			size_t len, struct img_iov_view *w)
 {
 	uint64_t gbytes = GRAIN_BYTES(e);
 	bool backing = img_backing(img) != NULL;
@@ -1434,9 +1373,10 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 		if (ret)
 			return ret;
 		if (kind == RUN_DATA) {
-			ret = view_slice(w, iov, iovcnt, pos + done, run);
+			ret = img_iov_view_set(w, NULL, 0, iov, iovcnt,
+					       pos + done, run);
 			if (!ret)
-				ret = img_file_pwritev(e->file, w->v, w->n,
+				ret = img_file_pwritev(e->file, w->iov, w->cnt,
 						       host);
 			if (ret)
 				return vmdk_io_error(
@@ -1459,8 +1399,8 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 
 			if (n > len - done)
 				n = len - done;
-			if (!vmdk_iov_range_is_zero(iov, iovcnt, pos + done,
-						    n) ||
+			if (!img_iov_range_is_zero(iov, iovcnt, pos + done,
+						   n) ||
 			    (backing && kind == RUN_UNALLOC)) {
 				ret = write_partial_grain(img, e, g, gte,
 							  in_grain, iov, iovcnt,
@@ -1478,7 +1418,7 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 
 			for (i = 0; i <= count; i++) {
 				bool zero = i < count &&
-					    vmdk_iov_range_is_zero(
+					    img_iov_range_is_zero(
 						    iov, iovcnt,
 						    pos + done + i * gbytes,
 						    gbytes) &&
@@ -1487,15 +1427,16 @@ static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 				if (i < count && !zero)
 					continue;
 				if (i > start) {
-					ret = view_slice(w, iov, iovcnt,
-							 pos + done +
-								 start * gbytes,
-							 (i - start) * gbytes);
+					ret = img_iov_view_set(
+						w, NULL, 0, iov, iovcnt,
+						pos + done + start * gbytes,
+						(i - start) * gbytes);
 					if (!ret)
 						ret = append_grains(img, e,
 								    g + start,
 								    i - start,
-								    w->v, w->n);
+								    w->iov,
+								    w->cnt);
 					if (ret)
 						return ret;
 				}
@@ -1511,7 +1452,7 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			int iovcnt, size_t len)
 {
 	struct vmdk_state *s = img_state(img);
-	struct iov_view w;
+	struct img_iov_view w;
 	size_t pos = 0;
 	int ret;
 
@@ -1525,7 +1466,7 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	ret = first_write(img);
 	if (ret)
 		return ret;
-	ret = view_init(&w, iovcnt);
+	ret = img_iov_view_init(&w, iovcnt);
 	if (ret)
 		return ret;
 	while (pos < len) {
@@ -1543,10 +1484,11 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			ret = write_sparse(img, e, eoff, iov, iovcnt, pos, n,
 					   &w);
 		} else {
-			ret = view_slice(&w, iov, iovcnt, pos, n);
+			ret = img_iov_view_set(&w, NULL, 0, iov, iovcnt, pos,
+					       n);
 			if (!ret)
 				ret = img_file_pwritev(
-					e->file, w.v, w.n,
+					e->file, w.iov, w.cnt,
 					e->flat_offset * VMDK_SECTOR + eoff);
 			if (ret)
 				vmdk_io_error(img, ret, "%s: write failed",
@@ -1557,7 +1499,7 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			break;
 		pos += n;
 	}
-	view_free(&w);
+	img_iov_view_release(&w);
 	return ret;
 }
 

@@ -90,8 +90,6 @@ int vmdk_extent_open(struct img *img, struct vmdk_extent *e,
 int vmdk_sparse_grow(struct img *img, struct vmdk_extent *e,
 		     uint64_t new_capacity);
 char *vmdk_path_join(const char *dir, const char *name);
-bool vmdk_iov_range_is_zero(const struct iovec *iov, int iovcnt, size_t off,
-			    size_t len);
 
 /* vmdk_stream.c */
 int vmdk_stream_writer_open(struct img *img);

@@ -291,7 +291,7 @@ int vmdk_stream_write(struct img *img, uint64_t off, const struct iovec *iov,
 		if (n > len - done)
 			n = len - done;
 		if (w->cur_grain != (int64_t)g &&
-		    vmdk_iov_range_is_zero(iov, iovcnt, done, n)) {
+		    img_iov_range_is_zero(iov, iovcnt, done, n)) {
 			/* Zeros into a fresh grain: nothing to store yet. */
 			done += n;
 			continue;

@@ -61,6 +61,10 @@ corrupt_format() { # NAME QEMU_FORMAT
 	mkdir -p "$w"
 	[ "$name" = vmdk-stream ] && opts="-o subformat=streamOptimized"
 	[ "$name" = vhd ] && opts="-o subformat=dynamic"
+	[ "$name" = qcow2-small ] && opts="-o cluster_size=4096"
+	[ "$name" = qcow2-compressed ] && opts="-c"
+	# VHDX metadata spans the first MiBs: headers, log, metadata, BAT
+	[ "$name" = vhdx ] && opts="-o block_size=1M" && region=$((4 * 1024 * 1024))
 	if ! "$IMGTOOL" create -q -f "${qfmt/vpc/vhd}" "$w/probe" 1M >/dev/null 2>&1; then
 		echo "skip $name: format not in this build"
 		return
@@ -97,7 +101,8 @@ corrupt_format() { # NAME QEMU_FORMAT
 	fi
 }
 
-specs=(vdi:vdi vhd:vpc vmdk:vmdk vmdk-stream:vmdk)
+specs=(vdi:vdi vhd:vpc vmdk:vmdk vmdk-stream:vmdk qcow2:qcow2 qcow2-small:qcow2
+	qcow2-compressed:qcow2 vhdx:vhdx)
 running=0
 for spec in "${specs[@]}"; do
 	corrupt_format "${spec%%:*}" "${spec##*:}" >"$T/${spec%%:*}.log" 2>&1 &

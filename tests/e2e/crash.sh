@@ -16,10 +16,10 @@ pass=0 fail=0
 
 # One spec in its own directory; one "ok"/"FAIL" line per harness run.
 crash_spec() { # SPEC
-	local spec=$1 fmt=${1%%:*} n=$POINTS w=$T/${1/:/-}
+	local spec=$1 fmt=${1%%:*} n=$POINTS w=$T/${1//[:=,]/-}
 	mkdir -p "$w"
 	# the formats issue 11 names get every point; the other chains a sample
-	case $spec in vdi:diff | vmdk:diff) n=$((POINTS / 5 + 1)) ;; esac
+	case $spec in vdi:diff | vmdk:diff | qcow2:diff) n=$((POINTS / 5 + 1)) ;; esac
 	if ! "$B/bin/imgtool" create -q -f "$fmt" "$w/probe.$fmt" 1M >/dev/null 2>&1; then
 		echo "skip $spec: format $fmt not in this build"
 		return
@@ -36,7 +36,11 @@ crash_spec() { # SPEC
 	fi
 }
 
-specs=(vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff)
+# qcow2 with 512-byte clusters: the writes allocate L2 tables and
+# refcount blocks and outgrow the refcount table as they go.
+specs=(vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff
+	qcow2 qcow2:cluster_size=512,refcount_bits=64 qcow2:diff
+	vhdx:block_size=1M vhdx:diff)
 running=0
 for i in "${!specs[@]}"; do
 	crash_spec "${specs[$i]}" >"$T/$i.log" 2>&1 &

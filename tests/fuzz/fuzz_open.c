@@ -22,14 +22,12 @@ static uint8_t *buf;
 
 static void exercise(struct img *img)
 {
-	struct img_info *info = malloc(sizeof(*info));
+	struct img_info *info = NULL;
 	struct img_check_result res;
 	uint64_t size = img_size(img), off = 0;
 
-	if (info) {
-		img_get_info(img, info);
-		free(info);
-	}
+	if (img_get_info(img, &info) == 0)
+		img_info_free(info);
 	memset(&res, 0, sizeof(res));
 	img_check(img, &res, 0);
 	/* Walk the allocation map and read what it says is data, bounded. */

@@ -3,11 +3,24 @@
 # imgvm=MODE on the kernel command line:
 #   install  partition the first SATA disk, ext4, copy kernel + initramfs from
 #            the CD-ROM, extlinux + MBR, write the marker, read it back
-#            -> INSTALL-OK, power off (reboot with imgvm.after=reboot)
+#            -> INSTALL-OK, power off (reboot with imgvm.after=reboot;
+#            with imgvm.after=wait stay up: MEDIA-EJECTED when the CD-ROM's
+#            disc goes, a clean power-off on the ACPI power button)
 #   disk     booted from the disk: check the marker -> MARKER-OK, then write
 #            a file the host can check -> WRITE-OK, power off
 #   bench    sequential I/O on the raw first disk -> BENCH lines, BENCH-DONE
+#   copy     hundreds of MiB through the page cache onto the raw first disk,
+#            read back -> COPY-OK (tests/vmm-stops.sh)
 #   diag     the platform as Linux sees it -> DIAG-DONE
+#   net      virtio-net: a DHCP lease (NET-DHCP-OK), a file fetched from
+#            http://10.0.2.100/payload (NET-HTTP-SHA256 for the host to
+#            compare), then one connection to a TCP echo service on port 7
+#            (NET-ECHO-READY, NET-ECHO-DONE), power off; with imgvm.pxe=1
+#            (a kernel iPXE loaded) it first says PXE-BOOT-OK
+#   pxe      booted over the network by iPXE: PXE-BOOT-OK, power off
+#   netbench TCP throughput: a DHCP lease, http://10.0.2.100/big fetched
+#            and timed (NETBENCH host-to-guest), then 64 MiB served once on
+#            port 9 for the host to time (NETBENCH-READY, NETBENCH-DONE)
 #   shell    a shell on the console
 # Failures print INSTALL-FAIL / MARKER-BAD / BENCH-FAIL / FAIL with a reason.
 # Filled in at build time: @MARKER_SHA256@ @MARKER_BYTES@ @KVER@ @WRITE_SHA256@
@@ -51,6 +64,8 @@ case $MODE in
 install) FAIL_TAG=INSTALL-FAIL ;;
 disk) FAIL_TAG=MARKER-BAD ;;
 bench) FAIL_TAG=BENCH-FAIL ;;
+copy) FAIL_TAG=COPY-FAIL ;;
+net | netbench) FAIL_TAG=NET-FAIL ;;
 *) FAIL_TAG=FAIL ;;
 esac
 [ "$MODE" = disk ] && echo "BOOTED-FROM-DISK"
@@ -78,6 +93,44 @@ await_dev() {
 	done
 	return 1
 }
+# The AHCI port of disk $1 (sda...).  Names come from asynchronous SCSI
+# scanning and change from boot to boot; the port does not.  imgvm's serial
+# numbers carry it (IMGVM<port>-<hash>, in the SCSI VPD page 0x80); on
+# another VMM the ataN in the sysfs path (with one AHCI controller and no
+# other ATA host, ataN is port N-1).
+disk_port() {
+	p=$(tr -c 'A-Za-z0-9-' ' ' <"/sys/block/$1/device/vpd_pg80" 2>/dev/null |
+		grep -o 'IMGVM[0-9]*-' | head -n 1 | tr -dc 0-9)
+	[ -n "$p" ] && { echo "$p"; return 0; }
+	p=$(readlink -f "/sys/block/$1" | grep -o '/ata[0-9]*/' | head -n 1 | tr -dc 0-9)
+	[ -n "$p" ] && { echo $((p - 1)); return 0; }
+	return 1
+}
+# the disk on AHCI port $1, waiting up to $2 seconds for it
+disk_on_port() {
+	n=0
+	while [ $n -lt $(($2 * 10)) ]; do
+		for d in /sys/block/sd*; do
+			[ -e "$d" ] && [ "$(disk_port "${d##*/}")" = "$1" ] &&
+				{ echo "${d##*/}"; return 0; }
+		done
+		usleep 100000
+		n=$((n + 1))
+	done
+	return 1
+}
+# wait up to $1 seconds until every ATA disk libata found has its sd node
+await_all_disks() {
+	want=$(dmesg | grep -oE 'ata[0-9]+\.00: ATA-[0-9]+' | sort -u | wc -l)
+	n=0
+	while [ $n -lt $(($1 * 10)) ]; do
+		have=$(ls -d /sys/block/sd* 2>/dev/null | wc -l)
+		[ "$have" -ge "$want" ] && return 0
+		usleep 100000
+		n=$((n + 1))
+	done
+	return 1
+}
 await_node() {
 	n=0
 	while [ ! -b "$1" ] && [ $n -lt 100 ]; do
@@ -94,10 +147,46 @@ mount_any() { # device dir [options]: ext4, then vfat
 		mount -t vfat ${3:+-o $3} "$1" "$2"
 }
 
+# The guest of the control socket's test: it waits for the host.  The
+# CD-ROM is opened every half second (an open checks for a media change);
+# once it has no disc, MEDIA-EJECTED.  The ACPI power button (button.ko's
+# "Power Button" input devices, read through evdev) makes it sync and
+# power off, as systemd-logind or acpid would.
+wait_for_host() {
+	echo 500 >/sys/block/$1/events_poll_msecs 2>/dev/null
+	(
+		while dd if=/dev/$1 of=/dev/null bs=2048 count=1 2>/dev/null; do
+			usleep 500000
+		done
+		say "MEDIA-EJECTED: /dev/$1 has no disc (size $(cat /sys/block/$1/size))"
+	) &
+	buttons=
+	for ev in /sys/class/input/event*; do
+		[ "$(cat $ev/device/name 2>/dev/null)" = "Power Button" ] &&
+			buttons="$buttons ${ev##*/}"
+	done
+	[ -n "$buttons" ] || die "no ACPI power button input device"
+	say "waiting for the host: power button on$buttons"
+	for ev in $buttons; do
+		# struct input_event: 16 bytes of time, u16 type, u16 code,
+		# s32 value; EV_KEY (1) KEY_POWER (116) pressed (1)
+		(
+			while :; do
+				e=$(dd if=/dev/$ev bs=24 count=1 2>/dev/null | od -An -tu2 -j16 -N6 | tr -s ' ')
+				[ "$e" = " 1 116 1" ] && break
+			done
+			say "POWER-BUTTON pressed: clean shutdown"
+			power_off
+		) &
+	done
+	while :; do
+		sleep 1
+	done
+}
+
 mode_install() {
-	await_dev sd 15 || { ata_log; die "no SATA disk"; }
+	disk=$(disk_on_port 0 15) || { ata_log; die "no SATA disk on AHCI port 0"; }
 	await_dev sr 15 || { ata_log; die "no CD-ROM"; }
-	disk=$(find_dev sd)
 	cd=$(find_dev sr)
 	sectors=$(cat /sys/block/$disk/size)
 	say "target /dev/$disk, $((sectors / 2048)) MiB; installing from /dev/$cd"
@@ -139,6 +228,7 @@ mode_install() {
 		die "marker read back as $sum ($size bytes)"
 	say "marker verified: $size bytes, sha256 $sum"
 	echo "INSTALL-OK"
+	[ "$AFTER_INSTALL" = wait ] && wait_for_host "$cd"
 	if [ "$AFTER_INSTALL" = reboot ]; then
 		# the one-run lab: the VMM ejects the CD at this reboot and the
 		# firmware boots the installed disk
@@ -161,8 +251,8 @@ write_pattern() {
 }
 
 mode_disk() {
-	await_dev sd 15 || { ata_log; die "no SATA disk"; }
-	disk=$(find_dev sd)
+	disk=$(disk_on_port 0 15) || { ata_log; die "no SATA disk on AHCI port 0"; }
+	say "boot disk /dev/$disk (AHCI port 0)"
 	await_node /dev/${disk}1 || die "/dev/${disk}1 missing"
 	mount_any /dev/${disk}1 /mnt ro || die "mount /dev/${disk}1"
 	sum=$(sha256sum /mnt/marker.bin 2>/dev/null | cut -d' ' -f1)
@@ -188,14 +278,17 @@ mode_disk() {
 	else
 		echo "WRITE-BAD mount"
 	fi
-	# more disks (imgvm --disk A --disk B): each one's name and size on
-	# the console, and the same pattern at its start for the host to find
+	# more disks (imgvm --disk A --disk B): each one's AHCI port, name and
+	# size on the console, and the same pattern at its start for the host
+	# to find
+	await_all_disks 15 || say "not every ATA disk has a block device: $(ls /sys/block | tr '\n' ' ')"
 	write_pattern >/tmp/pattern
 	for d in /sys/block/sd*; do
 		[ "${d##*/}" = "$disk" ] && continue
+		port=$(disk_port "${d##*/}") || port=unknown
 		dd if=/tmp/pattern of=/dev/${d##*/} bs=65536 count=1 conv=fsync 2>/dev/null &&
-			echo "DISK-WRITE-OK ${d##*/} $(cat $d/size)" ||
-			echo "DISK-WRITE-BAD ${d##*/}"
+			echo "DISK-WRITE-OK port $port ${d##*/} $(cat $d/size)" ||
+			echo "DISK-WRITE-BAD port $port ${d##*/}"
 	done
 	power_off
 }
@@ -204,8 +297,7 @@ mb_per_s() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { t = b - a; if (t <= 0) t
 ops_per_s() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { t = b - a; if (t <= 0) t = 0.01; printf "%.0f IOPS (%.2f s)", n / t, t }'; }
 
 mode_bench() {
-	await_dev sd 15 || { ata_log; die "no SATA disk"; }
-	disk=$(find_dev sd)
+	disk=$(disk_on_port 0 15) || { ata_log; die "no SATA disk on AHCI port 0"; }
 	sectors=$(cat /sys/block/$disk/size)
 	mb=256
 	for word in $(cat /proc/cmdline); do
@@ -244,6 +336,41 @@ mode_bench() {
 	power_off
 }
 
+# copy: imgvm.mb MiB (default 320) of random data written through the page
+# cache onto the raw first disk, so writeback keeps many NCQ commands in
+# flight, then read back past the cache and compared -> COPY-OK
+mode_copy() {
+	disk=$(disk_on_port 0 15) || { ata_log; die "no SATA disk on AHCI port 0"; }
+	sectors=$(cat /sys/block/$disk/size)
+	mb=320
+	for word in $(cat /proc/cmdline); do
+		case $word in imgvm.mb=*) mb=${word#imgvm.mb=} ;; esac
+	done
+	[ $((sectors / 2048)) -ge "$mb" ] || die "/dev/$disk is smaller than $mb MiB"
+	say "copy onto /dev/$disk: $mb MiB buffered; queue depth $(cat /sys/block/$disk/device/queue_depth 2>/dev/null)"
+	dd if=/dev/urandom of=/tmp/chunk bs=1M count=16 2>/dev/null
+	want=$(sha256sum </tmp/chunk | cut -d' ' -f1)
+	t0=$(now)
+	i=0
+	while [ $i -lt $((mb / 16)) ]; do
+		dd if=/tmp/chunk of=/dev/$disk bs=1M seek=$((i * 16)) conv=notrunc 2>/dev/null || die "write at $((i * 16)) MiB"
+		i=$((i + 1))
+		[ $((i % 4)) = 0 ] && say "copied $((i * 16)) MiB"
+	done
+	sync
+	t1=$(now)
+	say "written: $(mb_per_s $t0 $t1 $((mb * 1048576)))"
+	echo 3 >/proc/sys/vm/drop_caches
+	i=0
+	while [ $i -lt $((mb / 16)) ]; do
+		got=$(dd if=/dev/$disk bs=1M skip=$((i * 16)) count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+		[ "$got" = "$want" ] || die "read back at $((i * 16)) MiB: $got"
+		i=$((i + 1))
+	done
+	echo "COPY-OK $mb MiB"
+	power_off
+}
+
 mode_diag() {
 	echo "== kernel command line: $(cat /proc/cmdline)"
 	echo "== CPUs: $(grep -c ^processor /proc/cpuinfo), $(grep -m1 'model name' /proc/cpuinfo)"
@@ -264,10 +391,89 @@ mode_diag() {
 	echo "DIAG-DONE"
 }
 
+# udhcpc's hook: configure the lease it got
+dhcp_hook() {
+	cat >/tmp/dhcp-hook <<-'EOF'
+		#!/bin/sh
+		case $1 in
+		bound | renew)
+			ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}"
+			for r in $router; do route add default gw "$r" dev "$interface"; break; done
+			echo "$ip router $router dns $dns" >/tmp/lease
+			;;
+		esac
+	EOF
+	chmod 755 /tmp/dhcp-hook
+}
+
+net_up() {
+	n=0
+	while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do
+		usleep 100000
+		n=$((n + 1))
+	done
+	[ -e /sys/class/net/eth0 ] || { dmesg | grep -i virtio | tail -5; die "no eth0 (virtio-net)"; }
+	drv=$(readlink /sys/class/net/eth0/device/driver)
+	say "eth0 $(cat /sys/class/net/eth0/address), driver ${drv##*/}"
+	ifconfig lo 127.0.0.1 up
+	ifconfig eth0 up
+	dhcp_hook
+	udhcpc -i eth0 -n -q -t 10 -T 2 -s /tmp/dhcp-hook >/tmp/udhcpc.log 2>&1 ||
+		{ cat /tmp/udhcpc.log; die "no DHCP lease"; }
+	echo "NET-DHCP-OK $(cat /tmp/lease) mac $(cat /sys/class/net/eth0/address)"
+}
+
+# wait_gone PID SECONDS: true when the process ended in time
+wait_gone() {
+	n=0
+	while kill -0 "$1" 2>/dev/null && [ $n -lt $(($2 * 10)) ]; do
+		usleep 100000
+		n=$((n + 1))
+	done
+	! kill -0 "$1" 2>/dev/null
+}
+
+mode_netbench() {
+	net_up
+	t0=$(now)
+	wget -q -O /dev/null http://10.0.2.100/big || die "fetch of http://10.0.2.100/big"
+	t1=$(now)
+	echo "NETBENCH host-to-guest $(awk "BEGIN { print $t1 - $t0 }") s"
+	nc -l -p 9 -e dd if=/dev/zero bs=65536 count=1024 2>/dev/null &
+	pid=$!
+	usleep 300000
+	echo "NETBENCH-READY"
+	wait_gone $pid 300 || die "nobody read the 64 MiB"
+	echo "NETBENCH-DONE"
+	power_off
+}
+
+mode_net() {
+	grep -q 'imgvm.pxe=1' /proc/cmdline && echo "PXE-BOOT-OK"
+	net_up
+	wget -q -O /tmp/payload http://10.0.2.100/payload ||
+		die "HTTP fetch of http://10.0.2.100/payload"
+	echo "NET-HTTP-SHA256 $(sha256sum /tmp/payload | cut -d' ' -f1) $(wc -c </tmp/payload)"
+	nc -l -p 7 -e cat &
+	pid=$!
+	usleep 300000
+	echo "NET-ECHO-READY"
+	wait_gone $pid 120 || die "nobody used the echo service"
+	echo "NET-ECHO-DONE"
+	power_off
+}
+
 case $MODE in
 install) mode_install ;;
+net) mode_net ;;
+netbench) mode_netbench ;;
+pxe)
+	echo "PXE-BOOT-OK $(cat /proc/cmdline)"
+	power_off
+	;;
 disk) mode_disk ;;
 bench) mode_bench ;;
+copy) mode_copy ;;
 diag) mode_diag; power_off ;;
 shell)
 	ata_log

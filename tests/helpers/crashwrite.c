@@ -2,7 +2,8 @@
 /*
  * crashwrite: crash-consistency harness for libimg's dynamic formats.
  *
- *   crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR FORMAT[:SUBFORMAT|:diff]
+ *   crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR
+ *              FORMAT[:SUBFORMAT|:diff|:KEY=VALUE,...]
  *
  * For each kill point, a fresh image is created in DIR and a child process
  * writes a deterministic sequence of random writes (random offsets and
@@ -133,6 +134,7 @@ static void die(const char *fmt, ...)
 struct target {
 	const char *format;
 	const char *subformat; /* NULL: default */
+	const char *options;   /* "key=value" create options, or NULL */
 	bool differencing;
 	char path[4096];
 	char parent[4096];
@@ -160,7 +162,8 @@ static void create_target(struct target *t, uint8_t *buf)
 	char err[IMG_ERRMSG_MAX];
 	struct img_create_options co = { .format = t->format,
 					 .size = DISK_SIZE,
-					 .subformat = t->subformat };
+					 .subformat = t->subformat,
+					 .options = t->options };
 	unlink(t->path);
 	if (t->differencing) {
 		unlink(t->parent);
@@ -406,6 +409,8 @@ int main(int argc, char **argv)
 		*colon = 0;
 		if (strcmp(colon + 1, "diff") == 0)
 			t.differencing = true;
+		else if (strchr(colon + 1, '='))
+			t.options = colon + 1; /* vhdx:block_size=1M */
 		else
 			t.subformat = colon + 1;
 	}

@@ -436,51 +436,40 @@ Test(core, unaligned_rmw_many_iovecs)
 	img_close(img);
 }
 
-/* ---- iovec helpers -----------------------------------------------------------*/
-
-Test(core, iov_helpers)
+/* More entries than preadv(2) takes at once (a long PRDT): any length is
+ * taken, byte-aligned and through the sector read-modify-write path. */
+Test(core, iovec_longer_than_iov_max)
 {
-	char a[5] = "abcde", b[3] = "fgh", c[4] = "ijkl";
-	struct iovec iov[3] = { { a, 5 }, { b, 3 }, { c, 4 } };
-	struct iovec out[3];
-	char buf[16] = { 0 };
+	static uint8_t shadow[RMW_SIZE];
+	enum { N = 3000, PIECE = 3 };
+	static uint8_t data[N][PIECE];
+	static struct iovec iov[N];
 
-	cr_assert_eq(img_iov_total(iov, 3), 12);
-	cr_assert_eq(img_iov_to_buf(iov, 3, 3, buf, 6), 6);
-	cr_assert_str_eq(buf, "defghi");
-	cr_assert_eq(img_iov_slice(iov, 3, 4, 5, out, 3), 3);
-	cr_assert_eq(out[0].iov_base, a + 4);
-	cr_assert_eq(out[0].iov_len, 1);
-	cr_assert_eq(out[1].iov_len, 3);
-	cr_assert_eq(out[2].iov_base, c);
-	cr_assert_eq(out[2].iov_len, 1);
-	cr_assert_eq(img_iov_slice(iov, 3, 0, 12, out, 2), -EINVAL);
-	cr_assert_eq(img_iov_slice(iov, 3, 10, 5, out, 3), -EINVAL);
-	img_iov_memset(iov, 3, 4, '-', 5);
-	cr_assert_eq(memcmp(a, "abcd-", 5), 0);
-	cr_assert_eq(memcmp(b, "---", 3), 0);
-	cr_assert_eq(memcmp(c, "-jkl", 4), 0);
-	cr_assert_eq(img_iov_from_buf(iov, 3, 7, "XYZ", 3), 3);
-	cr_assert_eq(memcmp(b, "--X", 3), 0);
-	cr_assert_eq(memcmp(c, "YZkl", 4), 0);
-}
+	for (int forced = 0; forced < 2; forced++) {
+		struct img *img;
 
-Test(core, zero_detection)
-{
-	static uint8_t buf[65536];
-	struct iovec iov[2] = { { buf, 1000 }, { buf + 1000, 64536 } };
-
-	cr_assert(img_buf_is_zero(buf, sizeof(buf)));
-	cr_assert(img_buf_is_zero(buf, 0));
-	cr_assert(img_iov_is_zero(iov, 2, sizeof(buf)));
-	buf[65535] = 1;
-	cr_assert_not(img_buf_is_zero(buf, sizeof(buf)));
-	cr_assert(img_buf_is_zero(buf, 65535));
-	cr_assert_not(img_iov_is_zero(iov, 2, sizeof(buf)));
-	buf[65535] = 0;
-	buf[3] = 1;
-	cr_assert_not(img_buf_is_zero(buf, 16));
-	cr_assert_not(img_buf_is_zero(buf, 17));
+		make_pattern_file(path_in("a.img"), RMW_SIZE, shadow);
+		img = open_path(path_in("a.img"), IMG_OPEN_RDWR);
+		if (forced)
+			img_test_force_sector_io(img);
+		for (int i = 0; i < N; i++) {
+			memset(data[i], (i * 7 + forced) & 0xff, PIECE);
+			iov[i].iov_base = data[i];
+			iov[i].iov_len = PIECE;
+		}
+		cr_assert_eq(img_pwritev(img, iov, N, 1024), 0, "%s",
+			     img_errmsg(img));
+		for (int i = 0; i < N; i++)
+			memset(shadow + 1024 + i * PIECE,
+			       (i * 7 + forced) & 0xff, PIECE);
+		check_whole_image(img, shadow);
+		memset(data, 0, sizeof(data));
+		cr_assert_eq(img_preadv(img, iov, N, 1024), 0);
+		for (int i = 0; i < N; i++)
+			cr_assert_eq(data[i][PIECE - 1],
+				     (i * 7 + forced) & 0xff);
+		img_close(img);
+	}
 }
 
 Test(core, uuid_and_random)
@@ -654,4 +643,53 @@ Test(core, failed_create_leaves_nothing_behind)
 	cr_assert_eq(stat(path_in("old.img"), &st), 0);
 	cr_assert_eq(st.st_size, 8192);
 	img_set_io_hook(NULL, NULL);
+}
+
+/* ---- errors from several threads ---------------------------------------*/
+
+struct error_thread {
+	struct img *img;
+	uint64_t off; /* a read past the end at this offset fails */
+	bool own_message;
+};
+
+static void *error_thread_main(void *opaque)
+{
+	struct error_thread *t = opaque;
+	char want[64];
+	uint8_t b;
+
+	snprintf(want, sizeof(want), "at offset %llu ",
+		 (unsigned long long)t->off);
+	t->own_message = true;
+	for (int i = 0; i < 20000 && t->own_message; i++) {
+		if (img_pread(t->img, &b, 1, t->off) == 0 ||
+		    !strstr(img_errmsg(t->img), want))
+			t->own_message = false;
+	}
+	return NULL;
+}
+
+Test(core, each_thread_reads_its_own_error)
+{
+	struct error_thread t[2];
+	pthread_t th[2];
+	struct img *img;
+
+	make_pattern_file(path_in("a.img"), 4096, NULL);
+	img = open_path(path_in("a.img"), IMG_OPEN_RDONLY);
+	for (int i = 0; i < 2; i++) {
+		t[i] = (struct error_thread){ .img = img, .off = 5000 + i };
+		cr_assert_eq(pthread_create(&th[i], NULL, error_thread_main,
+					    &t[i]),
+			     0);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		cr_expect(t[i].own_message,
+			  "thread %d saw another thread's message", i);
+	}
+	/* a thread that did not fail sees the handle's last message */
+	cr_expect_neq(strstr(img_errmsg(img), "beyond the end"), NULL);
+	img_close(img);
 }

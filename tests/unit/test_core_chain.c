@@ -453,12 +453,13 @@ Test(chain, missing_parent_is_named)
 	top = open_ok("top.tcow", IMG_OPEN_RDONLY | IMG_OPEN_NO_BACKING);
 	expect_bytes(top, 0, 4096, 0);
 	{
-		struct img_info *info = malloc(sizeof(*info));
+		struct img_info *info = NULL;
 
-		cr_assert_eq(img_get_info(top, info), 0);
+		img_info_free(info);
+		cr_assert_eq(img_get_info(top, &info), 0);
 		cr_assert_str_eq(info->backing_filename, "base.tcow");
 		cr_assert_str_eq(info->backing_full, path_in("base.tcow"));
-		free(info);
+		img_info_free(info);
 	}
 	img_close(top);
 }
@@ -664,33 +665,33 @@ Test(chain, create_takes_parent_size_and_format)
 
 Test(chain, info_names_the_parent)
 {
-	struct img_info *info = malloc(sizeof(*info));
+	struct img_info *info = NULL;
 	struct img *top;
 
-	cr_assert_not_null(info);
 	make_three_layers();
 	top = open_ok("top.tcow", IMG_OPEN_RDONLY);
-	cr_assert_eq(img_get_info(top, info), 0);
+	img_info_free(info);
+	cr_assert_eq(img_get_info(top, &info), 0);
 	cr_assert_str_eq(info->backing_filename, "mid.tcow");
 	cr_assert_str_eq(info->backing_full, path_in("mid.tcow"));
 	cr_assert_str_eq(info->backing_format, "tcow");
-	free(info);
+	img_info_free(info);
 	img_close(top);
 }
 
 Test(chain, set_backing_rewrites_the_reference)
 {
-	struct img_info *info = malloc(sizeof(*info));
+	struct img_info *info = NULL;
 	struct img *top, *other;
 
-	cr_assert_not_null(info);
 	make_three_layers();
 	/* rebase -u: top now sits on base directly */
 	top = open_ok("top.tcow", IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING);
 	other = open_ok("base.tcow", IMG_OPEN_RDONLY);
 	cr_assert_eq(img_set_backing(top, "base.tcow", "tcow", other), 0, "%s",
 		     img_errmsg(top));
-	cr_assert_eq(img_get_info(top, info), 0);
+	img_info_free(info);
+	cr_assert_eq(img_get_info(top, &info), 0);
 	cr_assert_str_eq(info->backing_filename, "base.tcow");
 	cr_assert_str_eq(info->backing_full, path_in("base.tcow"));
 	img_close(other);
@@ -702,14 +703,15 @@ Test(chain, set_backing_rewrites_the_reference)
 	/* and standalone */
 	top = open_ok("top.tcow", IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING);
 	cr_assert_eq(img_set_backing(top, NULL, NULL, NULL), 0);
-	cr_assert_eq(img_get_info(top, info), 0);
+	img_info_free(info);
+	cr_assert_eq(img_get_info(top, &info), 0);
 	cr_assert_str_eq(info->backing_filename, "");
 	img_close(top);
 	top = open_ok("top.tcow", IMG_OPEN_RDONLY);
 	cr_assert_null(img_backing(top));
 	expect_bytes(top, 0, 1 * MiB, 0);
 	img_close(top);
-	free(info);
+	img_info_free(info);
 }
 
 Test(chain, parent_found_above_a_virtualbox_snapshots_dir)

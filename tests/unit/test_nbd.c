@@ -706,7 +706,11 @@ Test(nbd, stop_with_idle_and_half_open_clients_returns)
  * persists after the server and the image are closed. */
 static void serve_format(const char *fmt)
 {
-	struct img_create_options co = { .format = fmt, .size = DISK_SIZE };
+	/* blocks of 1 MiB in every format, so that the hole before the data
+	 * is a whole block */
+	struct img_create_options co = { .format = fmt,
+					 .size = DISK_SIZE,
+					 .cluster_size = DATA_SIZE };
 	struct img_open_options oo = { .format = fmt, .flags = IMG_OPEN_RDWR };
 	char err[512], path[160], sock[160];
 	struct nbd_server *s;
@@ -752,7 +756,7 @@ static void serve_format(const char *fmt)
 	free(buf);
 }
 
-Test(nbd, vdi_vhd_vmdk_through_the_server)
+Test(nbd, every_dynamic_format_through_the_server)
 {
 	int n = 0;
 

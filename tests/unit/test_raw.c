@@ -290,11 +290,11 @@ Test(raw, vectored_io_straight_through)
 Test(raw, info_lists_sizes)
 {
 	struct img *img = create_open("a.img", 2 << 20);
-	struct img_info *info = malloc(sizeof(*info));
+	struct img_info *info = NULL;
 
-	cr_assert_not_null(info);
 	fill(img, 0, 1 << 20, 1);
-	cr_assert_eq(img_get_info(img, info), 0);
+	img_info_free(info);
+	cr_assert_eq(img_get_info(img, &info), 0);
 	cr_assert_str_eq(info->format, "raw");
 	cr_assert_str_eq(info->filename, path_in("a.img"));
 	cr_assert_eq(info->virtual_size, 2 << 20);
@@ -302,7 +302,7 @@ Test(raw, info_lists_sizes)
 	cr_assert_lt(info->actual_size, 2 << 20);
 	cr_assert_not(info->read_only);
 	cr_assert_eq(info->backing_filename[0], '\0');
-	free(info);
+	img_info_free(info);
 	img_close(img);
 }
 

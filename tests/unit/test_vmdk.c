@@ -457,15 +457,15 @@ Test(vmdk_img, write_read_partial_grains_all_sparse_subformats)
 
 Test(vmdk_img, unclean_flag_and_cid_change_on_first_write)
 {
-	struct img_info *info = malloc(sizeof(*info));
+	struct img_info *info = NULL;
 	struct img *img;
 	char cid1[16], cid2[16];
 	uint8_t buf[512];
 
-	cr_assert_not_null(info);
 	create(path_in("u.vmdk"), 1 << 20, NULL, NULL);
 	img = open_img(path_in("u.vmdk"), IMG_OPEN_RDONLY);
-	cr_assert_eq(img_get_info(img, info), 0);
+	img_info_free(info);
+	cr_assert_eq(img_get_info(img, &info), 0);
 	cr_expect_not(info->dirty);
 	cr_expect_str_eq(info->kv[1].key, "cid");
 	snprintf(cid1, sizeof(cid1), "%.15s", info->kv[1].str);
@@ -485,12 +485,13 @@ Test(vmdk_img, unclean_flag_and_cid_change_on_first_write)
 	}
 	cr_assert_eq(img_close(img), 0);
 	img = open_img(path_in("u.vmdk"), IMG_OPEN_RDONLY);
-	cr_assert_eq(img_get_info(img, info), 0);
+	img_info_free(info);
+	cr_assert_eq(img_get_info(img, &info), 0);
 	cr_expect_not(info->dirty);
 	snprintf(cid2, sizeof(cid2), "%.15s", info->kv[1].str);
 	cr_expect_str_neq(cid1, cid2);
 	img_close(img);
-	free(info);
+	img_info_free(info);
 }
 
 Test(vmdk_img, child_reads_through_parent_and_checks_cid)

@@ -1044,6 +1044,39 @@ void ahci_eject_cdrom(struct ahci *hba)
 		atapi_eject(hba->port[1].cdrom);
 }
 
+int ahci_insert_cdrom(struct ahci *hba, const char *path, char *err,
+		      size_t errlen)
+{
+	if (!hba || !hba->port[1].cdrom) {
+		snprintf(err, errlen, "this machine has no CD-ROM drive");
+		return -ENODEV;
+	}
+	return atapi_insert(hba->port[1].cdrom, path, err, errlen);
+}
+
+char *ahci_cdrom_medium(struct ahci *hba)
+{
+	return hba && hba->port[1].cdrom ? atapi_medium(hba->port[1].cdrom)
+					 : NULL;
+}
+
+bool ahci_has_cdrom(struct ahci *hba)
+{
+	return hba && hba->port[1].cdrom;
+}
+
+void ahci_disk_counters(struct ahci *hba, unsigned i, uint64_t *read,
+			uint64_t *written)
+{
+	struct ata_disk *disk = hba && i < AHCI_MAX_DISKS
+					? hba->port[ahci_disk_port(i)].disk
+					: NULL;
+
+	*read = *written = 0;
+	if (disk)
+		ata_disk_counters(disk, read, written);
+}
+
 /* ---- the machine's services -------------------------------------------*/
 
 static void *ahci_vmm_gpa_to_hva(void *ctx, uint64_t gpa, uint64_t len)

@@ -39,6 +39,16 @@ struct ahci *ahci_create(struct vmm *vm, unsigned devfn,
 			 size_t errlen);
 /* Empty the tray (--eject-on-reboot). */
 void ahci_eject_cdrom(struct ahci *ahci);
+/* Put an ISO in the drive (the guest sees a new medium); -ENODEV without a
+ * CD-ROM drive.  Errors as one line in err. */
+int ahci_insert_cdrom(struct ahci *ahci, const char *path, char *err,
+		      size_t errlen);
+bool ahci_has_cdrom(struct ahci *ahci);
+/* A copy of the ISO's file name in the drive; NULL when empty. */
+char *ahci_cdrom_medium(struct ahci *ahci);
+/* Bytes the guest read from and wrote to disk i. */
+void ahci_disk_counters(struct ahci *ahci, unsigned i, uint64_t *read,
+			uint64_t *written);
 /* Stops the port threads, flushes the disk, frees. */
 void ahci_destroy(struct ahci *ahci);
 

@@ -90,6 +90,9 @@ void ata_disk_execute(struct ata_disk *disk, struct ata_command *cmd);
 bool ata_command_is_ncq(uint8_t command);
 /* READ LOG EXT page 10h needs the tag of the last failed NCQ command. */
 void ata_disk_set_ncq_error(struct ata_disk *disk, unsigned tag, bool failed);
+/* Bytes the guest has read and written so far. */
+void ata_disk_counters(struct ata_disk *disk, uint64_t *read,
+		       uint64_t *written);
 
 /* ---- the SATAPI CD-ROM (atapi.c) ---------------------------------------*/
 
@@ -101,6 +104,11 @@ void atapi_destroy(struct atapi *cd);
 void atapi_reset(struct atapi *cd);
 /* Opens the tray and takes the disc out; the guest sees a media change. */
 void atapi_eject(struct atapi *cd);
+/* Puts the ISO at path in the drive (closing the tray); the guest sees a
+ * new medium.  Errors as one line in err. */
+int atapi_insert(struct atapi *cd, const char *path, char *err, size_t errlen);
+/* A copy of the file name of the disc in the drive (NULL: empty). */
+char *atapi_medium(struct atapi *cd);
 void atapi_execute(struct atapi *cd, struct ata_command *cmd);
 
 #endif

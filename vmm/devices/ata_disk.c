@@ -92,6 +92,8 @@ struct ata_disk {
 	bool ncq_failed;
 	unsigned ncq_failed_tag;
 	char serial[21];
+	/* bytes the guest read and wrote (atomic: ports run concurrently) */
+	uint64_t bytes_read, bytes_written;
 };
 
 /* ---- shared helpers ----------------------------------------------------*/
@@ -168,26 +170,6 @@ bool ata_command_is_ncq(uint8_t command)
 {
 	return command == ATA_CMD_READ_FPDMA_QUEUED ||
 	       command == ATA_CMD_WRITE_FPDMA_QUEUED;
-}
-
-/* The buffer, limited to len bytes, as an iovec (a prefix of cmd->iov with
- * the last entry shortened).  Returns the entry count. */
-static int ata_buffer_prefix(const struct ata_command *cmd, size_t len,
-			     struct iovec *out, int max)
-{
-	int n = 0;
-
-	for (int i = 0; i < cmd->iovcnt && len > 0 && n < max; i++) {
-		size_t part = cmd->iov[i].iov_len;
-
-		if (part > len)
-			part = len;
-		out[n].iov_base = cmd->iov[i].iov_base;
-		out[n].iov_len = part;
-		len -= part;
-		n++;
-	}
-	return n;
 }
 
 /* ---- the disk ----------------------------------------------------------*/
@@ -371,13 +353,13 @@ static bool ata_disk_range_ok(const struct ata_disk *disk, uint64_t lba,
 
 static void ata_disk_read_write(struct ata_disk *disk, struct ata_command *cmd)
 {
-	struct iovec iov[1024];
+	struct img_iov_view buf;
 	uint64_t lba = 0;
 	uint32_t sectors = 0;
 	bool write, fua;
 	enum ata_protocol protocol;
-	size_t bytes, done = 0;
-	int ret = 0;
+	size_t bytes;
+	int ret;
 
 	ata_disk_decode_rw(cmd, &lba, &sectors, &write, &fua, &protocol);
 	cmd->protocol = protocol;
@@ -395,37 +377,32 @@ static void ata_disk_read_write(struct ata_disk *disk, struct ata_command *cmd)
 		ata_command_abort(cmd, ATA_ERROR_ABRT);
 		return;
 	}
-	/* iovec chunks of at most 1024 entries (IOV_MAX) */
-	for (int first = 0; done < bytes && first < cmd->iovcnt;) {
-		struct ata_command part = *cmd;
-		size_t part_bytes = 0;
-		int n;
-
-		part.iov = cmd->iov + first;
-		part.iovcnt = cmd->iovcnt - first;
-		n = ata_buffer_prefix(&part, bytes - done, iov, 1024);
-		for (int i = 0; i < n; i++)
-			part_bytes += iov[i].iov_len;
-		if (write)
-			ret = img_pwritev(disk->img, iov, n,
-					  lba * IMG_SECTOR_SIZE + done);
-		else
-			ret = img_preadv(disk->img, iov, n,
-					 lba * IMG_SECTOR_SIZE + done);
-		if (ret < 0)
-			break;
-		done += part_bytes;
-		first += n;
+	/* the PRDT's first bytes: libimg takes an iovec of any length */
+	ret = img_iov_view(&buf, cmd->iov, cmd->iovcnt, 0, bytes);
+	if (ret == 0) {
+		ret = write ? img_pwritev(disk->img, buf.iov, buf.cnt,
+					  lba * IMG_SECTOR_SIZE)
+			    : img_preadv(disk->img, buf.iov, buf.cnt,
+					 lba * IMG_SECTOR_SIZE);
+		img_iov_view_release(&buf);
 	}
 	if (ret >= 0 && write && (fua || !disk->write_cache))
 		ret = img_flush(disk->img);
 	if (ret < 0) {
-		cmd->transferred = done;
+		cmd->transferred = 0;
 		ata_command_abort(cmd, write ? ATA_ERROR_ABRT : ATA_ERROR_UNC);
 		return;
 	}
-	cmd->transferred = done;
+	cmd->transferred = bytes;
+	__atomic_add_fetch(write ? &disk->bytes_written : &disk->bytes_read,
+			   bytes, __ATOMIC_RELAXED);
 	ata_command_ok(cmd);
+}
+
+void ata_disk_counters(struct ata_disk *disk, uint64_t *read, uint64_t *written)
+{
+	*read = __atomic_load_n(&disk->bytes_read, __ATOMIC_RELAXED);
+	*written = __atomic_load_n(&disk->bytes_written, __ATOMIC_RELAXED);
 }
 
 /* DATA SET MANAGEMENT with TRIM: the buffer holds 8-byte entries of a

@@ -76,6 +76,7 @@ struct atapi {
 	uint8_t media_event;
 	uint8_t sense_key, asc, ascq;
 	char serial[21];
+	char *medium; /* the ISO's file name, NULL without a disc */
 };
 
 struct atapi *atapi_create(const char *path, unsigned port, char *err,
@@ -106,6 +107,7 @@ struct atapi *atapi_create(const char *path, unsigned port, char *err,
 		}
 		cd->blocks =
 			((uint64_t)st.st_size + ATAPI_BLOCK - 1) / ATAPI_BLOCK;
+		cd->medium = strdup(path);
 	} else {
 		cd->tray_open = true;
 	}
@@ -122,6 +124,7 @@ void atapi_destroy(struct atapi *cd)
 	if (cd->fd >= 0)
 		close(cd->fd);
 	pthread_mutex_destroy(&cd->lock);
+	free(cd->medium);
 	free(cd);
 }
 
@@ -144,6 +147,8 @@ static void atapi_remove_disc(struct atapi *cd)
 		cd->unit_attention = true;
 		cd->media_event = MEDIA_EVENT_REMOVAL;
 	}
+	free(cd->medium);
+	cd->medium = NULL;
 	cd->tray_open = true;
 }
 
@@ -153,6 +158,55 @@ void atapi_eject(struct atapi *cd)
 	atapi_remove_disc(cd);
 	cd->prevent_removal = false;
 	pthread_mutex_unlock(&cd->lock);
+}
+
+int atapi_insert(struct atapi *cd, const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *name = strdup(path);
+	struct stat st;
+
+	if (fd < 0 || !name) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size < ATAPI_BLOCK) {
+		snprintf(err, errlen,
+			 "%s: not an ISO image (smaller than one 2048-byte "
+			 "block)",
+			 path);
+		goto fail;
+	}
+	pthread_mutex_lock(&cd->lock);
+	/* a disc still in the drive leaves first, as a person would do it */
+	atapi_remove_disc(cd);
+	cd->fd = fd;
+	cd->blocks = ((uint64_t)st.st_size + ATAPI_BLOCK - 1) / ATAPI_BLOCK;
+	cd->medium = name;
+	cd->tray_open = false;
+	/* MMC-5 6.8: a new medium is reported once by GET EVENT STATUS
+	 * NOTIFICATION (NewMedia) and once as a unit attention (MEDIUM MAY
+	 * HAVE CHANGED) to the next command */
+	cd->unit_attention = true;
+	cd->media_event = MEDIA_EVENT_NEW;
+	pthread_mutex_unlock(&cd->lock);
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(name);
+	return -EINVAL;
+}
+
+char *atapi_medium(struct atapi *cd)
+{
+	char *name;
+
+	pthread_mutex_lock(&cd->lock);
+	name = cd->medium ? strdup(cd->medium) : NULL;
+	pthread_mutex_unlock(&cd->lock);
+	return name;
 }
 
 /* ---- packet helpers ----------------------------------------------------*/

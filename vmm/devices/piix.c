@@ -384,6 +384,19 @@ struct piix *piix_create(struct vmm *vm)
 	return p;
 }
 
+bool piix_press_power_button(struct piix *p)
+{
+	bool seen;
+
+	pthread_mutex_lock(&p->lock);
+	p->pm1_sts |= PM1_STS_PWRBTN;
+	pm_update_sci(p);
+	/* the guest listens when it is in ACPI mode with the event enabled */
+	seen = (p->pm1_cnt & PM1_CNT_SCI_EN) && (p->pm1_en & PM1_STS_PWRBTN);
+	pthread_mutex_unlock(&p->lock);
+	return seen;
+}
+
 void piix_destroy(struct piix *p)
 {
 	if (!p)
