@@ -63,9 +63,15 @@ else
 fi
 
 # ---- every format in and out ---------------------------------------------
-for fmt in raw vdi vhd vmdk; do
+for fmt in raw vdi vhd vmdk qcow2 vhdx; do
 	qfmt=$fmt
 	[ $fmt = vhd ] && qfmt=vpc
+	if [ $fmt = qcow2 ] || [ $fmt = vhdx ]; then
+		"$IMGTOOL" create -f $fmt "$T/probe.$fmt" 1M >/dev/null 2>&1 || {
+			skip "ceph: $fmt" "this build has no $fmt driver"
+			continue
+		}
+	fi
 	if ! "$IMGTOOL" convert -O $fmt "$T/disk.raw" "$(R d$fmt)" 2>"$T/err"; then
 		fail "ceph: convert to $fmt on RBD: $(cat "$T/err")"
 		continue
