@@ -21,12 +21,19 @@ PAR_SECONDS=${PAR_SECONDS:-10}
 PAR_THREADS=${PAR_THREADS:-32}
 PAR_ROWS=()
 
-par_stop() { # stops whatever par_start_* started
-	local p
+# Stops whatever par_start_* started: the re-exporting server first (its
+# last flush still goes to the backend), then nbdkit.
+par_stop() {
+	local p pid i
 	for p in "$W"/par-front.pid "$W"/par-back.pid; do
-		[ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null
+		[ -f "$p" ] || continue
+		pid=$(cat "$p")
+		kill "$pid" 2>/dev/null
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.05
+		done
 	done
-	sleep 0.3
 	rm -f "$W"/par-front.pid "$W"/par-back.pid "$W"/par-front.sock "$W"/par-back.sock
 }
 par_wait_sock() { local i; for ((i = 0; i < 100; i++)); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
