@@ -80,7 +80,7 @@ par_verify() {
 		! grep -q "verify: bad" "$W/par-verify.log"
 }
 
-par_median() { sort -n | awk '{v[NR]=$1} END{if(NR==0){print 0; exit} print (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
+par_median() { sort -n | awk '{v[NR]=$1} END{if(NR==0){print 0; exit} printf "%.0f\n", (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
 
 # par_measure LABEL FMT SOURCE JOBS DEPTH [delay]: interleaved pairs,
 # prints "ours_median peer_median"
@@ -176,6 +176,7 @@ par_write_md() {
 		echo "- machine: $(nproc) cores, shared; load average at the start $1, at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 		echo "- $(nbdkit --version | head -n1) file plugin + delay filter (rdelay=wdelay=2ms) on a Unix socket; $(qemu-nbd --version | head -n1); $(fio --version)"
 		echo "- imgtool serve --format FMT --shared 4 --threads $PAR_THREADS; qemu-nbd -f FMT --shared=4 --cache=writeback --aio=threads; both re-export the nbdkit URI"
+		echo "- connections to nbdkit: imgtool's NBD backend opens 4 (nbdkit offers multi-conn), qemu-nbd 7.2's NBD client 1; nbdkit runs 16 threads per connection, so at most 64 and 16 requests wait on the 2 ms delay at once"
 		echo "- image ${PAR_MB} MiB random data (VDI fully allocated); fio nbd engine, 4 KiB randrw 50/50, ${PAR_SECONDS} s time-based; QD1 = 1 job x iodepth 1, QD32x4 = 4 jobs (connections) x iodepth 32; $PAIRS interleaved pairs, medians; IOPS = reads + writes"
 		echo "- verify: 4 jobs x 32 MiB randwrite at QD32, crc32c, read back (fio --verify=crc32c --do_verify=1) through each server; qemu-img check on the VDI file after the servers stopped"
 		echo
