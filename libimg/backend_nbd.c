@@ -111,8 +111,10 @@ static void nbd_kick(struct nbd_connection *c)
  * handle's lock during poll(2), which stops every other thread from issuing
  * or completing commands for as long as the server is silent: the requests
  * on a connection would go out one server round trip apart.  This polls
- * without that lock (the socket stays open while the backend exists) and
- * lets libnbd's lock guard only the state machine's steps.  1: progress;
+ * without that lock and lets libnbd's lock guard only the state machine's
+ * steps.  Only a connection that dies while we poll closes the socket under
+ * us: poll(2) then reports it invalid or sees the slice end, and the
+ * handle's dead state is what counts.  1: progress;
  * 0: nothing (timeout, a wake-up, or a direction gone stale meanwhile);
  * -1: the connection is lost. */
 static int nbd_poll_once(struct nbd_connection *c, int timeout)
@@ -136,6 +138,8 @@ static int nbd_poll_once(struct nbd_connection *c, int timeout)
 
 		(void)!read(c->wake, &v, sizeof(v));
 	}
+	if (p[0].revents & POLLNVAL)
+		return -1;
 	if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
 		r = nbd_aio_notify_read(c->h);
 	else if (p[0].revents & POLLOUT)
