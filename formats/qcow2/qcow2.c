@@ -1244,6 +1244,10 @@ int qcow2_commit(struct img *img, struct qcow2_state *s, bool sync)
 		return 0;
 	if (s->sync_failed)
 		return check_write(img, s);
+	/* A cluster still being gathered for compression goes first. */
+	ret = qcow2_compress_pending_store(img, s);
+	if (ret < 0)
+		return ret;
 	if (s->data_unsynced) {
 		ret = qcow2_sync(img, s);
 		if (ret < 0)
@@ -1304,12 +1308,7 @@ int qcow2_commit(struct img *img, struct qcow2_state *s, bool sync)
 
 static int qcow2_flush(struct img *img)
 {
-	struct qcow2_state *s = img_state(img);
-	int ret = qcow2_compress_pending_store(img, s);
-
-	if (ret < 0)
-		return ret;
-	return qcow2_commit(img, s, true);
+	return qcow2_commit(img, img_state(img), true);
 }
 
 /* ---- zeroes, discard -------------------------------------------------- */
@@ -1404,6 +1403,9 @@ static int qcow2_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 		return ret;
 	if (s->h.version < 3 && has_backing)
 		return -ENOTSUP; /* no zero flag: the core writes zeros */
+	ret = qcow2_compress_pending_store(img, s);
+	if (ret < 0)
+		return ret;
 	if (!whole_clusters(img, s, off, len, &a, &b))
 		return write_zero_data(img, s, off, len);
 	if (a > off) {
@@ -1429,6 +1431,9 @@ static int qcow2_discard(struct img *img, uint64_t off, uint64_t len)
 		return ret;
 	if (!whole_clusters(img, s, off, len, &a, &b))
 		return 0;
+	ret = qcow2_compress_pending_store(img, s);
+	if (ret < 0)
+		return ret;
 	/* Over a backing file, v3 makes discarded clusters read as zero
 	 * (as QEMU does) rather than showing the parent's old data. */
 	return clusters_clear(img, s, a, b - a,
