@@ -294,7 +294,7 @@ static void convert_usage(FILE *out)
 		"flattening backing chains.  Unallocated and zero regions are not written.\n"
 		"\n"
 		"  -f FMT       source format (default: probed)\n"
-		"  -O FMT       target format: raw, vdi, vhd (vpc), vmdk (default raw)\n"
+		"  -O FMT       target format: raw, vdi, vhd (vpc), vhdx, vmdk (default raw)\n"
 		"  -o OPTS      target create options, e.g. subformat=fixed,cluster_size=1M\n"
 		"               (-o help lists them for -O FMT)\n"
 		"  -l SNAPSHOT  read the source's internal snapshot SNAPSHOT (qcow2)\n"

@@ -68,7 +68,7 @@ static void snapshot_usage(FILE *out)
 		"       imgtool snapshot list FILE\n"
 		"       imgtool snapshot revert [--force] FILE NAME\n"
 		"       imgtool snapshot delete FILE NAME\n"
-		"Named states of the disk FILE (vdi, vhd, vmdk); FILE's path never changes.\n"
+		"Named states of the disk FILE (vdi, vhd, vhdx, vmdk); FILE's path never changes.\n"
 		"Formats with internal snapshots (qcow2) keep them inside FILE.\n"
 		"\n"
 		"  create   keep the current contents as snapshot NAME (a read-only layer\n"

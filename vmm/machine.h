@@ -71,6 +71,7 @@ struct vmm_cpu_snapshot {
 	bool valid;
 	uint32_t exit_reason;
 	uint64_t exits; /* of this vCPU since its start, this one included */
+	uint64_t sregs_exit; /* the exit sregs and events were copied at */
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
 	struct kvm_vcpu_events events;
@@ -87,9 +88,12 @@ struct vmm_vcpu {
 	 * KVM copies the registers into run->s.regs at every exit (no
 	 * syscall).  At a triple fault kvm_amd has already reset the vCPU, so
 	 * KVM_GET_REGS then shows the reset vector: the copy from the exit
-	 * before is what tells where the guest was.
+	 * before is what tells where the guest was.  The general registers
+	 * are copied at every exit; the segment and control registers and
+	 * the pending events (more work for KVM) at every sregs_every-th.
 	 */
 	bool sync_regs;
+	unsigned sregs_every;
 	uint64_t exits;
 	struct vmm_cpu_snapshot prev;
 	/* for a timeout's report: inside KVM_RUN or in imgvm's own code,
@@ -146,6 +150,18 @@ struct vmm {
 
 	struct pci_bus *pci;
 	struct fw_cfg *fw_cfg;
+
+	/* 0xA0000-0xBFFFF is left out of the low RAM slot (a VGA's) */
+	bool vga_window_open;
+
+	/* device memory regions (framebuffers) as KVM memory slots */
+	pthread_mutex_t device_memory_lock;
+	struct vmm_device_memory {
+		uint64_t gpa, size;
+		void *hva;
+		bool dirty_log;
+		unsigned long *dirty; /* scratch for KVM_GET_DIRTY_LOG */
+	} device_memory[VMM_DEVICE_MEMORY_SLOTS];
 
 	/* coalesced port writes: the ranges, and the ring KVM fills */
 	struct {

@@ -53,18 +53,19 @@ hardware_kvm() {
 
 # run_vm LOG ARGS...: imgvm boot with the serial console in LOG; sets RC.
 # The outer timeout only catches an imgvm that ignores its own --timeout.
-# A guest triple fault is retried once (VMM_E2E_RETRY=0: never), loudly:
-# one was seen in early Linux boot with two guests at once in the nested
-# host (QEMU TCG's SVM) and not on the rerun; the first log is kept as
-# LOG.1 and the retry is printed with the results.
+# A guest that stops on an error (status 2: a triple fault was seen in
+# early Linux boot in the nested host, QEMU TCG's SVM, and not on the
+# rerun) or hangs until --timeout (a guest stuck in SYSLINUX's kernel load
+# was seen once) runs once more (VMM_E2E_RETRY=0: never), loudly: the retry
+# is printed with the results and imgvm's message (the vCPU's state), and
+# the first attempt's logs are kept as LOG.1*.
 run_vm() {
 	local log=$1
 	shift
 	timeout -k 10 $((TIMEOUT + 20)) "$IMGVM" boot --serial "file:$log" \
 		--timeout "$TIMEOUT" "$@" </dev/null 2>"$log.err"
 	RC=$?
-	if [ $RC = 2 ] && [ "${VMM_E2E_RETRY:-1}" != 0 ] && grep -q 'triple fault' "$log.err" &&
-		[ ! -e "$log.1" ]; then
+	if { [ $RC = 2 ] || [ $RC = 124 ]; } && [ "${VMM_E2E_RETRY:-1}" != 0 ] && [ ! -e "$log.1" ]; then
 		echo "# RETRIED $(basename "$log" .log): $(tr '\n' ' ' <"$log.err")[logs: $(log_path "$log").1*]"
 		mv "$log" "$log.1"
 		mv "$log.err" "$log.1.err"
@@ -260,8 +261,8 @@ open(sys.argv[1], "wb").write(rom)' "$fw"
 	TIMEOUT=30 VMM_E2E_RETRY=0 run_vm "$log" --bios "$fw" --no-reboot
 	msg=$(cat "$log.err")
 	if [ $RC = 2 ] && grep -q 'triple fault' <<<"$msg" && grep -q 'exit before (port I/O' <<<"$msg" &&
-		grep -Eq 'RIP 0xff0[02] CS 0xf000 ' <<<"$msg"; then
-		ok "triple fault: the registers from before KVM's reset ($(grep -Eo 'RIP 0x[0-9a-f]+ CS 0x[0-9a-f]+' <<<"$msg"), at a port I/O exit)"
+		grep -Eq 'RIP 0xff0[02] .*CS 0xf000 ' <<<"$msg"; then
+		ok "triple fault: the registers from before KVM's reset ($(grep -Eo 'RIP 0x[0-9a-f]+|CS 0x[0-9a-f]+' <<<"$msg" | tr '\n' ' ')at a port I/O exit)"
 	else
 		fail "triple fault report (rc=$RC): $msg"
 		rc=1
@@ -405,7 +406,7 @@ job_onerun_vmdk() { one_run vmdk; }
 # again after "No bootable device".
 job_reset_loop() {
 	local log=$T/reset.log
-	TIMEOUT=40 run_vm "$log"
+	TIMEOUT=40 VMM_E2E_RETRY=0 run_vm "$log"
 	if [ $RC = 124 ] && [ "$(grep -ca 'SeaBIOS (version' "$log")" -ge 2 ]; then
 		ok "guest reboot resets the platform (SeaBIOS starts again); --timeout -> 124"
 		return 0

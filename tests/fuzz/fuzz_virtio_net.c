@@ -10,7 +10,8 @@
  * Input: 8-byte header {flags, queue size log2, tx avail idx (u16), rx
  * avail idx (u16), used_event (u16)}, then both descriptor tables
  * (16 bytes per entry), both available rings (2 bytes per entry), 64 ops
- * of 4 bytes {op, arg, u16 value}; the rest fills the data area that
+ * of 4 bytes {op, arg, u16 value}: kicks, frames arriving, available index
+ * moves, BAR and config space writes, link changes; the rest fills the data area that
  * descriptors and indirect tables point into.  Descriptor addresses are
  * folded into guest RAM unless flag bit 7 is set (then they are the
  * fuzzer's, out of range included); lengths stay the fuzzer's (mod 8 KiB,
@@ -214,7 +215,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					data[ops_end + i % (size - ops_end)];
 	}
 	for (unsigned op = 0; op < OPS && at + 4 <= size; op++, at += 4) {
-		uint8_t kind = data[at] % 6, arg = data[at + 1];
+		uint8_t kind = data[at] % 7, arg = data[at + 1];
 		uint16_t value = data[at + 2] | data[at + 3] << 8;
 
 		switch (kind) {
@@ -245,6 +246,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 5:
 			virtio_net_set_link(net, arg & 1);
 			break;
+		case 6: { /* config space: capabilities, MSI-X control, the
+			   * PCI configuration access window */
+			uint32_t v = arg * 0x01010101u;
+
+			pci_config_access(fuzz_vm, DEVFN, 0x40 + value % 0xbc,
+					  &v, 4, true);
+			break;
+		}
 		}
 	}
 	virtio_net_destroy(net);

@@ -15,6 +15,7 @@ static struct vmm_cpu_snapshot long_mode_snapshot(void)
 	s.valid = true;
 	s.exit_reason = KVM_EXIT_MMIO;
 	s.exits = 123456;
+	s.sregs_exit = 123456;
 	s.regs.rip = 0xffffffff81234567ull;
 	s.regs.rsp = 0xffffc90000013e80ull;
 	s.regs.rflags = 0x246;
@@ -41,6 +42,19 @@ Test(vmm_kvm, report_names_the_registers_and_the_exit)
 	cr_expect(strstr(buf, "RSP 0xffffc90000013e80"), "%s", buf);
 	cr_expect(strstr(buf, "(MMIO, exit 123456)"), "%s", buf);
 	cr_expect(!strstr(buf, "exception"), "%s", buf);
+	cr_expect(!strstr(buf, "(at exit"), "%s", buf);
+}
+
+/* The segment and control registers are copied at every 32nd exit only:
+ * the report says which exit they are from when it is an older one. */
+Test(vmm_kvm, report_dates_older_control_registers)
+{
+	struct vmm_cpu_snapshot s = long_mode_snapshot();
+	char buf[400];
+
+	s.sregs_exit = 123440;
+	vmm_describe_cpu(buf, sizeof(buf), &s);
+	cr_expect(strstr(buf, "EFER 0xd01 (at exit 123440)"), "%s", buf);
 }
 
 Test(vmm_kvm, report_names_an_exception_in_delivery)

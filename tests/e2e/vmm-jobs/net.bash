@@ -67,7 +67,7 @@ PY
 }
 
 job_net() {
-	local log=$T/net.log www=$T/www wport hport srv pid i reply want got word
+	local log=$T/net.log www=$T/www wport hport srv pid i reply want got word tmo
 	if ! command -v socat >/dev/null; then
 		echo "skip - net: socat is needed for the guestfwd to the HTTP server (make deps)"
 		return 0
@@ -79,12 +79,15 @@ job_net() {
 	python3 -m http.server --bind 127.0.0.1 --directory "$www" "$wport" >"$T/net-http.log" 2>&1 &
 	srv=$!
 	word=imgvm-echo-$RANDOM$RANDOM
-	timeout -k 10 $((TIMEOUT + 20)) "$IMGVM" boot --serial "file:$log" --timeout "$TIMEOUT" \
+	# TFTP of the kernel and initramfs alone takes about 2 minutes in the
+	# nested host: more time than one boot gets elsewhere
+	tmo=$((TIMEOUT + 120))
+	timeout -k 10 $((tmo + 20)) "$IMGVM" boot --serial "file:$log" --timeout "$tmo" \
 		--no-reboot --cpus 2 --memory 2G --boot net \
 		--net "user,restrict=on,mac=$NET_MAC,tftp=$PREP/tftp,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:$hport-:7,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$wport" \
 		</dev/null 2>"$log.err" &
 	pid=$!
-	for i in $(seq $((TIMEOUT * 2))); do
+	for i in $(seq $((tmo * 2))); do
 		grep -qa 'NET-ECHO-READY\|NET-FAIL' "$log" 2>/dev/null && break
 		kill -0 $pid 2>/dev/null || break
 		sleep 0.5
