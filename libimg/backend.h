@@ -13,6 +13,7 @@
 
 #include "driver.h"
 
+#include <pthread.h>
 #include <sys/uio.h>
 
 struct img_file_ops {
@@ -70,6 +71,40 @@ int img_file_fail(const struct img_file *f, int err, const char *fmt, ...)
 /* The hook tests use to fail or observe modifying I/O (fd -1 for
  * backends without a descriptor). */
 int img_file_run_io_hook(enum img_io_op op, int fd, uint64_t off, uint64_t len);
+
+/* What a remote backend learnt about allocation in one round trip (NBD
+ * block status, RBD diff), kept until the next write, so that walking an
+ * image run by run costs one request per window rather than per run. */
+#define IMG_EXTENT_CACHE_MAX 1024
+struct img_extent_cache {
+	pthread_mutex_t lock;
+	uint64_t start, end; /* covered range; empty when equal */
+	uint64_t generation; /* bumped by every clear */
+	int n;
+	struct {
+		uint64_t off, len;
+		bool data;
+	} e[IMG_EXTENT_CACHE_MAX];
+};
+void img_extent_cache_init(struct img_extent_cache *c);
+void img_extent_cache_destroy(struct img_extent_cache *c);
+/* Forget everything (after any write). */
+void img_extent_cache_clear(struct img_extent_cache *c);
+/* Filling a private copy (no locking): start at off, then runs in order;
+ * a run of the same kind as the last one extends it.  Returns false when
+ * full (what is there stays valid). */
+void img_extent_cache_begin(struct img_extent_cache *c, uint64_t off);
+bool img_extent_cache_append(struct img_extent_cache *c, uint64_t len,
+			     bool data);
+uint64_t img_extent_cache_generation(struct img_extent_cache *c);
+/* Install a filled copy, unless a clear came after generation (a write
+ * may have made it stale). */
+void img_extent_cache_install(struct img_extent_cache *c,
+			      const struct img_extent_cache *filled,
+			      uint64_t generation);
+/* The run at off (at most len) if the cache covers off. */
+bool img_extent_cache_lookup(struct img_extent_cache *c, uint64_t off,
+			     uint64_t len, bool *is_data, uint64_t *run);
 
 /* Seconds a remote backend waits for an answer before it gives up
  * (IMG_BACKEND_TIMEOUT in the environment, default 30). */

@@ -31,10 +31,14 @@ enum {
 	NBD_STATUS_MAX = 1u << 30,
 };
 
+/* Requests of several threads share a connection: each issues its own
+ * asynchronous commands; whoever holds lock runs the socket (nbd_poll) for
+ * all of them, and each checks its own commands' completion. */
 struct nbd_connection {
 	pthread_mutex_t lock;
 	struct nbd_handle *h;
 	bool dead;
+	int64_t last_progress; /* ms, when the server last sent anything */
 };
 
 struct nbd_backend {
@@ -44,6 +48,7 @@ struct nbd_backend {
 	uint32_t piece;
 	bool can_flush, can_trim, can_zero, have_allocation;
 	struct nbd_connection conn[NBD_MAX_CONNECTIONS];
+	struct img_extent_cache status;
 };
 
 static int64_t now_ms(void)
@@ -88,16 +93,15 @@ static int nbd_failure(struct nbd_connection *c, char *errbuf, size_t errlen)
 			     nbd_message());
 }
 
-/* Run the handle until every cookie has completed, the server goes away
- * or stays silent for the timeout.  0 or -errno with the message in
+/* Run the connection until every cookie has completed, the server goes
+ * away or stays silent for the timeout.  0 or -errno with the message in
  * errbuf. */
 static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 		    char *errbuf, size_t errlen)
 {
 	int timeout = img_backend_timeout() * 1000, first_error = 0, left = n;
-	int64_t deadline = now_ms() + timeout;
 
-	while (left > 0) {
+	for (;;) {
 		int r;
 
 		for (int i = 0; i < n; i++) {
@@ -113,30 +117,36 @@ static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 				first_error = nbd_failure(c, errbuf, errlen);
 		}
 		if (left == 0)
-			break;
-		if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+			return first_error;
+		if (c->dead || nbd_aio_is_dead(c->h) ||
+		    nbd_aio_is_closed(c->h)) {
 			c->dead = true;
 			return first_error
 				       ? first_error
 				       : img_error_buf(
 						 errbuf, errlen, -ECONNRESET,
-						 "the server closed the connection");
+						 "the connection to the server was lost");
 		}
-		r = nbd_poll(c->h,
-			     (int)(deadline - now_ms() > 0 ? deadline - now_ms()
-							   : 0));
+		pthread_mutex_lock(&c->lock);
+		/* a short slice: the others waiting for the lock may have
+		 * their answers already */
+		r = nbd_poll(c->h, 20);
+		if (r > 0)
+			__atomic_store_n(&c->last_progress, now_ms(),
+					 __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&c->lock);
 		if (r < 0) {
 			c->dead = true;
 			if (first_error)
 				return first_error;
-			first_error = nbd_errno(-ECONNRESET);
-			snprintf(errbuf, errlen, "the server went away: %s",
-				 nbd_message());
-			return first_error;
+			return img_error_buf(errbuf, errlen,
+					     nbd_errno(-ECONNRESET),
+					     "the server went away: %s",
+					     nbd_message());
 		}
-		if (r > 0) {
-			deadline = now_ms() + timeout;
-		} else if (now_ms() >= deadline) {
+		if (r == 0 && now_ms() - __atomic_load_n(&c->last_progress,
+							 __ATOMIC_RELAXED) >=
+				      timeout) {
 			c->dead = true;
 			return img_error_buf(
 				errbuf, errlen, -ETIMEDOUT,
@@ -144,7 +154,6 @@ static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 				timeout / 1000);
 		}
 	}
-	return first_error;
 }
 
 static int nbd_connect_one(struct nbd_connection *c, const char *uri,
@@ -188,6 +197,7 @@ static int nbd_connect_one(struct nbd_connection *c, const char *uri,
 
 static void nbd_backend_free(struct nbd_backend *b)
 {
+	img_extent_cache_destroy(&b->status);
 	for (int i = 0; i < NBD_MAX_CONNECTIONS; i++) {
 		if (b->conn[i].h) {
 			if (!b->conn[i].dead && nbd_aio_is_ready(b->conn[i].h))
@@ -210,6 +220,7 @@ static int nbd_open(struct img_file *f, const char *uri, bool writable,
 	(void)flags;
 	if (!b)
 		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	img_extent_cache_init(&b->status);
 	r = nbd_connect_one(&b->conn[0], uri, errbuf, errlen);
 	if (r < 0)
 		goto fail;
@@ -273,7 +284,8 @@ static void nbd_backend_close(struct img_file *f)
 	f->backend = NULL;
 }
 
-/* A connection for one request, locked; NULL when all are dead. */
+/* A connection for one request (round robin); NULL when all are dead.
+ * The request's commands are issued and completed on it. */
 static struct nbd_connection *nbd_take(struct nbd_backend *b)
 {
 	unsigned start = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
@@ -281,23 +293,17 @@ static struct nbd_connection *nbd_take(struct nbd_backend *b)
 	for (int i = 0; i < b->nconn; i++) {
 		struct nbd_connection *c = &b->conn[(start + i) % b->nconn];
 
-		if (!c->dead && pthread_mutex_trylock(&c->lock) == 0) {
-			if (!c->dead && nbd_aio_is_ready(c->h))
-				return c;
-			c->dead = true;
-			pthread_mutex_unlock(&c->lock);
-		}
-	}
-	for (int i = 0; i < b->nconn; i++) {
-		struct nbd_connection *c = &b->conn[(start + i) % b->nconn];
-
 		if (c->dead)
 			continue;
-		pthread_mutex_lock(&c->lock);
-		if (!c->dead && nbd_aio_is_ready(c->h))
-			return c;
-		c->dead = true;
-		pthread_mutex_unlock(&c->lock);
+		if (!nbd_aio_is_ready(c->h) && !nbd_aio_is_processing(c->h)) {
+			c->dead = true;
+			continue;
+		}
+		/* an idle connection's silence counts from this request */
+		if (nbd_aio_in_flight(c->h) == 0)
+			__atomic_store_n(&c->last_progress, now_ms(),
+					 __ATOMIC_RELAXED);
+		return c;
 	}
 	return NULL;
 }
@@ -358,7 +364,6 @@ static int nbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
 	}
 	if (r < 0 && nbd_aio_is_dead(c->h))
 		c->dead = true;
-	pthread_mutex_unlock(&c->lock);
 	if (r < 0)
 		return img_file_fail(f, r, "%s at offset %" PRIu64 ": %s",
 				     write ? "write" : "read", start, msg);
@@ -401,6 +406,7 @@ static int nbd_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
 				     " past the end of the export (%" PRIu64
 				     " bytes)",
 				     off, b->size);
+	img_extent_cache_clear(&b->status);
 	return nbd_transfer(f, iov, iovcnt, off, true);
 }
 
@@ -409,11 +415,14 @@ static int nbd_command(struct img_file *f, const char *what, int kind,
 		       uint64_t off, uint64_t len)
 {
 	struct nbd_backend *b = f->backend;
-	struct nbd_connection *c = nbd_take(b);
+	struct nbd_connection *c;
 	char msg[IMG_ERRMSG_MAX] = "";
 	int64_t cookie;
 	int r;
 
+	if (kind != 0)
+		img_extent_cache_clear(&b->status);
+	c = nbd_take(b);
 	if (!c)
 		return nbd_lost(f);
 	switch (kind) {
@@ -432,7 +441,6 @@ static int nbd_command(struct img_file *f, const char *what, int kind,
 	} else {
 		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
 	}
-	pthread_mutex_unlock(&c->lock);
 	if (r < 0)
 		return img_file_fail(f, r, "%s: %s", what, msg);
 	return 0;
@@ -497,34 +505,22 @@ static int nbd_zero_range(struct img_file *f, uint64_t off, uint64_t len)
 	return nbd_ranged(f, "write zeroes", 2, off, len);
 }
 
-struct nbd_status_walk {
-	uint64_t len;
-	bool is_data, seen;
-	uint64_t run;
-};
-
 static int nbd_status_entry(void *opaque, const char *context, uint64_t off,
 			    uint32_t *entries, size_t nr, int *error)
 {
-	struct nbd_status_walk *w = opaque;
+	struct img_extent_cache *filled = opaque;
 
 	(void)off;
 	(void)error;
 	if (strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
 		return 0;
-	for (size_t i = 0; i + 1 < nr && w->run < w->len; i += 2) {
-		/* Only what reads as zero may be skipped; a hole that does
-		 * not read as zero is data to a copy. */
-		bool data = !(entries[i + 1] & LIBNBD_STATE_ZERO);
-
-		if (!w->seen) {
-			w->seen = true;
-			w->is_data = data;
-		} else if (data != w->is_data) {
+	/* Only what reads as zero may be skipped; a hole that does not read
+	 * as zero is data to a copy. */
+	for (size_t i = 0; i + 1 < nr; i += 2)
+		if (!img_extent_cache_append(filled, entries[i],
+					     !(entries[i + 1] &
+					       LIBNBD_STATE_ZERO)))
 			break;
-		}
-		w->run += entries[i];
-	}
 	return 0;
 }
 
@@ -532,9 +528,10 @@ static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
 			     bool *is_data, uint64_t *run)
 {
 	struct nbd_backend *b = f->backend;
-	struct nbd_status_walk w = { 0 };
+	struct img_extent_cache *filled;
 	struct nbd_connection *c;
 	char msg[IMG_ERRMSG_MAX] = "";
+	uint64_t window, generation;
 	int64_t cookie;
 	int r;
 
@@ -542,30 +539,40 @@ static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
 		return 0;
 	if (len > b->size - off)
 		len = b->size - off;
-	if (len > NBD_STATUS_MAX)
-		len = NBD_STATUS_MAX;
-	w.len = len;
+	if (img_extent_cache_lookup(&b->status, off, len, is_data, run))
+		return 0;
+	/* Ask about a whole window: the answers for the runs after this
+	 * one come in the same reply. */
+	window = b->size - off < NBD_STATUS_MAX ? b->size - off
+						: NBD_STATUS_MAX;
+	filled = malloc(sizeof(*filled));
+	if (!filled)
+		return 0; /* cannot tell: data */
+	img_extent_cache_begin(filled, off);
+	generation = img_extent_cache_generation(&b->status);
 	c = nbd_take(b);
-	if (!c)
+	if (!c) {
+		free(filled);
 		return nbd_lost(f);
-	cookie = nbd_aio_block_status(
-		c->h, len, off,
-		(nbd_extent_callback){ .callback = nbd_status_entry,
-				       .user_data = &w },
-		NBD_NULL_COMPLETION, 0);
-	if (cookie < 0) {
-		r = nbd_failure(c, msg, sizeof(msg));
-	} else {
-		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
 	}
-	pthread_mutex_unlock(&c->lock);
+	cookie = nbd_aio_block_status(
+		c->h, window, off,
+		(nbd_extent_callback){ .callback = nbd_status_entry,
+				       .user_data = filled },
+		NBD_NULL_COMPLETION, 0);
+	if (cookie < 0)
+		r = nbd_failure(c, msg, sizeof(msg));
+	else
+		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
+	if (r == 0 && filled->n > 0) {
+		img_extent_cache_install(&b->status, filled, generation);
+		*is_data = filled->e[0].data;
+		*run = filled->e[0].len < len ? filled->e[0].len : len;
+	}
+	free(filled);
 	if (r < 0)
 		return img_file_fail(f, r, "block status at %" PRIu64 ": %s",
 				     off, msg);
-	if (w.seen && w.run > 0) {
-		*is_data = w.is_data;
-		*run = w.run < len ? w.run : len;
-	}
 	return 0;
 }
 

@@ -25,6 +25,8 @@
 
 enum {
 	RBD_MAX_IN_FLIGHT = 32,
+	RBD_MAX_BEHIND = 64,
+	RBD_BEHIND_BYTES = 128u << 20,
 	RBD_PIECE_IOV = 16,
 	RBD_MAX_OPTIONS = 16,
 	/* block status looks this far at once (diff_iterate visits every
@@ -33,7 +35,8 @@ enum {
 };
 
 struct rbd_name {
-	char *buf; /* the copy the pointers below point into */
+	const char *options; /* ":conf=...:id=..." as given, "" without */
+	char *buf;	     /* the copy the pointers below point into */
 	const char *pool, *image, *snap, *conf, *id;
 	int nopt;
 	const char *key[RBD_MAX_OPTIONS], *value[RBD_MAX_OPTIONS];
@@ -43,10 +46,31 @@ struct rbd_backend {
 	rados_t cluster;
 	rados_ioctx_t io;
 	rbd_image_t image;
-	bool connected, have_io, have_image;
+	bool have_io, have_image;
 	pthread_mutex_t grow_lock;
 	uint64_t size;
 	uint64_t piece; /* object size */
+	struct img_extent_cache status;
+	/* Writes behind: each write is copied and sent, and the call returns;
+	 * a read or write that overlaps one in flight waits for it, flush and
+	 * every other operation wait for all.  The first failure is kept and
+	 * returned by the next write or flush. */
+	pthread_mutex_t behind_lock;
+	/* completions count up under signal_lock only: librbd may call the
+	 * callback in the thread that submits, which holds behind_lock */
+	pthread_mutex_t signal_lock;
+	pthread_cond_t behind_done;
+	uint64_t completions;
+	int nbehind;
+	uint64_t behind_bytes;
+	struct rbd_write_behind {
+		rbd_completion_t c;
+		uint64_t off, len;
+		void *buf;
+		bool done;
+	} behind[RBD_MAX_BEHIND];
+	int behind_error;
+	uint64_t behind_error_off;
 };
 
 /* "rbd:pool/image@snap:conf=/x:id=admin" into its parts. */
@@ -56,6 +80,9 @@ static int rbd_parse(const char *name, struct rbd_name *n, char *errbuf,
 	char *p, *opt;
 
 	memset(n, 0, sizeof(*n));
+	n->options = strchr(name + 4, ':');
+	if (!n->options)
+		n->options = "";
 	n->buf = strdup(name + 4);
 	if (!n->buf)
 		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
@@ -104,15 +131,120 @@ static int rbd_parse(const char *name, struct rbd_name *n, char *errbuf,
 	return 0;
 }
 
+static void rbd_drain(struct rbd_backend *b);
+
+/* One connection per cluster (per set of options) for the whole process:
+ * connecting costs a round of monitor messages and authentication, and a
+ * command opens an image several times (probe, create, open). */
+static pthread_mutex_t clusters_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rbd_cluster {
+	char *options;
+	rados_t cluster;
+	struct rbd_cluster *next;
+} * clusters;
+
+static int rbd_cluster_connect(const struct rbd_name *n, rados_t *out,
+			       char *errbuf, size_t errlen)
+{
+	char timeout[16];
+	rados_t cluster;
+	int r;
+
+	r = rados_create(&cluster, n->id);
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r,
+				     "cannot set up a Ceph client: %s",
+				     strerror(-r));
+	r = rados_conf_read_file(cluster, n->conf);
+	if (r < 0) {
+		img_error_buf(errbuf, errlen, r,
+			      "cannot read the Ceph configuration %s: %s",
+			      n->conf ? n->conf
+				      : "(CEPH_CONF or /etc/ceph/ceph.conf)",
+			      strerror(-r));
+		goto fail;
+	}
+	rados_conf_parse_env(cluster, NULL);
+	snprintf(timeout, sizeof(timeout), "%d", img_backend_timeout());
+	rados_conf_set(cluster, "client_mount_timeout", timeout);
+	rados_conf_set(cluster, "rados_mon_op_timeout", timeout);
+	rados_conf_set(cluster, "rados_osd_op_timeout", timeout);
+	/* No librbd cache: the backend keeps its own writes in flight (each
+	 * one's failure comes back at the next write or flush, within the
+	 * OSD timeout), where the cache would hide failures until a flush. */
+	rados_conf_set(cluster, "rbd_cache", "false");
+	for (int i = 0; i < n->nopt; i++) {
+		r = rados_conf_set(cluster, n->key[i], n->value[i]);
+		if (r < 0) {
+			img_error_buf(errbuf, errlen, r,
+				      "Ceph option %s=%s: %s", n->key[i],
+				      n->value[i], strerror(-r));
+			goto fail;
+		}
+	}
+	r = rados_connect(cluster);
+	if (r < 0) {
+		img_error_buf(errbuf, errlen, r,
+			      "cannot connect to the Ceph cluster: %s",
+			      strerror(-r));
+		goto fail;
+	}
+	*out = cluster;
+	return 0;
+fail:
+	rados_shutdown(cluster);
+	return r;
+}
+
+static int rbd_cluster_get(const struct rbd_name *n, rados_t *out, char *errbuf,
+			   size_t errlen)
+{
+	struct rbd_cluster *c;
+	int r = 0;
+
+	pthread_mutex_lock(&clusters_lock);
+	for (c = clusters; c; c = c->next)
+		if (strcmp(c->options, n->options) == 0)
+			break;
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (c)
+			c->options = strdup(n->options);
+		if (!c || !c->options) {
+			if (c)
+				free(c);
+			r = img_error_buf(errbuf, errlen, -ENOMEM,
+					  "out of memory");
+		} else {
+			r = rbd_cluster_connect(n, &c->cluster, errbuf, errlen);
+			if (r < 0) {
+				free(c->options);
+				free(c);
+			} else {
+				c->next = clusters;
+				clusters = c;
+			}
+		}
+	}
+	if (r == 0)
+		*out = c->cluster;
+	pthread_mutex_unlock(&clusters_lock);
+	return r;
+}
+
 static void rbd_disconnect(struct rbd_backend *b)
 {
+	if (b->have_image)
+		rbd_drain(b);
 	if (b->have_image)
 		rbd_close(b->image);
 	if (b->have_io)
 		rados_ioctx_destroy(b->io);
-	if (b->connected)
-		rados_shutdown(b->cluster);
 	pthread_mutex_destroy(&b->grow_lock);
+	pthread_mutex_destroy(&b->behind_lock);
+	pthread_mutex_destroy(&b->signal_lock);
+	pthread_cond_destroy(&b->behind_done);
+	img_extent_cache_destroy(&b->status);
 	free(b);
 }
 
@@ -121,47 +253,16 @@ static void rbd_disconnect(struct rbd_backend *b)
 static int rbd_connect(struct rbd_backend *b, const struct rbd_name *n,
 		       char *errbuf, size_t errlen)
 {
-	char timeout[16];
 	int r;
 
 	pthread_mutex_init(&b->grow_lock, NULL);
-	r = rados_create(&b->cluster, n->id);
+	pthread_mutex_init(&b->behind_lock, NULL);
+	pthread_mutex_init(&b->signal_lock, NULL);
+	pthread_cond_init(&b->behind_done, NULL);
+	img_extent_cache_init(&b->status);
+	r = rbd_cluster_get(n, &b->cluster, errbuf, errlen);
 	if (r < 0)
-		return img_error_buf(errbuf, errlen, r,
-				     "cannot set up a Ceph client: %s",
-				     strerror(-r));
-	b->connected = true; /* rados_shutdown frees it either way */
-	r = rados_conf_read_file(b->cluster, n->conf);
-	if (r < 0)
-		return img_error_buf(
-			errbuf, errlen, r,
-			"cannot read the Ceph configuration %s: %s",
-			n->conf ? n->conf
-				: "(CEPH_CONF or /etc/ceph/ceph.conf)",
-			strerror(-r));
-	rados_conf_parse_env(b->cluster, NULL);
-	snprintf(timeout, sizeof(timeout), "%d", img_backend_timeout());
-	rados_conf_set(b->cluster, "client_mount_timeout", timeout);
-	rados_conf_set(b->cluster, "rados_mon_op_timeout", timeout);
-	rados_conf_set(b->cluster, "rados_osd_op_timeout", timeout);
-	/* librbd's cache starts in write-through mode until the first flush,
-	 * for guests that never flush.  libimg always flushes (img_flush,
-	 * img_close) and reports what the flush returns, so write-back from
-	 * the start is safe here and keeps many writes in flight. */
-	rados_conf_set(b->cluster, "rbd_cache_writethrough_until_flush",
-		       "false");
-	for (int i = 0; i < n->nopt; i++) {
-		r = rados_conf_set(b->cluster, n->key[i], n->value[i]);
-		if (r < 0)
-			return img_error_buf(errbuf, errlen, r,
-					     "Ceph option %s=%s: %s", n->key[i],
-					     n->value[i], strerror(-r));
-	}
-	r = rados_connect(b->cluster);
-	if (r < 0)
-		return img_error_buf(errbuf, errlen, r,
-				     "cannot connect to the Ceph cluster: %s",
-				     strerror(-r));
+		return r;
 	r = rados_ioctx_create(b->cluster, n->pool, &b->io);
 	if (r < 0)
 		return img_error_buf(errbuf, errlen, r, "pool %s: %s", n->pool,
@@ -338,6 +439,166 @@ static int rbd_remove_name(const char *name, char *errbuf, size_t errlen)
 
 /* ---- data ----------------------------------------------------------------*/
 
+static void rbd_behind_complete(rbd_completion_t c, void *opaque)
+{
+	struct rbd_backend *b = opaque;
+
+	(void)c;
+	pthread_mutex_lock(&b->signal_lock);
+	b->completions++;
+	pthread_cond_broadcast(&b->behind_done);
+	pthread_mutex_unlock(&b->signal_lock);
+}
+
+static uint64_t rbd_behind_seen(struct rbd_backend *b)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&b->signal_lock);
+	n = b->completions;
+	pthread_mutex_unlock(&b->signal_lock);
+	return n;
+}
+
+/* Sleep (behind_lock held, released meanwhile) until a write completes
+ * after seen. */
+static void rbd_behind_sleep(struct rbd_backend *b, uint64_t seen)
+{
+	pthread_mutex_unlock(&b->behind_lock);
+	pthread_mutex_lock(&b->signal_lock);
+	while (b->completions == seen)
+		pthread_cond_wait(&b->behind_done, &b->signal_lock);
+	pthread_mutex_unlock(&b->signal_lock);
+	pthread_mutex_lock(&b->behind_lock);
+}
+
+/* Retire finished writes (behind_lock held), keeping the first error. */
+static void rbd_behind_reap(struct rbd_backend *b)
+{
+	int kept = 0;
+
+	for (int i = 0; i < b->nbehind; i++) {
+		struct rbd_write_behind *w = &b->behind[i];
+
+		if (!rbd_aio_is_complete(w->c)) {
+			b->behind[kept++] = *w;
+			continue;
+		}
+		int r = (int)rbd_aio_get_return_value(w->c);
+
+		if (r < 0 && !b->behind_error) {
+			b->behind_error = r;
+			b->behind_error_off = w->off;
+		}
+		rbd_aio_release(w->c);
+		free(w->buf);
+		b->behind_bytes -= w->len;
+	}
+	b->nbehind = kept;
+}
+
+static bool rbd_behind_overlaps(struct rbd_backend *b, uint64_t off,
+				uint64_t len)
+{
+	for (int i = 0; i < b->nbehind; i++)
+		if (b->behind[i].off < off + len &&
+		    off < b->behind[i].off + b->behind[i].len)
+			return true;
+	return false;
+}
+
+/* Wait (behind_lock held) until nothing in flight overlaps [off, off+len);
+ * len 0: until nothing is in flight. */
+static void rbd_behind_wait(struct rbd_backend *b, uint64_t off, uint64_t len)
+{
+	for (;;) {
+		uint64_t seen = rbd_behind_seen(b);
+
+		rbd_behind_reap(b);
+		if (b->nbehind == 0 ||
+		    (len && !rbd_behind_overlaps(b, off, len)))
+			return;
+		rbd_behind_sleep(b, seen);
+	}
+}
+
+static void rbd_drain(struct rbd_backend *b)
+{
+	pthread_mutex_lock(&b->behind_lock);
+	rbd_behind_wait(b, 0, 0);
+	pthread_mutex_unlock(&b->behind_lock);
+}
+
+/* The kept failure of a write that already returned, once. */
+static int rbd_behind_failure(struct img_file *f)
+{
+	struct rbd_backend *b = f->backend;
+	int r = b->behind_error;
+
+	if (!r)
+		return 0;
+	b->behind_error = 0;
+	return img_file_fail(f, r, "write at offset %" PRIu64 ": %s",
+			     b->behind_error_off, strerror(-r));
+}
+
+/* Copy the iovec and send it in object-sized writes that return at once. */
+static int rbd_write_behind(struct img_file *f, const struct iovec *iov,
+			    int iovcnt, uint64_t off)
+{
+	struct rbd_backend *b = f->backend;
+	size_t total = img_iov_total(iov, iovcnt), done = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&b->behind_lock);
+	rbd_behind_wait(b, off, total);
+	r = rbd_behind_failure(f);
+	while (r == 0 && done < total) {
+		uint64_t len = b->piece - (off + done) % b->piece;
+		struct rbd_write_behind *w;
+
+		if (len > total - done)
+			len = total - done;
+		for (;;) {
+			uint64_t seen = rbd_behind_seen(b);
+
+			rbd_behind_reap(b);
+			if (b->nbehind < RBD_MAX_BEHIND &&
+			    (b->nbehind == 0 ||
+			     b->behind_bytes + len <= RBD_BEHIND_BYTES))
+				break;
+			rbd_behind_sleep(b, seen);
+		}
+		w = &b->behind[b->nbehind];
+		w->buf = malloc(len);
+		if (!w->buf) {
+			r = img_file_fail(f, -ENOMEM, "out of memory");
+			break;
+		}
+		img_iov_to_buf(iov, iovcnt, done, w->buf, len);
+		w->off = off + done;
+		w->len = len;
+		r = rbd_aio_create_completion(b, rbd_behind_complete, &w->c);
+		if (r == 0) {
+			r = rbd_aio_write(b->image, w->off, len, w->buf, w->c);
+			if (r < 0)
+				rbd_aio_release(w->c);
+		}
+		if (r < 0) {
+			free(w->buf);
+			r = img_file_fail(f, r,
+					  "write at offset %" PRIu64 ": %s",
+					  w->off, strerror(-r));
+			break;
+		}
+		b->nbehind++;
+		b->behind_bytes += len;
+		done += len;
+	}
+	pthread_mutex_unlock(&b->behind_lock);
+	return r;
+}
+
 struct rbd_piece {
 	rbd_completion_t c;
 	int niov;
@@ -426,6 +687,9 @@ static int rbd_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
 	struct iovec part[64];
 	int n;
 
+	pthread_mutex_lock(&b->behind_lock);
+	rbd_behind_wait(b, off, total ? total : 1);
+	pthread_mutex_unlock(&b->behind_lock);
 	if (off + total <= size)
 		return rbd_transfer(f, iov, iovcnt, off, false);
 	if (!zero_eof)
@@ -466,11 +730,13 @@ static int rbd_grow(struct img_file *f, uint64_t end)
 static int rbd_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
 		       uint64_t off)
 {
+	struct rbd_backend *b = f->backend;
 	int r = rbd_grow(f, off + img_iov_total(iov, iovcnt));
 
 	if (r < 0)
 		return r;
-	return rbd_transfer(f, iov, iovcnt, off, true);
+	img_extent_cache_clear(&b->status);
+	return rbd_write_behind(f, iov, iovcnt, off);
 }
 
 static int rbd_flush_image(struct img_file *f)
@@ -480,6 +746,12 @@ static int rbd_flush_image(struct img_file *f)
 
 	if (!f->writable)
 		return 0;
+	pthread_mutex_lock(&b->behind_lock);
+	rbd_behind_wait(b, 0, 0);
+	r = rbd_behind_failure(f);
+	pthread_mutex_unlock(&b->behind_lock);
+	if (r < 0)
+		return r;
 	r = rbd_flush(b->image);
 	if (r < 0)
 		return img_file_fail(f, r, "flush: %s", strerror(-r));
@@ -499,6 +771,8 @@ static int rbd_truncate(struct img_file *f, uint64_t size)
 	struct rbd_backend *b = f->backend;
 	int r;
 
+	img_extent_cache_clear(&b->status);
+	rbd_drain(b);
 	pthread_mutex_lock(&b->grow_lock);
 	r = rbd_resize(b->image, size);
 	if (r == 0)
@@ -517,6 +791,8 @@ static int rbd_one(struct img_file *f, const char *what, bool zero,
 	rbd_completion_t c;
 	int r;
 
+	img_extent_cache_clear(&b->status);
+	rbd_drain(b);
 	r = rbd_aio_create_completion(NULL, NULL, &c);
 	if (r == 0) {
 		r = zero ? rbd_aio_write_zeroes(b->image, off, (size_t)len, c,
@@ -548,31 +824,17 @@ static int rbd_zero_range(struct img_file *f, uint64_t off, uint64_t len)
 	return rbd_one(f, "write zeroes", true, off, len);
 }
 
-struct rbd_status_walk {
-	uint64_t off, end; /* the range asked about */
-	uint64_t first;	   /* start of the first extent in it */
-	uint64_t first_end;
-	bool found;
-};
-
 static int rbd_status_extent(uint64_t off, size_t len, int exists, void *opaque)
 {
-	struct rbd_status_walk *w = opaque;
+	struct img_extent_cache *filled = opaque;
 
-	if (!exists)
+	if (!exists || off < filled->end)
 		return 0;
-	if (!w->found) {
-		w->found = true;
-		w->first = off;
-		w->first_end = off + len;
-		return 0;
-	}
-	if (off <= w->first_end) {
-		if (off + len > w->first_end)
-			w->first_end = off + len;
-		return 0;
-	}
-	return -ECANCELED; /* the first run is complete */
+	/* the gap before this extent is a hole */
+	if (!img_extent_cache_append(filled, off - filled->end, false) ||
+	    !img_extent_cache_append(filled, len, true))
+		return -ECANCELED; /* full: what is there stays valid */
+	return 0;
 }
 
 static int rbd_extent(struct img_file *f, uint64_t off, uint64_t len,
@@ -580,32 +842,38 @@ static int rbd_extent(struct img_file *f, uint64_t off, uint64_t len,
 {
 	struct rbd_backend *b = f->backend;
 	uint64_t size = __atomic_load_n(&b->size, __ATOMIC_ACQUIRE);
-	struct rbd_status_walk w = { 0 };
+	struct img_extent_cache *filled;
+	uint64_t window, generation;
+	bool complete;
 	int r;
 
 	if (off >= size)
 		return 0;
 	if (len > size - off)
 		len = size - off;
-	if (len > RBD_STATUS_WINDOW)
-		len = RBD_STATUS_WINDOW;
-	w.off = off;
-	w.end = off + len;
-	r = rbd_diff_iterate2(b->image, NULL, off, len, 1, 0, rbd_status_extent,
-			      &w);
-	if (r < 0 && r != -ECANCELED)
+	if (img_extent_cache_lookup(&b->status, off, len, is_data, run))
+		return 0;
+	rbd_drain(b); /* what was written counts as allocated */
+	window = size - off < RBD_STATUS_WINDOW ? size - off
+						: RBD_STATUS_WINDOW;
+	filled = malloc(sizeof(*filled));
+	if (!filled)
 		return 0; /* cannot tell: data */
-	if (!w.found || w.first >= w.end) {
-		*is_data = false;
-		*run = len;
-	} else if (w.first > off) {
-		*is_data = false;
-		*run = w.first - off;
-	} else {
-		*is_data = true;
-		*run = (w.first_end < w.end ? w.first_end : w.end) - off;
+	img_extent_cache_begin(filled, off);
+	generation = img_extent_cache_generation(&b->status);
+	r = rbd_diff_iterate2(b->image, NULL, off, window, 1, 0,
+			      rbd_status_extent, filled);
+	complete = r == 0;
+	if (complete)
+		complete = img_extent_cache_append(
+			filled, off + window - filled->end, false);
+	if ((complete || r == -ECANCELED) && filled->n > 0) {
+		img_extent_cache_install(&b->status, filled, generation);
+		*is_data = filled->e[0].data;
+		*run = filled->e[0].len < len ? filled->e[0].len : len;
 	}
-	return 0;
+	free(filled);
+	return 0; /* an error: cannot tell, data */
 }
 
 static int rbd_snapshots(struct img_file *f, struct img_backend_snapshot *out,

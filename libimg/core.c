@@ -1409,6 +1409,81 @@ int img_check(struct img *img, struct img_check_result *res, unsigned fix)
 	return 0;
 }
 
+/* ---- internal snapshots -------------------------------------------------*/
+
+bool img_has_internal_snapshots(const struct img *img)
+{
+	return img->drv->snapshot_create != NULL;
+}
+
+static int snapshot_op(struct img *img, const char *what, bool write,
+		       int (*op)(struct img *, const char *), const char *name)
+{
+	unsigned seq;
+	int r;
+
+	if (!op)
+		return img_error(img, -ENOTSUP,
+				 "%s images have no internal snapshots",
+				 img->drv->name);
+	if (write) {
+		r = check_writable(img);
+		if (r < 0)
+			return r;
+	} else if (img->flags & IMG_OPEN_RDWR) {
+		return img_error(img, -EINVAL,
+				 "a snapshot is loaded into read-only handles "
+				 "only");
+	}
+	seq = op_begin(img);
+	lock_exclusive(img);
+	r = op(img, name);
+	unlock(img);
+	if (r < 0)
+		return io_failed(img, seq, r, what, 0, 0);
+	return 0;
+}
+
+int img_snapshot_list(struct img *img, struct img_snapshot **list, int *count)
+{
+	int r;
+
+	*list = NULL;
+	*count = 0;
+	if (!img->drv->snapshot_list)
+		return img_error(img, -ENOTSUP,
+				 "%s images have no internal snapshots",
+				 img->drv->name);
+	lock_exclusive(img);
+	r = img->drv->snapshot_list(img, list, count);
+	unlock(img);
+	return r;
+}
+
+int img_snapshot_create(struct img *img, const char *name)
+{
+	return snapshot_op(img, "create snapshot", true,
+			   img->drv->snapshot_create, name);
+}
+
+int img_snapshot_apply(struct img *img, const char *name)
+{
+	return snapshot_op(img, "apply snapshot", true,
+			   img->drv->snapshot_apply, name);
+}
+
+int img_snapshot_delete(struct img *img, const char *name)
+{
+	return snapshot_op(img, "delete snapshot", true,
+			   img->drv->snapshot_delete, name);
+}
+
+int img_snapshot_load(struct img *img, const char *name)
+{
+	return snapshot_op(img, "load snapshot", false, img->drv->snapshot_load,
+			   name);
+}
+
 /* After set_backing, info reports the new reference.  The open parent
  * handle (if any) stays until the image is closed: the caller owns the new
  * parent's handle. */

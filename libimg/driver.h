@@ -221,6 +221,14 @@ struct img_driver {
 	int (*backing_matches)(struct img *img, struct img *parent);
 	int (*set_backing)(struct img *img, const char *backing_file,
 			   const char *backing_format, struct img *parent);
+	/* Internal snapshots (optional; all or none).  The core holds the
+	 * write lock; apply and load set the size with img_set_size. */
+	int (*snapshot_list)(struct img *img, struct img_snapshot **list,
+			     int *count);
+	int (*snapshot_create)(struct img *img, const char *name);
+	int (*snapshot_apply)(struct img *img, const char *name);
+	int (*snapshot_delete)(struct img *img, const char *name);
+	int (*snapshot_load)(struct img *img, const char *name);
 };
 
 /* ---- what drivers may ask of the core ----------------------------------*/

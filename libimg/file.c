@@ -63,6 +63,106 @@ int img_backend_timeout(void)
 	return t > 0 ? t : 30;
 }
 
+/* ---- allocation learnt from a remote backend ----------------------------*/
+
+void img_extent_cache_init(struct img_extent_cache *c)
+{
+	pthread_mutex_init(&c->lock, NULL);
+	c->start = c->end = 0;
+	c->n = 0;
+}
+
+void img_extent_cache_destroy(struct img_extent_cache *c)
+{
+	pthread_mutex_destroy(&c->lock);
+}
+
+void img_extent_cache_clear(struct img_extent_cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->start = c->end = 0;
+	c->n = 0;
+	c->generation++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t img_extent_cache_generation(struct img_extent_cache *c)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&c->lock);
+	g = c->generation;
+	pthread_mutex_unlock(&c->lock);
+	return g;
+}
+
+void img_extent_cache_install(struct img_extent_cache *c,
+			      const struct img_extent_cache *filled,
+			      uint64_t generation)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->generation == generation) {
+		c->start = filled->start;
+		c->end = filled->end;
+		c->n = filled->n;
+		memcpy(c->e, filled->e, sizeof(c->e[0]) * (size_t)filled->n);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void img_extent_cache_begin(struct img_extent_cache *c, uint64_t off)
+{
+	c->start = c->end = off;
+	c->n = 0;
+}
+
+bool img_extent_cache_append(struct img_extent_cache *c, uint64_t len,
+			     bool data)
+{
+	if (len == 0)
+		return true;
+	if (c->n > 0 && c->e[c->n - 1].data == data) {
+		c->e[c->n - 1].len += len;
+	} else {
+		if (c->n == IMG_EXTENT_CACHE_MAX)
+			return false;
+		c->e[c->n].off = c->end;
+		c->e[c->n].len = len;
+		c->e[c->n].data = data;
+		c->n++;
+	}
+	c->end += len;
+	return true;
+}
+
+bool img_extent_cache_lookup(struct img_extent_cache *c, uint64_t off,
+			     uint64_t len, bool *is_data, uint64_t *run)
+{
+	bool found = false;
+	int lo = 0, hi;
+
+	pthread_mutex_lock(&c->lock);
+	hi = c->n - 1;
+	if (off < c->start || off >= c->end || c->n == 0)
+		goto out;
+	while (lo < hi) { /* the last entry starting at or before off */
+		int mid = (lo + hi + 1) / 2;
+
+		if (c->e[mid].off <= off)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	*is_data = c->e[lo].data;
+	*run = c->e[lo].off + c->e[lo].len - off;
+	if (*run > len)
+		*run = len;
+	found = true;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return found;
+}
+
 /* ---- choosing a backend --------------------------------------------------*/
 
 static bool has_prefix(const char *s, const char *prefix)

@@ -292,6 +292,33 @@ int img_check(struct img *img, struct img_check_result *res, unsigned fix);
 int img_set_backing(struct img *img, const char *backing_file,
 		    const char *backing_format, struct img *parent);
 
+/* ---- internal snapshots ----------------------------------------------- */
+
+/* Snapshots kept inside the image file (qcow2).  The list functions return
+ * -ENOTSUP for formats without them; img_has_internal_snapshots says so
+ * without asking. */
+struct img_snapshot {
+	char id[64];
+	char name[256];
+	uint64_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_nsec;
+	uint64_t vm_state_size;
+	uint64_t disk_size;
+};
+
+bool img_has_internal_snapshots(const struct img *img);
+/* *list is malloc'ed (free it); *count entries, oldest first. */
+int img_snapshot_list(struct img *img, struct img_snapshot **list,
+		      int *count);
+int img_snapshot_create(struct img *img, const char *name);
+/* Make the disk read what snapshot name (by name or id) held. */
+int img_snapshot_apply(struct img *img, const char *name);
+int img_snapshot_delete(struct img *img, const char *name);
+/* Read-only handles: from now on reads show snapshot name's contents
+ * (and the size is the snapshot's). */
+int img_snapshot_load(struct img *img, const char *name);
+
 /* ---- formats and sizes -------------------------------------------------*/
 
 /* NULL-terminated list of driver names. */
@@ -307,6 +334,13 @@ int img_parse_size(const char *text, uint64_t *out);
 const char *img_format_size(uint64_t bytes, char *buf, size_t len);
 
 const char *img_version(void);
+
+/* The path of target relative to the directory dir ("../lib/base.vdi"),
+ * both absolute and normalised (realpath); the way a child records its
+ * parent.  Returns the number of "../" it starts with, or -ENAMETOOLONG
+ * when it does not fit in out. */
+int img_path_relative(const char *dir, const char *target, char *out,
+		      size_t outlen);
 
 /* ---- test hooks --------------------------------------------------------*/
 

@@ -132,6 +132,40 @@ const char *img_format_size(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
+/* ---- paths ---------------------------------------------------------------*/
+
+int img_path_relative(const char *dir, const char *target, char *out,
+		      size_t outlen)
+{
+	size_t common = 0, i, pos = 0;
+	int ups = 0;
+	int n;
+
+	/* the longest common prefix that ends at a directory boundary */
+	for (i = 0; dir[i] && dir[i] == target[i]; i++)
+		if (dir[i] == '/')
+			common = i;
+	if (!dir[i] && target[i] == '/')
+		common = i;
+	if (strcmp(dir, "/") == 0)
+		common = 0;
+	for (const char *p = dir + common; *p; p++) {
+		if (*p != '/' || !p[1])
+			continue;
+		if (pos + 3 >= outlen)
+			return -ENAMETOOLONG;
+		memcpy(out + pos, "../", 3);
+		pos += 3;
+		ups++;
+	}
+	if (target[common] == '/')
+		common++;
+	n = snprintf(out + pos, outlen - pos, "%s", target + common);
+	if (n < 0 || (size_t)n >= outlen - pos)
+		return -ENAMETOOLONG;
+	return ups;
+}
+
 /* ---- identity ------------------------------------------------------------*/
 
 void img_random_bytes(void *buf, size_t len)

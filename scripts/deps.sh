@@ -14,8 +14,8 @@ PKGS=(
 	grub-rescue-pc ipxe debian-installer-12-netboot-amd64
 	libclang-rt-14-dev valgrind
 	libzstd-dev libqcow-utils
-	libvncserver-dev libslirp-dev libglib2.0-dev ipxe-qemu
-	libjson-c-dev libxml2-dev libxml2-utils
+	libvncserver-dev libpng-dev libslirp-dev libglib2.0-dev ipxe-qemu
+	libjson-c-dev libxml2-dev libxml2-utils libarchive-dev
 	libcurl4-openssl-dev librbd-dev librados-dev
 	ceph-mon ceph-osd ceph-common uuid-runtime qemu-block-extra fio
 )

@@ -25,6 +25,7 @@
 #      NK_MEM=4096 (MiB)  NK_SMP (default: host CPUs, at most 4)
 #      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
+#      NK_CONSOLE_LOG=FILE keeps L1's console there when L1 ends
 #      NK_LOCK (default /tmp/imgvm-nested-kvm.lock): one nested host at a
 #      time on this machine (two TCG hosts on two cores starve each other's
 #      vCPUs into soft lockups); a second start waits for the first to end
@@ -183,6 +184,8 @@ tails=()
 finish() {
 	[ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
 	for t in "${tails[@]}"; do kill "$t" 2>/dev/null; done
+	[ -n "${NK_CONSOLE_LOG:-}" ] && [ -e "$ctl/console.log" ] &&
+		tr -d '\r' <"$ctl/console.log" >"$NK_CONSOLE_LOG" 2>/dev/null
 	rm -rf "$ctl"
 }
 trap finish EXIT

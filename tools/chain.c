@@ -129,44 +129,19 @@ out:
 
 char *chain_parent_reference(const char *child, const char *parent)
 {
-	char child_real[PATH_MAX], parent_real[PATH_MAX];
-	char *copy, *dir, *out = NULL;
-	size_t common = 0, i;
-	int ups = 0;
+	char child_real[PATH_MAX], parent_real[PATH_MAX], rel[PATH_MAX];
+	int ups;
 
 	if (!realpath(child, child_real) || !realpath(parent, parent_real))
 		return NULL;
-	copy = strdup(child_real);
-	if (!copy)
+	ups = img_path_relative(dirname(child_real), parent_real, rel,
+				sizeof(rel));
+	if (ups < 0) {
+		errno = -ups;
 		return NULL;
-	dir = dirname(copy);
-	/* Longest common directory prefix, at a '/' boundary. */
-	for (i = 0; dir[i] && dir[i] == parent_real[i]; i++)
-		if (dir[i] == '/')
-			common = i;
-	if (!dir[i] && parent_real[i] == '/')
-		common = i;
-	if (strcmp(dir, "/") == 0)
-		common = 0;
-	else
-		for (const char *p = dir + common; *p; p++)
-			if (*p == '/')
-				ups++;
-	if (ups > 2) {
-		out = strdup(parent_real);
-	} else {
-		size_t need = (size_t)ups * 3 + strlen(parent_real) + 1;
-
-		out = malloc(need);
-		if (out) {
-			out[0] = '\0';
-			for (int u = 0; u < ups; u++)
-				strcat(out, "../");
-			strcat(out, parent_real + common + 1);
-		}
 	}
-	free(copy);
-	return out;
+	/* more than two levels up: the absolute path reads better */
+	return strdup(ups > 2 ? parent_real : rel);
 }
 
 int chain_refresh_child(const char *child_path, const char *child_format,

@@ -288,15 +288,16 @@ static void convert_usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: imgtool convert [-f FMT] [-O FMT] [-o OPTS] [-c] [-p] [-q] [-n]\n"
-		"                       [-S SIZE] [-B BACKING [-F BFMT]] [-m N] [-U]\n"
+		"                       [-S SIZE] [-B BACKING [-F BFMT]] [-m N] [-U] [-l SNAP]\n"
 		"                       SRC... DST\n"
 		"Copy the virtual disk of SRC (several SRCs are concatenated) into DST,\n"
 		"flattening backing chains.  Unallocated and zero regions are not written.\n"
 		"\n"
 		"  -f FMT       source format (default: probed)\n"
-		"  -O FMT       target format: raw, vdi, vhd (vpc), vmdk (default raw)\n"
+		"  -O FMT       target format: raw, vdi, vhd (vpc), vhdx, vmdk (default raw)\n"
 		"  -o OPTS      target create options, e.g. subformat=fixed,cluster_size=1M\n"
 		"               (-o help lists them for -O FMT)\n"
+		"  -l SNAPSHOT  read the source's internal snapshot SNAPSHOT (qcow2)\n"
 		"  -c           compress (vmdk: subformat=streamOptimized; qcow2:\n"
 		"               zlib-compressed clusters)\n"
 		"  -n           write into the existing DST, do not create it\n"
@@ -372,6 +373,7 @@ int cmd_convert(int argc, char **argv)
 	const char *dst_path, *canonical;
 	char *create_options = NULL;
 	bool progress = false, compress = false, created = false;
+	const char *snapshot = NULL;
 	bool format_given = false;
 	unsigned src_flags = IMG_OPEN_RDONLY;
 	/* Data written once and not read back: bypassing the page cache
@@ -382,7 +384,7 @@ int cmd_convert(int argc, char **argv)
 	int opt, ret, status = TOOL_EXIT_FAILURE;
 
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "hf:O:o:cnpqS:B:F:b:m:UWt:T:",
+	while ((opt = getopt_long(argc, argv, "hf:O:o:cnpqS:B:F:b:m:UWt:T:l:",
 				  longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
@@ -403,6 +405,9 @@ int cmd_convert(int argc, char **argv)
 			break;
 		case 'c':
 			compress = true;
+			break;
+		case 'l':
+			snapshot = optarg;
 			break;
 		case 'n':
 			cv.existing = true;
@@ -512,6 +517,11 @@ int cmd_convert(int argc, char **argv)
 		if (tool_open(&s->img, argv[optind + i], src_format,
 			      src_flags) < 0)
 			goto out;
+		/* -l: read an internal snapshot of the (single) source. */
+		if (snapshot && img_snapshot_load(s->img, snapshot) < 0) {
+			tool_error("%s", img_errmsg(s->img));
+			goto out;
+		}
 		s->size = img_size(s->img);
 		s->start = cv.total;
 		cv.total += s->size;

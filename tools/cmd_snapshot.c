@@ -68,7 +68,8 @@ static void snapshot_usage(FILE *out)
 		"       imgtool snapshot list FILE\n"
 		"       imgtool snapshot revert [--force] FILE NAME\n"
 		"       imgtool snapshot delete FILE NAME\n"
-		"Named states of the disk FILE (vdi, vhd, vmdk); FILE's path never changes.\n"
+		"Named states of the disk FILE (vdi, vhd, vhdx, vmdk); FILE's path never changes.\n"
+		"Formats with internal snapshots (qcow2) keep them inside FILE.\n"
 		"\n"
 		"  create   keep the current contents as snapshot NAME (a read-only layer\n"
 		"           FILE.snapshots/NAME.EXT); FILE becomes a fresh differencing\n"
@@ -781,6 +782,49 @@ out:
 	return ret;
 }
 
+/* Formats that keep snapshots inside the image (qcow2): the driver does
+ * the work; FILE stays one file. */
+static int snapshot_internal(struct img *img, const char *action,
+			     const char *name)
+{
+	struct img_snapshot *list;
+	int count, ret;
+
+	if (strcmp(action, "list") == 0) {
+		ret = img_snapshot_list(img, &list, &count);
+		if (ret < 0) {
+			cmdline_img_error(img, ret);
+			return ret;
+		}
+		printf("%-6s %-20s %-19s %12s\n", "ID", "NAME", "CREATED",
+		       "VIRTUAL");
+		for (int i = count - 1; i >= 0; i--) {
+			char created[32] = "-", vsize[32];
+			time_t t = (time_t)list[i].date_sec;
+			struct tm tm;
+
+			if (t && localtime_r(&t, &tm))
+				strftime(created, sizeof(created),
+					 "%Y-%m-%d %H:%M:%S", &tm);
+			img_format_size(list[i].disk_size, vsize,
+					sizeof(vsize));
+			printf("%-6s %-20s %-19s %12s\n", list[i].id,
+			       list[i].name, created, vsize);
+		}
+		free(list);
+		return 0;
+	}
+	if (strcmp(action, "create") == 0)
+		ret = img_snapshot_create(img, name);
+	else if (strcmp(action, "revert") == 0)
+		ret = img_snapshot_apply(img, name);
+	else
+		ret = img_snapshot_delete(img, name);
+	if (ret < 0)
+		cmdline_img_error(img, ret);
+	return ret;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -844,6 +888,30 @@ int cmd_snapshot(int argc, char **argv)
 			"%s: the storage keeps its own snapshots: %s them with its tools (rbd snap %s)",
 			s.file, action, action);
 		return TOOL_EXIT_FAILURE;
+	}
+	{
+		struct img *img;
+		bool list = strcmp(action, "list") == 0;
+
+		if (tool_open(&img, s.file, format, IMG_OPEN_RDONLY) < 0)
+			return TOOL_EXIT_FAILURE;
+		if (img_has_internal_snapshots(img) && !list) {
+			img_close(img);
+			if (tool_open(&img, s.file, format, IMG_OPEN_RDWR) < 0)
+				return TOOL_EXIT_FAILURE;
+		}
+		if (img_has_internal_snapshots(img)) {
+			ret = snapshot_internal(img, action, name);
+			if (img_close(img) < 0 && ret == 0)
+				ret = -EIO;
+			if (ret == 0 && !quiet && !list)
+				printf("Snapshot '%s' %s.\n", name,
+				       !strcmp(action, "create")   ? "created"
+				       : !strcmp(action, "revert") ? "restored"
+								   : "deleted");
+			return ret == 0 ? TOOL_EXIT_OK : TOOL_EXIT_FAILURE;
+		}
+		img_close(img);
 	}
 	if (asprintf(&s.snapdir, "%s.snapshots", s.file) < 0) {
 		tool_error("out of memory");

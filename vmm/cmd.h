@@ -7,6 +7,7 @@
 #ifndef IMGVM_CMD_H
 #define IMGVM_CMD_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "vmm/options.h"
@@ -26,6 +27,9 @@ int imgvm_cmd_show(int argc, char **argv);
 int imgvm_cmd_modify(int argc, char **argv);
 int imgvm_cmd_delete(int argc, char **argv);
 int imgvm_cmd_start(int argc, char **argv);
+int imgvm_cmd_snapshot(int argc, char **argv);
+int imgvm_cmd_export(int argc, char **argv);
+int imgvm_cmd_import(int argc, char **argv);
 /* status, eject, insert, powerbutton, reset, pause, resume, stop,
  * screenshot, sendkeys: one request on the VM's control socket */
 int imgvm_cmd_control(int argc, char **argv);
@@ -34,5 +38,11 @@ int imgvm_cmd_control(int argc, char **argv);
  * status.  For boot and start.  ready_fd >= 0: one byte is written to it
  * (and it is closed) once the machine is set up and about to run. */
 int imgvm_boot(struct boot_options *opt, int ready_fd);
+
+/* imgtool (next to this imgvm, else in PATH): its path, and a run of it
+ * with args (args[0] = "imgtool"); quiet: its stdout to /dev/null.  Its
+ * exit status, -1 when it could not run. */
+void imgtool_path(char *out, size_t len);
+int imgtool_run(const char *const args[], bool quiet);
 
 #endif

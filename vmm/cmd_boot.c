@@ -11,10 +11,11 @@
 #include "vmm/cmd.h"
 #include "vmm/pc.h"
 
-/* SIGINT/SIGTERM/SIGHUP stop the guest cleanly, so the disk is flushed. */
+/* SIGINT/SIGTERM/SIGHUP stop the guest cleanly, so the disk is flushed.
+ * SIGUSR2 takes a --screenshot (SIGUSR1 kicks vCPUs out of KVM_RUN). */
 static void *signal_thread(void *opaque)
 {
-	struct vmm *vm = opaque;
+	struct pc *pc = opaque;
 	sigset_t set;
 	int sig;
 
@@ -22,13 +23,15 @@ static void *signal_thread(void *opaque)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
-	if (sigwait(&set, &sig) == 0)
-		vmm_request_stop(vm, 128 + sig, "terminated by signal %d", sig);
+	sigaddset(&set, SIGUSR2);
+	while (sigwait(&set, &sig) == 0 && sig == SIGUSR2)
+		screen_screenshot(&pc->screen, &pc->opt.screen);
+	vmm_request_stop(pc->vm, 128 + sig, "terminated by signal %d", sig);
 	/* A second signal means: now, without waiting for the guest. */
-	if (sigwait(&set, &sig) == 0) {
-		fprintf(stderr, "imgvm: terminated by signal %d\n", sig);
-		_exit(128 + sig);
-	}
+	while (sigwait(&set, &sig) == 0 && sig == SIGUSR2)
+		;
+	fprintf(stderr, "imgvm: terminated by signal %d\n", sig);
+	_exit(128 + sig);
 	return NULL;
 }
 
@@ -50,13 +53,14 @@ int imgvm_boot(struct boot_options *opt, int ready_fd)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	if (pc_setup(&pc)) {
 		pc_teardown(&pc);
 		return EXIT_USAGE;
 	}
-	pthread_create(&sig_thread, NULL, signal_thread, pc.vm);
+	pthread_create(&sig_thread, NULL, signal_thread, &pc);
 	pthread_detach(sig_thread);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "R", 1) != 1) {

@@ -2,8 +2,9 @@
 /*
  * imgvm delete NAME [--delete-disks]: remove a stopped VM's definition and
  * the files imgvm keeps in its folder; with --delete-disks also every
- * writable disk it names.
+ * writable disk it names, with its snapshots.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -13,6 +14,28 @@
 
 #include "vmm/cmd.h"
 #include "vmm/vmdef.h"
+
+/* DISK.snapshots/ (imgvm snapshot's layers of DISK, and their index) goes
+ * with the disk. */
+static void remove_snapshots(const char *disk)
+{
+	char dir[PATH_MAX], path[PATH_MAX * 2];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s.snapshots", disk);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			unlink(path);
+		}
+	closedir(d);
+	if (rmdir(dir))
+		fprintf(stderr, "imgvm: %s: %s\n", dir, strerror(errno));
+}
 
 int imgvm_cmd_delete(int argc, char **argv)
 {
@@ -65,6 +88,7 @@ int imgvm_cmd_delete(int argc, char **argv)
 					strerror(errno));
 				status = EXIT_USAGE;
 			}
+			remove_snapshots(file);
 			free(file);
 		}
 		free(disks);

@@ -32,7 +32,16 @@
 /* The firmware's last 128 KiB also appear at 0xE0000-0xFFFFF. */
 #define VMM_BIOS_LOW_ALIAS 0x20000ull
 
-enum vmm_slot { SLOT_LOW_RAM, SLOT_HIGH_RAM, SLOT_BIOS };
+enum vmm_slot {
+	SLOT_LOW_RAM,
+	SLOT_HIGH_RAM,
+	SLOT_BIOS,
+	SLOT_RAM_ABOVE_VGA, /* 0xC0000 up, when the VGA window is open */
+	SLOT_DEVICE_FIRST,
+};
+
+#define VMM_VGA_WINDOW 0xa0000ull
+#define VMM_VGA_WINDOW_END 0xc0000ull
 
 /* ---- guest memory ------------------------------------------------------*/
 
@@ -206,6 +215,7 @@ static int vmm_common_init(struct vmm *vm, uint64_t ram_size)
 	madvise(vm->ram, ram_size, MADV_HUGEPAGE);
 	pthread_mutex_init(&vm->request_lock, NULL);
 	pthread_mutex_init(&vm->ring_lock, NULL);
+	pthread_mutex_init(&vm->device_memory_lock, NULL);
 	{
 		pthread_condattr_t attr;
 
@@ -367,6 +377,8 @@ void vmm_destroy(struct vmm *vm)
 	vmm_io_bus_destroy(&vm->pio);
 	vmm_io_bus_destroy(&vm->mmio);
 	free(vm->reset_hooks);
+	for (unsigned i = 0; i < VMM_DEVICE_MEMORY_SLOTS; i++)
+		free(vm->device_memory[i].dirty);
 	free(vm);
 }
 
@@ -453,6 +465,92 @@ static int vmm_set_memory(struct vmm *vm, enum vmm_slot slot, uint64_t gpa,
 	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region);
 }
 
+static int vmm_set_device_slot(struct vmm *vm, unsigned index)
+{
+	const struct vmm_device_memory *dm = &vm->device_memory[index];
+	struct kvm_userspace_memory_region region = {
+		.slot = SLOT_DEVICE_FIRST + index,
+		.flags = dm->dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+		.guest_phys_addr = dm->gpa,
+		.memory_size = dm->size,
+		.userspace_addr = (uint64_t)(uintptr_t)dm->hva,
+	};
+
+	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0
+		       ? -errno
+		       : 0;
+}
+
+void vmm_open_vga_window(struct vmm *vm)
+{
+	/* --memory is at least 16 MiB: RAM goes on above the window */
+	vm->vga_window_open = true;
+}
+
+int vmm_map_device_memory(struct vmm *vm, unsigned index, uint64_t gpa,
+			  void *hva, uint64_t size, bool dirty_log)
+{
+	struct vmm_device_memory *dm;
+	int ret = 0;
+
+	if (index >= VMM_DEVICE_MEMORY_SLOTS || size % 4096 || gpa % 4096)
+		return -EINVAL;
+	dm = &vm->device_memory[index];
+	pthread_mutex_lock(&vm->device_memory_lock);
+	if (size && dirty_log) {
+		free(dm->dirty);
+		dm->dirty = calloc(1, (size / 4096 + 63) / 64 * 8);
+		if (!dm->dirty) {
+			pthread_mutex_unlock(&vm->device_memory_lock);
+			return -ENOMEM;
+		}
+	}
+	/* KVM moves a slot only by deleting it first */
+	if (dm->size && vm->vm_fd >= 0) {
+		dm->size = 0;
+		vmm_set_device_slot(vm, index);
+	}
+	dm->gpa = gpa;
+	dm->hva = hva;
+	dm->size = size;
+	dm->dirty_log = dirty_log;
+	if (size && vm->vm_fd >= 0) {
+		ret = vmm_set_device_slot(vm, index);
+		if (ret)
+			dm->size = 0;
+	}
+	pthread_mutex_unlock(&vm->device_memory_lock);
+	return ret;
+}
+
+int vmm_device_memory_dirty(struct vmm *vm, unsigned index,
+			    unsigned long *bitmap)
+{
+	struct vmm_device_memory *dm;
+	int ret = 0;
+
+	if (index >= VMM_DEVICE_MEMORY_SLOTS)
+		return -EINVAL;
+	dm = &vm->device_memory[index];
+	pthread_mutex_lock(&vm->device_memory_lock);
+	if (dm->size && dm->dirty_log && vm->vm_fd >= 0) {
+		size_t words = (dm->size / 4096 + 63) / 64;
+		struct kvm_dirty_log log = {
+			.slot = SLOT_DEVICE_FIRST + index,
+			.dirty_bitmap = dm->dirty,
+		};
+
+		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
+			ret = -errno;
+		} else {
+			for (size_t i = 0; i < words; i++)
+				bitmap[i] |= dm->dirty[i];
+		}
+	}
+	pthread_mutex_unlock(&vm->device_memory_lock);
+	return ret;
+}
+
 static struct kvm_cpuid2 *vmm_supported_cpuid(struct vmm *vm)
 {
 	for (unsigned n = 64; n <= 4096; n *= 2) {
@@ -471,6 +569,9 @@ static struct kvm_cpuid2 *vmm_supported_cpuid(struct vmm *vm)
 	return NULL;
 }
 
+#define VMM_SYNC_REGS \
+	(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS)
+
 static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 			  const struct kvm_cpuid2 *supported)
 {
@@ -478,10 +579,15 @@ static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 	size_t bytes = sizeof(*supported) +
 		       supported->nent * sizeof(supported->entries[0]);
 	struct kvm_cpuid2 *cpuid = malloc(bytes);
-	int ret = 0;
+	int ret = 0, sync;
 
 	vcpu->vm = vm;
 	vcpu->index = index;
+	vcpu->exits = 0;
+	vcpu->last_exit_ns = 0;
+	vcpu->in_run = 0;
+	vcpu->sync_regs = false;
+	memset(&vcpu->prev, 0, sizeof(vcpu->prev));
 	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, index);
 	if (vcpu->fd < 0 || !cpuid) {
 		free(cpuid);
@@ -493,6 +599,20 @@ static int vmm_setup_vcpu(struct vmm *vm, unsigned index,
 		vcpu->run = NULL;
 		free(cpuid);
 		return -errno;
+	}
+	/* KVM_CHECK_EXTENSION answers with the register sets it can copy;
+	 * IMGVM_NO_SYNC_REGS=1 does without them, as on a KVM that has none.
+	 * IMGVM_SYNC_SREGS_EVERY=N: the segment and control registers at
+	 * every N-th exit (default 32; 1 = at each, to measure the cost). */
+	sync = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+	if (sync > 0 && (sync & VMM_SYNC_REGS) == VMM_SYNC_REGS &&
+	    !getenv("IMGVM_NO_SYNC_REGS")) {
+		const char *every = getenv("IMGVM_SYNC_SREGS_EVERY");
+
+		vcpu->sync_regs = true;
+		vcpu->sregs_every = every ? (unsigned)atoi(every) : 32;
+		if (vcpu->sregs_every < 1)
+			vcpu->sregs_every = 1;
 	}
 	memcpy(cpuid, supported, bytes);
 	for (unsigned i = 0; i < cpuid->nent; i++) {
@@ -564,7 +684,16 @@ static int vmm_build_kvm(struct vmm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "KVM_SET_TSS_ADDR: %s", strerror(errno));
 		goto fail;
 	}
-	if (vmm_set_memory(vm, SLOT_LOW_RAM, 0, vm->low_ram, vm->ram, false) ||
+	if ((vm->vga_window_open
+		     ? vmm_set_memory(vm, SLOT_LOW_RAM, 0, VMM_VGA_WINDOW,
+				      vm->ram, false) ||
+			       vmm_set_memory(vm, SLOT_RAM_ABOVE_VGA,
+					      VMM_VGA_WINDOW_END,
+					      vm->low_ram - VMM_VGA_WINDOW_END,
+					      vm->ram + VMM_VGA_WINDOW_END,
+					      false)
+		     : vmm_set_memory(vm, SLOT_LOW_RAM, 0, vm->low_ram, vm->ram,
+				      false)) ||
 	    (vm->high_ram &&
 	     vmm_set_memory(vm, SLOT_HIGH_RAM, VMM_4GIB, vm->high_ram,
 			    vm->ram + vm->low_ram, false)) ||
@@ -574,6 +703,12 @@ static int vmm_build_kvm(struct vmm *vm, char *err, size_t errlen)
 			 strerror(errno));
 		goto fail;
 	}
+	/* a framebuffer mapped before a reset stays until its BAR moves */
+	pthread_mutex_lock(&vm->device_memory_lock);
+	for (unsigned i = 0; i < VMM_DEVICE_MEMORY_SLOTS; i++)
+		if (vm->device_memory[i].size && vmm_set_device_slot(vm, i))
+			vm->device_memory[i].size = 0;
+	pthread_mutex_unlock(&vm->device_memory_lock);
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0 ||
 	    ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
 		snprintf(err, errlen, "KVM irqchip/PIT: %s", strerror(errno));
@@ -612,16 +747,136 @@ static void vmm_emulation_failure(struct vmm_vcpu *vcpu)
 	struct kvm_sregs sregs;
 	const char *hint = vmm_kvm_limitation();
 	unsigned long long cs = 0, rip = 0;
+	char before[400];
 
 	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0 &&
 	    ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) == 0) {
 		cs = sregs.cs.selector;
 		rip = regs.rip;
 	}
+	vmm_describe_cpu(before, sizeof(before), &vcpu->prev);
 	vmm_request_stop(vm, 2,
 			 "KVM internal error: emulation failure at "
-			 "%04llx:%08llx%s%s",
-			 cs, rip, hint ? "; " : "", hint ? hint : "");
+			 "%04llx:%08llx%s%s; %s",
+			 cs, rip, hint ? "; " : "", hint ? hint : "", before);
+}
+
+static const char *vmm_exit_name(uint32_t reason)
+{
+	switch (reason) {
+	case KVM_EXIT_IO:
+		return "port I/O";
+	case KVM_EXIT_MMIO:
+		return "MMIO";
+	case KVM_EXIT_HLT:
+		return "HLT";
+	case KVM_EXIT_INTR:
+		return "signal";
+	case KVM_EXIT_SHUTDOWN:
+		return "shutdown";
+	case KVM_EXIT_SYSTEM_EVENT:
+		return "system event";
+	case KVM_EXIT_INTERNAL_ERROR:
+		return "internal error";
+	case KVM_EXIT_FAIL_ENTRY:
+		return "entry failure";
+	default:
+		return NULL;
+	}
+}
+
+void vmm_describe_cpu(char *buf, size_t len,
+		      const struct vmm_cpu_snapshot *snap)
+{
+	const struct kvm_vcpu_events *ev = &snap->events;
+	const char *name = vmm_exit_name(snap->exit_reason);
+	char exit_name[24];
+	char exception[48] = "";
+	char sregs_age[40] = "";
+
+	if (!snap->valid) {
+		snprintf(buf, len,
+			 "no registers from before it (KVM lacks "
+			 "KVM_CAP_SYNC_REGS, or the vCPU had not left KVM_RUN "
+			 "yet)");
+		return;
+	}
+	if (!name) {
+		snprintf(exit_name, sizeof(exit_name), "%u", snap->exit_reason);
+		name = exit_name;
+	}
+	if (snap->sregs_exit != snap->exits)
+		snprintf(sregs_age, sizeof(sregs_age), " (at exit %llu)",
+			 (unsigned long long)snap->sregs_exit);
+	if (ev->exception.injected || ev->exception.pending)
+		snprintf(exception, sizeof(exception),
+			 ", exception %u%s (error %#x)", ev->exception.nr,
+			 ev->exception.injected ? " being delivered"
+						: " pending",
+			 ev->exception.has_error_code ? ev->exception.error_code
+						      : 0);
+	snprintf(buf, len,
+		 "at its exit before (%s, exit %llu): RIP %#llx RSP %#llx "
+		 "RFLAGS %#llx; CS %#x CR0 %#llx CR3 %#llx CR4 %#llx EFER "
+		 "%#llx%s%s",
+		 name, (unsigned long long)snap->exits,
+		 (unsigned long long)snap->regs.rip,
+		 (unsigned long long)snap->regs.rsp,
+		 (unsigned long long)snap->regs.rflags, snap->sregs.cs.selector,
+		 (unsigned long long)snap->sregs.cr0,
+		 (unsigned long long)snap->sregs.cr3,
+		 (unsigned long long)snap->sregs.cr4,
+		 (unsigned long long)snap->sregs.efer, sregs_age, exception);
+}
+
+void vmm_describe_vcpu_brief(char *buf, size_t len, unsigned index,
+			     const struct vmm_cpu_snapshot *snap,
+			     uint64_t exits, double idle_sec, bool in_guest)
+{
+	const char *name = vmm_exit_name(snap->exit_reason);
+	char where[64] = "";
+
+	if (snap->valid)
+		snprintf(where, sizeof(where), " (%s at %04x:%llx)",
+			 name ? name : "other", snap->sregs.cs.selector,
+			 (unsigned long long)snap->regs.rip);
+	snprintf(buf, len, "vCPU %u: %llu exits, the last %.1f s before%s, %s",
+		 index, (unsigned long long)exits, idle_sec, where,
+		 in_guest ? "in the guest" : "in imgvm's device code");
+}
+
+static uint64_t vmm_now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* At a timeout: where each vCPU stood, appended to the stop reason (one
+ * line).  A guest spinning on a device shows recent exits at one place; a
+ * vCPU that made no exit for long was left in the guest by KVM. */
+static void vmm_describe_timeout(struct vmm *vm)
+{
+	uint64_t now = vmm_now_ns();
+	size_t used = strlen(vm->stop_reason);
+
+	for (unsigned i = 0;
+	     i < vm->ncpus && used + 1 < sizeof(vm->stop_reason); i++) {
+		struct vmm_vcpu *vcpu = &vm->vcpus[i];
+		uint64_t last =
+			__atomic_load_n(&vcpu->last_exit_ns, __ATOMIC_RELAXED);
+		char brief[160];
+
+		vmm_describe_vcpu_brief(
+			brief, sizeof(brief), i, &vcpu->prev,
+			__atomic_load_n(&vcpu->exits, __ATOMIC_RELAXED),
+			last && now > last ? (double)(now - last) / 1e9 : 0.0,
+			__atomic_load_n(&vcpu->in_run, __ATOMIC_RELAXED));
+		snprintf(vm->stop_reason + used, sizeof(vm->stop_reason) - used,
+			 "; %s", brief);
+		used = strlen(vm->stop_reason);
+	}
 }
 
 /* IMGVM_TRACE_IO=1: every port access on stderr (debugging aid) */
@@ -675,15 +930,18 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 	case KVM_EXIT_SHUTDOWN: {
 		struct kvm_regs regs = { 0 };
 		struct kvm_sregs sregs = { 0 };
+		char before[400];
 
+		/* kvm_amd has reset the vCPU already: these registers may
+		 * be the reset vector's, hence the copy from the exit before */
 		ioctl(vcpu->fd, KVM_GET_REGS, &regs);
 		ioctl(vcpu->fd, KVM_GET_SREGS, &sregs);
+		vmm_describe_cpu(before, sizeof(before), &vcpu->prev);
 		vmm_request_stop(vm, 2,
-				 "guest triple fault (vCPU %u at %04x:%08llx, "
-				 "CR0 %#llx)",
+				 "guest triple fault (vCPU %u, now at "
+				 "%04x:%08llx); %s",
 				 vcpu->index, sregs.cs.selector,
-				 (unsigned long long)regs.rip,
-				 (unsigned long long)sregs.cr0);
+				 (unsigned long long)regs.rip, before);
 		break;
 	}
 	case KVM_EXIT_SYSTEM_EVENT:
@@ -713,6 +971,35 @@ static void vmm_handle_exit(struct vmm_vcpu *vcpu)
 	}
 }
 
+/* What KVM is to copy into kvm_run at the coming exit: the general
+ * registers always, the rest at every sregs_every-th exit (the first one
+ * included). */
+static void vmm_choose_registers(struct vmm_vcpu *vcpu)
+{
+	vcpu->run->kvm_valid_regs =
+		KVM_SYNC_X86_REGS |
+		(vcpu->exits % vcpu->sregs_every
+			 ? 0
+			 : KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS);
+}
+
+/* The registers KVM copied into kvm_run at this exit, kept for the next
+ * exit's report: a memcpy, no syscall. */
+static void vmm_keep_registers(struct vmm_vcpu *vcpu)
+{
+	const struct kvm_sync_regs *s = &vcpu->run->s.regs;
+
+	vcpu->prev.valid = true;
+	vcpu->prev.exit_reason = vcpu->run->exit_reason;
+	vcpu->prev.exits = vcpu->exits;
+	memcpy(&vcpu->prev.regs, &s->regs, sizeof(s->regs));
+	if (vcpu->run->kvm_valid_regs & KVM_SYNC_X86_SREGS) {
+		vcpu->prev.sregs_exit = vcpu->exits;
+		memcpy(&vcpu->prev.sregs, &s->sregs, sizeof(s->sregs));
+		memcpy(&vcpu->prev.events, &s->events, sizeof(s->events));
+	}
+}
+
 static void *vmm_vcpu_thread(void *arg)
 {
 	struct vmm_vcpu *vcpu = arg;
@@ -723,10 +1010,17 @@ static void *vmm_vcpu_thread(void *arg)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	while (vmm_running(vm)) {
+		int ret;
+
 		vmm_wait_while_paused(vm);
 		if (!vmm_running(vm))
 			break;
-		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+		if (vcpu->sync_regs)
+			vmm_choose_registers(vcpu);
+		__atomic_store_n(&vcpu->in_run, 1, __ATOMIC_RELAXED);
+		ret = ioctl(vcpu->fd, KVM_RUN, 0);
+		__atomic_store_n(&vcpu->in_run, 0, __ATOMIC_RELAXED);
+		if (ret < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				__atomic_store_n(&vcpu->run->immediate_exit, 0,
 						 __ATOMIC_SEQ_CST);
@@ -736,7 +1030,13 @@ static void *vmm_vcpu_thread(void *arg)
 					 strerror(errno));
 			break;
 		}
+		__atomic_store_n(&vcpu->exits, vcpu->exits + 1,
+				 __ATOMIC_RELAXED);
+		__atomic_store_n(&vcpu->last_exit_ns, vmm_now_ns(),
+				 __ATOMIC_RELAXED);
 		vmm_handle_exit(vcpu);
+		if (vcpu->sync_regs)
+			vmm_keep_registers(vcpu);
 	}
 	return NULL;
 }
@@ -920,6 +1220,7 @@ int vmm_run(struct vmm *vm, bool no_reboot, unsigned timeout_sec,
 						sizeof(vm->stop_reason),
 						"timeout: the guest ran for %u s",
 						timeout_sec);
+					vmm_describe_timeout(vm);
 				}
 			}
 		}

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <linux/kvm.h>
+
 #include "vmm/vmm.h"
 
 #define VMM_MAX_CPUS 64
@@ -64,6 +66,17 @@ struct vmm_reset_hook {
 	void *opaque;
 };
 
+/* A vCPU's registers as KVM left them at one exit (KVM_CAP_SYNC_REGS). */
+struct vmm_cpu_snapshot {
+	bool valid;
+	uint32_t exit_reason;
+	uint64_t exits; /* of this vCPU since its start, this one included */
+	uint64_t sregs_exit; /* the exit sregs and events were copied at */
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_vcpu_events events;
+};
+
 struct vmm_vcpu {
 	struct vmm *vm;
 	unsigned index;
@@ -71,6 +84,22 @@ struct vmm_vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool started;
+	/*
+	 * KVM copies the registers into run->s.regs at every exit (no
+	 * syscall).  At a triple fault kvm_amd has already reset the vCPU, so
+	 * KVM_GET_REGS then shows the reset vector: the copy from the exit
+	 * before is what tells where the guest was.  The general registers
+	 * are copied at every exit; the segment and control registers and
+	 * the pending events (more work for KVM) at every sregs_every-th.
+	 */
+	bool sync_regs;
+	unsigned sregs_every;
+	uint64_t exits;
+	struct vmm_cpu_snapshot prev;
+	/* for a timeout's report: inside KVM_RUN or in imgvm's own code,
+	 * and when the last exit came (CLOCK_MONOTONIC, ns) */
+	int in_run;
+	uint64_t last_exit_ns;
 };
 
 struct pci_bus;
@@ -110,7 +139,7 @@ struct vmm {
 	enum vmm_request request;
 	bool paused; /* vCPUs wait on request_cond while set */
 	int exit_code;
-	char stop_reason[256];
+	char stop_reason[512];
 	unsigned resets;
 
 	/* unit tests: the last level set on each GSI, MSIs sent */
@@ -122,6 +151,18 @@ struct vmm {
 	struct pci_bus *pci;
 	struct fw_cfg *fw_cfg;
 
+	/* 0xA0000-0xBFFFF is left out of the low RAM slot (a VGA's) */
+	bool vga_window_open;
+
+	/* device memory regions (framebuffers) as KVM memory slots */
+	pthread_mutex_t device_memory_lock;
+	struct vmm_device_memory {
+		uint64_t gpa, size;
+		void *hva;
+		bool dirty_log;
+		unsigned long *dirty; /* scratch for KVM_GET_DIRTY_LOG */
+	} device_memory[VMM_DEVICE_MEMORY_SLOTS];
+
 	/* coalesced port writes: the ranges, and the ring KVM fills */
 	struct {
 		uint16_t base, len;
@@ -131,6 +172,19 @@ struct vmm {
 	unsigned ring_entries;
 	pthread_mutex_t ring_lock;
 };
+
+/* One line for a stop message: where the snapshot's vCPU was (RIP, CS,
+ * CR0, CR3, RSP, a pending exception) and which exit that copy is from;
+ * says so when there is no copy. */
+void vmm_describe_cpu(char *buf, size_t len,
+		      const struct vmm_cpu_snapshot *snap);
+
+/* A short line on where a vCPU stood when the run was stopped: its exits,
+ * how long before the stop the last one came, that exit's kind and CS:RIP,
+ * and whether it was in the guest or in imgvm's device code then. */
+void vmm_describe_vcpu_brief(char *buf, size_t len, unsigned index,
+			     const struct vmm_cpu_snapshot *snap,
+			     uint64_t exits, double idle_sec, bool in_guest);
 
 /* A machine without KVM: RAM, buses, PCI, recorded interrupts.  For unit
  * tests of devices; vmm_destroy frees it. */

@@ -31,6 +31,7 @@ enum {
 	OPT_CONTROL,
 	OPT_NET,
 	OPT_PXE_ROM,
+	OPT_SCREEN,
 	OPT_HELP,
 };
 
@@ -52,6 +53,13 @@ const struct boot_option_info boot_option_list[] = {
 	{ "control", V | P, OPT_CONTROL },
 	{ "net", V, OPT_NET },
 	{ "pxe-rom", V | P, OPT_PXE_ROM },
+	{ "vga", V, OPT_SCREEN },
+	{ "vram", V, OPT_SCREEN },
+	{ "display", V, OPT_SCREEN },
+	{ "vnc", V, OPT_SCREEN },
+	{ "vnc-password-file", V | P, OPT_SCREEN },
+	{ "screenshot", V | P, OPT_SCREEN },
+	{ "screenshot-on-exit", V | P, OPT_SCREEN },
 	{ NULL, 0, 0 },
 };
 #undef V
@@ -120,8 +128,9 @@ void boot_options_help(FILE *out)
 		"124)\n"
 		"  --control PATH       serve the control protocol (JSON lines, "
 		"see imgvm(1))\n"
-		"                       on the Unix socket PATH (mode 0600)\n",
-		DEFAULT_PXE_ROM, DEFAULT_BIOS);
+		"                       on the Unix socket PATH (mode 0600)\n"
+		"%s",
+		DEFAULT_PXE_ROM, DEFAULT_BIOS, screen_options_help);
 }
 
 int boot_options_parse_size(const char *text, uint64_t *out)
@@ -219,7 +228,7 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 {
 	struct option options[BOOT_OPTION_MAX + 2];
 	size_t n = 0;
-	int c;
+	int c, index = 0;
 
 	for (const struct boot_option_info *o = boot_option_list;
 	     o->name && n < BOOT_OPTION_MAX; o++, n++)
@@ -241,7 +250,7 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 	optind =
 		0; /* GNU getopt: start over (the parser runs more than once) */
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", options, &index)) != -1) {
 		switch (c) {
 		case OPT_MEMORY:
 			if (boot_options_parse_size(optarg, &opt->memory)) {
@@ -330,6 +339,11 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 		case OPT_PXE_ROM:
 			opt->pxe_rom = optarg;
 			break;
+		case OPT_SCREEN:
+			if (screen_option(&opt->screen, options[index].name,
+					  optarg))
+				return -EINVAL;
+			break;
 		case OPT_HELP:
 			return BOOT_OPTIONS_HELP;
 		default:
@@ -357,5 +371,5 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 		fprintf(stderr, "imgvm: --boot disk needs --disk FILE\n");
 		return -EINVAL;
 	}
-	return 0;
+	return screen_options_check(&opt->screen);
 }

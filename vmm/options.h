@@ -15,6 +15,7 @@
 
 #include "vmm/devices/ahci.h"
 #include "vmm/net/net.h"
+#include "vmm/display/display.h"
 
 #define DEFAULT_BIOS "/usr/share/seabios/bios-256k.bin"
 #define DEFAULT_MEMORY (512ull << 20)
@@ -43,7 +44,8 @@ struct boot_options {
 	bool no_reboot;
 	bool eject_on_reboot;
 	unsigned timeout;
-	const char *control; /* Unix socket of the control protocol */
+	const char *control;	      /* Unix socket of the control protocol */
+	struct screen_options screen; /* VGA, VNC, screenshots */
 };
 
 /* What the parser knows about each option, for the VM definitions: whether

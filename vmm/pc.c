@@ -20,6 +20,7 @@
 #define AHCI_SLOT 3
 #define NET_SLOT 4
 #define PXE_ROM_MAX (256u << 10)
+#define VGA_SLOT 2
 #define SERIAL_PORT 0x3f8
 #define SERIAL_IRQ 4
 /* seconds SeaBIOS waits after "No bootable device" before rebooting */
@@ -282,6 +283,11 @@ int pc_setup(struct pc *pc)
 	vmm_coalesce_pio(pc->vm, SERIAL_PORT, 1);
 	if (open_disks(pc) || setup_storage(pc) || setup_network(pc))
 		return -EINVAL;
+	if (screen_setup(&pc->screen, &pc->opt.screen, pc->vm, pc->vm->fw_cfg,
+			 pc->kbc, VGA_SLOT, err, sizeof(err))) {
+		fprintf(stderr, "imgvm: %s\n", err);
+		return -EINVAL;
+	}
 	if (console_attach(pc->console, pc->vm, pc->uart, err, sizeof(err))) {
 		fprintf(stderr, "imgvm: %s\n", err);
 		return -EINVAL;
@@ -325,6 +331,7 @@ int pc_teardown(struct pc *pc)
 	/* no request may reach a device being taken apart */
 	control_stop(pc->control);
 	pc->control = NULL;
+	screen_teardown(&pc->screen, &pc->opt.screen);
 	uart_in_use = pc->console ? console_close(pc->console) : false;
 
 	if (pc->ahci)

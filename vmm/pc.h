@@ -37,6 +37,7 @@ struct pc {
 	struct virtio_net *net;
 	struct control *control;
 	bool ejected;
+	struct screen screen;
 };
 
 /* pc->opt is filled; everything else zero but firmware_log_fd = -1

@@ -100,6 +100,8 @@ static void pci_unmap_bar(struct pci_device *dev, unsigned bar)
 	else
 		vmm_unregister_mmio(dev->vm, dev->bar_addr[bar], dev->opaque);
 	dev->bar_mapped[bar] = false;
+	if (!dev->bar_is_io[bar] && dev->bar_moved)
+		dev->bar_moved(dev, bar, dev->bar_addr[bar], false);
 }
 
 /* Decode what the command register and the BARs say now. */
@@ -144,6 +146,8 @@ static void pci_update_bars(struct pci_device *dev)
 			if (ret == 0) {
 				dev->bar_addr[bar] = addr;
 				dev->bar_mapped[bar] = true;
+				if (!dev->bar_is_io[bar] && dev->bar_moved)
+					dev->bar_moved(dev, bar, addr, true);
 			}
 		}
 	}

@@ -24,6 +24,24 @@ struct vmm;
 void *vmm_gpa_to_hva(struct vmm *vm, uint64_t gpa, uint64_t len);
 uint64_t vmm_ram_size(const struct vmm *vm);
 
+/* ---- device memory ----------------------------------------------------*/
+
+/* Host memory the guest reaches at gpa as plain RAM, without exits (a
+ * framebuffer BAR).  index < VMM_DEVICE_MEMORY_SLOTS names the region;
+ * size 0 removes it.  With dirty_log, KVM records the pages written. */
+#define VMM_DEVICE_MEMORY_SLOTS 2
+int vmm_map_device_memory(struct vmm *vm, unsigned index, uint64_t gpa,
+			  void *hva, uint64_t size, bool dirty_log);
+/* ORs the pages of region index written since the last call into bitmap
+ * (bit n = 4 KiB page n).  Nothing without KVM (unit tests), where such
+ * writes arrive as MMIO instead.  Returns 0 or -errno. */
+int vmm_device_memory_dirty(struct vmm *vm, unsigned index,
+			    unsigned long *bitmap);
+
+/* The legacy VGA window 0xA0000-0xBFFFF stops being RAM: accesses there
+ * exit as MMIO, for a VGA's memory.  Call before the machine runs. */
+void vmm_open_vga_window(struct vmm *vm);
+
 /* ---- port I/O and MMIO -------------------------------------------------*/
 
 /* addr is the offset from the registered base; size is 1, 2, 4 or 8; data
@@ -76,6 +94,11 @@ struct pci_device {
 	 * command register).  Called after the core stored the bytes. */
 	void (*config_written)(struct pci_device *dev, unsigned off,
 			       unsigned size);
+	/* Optional: a memory BAR started (mapped) or stopped decoding at
+	 * addr, so that the device can map its memory there (a framebuffer
+	 * as a KVM memory slot).  Called with the bus lock held. */
+	void (*bar_moved)(struct pci_device *dev, unsigned bar, uint64_t addr,
+			  bool mapped);
 	/* Filled by the core */
 	struct vmm *vm;
 	unsigned devfn;

@@ -443,9 +443,6 @@ static int check_features(struct img *img, struct qcow2_state *s, bool writable,
 		return img_error(img, -EINVAL,
 				 "the external data file feature is set but "
 				 "the image names no data file");
-	if (writable && (s->h.incompatible_features & QCOW2_INCOMPAT_EXTL2) &&
-	    s->h.nb_snapshots)
-		return 0;
 	return 0;
 }
 
@@ -611,10 +608,12 @@ static int qcow2_open(struct img *img)
 		if (ret < 0)
 			goto fail;
 	}
-	if (writable && (s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
-		/* Bitmaps are not kept up to date by us: the autoclear bit
-		 * tells readers they are stale. */
-		s->h.autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
+	if (writable &&
+	    (s->h.autoclear_features & ~QCOW2_AUTOCLEAR_DATA_FILE_RAW)) {
+		/* Autoclear features (bitmaps, and any we do not know) are
+		 * not kept up to date by us: clearing the bits tells readers
+		 * their data is stale, as the specification asks. */
+		s->h.autoclear_features &= QCOW2_AUTOCLEAR_DATA_FILE_RAW;
 		ret = qcow2_header_write(img, s);
 		if (ret >= 0)
 			ret = qcow2_sync(img, s);
@@ -717,6 +716,9 @@ int qcow2_l2_for_write(struct img *img, struct qcow2_state *s, uint32_t l1i,
 					       s->cluster_size);
 		if (ret < 0)
 			return ret;
+		/* The data stays shared with the old table's owner. */
+		for (uint32_t j = 0; j < s->l2_entries; j++)
+			t[j * s->l2_words] &= ~QCOW2_OFLAG_COPIED;
 	}
 	s->l1[l1i] = (c << s->cluster_bits) | QCOW2_OFLAG_COPIED;
 	s->l1_dirty = true;
@@ -1657,4 +1659,9 @@ const struct img_driver img_driver_qcow2 = {
 	.check = qcow2_check,
 	.get_info = qcow2_get_info,
 	.set_backing = qcow2_set_backing,
+	.snapshot_list = qcow2_snapshot_list,
+	.snapshot_create = qcow2_snapshot_create,
+	.snapshot_apply = qcow2_snapshot_apply,
+	.snapshot_delete = qcow2_snapshot_delete,
+	.snapshot_load = qcow2_snapshot_load,
 };

@@ -253,6 +253,97 @@ static void fix_copied(struct check_ctx *c)
 	}
 }
 
+/* Persistent dirty bitmaps (valid while the autoclear bit is set): the
+ * directory, each bitmap table and the data clusters it names. */
+static void count_bitmaps(struct check_ctx *c)
+{
+	struct qcow2_state *s = c->s;
+	const uint8_t *e = s->other_exts;
+	uint64_t dir_off = 0, dir_size = 0, pos = 0;
+	uint32_t nb = 0;
+	uint8_t *dir = NULL;
+	uint64_t *table = NULL;
+
+	if (!(s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
+		return;
+	while (pos + 8 <= s->other_exts_len) {
+		uint32_t type, len;
+
+		memcpy(&type, e + pos, 4);
+		memcpy(&len, e + pos + 4, 4);
+		type = IMG_BE32(type);
+		len = IMG_BE32(len);
+		if (type == QCOW2_EXT_BITMAPS && len >= 24 &&
+		    pos + 8 + 24 <= s->other_exts_len) {
+			memcpy(&nb, e + pos + 8, 4);
+			memcpy(&dir_size, e + pos + 16, 8);
+			memcpy(&dir_off, e + pos + 24, 8);
+			nb = IMG_BE32(nb);
+			dir_size = IMG_BE64(dir_size);
+			dir_off = IMG_BE64(dir_off);
+			break;
+		}
+		pos += 8 + (((uint64_t)len + 7) & ~(uint64_t)7);
+	}
+	if (!nb || !dir_size)
+		return;
+	if (dir_size > (64u << 20) || outside(s, dir_off, 0) ||
+	    dir_off + dir_size > s->file_size) {
+		c->res->check_errors++;
+		img_check_note(c->res,
+			       "bitmap directory lies outside the file");
+		return;
+	}
+	count(c, dir_off, dir_size);
+	dir = malloc(dir_size);
+	if (!dir || img_file_pread(&s->file, dir, dir_size, dir_off) < 0) {
+		c->res->check_errors++;
+		free(dir);
+		return;
+	}
+	pos = 0;
+	for (uint32_t i = 0; i < nb && pos + 24 <= dir_size; i++) {
+		uint64_t toff;
+		uint32_t tsize, extra;
+		uint16_t nl;
+
+		memcpy(&toff, dir + pos, 8);
+		memcpy(&tsize, dir + pos + 8, 4);
+		memcpy(&nl, dir + pos + 18, 2);
+		memcpy(&extra, dir + pos + 20, 4);
+		toff = IMG_BE64(toff);
+		tsize = IMG_BE32(tsize);
+		nl = IMG_BE16(nl);
+		extra = IMG_BE32(extra);
+		pos += (24 + (uint64_t)extra + nl + 7) & ~(uint64_t)7;
+		if (!tsize)
+			continue;
+		if ((uint64_t)tsize * 8 > (64u << 20) || outside(s, toff, 0) ||
+		    toff + (uint64_t)tsize * 8 > s->file_size) {
+			c->res->check_errors++;
+			img_check_note(c->res,
+				       "bitmap table %u lies outside the file",
+				       i);
+			continue;
+		}
+		count(c, toff, (uint64_t)tsize * 8);
+		table = realloc(table, (size_t)tsize * 8);
+		if (!table || img_file_pread(&s->file, table, (size_t)tsize * 8,
+					     toff) < 0) {
+			c->res->check_errors++;
+			continue;
+		}
+		for (uint32_t j = 0; j < tsize; j++) {
+			uint64_t d = IMG_BE64(table[j]) & QCOW2_OFFSET_MASK;
+
+			if (d && !outside(s, d, s->cluster_size))
+				count(c, d, s->cluster_size);
+		}
+	}
+	free(table);
+	free(dir);
+}
+
 static int count_everything(struct check_ctx *c)
 {
 	struct qcow2_state *s = c->s;
@@ -282,6 +373,7 @@ static int count_everything(struct check_ctx *c)
 	}
 	if (s->nsnapshots)
 		count(c, s->h.snapshots_offset, s->snapshots_size);
+	count_bitmaps(c);
 	ret = count_l1(c, s->h.l1_table_offset, s->h.l1_size, NULL);
 	if (ret < 0)
 		return ret;
@@ -357,6 +449,22 @@ static int compare_refcounts(struct check_ctx *c)
 			c->res->corruptions_fixed++;
 	}
 	c->res->image_end_offset = end << s->cluster_bits;
+	if (s->refs_past_eof) {
+		bool fix = c->fix & IMG_CHECK_FIX_LEAKS;
+
+		/* The blocks that held them are flagged and rewritten
+		 * from refs[] (zeros there) by the commit of a repair. */
+		c->res->leaks += s->refs_past_eof;
+		img_check_note(c->res,
+			       "%s %llu refcounts of clusters past the end of "
+			       "the file",
+			       fix ? "Repairing" : "Leaked",
+			       (unsigned long long)s->refs_past_eof);
+		if (fix) {
+			c->res->leaks_fixed += s->refs_past_eof;
+			s->refs_past_eof = 0;
+		}
+	}
 	return 0;
 }
 

@@ -113,20 +113,42 @@ struct compress_batch {
 static void *compress_worker(void *arg)
 {
 	struct compress_batch *b = arg;
+	bool ready = false;
+	z_stream z;
 
+	/* One deflate state per thread, reset between clusters. */
+	memset(&z, 0, sizeof(z));
 	for (;;) {
 		int i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
+		int zr;
 
 		if (i >= b->n)
-			return NULL;
-		b->ret[i] = qcow2_compress(b->in + (size_t)i * b->cluster_size,
-					   b->cluster_size,
-					   b->out + (size_t)i * b->cluster_size,
-					   b->cluster_size, &b->out_len[i]);
+			break;
+		if (!ready) {
+			if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED,
+					 -12, 9, Z_DEFAULT_STRATEGY) != Z_OK) {
+				b->ret[i] = -ENOSPC; /* stored as it is */
+				continue;
+			}
+			ready = true;
+		} else {
+			deflateReset(&z);
+		}
+		z.next_in = (Bytef *)(b->in + (size_t)i * b->cluster_size);
+		z.avail_in = b->cluster_size;
+		z.next_out = b->out + (size_t)i * b->cluster_size;
+		z.avail_out = b->cluster_size;
+		zr = deflate(&z, Z_FINISH);
+		b->out_len[i] = b->cluster_size - z.avail_out;
 		/* Not worth it unless it saves a sector. */
-		if (!b->ret[i] && b->out_len[i] + 512 > b->cluster_size)
-			b->ret[i] = -ENOSPC;
+		b->ret[i] = zr == Z_STREAM_END && b->out_len[i] + 512 <=
+							  b->cluster_size
+				    ? 0
+				    : -ENOSPC;
 	}
+	if (ready)
+		deflateEnd(&z);
+	return NULL;
 }
 
 /* Deflate a batch on every CPU: the calling thread and nthreads - 1

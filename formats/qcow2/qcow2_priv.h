@@ -66,7 +66,9 @@ struct qcow2_state {
 	bool reftable_moved;
 	uint64_t old_reftable_offset;
 	uint32_t old_reftable_clusters;
-	uint64_t free_hint;
+	uint64_t free_hint;	/* no free cluster below */
+	uint64_t free_hint_run; /* where multi-cluster runs are sought */
+	uint64_t refs_past_eof; /* non-zero counts past the end, dropped */
 	struct qcow2_free_run *pending;
 	size_t npending, pending_cap;
 	bool l1_moved;
@@ -167,5 +169,11 @@ int qcow2_compress(const uint8_t *in, size_t in_len, uint8_t *out,
 /* qcow2_snapshot.c */
 int qcow2_snapshots_load(struct img *img, struct qcow2_state *s);
 void qcow2_snapshots_free(struct qcow2_state *s);
+int qcow2_snapshot_list(struct img *img, struct img_snapshot **list,
+			int *count);
+int qcow2_snapshot_create(struct img *img, const char *name);
+int qcow2_snapshot_apply(struct img *img, const char *name);
+int qcow2_snapshot_delete(struct img *img, const char *name);
+int qcow2_snapshot_load(struct img *img, const char *name);
 
 #endif

@@ -78,11 +78,17 @@ int qcow2_ref_set(struct img *img, struct qcow2_state *s, uint64_t cluster,
 int qcow2_alloc_clusters(struct img *img, struct qcow2_state *s, uint64_t n,
 			 uint64_t *first)
 {
-	/* The header cluster always has a reference; start past it. */
+	/* The header cluster always has a reference; start past it.  Runs
+	 * of several clusters start where the last run ended, so that a
+	 * field of one-cluster holes is not rescanned for each of them. */
 	uint64_t c = s->free_hint < 1 ? 1 : s->free_hint, run = 0;
 	bool skipped_free = false;
 	int ret;
 
+	if (n > 1 && s->free_hint_run > c) {
+		c = s->free_hint_run;
+		skipped_free = true;
+	}
 	while (run < n) {
 		if (qcow2_ref_get(s, c + run)) {
 			if (run)
@@ -104,6 +110,8 @@ int qcow2_alloc_clusters(struct img *img, struct qcow2_state *s, uint64_t n,
 	}
 	if (!skipped_free)
 		s->free_hint = c + n;
+	if (n > 1)
+		s->free_hint_run = c + n;
 	if ((c + n) << s->cluster_bits > s->file_size)
 		s->file_size = (c + n) << s->cluster_bits;
 	*first = c;
@@ -210,10 +218,13 @@ int qcow2_refs_load(struct img *img, struct qcow2_state *s)
 
 			if (!v)
 				continue;
+			/* Counts for clusters past the end of the file are
+			 * leaks (check reports them); not kept, so that a
+			 * hostile block cannot make us allocate for them. */
 			if (c >= s->nrefs) {
-				ret = refs_reserve(img, s, c + 1);
-				if (ret < 0)
-					goto out;
+				s->refs_past_eof++;
+				s->refblock_dirty[i] = 1;
+				continue;
 			}
 			s->refs[c] = v;
 		}

@@ -919,10 +919,11 @@ static int vhdx_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 
 /* Fill [from, to) of block (file offset host) with what the block reads
  * as now (the parent's data, zeros, or a partially present block's own
- * sectors), so the block can become fully present. */
+ * sectors), so the block can become fully present.  space_is_zero: the
+ * space is new (reads zeros), so zero pieces need no write. */
 static int vhdx_block_fill(struct img *img, struct vhdx_state *s,
 			   uint64_t block, uint64_t host, uint64_t from,
-			   uint64_t to)
+			   uint64_t to, bool space_is_zero)
 {
 	uint8_t *buf;
 	int ret = 0;
@@ -942,7 +943,7 @@ static int vhdx_block_fill(struct img *img, struct vhdx_state *s,
 		n = MIN(n, s->size - vpos);
 		v.iov_len = (size_t)n;
 		ret = vhdx_preadv(img, vpos, &v, 1, (size_t)n);
-		if (!ret && !img_buf_is_zero(buf, (size_t)n))
+		if (!ret && !(space_is_zero && img_buf_is_zero(buf, (size_t)n)))
 			ret = img_file_pwrite(&s->file, buf, (size_t)n,
 					      host + p);
 		p += n;
@@ -985,7 +986,7 @@ static int vhdx_block_allocate(struct img *img, struct vhdx_state *s,
 
 			if (!set) {
 				ret = vhdx_block_fill(img, s, block, host, p,
-						      end);
+						      end, false);
 				if (ret)
 					return ret;
 			}
@@ -1002,11 +1003,12 @@ static int vhdx_block_allocate(struct img *img, struct vhdx_state *s,
 		s->alloc_offset = host + s->block_size;
 		s->file_size = s->alloc_offset;
 		if (vhdx_reads_parent(s, st)) {
-			ret = vhdx_block_fill(img, s, block, host, 0,
-					      keep_from);
+			ret = vhdx_block_fill(img, s, block, host, 0, keep_from,
+					      true);
 			if (!ret)
 				ret = vhdx_block_fill(img, s, block, host,
-						      keep_to, s->block_size);
+						      keep_to, s->block_size,
+						      true);
 			if (ret)
 				return ret;
 		}
@@ -1233,11 +1235,10 @@ static int vhdx_block_status(struct img *img, uint64_t off, uint64_t len,
 		ext->flags = 0;
 		ext->depth = -1;
 	} else {
-		/* Reads as zeros in this layer. */
+		/* Reads as zeros, with no storage: allocated only where it
+		 * hides a parent. */
 		ext->flags = IMG_EXTENT_ZERO |
-			     (s->has_parent || st == VHDX_BLOCK_ZERO
-				      ? IMG_EXTENT_ALLOCATED
-				      : 0);
+			     (s->has_parent ? IMG_EXTENT_ALLOCATED : 0);
 		ext->depth = ext->flags & IMG_EXTENT_ALLOCATED ? 0 : -1;
 	}
 	/* Merge following blocks of the same kind (not present ones). */

@@ -12,10 +12,13 @@
 #
 # Debian 12 packages: ceph-mon ceph-osd ceph-common uuid-runtime.  No mgr
 # is started: RBD I/O does not need one.  Environment: CEPH_STORE_MB (OSD
-# capacity, default 4096), CEPH_START_TIMEOUT (seconds per step, 120).
+# capacity, default 4096), CEPH_START_TIMEOUT (seconds per step, 120),
+# CEPH_OBJECTSTORE (bluestore, the default, needs O_DIRECT on DIR's file
+# system; memstore keeps the data in the OSD's memory, for tmpfs and 9p).
 set -euo pipefail
 
 STORE_MB=${CEPH_STORE_MB:-4096}
+OBJECTSTORE=${CEPH_OBJECTSTORE:-bluestore}
 TIMEOUT=${CEPH_START_TIMEOUT:-120}
 
 say() { echo "ceph-single-node: $*" >&2; }
@@ -107,7 +110,8 @@ mon data = $DIR/mon.\$id
 
 [osd]
 osd data = $DIR/osd.\$id
-osd objectstore = bluestore
+osd objectstore = $OBJECTSTORE
+memstore device bytes = $((STORE_MB << 20))
 bluestore block create = true
 bluestore block size = $((STORE_MB << 20))
 bluestore fsck on mkfs = false
@@ -124,6 +128,7 @@ start() {
 	mkdir -p "$DIR"
 	DIR=$(cd "$DIR" && pwd)
 	[ ! -e "$DIR/ceph.conf" ] || die "$DIR already has a cluster"
+	case $OBJECTSTORE in bluestore | memstore) ;; *) die "CEPH_OBJECTSTORE is bluestore or memstore" ;; esac
 	for t in ceph ceph-mon ceph-osd ceph-authtool monmaptool rbd uuidgen setsid; do
 		command -v $t >/dev/null || die "$t is not installed"
 	done

@@ -27,10 +27,11 @@ alloc_kib() { du -k "$1" | cut -f1; }
 # one_line FILE: the error is exactly one line naming something useful.
 one_line() { [ "$(wc -l <"$1")" -eq 1 ] && grep -q '^imgtool: ' "$1"; }
 
-# wait_socket PATH: until a server's socket appears.
-wait_socket() {
+# wait_server SOCKET PIDFILE: until nbdkit listens and has written its
+# PID file (it writes it once it accepts connections).
+wait_server() {
 	for _ in $(seq 200); do
-		[ -S "$1" ] && return 0
+		[ -S "$1" ] && [ -s "$2" ] && return 0
 		sleep 0.05
 	done
 	return 1
@@ -89,7 +90,7 @@ else
 
 	# nbdkit memory (multi-conn): write images into it, read them back
 	nbdkit -U "$T/m.sock" -P "$T/m.pid" memory 128M
-	wait_socket "$T/m.sock"
+	wait_server "$T/m.sock" "$T/m.pid"
 	PIDS+=("$(cat "$T/m.pid")")
 	UM="nbd+unix:///?socket=$T/m.sock"
 	"$IMGTOOL" convert -O raw "$T/disk.raw" "$UM" 2>"$T/err"
@@ -107,7 +108,7 @@ else
 
 	# nbdkit data: a hidden pattern at known offsets, holes elsewhere
 	nbdkit -U "$T/d.sock" -P "$T/d.pid" data data='@0x100000 "imgtool-backend" @0x2400000 1 2 3 4' size=48M
-	wait_socket "$T/d.sock"
+	wait_server "$T/d.sock" "$T/d.pid"
 	PIDS+=("$(cat "$T/d.pid")")
 	"$IMGTOOL" convert -O raw "nbd+unix:///?socket=$T/d.sock" "$T/data.raw"
 	if [ "$(dd if="$T/data.raw" bs=1 skip=$((0x100000)) count=15 status=none)" = imgtool-backend ] &&
@@ -120,7 +121,7 @@ else
 
 	# nbdkit sparse-random: against nbdcopy, bytes and allocation
 	nbdkit -U "$T/s.sock" -P "$T/s.pid" sparse-random 512M seed=4242 percent=5
-	wait_socket "$T/s.sock"
+	wait_server "$T/s.sock" "$T/s.pid"
 	PIDS+=("$(cat "$T/s.pid")")
 	US="nbd+unix:///?socket=$T/s.sock"
 	"$IMGTOOL" convert -O raw "$US" "$T/sr.raw"
@@ -148,7 +149,7 @@ else
 
 	# a server that dies in the middle of a read
 	nbdkit -U "$T/k.sock" -P "$T/k.pid" --filter=delay sparse-random 2G seed=1 percent=50 delay-read=200ms
-	wait_socket "$T/k.sock" || fail "nbd: nbdkit with the delay filter did not start"
+	wait_server "$T/k.sock" "$T/k.pid" || fail "nbd: nbdkit with the delay filter did not start"
 	kpid=$(cat "$T/k.pid")
 	start=$SECONDS
 	"$IMGTOOL" convert -O raw "nbd+unix:///?socket=$T/k.sock" "$T/killed.raw" 2>"$T/err" &
@@ -167,7 +168,7 @@ else
 	head -c $((256 << 20)) /dev/urandom >"$T/big.raw"
 	big_sha=$(sha256sum <"$T/big.raw")
 	nbdkit -U "$T/w.sock" -P "$T/w.pid" --filter=delay memory 256M delay-write=100ms
-	wait_socket "$T/w.sock" || fail "nbd: nbdkit with the delay filter did not start"
+	wait_server "$T/w.sock" "$T/w.pid" || fail "nbd: nbdkit with the delay filter did not start"
 	wpid=$(cat "$T/w.pid")
 	start=$SECONDS
 	"$IMGTOOL" convert -n -O raw "$T/big.raw" "nbd+unix:///?socket=$T/w.sock" 2>"$T/err" &
@@ -185,7 +186,7 @@ else
 
 	# a server that stops answering: bounded by IMG_BACKEND_TIMEOUT
 	nbdkit -U "$T/z.sock" -P "$T/z.pid" --filter=delay memory 64M delay-read=600
-	wait_socket "$T/z.sock"
+	wait_server "$T/z.sock" "$T/z.pid"
 	PIDS+=("$(cat "$T/z.pid")")
 	start=$SECONDS
 	timeout 60 "$IMGTOOL" checksum "nbd+unix:///?socket=$T/z.sock" >/dev/null 2>"$T/err"

@@ -63,9 +63,15 @@ else
 fi
 
 # ---- every format in and out ---------------------------------------------
-for fmt in raw vdi vhd vmdk; do
+for fmt in raw vdi vhd vmdk qcow2 vhdx; do
 	qfmt=$fmt
 	[ $fmt = vhd ] && qfmt=vpc
+	if [ $fmt = qcow2 ] || [ $fmt = vhdx ]; then
+		"$IMGTOOL" create -f $fmt "$T/probe.$fmt" 1M >/dev/null 2>&1 || {
+			skip "ceph: $fmt" "this build has no $fmt driver"
+			continue
+		}
+	fi
 	if ! "$IMGTOOL" convert -O $fmt "$T/disk.raw" "$(R d$fmt)" 2>"$T/err"; then
 		fail "ceph: convert to $fmt on RBD: $(cat "$T/err")"
 		continue
@@ -155,7 +161,7 @@ SRV_PID=
 "$IMGTOOL" serve -k "$T/nbd2.sock" "$(R dvdi)" >"$T/serve2.out" 2>&1 &
 SRV_PID=$!
 for _ in $(seq 200); do
-	grep -q '^serving' "$T/serve2.out" && break
+	grep -q '^serving' "$T/serve2.out" 2>/dev/null && break
 	sleep 0.05
 done
 "$IMGTOOL" resize "$(R dvdi)" 128M >/dev/null 2>"$T/err"

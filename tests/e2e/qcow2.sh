@@ -224,6 +224,48 @@ else
 	fail "writes over a QEMU snapshot ($(qemu-img check "$T/snap.qcow2" 2>&1 | tail -2 | tr '\n' ' '))"
 fi
 
+# ---- internal snapshots: imgtool snapshot and convert -l ----------------
+mkpattern "$T/sa.raw" $((16 * MiB)) 80
+mkpattern "$T/sb.raw" $((16 * MiB)) 81
+"$I" convert -q -O qcow2 "$T/sa.raw" "$T/is.qcow2"
+if "$I" snapshot create -q "$T/is.qcow2" first && [ ! -e "$T/is.qcow2.snapshots" ] &&
+	qemu-img snapshot -l "$T/is.qcow2" | grep -q " first " && qcheck "$T/is.qcow2" &&
+	"$I" convert -q -n -f raw -O qcow2 "$T/sb.raw" "$T/is.qcow2" && qcheck "$T/is.qcow2" &&
+	same "$T/is.qcow2" "$T/sb.raw" &&
+	qemu-img convert -l first -O raw "$T/is.qcow2" "$T/is1.raw" && cmp -s "$T/is1.raw" "$T/sa.raw"; then
+	ok "snapshot create keeps the state inside the qcow2 (qemu-img lists and reads it); later writes copy on write"
+else
+	fail "internal snapshot create: $(qemu-img check "$T/is.qcow2" 2>&1 | tail -3 | tr '\n' ' ')"
+fi
+if "$I" snapshot list "$T/is.qcow2" | grep -q "first" &&
+	"$I" convert -q -l first -O raw "$T/is.qcow2" "$T/is2.raw" && cmp -s "$T/is2.raw" "$T/sa.raw"; then
+	ok "snapshot list shows it; convert -l reads it"
+else
+	fail "snapshot list / convert -l"
+fi
+if "$I" snapshot revert -q "$T/is.qcow2" first && qcheck "$T/is.qcow2" && same "$T/is.qcow2" "$T/sa.raw" &&
+	"$I" check -q "$T/is.qcow2"; then
+	ok "snapshot revert: the disk reads the snapshot again; both checks clean"
+else
+	fail "snapshot revert: $(qemu-img check "$T/is.qcow2" 2>&1 | tail -3 | tr '\n' ' ')"
+fi
+"$I" convert -q -n -f raw -O qcow2 "$T/sb.raw" "$T/is.qcow2"
+if "$I" snapshot delete -q "$T/is.qcow2" first && qcheck "$T/is.qcow2" && same "$T/is.qcow2" "$T/sb.raw" &&
+	! qemu-img snapshot -l "$T/is.qcow2" | grep -q first && "$I" check -q "$T/is.qcow2"; then
+	ok "snapshot delete: clusters released, COPIED flags restored (qemu-img check clean)"
+else
+	fail "snapshot delete: $(qemu-img check "$T/is.qcow2" 2>&1 | tail -3 | tr '\n' ' ')"
+fi
+cp tests/fixtures/qcow2/qemu72-snapshot.qcow2 "$T/qs.qcow2"
+qemu-img convert -l before -O raw "$T/qs.qcow2" "$T/qs-q.raw"
+if "$I" convert -q -l before -O raw "$T/qs.qcow2" "$T/qs-o.raw" && cmp -s "$T/qs-q.raw" "$T/qs-o.raw" &&
+	"$I" snapshot revert -q "$T/qs.qcow2" before && qcheck "$T/qs.qcow2" && same "$T/qs.qcow2" "$T/qs-q.raw" &&
+	"$I" snapshot delete -q "$T/qs.qcow2" before && qcheck "$T/qs.qcow2"; then
+	ok "a snapshot QEMU took: convert -l, revert and delete; qemu-img check clean"
+else
+	fail "QEMU's snapshot: $(qemu-img check "$T/qs.qcow2" 2>&1 | tail -3 | tr '\n' ' ')"
+fi
+
 # ---- compressed, zstd, extended L2, external data file ------------------
 mkpattern "$T/c.raw" $((48 * MiB)) 60
 qemu-img convert -c -O qcow2 "$T/c.raw" "$T/z.qcow2"
@@ -403,6 +445,20 @@ if [ $rc = 2 ]; then
 	ok "check finds an L1 entry pointing at the L1 table (overlap)"
 else
 	fail "check overlap: rc=$rc $(tr '\n' ' ' <"$T/out")"
+fi
+
+# Persistent bitmaps (QEMU's incremental backups): counted, not leaks.
+qemu-img create -q -f qcow2 "$T/bm.qcow2" 16M
+qio "$T/bm.qcow2" -c "write -P 1 0 1M"
+if qemu-img bitmap --add "$T/bm.qcow2" bm0 2>/dev/null; then
+	qio "$T/bm.qcow2" -c "write -P 2 4M 1M"
+	if "$I" check -q "$T/bm.qcow2" && qcheck "$T/bm.qcow2"; then
+		ok "check counts persistent bitmaps' clusters (no false leaks)"
+	else
+		fail "check with persistent bitmaps: $("$I" check "$T/bm.qcow2" 2>&1 | head -2 | tr '\n' ' ')"
+	fi
+else
+	skip "persistent bitmaps" "qemu-img bitmap unavailable"
 fi
 
 # ---- hostile images: one line, no write ---------------------------------

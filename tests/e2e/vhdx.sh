@@ -266,6 +266,84 @@ else
 fi
 check "the child after zero/discard: check clean" "$IMGTOOL" check -q "$T/chain/top.vhdx"
 
+# ---- a partially present block (as Hyper-V writes them) --------------------
+# Made from one of ours: block 1 of a differencing disk becomes
+# PARTIALLY_PRESENT with a sector bitmap (a new 1 MiB at the end of the
+# file) that marks every other 64 KiB run as the child's; the rest must
+# come from the parent.  libvhdi reads the same.
+mkdir -p "$T/pp"
+"$IO" pattern "$T/pp/p1.raw" 16M 71 && python3 -c "
+import sys; open('$T/pp/p2.raw','wb').write(bytes([0xc5]) * (16 << 20))"
+(cd "$T/pp" && "$IMGTOOL" create -q -f vhdx base.vhdx 16M && "$IO" write base.vhdx p1.raw &&
+	"$IMGTOOL" create -q -f vhdx -b base.vhdx -F vhdx child.vhdx && "$IO" write child.vhdx p2.raw)
+if python3 - "$T/pp" <<'PY'; then
+import struct, sys
+d = sys.argv[1]
+f = open(d + "/child.vhdx", "r+b")
+hdr = f.read(320 << 10)
+rt = hdr[192 << 10:]
+for i in range(struct.unpack_from("<I", rt, 8)[0]):
+    e = rt[16 + 32 * i:48 + 32 * i]
+    if e[:4] == bytes.fromhex("6677c22d"):
+        bat = struct.unpack_from("<Q", e, 16)[0]
+f.seek(0, 2)
+end = (f.tell() + (1 << 20) - 1) >> 20 << 20
+block, bsize, ratio = 1, 2 << 20, 2048        # 2 MiB blocks, 512-byte sectors
+bitmap = bytearray(1 << 20)
+spb = bsize // 512
+for k in range(spb):
+    if (k // 128) % 2 == 0:                      # 64 KiB runs, every other one
+        bit = block * spb + k
+        bitmap[bit // 8] |= 1 << (bit % 8)
+f.seek(end); f.write(bitmap)
+f.seek(bat + 8 * block); e = struct.unpack("<Q", f.read(8))[0]
+f.seek(bat + 8 * block); f.write(struct.pack("<Q", (e & ~7) | 7))
+f.seek(bat + 8 * ratio); f.write(struct.pack("<Q", end | 6))
+f.close()
+p1 = open(d + "/p1.raw", "rb").read()
+want = bytearray(b"\xc5" * (16 << 20))
+for k in range(spb):
+    if (k // 128) % 2:
+        o = bsize * block + k * 512
+        want[o:o + 512] = p1[o:o + 512]
+open(d + "/want.raw", "wb").write(want)
+PY
+	if "$IO" cmp "$T/pp/child.vhdx" "$T/pp/want.raw"; then
+		ok "partially present block: the sector bitmap picks child or parent per sector"
+	else
+		fail "partially present block read"
+	fi
+	if [ -e /dev/fuse ] && command -v vhdimount >/dev/null && mkdir -p "$T/mnt" &&
+		(cd "$T/pp" && timeout 30 vhdimount child.vhdx "$T/mnt" >/dev/null 2>&1); then
+		if cmp -s "$T/mnt/vhdi2" "$T/pp/want.raw"; then
+			ok "vhdimount (libvhdi) reads the partially present block the same"
+		else
+			fail "vhdimount disagrees on the partially present block"
+		fi
+		fusermount3 -u "$T/mnt" 2>/dev/null || fusermount -u "$T/mnt"
+	fi
+	check "map: the partial block shows runs of this layer and of the parent" bash -c \
+		"[ \$('$IMGTOOL' map --output=json '$T/pp/child.vhdx' | python3 -c 'import json,sys; print(sum(1 for e in json.load(sys.stdin) if 2<<20 <= e[\"start\"] < 4<<20))') -ge 16 ]"
+	# A write into the partial block (512 zero bytes) makes it fully
+	# present, keeping both kinds of sectors.
+	python3 -c "
+w = bytearray(open('$T/pp/want.raw','rb').read()); w[(2<<20)+99840:(2<<20)+100352] = bytes(512)
+open('$T/pp/want2.raw','wb').write(w)"
+	if "$IO" zero "$T/pp/child.vhdx" $((2 * MiB + 99840)) 512 && "$IO" cmp "$T/pp/child.vhdx" "$T/pp/want2.raw" &&
+		"$IMGTOOL" check -q "$T/pp/child.vhdx" &&
+		"$IMGTOOL" map --output=json "$T/pp/child.vhdx" | python3 -c '
+import json, sys
+m = [e for e in json.load(sys.stdin) if e["start"] < 4 << 20 and e["start"] + e["length"] > 2 << 20]
+assert all(e["depth"] == 0 for e in m), m'; then
+		ok "a write into a partially present block makes it fully present and keeps the parent's sectors"
+	else
+		fail "write into a partially present block"
+	fi
+else
+	fail "crafting a partially present block"
+fi
+rm -rf "$T/pp"
+
 # ---- rebase, snapshot, commit ---------------------------------------------
 mkdir -p "$T/rb"
 (

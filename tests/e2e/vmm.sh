@@ -1,5 +1,5 @@
 #!/bin/bash
-# End-to-end for imgvm (issues 8 and 9): the command line on any host, then
+# End-to-end for imgvm: the command line on any host, then
 # every guest run under KVM: directly on hardware KVM (VT-x/AMD-V),
 # otherwise inside ONE start of the nested test host (tests/nested-kvm.sh:
 # QEMU TCG with emulated SVM and kvm_amd; started again, loudly, up to
@@ -53,29 +53,36 @@ hardware_kvm() {
 
 # run_vm LOG ARGS...: imgvm boot with the serial console in LOG; sets RC.
 # The outer timeout only catches an imgvm that ignores its own --timeout.
-# A guest triple fault is retried once (VMM_E2E_RETRY=0: never), loudly:
-# one was seen in early Linux boot with two guests at once in the nested
-# host (QEMU TCG's SVM) and not on the rerun; the first log is kept as
-# LOG.1 and the retry is printed with the results.
+# A guest that stops on an error (status 2: a triple fault was seen in
+# early Linux boot in the nested host, QEMU TCG's SVM, and not on the
+# rerun) or hangs until --timeout (a guest stuck in SYSLINUX's kernel load
+# was seen once) runs once more (VMM_E2E_RETRY=0: never), loudly: the retry
+# is printed with the results and imgvm's message (the vCPU's state), and
+# the first attempt's logs are kept as LOG.1*.
 run_vm() {
 	local log=$1
 	shift
 	timeout -k 10 $((TIMEOUT + 20)) "$IMGVM" boot --serial "file:$log" \
 		--timeout "$TIMEOUT" "$@" </dev/null 2>"$log.err"
 	RC=$?
-	if [ $RC = 2 ] && [ "${VMM_E2E_RETRY:-1}" != 0 ] && grep -q 'triple fault' "$log.err" &&
-		[ ! -e "$log.1" ]; then
-		echo "# RETRIED $(basename "$log" .log): $(cat "$log.err")"
+	if { [ $RC = 2 ] || [ $RC = 124 ]; } && [ "${VMM_E2E_RETRY:-1}" != 0 ] && [ ! -e "$log.1" ]; then
+		echo "# RETRIED $(basename "$log" .log): $(tr '\n' ' ' <"$log.err")[logs: $(log_path "$log").1*]"
 		mv "$log" "$log.1"
 		mv "$log.err" "$log.1.err"
 		run_vm "$log" "$@"
 	fi
 }
 
-tail_log() { # LOG: the end of a serial log, one line, for a failure message
-	tr -d '\r' <"$1" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' | tail -c 300 | tr '\n' ' '
+# tail_log LOG: for a failure message, on one line: the console's last
+# lines, the VMM's stderr, and where the whole log stays after the run
+tail_log() {
+	tr -d '\r' <"$1" 2>/dev/null | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' | grep -av '^[[:space:]]*$' |
+		tail -n 6 | cut -c1-200 | tr '\n' '|'
 	tr '\n' ' ' <"$1.err" 2>/dev/null
+	echo " [logs: $(log_path "$1")]"
 }
+# log_path FILE: where FILE (under $T) is kept once the run is over
+log_path() { echo "$VMM_E2E_LOGDIR/in/${1#"$T"/}"; }
 
 # ---- the job runner ----------------------------------------------------
 
@@ -96,6 +103,16 @@ run_jobs() {
 	local -A state=() pid_name=() started=()
 	local running=0
 	mkdir -p "$dir"
+	# jobs that passed in the nested host's previous start (VMM_E2E_DONE)
+	# are not run again: their output and logs are still there
+	for name in ${VMM_E2E_DONE:-}; do
+		for i in "${!pending[@]}"; do
+			[ "${pending[$i]}" = "$name" ] || continue
+			unset "pending[$i]"
+			state[$name]=0
+			echo "# job $name: passed in the nested host's previous start, not run again" >>"$dir/$name.out"
+		done
+	done
 	while [ ${#pending[@]} -gt 0 ] || [ $running -gt 0 ]; do
 		if [ $running -lt "$JOBS" ]; then
 			for i in "${!pending[@]}"; do
@@ -181,8 +198,9 @@ job_timeout() {
 	else
 		fail "--serial stdio through a pipe (rc=$rc): $(tail_log "$log")"
 	fi
-	if [ "$rc" = 124 ] && grep -q 'timeout' "$log.err" && [ "$(wc -l <"$log.err")" = 1 ]; then
-		ok "--timeout 20 -> exit 124 with one line"
+	if [ "$rc" = 124 ] && grep -q 'timeout' "$log.err" && [ "$(wc -l <"$log.err")" = 1 ] &&
+		grep -Eq 'vCPU 0: [1-9][0-9]* exits, the last [0-9.]+ s before \([^)]* at [0-9a-f]{4}:[0-9a-f]+\)' "$log.err"; then
+		ok "--timeout 20 -> exit 124 with one line, saying where the vCPU stood"
 	else
 		fail "--timeout (rc=$rc): $(cat "$log.err")"
 	fi
@@ -220,6 +238,46 @@ job_sigterm() {
 	return 1
 }
 
+# A triple fault names the registers from before KVM's reset.  The
+# firmware is 64 KiB of our own real-mode code: at the reset vector a jump
+# to 0xff00, where it reads the i8042's status port (an exit to imgvm),
+# loads an empty IDT and executes INT3: #GP, double fault, shutdown.  kvm_amd
+# resets the vCPU before it reports the shutdown, so only the copy of the
+# registers from the port exit (KVM_CAP_SYNC_REGS) shows CS 0xf000 and RIP
+# at the IN (0xff00; KVM moves past it when imgvm has answered; 0xff02
+# would be past it); without the copy imgvm says it has none.
+job_triple_fault() {
+	local fw=$T/triple-fault.bin log=$T/triple-fault.log rc=0 msg
+	python3 -c '
+import sys
+rom = bytearray(b"\xf4" * 65536)
+code = bytes([0xE4, 0x64,                           # in al, 0x64 (i8042 status)
+              0x2E, 0x0F, 0x01, 0x1E, 0x20, 0xFF,   # lidt cs:[0xff20] (limit 0)
+              0xCC, 0xF4])                          # int3; hlt
+rom[0xFF00:0xFF00 + len(code)] = code
+rom[0xFF20:0xFF26] = bytes(6)
+rom[0xFFF0:0xFFF3] = bytes([0xE9, 0x0D, 0xFF])      # jmp 0xff00
+open(sys.argv[1], "wb").write(rom)' "$fw"
+	TIMEOUT=30 VMM_E2E_RETRY=0 run_vm "$log" --bios "$fw" --no-reboot
+	msg=$(cat "$log.err")
+	if [ $RC = 2 ] && grep -q 'triple fault' <<<"$msg" && grep -q 'exit before (port I/O' <<<"$msg" &&
+		grep -Eq 'RIP 0xff0[02] .*CS 0xf000 ' <<<"$msg"; then
+		ok "triple fault: the registers from before KVM's reset ($(grep -Eo 'RIP 0x[0-9a-f]+|CS 0x[0-9a-f]+' <<<"$msg" | tr '\n' ' ')at a port I/O exit)"
+	else
+		fail "triple fault report (rc=$RC): $msg"
+		rc=1
+	fi
+	IMGVM_NO_SYNC_REGS=1 TIMEOUT=30 VMM_E2E_RETRY=0 run_vm "$log" --bios "$fw" --no-reboot
+	msg=$(cat "$log.err")
+	if [ $RC = 2 ] && grep -q 'triple fault' <<<"$msg" && grep -q 'no registers from before it' <<<"$msg"; then
+		ok "triple fault where KVM copies no registers: says so"
+	else
+		fail "triple fault report without KVM_CAP_SYNC_REGS (rc=$RC): $msg"
+		rc=1
+	fi
+	return $rc
+}
+
 # disk_boot NAME IMAGE [ARGS]: MARKER-OK, then the guest writes a file
 # (WRITE-OK) and powers off
 disk_boot() {
@@ -238,13 +296,14 @@ disk_boot() {
 # Part 1: the disk made without a VM boots (one format by default; the
 # installs cover the others).
 # installed.vhd boots with a second disk (a VMDK on AHCI port 2), which
-# the guest sees as sdb and writes to.
+# the guest finds by its port (whatever name Linux gave it) and writes to;
+# the host then finds the pattern in data.vmdk.
 job_part1_vhd() {
 	disk_boot part1-vhd "$PREP/installed.vhd" --disk "$PREP/data.vmdk" || return 1
-	if grep -qa 'DISK-WRITE-OK sdb 131072' "$T/part1-vhd.log"; then
-		ok "a second --disk (64 MiB vmdk, AHCI port 2): the guest sees sdb with 131072 sectors and writes it"
+	if grep -qaE 'DISK-WRITE-OK port 2 sd[a-z]+ 131072' "$T/part1-vhd.log"; then
+		ok "a second --disk (64 MiB vmdk, AHCI port 2): the guest sees it on port 2 ($(grep -aoE 'DISK-WRITE-OK port 2 sd[a-z]+' "$T/part1-vhd.log" | cut -d' ' -f4)) with 131072 sectors and writes it"
 	else
-		fail "second disk: $(grep -a -E 'DISK-WRITE|sdb' "$T/part1-vhd.log" | head -3 | tr '\n' ' ')"
+		fail "second disk: $(grep -a -E 'DISK-WRITE|boot disk|sd[a-z]' "$T/part1-vhd.log" | head -5 | tr '\n' ' ')"
 		return 1
 	fi
 }
@@ -322,7 +381,7 @@ job_qemu() {
 		ok "QEMU (KVM, AHCI) boots the vdi imgvm installed -> MARKER-OK"
 		return 0
 	fi
-	fail "QEMU boot of our vdi: $(tail_log "$qlog") SeaBIOS: $(tail -2 "$qlog.fw" | tr '\n' ' ')"
+	fail "QEMU boot of our vdi: SeaBIOS: $(tail -2 "$qlog.fw" | tr '\n' ' ')| $(tail_log "$qlog")"
 	return 1
 }
 
@@ -347,7 +406,7 @@ job_onerun_vmdk() { one_run vmdk; }
 # again after "No bootable device".
 job_reset_loop() {
 	local log=$T/reset.log
-	TIMEOUT=40 run_vm "$log"
+	TIMEOUT=40 VMM_E2E_RETRY=0 run_vm "$log"
 	if [ $RC = 124 ] && [ "$(grep -ca 'SeaBIOS (version' "$log")" -ge 2 ]; then
 		ok "guest reboot resets the platform (SeaBIOS starts again); --timeout -> 124"
 		return 0
@@ -361,16 +420,26 @@ job_reset_loop() {
 first_screen() {
 	local name=$1 iso=$2 pattern=$3 log=$T/$1.log
 	shift 3
+	export LOG_ERR=$log.err
 	if [ ! -e "$iso" ]; then
 		echo "skip - $name: $iso not found (make deps installs it)"
 		return 0
 	fi
-	if $DRIVE --log "$log" --timeout "$TIMEOUT" --until "$pattern" "$@" -- \
-		"$IMGVM" boot --memory 1G --cdrom "$iso" --timeout $((TIMEOUT + 10)) >"$log.drive" 2>&1; then
-		ok "$name reaches its first screen ('$pattern') on the serial console (at $(awk '/ saw /{t=$2} END{sub(/]/,"",t); print t}' "$log.drive"))"
-		return 0
-	fi
-	fail "$name: $(tail -3 "$log.drive" | tr '\n' ' ') | $(tr -d '\r' <"$log" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' | tail -c 300)"
+	local try
+	for try in 1 2; do
+		if $DRIVE --log "$log" --timeout "$TIMEOUT" --until "$pattern" "$@" -- \
+			sh -c 'exec "$0" "$@" 2>"$LOG_ERR"' "$IMGVM" boot --memory 1G --cdrom "$iso" \
+			--timeout $((TIMEOUT + 10)) --firmware-log "$log.fw" >"$log.drive" 2>&1; then
+			ok "$name reaches its first screen ('$pattern') on the serial console (at $(awk '/ saw /{t=$2} END{sub(/]/,"",t); print t}' "$log.drive"))"
+			return 0
+		fi
+		# the guest stopped on an error (status 2; a triple fault was
+		# seen in the nested host's emulated SVM): once more, loudly
+		[ $try = 1 ] && [ "${VMM_E2E_RETRY:-1}" != 0 ] && grep -q 'end: status 2,' "$log.drive" || break
+		echo "# RETRIED $name: $(tr '\n' ' ' <"$log.err")[logs: $(log_path "$log").1*]"
+		for f in "$log" "$log.err" "$log.fw" "$log.drive"; do mv "$f" "$log.1${f#"$log"}" 2>/dev/null; done
+	done
+	fail "$name: $(tail -2 "$log.drive" | tr '\n' ' ')| $(tail_log "$log")"
 	return 1
 }
 # GRUB's banner, not its prompt: "GNU GRUB" is printed by the rescue
@@ -405,6 +474,7 @@ kvm_cases() {
 	else
 		echo "skip - disk boots and installs: $(cat "$PREP/why" 2>/dev/null)"
 	fi
+	add_job triple_fault
 	add_job grub
 	add_job ipxe
 	add_job empty
@@ -512,7 +582,7 @@ verify() {
 			fail "qemu-img check installed.$fmt: $(tail -3 "$img.check")"
 		fi
 	done
-	if grep -qa 'DISK-WRITE-OK sdb' "$T/in/part1-vhd.log" 2>/dev/null; then
+	if grep -qa 'DISK-WRITE-OK port 2' "$T/in/part1-vhd.log" 2>/dev/null; then
 		"$IMGTOOL" convert -O raw "$PREP/data.vmdk" "$T/data.raw" 2>/dev/null
 		yes 'imgvm guest write, 32 bytes/ln' | head -n 2048 >"$T/pattern"
 		if cmp -s -n "$(stat -c %s "$T/pattern")" "$T/data.raw" "$T/pattern"; then
@@ -551,6 +621,12 @@ for extra in "$ROOT"/tests/e2e/vmm-jobs/*.bash; do
 	. "$extra"
 done
 
+# --di-iso OUT: only build Debian's installer ISO (tests/vmm-stops.sh)
+if [ "${1:-}" = --di-iso ]; then
+	build_di_iso "$2"
+	exit
+fi
+
 # ---- inside the nested host ---------------------------------------------
 
 if [ "${1:-}" = --inside ]; then
@@ -574,7 +650,25 @@ fi
 
 e2e_tmpdir
 T=$E2E_TMP
-[ -n "${VMM_E2E_KEEP:-}" ] && trap 'mkdir -p "$VMM_E2E_KEEP"; cp -a "$E2E_TMP"/. "$VMM_E2E_KEEP"/; rm -rf "$E2E_TMP"' EXIT
+# The logs (not the disks) of every run stay under build/, which outlives
+# the run's temporary folder; the ten latest runs are kept.
+export VMM_E2E_LOGDIR=${VMM_E2E_LOGS:-$ROOT/build/test-logs/vmm/$(date -u +%Y%m%d-%H%M%S)}
+keep_logs() {
+	local f
+	mkdir -p "$VMM_E2E_LOGDIR" || return
+	(cd "$T" && find . -type f -size -50M \( -name '*.log' -o -name '*.err' -o -name '*.out' -o \
+		-name '*.fw' -o -name '*.drive' -o -name '*.check' -o -name '*.1' -o -name why \) -print0) |
+		while IFS= read -r -d '' f; do
+			mkdir -p "$VMM_E2E_LOGDIR/$(dirname "$f")" && cp "$T/$f" "$VMM_E2E_LOGDIR/$f"
+		done
+	[ -n "${VMM_E2E_LOGS:-}" ] ||
+		ls -1d "$ROOT"/build/test-logs/vmm/*/ 2>/dev/null | head -n -10 | xargs -r rm -rf
+}
+if [ -n "${VMM_E2E_KEEP:-}" ]; then
+	trap 'keep_logs; mkdir -p "$VMM_E2E_KEEP"; cp -a "$E2E_TMP"/. "$VMM_E2E_KEEP"/; rm -rf "$E2E_TMP"' EXIT
+else
+	trap 'keep_logs; rm -rf "$E2E_TMP"' EXIT
+fi
 GUEST=${VMM_E2E_GUEST:-$T/guest}
 PREP=$T/prep
 help=$("$IMGVM" --help 2>&1)
@@ -629,17 +723,20 @@ fi
 # itself has stopped without its kernel saying so: it is stopped, and the
 # status is 123, as for a soft lockup.
 nested_run() {
-	local pid newest stall=${VMM_E2E_STALL:-300}
+	local pid newest stall=${VMM_E2E_STALL:-180} t0
 
-	tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
+	NK_CONSOLE_LOG=$T/l1-console.log tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
 		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" \
 		>"$T/nested.out" 2>"$T/nested.err" &
 	pid=$!
+	# L1's own boot counts as a silence too (a minute allowed for it)
+	t0=$(($(date +%s) + 60))
 	while kill -0 $pid 2>/dev/null; do
 		sleep 5
 		newest=$(find "$T/in" -type f -printf '%T@\n' 2>/dev/null | sort -n | tail -n1)
 		newest=${newest%.*}
-		if [ -n "$newest" ] && [ $(($(date +%s) - newest)) -gt "$stall" ]; then
+		[ -n "$newest" ] && [ "$newest" -ge "$t0" ] || newest=$t0
+		if [ $(($(date +%s) - newest)) -gt "$stall" ]; then
 			kill $pid 2>/dev/null
 			wait $pid
 			echo "nested-kvm: L1 hung: nothing under $T/in changed for $stall s" >>"$T/nested.err"
@@ -670,14 +767,27 @@ elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; the
 	while { [ $nrc = 123 ] || { [ $nrc = 125 ] && grep -qa 'L1 failed' "$T/nested.err"; }; } &&
 		[ $tries -lt "${VMM_E2E_RETRY:-2}" ]; do
 		tries=$((tries + 1))
-		echo "# RETRIED the nested test host: $(grep -a -E 'L1 (hung|failed)' "$T/nested.err" | tail -1)"
+		echo "# RETRIED the nested test host: $(grep -a -E 'L1 (hung|failed)' "$T/nested.err" | tail -1)" \
+			"L1's console ended: $(grep -av '^[[:space:]]*$' "$T/l1-console.log" 2>/dev/null | tail -n 3 | cut -c1-160 | tr '\n' '|')" \
+			"[logs: $VMM_E2E_LOGDIR/l1-console.$tries.log, $VMM_E2E_LOGDIR/in.$tries/]"
+		mv "$T/l1-console.log" "$T/l1-console.$tries.log" 2>/dev/null
+		# the jobs that passed stay passed (their guests' writes are in
+		# the prepared disks); the others run again
+		VMM_E2E_DONE=
+		for f in "$T/in/jobs"/*.out; do
+			[ -e "$f" ] && grep -qE '^# job [a-z0-9_]+: (.*status 0|.*not run again)$' "$f" &&
+				! grep -q '^FAIL - ' "$f" && VMM_E2E_DONE="$VMM_E2E_DONE $(basename "$f" .out)"
+		done
+		export VMM_E2E_DONE
+		echo "# the nested host's next start runs what did not pass; passed: ${VMM_E2E_DONE:-none}"
 		rm -rf "$T/in.$tries"
-		mv "$T/in" "$T/in.$tries"
+		cp -a "$T/in" "$T/in.$tries"
+		for f in "$T/in/jobs"/*.out; do
+			case " $VMM_E2E_DONE " in *" $(basename "$f" .out) "*) ;; *) rm -f "$f" ;; esac
+		done
 		mv "$T/nested.out" "$T/nested.$tries.out"
 		mv "$T/nested.err" "$T/nested.$tries.err"
-		rm -rf "$PREP"
-		prepare
-		mkdir -p "$T/in"
+		[ -e "$PREP/ready" ] || prepare
 		nested_run
 		nrc=$?
 	done
@@ -708,5 +818,11 @@ elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; the
 else
 	skip "VMM boots" "no hardware KVM and no nested test host (tests/nested-kvm.sh, qemu-system-x86_64)"
 fi
-echo "# VMM cases took $(($(date +%s) - start)) s"
+if [ -e "$T/nested.out" ]; then
+	retried=$(grep -a '^# RETRIED ' "$T/nested.out" | grep -vc 'RETRIED the nested')
+else
+	retried=$(cat "$T/in/jobs"/*.out 2>/dev/null | grep -ac '^# RETRIED ')
+fi
+echo "# VMM cases took $(($(date +%s) - start)) s; retried: $retried guest case(s), ${tries:-0} restart(s) of the nested host"
+echo "# logs of this run: $VMM_E2E_LOGDIR"
 finish

@@ -10,11 +10,12 @@
 #                         install + eject + disk boot)
 #   OUTDIR/bench.iso      the same ISO, default imgvm=bench
 #   OUTDIR/diag.iso       the same ISO, default imgvm=diag
+#   OUTDIR/copy.iso       the same ISO, default imgvm=copy
 #   OUTDIR/net.iso        the same ISO, default imgvm=net (virtio-net)
 #   OUTDIR/netbench.iso   the same ISO, default imgvm=netbench
 #   OUTDIR/vmlinuz OUTDIR/initrd.gz OUTDIR/marker.gz
 #   OUTDIR/guest.env      MARKER_SHA256=, MARKER_BYTES=, WRITE_SHA256=, KVER=
-# Other labels at the boot prompt: install, disk, bench, diag, net, shell.
+# Other labels at the boot prompt: install, disk, bench, copy, diag, net, shell.
 #
 # Env: IMGVM_GUEST_CACHE  unpacked packages, build tree (default OUTDIR/.cache)
 #      IMGVM_DEB_CACHE    downloaded .debs (default ~/.cache/imgvm/debs: outside
@@ -96,8 +97,8 @@ stamp=$(cat "$0" "$here/init.sh" | sha256sum | cut -c1-16)-$KPKG-${ISO_SERIAL:-0
 if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
 	[ -e "$out/installer.iso" ] && [ -e "$out/installer-reboot.iso" ] &&
 	[ -e "$out/installer-wait.iso" ] &&
-	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ] && [ -e "$out/net.iso" ] &&
-	[ -e "$out/netbench.iso" ]; then
+	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ] && [ -e "$out/copy.iso" ] &&
+	[ -e "$out/net.iso" ] && [ -e "$out/netbench.iso" ]; then
 	log "up to date: $out"
 	exit 0
 fi
@@ -178,8 +179,8 @@ isolinux_cfg() { # default label
 	echo "DEFAULT $1"
 	echo "PROMPT 1"
 	echo "TIMEOUT 10"
-	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot install-wait disk bench diag net netbench shell (default $1)"
-	for label in install disk bench diag net netbench shell; do
+	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot install-wait disk bench copy diag net netbench shell (default $1)"
+	for label in install disk bench copy diag net netbench shell; do
 		echo "LABEL $label"
 		echo "  KERNEL /boot/vmlinuz"
 		echo "  APPEND $cmdline imgvm=$label"
@@ -203,6 +204,7 @@ make_iso install-reboot "$out/installer-reboot.iso"
 make_iso install-wait "$out/installer-wait.iso"
 make_iso bench "$out/bench.iso"
 make_iso diag "$out/diag.iso"
+make_iso copy "$out/copy.iso"
 make_iso net "$out/net.iso"
 make_iso netbench "$out/netbench.iso"
 cp "$iso/boot/vmlinuz" "$work/initrd.gz" "$cache/marker.gz" "$out/"
@@ -214,4 +216,4 @@ MARKER_BYTES=$marker_bytes
 WRITE_SHA256=$write_sha256
 EOF
 echo "$stamp" >"$out/.stamp"
-log "built $out: installer.iso installer-reboot.iso bench.iso diag.iso net.iso netbench.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"
+log "built $out: installer.iso installer-reboot.iso bench.iso diag.iso copy.iso net.iso netbench.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"

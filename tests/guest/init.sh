@@ -9,6 +9,8 @@
 #   disk     booted from the disk: check the marker -> MARKER-OK, then write
 #            a file the host can check -> WRITE-OK, power off
 #   bench    sequential I/O on the raw first disk -> BENCH lines, BENCH-DONE
+#   copy     hundreds of MiB through the page cache onto the raw first disk,
+#            read back -> COPY-OK (tests/vmm-stops.sh)
 #   diag     the platform as Linux sees it -> DIAG-DONE
 #   net      virtio-net: a DHCP lease (NET-DHCP-OK), a file fetched from
 #            http://10.0.2.100/payload (NET-HTTP-SHA256 for the host to
@@ -62,6 +64,7 @@ case $MODE in
 install) FAIL_TAG=INSTALL-FAIL ;;
 disk) FAIL_TAG=MARKER-BAD ;;
 bench) FAIL_TAG=BENCH-FAIL ;;
+copy) FAIL_TAG=COPY-FAIL ;;
 net | netbench) FAIL_TAG=NET-FAIL ;;
 *) FAIL_TAG=FAIL ;;
 esac
@@ -85,6 +88,44 @@ await_dev() {
 	n=0
 	while [ $n -lt $(($2 * 10)) ]; do
 		find_dev "$1" >/dev/null && return 0
+		usleep 100000
+		n=$((n + 1))
+	done
+	return 1
+}
+# The AHCI port of disk $1 (sda...).  Names come from asynchronous SCSI
+# scanning and change from boot to boot; the port does not.  imgvm's serial
+# numbers carry it (IMGVM<port>-<hash>, in the SCSI VPD page 0x80); on
+# another VMM the ataN in the sysfs path (with one AHCI controller and no
+# other ATA host, ataN is port N-1).
+disk_port() {
+	p=$(tr -c 'A-Za-z0-9-' ' ' <"/sys/block/$1/device/vpd_pg80" 2>/dev/null |
+		grep -o 'IMGVM[0-9]*-' | head -n 1 | tr -dc 0-9)
+	[ -n "$p" ] && { echo "$p"; return 0; }
+	p=$(readlink -f "/sys/block/$1" | grep -o '/ata[0-9]*/' | head -n 1 | tr -dc 0-9)
+	[ -n "$p" ] && { echo $((p - 1)); return 0; }
+	return 1
+}
+# the disk on AHCI port $1, waiting up to $2 seconds for it
+disk_on_port() {
+	n=0
+	while [ $n -lt $(($2 * 10)) ]; do
+		for d in /sys/block/sd*; do
+			[ -e "$d" ] && [ "$(disk_port "${d##*/}")" = "$1" ] &&
+				{ echo "${d##*/}"; return 0; }
+		done
+		usleep 100000
+		n=$((n + 1))
+	done
+	return 1
+}
+# wait up to $1 seconds until every ATA disk libata found has its sd node
+await_all_disks() {
+	want=$(dmesg | grep -oE 'ata[0-9]+\.00: ATA-[0-9]+' | sort -u | wc -l)
+	n=0
+	while [ $n -lt $(($1 * 10)) ]; do
+		have=$(ls -d /sys/block/sd* 2>/dev/null | wc -l)
+		[ "$have" -ge "$want" ] && return 0
 		usleep 100000
 		n=$((n + 1))
 	done
@@ -144,9 +185,8 @@ wait_for_host() {
 }
 
 mode_install() {
-	await_dev sd 15 || { ata_log; die "no SATA disk"; }
+	disk=$(disk_on_port 0 15) || { ata_log; die "no SATA disk on AHCI port 0"; }
 	await_dev sr 15 || { ata_log; die "no CD-ROM"; }
-	disk=$(find_dev sd)
 	cd=$(find_dev sr)
 	sectors=$(cat /sys/block/$disk/size)
 	say "target /dev/$disk, $((sectors / 2048)) MiB; installing from /dev/$cd"
@@ -211,8 +251,8 @@ write_pattern() {
 }
 
 mode_disk() {
-	await_dev sd 15 || { ata_log; die "no SATA disk"; }
-	disk=$(find_dev sd)
+	disk=$(disk_on_port 0 15) || { ata_log; die "no SATA disk on AHCI port 0"; }
+	say "boot disk /dev/$disk (AHCI port 0)"
 	await_node /dev/${disk}1 || die "/dev/${disk}1 missing"
 	mount_any /dev/${disk}1 /mnt ro || die "mount /dev/${disk}1"
 	sum=$(sha256sum /mnt/marker.bin 2>/dev/null | cut -d' ' -f1)
@@ -238,14 +278,17 @@ mode_disk() {
 	else
 		echo "WRITE-BAD mount"
 	fi
-	# more disks (imgvm --disk A --disk B): each one's name and size on
-	# the console, and the same pattern at its start for the host to find
+	# more disks (imgvm --disk A --disk B): each one's AHCI port, name and
+	# size on the console, and the same pattern at its start for the host
+	# to find
+	await_all_disks 15 || say "not every ATA disk has a block device: $(ls /sys/block | tr '\n' ' ')"
 	write_pattern >/tmp/pattern
 	for d in /sys/block/sd*; do
 		[ "${d##*/}" = "$disk" ] && continue
+		port=$(disk_port "${d##*/}") || port=unknown
 		dd if=/tmp/pattern of=/dev/${d##*/} bs=65536 count=1 conv=fsync 2>/dev/null &&
-			echo "DISK-WRITE-OK ${d##*/} $(cat $d/size)" ||
-			echo "DISK-WRITE-BAD ${d##*/}"
+			echo "DISK-WRITE-OK port $port ${d##*/} $(cat $d/size)" ||
+			echo "DISK-WRITE-BAD port $port ${d##*/}"
 	done
 	power_off
 }
@@ -254,8 +297,7 @@ mb_per_s() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { t = b - a; if (t <= 0) t
 ops_per_s() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { t = b - a; if (t <= 0) t = 0.01; printf "%.0f IOPS (%.2f s)", n / t, t }'; }
 
 mode_bench() {
-	await_dev sd 15 || { ata_log; die "no SATA disk"; }
-	disk=$(find_dev sd)
+	disk=$(disk_on_port 0 15) || { ata_log; die "no SATA disk on AHCI port 0"; }
 	sectors=$(cat /sys/block/$disk/size)
 	mb=256
 	for word in $(cat /proc/cmdline); do
@@ -291,6 +333,41 @@ mode_bench() {
 	b=$(dd if=/dev/$disk bs=1M skip=16 count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
 	if [ "$a" = "$b" ]; then echo "BENCH verify: OK"; else echo "BENCH verify: MISMATCH"; fi
 	echo "BENCH-DONE"
+	power_off
+}
+
+# copy: imgvm.mb MiB (default 320) of random data written through the page
+# cache onto the raw first disk, so writeback keeps many NCQ commands in
+# flight, then read back past the cache and compared -> COPY-OK
+mode_copy() {
+	disk=$(disk_on_port 0 15) || { ata_log; die "no SATA disk on AHCI port 0"; }
+	sectors=$(cat /sys/block/$disk/size)
+	mb=320
+	for word in $(cat /proc/cmdline); do
+		case $word in imgvm.mb=*) mb=${word#imgvm.mb=} ;; esac
+	done
+	[ $((sectors / 2048)) -ge "$mb" ] || die "/dev/$disk is smaller than $mb MiB"
+	say "copy onto /dev/$disk: $mb MiB buffered; queue depth $(cat /sys/block/$disk/device/queue_depth 2>/dev/null)"
+	dd if=/dev/urandom of=/tmp/chunk bs=1M count=16 2>/dev/null
+	want=$(sha256sum </tmp/chunk | cut -d' ' -f1)
+	t0=$(now)
+	i=0
+	while [ $i -lt $((mb / 16)) ]; do
+		dd if=/tmp/chunk of=/dev/$disk bs=1M seek=$((i * 16)) conv=notrunc 2>/dev/null || die "write at $((i * 16)) MiB"
+		i=$((i + 1))
+		[ $((i % 4)) = 0 ] && say "copied $((i * 16)) MiB"
+	done
+	sync
+	t1=$(now)
+	say "written: $(mb_per_s $t0 $t1 $((mb * 1048576)))"
+	echo 3 >/proc/sys/vm/drop_caches
+	i=0
+	while [ $i -lt $((mb / 16)) ]; do
+		got=$(dd if=/dev/$disk bs=1M skip=$((i * 16)) count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+		[ "$got" = "$want" ] || die "read back at $((i * 16)) MiB: $got"
+		i=$((i + 1))
+	done
+	echo "COPY-OK $mb MiB"
 	power_off
 }
 
@@ -396,6 +473,7 @@ pxe)
 	;;
 disk) mode_disk ;;
 bench) mode_bench ;;
+copy) mode_copy ;;
 diag) mode_diag; power_off ;;
 shell)
 	ata_log

@@ -693,3 +693,28 @@ Test(core, each_thread_reads_its_own_error)
 	cr_expect_neq(strstr(img_errmsg(img), "beyond the end"), NULL);
 	img_close(img);
 }
+
+Test(core, relative_paths)
+{
+	static const struct {
+		const char *dir, *target, *want;
+		int ups;
+	} cases[] = {
+		{ "/a/b", "/a/b/c", "c", 0 },
+		{ "/a/b", "/a/c/d", "../c/d", 1 },
+		{ "/a/b", "/a/bc/d", "../bc/d", 1 },
+		{ "/", "/x", "x", 0 },
+		{ "/a", "/ab/c", "../ab/c", 1 },
+		{ "/a/b/c", "/x", "../../../x", 3 },
+	};
+	char out[64];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_expect_eq(img_path_relative(cases[i].dir, cases[i].target,
+					       out, sizeof(out)),
+			     cases[i].ups, "%s -> %s", cases[i].dir,
+			     cases[i].target);
+		cr_expect_str_eq(out, cases[i].want);
+	}
+	cr_expect_eq(img_path_relative("/a/b/c", "/x", out, 8), -ENAMETOOLONG);
+}

@@ -598,3 +598,86 @@ Test(qcow2_compress, partial_and_whole_clusters, .init = make_tmpdir,
 	free(model);
 	free(disk);
 }
+
+/* ---- internal snapshots ----------------------------------------------- */
+
+Test(qcow2_snapshot, create_apply_delete_keep_refcounts_exact,
+     .init = make_tmpdir, .fini = remove_tmpdir)
+{
+	const char *path = tmp_path("s.qcow2");
+	uint8_t *a = malloc(2 * MiB), *b = malloc(2 * MiB),
+		*back = malloc(2 * MiB);
+	struct img_snapshot *list;
+	struct img *img;
+	int n;
+
+	cr_assert(a && b && back);
+	fill(a, 2 * MiB, 11);
+	fill(b, 2 * MiB, 12);
+	create(path, 2 * MiB, "cluster_size=4096", NULL);
+	img = open_img(path, IMG_OPEN_RDWR);
+	cr_assert_eq(img_pwrite(img, a, 2 * MiB, 0), 0);
+	cr_assert_eq(img_snapshot_create(img, "one"), 0, "%s", img_errmsg(img));
+	cr_assert_lt(img_snapshot_create(img, "one"), 0);
+	cr_assert_eq(img_pwrite(img, b, MiB, 0), 0);
+	cr_assert_eq(img_snapshot_list(img, &list, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(list[0].name, "one");
+	cr_assert_eq(list[0].disk_size, 2 * MiB);
+	free(list);
+	cr_assert_eq(img_close(img), 0);
+	assert_clean(path);
+
+	img = open_img(path, IMG_OPEN_RDONLY);
+	cr_assert_eq(img_snapshot_load(img, "one"), 0);
+	cr_assert_eq(img_pread(img, back, 2 * MiB, 0), 0);
+	cr_assert_eq(memcmp(back, a, 2 * MiB), 0);
+	img_close(img);
+
+	img = open_img(path, IMG_OPEN_RDWR);
+	cr_assert_eq(img_snapshot_apply(img, "one"), 0, "%s", img_errmsg(img));
+	cr_assert_eq(img_pread(img, back, 2 * MiB, 0), 0);
+	cr_assert_eq(memcmp(back, a, 2 * MiB), 0);
+	cr_assert_eq(img_pwrite(img, b, 4096, 8192), 0);
+	cr_assert_eq(img_snapshot_delete(img, "1"), 0, "%s", img_errmsg(img));
+	cr_assert_eq(img_close(img), 0);
+	assert_clean(path);
+	img = open_img(path, IMG_OPEN_RDONLY);
+	memcpy(a + 8192, b, 4096);
+	cr_assert_eq(img_pread(img, back, 2 * MiB, 0), 0);
+	cr_assert_eq(memcmp(back, a, 2 * MiB), 0);
+	cr_assert(!img_has_internal_snapshots(img) == false);
+	img_close(img);
+	free(a);
+	free(b);
+	free(back);
+}
+
+Test(qcow2_bad, refcount_block_for_far_clusters_is_a_leak_not_an_allocation,
+     .init = make_tmpdir, .fini = remove_tmpdir)
+{
+	const char *path = tmp_path("far.qcow2");
+	struct img_check_result res;
+	uint64_t e = IMG_BE64(2 * 65536);
+	struct img *img;
+
+	/* 2 MiB of refcount table: entry 200000 reuses block 2, whose four
+	 * counts then stand for clusters 200000 * 32768 + 0..3 (terabytes
+	 * past the end of the file). */
+	create(path, MiB, "", NULL);
+	{
+		uint32_t n = IMG_BE32(32);
+		int fd = open(path, O_RDWR);
+
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(ftruncate(fd, 64 * 65536), 0);
+		cr_assert_eq(pwrite(fd, &n, 4, 56), 4);
+		close(fd);
+	}
+	poke(path, 65536 + 200000 * 8, &e, 8);
+	img = open_img(path, IMG_OPEN_CHECK);
+	cr_assert_eq(img_check(img, &res, 0), 0, "%s", img_errmsg(img));
+	cr_assert_geq(res.leaks, 4);
+	cr_assert_geq(res.corruptions, 1);
+	img_close(img);
+}

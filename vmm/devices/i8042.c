@@ -3,12 +3,21 @@
  * The 8042 keyboard controller at 0x60 (data) and 0x64 (status/command):
  * enough for SeaBIOS's and Linux's probing (self tests, command byte,
  * keyboard and mouse reset/identify answered with ACKs) and the reset
- * line (command 0xFE, or output port bit 0 cleared with 0xD1).  No key
- * ever arrives: the console is the serial port.
+ * line (command 0xFE, or output port bit 0 cleared with 0xD1).
+ *
+ * Keys come from a front end (vmm/input.h) as set 1 make codes; the
+ * keyboard sends them in the scan code set the guest chose (set 2 by
+ * default) and the controller translates set 2 back to set 1 when the
+ * command byte's XLAT bit is on, as a PC does.  The aux port has a PS/2
+ * mouse (IntelliMouse wheel after the 200/100/80 sample-rate knock).
+ * Each byte read from the queue pulses the IRQ line when more follow:
+ * the PIC's ISA inputs are edge-triggered.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "vmm/input.h"
 #include "vmm/machine.h"
 
 #define I8042_DATA 0x60
@@ -22,11 +31,14 @@
 #define CMD_BYTE_KBD_INT 0x01
 #define CMD_BYTE_AUX_INT 0x02
 #define CMD_BYTE_SYS 0x04
+#define CMD_BYTE_KBD_DISABLED 0x10
+#define CMD_BYTE_AUX_DISABLED 0x20
+#define CMD_BYTE_XLAT 0x40
 
 #define KBD_IRQ 1
 #define AUX_IRQ 12
 
-#define I8042_QUEUE 16
+#define I8042_QUEUE 256
 
 struct i8042 {
 	struct vmm *vm;
@@ -42,6 +54,13 @@ struct i8042 {
 	bool queue_aux[I8042_QUEUE];
 	unsigned head, count;
 	bool kbd_irq, aux_irq;
+	/* keyboard: scan code set (1-3), scanning on */
+	unsigned scan_set;
+	bool scanning;
+	/* mouse: reporting on, ID (0 plain, 3 wheel), last sample rates */
+	bool mouse_reporting;
+	uint8_t mouse_id;
+	uint8_t sample_rates[3];
 };
 
 static void i8042_update(struct i8042 *k)
@@ -83,8 +102,23 @@ static void i8042_keyboard_command(struct i8042 *k, uint8_t byte)
 {
 	if (k->kbd_pending) {
 		/* parameter of LED (0xED), typematic (0xF3), scan set (0xF0) */
+		uint8_t command = k->kbd_pending;
+
 		k->kbd_pending = 0;
 		i8042_queue(k, 0xfa, false);
+		if (command == 0xf0 && byte == 0) {
+			/* the set number goes through the translation too */
+			static const uint8_t translated[3] = { 0x43, 0x41,
+							       0x3f };
+
+			i8042_queue(k,
+				    (k->command_byte & CMD_BYTE_XLAT)
+					    ? translated[k->scan_set - 1]
+					    : k->scan_set,
+				    false);
+		} else if (command == 0xf0 && byte <= 3) {
+			k->scan_set = byte;
+		}
 		return;
 	}
 	switch (byte) {
@@ -103,8 +137,23 @@ static void i8042_keyboard_command(struct i8042 *k, uint8_t byte)
 		i8042_queue(k, 0xee, false);
 		break;
 	case 0xff: /* reset: ACK, self test passed */
+		k->scan_set = 2;
+		k->scanning = true;
 		i8042_queue(k, 0xfa, false);
 		i8042_queue(k, 0xaa, false);
+		break;
+	case 0xf4:
+		k->scanning = true;
+		i8042_queue(k, 0xfa, false);
+		break;
+	case 0xf5: /* disable scanning, defaults */
+		k->scanning = false;
+		k->scan_set = 2;
+		i8042_queue(k, 0xfa, false);
+		break;
+	case 0xf6:
+		k->scan_set = 2;
+		i8042_queue(k, 0xfa, false);
 		break;
 	default:
 		i8042_queue(k, 0xfa, false);
@@ -116,6 +165,15 @@ static void i8042_aux_command(struct i8042 *k, uint8_t byte)
 {
 	if (k->aux_pending) {
 		/* parameter of sample rate (0xF3) or resolution (0xE8) */
+		if (k->aux_pending == 0xf3) {
+			k->sample_rates[0] = k->sample_rates[1];
+			k->sample_rates[1] = k->sample_rates[2];
+			k->sample_rates[2] = byte;
+			if (k->sample_rates[0] == 200 &&
+			    k->sample_rates[1] == 100 &&
+			    k->sample_rates[2] == 80)
+				k->mouse_id = 3;
+		}
 		k->aux_pending = 0;
 		i8042_queue(k, 0xfa, true);
 		return;
@@ -126,9 +184,18 @@ static void i8042_aux_command(struct i8042 *k, uint8_t byte)
 		k->aux_pending = byte;
 		i8042_queue(k, 0xfa, true);
 		break;
-	case 0xf2: /* identify: standard mouse */
+	case 0xf2: /* identify: standard or wheel mouse */
 		i8042_queue(k, 0xfa, true);
-		i8042_queue(k, 0x00, true);
+		i8042_queue(k, k->mouse_id, true);
+		break;
+	case 0xf4:
+		k->mouse_reporting = true;
+		i8042_queue(k, 0xfa, true);
+		break;
+	case 0xf5:
+	case 0xf6:
+		k->mouse_reporting = false;
+		i8042_queue(k, 0xfa, true);
 		break;
 	case 0xe9: /* status request */
 		i8042_queue(k, 0xfa, true);
@@ -137,6 +204,8 @@ static void i8042_aux_command(struct i8042 *k, uint8_t byte)
 		i8042_queue(k, 0x64, true);
 		break;
 	case 0xff:
+		k->mouse_reporting = false;
+		k->mouse_id = 0;
 		i8042_queue(k, 0xfa, true);
 		i8042_queue(k, 0xaa, true);
 		i8042_queue(k, 0x00, true);
@@ -246,6 +315,15 @@ static void i8042_io(void *opaque, uint64_t addr, void *data, unsigned size,
 			*byte = k->queue[k->head];
 			k->head = (k->head + 1) % I8042_QUEUE;
 			k->count--;
+			/* the next byte raises a new edge */
+			if (k->kbd_irq) {
+				k->kbd_irq = false;
+				vmm_set_irq(k->vm, KBD_IRQ, false);
+			}
+			if (k->aux_irq) {
+				k->aux_irq = false;
+				vmm_set_irq(k->vm, AUX_IRQ, false);
+			}
 		} else {
 			*byte = 0;
 		}
@@ -273,7 +351,113 @@ static void i8042_reset(void *opaque)
 	k->count = 0;
 	k->kbd_irq = false;
 	k->aux_irq = false;
+	k->scan_set = 2;
+	k->scanning = true;
+	k->mouse_reporting = false;
+	k->mouse_id = 0;
+	memset(k->sample_rates, 0, sizeof(k->sample_rates));
 	pthread_mutex_unlock(&k->lock);
+}
+
+/* ---- input from front ends (vmm/input.h) -------------------------------*/
+
+/* Set 1 make code -> set 2 (the 8042's translation table, inverted) */
+static const uint8_t set1_to_set2[0x59] = {
+	0x00, 0x76, 0x16, 0x1e, 0x26, 0x25, 0x2e, 0x36, 0x3d, 0x3e, 0x46, 0x45,
+	0x4e, 0x55, 0x66, 0x0d, 0x15, 0x1d, 0x24, 0x2d, 0x2c, 0x35, 0x3c, 0x43,
+	0x44, 0x4d, 0x54, 0x5b, 0x5a, 0x14, 0x1c, 0x1b, 0x23, 0x2b, 0x34, 0x33,
+	0x3b, 0x42, 0x4b, 0x4c, 0x52, 0x0e, 0x12, 0x5d, 0x1a, 0x22, 0x21, 0x2a,
+	0x32, 0x31, 0x3a, 0x41, 0x49, 0x4a, 0x59, 0x7c, 0x11, 0x29, 0x58, 0x05,
+	0x06, 0x04, 0x0c, 0x03, 0x0b, 0x83, 0x0a, 0x01, 0x09, 0x77, 0x7e, 0x6c,
+	0x75, 0x7d, 0x7b, 0x6b, 0x73, 0x74, 0x79, 0x69, 0x72, 0x7a, 0x70, 0x71,
+	0x84, 0x00, 0x61, 0x78, 0x07,
+};
+
+static const struct {
+	uint8_t set1, set2;
+} extended_keys[] = {
+	{ 0x1c, 0x5a }, { 0x1d, 0x14 }, { 0x35, 0x4a }, { 0x37, 0x7c },
+	{ 0x38, 0x11 }, { 0x47, 0x6c }, { 0x48, 0x75 }, { 0x49, 0x7d },
+	{ 0x4b, 0x6b }, { 0x4d, 0x74 }, { 0x4f, 0x69 }, { 0x50, 0x72 },
+	{ 0x51, 0x7a }, { 0x52, 0x70 }, { 0x53, 0x71 }, { 0x5b, 0x1f },
+	{ 0x5c, 0x27 }, { 0x5d, 0x2f },
+};
+
+static int i8042_room(const struct i8042 *k, unsigned bytes)
+{
+	return I8042_QUEUE - k->count >= bytes ? 0 : -EAGAIN;
+}
+
+int i8042_key_event(struct i8042 *k, input_scancode key, bool down)
+{
+	bool extended = (key >> 8) == 0xe0;
+	uint8_t code = key & 0xff;
+	uint8_t set2 = 0;
+	int ret;
+
+	if ((key >> 8) && !extended)
+		return -EINVAL;
+	if (extended) {
+		for (unsigned i = 0;
+		     i < sizeof(extended_keys) / sizeof(extended_keys[0]); i++)
+			if (extended_keys[i].set1 == code)
+				set2 = extended_keys[i].set2;
+	} else if (code < sizeof(set1_to_set2)) {
+		set2 = set1_to_set2[code];
+	}
+	if (!set2)
+		return -EINVAL;
+	pthread_mutex_lock(&k->lock);
+	ret = i8042_room(k, 3);
+	if (ret || !k->scanning || (k->command_byte & CMD_BYTE_KBD_DISABLED)) {
+		pthread_mutex_unlock(&k->lock);
+		return ret;
+	}
+	if (extended)
+		i8042_queue(k, 0xe0, false);
+	if (k->scan_set == 1 || (k->command_byte & CMD_BYTE_XLAT)) {
+		i8042_queue(k, down ? code : code | 0x80, false);
+	} else {
+		if (!down)
+			i8042_queue(k, 0xf0, false);
+		i8042_queue(k, set2, false);
+	}
+	i8042_update(k);
+	pthread_mutex_unlock(&k->lock);
+	return 0;
+}
+
+static int clamp(int v, int lo, int hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+int i8042_mouse_event(struct i8042 *k, int dx, int dy, int wheel,
+		      unsigned buttons)
+{
+	int ret;
+
+	pthread_mutex_lock(&k->lock);
+	ret = i8042_room(k, 4);
+	if (ret || !k->mouse_reporting ||
+	    (k->command_byte & CMD_BYTE_AUX_DISABLED)) {
+		pthread_mutex_unlock(&k->lock);
+		return ret;
+	}
+	/* 9-bit two's complement movement, y up */
+	dx = clamp(dx, -255, 255);
+	dy = clamp(-dy, -255, 255);
+	i8042_queue(k,
+		    0x08 | (buttons & 7) | (dx < 0 ? 0x10 : 0) |
+			    (dy < 0 ? 0x20 : 0),
+		    true);
+	i8042_queue(k, (uint8_t)dx, true);
+	i8042_queue(k, (uint8_t)dy, true);
+	if (k->mouse_id == 3)
+		i8042_queue(k, (uint8_t)clamp(wheel, -8, 7), true);
+	i8042_update(k);
+	pthread_mutex_unlock(&k->lock);
+	return 0;
 }
 
 /* Two single-port ranges: 0x61-0x63 belong to the PIT's speaker port. */

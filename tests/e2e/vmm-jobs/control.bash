@@ -6,7 +6,8 @@
 # grow, the CD's medium), pause/resume, eject (the guest reports its
 # CD-ROM lost the disc), powerbutton (the guest shuts down cleanly and
 # imgvm ends); then started again without the CD, from the disk, to
-# MARKER-OK.
+# MARKER-OK; a snapshot taken before the install is reverted and the disk
+# is blank again.
 
 VMM_EXTRA_JOBS+=("control")
 
@@ -35,10 +36,22 @@ await_exit() {
 	return 0
 }
 
+# The VMs' folder is on a local file system: the nested host's work
+# directories are 9p, which cannot hold the control socket.  The console
+# is kept in $T.
 job_control() {
-	local home=$T/control-home out pid con s1 s2 w1 w2
-	export IMGVM_HOME=$home
+	local home rc
+	home=$(mktemp -d "${TMPDIR:-/tmp}/imgvm-control.XXXXXX")
+	control_lab "$home"
+	rc=$?
+	cp "$home/lab/console.log" "$T/control-console.log" 2>/dev/null
 	rm -rf "$home"
+	return $rc
+}
+
+control_lab() {
+	local home=$1 out pid con s1 s2 w1 w2
+	export IMGVM_HOME=$home
 	out=$("$IMGVM" create lab --memory 512M --disk new:vdi:256M \
 		--cdrom "$GUEST/installer-wait.iso" 2>&1)
 	if [ $? = 0 ] && [ -e "$home/lab/lab.vdi" ]; then
@@ -46,6 +59,11 @@ job_control() {
 	else
 		fail "imgvm create: $out"
 		return 1
+	fi
+	if "$IMGVM" snapshot lab create blank >/dev/null; then
+		ok "imgvm snapshot lab create blank (before the install)"
+	else
+		fail "snapshot create"
 	fi
 	con=$home/lab/console.log
 	out=$("$IMGVM" start lab --detach --timeout "$TIMEOUT" 2>&1)
@@ -113,4 +131,16 @@ job_control() {
 		fail "second start ($out): $(tail_log "$con")"
 		return 1
 	fi
+	# the snapshot taken before the install: reverted, the disk is blank
+	"$IMGTOOL" convert -O raw "$home/lab/lab.vdi" "$T/lab-installed.raw" &&
+		"$IMGVM" snapshot lab revert blank >/dev/null &&
+		"$IMGTOOL" convert -O raw "$home/lab/lab.vdi" "$T/lab-reverted.raw"
+	if ! cmp -s -n $((256 << 20)) "$T/lab-installed.raw" /dev/zero &&
+		cmp -s -n $((256 << 20)) "$T/lab-reverted.raw" /dev/zero &&
+		[ "$(stat -c %s "$T/lab-reverted.raw")" = $((256 << 20)) ]; then
+		ok "imgvm snapshot lab revert blank: the installed disk is blank again"
+	else
+		fail "snapshot revert: $(ls -l "$T"/lab-*.raw 2>&1 | tr '\n' ' ')"
+	fi
+	rm -f "$T/lab-installed.raw" "$T/lab-reverted.raw"
 }

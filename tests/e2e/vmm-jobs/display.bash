@@ -1,0 +1,206 @@
+# shellcheck shell=bash
+# Guest cases of the screen (vmm/devices/vga.c, vmm/display/): the standard
+# VGA with SeaBIOS's VGA BIOS, screenshots and text dumps, VNC with
+# libvncclient as the viewer (tests/helpers/vnc_client), and QEMU's
+# screendump of the same screen as the reference (tests/helpers/
+# vnc_imgdiff, less than 2 % of the pixels may differ).  Sourced by
+# tests/e2e/vmm.sh; three imgvm runs and two QEMU runs.
+
+DISPLAY_HELPERS=$ROOT/$B/tests/helpers
+VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer")
+VMM_EXTRA_HOST+=(display_host_cases)
+
+# Command line only: the options are documented and bad values refused.
+display_host_cases() {
+	local help o missing=
+	help=$("$IMGVM" --help 2>&1)
+	for o in --vga --vram --display --vnc --vnc-password-file --screenshot --screenshot-on-exit; do
+		grep -q -- "$o" <<<"$help" || missing="$missing $o"
+	done
+	check "imgvm --help documents the display options${missing:+ (missing:$missing)}" test -z "$missing"
+	bad_option "bad --vram" "vram" boot --vram 3M
+	bad_option "bad --display" "display" boot --display sdl3
+	bad_option "bad --vnc address" "vnc" boot --vnc nowhere --no-reboot
+	bad_option "--vnc-password-file without --vnc" "needs --vnc" boot --vnc-password-file /dev/null
+}
+
+# snap PID PNG: a screenshot now (SIGUSR2); the text dump, in text modes,
+# is PNG's name with .txt
+snap() {
+	local pid=$1 png=$2 _
+	rm -f "$png" "${png%.png}.txt"
+	kill -USR2 "$pid" 2>/dev/null || return 1
+	for _ in $(seq 50); do
+		[ -e "$png" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+png_size() { # PNG: WIDTHxHEIGHT from the IHDR chunk
+	python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(24); print("%dx%d" % struct.unpack(">II", d[16:24]))' "$1" 2>/dev/null
+}
+
+# wait_ready PID SOCKET: imgvm has set up its machine (the VNC socket
+# exists), so it takes SIGUSR2 instead of dying of it
+wait_ready() {
+	local _
+	for _ in $(seq 300); do
+		[ -S "$2" ] && return 0
+		kill -0 "$1" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_text PID PNG PATTERN SECONDS: until the text screen shows PATTERN
+wait_text() {
+	local pid=$1 png=$2 pattern=$3 end=$((SECONDS + $4))
+	while [ $SECONDS -lt $end ]; do
+		kill -0 "$pid" 2>/dev/null || return 1
+		snap "$pid" "$png" && grep -qF -- "$pattern" "${png%.png}.txt" 2>/dev/null && return 0
+		sleep 1
+	done
+	return 1
+}
+
+# wait_size PID PNG SIZE SECONDS: until the screen has that size
+wait_size() {
+	local pid=$1 png=$2 size=$3 end=$((SECONDS + $4))
+	while [ $SECONDS -lt $end ]; do
+		kill -0 "$pid" 2>/dev/null || return 1
+		snap "$pid" "$png" && [ "$(png_size "$png")" = "$size" ] && return 0
+		sleep 1
+	done
+	return 1
+}
+
+stop_vm() { # PID: SIGTERM, and its status
+	kill -TERM "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+}
+
+# qemu_matches ISO OURS.png NAME SECONDS: QEMU (-vga std, same firmware)
+# boots ISO; its screendump is taken every two seconds until one differs
+# from OURS in less than 2 % of the pixels.
+qemu_matches() {
+	local iso=$1 ours=$2 name=$3 end=$((SECONDS + $4)) mon=$T/$3-qemu.mon
+	local dump=$T/$3-qemu.png pid out=
+	if ! command -v qemu-system-x86_64 >/dev/null; then
+		echo "skip - $name against QEMU: qemu-system-x86_64 not installed"
+		return 0
+	fi
+	qemu-system-x86_64 -enable-kvm -M pc -m 1024 -vga std -display none -nic none \
+		-cdrom "$iso" -serial none -monitor "unix:$mon,server,nowait" \
+		</dev/null >"$T/$name-qemu.out" 2>&1 &
+	pid=$!
+	while [ $SECONDS -lt $end ] && kill -0 $pid 2>/dev/null; do
+		sleep 2
+		rm -f "$dump"
+		python3 - "$mon" "$dump" <<-'EOF' 2>/dev/null
+			import socket, sys, time
+			s = socket.socket(socket.AF_UNIX)
+			s.connect(sys.argv[1])
+			s.settimeout(5)
+			s.sendall(("screendump %s -f png\n" % sys.argv[2]).encode())
+			time.sleep(0.5)
+			s.close()
+		EOF
+		[ -s "$dump" ] || continue
+		out=$("$DISPLAY_HELPERS/vnc_imgdiff" "$ours" "$dump" 2) && break
+		out=
+	done
+	kill $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	if [ -n "$out" ]; then
+		ok "$name: the same screen as QEMU -vga std ($out)"
+	else
+		fail "$name: never within 2 % of QEMU's screendump ($("$DISPLAY_HELPERS/vnc_imgdiff" "$ours" "$dump" 2>&1))"
+	fi
+}
+
+# The empty machine with a VGA: SeaBIOS's screen in VGA text mode, read
+# back from the text dump of --screenshot-on-exit; the serial console
+# still mirrors it.
+job_display_bios() {
+	local log=$T/display-bios.log png=$T/display-bios.png
+	TIMEOUT=150 run_vm "$log" --no-reboot --vga std --screenshot-on-exit "$png"
+	if [ "$RC" = 0 ] && grep -q 'SeaBIOS (version' "${png%.png}.txt" 2>/dev/null &&
+		grep -q 'No bootable device' "${png%.png}.txt" && [ "$(png_size "$png")" = 720x400 ]; then
+		ok "SeaBIOS's boot screen in VGA text mode (720x400 PNG; the text dump has its banner and 'No bootable device')"
+	else
+		fail "SeaBIOS screen (rc=$RC, $(png_size "$png")): $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
+	fi
+	if grep -qa 'SeaBIOS (version' "$log"; then
+		ok "with a VGA present the serial console still shows SeaBIOS"
+	else
+		fail "serial console with a VGA: $(tail_log "$log")"
+	fi
+}
+
+# GRUB's rescue CD: its prompt on the screen, "ls" typed over VNC (a UNIX
+# socket) lists the CD-ROM; QEMU shows the same prompt screen.
+job_display_grub() {
+	local iso=/usr/lib/grub-rescue/grub-rescue-cdrom.iso log=$T/display-grub.log
+	local png=$T/display-grub.png sock=$T/display-grub.vnc pid
+	if [ ! -e "$iso" ]; then
+		echo "skip - display_grub: $iso not found (make deps installs it)"
+		return 0
+	fi
+	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
+		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
+	pid=$!
+	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'grub>' 150; then
+		fail "GRUB rescue prompt on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
+		stop_vm $pid
+		return 1
+	fi
+	ok "GRUB rescue CD: its 'grub>' prompt in the text dump"
+	cp "$png" "$T/display-grub-prompt.png"
+	if "$DISPLAY_HELPERS/vnc_client" "$sock" type:'ls\n' wait:500 >"$T/display-grub.vnc.out" 2>&1 &&
+		wait_text $pid "$png" '(cd0)' 30; then
+		ok "'ls' typed through a VNC viewer runs in GRUB and lists (cd0)"
+	else
+		fail "ls over VNC: $(cat "$T/display-grub.vnc.out") $(head -c 400 "${png%.png}.txt" 2>/dev/null)"
+	fi
+	stop_vm $pid
+	qemu_matches "$iso" "$T/display-grub-prompt.png" display-grub 120
+}
+
+# Debian's installer: the isolinux graphical menu (VBE, 640x480), then over
+# VNC Tab, a text-mode kernel command line and Enter; "Select a language"
+# appears on the VGA console (the text dump), not on the serial one.
+job_display_installer() {
+	local iso=$PREP/di-mini.iso log=$T/display-di.log png=$T/display-di.png
+	local sock=$T/display-di.vnc pid
+	if [ ! -e "$iso" ]; then
+		echo "skip - display_installer: no di-mini.iso (debian-installer-12-netboot-amd64, isolinux or xorriso missing)"
+		return 0
+	fi
+	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
+		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
+	pid=$!
+	if ! wait_ready $pid "$sock" || ! wait_size $pid "$png" 640x480 150; then
+		fail "Debian installer's graphical menu: screen $(png_size "$png"); $(cat "$log.err")"
+		stop_vm $pid
+		return 1
+	fi
+	sleep 2
+	snap $pid "$png"
+	cp "$png" "$T/display-di-menu.png"
+	ok "Debian installer: isolinux's graphical boot menu (VBE 640x480, no text dump: $([ -e "${png%.png}.txt" ] && echo present || echo none))"
+	if "$DISPLAY_HELPERS/vnc_client" "$sock" key:Tab wait:1000 type:' vga=normal nomodeset' \
+		key:Return >"$T/display-di.vnc.out" 2>&1 &&
+		wait_text $pid "$png" 'Select a language' 240; then
+		ok "Enter over VNC starts the installer: 'Select a language' on the VGA console (text dump)"
+		if grep -qa 'Select a language' "$log"; then
+			fail "the installer also wrote its screen to the serial console"
+		else
+			ok "... and not on the serial console"
+		fi
+	else
+		fail "installer over VNC: $(cat "$T/display-di.vnc.out") $(head -c 400 "${png%.png}.txt" 2>/dev/null) $(png_size "$png")"
+	fi
+	stop_vm $pid
+	qemu_matches "$iso" "$T/display-di-menu.png" display-di-menu 150
+}
