@@ -479,7 +479,6 @@ static int open_data_file(struct img *img, struct qcow2_state *s)
 	else
 		snprintf(path, sizeof(path), "%s/%s", img_dirname(img),
 			 s->data_file_name);
-	s->ext_data.fd = -1;
 	ret = img_file_open(img, &s->ext_data, path, false);
 	if (ret < 0)
 		return ret;
@@ -501,7 +500,6 @@ static int qcow2_open(struct img *img)
 	int ret;
 
 	pthread_mutex_init(&s->l2_lock, NULL);
-	s->file.fd = -1;
 	s->data = &s->file;
 	s->writable = writable;
 	s->compress = writable && (flags & IMG_OPEN_COMPRESS);
