@@ -82,7 +82,7 @@ $(LIBSO): $(LIB_OBJS)
 
 $(B)/lib/libimg.pc: Makefile
 	@mkdir -p $(dir $@)
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: libimg\nDescription: block-image library (raw, VDI, VHD, VMDK)\nVersion: %s\nLibs: -L$${libdir} -limg\nLibs.private: $(LIBIMG_LIBS) -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' >$@
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: libimg\nDescription: block-image library (raw, VDI, VHD, VHDX, VMDK, qcow2)\nVersion: %s\nLibs: -L$${libdir} -limg\nLibs.private: $(LIBIMG_LIBS) -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' >$@
 
 $(B)/bin/imgtool: $(TOOL_OBJS) $(NBD_OBJS) $(FUSE_OBJS) $(LIBA)
 	@mkdir -p $(dir $@)

@@ -269,6 +269,8 @@ nbd_cases
 fuse_cases
 . "$TOP/bench/backends.sh"
 backend_cases
+. "$TOP/bench/parallel.sh"
+parallel_cases
 VMM_WHERE=""
 if [ -x "$IMGVM" ]; then
 	. "$TOP/bench/vmm.sh"

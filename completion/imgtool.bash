@@ -1,7 +1,7 @@
 # bash completion for imgtool(1)                      -*- shell-script -*-
 # Install as /usr/share/bash-completion/completions/imgtool, or source it.
 
-_imgtool_formats="raw vdi vhd vpc vmdk"
+_imgtool_formats="raw vdi vhd vpc vhdx vmdk qcow2"
 
 _imgtool_snapshot_names()
 {

@@ -6,8 +6,8 @@
  * Structured replies and the base:allocation context are asked for, so
  * block status tells holes from data and converts from NBD stay sparse.
  * When the server offers multi-conn, several connections carry requests in
- * parallel; each connection serves one request at a time (its lock), a
- * request's pieces go out together as asynchronous commands.  Every wait is
+ * parallel; on each, the requests of several threads are in flight
+ * together, a request's pieces go out together as asynchronous commands.  Every wait is
  * bounded: a server that sends nothing for img_backend_timeout() seconds,
  * or that goes away, fails the request with one line and the connection is
  * not used again.
@@ -17,11 +17,14 @@
 
 #include <inttypes.h>
 #include <libnbd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 enum {
 	NBD_MAX_CONNECTIONS = 4,
@@ -32,11 +35,12 @@ enum {
 };
 
 /* Requests of several threads share a connection: each issues its own
- * asynchronous commands; whoever holds lock runs the socket (nbd_poll) for
- * all of them, and each checks its own commands' completion. */
+ * asynchronous commands; whoever holds lock runs the socket (nbd_poll_once)
+ * for all of them, and each checks its own commands' completion. */
 struct nbd_connection {
 	pthread_mutex_t lock;
 	struct nbd_handle *h;
+	int wake; /* eventfd: a command waits to be sent */
 	bool dead;
 	int64_t last_progress; /* ms, when the server last sent anything */
 };
@@ -93,29 +97,98 @@ static int nbd_failure(struct nbd_connection *c, char *errbuf, size_t errlen)
 			     nbd_message());
 }
 
+/* After a command was issued: when libnbd could not send all of it at once
+ * the thread in poll(2) must wait for the socket to take more. */
+static void nbd_kick(struct nbd_connection *c)
+{
+	uint64_t one = 1;
+
+	if (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)
+		(void)!write(c->wake, &one, sizeof(one));
+}
+
+/* One wait on the connection's socket.  libnbd's nbd_poll keeps the
+ * handle's lock during poll(2), which stops every other thread from issuing
+ * or completing commands for as long as the server is silent: the requests
+ * on a connection would go out one server round trip apart.  This polls
+ * without that lock and lets libnbd's lock guard only the state machine's
+ * steps.  Only a connection that dies while we poll closes the socket under
+ * us: poll(2) then reports it invalid or sees the slice end, and the
+ * handle's dead state is what counts.  1: progress;
+ * 0: nothing (timeout, a wake-up, or a direction gone stale meanwhile);
+ * -1: the connection is lost. */
+static int nbd_poll_once(struct nbd_connection *c, int timeout)
+{
+	struct pollfd p[2] = { { .fd = (int)nbd_aio_get_fd(c->h) },
+			       { .fd = c->wake, .events = POLLIN } };
+	unsigned dir = nbd_aio_get_direction(c->h);
+	int r;
+
+	if (p[0].fd < 0)
+		return -1;
+	if (dir & LIBNBD_AIO_DIRECTION_READ)
+		p[0].events |= POLLIN;
+	if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+		p[0].events |= POLLOUT;
+	r = poll(p, 2, timeout);
+	if (r < 0)
+		return errno == EINTR ? 0 : -1;
+	if (p[1].revents & POLLIN) {
+		uint64_t v;
+
+		(void)!read(c->wake, &v, sizeof(v));
+	}
+	if (p[0].revents & POLLNVAL)
+		return -1;
+	if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+		r = nbd_aio_notify_read(c->h);
+	else if (p[0].revents & POLLOUT)
+		r = nbd_aio_notify_write(c->h);
+	else
+		return 0;
+	if (r == 0)
+		return 1;
+	if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h) ||
+	    (p[0].revents & (POLLHUP | POLLERR)))
+		return -1;
+	return 0;
+}
+
 /* Run the connection until every cookie has completed, the server goes
  * away or stays silent for the timeout.  0 or -errno with the message in
  * errbuf. */
+/* Retires the cookies that have completed (set to -1); returns how many. */
+static int nbd_retire(struct nbd_connection *c, int64_t *cookies, int n,
+		      int *first_error, char *errbuf, size_t errlen)
+{
+	int done = 0;
+
+	for (int i = 0; i < n; i++) {
+		int r;
+
+		if (cookies[i] < 0)
+			continue;
+		r = nbd_aio_command_completed(c->h, (uint64_t)cookies[i]);
+		if (r == 0)
+			continue;
+		cookies[i] = -1;
+		done++;
+		if (r < 0 && !*first_error)
+			*first_error = nbd_failure(c, errbuf, errlen);
+	}
+	return done;
+}
+
 static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 		    char *errbuf, size_t errlen)
 {
 	int timeout = img_backend_timeout() * 1000, first_error = 0, left = n;
 
+	nbd_kick(c);
 	for (;;) {
 		int r;
 
-		for (int i = 0; i < n; i++) {
-			if (cookies[i] < 0)
-				continue;
-			r = nbd_aio_command_completed(c->h,
-						      (uint64_t)cookies[i]);
-			if (r == 0)
-				continue;
-			cookies[i] = -1;
-			left--;
-			if (r < 0 && !first_error)
-				first_error = nbd_failure(c, errbuf, errlen);
-		}
+		left -= nbd_retire(c, cookies, n, &first_error, errbuf, errlen);
 		if (left == 0)
 			return first_error;
 		if (c->dead || nbd_aio_is_dead(c->h) ||
@@ -128,9 +201,16 @@ static int nbd_wait(struct nbd_connection *c, int64_t *cookies, int n,
 						 "the connection to the server was lost");
 		}
 		pthread_mutex_lock(&c->lock);
+		/* the previous holder may have read our answers meanwhile */
+		r = nbd_retire(c, cookies, n, &first_error, errbuf, errlen);
+		if (r > 0) {
+			pthread_mutex_unlock(&c->lock);
+			left -= r;
+			continue;
+		}
 		/* a short slice: the others waiting for the lock may have
 		 * their answers already */
-		r = nbd_poll(c->h, 20);
+		r = nbd_poll_once(c, 20);
 		if (r > 0)
 			__atomic_store_n(&c->last_progress, now_ms(),
 					 __ATOMIC_RELAXED);
@@ -163,10 +243,16 @@ static int nbd_connect_one(struct nbd_connection *c, const char *uri,
 	int64_t deadline;
 
 	pthread_mutex_init(&c->lock, NULL);
+	c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->wake < 0)
+		return img_error_buf(errbuf, errlen, -errno, "eventfd: %s",
+				     strerror(errno));
 	c->h = nbd_create();
-	if (!c->h)
+	if (!c->h) {
+		close(c->wake);
 		return img_error_buf(errbuf, errlen, -ENOMEM, "%s",
 				     nbd_message());
+	}
 	nbd_set_handle_name(c->h, "imgtool");
 	if (nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
 	    nbd_set_request_structured_replies(c->h, true) < 0 ||
@@ -203,6 +289,7 @@ static void nbd_backend_free(struct nbd_backend *b)
 			if (!b->conn[i].dead && nbd_aio_is_ready(b->conn[i].h))
 				nbd_shutdown(b->conn[i].h, 0);
 			nbd_close(b->conn[i].h);
+			close(b->conn[i].wake);
 			pthread_mutex_destroy(&b->conn[i].lock);
 		}
 	}
@@ -257,6 +344,7 @@ static int nbd_open(struct img_file *f, const char *uri, bool writable,
 				    sizeof(ignored)) < 0) {
 			nbd_close(b->conn[i].h);
 			b->conn[i].h = NULL;
+			close(b->conn[i].wake);
 			pthread_mutex_destroy(&b->conn[i].lock);
 			break;
 		}

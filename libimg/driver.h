@@ -175,6 +175,9 @@ struct img_driver {
 	unsigned flags;                /* enum img_driver_flags */
 	size_t state_size;             /* zeroed, at img_state(img) */
 	const char *const *create_options; /* keys accepted in -o beyond the generic ones */
+	/* The subformat that stores data compressed (VMDK's streamOptimized),
+	 * for formats that compress that way rather than at open. */
+	const char *compressed_subformat;
 
 	/* Score 0 (not this format) .. 100 (certain) from the first bytes of
 	 * the file (head_len up to 4096), the file's size and the open file

@@ -327,6 +327,15 @@ const char *const *img_formats(void);
 const char *img_format_canonical(const char *name);
 /* Create options a format accepts, NULL-terminated (for --help). */
 const char *const *img_format_create_options(const char *format);
+/* What a format can do, so that tools ask instead of comparing names. */
+enum img_format_caps {
+	IMG_FORMAT_BACKING = 1u << 0,  /* layers over a parent */
+	/* compressed writes: when opened with IMG_OPEN_COMPRESS, or as the
+	 * subformat img_format_compressed_subformat names */
+	IMG_FORMAT_COMPRESS = 1u << 1,
+};
+unsigned img_format_caps(const char *format);
+const char *img_format_compressed_subformat(const char *format);
 /* "1G", "512M", "100K", "2048" (bytes), "1.5G", "20s" (sectors)
  * -> bytes.  -EINVAL on garbage, -ERANGE on overflow. */
 int img_parse_size(const char *text, uint64_t *out);

@@ -291,6 +291,28 @@ const char *const *img_format_create_options(const char *format)
 	return drv->create_options ? drv->create_options : none;
 }
 
+unsigned img_format_caps(const char *format)
+{
+	const struct img_driver *drv = img_driver_find(format);
+	unsigned caps = 0;
+
+	if (!drv)
+		return 0;
+	if (drv->set_backing)
+		caps |= IMG_FORMAT_BACKING;
+	if ((drv->flags & IMG_DRV_COMPRESSED_WRITES) ||
+	    drv->compressed_subformat)
+		caps |= IMG_FORMAT_COMPRESS;
+	return caps;
+}
+
+const char *img_format_compressed_subformat(const char *format)
+{
+	const struct img_driver *drv = img_driver_find(format);
+
+	return drv ? drv->compressed_subformat : NULL;
+}
+
 const char *img_create_arg(const struct img_create_args *a, const char *key)
 {
 	for (int i = 0; i < a->nopts; i++)

@@ -213,6 +213,9 @@ if ! flock -n "$lock_fd"; then
 	log "waiting for another nested test host on this machine to end"
 	flock "$lock_fd"
 fi
+# NK_STARTED=FILE: touched once L1 is about to start (after the wait), so
+# that a caller's hang watchdog does not count the wait
+[ -n "${NK_STARTED:-}" ] && touch "$NK_STARTED"
 smp=${NK_SMP:-$(nproc)}
 [ "$smp" -gt 4 ] && smp=4
 amd=$(echo "${NK_AMD_PARAMS:-}" | tr ' ' ',')

@@ -294,7 +294,8 @@ static void convert_usage(FILE *out)
 		"flattening backing chains.  Unallocated and zero regions are not written.\n"
 		"\n"
 		"  -f FMT       source format (default: probed)\n"
-		"  -O FMT       target format: raw, vdi, vhd (vpc), vhdx, vmdk (default raw)\n"
+		"  -O FMT       target format: raw, vdi, vhd (vpc), vhdx, vmdk, qcow2\n"
+		"               (default raw)\n"
 		"  -o OPTS      target create options, e.g. subformat=fixed,cluster_size=1M\n"
 		"               (-o help lists them for -O FMT)\n"
 		"  -l SNAPSHOT  read the source's internal snapshot SNAPSHOT (qcow2)\n"
@@ -368,7 +369,8 @@ int cmd_convert(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct convert cv = { .granularity = 4096 };
-	const char *src_format = NULL, *dst_format = "raw";
+	const char *src_format = NULL, *dst_format = "raw",
+		   *compressed_subformat;
 	const char *options = NULL, *backing = NULL, *backing_format = NULL;
 	const char *dst_path, *canonical;
 	char *create_options = NULL;
@@ -471,9 +473,11 @@ int cmd_convert(int argc, char **argv)
 		free(create_options);
 		return TOOL_EXIT_OK;
 	}
-	/* VMDK compresses as its streamOptimized subformat; other formats
-	 * are asked at open (IMG_OPEN_COMPRESS), and refuse if they cannot. */
-	if (compress && strcmp(dst_format, "vmdk") != 0) {
+	/* A format compresses as one of its subformats (VMDK's
+	 * streamOptimized), or when asked at open (IMG_OPEN_COMPRESS), or
+	 * refuses there. */
+	compressed_subformat = img_format_compressed_subformat(dst_format);
+	if (compress && !compressed_subformat) {
 		dst_flags |= IMG_OPEN_COMPRESS;
 		compress = false;
 	}
@@ -490,8 +494,11 @@ int cmd_convert(int argc, char **argv)
 					"-B creates the target; not with -n");
 	}
 	if (compress) {
-		if (tool_append_option(&create_options,
-				       "subformat=streamOptimized") < 0)
+		char opt[64];
+
+		snprintf(opt, sizeof(opt), "subformat=%s",
+			 compressed_subformat);
+		if (tool_append_option(&create_options, opt) < 0)
 			return TOOL_EXIT_FAILURE;
 		options = create_options;
 	}

@@ -164,7 +164,7 @@ static void measure_usage(FILE *out)
 		"Print the size of the file `imgtool convert -O FMT [-o OPTS] SRC` writes\n"
 		"(\"required size\") and the size when every cluster is allocated.\n"
 		"\n"
-		"  -O FMT          target format (raw, vdi, vhd, vhdx, vmdk)\n"
+		"  -O FMT          target format (raw, vdi, vhd, vhdx, vmdk, qcow2)\n"
 		"  -o OPTS         target create options (subformat=..., cluster_size=...)\n"
 		"  --size SIZE     a new empty disk of SIZE instead of SRC\n"
 		"  --output=json   {\"required\": N, \"fully-allocated\": N}\n"

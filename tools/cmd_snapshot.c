@@ -497,10 +497,10 @@ static int snapshot_create(struct snapshot_ctx *s, const char *name)
 	char *path;
 	int ret = -1;
 
-	if (strcmp(top->format, "raw") == 0) {
-		tool_error(
-			"%s: raw images have no differencing layers; convert it to vdi, vhd or vmdk first",
-			s->file);
+	if (!(img_format_caps(top->format) & IMG_FORMAT_BACKING)) {
+		tool_error("%s: %s images have no differencing layers; convert "
+			   "it to vdi, vhd, vhdx, vmdk or qcow2 first",
+			   s->file, top->format);
 		return -ENOTSUP;
 	}
 	path = snapshot_layer_path(s, name);

@@ -63,7 +63,7 @@ static const struct command commands[] = {
 
 static void usage(FILE *out)
 {
-	fputs("Usage: imgtool COMMAND [OPTIONS] ...\n       imgtool help COMMAND | imgtool COMMAND --help\n       imgtool --version\n\nDisk images in raw, VDI, VHD and VMDK formats.\n\nCommands:\n",
+	fputs("Usage: imgtool COMMAND [OPTIONS] ...\n       imgtool help COMMAND | imgtool COMMAND --help\n       imgtool --version\n\nDisk images in raw, VDI, VHD, VHDX, VMDK and qcow2 formats.\n\nCommands:\n",
 	      out);
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		fprintf(out, "  %-10s %s%s\n", commands[i].name,

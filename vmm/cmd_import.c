@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "img.h"
 #include "vmm/cmd.h"
 #include "vmm/ova.h"
 
@@ -33,9 +34,7 @@ int imgvm_cmd_import(int argc, char **argv)
 				"[--format FMT]\n");
 		return EXIT_USAGE;
 	}
-	if (format && strcmp(format, "vdi") && strcmp(format, "vmdk") &&
-	    strcmp(format, "vhd") && strcmp(format, "raw") &&
-	    strcmp(format, "qcow2") && strcmp(format, "vhdx")) {
+	if (format && !img_format_canonical(format)) {
 		fprintf(stderr, "imgvm: import: unknown disk format '%s'\n",
 			format);
 		return EXIT_USAGE;

@@ -479,7 +479,6 @@ static int open_data_file(struct img *img, struct qcow2_state *s)
 	else
 		snprintf(path, sizeof(path), "%s/%s", img_dirname(img),
 			 s->data_file_name);
-	s->ext_data.fd = -1;
 	ret = img_file_open(img, &s->ext_data, path, false);
 	if (ret < 0)
 		return ret;
@@ -501,7 +500,6 @@ static int qcow2_open(struct img *img)
 	int ret;
 
 	pthread_mutex_init(&s->l2_lock, NULL);
-	s->file.fd = -1;
 	s->data = &s->file;
 	s->writable = writable;
 	s->compress = writable && (flags & IMG_OPEN_COMPRESS);
@@ -1007,6 +1005,56 @@ static void entry_set(struct qcow2_state *s, uint64_t *t, uint32_t l2i,
 		t[l2i * 2 + 1] = bitmap;
 }
 
+static bool ranges_meet(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+/* Would a data write at host [off, off+len) land on metadata (header,
+ * L1, L2 and refcount tables, snapshot table)?  Only a corrupt image
+ * makes it so; the write is refused rather than let it destroy tables. */
+static int check_overlap(struct img *img, struct qcow2_state *s, uint64_t off,
+			 uint64_t len)
+{
+	uint64_t cs = s->cluster_size;
+	const char *what = NULL;
+
+	if (ranges_meet(off, len, 0, cs))
+		what = "the header";
+	else if (ranges_meet(off, len, s->h.l1_table_offset,
+			     (uint64_t)s->h.l1_size * 8))
+		what = "the L1 table";
+	else if (ranges_meet(off, len, s->h.refcount_table_offset,
+			     (uint64_t)s->h.refcount_table_clusters
+				     << s->cluster_bits))
+		what = "the refcount table";
+	else if (s->nsnapshots && ranges_meet(off, len, s->h.snapshots_offset,
+					      s->snapshots_size))
+		what = "the snapshot table";
+	/* Table by table only where that stays cheap per write. */
+	if (s->h.l1_size > 65536 || s->reftable_cap > 65536)
+		return what ? img_error(img, -EIO,
+					"data at %llu would overwrite %s: the "
+					"image is corrupt (run check -r all)",
+					(unsigned long long)off, what)
+			    : 0;
+	for (uint32_t i = 0; !what && i < s->h.l1_size; i++)
+		if ((s->l1[i] & QCOW2_OFFSET_MASK) &&
+		    ranges_meet(off, len, s->l1[i] & QCOW2_OFFSET_MASK, cs))
+			what = "an L2 table";
+	for (uint64_t i = 0; !what && s->reftable && i < s->reftable_cap; i++)
+		if ((s->reftable[i] & QCOW2_REFT_OFFSET_MASK) &&
+		    ranges_meet(off, len,
+				s->reftable[i] & QCOW2_REFT_OFFSET_MASK, cs))
+			what = "a refcount block";
+	if (!what)
+		return 0;
+	return img_error(img, -EIO,
+			 "data at %llu would overwrite %s: the image is "
+			 "corrupt (run check -r all)",
+			 (unsigned long long)off, what);
+}
+
 /* Write [pos, pos+len) (within one L2 table) into fresh clusters, with
  * the old contents of the first and last clusters around it. */
 static int write_fresh(struct img *img, struct qcow2_state *s, uint64_t *t,
@@ -1054,9 +1102,16 @@ static int write_fresh(struct img *img, struct qcow2_state *s, uint64_t *t,
 	ret = qcow2_alloc_clusters(img, s, n, &first);
 	if (ret < 0)
 		goto out;
-	ret = img_file_pwritev(&s->file, v, nv, first << s->cluster_bits);
+	ret = check_overlap(img, s, first << s->cluster_bits,
+			    n << s->cluster_bits);
+	if (ret >= 0) {
+		ret = img_file_pwritev(&s->file, v, nv,
+				       first << s->cluster_bits);
+		if (ret < 0)
+			img_error(img, ret, "cannot write data: %s",
+				  strerror(-ret));
+	}
 	if (ret < 0) {
-		img_error(img, ret, "cannot write data: %s", strerror(-ret));
 		/* Nothing references the clusters: give them back. */
 		for (uint64_t i = 0; i < n; i++)
 			qcow2_ref_set(img, s, first + i, 0);
@@ -1144,6 +1199,9 @@ int qcow2_write_plain(struct img *img, uint64_t off, const struct iovec *iov,
 					(unsigned long long)host);
 				break;
 			}
+			ret = check_overlap(img, s, host, chunk);
+			if (ret < 0)
+				break;
 			ret = img_file_pwritev(&s->file, part, n, host);
 			if (ret < 0) {
 				img_error(img, ret, "cannot write data: %s",
@@ -1244,6 +1302,10 @@ int qcow2_commit(struct img *img, struct qcow2_state *s, bool sync)
 		return 0;
 	if (s->sync_failed)
 		return check_write(img, s);
+	/* A cluster still being gathered for compression goes first. */
+	ret = qcow2_compress_pending_store(img, s);
+	if (ret < 0)
+		return ret;
 	if (s->data_unsynced) {
 		ret = qcow2_sync(img, s);
 		if (ret < 0)
@@ -1304,12 +1366,7 @@ int qcow2_commit(struct img *img, struct qcow2_state *s, bool sync)
 
 static int qcow2_flush(struct img *img)
 {
-	struct qcow2_state *s = img_state(img);
-	int ret = qcow2_compress_pending_store(img, s);
-
-	if (ret < 0)
-		return ret;
-	return qcow2_commit(img, s, true);
+	return qcow2_commit(img, img_state(img), true);
 }
 
 /* ---- zeroes, discard -------------------------------------------------- */
@@ -1404,6 +1461,9 @@ static int qcow2_write_zeroes(struct img *img, uint64_t off, uint64_t len,
 		return ret;
 	if (s->h.version < 3 && has_backing)
 		return -ENOTSUP; /* no zero flag: the core writes zeros */
+	ret = qcow2_compress_pending_store(img, s);
+	if (ret < 0)
+		return ret;
 	if (!whole_clusters(img, s, off, len, &a, &b))
 		return write_zero_data(img, s, off, len);
 	if (a > off) {
@@ -1429,6 +1489,9 @@ static int qcow2_discard(struct img *img, uint64_t off, uint64_t len)
 		return ret;
 	if (!whole_clusters(img, s, off, len, &a, &b))
 		return 0;
+	ret = qcow2_compress_pending_store(img, s);
+	if (ret < 0)
+		return ret;
 	/* Over a backing file, v3 makes discarded clusters read as zero
 	 * (as QEMU does) rather than showing the parent's old data. */
 	return clusters_clear(img, s, a, b - a,

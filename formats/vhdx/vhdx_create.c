@@ -121,7 +121,7 @@ static int vhdx_locator_for(const char *backing_file, struct img *parent,
 
 int vhdx_create(const struct img_create_args *args, char *errbuf, size_t errlen)
 {
-	struct img_file file = { .fd = -1 };
+	struct img_file file = { 0 };
 	uint64_t size = args->size, block_size = 0, lss = 0, pss = 0,
 		 log_size = VHDX_DEFAULT_LOG_SIZE;
 	bool fixed = false, diff = false;

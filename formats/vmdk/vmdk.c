@@ -1865,6 +1865,7 @@ const struct img_driver img_driver_vmdk = {
 	.flags = IMG_DRV_CONCURRENT_READS,
 	.state_size = sizeof(struct vmdk_state),
 	.create_options = vmdk_create_options,
+	.compressed_subformat = "streamOptimized",
 	.probe = vmdk_probe,
 	.create = vmdk_create,
 	.open = vmdk_open,

@@ -181,7 +181,7 @@ stop_daemon() {
 			alive "$pid" || break
 			sleep 0.1
 		done
-		alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+		if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
 	fi
 	rm -f "$f"
 }

@@ -224,6 +224,11 @@ else
 	if grep -q 'file format: vmdk' "$T/info" && grep -q '(67108864 bytes)' "$T/info"; then ok "http: info on a vmdk over HTTP"; else fail "http: info: $(cat "$T/info")"; fi
 	"$IMGTOOL" convert -p -O raw "$H/disk.vmdk" "$T/http.raw" 2>"$T/err"
 	check "http: convert a vmdk from HTTP is byte-identical" cmp -s "$T/http.raw" "$T/disk.raw"
+	for fmt in qcow2 vhdx; do
+		"$IMGTOOL" create -f $fmt "$T/probe.$fmt" 1M >/dev/null 2>&1 || continue
+		qemu-img convert -f raw -O $fmt "$T/disk.raw" "$T/www/disk.$fmt"
+		if "$IMGTOOL" compare "$H/disk.$fmt" "$T/disk.raw" >/dev/null 2>&1; then ok "http: a $fmt qemu-img wrote, read over HTTP, equals the raw disk"; else fail "http: $fmt over HTTP differs"; fi
+	done
 	sum=$("$IMGTOOL" checksum "$H/disk.raw" | cut -d' ' -f1)
 	if [ "$sum" = "$DISK_SHA" ]; then ok "http: checksum of a raw image over HTTP"; else fail "http: checksum $sum"; fi
 	"$IMGTOOL" convert -O raw "$T/disk.raw" "$H/new.raw" 2>"$T/err"

@@ -494,6 +494,27 @@ else
 	fail "LUKS refusal: $(cat "$T/err")"
 fi
 
+# A data entry pointing at the L1 table: writing there is refused, the
+# L1 table stays as it was.
+qemu-img convert -O qcow2 -o cluster_size=4096 "$T/k.raw" "$T/ov1.qcow2"
+python3 - "$T/ov1.qcow2" <<'PY'
+import struct, sys
+f = open(sys.argv[1], "r+b"); h = f.read(112)
+l1 = struct.unpack(">Q", h[40:48])[0]
+f.seek(l1); l2 = struct.unpack(">Q", f.read(8))[0] & 0x00fffffffffffe00
+f.seek(l2); f.write(struct.pack(">Q", (1 << 63) | l1))
+PY
+l1sum=$(python3 -c 'import struct,sys,hashlib; f=open(sys.argv[1],"rb"); h=f.read(112); o=struct.unpack(">Q",h[40:48])[0]; f.seek(o); print(hashlib.sha256(f.read(4096)).hexdigest())' "$T/ov1.qcow2")
+head -c 4096 /dev/urandom >"$T/x.raw"
+truncate -s $((16 * MiB)) "$T/x.raw"
+if ! "$I" convert -q -n -O qcow2 "$T/x.raw" "$T/ov1.qcow2" 2>"$T/err" && [ "$(wc -l <"$T/err")" = 1 ] &&
+	grep -q "would overwrite the L1 table" "$T/err" &&
+	[ "$l1sum" = "$(python3 -c 'import struct,sys,hashlib; f=open(sys.argv[1],"rb"); h=f.read(112); o=struct.unpack(">Q",h[40:48])[0]; f.seek(o); print(hashlib.sha256(f.read(4096)).hexdigest())' "$T/ov1.qcow2")" ]; then
+	ok "a write that would land on the L1 table is refused in one line; the table is intact"
+else
+	fail "overlap refusal: $(cat "$T/err")"
+fi
+
 # ---- dirty bit (lazy refcounts), resize, tools --------------------------
 qemu-img create -q -f qcow2 -o lazy_refcounts=on "$T/lazy.qcow2" 16M
 sh -c 'qemu-io -c "write -P 0x12 0 3M" -c abort "$1" >/dev/null 2>&1' sh "$T/lazy.qcow2" 2>/dev/null

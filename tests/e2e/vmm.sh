@@ -719,13 +719,16 @@ fi
 
 # nested_run: one start of the nested test host for the KVM cases.  Every
 # job writes its guest's serial console under $T/in as it runs, so when
-# nothing there has changed for VMM_E2E_STALL (default 300) seconds, L1
+# nothing there has changed for VMM_E2E_STALL (default 180) seconds, L1
 # itself has stopped without its kernel saying so: it is stopped, and the
-# status is 123, as for a soft lockup.
+# status is 123, as for a soft lockup.  The time spent waiting for another
+# nested host on this machine (nested-kvm.sh's lock) does not count.
 nested_run() {
 	local pid newest stall=${VMM_E2E_STALL:-180} t0
 
-	NK_CONSOLE_LOG=$T/l1-console.log tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
+	rm -f "$T/l1-started"
+	NK_STARTED=$T/l1-started NK_CONSOLE_LOG=$T/l1-console.log \
+		tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
 		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" \
 		>"$T/nested.out" 2>"$T/nested.err" &
 	pid=$!
@@ -733,6 +736,10 @@ nested_run() {
 	t0=$(($(date +%s) + 60))
 	while kill -0 $pid 2>/dev/null; do
 		sleep 5
+		if [ ! -e "$T/l1-started" ]; then
+			t0=$(($(date +%s) + 60))
+			continue
+		fi
 		newest=$(find "$T/in" -type f -printf '%T@\n' 2>/dev/null | sort -n | tail -n1)
 		newest=${newest%.*}
 		[ -n "$newest" ] && [ "$newest" -ge "$t0" ] || newest=$t0

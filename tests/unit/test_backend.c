@@ -307,3 +307,50 @@ Test(backend, nbd_server_gone)
 		  "%s", img_file_last_error());
 	img_file_close(&f);
 }
+
+Test(backend, allocation_learnt_is_kept_until_a_write)
+{
+	static struct img_extent_cache cache, filled;
+	uint64_t run, generation;
+	bool data;
+
+	img_extent_cache_init(&cache);
+	cr_assert(!img_extent_cache_lookup(&cache, 0, 100, &data, &run));
+	img_extent_cache_begin(&filled, 4096);
+	cr_assert(img_extent_cache_append(&filled, 4096, true));
+	cr_assert(img_extent_cache_append(&filled, 4096, true)); /* merged */
+	cr_assert(img_extent_cache_append(&filled, 65536, false));
+	cr_assert(img_extent_cache_append(&filled, 512, true));
+	cr_assert_eq(filled.n, 3);
+	generation = img_extent_cache_generation(&cache);
+	img_extent_cache_install(&cache, &filled, generation);
+	cr_assert(!img_extent_cache_lookup(&cache, 0, 100, &data, &run),
+		  "before the window");
+	cr_assert(img_extent_cache_lookup(&cache, 4096 + 100, 1 << 20, &data,
+					  &run));
+	cr_assert(data);
+	cr_assert_eq(run, 8192 - 100);
+	cr_assert(img_extent_cache_lookup(&cache, 20000, 1000, &data, &run));
+	cr_assert(!data);
+	cr_assert_eq(run, 1000, "at most what was asked");
+	cr_assert(img_extent_cache_lookup(&cache, 12288 + 65536, 4096, &data,
+					  &run));
+	cr_assert(data);
+	cr_assert_eq(run, 512);
+	cr_assert(!img_extent_cache_lookup(&cache, 12288 + 65536 + 512, 1,
+					   &data, &run),
+		  "past the window");
+	/* a write in between: a window learnt before it is not installed */
+	img_extent_cache_clear(&cache);
+	cr_assert(!img_extent_cache_lookup(&cache, 4096, 1, &data, &run));
+	img_extent_cache_install(&cache, &filled, generation);
+	cr_assert(!img_extent_cache_lookup(&cache, 4096, 1, &data, &run));
+	/* full: append says so, what is there stays */
+	img_extent_cache_begin(&filled, 0);
+	for (int i = 0; i < IMG_EXTENT_CACHE_MAX; i++)
+		cr_assert(img_extent_cache_append(&filled, 1, i % 2));
+	cr_assert(
+		!img_extent_cache_append(&filled, 1, IMG_EXTENT_CACHE_MAX % 2));
+	cr_assert_eq(filled.end, IMG_EXTENT_CACHE_MAX);
+	img_extent_cache_destroy(&cache);
+}

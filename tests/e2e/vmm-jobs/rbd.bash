@@ -1,0 +1,54 @@
+# shellcheck shell=bash
+# Guest case of the storage backends (sourced by tests/e2e/vmm.sh): the
+# installed test disk, converted to a VDI on a Ceph RBD image, boots with
+# imgvm --disk rbd:...; the cluster (one monitor, one memstore OSD) lives
+# in the nested host's memory.  The guest's write is read back from the
+# cluster with Ceph's own rbd export.
+
+VMM_EXTRA_JOBS+=("rbd")
+
+job_rbd() {
+	local dir conf img log=$T/rbd-boot.log rc=1 want got
+	if [ ! -e "$PREP/ready" ] || [ ! -e "$PREP/installed.vdi" ]; then
+		echo "skip - boot from RBD: $(cat "$PREP/why" 2>/dev/null)"
+		return 0
+	fi
+	if ! command -v ceph-mon >/dev/null || ! command -v rbd >/dev/null; then
+		echo "skip - boot from RBD: Ceph packages missing (scripts/deps.sh installs them)"
+		return 0
+	fi
+	# tmpfs and 9p have no O_DIRECT for bluestore: memstore
+	dir=$(mktemp -d /dev/shm/rbd-job.XXXXXX)
+	if ! CEPH_OBJECTSTORE=memstore CEPH_STORE_MB=1024 \
+		"$ROOT/tests/ceph/ceph-single-node.sh" start "$dir/ceph" >"$T/rbd-ceph.out" 2>"$T/rbd-ceph.err"; then
+		fail "boot from RBD: the Ceph cluster did not start: $(tail -1 "$T/rbd-ceph.err")"
+		rm -rf "$dir"
+		return 1
+	fi
+	conf=$dir/ceph/ceph.conf
+	img="rbd:rbd/installed:conf=$conf"
+	if ! "$IMGTOOL" convert -O vdi "$PREP/installed.vdi" "$img" 2>"$T/rbd-convert.err"; then
+		fail "boot from RBD: convert onto RBD: $(cat "$T/rbd-convert.err")"
+	else
+		run_vm "$log" --disk "$img" --no-reboot
+		if [ "$RC" = 0 ] && grep -qa MARKER-OK "$log" && grep -qa WRITE-OK "$log"; then
+			ok "imgvm --disk rbd:rbd/installed (a VDI on RBD) -> MARKER-OK, WRITE-OK, exit 0"
+			want=$(. "$GUEST/guest.env" && echo "$WRITE_SHA256")
+			rbd -c "$conf" export installed "$T/rbd-back.vdi" >/dev/null 2>&1
+			"$IMGTOOL" convert -O raw "$T/rbd-back.vdi" "$T/rbd-back.raw" 2>/dev/null
+			got=$(MTOOLS_SKIP_CHECK=1 mtype -i "$T/rbd-back.raw@@1M" ::guestw.txt 2>/dev/null | sha256sum | cut -d' ' -f1)
+			if [ -n "$want" ] && [ "$got" = "$want" ]; then
+				ok "the guest's write is on the RBD image (rbd export, sha256 $got)"
+				rc=0
+			else
+				fail "the guest's write on RBD: sha256 $got, wanted $want"
+			fi
+			rm -f "$T/rbd-back.vdi" "$T/rbd-back.raw"
+		else
+			fail "boot from RBD (rc=$RC): $(tail_log "$log")"
+		fi
+	fi
+	"$ROOT/tests/ceph/ceph-single-node.sh" stop "$dir/ceph" 2>/dev/null
+	rm -rf "$dir"
+	return $rc
+}
