@@ -21,6 +21,8 @@
 #include <json-c/json.h>
 
 #include "vmm/control.h"
+#include "vmm/display/display.h"
+#include "vmm/input.h"
 #include "vmm/devices/ahci.h"
 #include "vmm/pc.h"
 
@@ -121,6 +123,80 @@ static json_object *control_status(struct control *ctl)
 	return r;
 }
 
+/* The keysym that types c on a US keyboard, and whether Shift is held. */
+static uint32_t char_keysym(char c, bool *shift)
+{
+	static const char shifted[] = "~!@#$%^&*()_+{}|:\"<>?";
+
+	*shift = (c >= 'A' && c <= 'Z') || (c && strchr(shifted, c));
+	switch (c) {
+	case '\n':
+		return 0xff0d; /* Return */
+	case '\t':
+		return 0xff09; /* Tab */
+	case '\b':
+		return 0xff08; /* BackSpace */
+	case 0x1b:
+		return 0xff1b; /* Escape */
+	default:
+		return c >= 0x20 && c < 0x7f ? (uint32_t)(unsigned char)c : 0;
+	}
+}
+
+/* One key event; while the guest's keyboard queue is full, wait for it
+ * (at most 2 s: a guest that does not read its keyboard gets an error). */
+static int key_event(struct i8042 *kbc, uint32_t keysym, bool down)
+{
+	for (int tries = 0; tries < 200; tries++) {
+		int ret = input_key_keysym(kbc, keysym, down);
+
+		if (ret != -EAGAIN)
+			return ret;
+		usleep(10000);
+	}
+	return -EAGAIN;
+}
+
+/* Types text as key presses (ASCII, \n Enter, \t Tab, \b Backspace, ESC);
+ * anything else is refused before a key is sent. */
+static json_object *send_keys(struct pc *pc, const char *text)
+{
+	size_t len = strlen(text);
+	bool shift;
+
+	if (!pc->kbc || !pc->screen.display)
+		return reply_error("no display: start the VM with --vga std "
+				   "or --vnc to have a keyboard to type on");
+	if (len > 4096)
+		return reply_error("sendkeys: at most 4096 characters");
+	for (size_t i = 0; i < len; i++)
+		if (!char_keysym(text[i], &shift))
+			return reply_error(
+				"sendkeys: character %zu (0x%02x) has "
+				"no key on a US keyboard",
+				i, (unsigned char)text[i]);
+	for (size_t i = 0; i < len; i++) {
+		uint32_t keysym = char_keysym(text[i], &shift);
+		int ret = 0;
+
+		if (shift)
+			ret = key_event(pc->kbc, 0xffe1, true);
+		if (!ret)
+			ret = key_event(pc->kbc, keysym, true);
+		if (!ret)
+			ret = key_event(pc->kbc, keysym, false);
+		if (shift && !ret)
+			ret = key_event(pc->kbc, 0xffe1, false);
+		if (ret)
+			return reply_error(
+				"sendkeys: the guest does not read its "
+				"keyboard (%zu of %zu characters "
+				"typed)",
+				i, len);
+	}
+	return reply_ok();
+}
+
 static json_object *control_execute(struct control *ctl,
 				    const struct control_request *req)
 {
@@ -165,12 +241,16 @@ static json_object *control_execute(struct control *ctl,
 			vmm_request_poweroff(pc->vm);
 		return reply_ok();
 	case CONTROL_SCREENSHOT:
+		if (!pc->screen.display)
+			return reply_error("no display: start the VM with "
+					   "--vga std or --vnc to have a "
+					   "screen");
+		if (display_screenshot(pc->screen.display, req->argument, err,
+				       sizeof(err)))
+			return reply_error("%s", err);
+		return reply_ok();
 	case CONTROL_SENDKEYS:
-		return reply_error("no display: this imgvm has no screen or "
-				   "keyboard input to %s",
-				   req->command == CONTROL_SCREENSHOT
-					   ? "take a screenshot of"
-					   : "send keys to");
+		return send_keys(pc, req->argument);
 	}
 	return reply_error("unknown command");
 }

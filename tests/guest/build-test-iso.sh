@@ -216,4 +216,4 @@ MARKER_BYTES=$marker_bytes
 WRITE_SHA256=$write_sha256
 EOF
 echo "$stamp" >"$out/.stamp"
-log "built $out: installer.iso installer-reboot.iso bench.iso diag.iso copy.iso net.iso netbench.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"
+log "built $out: installer.iso installer-reboot.iso installer-wait.iso bench.iso diag.iso copy.iso net.iso netbench.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"

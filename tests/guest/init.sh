@@ -158,7 +158,7 @@ wait_for_host() {
 		while dd if=/dev/$1 of=/dev/null bs=2048 count=1 2>/dev/null; do
 			usleep 500000
 		done
-		say "MEDIA-EJECTED: /dev/$1 has no disc (size $(cat /sys/block/$1/size))"
+		say "MEDIA-EJECTED: /dev/$1 has no disc"
 	) &
 	buttons=
 	for ev in /sys/class/input/event*; do
@@ -171,9 +171,12 @@ wait_for_host() {
 		# struct input_event: 16 bytes of time, u16 type, u16 code,
 		# s32 value; EV_KEY (1) KEY_POWER (116) pressed (1)
 		(
+			[ -c /dev/input/$ev ] || die "no /dev/input/$ev"
 			while :; do
-				e=$(dd if=/dev/$ev bs=24 count=1 2>/dev/null | od -An -tu2 -j16 -N6 | tr -s ' ')
+				e=$(dd if=/dev/input/$ev bs=24 count=1 2>/dev/null |
+					od -An -tu2 -j16 -N6 2>/dev/null | tr -s ' ')
 				[ "$e" = " 1 116 1" ] && break
+				[ -n "$e" ] || sleep 1
 			done
 			say "POWER-BUTTON pressed: clean shutdown"
 			power_off

@@ -21,10 +21,13 @@
 #include <unistd.h>
 
 #include "vmm/control.h"
+#include "vmm/devices/vga.h"
+#include "vmm/display/display.h"
 #include "vmm/devices/ata.h"
 #include "vmm/options.h"
 #include "vmm/pc.h"
 #include "vmm/vmdef.h"
+#include "vmm_test_util.h"
 
 static char err[512];
 
@@ -655,6 +658,72 @@ Test(server, an_old_socket_is_replaced_other_files_are_not)
 	cr_assert_not_null(strstr(e, "not a socket"), "%s", e);
 	cr_assert_eq(access(other, F_OK), 0);
 	unlink(other);
+}
+
+/* ---- screenshot and sendkeys on a machine with a screen ----------------*/
+
+Test(server, screenshot_and_sendkeys_with_a_display)
+{
+	char e[256], png[160], *r;
+	struct vmm *vm = vmm_create_test(64u << 20);
+	struct vga *vga;
+	struct display_options dopt = { 0 };
+	/* "aA\n" in scan code set 2: a; Shift, a, release a, release
+	 * Shift; Return */
+	static const uint8_t want[] = { 0x1c, 0xf0, 0x1c, 0x12, 0x1c, 0xf0,
+					0x1c, 0xf0, 0x12, 0x5a, 0xf0, 0x5a };
+	uint8_t got[sizeof(want)];
+	unsigned n = 0;
+	FILE *f;
+
+	cr_assert_not_null(vm);
+	fake_pc.kbc = i8042_create(vm);
+	vga = vga_create(vm, 2, VGA_VRAM_DEFAULT, e, sizeof(e));
+	cr_assert_not_null(vga, "%s", e);
+	fake_pc.screen.vga = vga;
+	fake_pc.screen.display =
+		display_create(vga, fake_pc.kbc, &dopt, e, sizeof(e));
+	cr_assert_not_null(fake_pc.screen.display, "%s", e);
+
+	snprintf(png, sizeof(png), "%s/shot.png", sock_dir);
+	{
+		char req[256];
+
+		snprintf(req, sizeof(req),
+			 "{\"command\":\"screenshot\",\"path\":\"%s\"}", png);
+		r = call(req);
+		cr_assert_not_null(strstr(r, "\"ok\":true"), "%s", r);
+	}
+	f = fopen(png, "rb");
+	cr_assert_not_null(f);
+	{
+		unsigned char sig[8];
+
+		cr_assert_eq(fread(sig, 1, 8, f), 8);
+		cr_assert_eq(memcmp(sig, "\x89PNG\r\n\x1a\n", 8), 0);
+	}
+	fclose(f);
+	unlink(png);
+	snprintf(png, sizeof(png), "%s/shot.txt", sock_dir);
+	unlink(png);
+
+	r = call("{\"command\":\"sendkeys\",\"text\":\"aA\\n\"}");
+	cr_assert_not_null(strstr(r, "\"ok\":true"), "%s", r);
+	while (n < sizeof(got) && (inb(vm, 0x64) & 1))
+		got[n++] = inb(vm, 0x60);
+	cr_assert_eq(n, sizeof(want), "%u bytes from the keyboard", n);
+	cr_assert_eq(memcmp(got, want, sizeof(want)), 0);
+	/* a character with no key: refused before anything is typed */
+	r = call("{\"command\":\"sendkeys\",\"text\":\"x\u00e9\"}");
+	cr_assert_not_null(strstr(r, "no key"), "%s", r);
+	cr_assert_eq(inb(vm, 0x64) & 1, 0);
+
+	display_destroy(fake_pc.screen.display);
+	fake_pc.screen.display = NULL;
+	vga_destroy(vga);
+	i8042_destroy(fake_pc.kbc);
+	fake_pc.kbc = NULL;
+	vmm_destroy(vm);
 }
 
 /* ---- the CD-ROM's media change -----------------------------------------*/

@@ -82,8 +82,8 @@ control_lab() {
 	fi
 	ok "the detached VM installs -> INSTALL-OK on its console file"
 	s2=$(control_json lab status)
-	w1=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["disks"][0]["bytes_written"])' "$s1" 2>/dev/null)
-	w2=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["disks"][0]["bytes_written"])' "$s2" 2>/dev/null)
+	w1=$(sed -n 's/.*"bytes_written": *\([0-9]*\).*/\1/p' <<<"$s1")
+	w2=$(sed -n 's/.*"bytes_written": *\([0-9]*\).*/\1/p' <<<"$s2")
 	if [ -n "$w2" ] && [ "$w2" -gt "${w1:-0}" ] && [ "$w2" -ge 8388608 ] &&
 		grep -q '"medium": *"[^"]*installer-wait.iso"' <<<"$s2" &&
 		grep -q '"state": *"running"' <<<"$s2"; then
