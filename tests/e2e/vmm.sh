@@ -82,7 +82,12 @@ tail_log() {
 	echo " [logs: $(log_path "$1")]"
 }
 # log_path FILE: where FILE (under $T) is kept once the run is over
-log_path() { echo "$VMM_E2E_LOGDIR/in/${1#"$T"/}"; }
+log_path() {
+	case $1 in
+	"$T"/*) echo "$VMM_E2E_LOGDIR/in/${1#"$T"/}" ;;
+	*) echo "$1" ;;
+	esac
+}
 
 # ---- the job runner ----------------------------------------------------
 
