@@ -26,6 +26,7 @@
 #      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
 #      NK_CONSOLE_LOG=FILE keeps L1's console there when L1 ends
+#      NK_STARTED_FILE=FILE gets the time L1 starts (after the lock)
 #      NK_LOCK (default /tmp/imgvm-nested-kvm.lock): one nested host at a
 #      time on this machine (two TCG hosts on two cores starve each other's
 #      vCPUs into soft lockups); a second start waits for the first to end
@@ -211,11 +212,12 @@ done
 exec {lock_fd}>"${NK_LOCK:-/tmp/imgvm-nested-kvm.lock}"
 if ! flock -n "$lock_fd"; then
 	log "waiting for another nested test host on this machine to end"
-	flock "$lock_fd"
+	# in the background, so that a TERM while waiting ends the wait
+	flock "$lock_fd" &
+	wait $! || exit 125
 fi
-# NK_STARTED=FILE: touched once L1 is about to start (after the wait), so
-# that a caller's hang watchdog does not count the wait
-[ -n "${NK_STARTED:-}" ] && touch "$NK_STARTED"
+# the caller's watchdogs count from here, not from the wait
+[ -n "${NK_STARTED_FILE:-}" ] && date +%s >"$NK_STARTED_FILE"
 smp=${NK_SMP:-$(nproc)}
 [ "$smp" -gt 4 ] && smp=4
 amd=$(echo "${NK_AMD_PARAMS:-}" | tr ' ' ',')

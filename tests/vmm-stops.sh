@@ -193,17 +193,18 @@ result() {
 }
 
 if [ "${1:-}" = --inside ]; then
-	OUT=$2 G=$3 round=$4
+	OUT=$2 G=$3 round=$4 STAMP=$5
 	for i in $(seq "$runs"); do
 		for c in $cases; do
 			for v in $vmms; do
-				d=$OUT/r$round-$i-$c-$v
+				d=$OUT/$STAMP-r$round-$i-$c-$v
 				mkdir -p "$d"
 				[ "$v" = qemu ] && ! command -v qemu-system-x86_64 >/dev/null && continue
 				t0=$(date +%s)
 				"${c}_$v" "$d"
 				r=$(result "$d" "$c")
 				[ "$r" = ok ] || kvm_log "$d"
+				rm -f "$d"/*.raw "$d"/*.vhd "$d"/*.vmdk # the logs stay, not the disks
 				line="$c $v npt=$npt $r $(($(date +%s) - t0))s $(basename "$d")"
 				echo "$line" >>"$OUT/results"
 				echo "$line"
@@ -233,7 +234,7 @@ esac
 echo "# logs in $out; nested paging in the nested host: $npt"
 for r in $(seq "$rounds"); do
 	NK_CONSOLE_LOG=$out/l1-console-$r.log tests/nested-kvm.sh -w "$ROOT" -w "$out" -t 900 -- \
-		bash "$ROOT/tests/vmm-stops.sh" -n "$runs" -c "$cases" -m "$vmms" -- --inside "$out" "$out/guest" "$r"
+		bash "$ROOT/tests/vmm-stops.sh" -n "$runs" -c "$cases" -m "$vmms" -- --inside "$out" "$out/guest" "$r" "$(date -u +%H%M%S)"
 	echo "# round $r: nested-kvm.sh status $?"
 done
 echo "# tally (case vmm npt result count), all rounds in $out/results:"

@@ -82,7 +82,12 @@ tail_log() {
 	echo " [logs: $(log_path "$1")]"
 }
 # log_path FILE: where FILE (under $T) is kept once the run is over
-log_path() { echo "$VMM_E2E_LOGDIR/in/${1#"$T"/}"; }
+log_path() {
+	case $1 in
+	"$T"/*) echo "$VMM_E2E_LOGDIR/in/${1#"$T"/}" ;;
+	*) echo "$1" ;;
+	esac
+}
 
 # ---- the job runner ----------------------------------------------------
 
@@ -727,19 +732,16 @@ nested_run() {
 	local pid newest stall=${VMM_E2E_STALL:-180} t0
 
 	rm -f "$T/l1-started"
-	NK_STARTED=$T/l1-started NK_CONSOLE_LOG=$T/l1-console.log \
-		tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
+	NK_CONSOLE_LOG=$T/l1-console.log NK_STARTED_FILE=$T/l1-started tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
 		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" \
 		>"$T/nested.out" 2>"$T/nested.err" &
 	pid=$!
-	# L1's own boot counts as a silence too (a minute allowed for it)
-	t0=$(($(date +%s) + 60))
+	# L1's own boot counts as a silence too (a minute allowed for it),
+	# the wait for another nested host on this machine does not
 	while kill -0 $pid 2>/dev/null; do
 		sleep 5
-		if [ ! -e "$T/l1-started" ]; then
-			t0=$(($(date +%s) + 60))
-			continue
-		fi
+		[ -s "$T/l1-started" ] || continue
+		t0=$(($(cat "$T/l1-started") + 60))
 		newest=$(find "$T/in" -type f -printf '%T@\n' 2>/dev/null | sort -n | tail -n1)
 		newest=${newest%.*}
 		[ -n "$newest" ] && [ "$newest" -ge "$t0" ] || newest=$t0
