@@ -4,10 +4,10 @@
 # libvncclient as the viewer (tests/helpers/vnc_client), and QEMU's
 # screendump of the same screen as the reference (tests/helpers/
 # vnc_imgdiff, less than 2 % of the pixels may differ).  Sourced by
-# tests/e2e/vmm.sh; three imgvm runs and two QEMU runs.
+# tests/e2e/vmm.sh; four imgvm runs and two QEMU runs.
 
 DISPLAY_HELPERS=$ROOT/$B/tests/helpers
-VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer")
+VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer" "display_install")
 VMM_EXTRA_HOST+=(display_host_cases)
 
 # Command line only: the options are documented and bad values refused.
@@ -203,4 +203,27 @@ job_display_installer() {
 	fi
 	stop_vm $pid
 	qemu_matches "$iso" "$T/display-di-menu.png" display-di-menu 150
+}
+
+# The project's test guest installs onto a fresh VDI and boots it in one
+# run with the VGA present (the serial console drives it as before).
+job_display_install() {
+	local log=$T/display-install.log disk=$T/display-new.vdi png=$T/display-install.png
+	if [ ! -e "$PREP/ready" ]; then
+		echo "skip - display_install: $(cat "$PREP/why" 2>/dev/null)"
+		return 0
+	fi
+	if ! "$IMGTOOL" create -q -f vdi "$disk" 512M 2>"$log.create"; then
+		fail "imgtool create for the VGA install: $(cat "$log.create")"
+		return 1
+	fi
+	run_vm "$log" --cdrom "$GUEST/installer-reboot.iso" --disk "$disk" --eject-on-reboot \
+		--vga std --screenshot-on-exit "$png"
+	if [ "$RC" = 0 ] && grep -qa 'INSTALL-OK' "$log" && grep -qa 'MARKER-OK' "$log" &&
+		[ -s "$png" ]; then
+		ok "with the VGA present the test guest installs, reboots and boots from its disk (MARKER-OK)"
+	else
+		fail "install with a VGA (rc=$RC): $(tail_log "$log")"
+	fi
+	rm -f "$disk"
 }
