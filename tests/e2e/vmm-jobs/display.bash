@@ -7,6 +7,11 @@
 # tests/e2e/vmm.sh; four imgvm runs and two QEMU runs.
 
 DISPLAY_HELPERS=$ROOT/$B/tests/helpers
+# VNC's UNIX sockets cannot live on the nested host's 9p work directories
+display_socket_dir() {
+	[ -n "${DISPLAY_SOCKETS:-}" ] || DISPLAY_SOCKETS=$(mktemp -d /tmp/imgvm-display.XXXXXX)
+	echo "$DISPLAY_SOCKETS"
+}
 VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer" "display_install")
 VMM_EXTRA_HOST+=(display_host_cases)
 
@@ -142,7 +147,8 @@ job_display_bios() {
 # socket) lists the CD-ROM; QEMU shows the same prompt screen.
 job_display_grub() {
 	local iso=/usr/lib/grub-rescue/grub-rescue-cdrom.iso log=$T/display-grub.log
-	local png=$T/display-grub.png sock=$T/display-grub.vnc pid
+	local png=$T/display-grub.png sock pid
+	sock=$(display_socket_dir)/grub.vnc
 	if [ ! -e "$iso" ]; then
 		echo "skip - display_grub: $iso not found (make deps installs it)"
 		return 0
@@ -172,7 +178,8 @@ job_display_grub() {
 # appears on the VGA console (the text dump), not on the serial one.
 job_display_installer() {
 	local iso=$PREP/di-mini.iso log=$T/display-di.log png=$T/display-di.png
-	local sock=$T/display-di.vnc pid
+	local sock pid
+	sock=$(display_socket_dir)/di.vnc
 	if [ ! -e "$iso" ]; then
 		echo "skip - display_installer: no di-mini.iso (debian-installer-12-netboot-amd64, isolinux or xorriso missing)"
 		return 0
