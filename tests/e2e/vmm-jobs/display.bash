@@ -89,8 +89,9 @@ stop_vm() { # PID: SIGTERM, and its status
 # boots ISO; its screendump is taken every two seconds until one differs
 # from OURS in less than 2 % of the pixels.
 qemu_matches() {
-	local iso=$1 ours=$2 name=$3 end=$((SECONDS + $4)) mon=$T/$3-qemu.mon
+	local iso=$1 ours=$2 name=$3 end=$((SECONDS + $4)) mon
 	local dump=$T/$3-qemu.png pid out=
+	mon=$(display_socket_dir)/$name-qemu.mon
 	if ! command -v qemu-system-x86_64 >/dev/null; then
 		echo "skip - $name against QEMU: qemu-system-x86_64 not installed"
 		return 0
@@ -143,8 +144,9 @@ job_display_bios() {
 	fi
 }
 
-# GRUB's rescue CD: its prompt on the screen, "ls" typed over VNC (a UNIX
-# socket) lists the CD-ROM; QEMU shows the same prompt screen.
+# GRUB's rescue CD: its menu on the screen; over VNC (a UNIX socket) 'c'
+# opens GRUB's command line and "ls" lists the CD-ROM; QEMU shows the same
+# menu screen.
 job_display_grub() {
 	local iso=/usr/lib/grub-rescue/grub-rescue-cdrom.iso log=$T/display-grub.log
 	local png=$T/display-grub.png sock pid
@@ -156,21 +158,23 @@ job_display_grub() {
 	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
-	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'grub>' 150; then
-		fail "GRUB rescue prompt on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
+	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'Press enter to boot the selected OS' 150; then
+		fail "GRUB's menu on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
 		stop_vm $pid
 		return 1
 	fi
-	ok "GRUB rescue CD: its 'grub>' prompt in the text dump"
-	cp "$png" "$T/display-grub-prompt.png"
-	if "$DISPLAY_HELPERS/vnc_client" "$sock" type:'ls\n' wait:500 >"$T/display-grub.vnc.out" 2>&1 &&
+	ok "GRUB rescue CD: its menu in the text dump"
+	cp "$png" "$T/display-grub-menu.png"
+	if "$DISPLAY_HELPERS/vnc_client" "$sock" type:c wait:1000 >"$T/display-grub.vnc.out" 2>&1 &&
+		wait_text $pid "$png" 'grub>' 30 &&
+		"$DISPLAY_HELPERS/vnc_client" "$sock" type:'ls\n' wait:500 >>"$T/display-grub.vnc.out" 2>&1 &&
 		wait_text $pid "$png" '(cd0)' 30; then
-		ok "'ls' typed through a VNC viewer runs in GRUB and lists (cd0)"
+		ok "'c' and 'ls' typed through a VNC viewer: GRUB's command line lists (cd0)"
 	else
-		fail "ls over VNC: $(cat "$T/display-grub.vnc.out") $(head -c 400 "${png%.png}.txt" 2>/dev/null)"
+		fail "GRUB over VNC: $(cat "$T/display-grub.vnc.out") $(head -c 400 "${png%.png}.txt" 2>/dev/null)"
 	fi
 	stop_vm $pid
-	qemu_matches "$iso" "$T/display-grub-prompt.png" display-grub 120
+	qemu_matches "$iso" "$T/display-grub-menu.png" display-grub 120
 }
 
 # Debian's installer: the isolinux graphical menu (VBE, 640x480), then over
