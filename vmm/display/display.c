@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmm/display/display.h"
@@ -24,6 +25,11 @@
 #include "vmm/display/vnc.h"
 
 #define REFRESH_US 33000
+/* An unchanged screen is looked at less and less often, up to this
+ * interval (each look asks KVM for the framebuffer's dirty log); a change
+ * or a viewer's key or pointer event brings it back to REFRESH_US. */
+#define REFRESH_IDLE_STEP_US 50000
+#define REFRESH_IDLE_MAX_US 500000
 
 struct display {
 	struct vga *vga;
@@ -75,17 +81,37 @@ static int display_update_locked(struct display *d)
 	return 0;
 }
 
+static long elapsed_us(const struct timespec *since)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - since->tv_sec) * 1000000L +
+	       (now.tv_nsec - since->tv_nsec) / 1000;
+}
+
 static void *display_thread(void *opaque)
 {
 	struct display *d = opaque;
+	long interval = REFRESH_US;
+	struct timespec last_look;
+	bool had_viewers = false;
 
+	clock_gettime(CLOCK_MONOTONIC, &last_look);
 	while (!__atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE)) {
+		bool viewers;
+
 		pthread_mutex_lock(&d->lock);
-		if (vnc_server_has_viewers(d->vnc) &&
+		viewers = vnc_server_has_viewers(d->vnc);
+		if (vnc_server_input_seen(d->vnc) || (viewers && !had_viewers))
+			interval = REFRESH_US;
+		had_viewers = viewers;
+		if (viewers && elapsed_us(&last_look) >= interval - 1000 &&
 		    display_update_locked(d) == 0) {
 			unsigned w, h;
 			uint32_t *pixels = (uint32_t *)renderer_surface(
 				d->renderer, &w, &h);
+			bool changed = d->pending_resize || d->pending.width;
 
 			if (d->pending_resize)
 				vnc_server_resize(d->vnc, pixels, w, h);
@@ -96,6 +122,11 @@ static void *display_thread(void *opaque)
 						   d->pending.height);
 			d->pending_resize = false;
 			memset(&d->pending, 0, sizeof(d->pending));
+			clock_gettime(CLOCK_MONOTONIC, &last_look);
+			interval = changed ? REFRESH_US
+					   : interval + REFRESH_IDLE_STEP_US;
+			if (interval > REFRESH_IDLE_MAX_US)
+				interval = REFRESH_IDLE_MAX_US;
 		}
 		vnc_server_poll(d->vnc, REFRESH_US);
 		pthread_mutex_unlock(&d->lock);

@@ -37,12 +37,14 @@ struct vnc_server {
 	int last_x, last_y;
 	unsigned last_buttons;
 	bool pointer_seen;
+	bool input_seen;
 };
 
 static void vnc_key(rfbBool down, rfbKeySym keysym, rfbClientPtr cl)
 {
 	struct vnc_server *vnc = cl->screen->screenData;
 
+	vnc->input_seen = true;
 	if (vnc->kbc)
 		input_key_keysym(vnc->kbc, keysym, down);
 }
@@ -54,6 +56,7 @@ static void vnc_pointer(int mask, int x, int y, rfbClientPtr cl)
 	unsigned buttons = 0;
 	int wheel = 0;
 
+	vnc->input_seen = true;
 	if (mask & 1)
 		buttons |= INPUT_BUTTON_LEFT;
 	if (mask & 2)
@@ -303,4 +306,12 @@ void vnc_server_poll(struct vnc_server *vnc, long timeout_us)
 bool vnc_server_has_viewers(const struct vnc_server *vnc)
 {
 	return vnc->screen->clientHead != NULL;
+}
+
+bool vnc_server_input_seen(struct vnc_server *vnc)
+{
+	bool seen = vnc->input_seen;
+
+	vnc->input_seen = false;
+	return seen;
 }

@@ -29,5 +29,7 @@ void vnc_server_changed(struct vnc_server *vnc, unsigned x, unsigned y,
 /* Serves viewers for up to timeout_us. */
 void vnc_server_poll(struct vnc_server *vnc, long timeout_us);
 bool vnc_server_has_viewers(const struct vnc_server *vnc);
+/* Whether a viewer sent a key or pointer event since the last call. */
+bool vnc_server_input_seen(struct vnc_server *vnc);
 
 #endif

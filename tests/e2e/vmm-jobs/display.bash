@@ -4,10 +4,15 @@
 # libvncclient as the viewer (tests/helpers/vnc_client), and QEMU's
 # screendump of the same screen as the reference (tests/helpers/
 # vnc_imgdiff, less than 2 % of the pixels may differ).  Sourced by
-# tests/e2e/vmm.sh; three imgvm runs and two QEMU runs.
+# tests/e2e/vmm.sh; four imgvm runs and two QEMU runs.
 
 DISPLAY_HELPERS=$ROOT/$B/tests/helpers
-VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer")
+# VNC's UNIX sockets cannot live on the nested host's 9p work directories
+display_socket_dir() {
+	[ -n "${DISPLAY_SOCKETS:-}" ] || DISPLAY_SOCKETS=$(mktemp -d /tmp/imgvm-display.XXXXXX)
+	echo "$DISPLAY_SOCKETS"
+}
+VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer" "display_install")
 VMM_EXTRA_HOST+=(display_host_cases)
 
 # Command line only: the options are documented and bad values refused.
@@ -84,8 +89,9 @@ stop_vm() { # PID: SIGTERM, and its status
 # boots ISO; its screendump is taken every two seconds until one differs
 # from OURS in less than 2 % of the pixels.
 qemu_matches() {
-	local iso=$1 ours=$2 name=$3 end=$((SECONDS + $4)) mon=$T/$3-qemu.mon
+	local iso=$1 ours=$2 name=$3 end=$((SECONDS + $4)) mon
 	local dump=$T/$3-qemu.png pid out=
+	mon=$(display_socket_dir)/$name-qemu.mon
 	if ! command -v qemu-system-x86_64 >/dev/null; then
 		echo "skip - $name against QEMU: qemu-system-x86_64 not installed"
 		return 0
@@ -138,11 +144,13 @@ job_display_bios() {
 	fi
 }
 
-# GRUB's rescue CD: its prompt on the screen, "ls" typed over VNC (a UNIX
-# socket) lists the CD-ROM; QEMU shows the same prompt screen.
+# GRUB's rescue CD: its menu on the screen; over VNC (a UNIX socket) 'c'
+# opens GRUB's command line and "ls" lists the CD-ROM; QEMU shows the same
+# menu screen.  (GRUB calls the BIOS CD drive "(cd)".)
 job_display_grub() {
 	local iso=/usr/lib/grub-rescue/grub-rescue-cdrom.iso log=$T/display-grub.log
-	local png=$T/display-grub.png sock=$T/display-grub.vnc pid
+	local png=$T/display-grub.png sock pid
+	sock=$(display_socket_dir)/grub.vnc
 	if [ ! -e "$iso" ]; then
 		echo "skip - display_grub: $iso not found (make deps installs it)"
 		return 0
@@ -150,21 +158,23 @@ job_display_grub() {
 	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
-	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'grub>' 150; then
-		fail "GRUB rescue prompt on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
+	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'Press enter to boot the selected OS' 150; then
+		fail "GRUB's menu on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
 		stop_vm $pid
 		return 1
 	fi
-	ok "GRUB rescue CD: its 'grub>' prompt in the text dump"
-	cp "$png" "$T/display-grub-prompt.png"
-	if "$DISPLAY_HELPERS/vnc_client" "$sock" type:'ls\n' wait:500 >"$T/display-grub.vnc.out" 2>&1 &&
-		wait_text $pid "$png" '(cd0)' 30; then
-		ok "'ls' typed through a VNC viewer runs in GRUB and lists (cd0)"
+	ok "GRUB rescue CD: its menu in the text dump"
+	cp "$png" "$T/display-grub-menu.png"
+	if "$DISPLAY_HELPERS/vnc_client" "$sock" type:c wait:1000 >"$T/display-grub.vnc.out" 2>&1 &&
+		wait_text $pid "$png" 'grub>' 30 &&
+		"$DISPLAY_HELPERS/vnc_client" "$sock" type:'ls\n' wait:500 >>"$T/display-grub.vnc.out" 2>&1 &&
+		wait_text $pid "$png" '(cd)' 30; then
+		ok "'c' and 'ls' typed through a VNC viewer: GRUB's command line lists the CD-ROM, (cd)"
 	else
-		fail "ls over VNC: $(cat "$T/display-grub.vnc.out") $(head -c 400 "${png%.png}.txt" 2>/dev/null)"
+		fail "GRUB over VNC: $(cat "$T/display-grub.vnc.out") $(head -c 400 "${png%.png}.txt" 2>/dev/null)"
 	fi
 	stop_vm $pid
-	qemu_matches "$iso" "$T/display-grub-prompt.png" display-grub 120
+	qemu_matches "$iso" "$T/display-grub-menu.png" display-grub 120
 }
 
 # Debian's installer: the isolinux graphical menu (VBE, 640x480), then over
@@ -172,7 +182,8 @@ job_display_grub() {
 # appears on the VGA console (the text dump), not on the serial one.
 job_display_installer() {
 	local iso=$PREP/di-mini.iso log=$T/display-di.log png=$T/display-di.png
-	local sock=$T/display-di.vnc pid
+	local sock pid
+	sock=$(display_socket_dir)/di.vnc
 	if [ ! -e "$iso" ]; then
 		echo "skip - display_installer: no di-mini.iso (debian-installer-12-netboot-amd64, isolinux or xorriso missing)"
 		return 0
@@ -203,4 +214,27 @@ job_display_installer() {
 	fi
 	stop_vm $pid
 	qemu_matches "$iso" "$T/display-di-menu.png" display-di-menu 150
+}
+
+# The project's test guest installs onto a fresh VDI and boots it in one
+# run with the VGA present (the serial console drives it as before).
+job_display_install() {
+	local log=$T/display-install.log disk=$T/display-new.vdi png=$T/display-install.png
+	if [ ! -e "$PREP/ready" ]; then
+		echo "skip - display_install: $(cat "$PREP/why" 2>/dev/null)"
+		return 0
+	fi
+	if ! "$IMGTOOL" create -q -f vdi "$disk" 512M 2>"$log.create"; then
+		fail "imgtool create for the VGA install: $(cat "$log.create")"
+		return 1
+	fi
+	run_vm "$log" --cdrom "$GUEST/installer-reboot.iso" --disk "$disk" --eject-on-reboot \
+		--vga std --screenshot-on-exit "$png"
+	if [ "$RC" = 0 ] && grep -qa 'INSTALL-OK' "$log" && grep -qa 'MARKER-OK' "$log" &&
+		[ -s "$png" ]; then
+		ok "with the VGA present the test guest installs, reboots and boots from its disk (MARKER-OK)"
+	else
+		fail "install with a VGA (rc=$RC): $(tail_log "$log")"
+	fi
+	rm -f "$disk"
 }
