@@ -284,7 +284,7 @@ comp() { # WORD... (the last one is being completed)
 	bash -c 'source "$COMPLETION"; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _imgtool; echo "${COMPREPLY[*]}"' _ "$@"
 }
 check "completion: commands" test "$(comp imgtool conv)" = convert
-check "completion: formats after -O" test "$(comp imgtool convert -O v)" = "vdi vhd vpc vmdk"
+check "completion: formats after -O" test "$(comp imgtool convert -O v)" = "vdi vhd vpc vhdx vmdk"
 mkdir -p "$T/c.vdi.snapshots" && touch "$T/c.vdi.snapshots/before.vdi" "$T/c.vdi.snapshots/index"
 check "completion: snapshot names" test "$(cd "$T" && comp imgtool snapshot revert c.vdi '')" = before
 check "completion: --output values" test "$(comp imgtool map --output = j)" = json
