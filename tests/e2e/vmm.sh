@@ -724,12 +724,14 @@ fi
 
 # nested_run: one start of the nested test host for the KVM cases.  Every
 # job writes its guest's serial console under $T/in as it runs, so when
-# nothing there has changed for VMM_E2E_STALL (default 180) seconds, L1
+# nothing there has changed for VMM_E2E_STALL seconds (default: a guest's
+# timeout and a minute, so that a guest stuck in imgvm is reported by
+# imgvm's own --timeout, with where its vCPUs stood, before L1 is), L1
 # itself has stopped without its kernel saying so: it is stopped, and the
 # status is 123, as for a soft lockup.  The time spent waiting for another
 # nested host on this machine (nested-kvm.sh's lock) does not count.
 nested_run() {
-	local pid newest stall=${VMM_E2E_STALL:-180} t0
+	local pid newest stall=${VMM_E2E_STALL:-$((TIMEOUT + 60))} t0
 
 	rm -f "$T/l1-started"
 	NK_CONSOLE_LOG=$T/l1-console.log NK_STARTED_FILE=$T/l1-started tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
