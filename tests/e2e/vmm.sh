@@ -492,7 +492,7 @@ kvm_cases() {
 		add_job $extra
 	done
 	[ -n "$FULL" ] ||
-		echo "# not run: the installed disk in vdi/vmdk, --cpus 2, the reset loop (VMM_E2E_FULL=1 runs them)"
+		echo "# not run: the installed disk in vdi/vmdk, --cpus 2, the reset loop, in the nested host a boot from RBD (VMM_E2E_FULL=1 runs them)"
 	run_jobs "$T/jobs"
 }
 
