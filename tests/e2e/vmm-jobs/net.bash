@@ -74,30 +74,39 @@ job_net() {
 	fi
 	mkdir -p "$www"
 	cp "$PREP/payload" "$www/payload"
-	wport=$(net_free_port)
-	hport=$(net_free_port)
-	python3 -m http.server --bind 127.0.0.1 --directory "$www" "$wport" >"$T/net-http.log" 2>&1 &
-	srv=$!
-	word=imgvm-echo-$RANDOM$RANDOM
-	# TFTP of the kernel and initramfs alone takes about 2 minutes in the
-	# nested host: more time than one boot gets elsewhere
-	tmo=$((TIMEOUT + 120))
-	timeout -k 10 $((tmo + 20)) "$IMGVM" boot --serial "file:$log" --timeout "$tmo" \
-		--no-reboot --cpus 2 --memory 2G --boot net \
-		--net "user,restrict=on,mac=$NET_MAC,tftp=$PREP/tftp,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:$hport-:7,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$wport" \
-		</dev/null 2>"$log.err" &
-	pid=$!
-	for i in $(seq $((tmo * 2))); do
-		grep -qa 'NET-ECHO-READY\|NET-FAIL' "$log" 2>/dev/null && break
-		kill -0 $pid 2>/dev/null || break
-		sleep 0.5
+	# A guest stopped by an error (a triple fault, as run_vm retries) runs
+	# once more, loudly; imgvm's message names the registers from before
+	# the fault and the first attempt's logs are kept as net.log.1*.
+	for attempt in 1 2; do
+		wport=$(net_free_port)
+		hport=$(net_free_port)
+		python3 -m http.server --bind 127.0.0.1 --directory "$www" "$wport" >"$T/net-http.log" 2>&1 &
+		srv=$!
+		word=imgvm-echo-$RANDOM$RANDOM
+		# TFTP of the kernel and initramfs alone takes about 2 minutes in the
+		# nested host: more time than one boot gets elsewhere
+		tmo=$((TIMEOUT + 120))
+		timeout -k 10 $((tmo + 20)) "$IMGVM" boot --serial "file:$log" --timeout "$tmo" \
+			--no-reboot --cpus 2 --memory 2G --boot net \
+			--net "user,restrict=on,mac=$NET_MAC,tftp=$PREP/tftp,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:$hport-:7,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$wport" \
+			</dev/null 2>"$log.err" &
+		pid=$!
+		for i in $(seq $((tmo * 2))); do
+			grep -qa 'NET-ECHO-READY\|NET-FAIL' "$log" 2>/dev/null && break
+			kill -0 $pid 2>/dev/null || break
+			sleep 0.5
+		done
+		reply=
+		grep -qa NET-ECHO-READY "$log" && reply=$(net_echo_through "$hport" "$word")
+		wait $pid
+		RC=$?
+		kill $srv 2>/dev/null
+		wait $srv 2>/dev/null
+		[ "$attempt" = 1 ] && [ "$RC" = 2 ] || break
+		echo "# RETRIED net: $(tr '\n' ' ' <"$log.err" | cut -c1-400)"
+		mv "$log" "$log.1"
+		mv "$log.err" "$log.1.err"
 	done
-	reply=
-	grep -qa NET-ECHO-READY "$log" && reply=$(net_echo_through "$hport" "$word")
-	wait $pid
-	RC=$?
-	kill $srv 2>/dev/null
-	wait $srv 2>/dev/null
 	# restricted, slirp's DHCP offers no gateway and no DNS server
 	if grep -qa 'iPXE' "$log" && grep -qa 'imgvm-pxe: loading' "$log" &&
 		grep -qa 'PXE-BOOT-OK' "$log"; then
