@@ -220,7 +220,7 @@ check_image() { # FMT IMAGE WHAT
 	local qfmt=$1 out
 	[ "$1" = vhd ] && qfmt=vpc
 	if out=$(qemu-img check -f "$qfmt" "$2" 2>&1); then
-		ok "qemu-img check: $3 clean ($(echo "$out" | grep -o '[0-9/]* = [0-9.]*% allocated' | head -1))"
+		ok "qemu-img check: $3 clean$(echo "$out" | grep -o '[0-9/]* = [0-9.]*% allocated' | head -1 | sed 's/.*/ (&)/')"
 	else
 		fail "qemu-img check of $3: $(echo "$out" | tail -3 | tr '\n' ' ')"
 	fi
