@@ -285,6 +285,21 @@ int img_file_remove_name(const char *name, char *errbuf, size_t errlen)
 	return ops->remove(name, errbuf, errlen);
 }
 
+int img_remove(const char *name, char *errbuf, size_t errlen)
+{
+	char msg[IMG_ERRMSG_MAX] = "";
+	int r = img_file_remove_name(name, msg, sizeof(msg));
+
+	if (r == -ENOTSUP)
+		return img_error_buf(errbuf, errlen, r,
+				     "%s: the %s backend cannot remove it", name,
+				     img_backend_for(name)->name);
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r, "%s: %s", name,
+				     msg[0] ? msg : strerror(-r));
+	return 0;
+}
+
 int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,
 			  int max, char *errbuf, size_t errlen)
 {

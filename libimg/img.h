@@ -375,6 +375,11 @@ struct img_backend_snapshot {
 int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,
 			  int max, char *errbuf, size_t errlen);
 
+/* Remove the object a name stores an image in: a local file, an RBD
+ * image.  -ENOTSUP for backends whose objects are not ours to remove (an
+ * NBD export, HTTP); another -errno with a message. */
+int img_remove(const char *name, char *errbuf, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

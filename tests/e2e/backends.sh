@@ -197,6 +197,31 @@ else
 		fail "nbd: silent server: rc=$rc after $((SECONDS - start)) s: $(cat "$T/err")"
 	fi
 
+	# A source that fails to read: the target this convert created is
+	# removed (a file), or left as it is (an export is the server's), and
+	# the one error line says which.
+	nbdkit -U "$T/e.sock" -P "$T/e.pid" --filter=error pattern 64M error-pread=EIO error-pread-rate=100%
+	wait_server "$T/e.sock" "$T/e.pid" || fail "nbd: nbdkit with the error filter did not start"
+	PIDS+=("$(cat "$T/e.pid")")
+	"$IMGTOOL" convert -f raw -O vdi "nbd+unix:///?socket=$T/e.sock" "$T/failed.vdi" 2>"$T/err"
+	rc=$?
+	if [ $rc -eq 1 ] && one_line "$T/err" && grep -q 'Input/output error; the incomplete target was removed$' "$T/err" && [ ! -e "$T/failed.vdi" ]; then
+		ok "nbd: a source read error removes the VDI the convert created: $(cat "$T/err")"
+	else
+		fail "nbd: source read error: rc=$rc, target $(ls "$T/failed.vdi" 2>&1): $(cat "$T/err")"
+	fi
+	nbdkit -U "$T/m2.sock" -P "$T/m2.pid" memory 64M
+	wait_server "$T/m2.sock" "$T/m2.pid" || fail "nbd: nbdkit memory did not start"
+	PIDS+=("$(cat "$T/m2.pid")")
+	"$IMGTOOL" convert -f raw -O vdi "nbd+unix:///?socket=$T/e.sock" "nbd+unix:///?socket=$T/m2.sock" 2>"$T/err"
+	rc=$?
+	if [ $rc -eq 1 ] && one_line "$T/err" && grep -q 'the incomplete target stays where it is' "$T/err" &&
+		nbdinfo "nbd+unix:///?socket=$T/m2.sock" >/dev/null 2>&1; then
+		ok "nbd: a failed convert onto an export leaves the export, and says so: $(cat "$T/err")"
+	else
+		fail "nbd: failed convert onto an export: rc=$rc: $(cat "$T/err")"
+	fi
+
 	"$IMGTOOL" info nbd://127.0.0.1:1/x 2>"$T/err"
 	if [ $? -ne 0 ] && one_line "$T/err"; then ok "nbd: nothing listening: $(cat "$T/err")"; else fail "nbd: nothing listening: $(cat "$T/err")"; fi
 fi

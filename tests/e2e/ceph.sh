@@ -170,6 +170,23 @@ kill "$SRV_PID" 2>/dev/null
 wait "$SRV_PID" 2>/dev/null
 SRV_PID=
 
+# ---- a failed convert removes the image it created ------------------------
+if command -v nbdkit >/dev/null; then
+	nbdkit -U "$T/e.sock" -P "$T/e.pid" --filter=error pattern 64M error-pread=EIO error-pread-rate=100%
+	for _ in $(seq 200); do [ -s "$T/e.pid" ] && break; sleep 0.05; done
+	"$IMGTOOL" convert -f raw -O vmdk "nbd+unix:///?socket=$T/e.sock" "$(R failed)" 2>"$T/err"
+	rc=$?
+	kill "$(cat "$T/e.pid")" 2>/dev/null
+	if [ $rc -eq 1 ] && one_line "$T/err" && grep -q 'Input/output error; the incomplete target was removed$' "$T/err" &&
+		! rbd -c "$C" ls | grep -qx failed && rbd -c "$C" ls | grep -qx dvdi; then
+		ok "ceph: a source read error removes the RBD image the convert created: $(cat "$T/err")"
+	else
+		fail "ceph: source read error: rc=$rc, images: $(rbd -c "$C" ls | tr '\n' ' '): $(cat "$T/err")"
+	fi
+else
+	skip "ceph: a failed convert removes its image" "needs nbdkit (its error filter fails the reads)"
+fi
+
 # ---- the cluster goes away -----------------------------------------------
 head -c $((512 << 20)) /dev/urandom >"$T/src.raw"
 src_sha=$(sha256sum <"$T/src.raw")
@@ -180,7 +197,9 @@ sleep 1
 "$HERE/tests/ceph/ceph-single-node.sh" stop-daemon "$CLUSTER" osd.0
 wait "$cpid"
 rc=$?
-if [ $rc -ne 0 ] && one_line "$T/err" && [ $((SECONDS - start)) -le 90 ] && [ "$(sha256sum <"$T/src.raw")" = "$src_sha" ]; then
+# The image cannot be removed without its OSD: the one line says so.
+if [ $rc -ne 0 ] && one_line "$T/err" && grep -q 'the incomplete target could not be removed' "$T/err" &&
+	[ $((SECONDS - start)) -le 90 ] && [ "$(sha256sum <"$T/src.raw")" = "$src_sha" ]; then
 	ok "ceph: OSD stopped during a convert: exit $rc in $((SECONDS - start)) s, source intact: $(cat "$T/err")"
 else
 	fail "ceph: OSD stopped: rc=$rc after $((SECONDS - start)) s: $(cat "$T/err")"
