@@ -292,8 +292,8 @@ int img_remove(const char *name, char *errbuf, size_t errlen)
 
 	if (r == -ENOTSUP)
 		return img_error_buf(errbuf, errlen, r,
-				     "%s: the %s backend cannot remove it", name,
-				     img_backend_for(name)->name);
+				     "%s: the %s backend cannot remove it",
+				     name, img_backend_for(name)->name);
 	if (r < 0)
 		return img_error_buf(errbuf, errlen, r, "%s: %s", name,
 				     msg[0] ? msg : strerror(-r));
