@@ -254,6 +254,11 @@ static int nbd_connect_one(struct nbd_connection *c, const char *uri,
 				     nbd_message());
 	}
 	nbd_set_handle_name(c->h, "imgtool");
+	/* nbds:// names may carry tls-certificates=DIR or tls-psk-file=FILE.
+	 * libnbd refuses local files in URIs unless told, for URIs from
+	 * strangers; ours come from the user or from a backing-file name,
+	 * which may name any local file as a path anyway. */
+	nbd_set_uri_allow_local_file(c->h, true);
 	if (nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
 	    nbd_set_request_structured_replies(c->h, true) < 0 ||
 	    nbd_aio_connect_uri(c->h, uri) < 0)

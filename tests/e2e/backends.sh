@@ -37,6 +37,25 @@ wait_server() {
 	return 1
 }
 
+# wait_pidfile PIDFILE: until a server has written its PID file.
+wait_pidfile() {
+	for _ in $(seq 200); do
+		[ -s "$1" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+unused_port() {
+	local p
+	for _ in $(seq 100); do
+		p=$((20000 + RANDOM % 20000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+	done
+	echo 1
+}
+
 # A 64 MiB disk: random data at 4-12 MiB and 40-41 MiB, holes elsewhere.
 head -c $((8 << 20)) /dev/urandom >"$T/a.bin"
 head -c $((1 << 20)) /dev/urandom >"$T/b.bin"
@@ -220,6 +239,56 @@ else
 		ok "nbd: a failed convert onto an export leaves the export, and says so: $(cat "$T/err")"
 	else
 		fail "nbd: failed convert onto an export: rc=$rc: $(cat "$T/err")"
+	fi
+
+	# ---- NBD over TLS (nbds://) ----
+	# A CA, a server certificate it signed for localhost and 127.0.0.1,
+	# and a second CA that signed nothing here.
+	mkdir -p "$T/pki" "$T/other"
+	if (cd "$T/pki" &&
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca-key.pem -out ca-cert.pem &&
+		openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server-key.pem -out server.csr &&
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext &&
+		openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile ext -out server-cert.pem &&
+		cd "$T/other" &&
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout ca-key.pem -out ca-cert.pem) >/dev/null 2>&1; then
+		port=$(unused_port)
+		nbdkit -i 127.0.0.1 -p "$port" -P "$T/tls.pid" --tls=require --tls-certificates="$T/pki" memory 64M
+		wait_pidfile "$T/tls.pid" || fail "nbds: nbdkit --tls=require did not start"
+		PIDS+=("$(cat "$T/tls.pid")")
+		TU="nbds://localhost:$port/?tls-certificates=$T/pki"
+		"$IMGTOOL" convert -n -f raw -O raw "$T/disk.raw" "$TU" 2>"$T/err"
+		check "nbds: convert writes into nbdkit --tls=require" test $? = 0
+		"$IMGTOOL" info "$TU" >"$T/info" 2>&1
+		check "nbds: info over TLS gives the size" grep -q '(67108864 bytes)' "$T/info"
+		rm -f "$T/tls.raw"
+		"$IMGTOOL" convert -O raw "$TU" "$T/tls.raw" 2>"$T/err"
+		check "nbds: convert from nbdkit over TLS is byte-identical to what was written" cmp -s "$T/tls.raw" "$T/disk.raw"
+		nbdcopy "$TU" - 2>/dev/null | cmp -s - "$T/disk.raw"
+		check "nbds: nbdcopy reads back what imgtool wrote over TLS" test $? = 0
+		"$IMGTOOL" info "nbds://localhost:$port/?tls-certificates=$T/other" >/dev/null 2>"$T/err"
+		if [ $? -ne 0 ] && one_line "$T/err" && grep -q 'certificate verification' "$T/err"; then
+			ok "nbds: a server certificate from another CA is refused: $(cat "$T/err")"
+		else
+			fail "nbds: another CA: $(cat "$T/err")"
+		fi
+		"$IMGTOOL" info "nbd://localhost:$port/" >/dev/null 2>"$T/err"
+		if [ $? -ne 0 ] && one_line "$T/err" && grep -q 'requires TLS' "$T/err"; then
+			ok "nbds: nbd:// to a server that requires TLS: $(cat "$T/err")"
+		else
+			fail "nbds: plain nbd:// to a TLS server: $(cat "$T/err")"
+		fi
+		# our own server with TLS, read by our client
+		port=$(unused_port)
+		"$IMGTOOL" serve --bind 127.0.0.1 --port "$port" --read-only --export-name disk \
+			--tls-cert "$T/pki/server-cert.pem" --tls-key "$T/pki/server-key.pem" "$T/disk.vdi" >"$T/tserve.out" 2>&1 &
+		PIDS+=("$!")
+		for _ in $(seq 200); do grep -q '^serving' "$T/tserve.out" 2>/dev/null && break; sleep 0.05; done
+		rm -f "$T/tls.raw"
+		"$IMGTOOL" convert -O raw "nbds://localhost:$port/disk?tls-certificates=$T/pki" "$T/tls.raw" 2>"$T/err"
+		check "nbds: imgtool serve --tls-cert, read by imgtool over nbds://" cmp -s "$T/tls.raw" "$T/disk.raw"
+	else
+		skip "nbds" "openssl could not make the test certificates"
 	fi
 
 	"$IMGTOOL" info nbd://127.0.0.1:1/x 2>"$T/err"
