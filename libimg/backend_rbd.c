@@ -915,6 +915,31 @@ static int rbd_extent(struct img_file *f, uint64_t off, uint64_t len,
 	return 0; /* an error: cannot tell, data */
 }
 
+static int rbd_count_used(uint64_t off, size_t len, int exists, void *opaque)
+{
+	(void)off;
+	if (exists)
+		*(uint64_t *)opaque += len;
+	return 0;
+}
+
+/* What `rbd du` reports as used: the objects that exist (from the object
+ * map when fast-diff is on), each counted whole. */
+static int rbd_allocated(struct img_file *f, uint64_t *bytes)
+{
+	struct rbd_backend *b = f->backend;
+	uint64_t size = __atomic_load_n(&b->size, __ATOMIC_ACQUIRE);
+	int r;
+
+	rbd_drain(b);
+	*bytes = 0;
+	r = rbd_diff_iterate2(b->image, NULL, 0, size, 0, 1, rbd_count_used,
+			      bytes);
+	return r < 0 ? img_file_fail(f, r, "rbd_diff_iterate2: %s",
+				     strerror(-r))
+		     : 0;
+}
+
 static int rbd_snapshots(struct img_file *f, struct img_backend_snapshot *out,
 			 int max)
 {
@@ -970,5 +995,6 @@ const struct img_file_ops img_backend_rbd = {
 	.zero = rbd_zero_range,
 	.extent = rbd_extent,
 	.list_snapshots = rbd_snapshots,
+	.allocated = rbd_allocated,
 	.remove = rbd_remove_name,
 };

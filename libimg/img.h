@@ -245,6 +245,9 @@ struct img_info {
 	/* Every host file that makes up this layer (descriptor, extents). */
 	int nfiles;
 	char **files;
+	/* The store cannot tell what it holds (HTTP, an NBD server without
+	 * block status): actual_size is 0 and means nothing. */
+	bool actual_size_unknown;
 };
 
 int img_get_info(struct img *img, struct img_info **out);

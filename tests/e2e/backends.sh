@@ -77,6 +77,12 @@ else
 	U="nbd+unix:///?socket=$T/q.sock"
 	"$IMGTOOL" info "$U" >"$T/info" 2>&1
 	check "nbd: info over qemu-nbd gives the size" grep -q '(67108864 bytes)' "$T/info"
+	# disk size: the extents the server says are not holes, as nbdinfo
+	# --map lists them (asked over the connection already open: qemu-nbd
+	# takes one client at a time)
+	want=$(nbdinfo --map "$U" | awk '$4 !~ /hole/ { s += $2 } END { print s + 0 }')
+	got=$("$IMGTOOL" info --output=json "$U" | sed -n 's/.*"actual-size": *\([0-9]*\).*/\1/p')
+	check "nbd: info's disk size is the allocated extents nbdinfo --map lists ($got of $want bytes)" test "$got" = "$want" -a "$want" -gt 0 -a "$want" -lt 67108864
 	"$IMGTOOL" convert -O raw "$U" "$T/from-nbd.raw" 2>"$T/err"
 	check "nbd: convert from qemu-nbd is byte-identical" cmp -s "$T/from-nbd.raw" "$T/disk.raw"
 	k=$(alloc_kib "$T/from-nbd.raw")
@@ -316,6 +322,7 @@ else
 	H="http://127.0.0.1:$(cat "$T/port.range")"
 	"$IMGTOOL" info "$H/disk.vmdk" >"$T/info" 2>&1
 	if grep -q 'file format: vmdk' "$T/info" && grep -q '(67108864 bytes)' "$T/info"; then ok "http: info on a vmdk over HTTP"; else fail "http: info: $(cat "$T/info")"; fi
+	check "http: info says the disk size is unavailable (HTTP cannot tell)" grep -q '^disk size: unavailable' "$T/info"
 	"$IMGTOOL" convert -p -O raw "$H/disk.vmdk" "$T/http.raw" 2>"$T/err"
 	check "http: convert a vmdk from HTTP is byte-identical" cmp -s "$T/http.raw" "$T/disk.raw"
 	for fmt in qcow2 vhdx; do

@@ -97,6 +97,10 @@ done
 if [ "$(rbd -c "$C" export draw - 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$SHA" ]; then ok "ceph: raw on RBD: rbd export | sha256sum matches"; else fail "ceph: raw on RBD: sha256 differs"; fi
 used=$(rbd -c "$C" du draw --format json 2>/dev/null | sed -n 's/.*"used_size":\([0-9]*\).*/\1/p')
 if [ -n "$used" ] && [ "$used" -le $((12 << 20)) ]; then ok "ceph: convert to RBD stays sparse ($((used >> 20)) MiB used of 64)"; else fail "ceph: RBD target uses '$used' bytes"; fi
+actual=$("$IMGTOOL" info --output=json "$(R draw)" 2>"$T/err" | sed -n 's/.*"actual-size": *\([0-9]*\).*/\1/p')
+if [ -n "$used" ] && [ "$actual" = "$used" ]; then ok "ceph: info's disk size of an RBD image is what rbd du says is used ($used bytes)"; else fail "ceph: info actual-size '$actual', rbd du '$used': $(cat "$T/err")"; fi
+"$IMGTOOL" info "$(R draw)" >"$T/info" 2>&1
+check "ceph: info prints the RBD image's disk size" grep -q "^disk size: $((used >> 20)) MiB" "$T/info"
 "$IMGTOOL" map "$(R draw)" >"$T/map"
 if grep -q '^0x0 *0x1000000 *unallocated' "$T/map" || grep -q 'unallocated' "$T/map"; then ok "ceph: map of an RBD image shows its holes (rbd_diff_iterate2)"; else fail "ceph: map: $(tr '\n' '|' <"$T/map")"; fi
 "$IMGTOOL" convert -O raw "$(R draw)" "$T/sparse-back.raw"
