@@ -106,10 +106,10 @@ static int dir_change_hook(void)
 	return img_file_run_io_hook(IMG_IO_DIRECTORY, -1, 0, 0);
 }
 
-#define HOOKED(call)                                                          \
-	({                                                                    \
-		int hook_r_ = dir_change_hook();                              \
-		hook_r_ < 0 ? (errno = -hook_r_, -1) : (call);                \
+#define HOOKED(call)                                           \
+	({                                                     \
+		int hook_r_ = dir_change_hook();               \
+		hook_r_ < 0 ? (errno = -hook_r_, -1) : (call); \
 	})
 
 bool img_snapshot_tag_valid(const char *tag)
@@ -595,8 +595,9 @@ static int copy_range(struct img_snapshots *s, struct img *from, struct img *to,
 		return r < 0 ? snap_fail(s, r, "%s", img_errmsg(to)) : 0;
 	}
 	while (len) {
-		size_t n = len < SNAPSHOT_COPY_BUF_SIZE ? len
-							: SNAPSHOT_COPY_BUF_SIZE;
+		size_t n = len < SNAPSHOT_COPY_BUF_SIZE
+				   ? len
+				   : SNAPSHOT_COPY_BUF_SIZE;
 
 		r = img_pread(from, buf, n, off);
 		if (r < 0)
@@ -755,7 +756,8 @@ static int link_ancestors(struct img_snapshots *s)
 			target = strdup(real);
 		else if (asprintf(&target, "../%s", base) < 0)
 			target = NULL;
-		if (r == 0 && (!target || HOOKED(symlink(target, link_path)) < 0))
+		if (r == 0 &&
+		    (!target || HOOKED(symlink(target, link_path)) < 0))
 			r = target ? -errno : -ENOMEM;
 		if (r < 0)
 			snap_fail(s, r, "%s: %s", link_path, strerror(-r));
@@ -942,7 +944,8 @@ static int layers_unlink_from_chain(struct img_snapshots *s, int idx)
 
 		ref = parent_reference(child->path, parent->path);
 		if (!ref || !p) {
-			r = snap_fail(s, -ENOENT, "%s: cannot reach the parent %s",
+			r = snap_fail(s, -ENOENT,
+				      "%s: cannot reach the parent %s",
 				      child->path, parent->path);
 			goto out;
 		}
@@ -1116,8 +1119,7 @@ static int recover_prune(struct img_snapshots *s)
 	return changed ? index_save(s) : 0;
 }
 
-static int recover(struct img_snapshots *s, enum pending_op op,
-		   const char *tag)
+static int recover(struct img_snapshots *s, enum pending_op op, const char *tag)
 {
 	char *tmp = NULL, *layer_path = NULL;
 	int r = 0;
@@ -1512,8 +1514,8 @@ int img_snapshots_find(struct img_snapshots *s, const char *tag)
 
 	if (r < 0 && s->kind != IMG_SNAPSHOT_INTERNAL)
 		return r;
-	if (s->kind == IMG_SNAPSHOT_NONE || (s->kind == IMG_SNAPSHOT_LAYERS &&
-					     s->dir_fd < 0))
+	if (s->kind == IMG_SNAPSHOT_NONE ||
+	    (s->kind == IMG_SNAPSHOT_LAYERS && s->dir_fd < 0))
 		return snap_fail(s, -ENOENT, "%s: no snapshot named '%s'",
 				 s->path, tag);
 	if (s->kind == IMG_SNAPSHOT_INTERNAL)
@@ -1625,8 +1627,7 @@ int img_snapshots_recover(const char *path, const char *format, char *errbuf,
 	free(dir);
 	if (op == -ENOENT)
 		return 0;
-	r = img_snapshots_open(&s, path, format, IMG_OPEN_RDWR, errbuf,
-			       errlen);
+	r = img_snapshots_open(&s, path, format, IMG_OPEN_RDWR, errbuf, errlen);
 	if (r < 0)
 		return r;
 	img_snapshots_close(s);

@@ -59,8 +59,8 @@ static void snapshot_list_backend(const char *file)
 	struct img_backend_snapshot snaps[SNAPSHOT_BACKEND_MAX];
 	char errbuf[IMG_ERRMSG_MAX];
 	const char *opts = strlen(file) > 4 ? strchr(file + 4, ':') : NULL;
-	int n = img_backend_snapshots(file, snaps, SNAPSHOT_BACKEND_MAX,
-				      errbuf, sizeof(errbuf));
+	int n = img_backend_snapshots(file, snaps, SNAPSHOT_BACKEND_MAX, errbuf,
+				      sizeof(errbuf));
 
 	if (n == -ENOTSUP)
 		return;
@@ -89,8 +89,7 @@ static int snapshot_list_internal(const struct img_snapshot_entry *list,
 	for (int i = 0; i < count; i++) {
 		char created[32], vsize[32];
 
-		snapshot_format_date(list[i].created, created,
-				     sizeof(created));
+		snapshot_format_date(list[i].created, created, sizeof(created));
 		img_format_size(list[i].virtual_size, vsize, sizeof(vsize));
 		printf("%-6s %-20s %-19s %12s\n", list[i].id, list[i].name,
 		       created, vsize);
@@ -165,7 +164,8 @@ static int snapshot_run(struct img_snapshots *snaps, const char *file,
 		return img_snapshots_create(snaps, name);
 	if (strcmp(action, "revert") == 0)
 		return img_snapshots_revert(
-			snaps, name, force ? IMG_SNAPSHOT_REVERT_DISCARD_NEWER : 0);
+			snaps, name,
+			force ? IMG_SNAPSHOT_REVERT_DISCARD_NEWER : 0);
 	return img_snapshots_delete(snaps, name);
 }
 
