@@ -26,7 +26,7 @@ struct serve_args {
 	const char *port, *bind, *socket;
 	const char *tls_cert, *tls_key;
 	const char *pidfile, *format;
-	const char *snapshot; /* --snapshot TAG: that state of every FILE */
+	const char *snapshot; /* -l TAG: that state of every FILE */
 	bool read_only, daemon, verbose;
 	unsigned shared, threads;
 	const char *names[SERVE_MAX_EXPORTS];
@@ -66,12 +66,12 @@ static void serve_usage(FILE *out)
 		"[--tls-cert FILE --tls-key FILE]\n"
 		"                     [--pidfile FILE] [--daemon] [--format "
 		"FMT] "
-		"[--threads N] [--verbose] [--snapshot TAG]\n"
+		"[--threads N] [--verbose] [-l TAG]\n"
 		"                     FILE[@TAG]...\n"
 		"Serve each FILE as an NBD export (default 127.0.0.1 port "
 		"10809).\n"
-		"FILE@TAG or -l/--snapshot TAG (--load-snapshot, as qemu-nbd) "
-		"serves snapshot TAG\n"
+		"FILE@TAG or -l/--load-snapshot TAG (as qemu-nbd) serves "
+		"snapshot TAG\n"
 		"of FILE (imgtool snapshot), read-only; the export is named "
 		"FILE@TAG.\n");
 }
@@ -114,7 +114,6 @@ static int serve_parse_args(int argc, char **argv, struct serve_args *a)
 		{ "pidfile", required_argument, NULL, OPT_PIDFILE },
 		{ "daemon", no_argument, NULL, OPT_DAEMON },
 		{ "threads", required_argument, NULL, OPT_THREADS },
-		{ "snapshot", required_argument, NULL, 'l' },
 		{ "load-snapshot", required_argument, NULL, 'l' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -170,7 +169,13 @@ static int serve_parse_args(int argc, char **argv, struct serve_args *a)
 				return -1;
 			break;
 		case 'l':
+			/* qemu-nbd's forms too: snapshot.name=TAG or
+			 * snapshot.id=ID */
 			a->snapshot = optarg;
+			if (!strncmp(optarg, "snapshot.name=", 14))
+				a->snapshot = optarg + 14;
+			else if (!strncmp(optarg, "snapshot.id=", 12))
+				a->snapshot = optarg + 12;
 			break;
 		case 'v':
 			a->verbose = true;
@@ -233,7 +238,7 @@ static bool serve_name_exists(const char *file)
 	       stat(file, &st) == 0;
 }
 
-/* Open one export: the disk, or (FILE@TAG, --snapshot) one of its
+/* Open one export: the disk, or (FILE@TAG, -l TAG) one of its
  * snapshots read-only.  The disk's snapshots are checked either way: a
  * snapshot operation a crash interrupted leaves a disk not to be served
  * until it is finished.  Prints one line on failure. */
