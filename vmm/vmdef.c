@@ -680,3 +680,27 @@ int vmdef_check_options(json_object *options)
 	vmdef_free_argv(argc, argv);
 	return ret ? -EINVAL : 0;
 }
+
+int vmdef_update(json_object *options, int argc, char **argv, const char *name,
+		 const char *dir)
+{
+	json_object *created = json_object_new_array();
+	char err[512] = "";
+	int ret;
+
+	if (!created) {
+		fprintf(stderr, "imgvm: out of memory\n");
+		return -ENOMEM;
+	}
+	ret = vmdef_apply_args(options, argc, argv, name, dir, created, err,
+			       sizeof(err));
+	if (ret)
+		fprintf(stderr, "imgvm: %s\n", err);
+	else if (!(ret = vmdef_check_options(options)) &&
+		 (ret = vmdef_save(name, options, err, sizeof(err))))
+		fprintf(stderr, "imgvm: %s\n", err);
+	if (ret)
+		vmdef_remove_created(created);
+	json_object_put(created);
+	return ret;
+}
