@@ -10,11 +10,11 @@
  */
 #include "img.h"
 
-#include <criterion/criterion.h>
+#define TMPDIR_PREFIX "/tmp/test_snapshot"
+#include "unit_tmpdir.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,30 +22,26 @@
 #define DISK_SIZE (4u << 20)
 #define PATTERN_LEN (256u << 10)
 
-static char dir[64];
 static char disk[128];
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/test_snapshot.XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	make_tmpdir();
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-
 	img_set_io_hook(NULL, NULL);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	cr_assert_eq(system(cmd), 0);
+	remove_tmpdir();
 }
 
 static void make_disk(const char *format)
 {
 	struct img_create_options co = { .format = format, .size = DISK_SIZE };
-	char err[IMG_ERRMSG_MAX];
+	char err[IMG_ERRMSG_MAX], name[32];
 
-	snprintf(disk, sizeof(disk), "%s/disk.%s", dir, format);
+	snprintf(name, sizeof(name), "disk.%s", format);
+	snprintf(disk, sizeof(disk), "%s", tmp_path(name));
 	cr_assert_eq(img_create(disk, &co, err, sizeof(err)), 0, "%s", err);
 }
 
