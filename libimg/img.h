@@ -245,6 +245,9 @@ struct img_info {
 	/* Every host file that makes up this layer (descriptor, extents). */
 	int nfiles;
 	char **files;
+	/* The store cannot tell what it holds (HTTP, an NBD server without
+	 * block status): actual_size is 0 and means nothing. */
+	bool actual_size_unknown;
 };
 
 int img_get_info(struct img *img, struct img_info **out);
@@ -468,6 +471,11 @@ struct img_backend_snapshot {
 };
 int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,
 			  int max, char *errbuf, size_t errlen);
+
+/* Remove the object a name stores an image in: a local file, an RBD
+ * image.  -ENOTSUP for backends whose objects are not ours to remove (an
+ * NBD export, HTTP); another -errno with a message. */
+int img_remove(const char *name, char *errbuf, size_t errlen);
 
 #ifdef __cplusplus
 }
