@@ -111,8 +111,11 @@ static bool worker_step(struct worker *w, uint8_t *buf)
 		return r ? fail_with(w, "flush", 0, 0, r) : true;
 	}
 	/* writes: one in four unaligned */
-	pick_range(w, op < 45 ? op % 4 != 0 : op < 85 ? op % 2 : true, &off,
-		   &len);
+	pick_range(w,
+		   op < 45   ? op % 4 != 0
+		   : op < 85 ? op % 2
+			     : true,
+		   &off, &len);
 	if (op < 45)
 		for (size_t i = 0; i < len; i++)
 			buf[i] = (uint8_t)rand_r(&w->seed);
