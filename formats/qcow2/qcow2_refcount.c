@@ -113,7 +113,8 @@ int qcow2_alloc_clusters(struct img *img, struct qcow2_state *s, uint64_t n,
 	if (n > 1)
 		s->free_hint_run = c + n;
 	if ((c + n) << s->cluster_bits > s->file_size)
-		s->file_size = (c + n) << s->cluster_bits;
+		__atomic_store_n(&s->file_size, (c + n) << s->cluster_bits,
+				 __ATOMIC_RELEASE);
 	*first = c;
 	return 0;
 }
