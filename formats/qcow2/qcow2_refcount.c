@@ -489,6 +489,15 @@ int qcow2_refs_apply_pending(struct img *img, struct qcow2_state *s)
 		}
 	}
 	s->npending = 0;
+	/* The room left in the compressed area lies in the host cluster of
+	 * the last compressed cluster stored; once none of those is
+	 * referenced, that cluster is free for any allocation, so the next
+	 * compressed cluster starts a new area rather than write into it. */
+	if (s->cpos < s->cend && (s->cpos & (s->cluster_size - 1)) &&
+	    !qcow2_ref_get(s, s->cpos >> s->cluster_bits)) {
+		s->cpos = s->cend = 0;
+		s->clast = UINT64_MAX;
+	}
 	return qcow2_refs_commit(img, s);
 }
 

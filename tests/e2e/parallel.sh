@@ -59,4 +59,13 @@ for spec in raw vdi vdi:static vhd:dynamic vhd:fixed vhd+diff \
 		;;
 	esac
 done
+# One thread, so the order is fixed: overwrites free every compressed
+# cluster in the host cluster that still had room for the next one.
+d=$T/compress-reuse
+mkdir -p "$d"
+if out=$("$PIO" qcow2+compress "$d" 1 1000 2>&1); then
+	ok "qcow2+compress: a host cluster freed under the compressed area's room is not written into after it is reused"
+else
+	fail "qcow2+compress, one thread: $out"
+fi
 finish
