@@ -135,8 +135,7 @@ static const uint8_t configuration_descriptor[CONFIG_TOTAL] = {
 
 _Static_assert(sizeof(report_descriptor) < 256, "wDescriptorLength");
 
-static const char *const strings[] = { NULL, "imgvm", "USB Tablet",
-				       "42" };
+static const char *const strings[] = { NULL, "imgvm", "USB Tablet", "42" };
 
 enum control_stage {
 	CONTROL_IDLE,
