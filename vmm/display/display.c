@@ -163,7 +163,7 @@ struct display *display_create(struct vga *vga, struct i8042 *kbc,
 		return d;
 	pixels = (uint32_t *)renderer_surface(d->renderer, &w, &h);
 	d->vnc = vnc_server_create(opt->vnc, opt->vnc_password_file, kbc,
-				   pixels, w, h, err, errlen);
+				   opt->tablet, pixels, w, h, err, errlen);
 	if (!d->vnc)
 		goto fail;
 	if (pthread_create(&d->thread, NULL, display_thread, d)) {

@@ -13,6 +13,7 @@
 
 struct vga;
 struct i8042;
+struct usb_tablet;
 struct display;
 
 struct display_options {
@@ -20,6 +21,8 @@ struct display_options {
 	 * NULL: no VNC server */
 	const char *vnc;
 	const char *vnc_password_file;
+	/* the viewers' pointer goes to this USB tablet, else to kbc */
+	struct usb_tablet *tablet;
 };
 
 /* kbc receives the viewers' keys and pointer (may be NULL). */
@@ -70,10 +73,12 @@ struct screen {
 
 /* Adds the VGA (at PCI slot) with its BIOS handed to SeaBIOS through
  * fw_cfg, and the display; nothing when no option asks for a screen.
- * Errors as one line in err. */
+ * Keys go to kbc, the pointer to tablet (NULL: to kbc's mouse).  Errors
+ * as one line in err. */
 int screen_setup(struct screen *s, const struct screen_options *opt,
 		 struct vmm *vm, struct fw_cfg *fc, struct i8042 *kbc,
-		 unsigned slot, char *err, size_t errlen);
+		 struct usb_tablet *tablet, unsigned slot, char *err,
+		 size_t errlen);
 /* The on-demand screenshot (--screenshot), one line on stderr on error. */
 void screen_screenshot(struct screen *s, const struct screen_options *opt);
 /* Writes --screenshot-on-exit, stops the display, frees the VGA. */

@@ -208,11 +208,13 @@ out:
 
 int screen_setup(struct screen *s, const struct screen_options *opt,
 		 struct vmm *vm, struct fw_cfg *fc, struct i8042 *kbc,
-		 unsigned slot, char *err, size_t errlen)
+		 struct usb_tablet *tablet, unsigned slot, char *err,
+		 size_t errlen)
 {
 	struct display_options dopt = {
 		.vnc = opt->vnc,
 		.vnc_password_file = opt->vnc_password_file,
+		.tablet = tablet,
 	};
 
 	memset(s, 0, sizeof(*s));
