@@ -284,7 +284,7 @@ int pc_setup(struct pc *pc)
 	if (open_disks(pc) || setup_storage(pc) || setup_network(pc))
 		return -EINVAL;
 	if (screen_setup(&pc->screen, &pc->opt.screen, pc->vm, pc->vm->fw_cfg,
-			 pc->kbc, VGA_SLOT, err, sizeof(err))) {
+			 pc->kbc, pc->piix, VGA_SLOT, err, sizeof(err))) {
 		fprintf(stderr, "imgvm: %s\n", err);
 		return -EINVAL;
 	}
