@@ -33,6 +33,13 @@ LIBIMG_LIBS := -lz -lcrypto
 LIBIMG_LIBS += -lzstd
 LIBIMG_LIBS += -lnbd -lcurl -lrbd -lrados
 VMM_LIBS := -lvncserver -lslirp -ljson-c -lxml2 -larchive
+# SDL2 (--display sdl) when its development files are installed
+SDL_CFLAGS := $(shell pkg-config --cflags sdl2 2>/dev/null)
+SDL_LIBS := $(shell pkg-config --libs sdl2 2>/dev/null)
+ifneq ($(SDL_LIBS),)
+VMM_LIBS += $(SDL_LIBS)
+$(B)/obj/vmm/display/sdl.o: EXTRA_CFLAGS += -DIMGVM_SDL $(SDL_CFLAGS)
+endif
 # the tests' independent readers: a VNC client and a PNG decoder
 TEST_LIBS := -lvncclient -lpng
 LIBS := $(LIBIMG_LIBS) -lssl -lfuse3

@@ -21,6 +21,13 @@ trap 'rm -rf "$W"' EXIT
 CLIENT=$TOP/$B/tests/helpers/vnc_client
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# per thread (BENCH_THREADS=1): "TID:TICKS ..." to see where the time goes
+thread_ticks() {
+	local t
+	for t in /proc/"$1"/task/*; do
+		printf '%s:%s ' "${t##*/}" "$(awk '{print $14 + $15}' "$t/stat")"
+	done
+}
 
 # measure NAME PID SOCKET: settle, then the CPU ticks during WINDOW
 # seconds with a viewer attached
@@ -32,8 +39,10 @@ measure() {
 	local viewer=$!
 	sleep 3
 	t0=$(cpu_ticks "$pid")
+	[ -n "${BENCH_THREADS:-}" ] && echo "$name threads before: $(thread_ticks "$pid")" >&2
 	sleep "$WINDOW"
 	t1=$(cpu_ticks "$pid")
+	[ -n "${BENCH_THREADS:-}" ] && echo "$name threads after:  $(thread_ticks "$pid")" >&2
 	wait $viewer 2>/dev/null
 	kill "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
