@@ -26,6 +26,8 @@
 #      IMGVM_DEB_CACHE (default ~/.cache/imgvm/debs) downloaded .debs
 #      NK_MEM=4096 (MiB)  NK_SMP (default: host CPUs, at most 4)
 #      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
+#      NK_ACCEL=tcg,thread=multi (QEMU's -accel for L1)
+#      NK_STALL=30: L1's watchdog calls a CPU stuck after this many seconds
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
 #      NK_CONSOLE_LOG=FILE keeps L1's console there when L1 ends
 #      NK_STARTED_FILE=FILE gets the time L1 starts (after the lock)
@@ -237,13 +239,16 @@ sync
 poweroff -f
 EOF
 
-initrd=$cache/l1-initrd.gz
+# One initramfs per version of /init and kernel, each built in its own
+# folder and moved into place whole: checkouts of different versions on
+# one machine share the cache without rebuilding each other's.
 stamp=$(printf '%s' "$l1_init" | sha256sum | cut -c1-16)-$KPKG
-if [ "$(cat "$cache/l1-initrd.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -e "$initrd" ]; then
+initrd=$cache/l1-initrd-$stamp.gz
+if [ ! -e "$initrd" ]; then
 	log "building the L1 initramfs ($KPKG)"
 	[ -e "$ktree/lib/modules/$kver/modules.dep" ] || depmod -b "$ktree" "$kver"
-	w=$cache/l1-root
-	rm -rf "$w" && mkdir -p "$w"/{bin,proc,sys,dev}
+	w=$(mktemp -d "$cache/l1-root.XXXXXX") || exit 125
+	mkdir -p "$w"/{bin,proc,sys,dev}
 	cp "$btree/bin/busybox" "$w/bin/"
 	printf '%s\n' "$l1_init" >"$w/init"
 	chmod 755 "$w/init"
@@ -258,8 +263,7 @@ if [ "$(cat "$cache/l1-initrd.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -e "$ini
 				echo "$rel" >>"$w/modules.list"
 			done
 	done
-	(cd "$w" && find . | cpio -o -H newc --quiet -R 0:0) | gzip -1 >"$initrd.new" && mv "$initrd.new" "$initrd"
-	echo "$stamp" >"$cache/l1-initrd.stamp"
+	(cd "$w" && find . | cpio -o -H newc --quiet -R 0:0) | gzip -1 >"$w.gz" && mv "$w.gz" "$initrd"
 	rm -rf "$w"
 fi
 
@@ -308,7 +312,7 @@ smp=${NK_SMP:-$(nproc)}
 amd=$(echo "${NK_AMD_PARAMS:-}" | tr ' ' ',')
 stall=${NK_STALL:-30}
 started=$(date +%s.%N)
-timeout -k 5 "$limit" qemu-system-x86_64 -accel tcg,thread=multi -cpu "${NK_CPU:-EPYC,+svm,+npt}" \
+timeout -k 5 "$limit" qemu-system-x86_64 -accel "${NK_ACCEL:-tcg,thread=multi}" -cpu "${NK_CPU:-EPYC,+svm,+npt}" \
 	-smp "$smp" -m "${NK_MEM:-4096}" -M q35 -display none -vga none -nic none -no-reboot \
 	-monitor none -serial "file:$ctl/console.log" \
 	-kernel "$ktree/boot/vmlinuz-$kver" -initrd "$initrd" \

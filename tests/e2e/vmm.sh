@@ -834,6 +834,11 @@ if [ -e "$T/nested.out" ]; then
 else
 	retried=$(cat "$T/in/jobs"/*.out 2>/dev/null | grep -ac '^# RETRIED ')
 fi
+# the nested host's watchdog: CPUs of L1 that took no interrupt for 5 s
+# or more and then went on (a stuck one makes it a restart, above)
+stalls=$(cat "$T"/l1-console*.log 2>/dev/null | grep -ao 'nested-kvm-stall: .*' | tr -d '\r')
+[ -z "$stalls" ] || echo "# the nested host's CPUs stood still and went on $(wc -l <<<"$stalls") time(s):" \
+	"$(grep -o 'for [0-9]* s' <<<"$stalls" | cut -d' ' -f2 | sort -n | tr '\n' ' ')s"
 echo "# VMM cases took $(($(date +%s) - start)) s; retried: $retried guest case(s), ${tries:-0} restart(s) of the nested host"
 echo "# logs of this run: $VMM_E2E_LOGDIR"
 finish
