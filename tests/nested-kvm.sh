@@ -28,6 +28,7 @@
 #      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
 #      NK_ACCEL=tcg,thread=multi (QEMU's -accel for L1)
 #      NK_STALL=30: L1's watchdog calls a CPU stuck after this many seconds
+#      NK_SILENT=60: it kills an imgvm boot that wrote nothing for this long
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
 #      NK_CONSOLE_LOG=FILE keeps L1's console there when L1 ends
 #      NK_STARTED_FILE=FILE gets the time L1 starts (after the lock)
@@ -153,13 +154,16 @@ hostname nested-kvm
 # comes back (QEMU TCG's emulated SVM) takes no interrupt: its tick and
 # idle counters in /proc/stat stop, and the task on it cannot be killed.
 # A CPU whose counters stood still for nk_stall seconds (default 30), or a
-# task alive 15 s after SIGKILL, is reported on the console as
+# task alive 15 s after SIGKILL (the watchdog kills an imgvm boot that
+# wrote nothing in nk_silent seconds, default 60, to find out), is
+# reported on the console as
 # "nested-kvm-hung: ..." with the VMM threads' state, which the host
 # watches for: it stops L1 at once.  Shorter stops of a CPU (5 s or more)
 # are reported as "nested-kvm-stall: ...", for the record.  Its heartbeat,
 # /ctl/alive, tells the host that L1 as a whole still runs.
 stall=$(sed -n 's/.*nk_stall=\([0-9]*\).*/\1/p' /proc/cmdline)
-awk -v limit="${stall:-30}" -v klimit=15 '
+silent=$(sed -n 's/.*nk_silent=\([0-9]*\).*/\1/p' /proc/cmdline)
+awk -v limit="${stall:-30}" -v klimit=15 -v silent="${silent:-60}" '
 function slurp(f,   l, s) {
 	s = ""
 	while ((getline l < f) > 0) s = s l "\n"
@@ -167,6 +171,7 @@ function slurp(f,   l, s) {
 	return s
 }
 function field(s, name,   a) {
+	s = "\n" s
 	if (match(s, "\n" name ":[ \t]*[^\n]*") == 0) return ""
 	a = substr(s, RSTART + 1, RLENGTH - 1)
 	sub("^[^:]*:[ \t]*", "", a)
@@ -194,9 +199,26 @@ function vmm_threads(   p, t, st, out, n, f) {
 	gsub(/\n/, "", out)
 	return out
 }
+# silent_boot(PID): an imgvm boot that has written nothing (no console
+# or firmware output, no disk write) for nk_silent seconds since its start,
+# where SeaBIOS prints its banner within seconds
+function silent_boot(p,   io, a, c, st, cmd) {
+	io = slurp("/proc/" p "/io")
+	if (io == "" || field(io, "wchar") != "0") return 0
+	st = slurp("/proc/" p "/stat")
+	sub(/^.*\) /, "", st)
+	split(st, a, " ")
+	if (uptime - a[20] / 100 < silent) return 0
+	c = "tr \"\\0\" \" \" </proc/" p "/cmdline"
+	c | getline cmd
+	close(c)
+	return cmd ~ /^[^ ]*imgvm boot /
+}
 BEGIN {
 	for (;;) {
 		now = systime()
+		split(slurp("/proc/uptime"), up, " ")
+		uptime = up[1]
 		while ((getline l < "/proc/stat") > 0) {
 			if (l !~ /^cpu[0-9]/) continue
 			split(l, f, " ")
@@ -218,6 +240,11 @@ BEGIN {
 			if (p !~ /^[0-9]+$/) continue
 			st = slurp("/proc/" p "/status")
 			if (st == "" || field(st, "State") ~ /^[ZX]/) { delete kt[p]; continue }
+			if (field(st, "Name") == "imgvm" && !(p in silenced) && silent_boot(p)) {
+				kmsg("nested-kvm-stall: imgvm boot (pid " p ") wrote nothing in " silent " s: killed")
+				system("kill -KILL " p)
+				silenced[p] = 1
+			}
 			if (!killed(field(st, "ShdPnd")) && !killed(field(st, "SigPnd"))) { delete kt[p]; continue }
 			if (!(p in kt)) kt[p] = now
 			else if (now - kt[p] >= klimit) {
@@ -316,7 +343,7 @@ timeout -k 5 "$limit" qemu-system-x86_64 -accel "${NK_ACCEL:-tcg,thread=multi}" 
 	-smp "$smp" -m "${NK_MEM:-4096}" -M q35 -display none -vga none -nic none -no-reboot \
 	-monitor none -serial "file:$ctl/console.log" \
 	-kernel "$ktree/boot/vmlinuz-$kver" -initrd "$initrd" \
-	-append "console=ttyS0 panic=-1 quiet loglevel=3 nk_amd=$amd nk_stall=$stall" \
+	-append "console=ttyS0 panic=-1 quiet loglevel=3 nk_amd=$amd nk_stall=$stall nk_silent=${NK_SILENT:-60}" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$ctl,mount_tag=ctl,security_model=none" \
 	"${shares[@]}" </dev/null >"$ctl/qemu.log" 2>&1 &
