@@ -72,7 +72,7 @@ WHOLE_LIBA := -Wl,--whole-archive $(LIBA) -Wl,--no-whole-archive
 
 BINS := $(B)/bin/imgtool $(if $(VMM_SRCS),$(B)/bin/imgvm)
 
-.PHONY: all deps check unit e2e vmm-e2e demo bench crashtest fuzz valgrind install format format-check clean
+.PHONY: all deps check check-install unit e2e vmm-e2e demo bench crashtest fuzz valgrind install format format-check clean
 all: $(LIBA) $(LIBSO) $(B)/lib/libimg.pc $(BINS)
 
 $(B)/obj/%.o: %.c
@@ -207,6 +207,13 @@ fuzz:
 # ---- benchmarks: never part of make check ----
 bench: all
 	@B=$(B) bash bench/run.sh
+
+# make check-install: Debian 12 installed from a local mirror (built with
+# apt, Debian's packages only) onto a VDI, a VHD and a VMDK under imgvm, and
+# booted from each (slow: tens of minutes each in the nested test host; not
+# part of make check).  FMTS="vdi" for one format.
+check-install: deps all
+	@B=$(B) bash tests/install/debian.sh
 
 # make valgrind: imgtool's end-to-end paths under valgrind memcheck (slow;
 # not part of make check).
