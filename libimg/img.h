@@ -406,6 +406,11 @@ int img_snapshots_delete(struct img_snapshots *snaps, const char *tag);
  * img_close, before closing snaps). */
 int img_snapshots_open_image(struct img_snapshots *snaps, const char *tag,
 			     struct img **out);
+/* Remove every snapshot layer of the disk at path (its DISK.snapshots/
+ * folder), for a caller deleting the disk itself; internal snapshots go
+ * with the image file.  0 (also when there were none) or -errno with the
+ * message in errbuf. */
+int img_snapshots_remove_all(const char *path, char *errbuf, size_t errlen);
 /* Finish or undo an operation on the disk's snapshots that a crash
  * interrupted.  Returns 1 when it did, 0 when there was none, or -errno
  * with the message in errbuf. */
