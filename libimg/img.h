@@ -295,6 +295,27 @@ int img_check(struct img *img, struct img_check_result *res, unsigned fix);
 int img_set_backing(struct img *img, const char *backing_file,
 		    const char *backing_format, struct img *parent);
 
+/* Copy every range allocated in from's own layer (img_block_status_layer)
+ * into `to` at the same offsets: data as data, allocated zeros as zeros
+ * (commit, snapshot delete).  With IMG_COPY_ONLY_UNALLOCATED, ranges `to`
+ * has allocated in its own layer are left alone.  The message of a
+ * failure, on either handle, is left on `to`. */
+enum img_copy_layer_flags {
+	IMG_COPY_ONLY_UNALLOCATED = 1u << 0,
+};
+int img_copy_layer(struct img *from, struct img *to, unsigned flags);
+/* The text to record in child so that it finds parent (both existing
+ * paths): relative to child's directory, or absolute when that is more
+ * than two levels up.  malloc'ed; NULL with errno set. */
+char *img_parent_reference(const char *child, const char *parent);
+/* Record parent (at parent_path) again as child's parent, with ref as the
+ * text (NULL: img_parent_reference): after the parent's contents changed
+ * (formats that keep the parent's identity in the child: VMDK CID, VDI
+ * UUIDs), or after either moved.  Opens both itself. */
+int img_record_parent(const char *child_path, const char *child_format,
+		      const char *parent_path, const char *parent_format,
+		      const char *ref, char *errbuf, size_t errlen);
+
 /* ---- internal snapshots ----------------------------------------------- */
 
 /* Snapshots kept inside the image file (qcow2).  The list functions return
