@@ -53,6 +53,11 @@ struct img_file {
  * too.  Messages go to img. */
 int img_file_open(struct img *img, struct img_file *f, const char *path,
 		  bool writable);
+/* The image's own file (img_filename, writable when opened IMG_OPEN_RDWR)
+ * with its size; one shorter than min_size is refused ("file too small
+ * for a VHD (N bytes)", format naming it) and closed again. */
+int img_file_open_image(struct img *img, struct img_file *f,
+			const char *format, uint64_t min_size, uint64_t *size);
 /* Creates (O_CREAT|O_TRUNC, or O_EXCL when excl) and locks exclusively. */
 int img_file_create(struct img_file *f, const char *path, bool excl,
 		    char *errbuf, size_t errlen);
