@@ -270,6 +270,8 @@ const char *img_dirname(const struct img *img);
 
 /* Random bytes for UUIDs (getrandom). */
 void img_random_bytes(void *buf, size_t len);
+/* The value of a hexadecimal digit, -1 for any other character. */
+int img_hex_digit(char c);
 /* RFC 4122 text form of 16 bytes, big-endian (as written). */
 void img_uuid_format(const uint8_t uuid[16], char out[37]);
 /* get_info helpers: append one format-specific fact (dropped past
