@@ -60,7 +60,7 @@ log() { echo "# $*"; }
 
 # The installer CD: the test guest's kernel and initramfs with an overlay
 # (the installer's /init, debootstrap from the mirror, the host's perl for
-# debootstrap's package lists) appended as a second cpio archive.
+# debootstrap's package lists, dash and chroot) appended as a second cpio archive.
 build_installer_iso() {
 	local mirror=$1 guest=$2 out=$3 w deb lib
 	w=$WORK/iso-build
@@ -70,10 +70,16 @@ build_installer_iso() {
 	[ -n "$deb" ] || { echo "no debootstrap in the mirror"; return 1; }
 	dpkg-deb -x "$deb" "$w/deb"
 	cp -a "$w/deb/usr" "$w/overlay/"
-	cp -L /usr/bin/perl "$w/overlay/usr/bin/perl"
-	for lib in $(ldd /usr/bin/perl | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'); do
-		mkdir -p "$w/overlay$(dirname "$lib")"
-		cp -L "$lib" "$w/overlay$lib"
+	# busybox runs its own applets before PATH, so under busybox's sh
+	# debootstrap's `chroot TARGET dpkg` would run busybox's dpkg: it runs
+	# under dash, with coreutils' chroot first in PATH
+	mkdir -p "$w/overlay/usr/sbin"
+	for prog in /usr/bin/perl:/usr/bin/perl /bin/dash:/usr/bin/dash /usr/sbin/chroot:/usr/sbin/chroot; do
+		cp -L "${prog%%:*}" "$w/overlay${prog#*:}"
+		for lib in $(ldd "${prog%%:*}" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'); do
+			mkdir -p "$w/overlay$(dirname "$lib")"
+			cp -L "$lib" "$w/overlay$lib"
+		done
 	done
 	install -m 755 "$ROOT/tests/install/installer-init.sh" "$w/overlay/init"
 	cp "$guest/vmlinuz" "$w/iso/boot/vmlinuz"
@@ -93,6 +99,27 @@ build_installer_iso() {
 	rm -rf "$w"
 }
 
+# Debian's netboot installer (tests/guest/debian-preseed.cfg) fetches its
+# partitioner, boot loader installer and finishing steps as udebs from the
+# mirror: where the archive does not serve them it cannot install.  The
+# install here goes through the installer CD below either way (debootstrap,
+# as the netboot installer's base-installer runs it); this says whether the
+# mirror would also serve the netboot installer.
+DI_UDEBS="base-installer bootstrap-base debootstrap-udeb partman-base partman-ext3
+partman-basicfilesystems partman-target apt-setup-udeb user-setup-udeb grub-installer
+finish-install e2fsprogs-udeb"
+di_installer_check() {
+	local mirror=$1 name missing=()
+	for name in $DI_UDEBS; do
+		grep -q "^${name}_" "$mirror/udebs-missing" && missing+=("$name")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		echo "skip - debian-installer's netboot install with tests/guest/debian-preseed.cfg: the archive did not serve $(wc -l <"$mirror/udebs-missing") of its udebs, among them ${missing[*]}"
+	else
+		log "the mirror also serves the netboot installer's udebs (tests/guest/debian-preseed.cfg)"
+	fi
+}
+
 prepare() {
 	local mirror t0
 	mkdir -p "$WORK"
@@ -100,6 +127,7 @@ prepare() {
 	mirror=$("$ROOT/tests/guest/debian-mirror.sh") || { fail "tests/guest/debian-mirror.sh could not build the mirror"; return 1; }
 	echo "$mirror" >"$WORK/mirror"
 	log "mirror $mirror ($(tr '\n' ' ' <"$mirror/complete"), $(($(date +%s) - t0)) s)"
+	di_installer_check "$mirror"
 	"$ROOT/tests/guest/build-test-iso.sh" "$WORK/guest" >"$WORK/guest.log" 2>&1 ||
 		{ fail "tests/guest/build-test-iso.sh: $(tail -2 "$WORK/guest.log")"; return 1; }
 	build_installer_iso "$mirror" "$WORK/guest" "$WORK/debian-installer.iso" >"$WORK/iso.log" 2>&1 ||

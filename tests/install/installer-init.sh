@@ -35,6 +35,7 @@ phase() { echo "DEBIAN-INSTALL-PHASE $1 $(now)"; }
 die() {
 	echo "DEBIAN-INSTALL-FAIL: $*"
 	[ -e /tmp/step.log ] && tail -n 30 /tmp/step.log
+	[ -e "$T/debootstrap/debootstrap.log" ] && tail -n 30 "$T/debootstrap/debootstrap.log"
 	dmesg | tail -n 10
 	sync
 	poweroff -f
@@ -99,8 +100,10 @@ step mount mount -t ext4 "${disk}1" "$T"
 
 # ---- base-installer -------------------------------------------------------
 phase debootstrap
-# busybox's dpkg-deb has no --fsys-tarfile: ar and tar unpack instead
-step debootstrap debootstrap --arch=amd64 --no-check-gpg --extractor=ar --include=ca-certificates \
+# dash, not busybox's sh, which would run its own chroot and dpkg applets
+# instead of the target's dpkg; busybox's dpkg-deb has no --fsys-tarfile:
+# ar and tar unpack instead
+step debootstrap /usr/bin/dash /usr/sbin/debootstrap --arch=amd64 --no-check-gpg --extractor=ar --include=ca-certificates \
 	"$SUITE" "$T" "$MIRROR"
 for fs in dev dev/pts proc sys; do
 	mount --bind "/$fs" "$T/$fs" || die "bind mount /$fs"
