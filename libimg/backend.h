@@ -50,6 +50,9 @@ struct img_file_ops {
 	/* Snapshots the store keeps of this object (RBD); count or -errno. */
 	int (*list_snapshots)(struct img_file *f,
 			      struct img_backend_snapshot *out, int max);
+	/* Bytes the store holds for the object (what "disk size" shows);
+	 * -ENOTSUP when it cannot tell. */
+	int (*allocated)(struct img_file *f, uint64_t *bytes);
 	/* Remove the object (a failed create cleans up after itself). */
 	int (*remove)(const char *name, char *errbuf, size_t errlen);
 };

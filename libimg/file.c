@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static img_io_hook_fn io_hook;
 static void *io_hook_opaque;
@@ -189,6 +190,60 @@ bool img_name_is_local(const char *name)
 
 /* ---- open, create, close -------------------------------------------------*/
 
+/* The remote objects open in this process, so that a question about one
+ * by name (img_file_allocated_name) goes over the connection already
+ * made: an NBD server may take one client only.  Entries point at the
+ * backend's own state, which stays where it is while the handle is
+ * open. */
+static pthread_mutex_t remote_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct remote_open {
+	char *name;
+	const struct img_file_ops *ops;
+	void *backend;
+	struct remote_open *next;
+} * remote_opens;
+
+static void remote_add(const struct img_file *f)
+{
+	struct remote_open *r;
+
+	if (f->ops == &img_backend_file || !f->ops->allocated)
+		return;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return; /* only a question by name then opens it again */
+	r->name = strdup(f->path);
+	if (!r->name) {
+		free(r);
+		return;
+	}
+	r->ops = f->ops;
+	r->backend = f->backend;
+	pthread_mutex_lock(&remote_lock);
+	r->next = remote_opens;
+	remote_opens = r;
+	pthread_mutex_unlock(&remote_lock);
+}
+
+static void remote_remove(const struct img_file *f)
+{
+	struct remote_open **p, *r;
+
+	if (f->ops == &img_backend_file || !f->ops->allocated)
+		return;
+	pthread_mutex_lock(&remote_lock);
+	for (p = &remote_opens; *p; p = &(*p)->next) {
+		if ((*p)->backend == f->backend) {
+			r = *p;
+			*p = r->next;
+			free(r->name);
+			free(r);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&remote_lock);
+}
+
 static void file_reset(struct img_file *f)
 {
 	memset(f, 0, sizeof(*f));
@@ -217,6 +272,7 @@ int img_file_open_name(struct img_file *f, const char *name, bool writable,
 		return r;
 	}
 	f->ops = ops;
+	remote_add(f);
 	return 0;
 }
 
@@ -260,13 +316,16 @@ int img_file_create(struct img_file *f, const char *path, bool excl,
 		return img_error_buf(errbuf, errlen, r, "%s: %s", path, msg);
 	}
 	f->ops = ops;
+	remote_add(f);
 	return 0;
 }
 
 void img_file_close(struct img_file *f)
 {
-	if (f->ops)
+	if (f->ops) {
+		remote_remove(f);
 		f->ops->close(f);
+	}
 	free(f->path);
 	file_reset(f);
 }
@@ -283,6 +342,66 @@ int img_file_remove_name(const char *name, char *errbuf, size_t errlen)
 	if (!ops->remove)
 		return -ENOTSUP;
 	return ops->remove(name, errbuf, errlen);
+}
+
+int img_file_allocated_name(const char *name, uint64_t *bytes)
+{
+	const struct img_file_ops *ops = img_backend_for(name);
+	struct img_file f;
+	struct remote_open *r;
+	char msg[IMG_ERRMSG_MAX];
+	int ret;
+
+	*bytes = 0;
+	if (ops == &img_backend_file) {
+		struct stat st;
+
+		/* a file that is not there (yet) holds nothing */
+		if (stat(name, &st) == 0)
+			*bytes = (uint64_t)st.st_blocks * 512;
+		return 0;
+	}
+	if (!ops->allocated)
+		return -ENOTSUP;
+	{
+		pthread_mutex_lock(&remote_lock);
+		for (r = remote_opens; r; r = r->next)
+			if (strcmp(r->name, name) == 0)
+				break;
+		if (r) {
+			/* under the lock: the handle cannot close meanwhile */
+			file_reset(&f);
+			f.path = r->name;
+			f.ops = r->ops;
+			f.backend = r->backend;
+			ret = r->ops->allocated(&f, bytes);
+			pthread_mutex_unlock(&remote_lock);
+			return ret;
+		}
+		pthread_mutex_unlock(&remote_lock);
+	}
+	ret = img_file_open_name(&f, name, false, IMG_OPEN_NO_LOCK, msg,
+				 sizeof(msg));
+	if (ret < 0)
+		return ret;
+	ret = ops->allocated(&f, bytes);
+	img_file_close(&f);
+	return ret;
+}
+
+int img_remove(const char *name, char *errbuf, size_t errlen)
+{
+	char msg[IMG_ERRMSG_MAX] = "";
+	int r = img_file_remove_name(name, msg, sizeof(msg));
+
+	if (r == -ENOTSUP)
+		return img_error_buf(errbuf, errlen, r,
+				     "%s: the %s backend cannot remove it",
+				     name, img_backend_for(name)->name);
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r, "%s: %s", name,
+				     msg[0] ? msg : strerror(-r));
+	return 0;
 }
 
 int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,

@@ -32,6 +32,7 @@ enum {
 	OPT_NET,
 	OPT_PXE_ROM,
 	OPT_SCREEN,
+	OPT_POINTER,
 	OPT_HELP,
 };
 
@@ -60,6 +61,7 @@ const struct boot_option_info boot_option_list[] = {
 	{ "vnc-password-file", V | P, OPT_SCREEN },
 	{ "screenshot", V | P, OPT_SCREEN },
 	{ "screenshot-on-exit", V | P, OPT_SCREEN },
+	{ "pointer", V, OPT_POINTER },
 	{ NULL, 0, 0 },
 };
 #undef V
@@ -129,7 +131,13 @@ void boot_options_help(FILE *out)
 		"  --control PATH       serve the control protocol (JSON lines, "
 		"see imgvm(1))\n"
 		"                       on the Unix socket PATH (mode 0600)\n"
-		"%s",
+		"%s"
+		"  --pointer tablet|ps2 the viewers' pointer: a USB tablet "
+		"(absolute, on a\n"
+		"                       UHCI controller; the default with a "
+		"screen) or the\n"
+		"                       PS/2 mouse (relative; the default "
+		"without)\n",
 		DEFAULT_PXE_ROM, DEFAULT_BIOS, screen_options_help);
 }
 
@@ -344,6 +352,15 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 					  optarg))
 				return -EINVAL;
 			break;
+		case OPT_POINTER:
+			if (strcmp(optarg, "tablet") && strcmp(optarg, "ps2")) {
+				fprintf(stderr,
+					"imgvm: --pointer must be tablet or "
+					"ps2\n");
+				return -EINVAL;
+			}
+			opt->pointer = optarg;
+			break;
 		case OPT_HELP:
 			return BOOT_OPTIONS_HELP;
 		default:
@@ -372,4 +389,11 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 		return -EINVAL;
 	}
 	return screen_options_check(&opt->screen);
+}
+
+bool boot_options_tablet(const struct boot_options *opt)
+{
+	if (opt->pointer)
+		return !strcmp(opt->pointer, "tablet");
+	return opt->screen.vga;
 }

@@ -113,7 +113,8 @@ int qcow2_alloc_clusters(struct img *img, struct qcow2_state *s, uint64_t n,
 	if (n > 1)
 		s->free_hint_run = c + n;
 	if ((c + n) << s->cluster_bits > s->file_size)
-		s->file_size = (c + n) << s->cluster_bits;
+		__atomic_store_n(&s->file_size, (c + n) << s->cluster_bits,
+				 __ATOMIC_RELEASE);
 	*first = c;
 	return 0;
 }
@@ -488,6 +489,15 @@ int qcow2_refs_apply_pending(struct img *img, struct qcow2_state *s)
 		}
 	}
 	s->npending = 0;
+	/* The room left in the compressed area lies in the host cluster of
+	 * the last compressed cluster stored; once none of those is
+	 * referenced, that cluster is free for any allocation, so the next
+	 * compressed cluster starts a new area rather than write into it. */
+	if (s->cpos < s->cend && (s->cpos & (s->cluster_size - 1)) &&
+	    !qcow2_ref_get(s, s->cpos >> s->cluster_bits)) {
+		s->cpos = s->cend = 0;
+		s->clast = UINT64_MAX;
+	}
 	return qcow2_refs_commit(img, s);
 }
 

@@ -15,7 +15,7 @@
 # name with as few guest runs as possible; VMM_E2E_FULL=1 adds the slower
 # extra runs (the installed disk in all formats, --cpus 2, a reset loop).
 # Env: VMM_E2E_TIMEOUT (per guest run, s; default 240), VMM_E2E_KEEP=DIR
-# (keep the logs there).
+# (keep the logs there), VMM_E2E_ONLY="JOB..." (only these guest jobs).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
@@ -95,6 +95,8 @@ declare -a JOB_NAMES=()
 declare -A JOB_DEPS=()
 
 add_job() { # NAME [DEP...]: job_NAME is a function; 0 = passed
+	# VMM_E2E_ONLY="NAME...": only these jobs (a quick run of one area)
+	[ -z "${VMM_E2E_ONLY:-}" ] || [[ " $VMM_E2E_ONLY " == *" $1 "* ]] || return 0
 	JOB_NAMES+=("$1")
 	JOB_DEPS[$1]="${*:2}"
 }

@@ -283,7 +283,8 @@ struct display *display_create(struct vga *vga, struct i8042 *kbc,
 	if (opt->vnc) {
 		pixels = (uint32_t *)renderer_surface(d->renderer, &w, &h);
 		d->vnc = vnc_server_create(opt->vnc, opt->vnc_password_file,
-					   kbc, pixels, w, h, err, errlen);
+					   kbc, opt->tablet, pixels, w, h, err,
+					   errlen);
 		if (!d->vnc)
 			goto fail;
 	}
@@ -291,6 +292,7 @@ struct display *display_create(struct vga *vga, struct i8042 *kbc,
 	d->sdl_opt = (struct sdl_window_options){
 		.title = opt->title,
 		.kbc = kbc,
+		.tablet = opt->tablet,
 		.on_close = opt->on_close,
 		.opaque = opt->close_opaque,
 	};

@@ -13,6 +13,7 @@
 
 struct vga;
 struct i8042;
+struct usb_tablet;
 struct display;
 
 struct display_options {
@@ -20,6 +21,8 @@ struct display_options {
 	 * NULL: no VNC server */
 	const char *vnc;
 	const char *vnc_password_file;
+	/* the viewers' pointer goes to this USB tablet, else to kbc */
+	struct usb_tablet *tablet;
 	/* a window on the host's desktop (SDL2), titled title; on_close
 	 * runs on the display thread when the user closes it and returns a
 	 * note for the title */
@@ -85,11 +88,13 @@ struct screen {
 
 /* Adds the VGA (at PCI slot) with its BIOS handed to SeaBIOS through
  * fw_cfg, and the display; nothing when no option asks for a screen.
- * piix (may be NULL) has the power button a window's close presses.
- * Errors as one line in err. */
+ * Keys go to kbc, the pointer to tablet (NULL: to kbc's mouse); piix
+ * (may be NULL) has the power button a window's close presses.  Errors
+ * as one line in err. */
 int screen_setup(struct screen *s, const struct screen_options *opt,
 		 struct vmm *vm, struct fw_cfg *fc, struct i8042 *kbc,
-		 struct piix *piix, unsigned slot, char *err, size_t errlen);
+		 struct usb_tablet *tablet, struct piix *piix, unsigned slot,
+		 char *err, size_t errlen);
 /* The on-demand screenshot (--screenshot), one line on stderr on error. */
 void screen_screenshot(struct screen *s, const struct screen_options *opt);
 /* Writes --screenshot-on-exit, stops the display, frees the VGA. */

@@ -7,7 +7,9 @@
  * scan codes, which are USB usages) to the X11 keysym of the key at that
  * place on a US keyboard, then through keymap.c to the PC scan code, so
  * the guest applies its own layout as it does on real hardware; the
- * mouse as the PS/2 mouse's relative motion in guest pixels.
+ * mouse to the USB tablet at its place on the screen (the guest's pointer
+ * stays under the host's), or without a tablet as the PS/2 mouse's
+ * relative motion in guest pixels.
  *
  * SDL's own signal handlers are turned off: imgvm's signal thread owns
  * SIGINT and SIGTERM.
@@ -33,6 +35,7 @@ struct sdl_window {
 	struct sdl_window_options opt;
 	char *title;
 	unsigned buttons;
+	int x, y; /* the pointer, in guest pixels */
 	bool input_seen;
 };
 
@@ -237,6 +240,8 @@ static void sdl_mouse(struct sdl_window *win, const SDL_Event *ev)
 		/* in guest pixels: SDL scales to the logical size */
 		dx = ev->motion.xrel;
 		dy = ev->motion.yrel;
+		win->x = ev->motion.x;
+		win->y = ev->motion.y;
 		if (!dx && !dy)
 			return;
 		break;
@@ -250,6 +255,8 @@ static void sdl_mouse(struct sdl_window *win, const SDL_Event *ev)
 			bit = INPUT_BUTTON_RIGHT;
 		else
 			return;
+		win->x = ev->button.x;
+		win->y = ev->button.y;
 		if (ev->type == SDL_MOUSEBUTTONDOWN)
 			win->buttons |= bit;
 		else
@@ -264,7 +271,13 @@ static void sdl_mouse(struct sdl_window *win, const SDL_Event *ev)
 	default:
 		return;
 	}
-	if (win->opt.kbc)
+	if (win->opt.tablet)
+		usb_tablet_pointer_event(
+			win->opt.tablet,
+			input_absolute_position(win->x, win->width),
+			input_absolute_position(win->y, win->height), wheel,
+			win->buttons);
+	else if (win->opt.kbc)
 		i8042_mouse_event(win->opt.kbc, dx, dy, wheel, win->buttons);
 }
 

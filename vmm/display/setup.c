@@ -242,11 +242,13 @@ static const char *screen_window_closed(void *opaque)
 
 int screen_setup(struct screen *s, const struct screen_options *opt,
 		 struct vmm *vm, struct fw_cfg *fc, struct i8042 *kbc,
-		 struct piix *piix, unsigned slot, char *err, size_t errlen)
+		 struct usb_tablet *tablet, struct piix *piix, unsigned slot,
+		 char *err, size_t errlen)
 {
 	struct display_options dopt = {
 		.vnc = opt->vnc,
 		.vnc_password_file = opt->vnc_password_file,
+		.tablet = tablet,
 		.sdl = opt->display && !strcmp(opt->display, "sdl"),
 		.on_close = screen_window_closed,
 		.close_opaque = s,

@@ -32,6 +32,7 @@
 struct vnc_server {
 	rfbScreenInfoPtr screen;
 	struct i8042 *kbc;
+	struct usb_tablet *tablet;
 	int unix_fd;
 	char *unix_path;
 	char *passwords[2];
@@ -68,6 +69,16 @@ static void vnc_pointer(int mask, int x, int y, rfbClientPtr cl)
 		wheel = -1;
 	if (mask & 16)
 		wheel = 1;
+	if (vnc->tablet) {
+		/* absolute: the guest's pointer lands where the viewer's is */
+		usb_tablet_pointer_event(
+			vnc->tablet,
+			input_absolute_position(x, cl->screen->width),
+			input_absolute_position(y, cl->screen->height), wheel,
+			buttons);
+		rfbDefaultPtrAddEvent(mask, x, y, cl);
+		return;
+	}
 	if (!vnc->pointer_seen) {
 		vnc->last_x = x;
 		vnc->last_y = y;
@@ -207,9 +218,10 @@ bad:
 
 struct vnc_server *vnc_server_create(const char *spec,
 				     const char *password_file,
-				     struct i8042 *kbc, uint32_t *pixels,
-				     unsigned width, unsigned height, char *err,
-				     size_t errlen)
+				     struct i8042 *kbc,
+				     struct usb_tablet *tablet,
+				     uint32_t *pixels, unsigned width,
+				     unsigned height, char *err, size_t errlen)
 {
 	struct vnc_server *vnc = calloc(1, sizeof(*vnc));
 	int argc = 0;
@@ -220,6 +232,7 @@ struct vnc_server *vnc_server_create(const char *spec,
 	}
 	vnc->unix_fd = -1;
 	vnc->kbc = kbc;
+	vnc->tablet = tablet;
 	rfbLog = vnc_quiet_log;
 	rfbErr = vnc_quiet_log;
 	vnc->screen = rfbGetScreen(&argc, NULL, width, height, 8, 3, 4);

@@ -13,15 +13,19 @@
 
 struct i8042;
 struct pollfd;
+struct usb_tablet;
 struct vnc_server;
 
 /* spec: "HOST:PORT", ":N" (127.0.0.1, port 5900+N), "unix:PATH".  The
- * surface (bytes R, G, B, unused) is read while vnc_server_poll runs. */
+ * surface (bytes R, G, B, unused) is read while vnc_server_poll runs.
+ * The pointer goes to tablet (scaled to its range), or as motion to kbc's
+ * mouse when tablet is NULL. */
 struct vnc_server *vnc_server_create(const char *spec,
 				     const char *password_file,
-				     struct i8042 *kbc, uint32_t *pixels,
-				     unsigned width, unsigned height, char *err,
-				     size_t errlen);
+				     struct i8042 *kbc,
+				     struct usb_tablet *tablet,
+				     uint32_t *pixels, unsigned width,
+				     unsigned height, char *err, size_t errlen);
 void vnc_server_destroy(struct vnc_server *vnc);
 void vnc_server_resize(struct vnc_server *vnc, uint32_t *pixels, unsigned width,
 		       unsigned height);
