@@ -18,6 +18,9 @@ B=${B:-build}
 ISO=${1:?usage: bench/display-idle.sh ISO [SECONDS [REF.png]]}
 WINDOW=${2:-30}
 REF=${3:-}
+# the same machine as QEMU's -M pc -vga std: no USB controller (imgvm adds
+# its USB tablet with a screen unless told --pointer ps2)
+IMGVM_MACHINE=${IMGVM_MACHINE---pointer ps2}
 PAIRS=${BENCH_PAIRS:-3}
 W=$(mktemp -d /tmp/display-idle.XXXXXX)
 trap 'rm -rf "$W"' EXIT
@@ -65,7 +68,8 @@ measure() {
 
 ours=() peer=()
 for i in $(seq "$PAIRS"); do
-	"$TOP/$B/bin/imgvm" boot --memory 1G --cdrom "$ISO" --vnc "unix:$W/imgvm.vnc" \
+	# shellcheck disable=SC2086
+	"$TOP/$B/bin/imgvm" boot --memory 1G --cdrom "$ISO" --vnc "unix:$W/imgvm.vnc" $IMGVM_MACHINE \
 		--serial "file:$W/imgvm.log" --timeout 600 </dev/null 2>"$W/imgvm.err" &
 	r=$(measure imgvm $! "$W/imgvm.vnc")
 	echo "run $i: $r CPU-s/s"
