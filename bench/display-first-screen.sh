@@ -22,6 +22,9 @@ LIMIT=${FIRST_SCREEN_LIMIT:-240}
 W=$(mktemp -d /tmp/display-first.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 CLIENT=$TOP/$B/tests/helpers/vnc_client
+# the same machine as QEMU's -M pc -vga std: no USB controller (imgvm adds
+# its USB tablet with a screen unless told --pointer ps2)
+IMGVM_MACHINE=${IMGVM_MACHINE---pointer ps2}
 now() { date +%s.%N; }
 
 # first NAME SOCKET COMMAND...: seconds from the start to the menu
@@ -57,7 +60,8 @@ first() {
 printf '\xf8\x03' >"$W/sercon"
 ours=() peer=()
 for i in $(seq "$PAIRS"); do
-	r=$(first imgvm "$W/imgvm.vnc" "$TOP/$B/bin/imgvm" boot --memory 1G --cdrom "$ISO" \
+	# shellcheck disable=SC2086
+	r=$(first imgvm "$W/imgvm.vnc" "$TOP/$B/bin/imgvm" boot --memory 1G --cdrom "$ISO" $IMGVM_MACHINE \
 		--vnc "unix:$W/imgvm.vnc" --serial "file:$W/imgvm.log" --timeout $((LIMIT + 30))) || exit 1
 	echo "run $i: imgvm $r s"
 	ours+=("$r")
