@@ -43,7 +43,7 @@ first() {
 	# (QEMU sends the new size only once the viewer's encodings are in):
 	# it connects again
 	while [ $SECONDS -lt $end ] && kill -0 $pid 2>/dev/null; do
-		if "$CLIENT" "$sock" "match:$REF,2,$(((end - SECONDS) * 1000))" >"$W/$name.match" 2>&1; then
+		if "$CLIENT" "$sock" "match:$REF,2,$(((end - SECONDS) * 1000)),16" >"$W/$name.match" 2>&1; then
 			awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f\n", b - a }'
 			kill $pid 2>/dev/null
 			wait $pid 2>/dev/null
@@ -53,7 +53,7 @@ first() {
 	done
 	kill $pid 2>/dev/null
 	wait $pid 2>/dev/null
-	echo "$name: no menu within $LIMIT s: $(tail -2 "$W/$name.match" "$W/$name.out" | tr '\n' ' ')" >&2
+	echo "$name: no menu within $LIMIT s: $(tail -n 2 "$W/$name.match" "$W/$name.out" | tr '\n' ' ')" >&2
 	return 1
 }
 

@@ -44,7 +44,7 @@ measure() {
 		local end=$((SECONDS + 240))
 		while [ ! -S "$sock" ] && [ $SECONDS -lt $end ]; do sleep 0.1; done
 		# (a viewer dropped while the mode changed connects again)
-		until "$CLIENT" "$sock" "match:$REF,2,$(((end - SECONDS) * 1000))" >/dev/null 2>&1; do
+		until "$CLIENT" "$sock" "match:$REF,2,$(((end - SECONDS) * 1000)),16" >/dev/null 2>&1; do
 			[ $SECONDS -lt $end ] && kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
