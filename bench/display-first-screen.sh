@@ -22,6 +22,9 @@ LIMIT=${FIRST_SCREEN_LIMIT:-240}
 W=$(mktemp -d /tmp/display-first.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 CLIENT=$TOP/$B/tests/helpers/vnc_client
+# the same machine as QEMU's -M pc -vga std: no USB controller (imgvm adds
+# its USB tablet with a screen unless told --pointer ps2)
+IMGVM_MACHINE=${IMGVM_MACHINE---pointer ps2}
 now() { date +%s.%N; }
 
 # first NAME SOCKET COMMAND...: seconds from the start to the menu
@@ -40,7 +43,7 @@ first() {
 	# (QEMU sends the new size only once the viewer's encodings are in):
 	# it connects again
 	while [ $SECONDS -lt $end ] && kill -0 $pid 2>/dev/null; do
-		if "$CLIENT" "$sock" "match:$REF,2,$(((end - SECONDS) * 1000))" >"$W/$name.match" 2>&1; then
+		if "$CLIENT" "$sock" "match:$REF,2,$(((end - SECONDS) * 1000)),16" >"$W/$name.match" 2>&1; then
 			awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f\n", b - a }'
 			kill $pid 2>/dev/null
 			wait $pid 2>/dev/null
@@ -50,14 +53,15 @@ first() {
 	done
 	kill $pid 2>/dev/null
 	wait $pid 2>/dev/null
-	echo "$name: no menu within $LIMIT s: $(tail -2 "$W/$name.match" "$W/$name.out" | tr '\n' ' ')" >&2
+	echo "$name: no menu within $LIMIT s: $(tail -n 2 "$W/$name.match" "$W/$name.out" | tr '\n' ' ')" >&2
 	return 1
 }
 
 printf '\xf8\x03' >"$W/sercon"
 ours=() peer=()
 for i in $(seq "$PAIRS"); do
-	r=$(first imgvm "$W/imgvm.vnc" "$TOP/$B/bin/imgvm" boot --memory 1G --cdrom "$ISO" \
+	# shellcheck disable=SC2086
+	r=$(first imgvm "$W/imgvm.vnc" "$TOP/$B/bin/imgvm" boot --memory 1G --cdrom "$ISO" $IMGVM_MACHINE \
 		--vnc "unix:$W/imgvm.vnc" --serial "file:$W/imgvm.log" --timeout $((LIMIT + 30))) || exit 1
 	echo "run $i: imgvm $r s"
 	ours+=("$r")

@@ -39,7 +39,7 @@ display_cases() {
 	say "display: imgvm vs QEMU -vga std -vnc, $PAIRS pairs"
 	$nested env BENCH_PAIRS="$PAIRS" B="$B" bash -c '
 		bench/display-first-screen.sh "$1" docs/images/imgvm-debian-installer-menu.png &&
-		bench/display-idle.sh "$1" 20' display "$iso" >"$W/display.log" 2>&1
+		bench/display-idle.sh "$1" 20 docs/images/imgvm-debian-installer-menu.png' display "$iso" >"$W/display.log" 2>&1
 	st=$?
 	if [ $st != 0 ]; then
 		say "display: failed (exit $st); tail of $W/display.log:"

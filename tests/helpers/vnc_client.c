@@ -14,11 +14,13 @@
  *                  and shifted symbols of a US keyboard)
  *   click:X,Y      move the pointer there and click the left button
  *   save:FILE.png  write the framebuffer as PNG (with libpng)
- *   match:REF.png,PERCENT,MS
+ *   match:REF.png,PERCENT,MS[,TOLERANCE]
  *                  serve until the framebuffer has REF's size and differs
  *                  from it in less than PERCENT % of the pixels (as
- *                  vnc_imgdiff counts), at most MS milliseconds; prints
- *                  "matched after S s" (from this client's start)
+ *                  vnc_imgdiff counts; a pixel whose colour channels are
+ *                  all within TOLERANCE, default 0, counts as equal), at
+ *                  most MS milliseconds; prints "matched after S s" (from
+ *                  this client's start)
  * Exit status 0, or 1 with a message when the server cannot be reached or
  * drops the connection.
  */
@@ -140,7 +142,7 @@ static double started;
 /* Pixels of the framebuffer (bytes R, G, B, X) that differ from ref (RGB),
  * or -1 when the sizes differ. */
 static long frame_diff(rfbClient *c, const png_image *ref,
-		       const unsigned char *rgb)
+		       const unsigned char *rgb, int tolerance)
 {
 	long differ = 0;
 
@@ -151,7 +153,11 @@ static long frame_diff(rfbClient *c, const png_image *ref,
 		const unsigned char *p =
 			(unsigned char *)c->frameBuffer + 4 * i;
 
-		differ += memcmp(p, rgb + 3 * i, 3) != 0;
+		const unsigned char *q = rgb + 3 * i;
+
+		differ += abs(p[0] - q[0]) > tolerance ||
+			  abs(p[1] - q[1]) > tolerance ||
+			  abs(p[2] - q[2]) > tolerance;
 	}
 	return differ;
 }
@@ -161,6 +167,7 @@ static int match_png(rfbClient *c, const char *spec)
 	char path[4096];
 	double percent = 2, end;
 	unsigned ms = 60000;
+	int tolerance = 0;
 	png_image ref = { .version = PNG_IMAGE_VERSION };
 	unsigned char *rgb;
 	const char *comma = strchr(spec, ',');
@@ -171,7 +178,7 @@ static int match_png(rfbClient *c, const char *spec)
 	memcpy(path, spec, n);
 	path[n] = '\0';
 	if (comma)
-		sscanf(comma + 1, "%lf,%u", &percent, &ms);
+		sscanf(comma + 1, "%lf,%u,%d", &percent, &ms, &tolerance);
 	if (!png_image_begin_read_from_file(&ref, path)) {
 		fprintf(stderr, "vnc_client: %s: %s\n", path, ref.message);
 		return -1;
@@ -185,7 +192,7 @@ static int match_png(rfbClient *c, const char *spec)
 	}
 	end = now() + ms / 1000.0;
 	while (now() < end) {
-		long differ = frame_diff(c, &ref, rgb);
+		long differ = frame_diff(c, &ref, rgb, tolerance);
 
 		if (differ >= 0 &&
 		    differ * 100.0 < percent * ref.width * ref.height) {

@@ -88,9 +88,9 @@ struct screen {
 
 /* Adds the VGA (at PCI slot) with its BIOS handed to SeaBIOS through
  * fw_cfg, and the display; nothing when no option asks for a screen.
- * Keys go to kbc, the pointer to tablet (NULL: to kbc's mouse); piix (may
- * be NULL) has the power button a window's close presses.  Errors as one
- * line in err. */
+ * Keys go to kbc, the pointer to tablet (NULL: to kbc's mouse); piix
+ * (may be NULL) has the power button a window's close presses.  Errors
+ * as one line in err. */
 int screen_setup(struct screen *s, const struct screen_options *opt,
 		 struct vmm *vm, struct fw_cfg *fc, struct i8042 *kbc,
 		 struct usb_tablet *tablet, struct piix *piix, unsigned slot,

@@ -7,8 +7,9 @@
  * scan codes, which are USB usages) to the X11 keysym of the key at that
  * place on a US keyboard, then through keymap.c to the PC scan code, so
  * the guest applies its own layout as it does on real hardware; the
- * mouse as the USB tablet's absolute position when there is one, else as
- * the PS/2 mouse's relative motion, both in guest pixels.
+ * mouse to the USB tablet at its place on the screen (the guest's pointer
+ * stays under the host's), or without a tablet as the PS/2 mouse's
+ * relative motion in guest pixels.
  *
  * SDL's own signal handlers are turned off: imgvm's signal thread owns
  * SIGINT and SIGTERM.
@@ -254,6 +255,8 @@ static void sdl_mouse(struct sdl_window *win, const SDL_Event *ev)
 			bit = INPUT_BUTTON_RIGHT;
 		else
 			return;
+		win->x = ev->button.x;
+		win->y = ev->button.y;
 		if (ev->type == SDL_MOUSEBUTTONDOWN)
 			win->buttons |= bit;
 		else

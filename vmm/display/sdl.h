@@ -19,12 +19,13 @@ struct usb_tablet;
 /* Whether this imgvm was built with SDL2. */
 bool sdl_window_available(void);
 
-/* on_close runs (on the display thread) when the user closes the
+/* Keys go to kbc, the mouse to tablet (absolute), else to kbc's PS/2
+ * mouse.  on_close runs (on the display thread) when the user closes the
  * window; it returns a note for the title ("" for none). */
 struct sdl_window_options {
 	const char *title;
 	struct i8042 *kbc;
-	struct usb_tablet *tablet; /* the pointer's, else kbc's mouse */
+	struct usb_tablet *tablet;
 	const char *(*on_close)(void *opaque);
 	void *opaque;
 };
