@@ -183,7 +183,9 @@ function kmsg(line) { printf "<0>%s\n", line > "/dev/kmsg"; close("/dev/kmsg") }
 # the threads of the VMMs (imgvm, QEMU as L2 VMM): state, CPU, wchan
 function vmm_threads(   p, t, st, out, n, f) {
 	out = ""
-	while (("ls /proc" | getline p) > 0) {
+	# "ls /proc/", not "ls /proc": a command string names one pipe, and the
+	# main loop may be reading that one
+	while (("ls /proc/" | getline p) > 0) {
 		if (p !~ /^[0-9]+$/) continue
 		n = slurp("/proc/" p "/comm")
 		if (n !~ /^(imgvm|qemu-system)/) continue
@@ -195,7 +197,7 @@ function vmm_threads(   p, t, st, out, n, f) {
 		}
 		close("ls /proc/" p "/task 2>/dev/null")
 	}
-	close("ls /proc")
+	close("ls /proc/")
 	gsub(/\n/, "", out)
 	return out
 }
