@@ -350,6 +350,24 @@ int img_file_open(struct img *img, struct img_file *f, const char *path,
 	return r;
 }
 
+int img_file_open_image(struct img *img, struct img_file *f, const char *format,
+			uint64_t min_size, uint64_t *size)
+{
+	int r = img_file_open(img, f, img_filename(img),
+			      img_open_flags(img) & IMG_OPEN_RDWR);
+
+	if (r < 0)
+		return r;
+	r = img_file_size(f, size);
+	if (r == 0 && *size < min_size)
+		r = img_error(img, -EINVAL,
+			      "file too small for a %s (%llu bytes)", format,
+			      (unsigned long long)*size);
+	if (r < 0)
+		img_file_close(f);
+	return r;
+}
+
 int img_file_create(struct img_file *f, const char *path, bool excl,
 		    char *errbuf, size_t errlen)
 {
