@@ -313,7 +313,8 @@ int pc_setup(struct pc *pc)
 	    setup_tablet(pc))
 		return -EINVAL;
 	if (screen_setup(&pc->screen, &pc->opt.screen, pc->vm, pc->vm->fw_cfg,
-			 pc->kbc, pc->tablet, VGA_SLOT, err, sizeof(err))) {
+			 pc->kbc, pc->tablet, pc->piix, VGA_SLOT, err,
+			 sizeof(err))) {
 		fprintf(stderr, "imgvm: %s\n", err);
 		return -EINVAL;
 	}

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <rfb/rfb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,6 +315,33 @@ void vnc_server_poll(struct vnc_server *vnc, long timeout_us)
 		}
 	}
 	rfbProcessEvents(vnc->screen, timeout_us);
+}
+
+unsigned vnc_server_fds(const struct vnc_server *vnc, struct pollfd *fds,
+			unsigned max)
+{
+	rfbScreenInfoPtr s = vnc->screen;
+	int listening[] = { vnc->unix_fd, s->listenSock, s->listen6Sock };
+	rfbClientIteratorPtr it;
+	rfbClientPtr cl;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < 3; i++)
+		if (listening[i] >= 0 && n < max)
+			fds[n++] = (struct pollfd){ .fd = listening[i],
+						    .events = POLLIN };
+	it = rfbGetClientIterator(s);
+	while ((cl = rfbClientIteratorNext(it)) && n < max)
+		if (cl->sock >= 0)
+			fds[n++] = (struct pollfd){ .fd = cl->sock,
+						    .events = POLLIN };
+	rfbReleaseClientIterator(it);
+	return n;
+}
+
+long vnc_server_send_delay_us(const struct vnc_server *vnc)
+{
+	return vnc->screen->deferUpdateTime * 1000L;
 }
 
 bool vnc_server_has_viewers(const struct vnc_server *vnc)
