@@ -1313,6 +1313,8 @@ int img_snapshots_list(struct img_snapshots *s,
 		       struct img_snapshot_entry **list, int *count)
 {
 	struct img_snapshot_entry *out;
+	size_t strings = 0;
+	char *text;
 	int r, n = 0;
 
 	*list = NULL;
@@ -1349,9 +1351,14 @@ int img_snapshots_list(struct img_snapshots *s,
 	r = layers_load(s, 0);
 	if (r < 0)
 		return r;
-	out = calloc(s->nlayers, sizeof(*out));
+	/* the entries, then their paths, in one block */
+	for (int i = 1; i < s->nlayers; i++)
+		if (s->layers[i].name[0])
+			strings += strlen(s->layers[i].path) + 1;
+	out = calloc(1, s->nlayers * sizeof(*out) + strings);
 	if (!out)
 		return snap_fail(s, -ENOMEM, "out of memory");
+	text = (char *)(out + s->nlayers);
 	for (int i = 1; i < s->nlayers; i++) {
 		const struct snapshot_layer *l = &s->layers[i];
 		struct snapshot_index_entry *ie;
@@ -1368,7 +1375,8 @@ int img_snapshots_list(struct img_snapshots *s,
 						       : 0;
 		e->virtual_size = l->virtual_size;
 		e->disk_usage = l->actual_size;
-		snprintf(e->path, sizeof(e->path), "%s", l->path);
+		e->path = strcpy(text, l->path);
+		text += strlen(l->path) + 1;
 	}
 	*list = out;
 	*count = n;
