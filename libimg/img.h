@@ -245,6 +245,9 @@ struct img_info {
 	/* Every host file that makes up this layer (descriptor, extents). */
 	int nfiles;
 	char **files;
+	/* The store cannot tell what it holds (HTTP, an NBD server without
+	 * block status): actual_size is 0 and means nothing. */
+	bool actual_size_unknown;
 };
 
 int img_get_info(struct img *img, struct img_info **out);
@@ -425,6 +428,11 @@ int img_snapshots_delete(struct img_snapshots *snaps, const char *tag);
  * img_close, before closing snaps). */
 int img_snapshots_open_image(struct img_snapshots *snaps, const char *tag,
 			     struct img **out);
+/* Remove every snapshot layer of the disk at path (its DISK.snapshots/
+ * folder), for a caller deleting the disk itself; internal snapshots go
+ * with the image file.  0 (also when there were none) or -errno with the
+ * message in errbuf. */
+int img_snapshots_remove_all(const char *path, char *errbuf, size_t errlen);
 /* Finish or undo an operation on the disk's snapshots that a crash
  * interrupted.  Returns 1 when it did, 0 when there was none, or -errno
  * with the message in errbuf. */
@@ -490,6 +498,11 @@ struct img_backend_snapshot {
 };
 int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,
 			  int max, char *errbuf, size_t errlen);
+
+/* Remove the object a name stores an image in: a local file, an RBD
+ * image.  -ENOTSUP for backends whose objects are not ours to remove (an
+ * NBD export, HTTP); another -errno with a message. */
+int img_remove(const char *name, char *errbuf, size_t errlen);
 
 #ifdef __cplusplus
 }

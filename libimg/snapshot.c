@@ -544,3 +544,44 @@ int img_snapshots_recover(const char *path, const char *format, char *errbuf,
 	img_snapshots_close(s);
 	return 1;
 }
+
+int img_snapshots_remove_all(const char *path, char *errbuf, size_t errlen)
+{
+	char *dir = NULL, *file = NULL;
+	struct dirent *de;
+	int r = 0;
+	DIR *d;
+
+	if (!img_name_is_local(path))
+		return 0;
+	if (asprintf(&dir, "%s.snapshots", path) < 0)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	d = opendir(dir);
+	if (!d) {
+		if (errno != ENOENT)
+			r = img_error_buf(errbuf, errlen, -errno, "%s: %s", dir,
+					  strerror(errno));
+		free(dir);
+		return r;
+	}
+	/* flat: the layers, the index and the lock file */
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (asprintf(&file, "%s/%s", dir, de->d_name) < 0) {
+			r = img_error_buf(errbuf, errlen, -ENOMEM,
+					  "out of memory");
+			break;
+		}
+		if (unlink(file) && errno != ENOENT && !r)
+			r = img_error_buf(errbuf, errlen, -errno, "%s: %s",
+					  file, strerror(errno));
+		free(file);
+	}
+	closedir(d);
+	if (!r && rmdir(dir))
+		r = img_error_buf(errbuf, errlen, -errno, "%s: %s", dir,
+				  strerror(errno));
+	free(dir);
+	return r;
+}

@@ -46,12 +46,19 @@ vm_steps() {
 	echo "   imgvm exit $rc after $(since "$t") s (full console: $W/install.log)"
 	grep -qa 'MARKER-OK' "$W/install.log" && [ $rc = 0 ] || return 1
 
-	step "4. boot the installed disk on its own: imgvm boot --disk lab.vdi --no-reboot"
+	step "4. boot the installed disk on its own, with a screen: imgvm boot --disk lab.vdi --no-reboot --screenshot-on-exit screen.png"
 	t=$(now)
-	"$IMGVM" boot --disk "$W/lab.vdi" --no-reboot --timeout 600 --serial "file:$W/boot.log" </dev/null
+	# the firmware's log is kept: a stuck boot shows where it stood
+	"$IMGVM" boot --disk "$W/lab.vdi" --no-reboot --timeout 300 --serial "file:$W/boot.log" \
+		--firmware-log "$W/boot-firmware.log" --screenshot-on-exit "$W/screen.png" </dev/null
 	rc=$?
 	show "$W/boot.log" 'SeaBIOS \(version' 'Booting from' 'BOOTED-FROM-DISK' 'MARKER-OK|MARKER-BAD' 'Power down'
 	echo "   imgvm exit $rc after $(since "$t") s"
+	if [ -s "$W/screen.png" ]; then
+		echo "   the guest's VGA screen at power-off: $W/screen.png (its text: $W/screen.txt)"
+	else
+		echo "   no screenshot (firmware log: $W/boot-firmware.log)"
+	fi
 	grep -qa 'MARKER-OK' "$W/boot.log" && [ $rc = 0 ]
 }
 
