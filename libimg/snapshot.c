@@ -564,7 +564,7 @@ int img_snapshots_remove_all(const char *path, char *errbuf, size_t errlen)
 		free(dir);
 		return r;
 	}
-	/* flat: the layers, the index and the lock file */
+	/* flat: the layers, the index, the pending marker */
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
