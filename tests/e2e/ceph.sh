@@ -191,6 +191,17 @@ else
 	skip "ceph: a failed convert removes its image" "needs nbdkit (its error filter fails the reads)"
 fi
 
+# A convert onto an image that was there before fails and leaves it as it was.
+before=$(rbd -c "$C" export dvdi - 2>/dev/null | sha256sum)
+"$IMGTOOL" convert -O raw "$T/disk.raw" "$(R dvdi)" 2>"$T/err"
+rc=$?
+if [ $rc -eq 1 ] && one_line "$T/err" && grep -q 'already exists' "$T/err" &&
+	[ "$(rbd -c "$C" export dvdi - 2>/dev/null | sha256sum)" = "$before" ]; then
+	ok "ceph: a convert onto an existing RBD image fails and leaves the image as it was"
+else
+	fail "ceph: convert onto an existing image: rc=$rc: $(cat "$T/err")"
+fi
+
 # ---- the cluster goes away -----------------------------------------------
 head -c $((512 << 20)) /dev/urandom >"$T/src.raw"
 src_sha=$(sha256sum <"$T/src.raw")
