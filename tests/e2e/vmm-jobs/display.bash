@@ -4,7 +4,8 @@
 # libvncclient as the viewer (tests/helpers/vnc_client), and QEMU's
 # screendump of the same screen as the reference (tests/helpers/
 # vnc_imgdiff, less than 2 % of the pixels may differ).  Sourced by
-# tests/e2e/vmm.sh; four imgvm runs and two QEMU runs.
+# tests/e2e/vmm.sh; five imgvm runs (one in a window on Xvfb) and two QEMU
+# runs.
 
 DISPLAY_HELPERS=$ROOT/$B/tests/helpers
 # VNC's UNIX sockets cannot live on the nested host's 9p work directories
