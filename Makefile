@@ -72,7 +72,7 @@ WHOLE_LIBA := -Wl,--whole-archive $(LIBA) -Wl,--no-whole-archive
 
 BINS := $(B)/bin/imgtool $(if $(VMM_SRCS),$(B)/bin/imgvm)
 
-.PHONY: all deps check unit e2e vmm-e2e demo bench crashtest fuzz valgrind install format format-check clean
+.PHONY: all deps check check-install unit e2e vmm-e2e demo bench crashtest fuzz valgrind install format format-check clean
 all: $(LIBA) $(LIBSO) $(B)/lib/libimg.pc $(BINS)
 
 $(B)/obj/%.o: %.c
@@ -110,9 +110,11 @@ $(B)/tests/helpers/%: tests/helpers/%.c $(LIBA)
 deps:
 	@scripts/deps.sh
 
-# The whole suite: unit tests (Criterion), then end-to-end scripts.
-# Unit and end-to-end tests run one after the other (readable output) and
-# both run even when the first fails, so one run shows every failure.
+# The whole suite: unit tests (Criterion), then end-to-end scripts.  The
+# scripts that boot VMs (their guests run in the nested test host here)
+# start first and run beside the unit tests and the other scripts, which
+# run at a lower priority (scripts/run-e2e.sh); every part runs even when
+# another fails, so one run shows every failure.
 # Build in parallel even when make was started without -j.
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 PARALLEL = $(if $(findstring j,$(filter-out --%,$(MAKEFLAGS))),,-j$(NPROC))
@@ -127,8 +129,7 @@ check: deps
 	@$(MAKE) --no-print-directory $(PARALLEL) all $(UNIT_BINS) $(HELPER_BINS)
 	@rc=0; \
 	$(MAKE) --no-print-directory format-check || { rc=1; echo "check: format-check FAILED (run make format)"; }; \
-	$(MAKE) --no-print-directory unit || rc=1; \
-	$(MAKE) --no-print-directory e2e || rc=1; \
+	E2E_PRELUDE="$(MAKE) --no-print-directory unit" $(MAKE) --no-print-directory e2e || rc=1; \
 	if [ $$rc -eq 0 ]; then echo "check: all passed"; else echo "check: FAILED"; fi; \
 	exit $$rc
 endif
@@ -206,6 +207,13 @@ fuzz:
 # ---- benchmarks: never part of make check ----
 bench: all
 	@B=$(B) bash bench/run.sh
+
+# make check-install: Debian 12 installed from a local mirror (built with
+# apt, Debian's packages only) onto a VDI, a VHD and a VMDK under imgvm, and
+# booted from each (slow: tens of minutes each in the nested test host; not
+# part of make check).  FMTS="vdi" for one format.
+check-install: deps all
+	@B=$(B) bash tests/install/debian.sh
 
 # make valgrind: imgtool's end-to-end paths under valgrind memcheck (slow;
 # not part of make check).

@@ -463,29 +463,19 @@ static int nbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
 	return 0;
 }
 
+static int nbd_read_pieces(struct img_file *f, const struct iovec *iov,
+			   int iovcnt, uint64_t off)
+{
+	return nbd_transfer(f, iov, iovcnt, off, false);
+}
+
 static int nbd_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
 		      uint64_t off, bool zero_eof)
 {
 	struct nbd_backend *b = f->backend;
-	size_t total = img_iov_total(iov, iovcnt), inside;
-	struct iovec part[64];
-	int n;
 
-	if (off + total <= b->size)
-		return nbd_transfer(f, iov, iovcnt, off, false);
-	if (!zero_eof)
-		return img_file_fail(
-			f, -EIO,
-			"unexpected end of the export at offset %" PRIu64,
-			off >= b->size ? off : b->size);
-	inside = off >= b->size ? 0 : (size_t)(b->size - off);
-	img_iov_memset(iov, iovcnt, inside, 0, total - inside);
-	if (inside == 0)
-		return 0;
-	n = img_iov_slice(iov, iovcnt, 0, inside, part, 64);
-	if (n < 0)
-		return img_file_fail(f, n, "read: too many buffers");
-	return nbd_transfer(f, part, n, off, false);
+	return img_backend_read_below(f, iov, iovcnt, off, b->size, zero_eof,
+				      "the export", nbd_read_pieces);
 }
 
 static int nbd_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
@@ -617,56 +607,48 @@ static int nbd_status_entry(void *opaque, const char *context, uint64_t off,
 	return 0;
 }
 
-static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
-			     bool *is_data, uint64_t *run)
+/* One block status request for [off, off+len) on one connection, its
+ * extents to callback.  0 or -errno with the message set. */
+static int nbd_status_request(struct img_file *f, uint64_t off, uint64_t len,
+			      nbd_extent_callback callback)
 {
-	struct nbd_backend *b = f->backend;
-	struct img_extent_cache *filled;
-	struct nbd_connection *c;
+	struct nbd_connection *c = nbd_take(f->backend);
 	char msg[IMG_ERRMSG_MAX] = "";
-	uint64_t window, generation;
 	int64_t cookie;
 	int r;
 
-	if (!b->have_allocation || off >= b->size)
-		return 0;
-	if (len > b->size - off)
-		len = b->size - off;
-	if (img_extent_cache_lookup(&b->status, off, len, is_data, run))
-		return 0;
-	/* Ask about a whole window: the answers for the runs after this
-	 * one come in the same reply. */
-	window = b->size - off < NBD_STATUS_MAX ? b->size - off
-						: NBD_STATUS_MAX;
-	filled = malloc(sizeof(*filled));
-	if (!filled)
-		return 0; /* cannot tell: data */
-	img_extent_cache_begin(filled, off);
-	generation = img_extent_cache_generation(&b->status);
-	c = nbd_take(b);
-	if (!c) {
-		free(filled);
+	if (!c)
 		return nbd_lost(f);
-	}
-	cookie = nbd_aio_block_status(
-		c->h, window, off,
-		(nbd_extent_callback){ .callback = nbd_status_entry,
-				       .user_data = filled },
-		NBD_NULL_COMPLETION, 0);
+	cookie = nbd_aio_block_status(c->h, len, off, callback,
+				      NBD_NULL_COMPLETION, 0);
 	if (cookie < 0)
 		r = nbd_failure(c, msg, sizeof(msg));
 	else
 		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
-	if (r == 0 && filled->n > 0) {
-		img_extent_cache_install(&b->status, filled, generation);
-		*is_data = filled->e[0].data;
-		*run = filled->e[0].len < len ? filled->e[0].len : len;
-	}
-	free(filled);
 	if (r < 0)
 		return img_file_fail(f, r, "block status at %" PRIu64 ": %s",
 				     off, msg);
 	return 0;
+}
+
+static int nbd_status_fill(struct img_file *f, uint64_t off, uint64_t window,
+			   struct img_extent_cache *filled)
+{
+	return nbd_status_request(
+		f, off, window,
+		(nbd_extent_callback){ .callback = nbd_status_entry,
+				       .user_data = filled });
+}
+
+static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
+			     bool *is_data, uint64_t *run)
+{
+	struct nbd_backend *b = f->backend;
+
+	if (!b->have_allocation)
+		return 0;
+	return img_extent_cache_answer(f, &b->status, b->size, NBD_STATUS_MAX,
+				       nbd_status_fill, off, len, is_data, run);
 }
 
 struct nbd_allocation_count {
@@ -700,7 +682,6 @@ static int nbd_count_allocated(void *opaque, const char *context, uint64_t off,
 static int nbd_export_allocated(struct img_file *f, uint64_t *bytes)
 {
 	struct nbd_backend *b = f->backend;
-	char msg[IMG_ERRMSG_MAX] = "";
 	uint64_t off = 0;
 
 	*bytes = 0;
@@ -711,25 +692,13 @@ static int nbd_export_allocated(struct img_file *f, uint64_t *bytes)
 					  ? b->size - off
 					  : NBD_STATUS_MAX;
 		struct nbd_allocation_count n = { .limit = window };
-		struct nbd_connection *c = nbd_take(b);
-		int64_t cookie;
-		int r;
-
-		if (!c)
-			return nbd_lost(f);
-		cookie = nbd_aio_block_status(
-			c->h, window, off,
+		int r = nbd_status_request(
+			f, off, window,
 			(nbd_extent_callback){ .callback = nbd_count_allocated,
-					       .user_data = &n },
-			NBD_NULL_COMPLETION, 0);
-		if (cookie < 0)
-			r = nbd_failure(c, msg, sizeof(msg));
-		else
-			r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
+					       .user_data = &n });
+
 		if (r < 0)
-			return img_file_fail(f, r,
-					     "block status at %" PRIu64 ": %s",
-					     off, msg);
+			return r;
 		if (n.seen == 0)
 			return img_file_fail(f, -EIO,
 					     "block status at %" PRIu64

@@ -164,6 +164,64 @@ out:
 	return found;
 }
 
+int img_extent_cache_answer(struct img_file *f, struct img_extent_cache *c,
+			    uint64_t size, uint64_t window_max,
+			    img_extent_fill_fn fill, uint64_t off, uint64_t len,
+			    bool *is_data, uint64_t *run)
+{
+	struct img_extent_cache *filled;
+	uint64_t window, generation;
+	int r;
+
+	if (off >= size)
+		return 0;
+	if (len > size - off)
+		len = size - off;
+	if (img_extent_cache_lookup(c, off, len, is_data, run))
+		return 0;
+	/* Ask about a whole window: the answers for the runs after this
+	 * one come with the same request. */
+	window = size - off < window_max ? size - off : window_max;
+	filled = malloc(sizeof(*filled));
+	if (!filled)
+		return 0; /* cannot tell: data */
+	img_extent_cache_begin(filled, off);
+	generation = img_extent_cache_generation(c);
+	r = fill(f, off, window, filled);
+	if (r == 0 && filled->n > 0) {
+		img_extent_cache_install(c, filled, generation);
+		*is_data = filled->e[0].data;
+		*run = filled->e[0].len < len ? filled->e[0].len : len;
+	}
+	free(filled);
+	return r;
+}
+
+int img_backend_read_below(struct img_file *f, const struct iovec *iov,
+			   int iovcnt, uint64_t off, uint64_t size,
+			   bool zero_eof, const char *what,
+			   img_backend_read_fn read)
+{
+	size_t total = img_iov_total(iov, iovcnt), inside;
+	struct iovec part[64];
+	int n;
+
+	if (off + total <= size)
+		return read(f, iov, iovcnt, off);
+	if (!zero_eof)
+		return img_file_fail(f, -EIO,
+				     "unexpected end of %s at offset %" PRIu64,
+				     what, off >= size ? off : size);
+	inside = off >= size ? 0 : (size_t)(size - off);
+	img_iov_memset(iov, iovcnt, inside, 0, total - inside);
+	if (inside == 0)
+		return 0;
+	n = img_iov_slice(iov, iovcnt, 0, inside, part, 64);
+	if (n < 0)
+		return img_file_fail(f, n, "read: too many buffers");
+	return read(f, part, n, off);
+}
+
 /* ---- choosing a backend --------------------------------------------------*/
 
 static bool has_prefix(const char *s, const char *prefix)
@@ -289,6 +347,24 @@ int img_file_open(struct img *img, struct img_file *f, const char *path,
 			return img_error(img, r, "%s", msg);
 		return img_error(img, r, "%s: %s", path, msg);
 	}
+	return r;
+}
+
+int img_file_open_image(struct img *img, struct img_file *f, const char *format,
+			uint64_t min_size, uint64_t *size)
+{
+	int r = img_file_open(img, f, img_filename(img),
+			      img_open_flags(img) & IMG_OPEN_RDWR);
+
+	if (r < 0)
+		return r;
+	r = img_file_size(f, size);
+	if (r == 0 && *size < min_size)
+		r = img_error(img, -EINVAL,
+			      "file too small for a %s (%llu bytes)", format,
+			      (unsigned long long)*size);
+	if (r < 0)
+		img_file_close(f);
 	return r;
 }
 

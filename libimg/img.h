@@ -295,6 +295,27 @@ int img_check(struct img *img, struct img_check_result *res, unsigned fix);
 int img_set_backing(struct img *img, const char *backing_file,
 		    const char *backing_format, struct img *parent);
 
+/* Copy every range allocated in from's own layer (img_block_status_layer)
+ * into `to` at the same offsets: data as data, allocated zeros as zeros
+ * (commit, snapshot delete).  With IMG_COPY_ONLY_UNALLOCATED, ranges `to`
+ * has allocated in its own layer are left alone.  The message of a
+ * failure, on either handle, is left on `to`. */
+enum img_copy_layer_flags {
+	IMG_COPY_ONLY_UNALLOCATED = 1u << 0,
+};
+int img_copy_layer(struct img *from, struct img *to, unsigned flags);
+/* The text to record in child so that it finds parent (both existing
+ * paths): relative to child's directory, or absolute when that is more
+ * than two levels up.  malloc'ed; NULL with errno set. */
+char *img_parent_reference(const char *child, const char *parent);
+/* Record parent (at parent_path) again as child's parent, with ref as the
+ * text (NULL: img_parent_reference): after the parent's contents changed
+ * (formats that keep the parent's identity in the child: VMDK CID, VDI
+ * UUIDs), or after either moved.  Opens both itself. */
+int img_record_parent(const char *child_path, const char *child_format,
+		      const char *parent_path, const char *parent_format,
+		      const char *ref, char *errbuf, size_t errlen);
+
 /* ---- internal snapshots ----------------------------------------------- */
 
 /* Snapshots kept inside the image file (qcow2).  The list functions return
@@ -406,6 +427,11 @@ int img_snapshots_delete(struct img_snapshots *snaps, const char *tag);
  * img_close, before closing snaps). */
 int img_snapshots_open_image(struct img_snapshots *snaps, const char *tag,
 			     struct img **out);
+/* Remove every snapshot layer of the disk at path (its DISK.snapshots/
+ * folder), for a caller deleting the disk itself; internal snapshots go
+ * with the image file.  0 (also when there were none) or -errno with the
+ * message in errbuf. */
+int img_snapshots_remove_all(const char *path, char *errbuf, size_t errlen);
 /* Finish or undo an operation on the disk's snapshots that a crash
  * interrupted.  Returns 1 when it did, 0 when there was none, or -errno
  * with the message in errbuf. */

@@ -49,7 +49,6 @@
 #include <unistd.h>
 
 #define SNAPSHOT_MAX_LAYERS 64
-#define SNAPSHOT_COPY_BUF_SIZE (4u << 20)
 
 struct snapshot_layer {
 	char *path;
@@ -468,70 +467,15 @@ static char *layer_path_for(struct img_snapshots *s, const char *tag)
 	return out;
 }
 
-/* The text to record in child so that it finds parent: relative to the
- * child's directory, or absolute when more than two levels up. */
-static char *parent_reference(const char *child, const char *parent)
-{
-	char child_real[PATH_MAX], parent_real[PATH_MAX], rel[PATH_MAX];
-	int ups;
-
-	if (!realpath(child, child_real) || !realpath(parent, parent_real))
-		return NULL;
-	ups = img_path_relative(dirname(child_real), parent_real, rel,
-				sizeof(rel));
-	if (ups < 0) {
-		errno = -ups;
-		return NULL;
-	}
-	return strdup(ups > 2 ? parent_real : rel);
-}
-
 /* Record parent again in child (its identity after parent changed, or a
- * new reference text; NULL: parent_reference()). */
+ * new reference text; NULL: img_parent_reference()). */
 static int refresh_child(struct img_snapshots *s, const char *child_path,
 			 const char *child_format, const char *parent_path,
 			 const char *parent_format, const char *given_ref)
 {
-	struct img_open_options po = { .format = parent_format,
-				       .flags = IMG_OPEN_RDONLY };
-	struct img_open_options co = { .format = child_format,
-				       .flags = IMG_OPEN_RDWR |
-						IMG_OPEN_NO_BACKING };
-	struct img *child = NULL, *parent = NULL;
-	char errbuf[IMG_ERRMSG_MAX];
-	char *ref;
-	int r;
-
-	ref = given_ref ? strdup(given_ref)
-			: parent_reference(child_path, parent_path);
-	if (!ref)
-		return snap_fail(s, errno ? -errno : -ENOMEM,
-				 "%s: cannot name the parent %s: %s",
-				 child_path, parent_path, strerror(errno));
-	r = img_open(&parent, parent_path, &po, errbuf, sizeof(errbuf));
-	if (r == 0)
-		r = img_open(&child, child_path, &co, errbuf, sizeof(errbuf));
-	if (r < 0) {
-		snap_fail(s, r, "%s", errbuf);
-		goto out;
-	}
-	r = img_set_backing(child, ref, parent_format, parent);
-	if (r < 0) {
-		snap_fail(s, r, "%s", img_errmsg(child));
-		goto out;
-	}
-	r = img_close(child);
-	child = NULL;
-	if (r < 0)
-		snap_fail(s, r, "%s: flush failed: %s", child_path,
-			  strerror(-r));
-out:
-	if (child)
-		img_close(child);
-	if (parent)
-		img_close(parent);
-	free(ref);
-	return r;
+	return img_record_parent(child_path, child_format, parent_path,
+				 parent_format, given_ref, s->errmsg,
+				 sizeof(s->errmsg));
 }
 
 /* Replace the disk by a fresh child of parent: created at a temporary
@@ -545,7 +489,7 @@ static int replace_disk(struct img_snapshots *s,
 		.backing_format = parent->format,
 	};
 	char errbuf[IMG_ERRMSG_MAX] = "";
-	char *ref = parent_reference(s->path, parent->path);
+	char *ref = img_parent_reference(s->path, parent->path);
 	char *tmp = NULL;
 	int r = -ENOMEM;
 
@@ -582,86 +526,6 @@ static void layer_remove_files(const struct snapshot_layer *l)
 	for (int i = 0; i < l->nfiles; i++)
 		HOOKED(unlink(l->files[i]));
 	HOOKED(unlink(l->path));
-}
-
-/* Copy [off, off+len), allocated in from's own layer, into to. */
-static int copy_range(struct img_snapshots *s, struct img *from, struct img *to,
-		      uint64_t off, uint64_t len, bool zero, uint8_t *buf)
-{
-	int r;
-
-	if (zero) {
-		r = img_write_zeroes(to, off, len, 0);
-		return r < 0 ? snap_fail(s, r, "%s", img_errmsg(to)) : 0;
-	}
-	while (len) {
-		size_t n = len < SNAPSHOT_COPY_BUF_SIZE
-				   ? len
-				   : SNAPSHOT_COPY_BUF_SIZE;
-
-		r = img_pread(from, buf, n, off);
-		if (r < 0)
-			return snap_fail(s, r, "%s", img_errmsg(from));
-		r = img_pwrite(to, buf, n, off);
-		if (r < 0)
-			return snap_fail(s, r, "%s", img_errmsg(to));
-		off += n;
-		len -= n;
-	}
-	return 0;
-}
-
-/* Copy what from's own layer holds into to, where to has nothing of its
- * own (so that to reads the same without from). */
-static int copy_layer_into_child(struct img_snapshots *s, struct img *from,
-				 struct img *to)
-{
-	uint64_t size = img_size(from), pos = 0;
-	uint8_t *buf = NULL;
-	int r = 0;
-
-	if (size > img_size(to))
-		size = img_size(to);
-	if (posix_memalign((void **)&buf, 4096, SNAPSHOT_COPY_BUF_SIZE))
-		return snap_fail(s, -ENOMEM, "out of memory");
-	while (pos < size) {
-		struct img_extent ext;
-		uint64_t len;
-		bool zero;
-
-		r = img_block_status_layer(from, pos, size - pos, &ext);
-		if (r < 0) {
-			snap_fail(s, r, "%s", img_errmsg(from));
-			goto out;
-		}
-		len = ext.length < size - pos ? ext.length : size - pos;
-		zero = (ext.flags & IMG_EXTENT_ZERO) &&
-		       !(ext.flags & IMG_EXTENT_DATA);
-		for (uint64_t sub = pos;
-		     (ext.flags & IMG_EXTENT_ALLOCATED) && sub < pos + len;) {
-			struct img_extent te;
-			uint64_t n;
-
-			r = img_block_status_layer(to, sub, pos + len - sub,
-						   &te);
-			if (r < 0) {
-				snap_fail(s, r, "%s", img_errmsg(to));
-				goto out;
-			}
-			n = te.length < pos + len - sub ? te.length
-							: pos + len - sub;
-			if (!(te.flags & IMG_EXTENT_ALLOCATED)) {
-				r = copy_range(s, from, to, sub, n, zero, buf);
-				if (r < 0)
-					goto out;
-			}
-			sub += n;
-		}
-		pos += len;
-	}
-out:
-	free(buf);
-	return r;
 }
 
 /* ---- create -------------------------------------------------------------*/
@@ -931,9 +795,12 @@ static int layers_unlink_from_chain(struct img_snapshots *s, int idx)
 		snap_fail(s, r, "%s", errbuf);
 		goto out;
 	}
-	r = copy_layer_into_child(s, l, c);
-	if (r < 0)
+	/* only where the child has nothing of its own: it reads the same */
+	r = img_copy_layer(l, c, IMG_COPY_ONLY_UNALLOCATED);
+	if (r < 0) {
+		snap_fail(s, r, "%s", img_errmsg(c));
 		goto out;
+	}
 	r = img_flush(c);
 	if (r < 0) {
 		snap_fail(s, r, "%s", img_errmsg(c));
@@ -942,7 +809,7 @@ static int layers_unlink_from_chain(struct img_snapshots *s, int idx)
 	if (parent) {
 		struct img *p = img_backing(img_backing(c));
 
-		ref = parent_reference(child->path, parent->path);
+		ref = img_parent_reference(child->path, parent->path);
 		if (!ref || !p) {
 			r = snap_fail(s, -ENOENT,
 				      "%s: cannot reach the parent %s",
@@ -1632,4 +1499,45 @@ int img_snapshots_recover(const char *path, const char *format, char *errbuf,
 		return r;
 	img_snapshots_close(s);
 	return 1;
+}
+
+int img_snapshots_remove_all(const char *path, char *errbuf, size_t errlen)
+{
+	char *dir = NULL, *file = NULL;
+	struct dirent *de;
+	int r = 0;
+	DIR *d;
+
+	if (!img_name_is_local(path))
+		return 0;
+	if (asprintf(&dir, "%s.snapshots", path) < 0)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	d = opendir(dir);
+	if (!d) {
+		if (errno != ENOENT)
+			r = img_error_buf(errbuf, errlen, -errno, "%s: %s", dir,
+					  strerror(errno));
+		free(dir);
+		return r;
+	}
+	/* flat: the layers, the index and the lock file */
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (asprintf(&file, "%s/%s", dir, de->d_name) < 0) {
+			r = img_error_buf(errbuf, errlen, -ENOMEM,
+					  "out of memory");
+			break;
+		}
+		if (unlink(file) && errno != ENOENT && !r)
+			r = img_error_buf(errbuf, errlen, -errno, "%s: %s",
+					  file, strerror(errno));
+		free(file);
+	}
+	closedir(d);
+	if (!r && rmdir(dir))
+		r = img_error_buf(errbuf, errlen, -errno, "%s: %s", dir,
+				  strerror(errno));
+	free(dir);
+	return r;
 }

@@ -19,6 +19,7 @@ PKGS=(
 	libcurl4-openssl-dev librbd-dev librados-dev
 	ceph-mon ceph-osd ceph-common uuid-runtime qemu-block-extra fio
 	libsdl2-dev xvfb xdotool x11-apps imagemagick
+	apt-utils xz-utils
 )
 missing=()
 for p in "${PKGS[@]}"; do

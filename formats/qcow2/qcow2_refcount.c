@@ -353,6 +353,25 @@ static int refblock_write(struct img *img, struct qcow2_state *s,
 	return 0;
 }
 
+/* The refcount blocks changed since they were last written (buf: one
+ * cluster of room). */
+static int refblocks_write_dirty(struct img *img, struct qcow2_state *s,
+				 uint8_t *buf)
+{
+	for (uint64_t b = 0; b < s->reftable_cap; b++) {
+		if (!s->refblock_dirty[b])
+			continue;
+		if (s->reftable[b]) {
+			int ret = refblock_write(img, s, b, buf);
+
+			if (ret < 0)
+				return ret;
+		}
+		s->refblock_dirty[b] = 0;
+	}
+	return 0;
+}
+
 static int reftable_write(struct img *img, struct qcow2_state *s)
 {
 	uint64_t bytes = s->reftable_cap * 8;
@@ -412,16 +431,9 @@ int qcow2_refs_commit(struct img *img, struct qcow2_state *s)
 	buf = malloc(s->cluster_size);
 	if (!buf)
 		return img_error(img, -ENOMEM, "out of memory");
-	for (uint64_t b = 0; b < s->reftable_cap; b++) {
-		if (!s->refblock_dirty[b])
-			continue;
-		if (s->reftable[b]) {
-			ret = refblock_write(img, s, b, buf);
-			if (ret < 0)
-				goto out;
-		}
-		s->refblock_dirty[b] = 0;
-	}
+	ret = refblocks_write_dirty(img, s, buf);
+	if (ret < 0)
+		goto out;
 	if (s->reftable_moved) {
 		ret = reftable_write(img, s);
 		if (ret < 0)
@@ -447,16 +459,9 @@ int qcow2_refs_commit(struct img *img, struct qcow2_state *s)
 			if (ret < 0)
 				goto out;
 		}
-		for (uint64_t b = 0; b < s->reftable_cap; b++) {
-			if (!s->refblock_dirty[b])
-				continue;
-			if (s->reftable[b]) {
-				ret = refblock_write(img, s, b, buf);
-				if (ret < 0)
-					goto out;
-			}
-			s->refblock_dirty[b] = 0;
-		}
+		ret = refblocks_write_dirty(img, s, buf);
+		if (ret < 0)
+			goto out;
 	} else if (s->reftable_dirty) {
 		ret = reftable_write(img, s);
 		if (ret < 0)

@@ -342,20 +342,12 @@ static int vhd_open(struct img *img)
 	bool writable = flags & IMG_OPEN_RDWR;
 	int ret;
 
-	ret = img_file_open(img, &s->file, img_filename(img), writable);
+	ret = img_file_open_image(img, &s->file, "VHD", VHD_FOOTER_SIZE,
+				  &s->file_size);
 	if (ret)
 		return ret;
 	s->file_open = true;
 	s->read_only = !writable;
-	ret = img_file_size(&s->file, &s->file_size);
-	if (ret)
-		goto fail;
-	if (s->file_size < VHD_FOOTER_SIZE) {
-		ret = img_error(img, -EINVAL,
-				"file too small for a VHD (%llu bytes)",
-				(unsigned long long)s->file_size);
-		goto fail;
-	}
 	ret = vhd_open_footer(img, s, flags);
 	if (ret)
 		goto fail;

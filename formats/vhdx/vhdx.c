@@ -666,6 +666,32 @@ static int vhdx_open_metadata(struct img *img, struct vhdx_state *s)
 	return 0;
 }
 
+enum vhdx_bat_fault vhdx_bat_inspect(const struct vhdx_state *s, uint64_t i,
+				     uint64_t e, struct vhdx_bat_view *v)
+{
+	unsigned st = VHDX_BAT_STATE(e);
+	bool valid;
+
+	v->bitmap = (i + 1) % (s->geo.chunk_ratio + 1ull) == 0;
+	v->state = st;
+	v->off = VHDX_BAT_OFFSET(e);
+	v->span = v->bitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE : s->block_size;
+	valid = v->bitmap ? st == VHDX_SB_NOT_PRESENT || st == VHDX_SB_PRESENT
+			  : st <= VHDX_BLOCK_UNMAPPED ||
+				    st == VHDX_BLOCK_FULLY_PRESENT ||
+				    (st == VHDX_BLOCK_PARTIALLY_PRESENT &&
+				     s->has_parent);
+	v->present = v->bitmap ? st == VHDX_SB_PRESENT
+			       : st >= VHDX_BLOCK_FULLY_PRESENT;
+	if (!valid)
+		return VHDX_BAT_BAD_STATE;
+	if (v->present && v->off < VHDX_HEADER_SECTION_SIZE)
+		return VHDX_BAT_IN_HEADER;
+	if (v->present && v->off + v->span > s->file_size)
+		return VHDX_BAT_PAST_END;
+	return VHDX_BAT_SOUND;
+}
+
 static int vhdx_open_bat(struct img *img, struct vhdx_state *s, unsigned flags)
 {
 	uint64_t nsectors;
@@ -694,40 +720,27 @@ static int vhdx_open_bat(struct img *img, struct vhdx_state *s, unsigned flags)
 	s->alloc_offset = vhdx_round_up(s->file_size, VHDX_ALIGN);
 	for (uint64_t i = 0; i < s->geo.entries; i++) {
 		uint64_t e = vhdx_get64(raw + i * 8);
-		bool bitmap = (i + 1) % (s->geo.chunk_ratio + 1ull) == 0;
-		unsigned st = VHDX_BAT_STATE(e);
-		uint64_t off = VHDX_BAT_OFFSET(e);
-		uint64_t span = bitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE
-				       : s->block_size;
-		bool valid_state =
-			bitmap ? st == VHDX_SB_NOT_PRESENT ||
-					 st == VHDX_SB_PRESENT
-			       : st <= VHDX_BLOCK_UNMAPPED ||
-					 st == VHDX_BLOCK_FULLY_PRESENT ||
-					 (st == VHDX_BLOCK_PARTIALLY_PRESENT &&
-					  s->has_parent);
-		bool present = bitmap ? st == VHDX_SB_PRESENT
-				      : st >= VHDX_BLOCK_FULLY_PRESENT;
+		struct vhdx_bat_view v;
+		enum vhdx_bat_fault fault = vhdx_bat_inspect(s, i, e, &v);
 
 		s->bat[i] = e;
 		if (flags & IMG_OPEN_CHECK)
 			continue; /* check reports and repairs these */
-		if (!valid_state) {
+		if (fault == VHDX_BAT_BAD_STATE) {
 			ret = img_error(img, -EINVAL,
 					"BAT entry %llu has invalid state %u",
-					(unsigned long long)i, st);
+					(unsigned long long)i, v.state);
 			goto out;
 		}
-		if (present && (off < VHDX_HEADER_SECTION_SIZE ||
-				off + span > s->file_size)) {
+		if (fault != VHDX_BAT_SOUND) {
 			ret = img_error(img, -EINVAL,
 					"BAT entry %llu points %s (offset "
 					"%llu, file size %llu)",
 					(unsigned long long)i,
-					off < VHDX_HEADER_SECTION_SIZE
+					fault == VHDX_BAT_IN_HEADER
 						? "into the header section"
 						: "past the end of the file",
-					(unsigned long long)off,
+					(unsigned long long)v.off,
 					(unsigned long long)s->file_size);
 			goto out;
 		}
@@ -761,20 +774,12 @@ static int vhdx_open(struct img *img)
 	bool writable = flags & IMG_OPEN_RDWR;
 	int ret;
 
-	ret = img_file_open(img, &s->file, img_filename(img), writable);
+	ret = img_file_open_image(img, &s->file, "VHDX",
+				  VHDX_HEADER_SECTION_SIZE, &s->file_size);
 	if (ret)
 		return ret;
 	s->file_open = true;
 	s->read_only = !writable;
-	ret = img_file_size(&s->file, &s->file_size);
-	if (ret)
-		goto fail;
-	if (s->file_size < VHDX_HEADER_SECTION_SIZE) {
-		ret = img_error(img, -EINVAL,
-				"file too small for a VHDX (%llu bytes)",
-				(unsigned long long)s->file_size);
-		goto fail;
-	}
 	ret = vhdx_open_headers(img, s);
 	if (ret)
 		goto fail;

@@ -108,7 +108,24 @@ static inline uint64_t vhdx_bitmap_index(const struct vhdx_state *s, uint64_t c)
 	return c * (s->geo.chunk_ratio + 1ull) + s->geo.chunk_ratio;
 }
 
+/* What BAT entry i says, and what is wrong with it. */
+enum vhdx_bat_fault {
+	VHDX_BAT_SOUND,
+	VHDX_BAT_BAD_STATE,
+	VHDX_BAT_IN_HEADER, /* present, inside the header section */
+	VHDX_BAT_PAST_END,  /* present, past the end of the file */
+};
+
+struct vhdx_bat_view {
+	bool bitmap; /* a sector bitmap block's entry, else a payload block's */
+	bool present; /* has space in the file: [off, off + span) */
+	unsigned state;
+	uint64_t off, span;
+};
+
 /* vhdx.c */
+enum vhdx_bat_fault vhdx_bat_inspect(const struct vhdx_state *s, uint64_t i,
+				     uint64_t e, struct vhdx_bat_view *v);
 int vhdx_read_file(struct vhdx_state *s, void *buf, size_t len, uint64_t off);
 int vhdx_header_write(struct vhdx_state *s);
 /* Takes meta_lock (the caller must not hold it). */

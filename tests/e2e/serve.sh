@@ -15,6 +15,9 @@ SRV_URI=
 start_server() {
 	local out=$1
 	shift
+	# emptied first: the banner of a server that used OUT before must
+	# not be taken for this one's
+	: >"$out"
 	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
 	SRV_PID=$!
 	for _ in $(seq 400); do

@@ -13,9 +13,17 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "vmm_test_util.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <rfb/rfbclient.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "vmm_vga_util.h"
 
 #include "vmm/devices/usb.h"
+#include "vmm/devices/vga.h"
+#include "vmm/display/display.h"
 #include "vmm/input.h"
 
 #define RAM (16u << 20)
@@ -377,7 +385,7 @@ Test(uhci, pointer_reports)
 	cr_assert_eq(report[0], 3);
 	cr_assert_eq(report[1] | report[2] << 8, 0x1234);
 	cr_assert_eq(report[3] | report[4] << 8, 0x7fff);
-	cr_assert_eq((int8_t)report[5], -1);
+	cr_assert_eq((int8_t)report[5], 1, "wheel away from the user");
 	/* a short packet on a SPD TD: the short-packet interrupt too */
 	cr_assert(inw(USBSTS) & 1);
 	cr_assert(vm->gsi_level[USB_GSI]);
@@ -457,6 +465,65 @@ Test(uhci, no_bus_master_no_schedule)
 	*mem32(ASYNC_QH + 4) = TDS;
 	uhci_advance(uhci, 5);
 	cr_assert(mem32(TDS)[1] & ACTIVE);
+}
+
+static void quiet(const char *format, ...)
+{
+	(void)format;
+}
+
+/* A VNC viewer (libvncclient) clicks on the 720x400 text screen: the
+ * display routes the pointer to the tablet, scaled to 0..0x7fff. */
+Test(uhci, vnc_pointer_reaches_the_tablet)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	char spec[64], err[256];
+	struct display_options opt = { .vnc = spec, .tablet = tablet };
+	uint8_t *report = vmm_gpa_to_hva(vm, INT_BUF, 8);
+	struct display *disp;
+	struct vga *vga;
+	rfbClient *c;
+	bool seen = false;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	getsockname(fd, (struct sockaddr *)&a, &len);
+	close(fd);
+	snprintf(spec, sizeof(spec), "127.0.0.1:%d", ntohs(a.sin_port));
+	vga = vga_create(vm, 2, VGA_VRAM_DEFAULT, err, sizeof(err));
+	cr_assert_not_null(vga, "%s", err);
+	vga_set_text_mode(vm);
+	disp = display_create(vga, NULL, &opt, err, sizeof(err));
+	cr_assert_not_null(disp, "%s", err);
+
+	start_controller();
+	enumerate(7);
+	queue_interrupt_td();
+	rfbClientLog = quiet;
+	rfbClientErr = quiet;
+	c = rfbGetClient(8, 3, 4);
+	c->serverHost = strdup("127.0.0.1");
+	c->serverPort = ntohs(a.sin_port);
+	cr_assert(rfbInitClient(c, NULL, NULL));
+	cr_assert_eq(c->width, 720);
+	cr_assert_eq(c->height, 400);
+	SendPointerEvent(c, 360, 200, rfbButton1Mask);
+	for (unsigned i = 0; i < 1000 && !seen; i++) {
+		struct timespec ms10 = { 0, 10000000 };
+
+		nanosleep(&ms10, NULL);
+		uhci_advance(uhci, 1);
+		seen = !(mem32(INT_TD)[1] & ACTIVE);
+	}
+	cr_assert(seen, "no report within 10 s");
+	cr_assert_eq(report[0], 1, "left button");
+	cr_assert_eq(report[1] | report[2] << 8, 360 * 0x7fff / 719);
+	cr_assert_eq(report[3] | report[4] << 8, 200 * 0x7fff / 399);
+	rfbClientCleanup(c);
+	display_destroy(disp);
+	vga_destroy(vga);
 }
 
 /* ---- hostile schedules -------------------------------------------------*/
@@ -646,9 +713,10 @@ Test(uhci_thread, idle_and_running)
 	outw(USBCMD, 1);
 	nanosleep(&ms50, NULL);
 	nanosleep(&ms50, NULL);
-	/* FRNUM read walks what is due */
+	/* FRNUM follows the clock; reading it walks what is due (the last
+	 * 32 frames at least, however late the thread is on a busy host) */
 	cr_assert_geq(inw(FRNUM), 100);
-	cr_assert_geq(uhci_frames_walked(u), 100);
+	cr_assert_geq(uhci_frames_walked(u), 32);
 	outw(USBCMD, 0);
 	uhci_destroy(u);
 	vmm_destroy(m);

@@ -542,15 +542,17 @@ struct usb_device *usb_tablet_device(struct usb_tablet *t)
 void usb_tablet_pointer_event(struct usb_tablet *t, unsigned x, unsigned y,
 			      int wheel, unsigned buttons)
 {
+	/* HID buttons: 1 left, 2 right, 3 middle (as INPUT_BUTTON_*); a
+	 * positive HID wheel turns away from the user, the input API's
+	 * towards */
 	struct tablet_report r = {
 		.buttons = buttons & 7,
 		.x = x > INPUT_ABSOLUTE_MAX ? INPUT_ABSOLUTE_MAX : x,
 		.y = y > INPUT_ABSOLUTE_MAX ? INPUT_ABSOLUTE_MAX : y,
-		.wheel = wheel > 127	? 127
-			 : wheel < -127 ? -127
-					: wheel,
+		.wheel = wheel > 127	? -127
+			 : wheel < -127 ? 127
+					: -wheel,
 	};
-	/* HID buttons: 1 left, 2 right, 3 middle (as INPUT_BUTTON_*) */
 
 	pthread_mutex_lock(&t->lock);
 	t->state = r;
