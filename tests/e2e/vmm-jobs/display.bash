@@ -275,6 +275,10 @@ job_display_sdl() {
 	for _ in $(seq 100); do [ -s "$xfd" ] && break; sleep 0.1; done
 	display=:$(head -1 "$xfd")
 	rm -f "$xfd"
+	for _ in $(seq 50); do
+		DISPLAY=$display timeout 5 xdotool getdisplaygeometry >/dev/null 2>&1 && break
+		sleep 0.1
+	done
 	DISPLAY=$display SDL_VIDEODRIVER=x11 "$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" \
 		--display sdl --screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
