@@ -16,20 +16,26 @@ TMO=${INSTALL_TIMEOUT:-5400}
 export INSTALL_WORK=$WORK B=${B:-build}
 
 if [ "${1:-}" = --inner ]; then
+	# CONVERTED=1: also the converted-VMDK boots after imgvm's install
 	for vmm in $ORDER; do
-		INSTALL_VMM=$vmm FMTS=$FMT CONVERTED=0 bash "$ROOT/tests/install/debian.sh" --inner
+		conv=0
+		[ "$vmm" = imgvm ] && conv=${CONVERTED:-0}
+		INSTALL_VMM=$vmm FMTS=$FMT CONVERTED=$conv bash "$ROOT/tests/install/debian.sh" --inner
 	done
 	exit 0
 fi
 
 bash "$ROOT/tests/install/debian.sh" --prepare | grep -v '^0 passed' || exit 1
+echo "# host load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 if [ -e /sys/module/kvm_pvm ] || ! [ -w /dev/kvm ] || ! grep -qE 'vmx|svm' /proc/cpuinfo; then
 	NK_MEM=${NK_MEM:-5120} nice -n 10 "$ROOT/tests/nested-kvm.sh" -w "$WORK" -w "$ROOT" \
-		-t $((2 * TMO + 120)) -- env FMT="$FMT" ORDER="$ORDER" bash "$ROOT/bench/install.sh" --inner
+		-t $((2 * TMO + 600)) -- env FMT="$FMT" ORDER="$ORDER" CONVERTED="${CONVERTED:-0}" \
+		bash "$ROOT/bench/install.sh" --inner
 else
 	bash "$ROOT/bench/install.sh" --inner
 fi
 st=$?
+echo "# host load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 imgvm=$(awk -v f="$FMT" '$1 == f { print $3 }' "$WORK/results-imgvm" 2>/dev/null)
 qemu=$(awk -v f="$FMT" '$1 == f { print $3 }' "$WORK/results-qemu" 2>/dev/null)
 if [ -n "$imgvm" ] && [ -n "$qemu" ]; then

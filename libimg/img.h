@@ -377,7 +377,8 @@ struct img_snapshot_entry {
 	int64_t created;          /* seconds since the epoch, 0 when unknown */
 	uint64_t virtual_size;    /* the disk's size in that state */
 	uint64_t disk_usage;      /* host bytes of its layer, 0 when internal */
-	char path[4096];          /* its layer's file; "" when internal */
+	const char *path;         /* its layer's file (in the list's own
+	                             allocation); NULL when internal */
 };
 
 /* A name a new snapshot may take: 1 to IMG_SNAPSHOT_TAG_MAX letters,
@@ -402,8 +403,8 @@ enum img_snapshot_kind img_snapshots_kind(const struct img_snapshots *snaps);
 /* The one-line message of the handle's last failure ("" when none). */
 const char *img_snapshots_errmsg(const struct img_snapshots *snaps);
 
-/* *list is malloc'ed (free it): *count entries, newest first; none for
- * IMG_SNAPSHOT_NONE. */
+/* *list is one malloc'ed block, strings included (free(*list) frees it
+ * all): *count entries, newest first; none for IMG_SNAPSHOT_NONE. */
 int img_snapshots_list(struct img_snapshots *snaps,
 		       struct img_snapshot_entry **list, int *count);
 /* 0 when snapshot tag exists, -ENOENT when not. */

@@ -17,7 +17,7 @@
 # NK_TIMEOUT, default 1800 s for the whole run); 125: L1 itself failed (its
 # console tail is printed); 123: L1 hung: its kernel reported a CPU in soft
 # lockup for 45 s or more, or its watchdog saw a CPU take no interrupt for
-# NK_STALL seconds (default 30) or a task outlive SIGKILL by 15 s (a vCPU
+# NK_STALL seconds (default 30) or a task outlive SIGKILL by 30 s (a vCPU
 # of L1 that entered an L2 guest and never came back: seen now and then
 # with QEMU TCG's emulated SVM, at an L2 guest's start).  L1 is stopped
 # then instead of at the timeout, and the caller may start it again.
@@ -154,7 +154,7 @@ hostname nested-kvm
 # comes back (QEMU TCG's emulated SVM) takes no interrupt: its tick and
 # idle counters in /proc/stat stop, and the task on it cannot be killed.
 # A CPU whose counters stood still for nk_stall seconds (default 30), or a
-# task alive 15 s after SIGKILL (the watchdog kills an imgvm boot that
+# task alive 30 s after SIGKILL (the watchdog kills an imgvm boot that
 # wrote nothing in nk_silent seconds, default 60, to find out), is
 # reported on the console as
 # "nested-kvm-hung: ..." with the VMM threads' state, which the host
@@ -163,7 +163,7 @@ hostname nested-kvm
 # /ctl/alive, tells the host that L1 as a whole still runs.
 stall=$(sed -n 's/.*nk_stall=\([0-9]*\).*/\1/p' /proc/cmdline)
 silent=$(sed -n 's/.*nk_silent=\([0-9]*\).*/\1/p' /proc/cmdline)
-awk -v limit="${stall:-30}" -v klimit=15 -v silent="${silent:-60}" '
+awk -v limit="${stall:-30}" -v klimit=30 -v silent="${silent:-60}" '
 function slurp(f,   l, s) {
 	s = ""
 	while ((getline l < f) > 0) s = s l "\n"

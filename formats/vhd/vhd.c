@@ -342,10 +342,12 @@ static int vhd_open(struct img *img)
 	bool writable = flags & IMG_OPEN_RDWR;
 	int ret;
 
+	pthread_mutex_init(&s->meta_lock, NULL);
+	s->meta_lock_init = true;
 	ret = img_file_open_image(img, &s->file, "VHD", VHD_FOOTER_SIZE,
 				  &s->file_size);
 	if (ret)
-		return ret;
+		goto fail;
 	s->file_open = true;
 	s->read_only = !writable;
 	ret = vhd_open_footer(img, s, flags);
@@ -381,8 +383,6 @@ static int vhd_open(struct img *img)
 				goto fail;
 		}
 	}
-	pthread_mutex_init(&s->meta_lock, NULL);
-	s->meta_lock_init = true;
 	img_set_parallel_rw(img, true);
 	img_set_size(img, s->size);
 	return 0;

@@ -774,10 +774,12 @@ static int vhdx_open(struct img *img)
 	bool writable = flags & IMG_OPEN_RDWR;
 	int ret;
 
+	pthread_mutex_init(&s->meta_lock, NULL);
+	s->meta_lock_init = true;
 	ret = img_file_open_image(img, &s->file, "VHDX",
 				  VHDX_HEADER_SECTION_SIZE, &s->file_size);
 	if (ret)
-		return ret;
+		goto fail;
 	s->file_open = true;
 	s->read_only = !writable;
 	ret = vhdx_open_headers(img, s);
@@ -810,8 +812,6 @@ static int vhdx_open(struct img *img)
 		ret = vhdx_declare_parent(img, s);
 	if (ret)
 		goto fail;
-	pthread_mutex_init(&s->meta_lock, NULL);
-	s->meta_lock_init = true;
 	img_set_parallel_rw(img, true);
 	img_set_size(img, s->size);
 	return 0;

@@ -979,6 +979,22 @@ static struct vmdk_extent *find_extent(struct vmdk_state *s, uint64_t sector)
 	return s->extents[lo];
 }
 
+/* The extent holding byte pos of a request [off, off + len) (pos counts
+ * from off), where in it that byte is (*eoff), and how much of the
+ * request from there it holds (*n). */
+static struct vmdk_extent *extent_piece(struct vmdk_state *s, uint64_t off,
+					uint64_t pos, uint64_t len,
+					uint64_t *eoff, uint64_t *n)
+{
+	struct vmdk_extent *e = find_extent(s, (off + pos) / VMDK_SECTOR);
+
+	*eoff = off + pos - e->start * VMDK_SECTOR;
+	*n = e->sectors * VMDK_SECTOR - *eoff;
+	if (*n > len - pos)
+		*n = len - pos;
+	return e;
+}
+
 int vmdk_read_compressed_grain(struct img *img, struct vmdk_extent *e,
 			       uint32_t sector, uint64_t grain, uint8_t *out)
 {
@@ -1215,13 +1231,10 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 	if (ret)
 		return ret;
 	while (pos < len) {
-		uint64_t sector = (off + pos) / VMDK_SECTOR;
-		struct vmdk_extent *e = find_extent(s, sector);
-		uint64_t eoff = off + pos - e->start * VMDK_SECTOR;
-		uint64_t n = e->sectors * VMDK_SECTOR - eoff;
+		uint64_t eoff, n;
+		struct vmdk_extent *e =
+			extent_piece(s, off, pos, len, &eoff, &n);
 
-		if (n > len - pos)
-			n = len - pos;
 		switch (e->type) {
 		case VMDK_EXTENT_ZERO:
 			img_iov_memset(iov, iovcnt, pos, 0, n);
@@ -1516,13 +1529,10 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	if (ret)
 		return ret;
 	while (pos < len) {
-		uint64_t sector = (off + pos) / VMDK_SECTOR;
-		struct vmdk_extent *e = find_extent(s, sector);
-		uint64_t eoff = off + pos - e->start * VMDK_SECTOR;
-		uint64_t n = e->sectors * VMDK_SECTOR - eoff;
+		uint64_t eoff, n;
+		struct vmdk_extent *e =
+			extent_piece(s, off, pos, len, &eoff, &n);
 
-		if (n > len - pos)
-			n = len - pos;
 		ret = extent_writable(img, e);
 		if (ret)
 			break;
@@ -1585,13 +1595,10 @@ static int zero_or_discard(struct img *img, uint64_t off, uint64_t len,
 	if (ret)
 		return ret;
 	while (pos < len) {
+		uint64_t eoff, n;
 		struct vmdk_extent *e =
-			find_extent(s, (off + pos) / VMDK_SECTOR);
-		uint64_t eoff = off + pos - e->start * VMDK_SECTOR;
-		uint64_t n = e->sectors * VMDK_SECTOR - eoff;
+			extent_piece(s, off, pos, len, &eoff, &n);
 
-		if (n > len - pos)
-			n = len - pos;
 		if (e->type == VMDK_EXTENT_ZERO)
 			goto next;
 		ret = extent_writable(img, e);

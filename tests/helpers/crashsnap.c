@@ -417,7 +417,7 @@ static bool verify(int done, char *why, size_t whylen)
 				 list[i].name);
 			ok = false;
 		}
-		if (ok && list[i].path[0])
+		if (ok && list[i].path)
 			ok = check_clean(list[i].path, why, whylen);
 	}
 	img_snapshots_close(s);

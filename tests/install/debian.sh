@@ -81,7 +81,7 @@ build_installer_iso() {
 			cp -L "$lib" "$w/overlay$lib"
 		done
 	done
-	install -m 755 "$ROOT/tests/install/installer-init.sh" "$w/overlay/init"
+	install -m 755 "${INSTALLER_INIT:-$ROOT/tests/install/installer-init.sh}" "$w/overlay/init"
 	cp "$guest/vmlinuz" "$w/iso/boot/vmlinuz"
 	{
 		cat "$guest/initrd.gz"
@@ -151,8 +151,7 @@ start_http() {
 	/usr/bin/python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$HTTP_PORT" \
 		>"$WORK/http.log" 2>&1 &
 	HTTP_PID=$!
-	local i
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		/usr/bin/python3 -c "import socket; socket.create_connection(('127.0.0.1', $HTTP_PORT))" 2>/dev/null && return 0
 		sleep 0.2
 	done
@@ -173,10 +172,12 @@ vm_cmd() {
 		[ -n "$install" ] && VM+=(--cdrom "$WORK/debian-installer.iso" --eject-on-reboot)
 	else
 		[ "$fmt" = vhd ] && qfmt=vpc
+		# shellcheck disable=SC2054 # commas inside QEMU option values
 		VM=(timeout -k 10 "$tmo" qemu-system-x86_64 -accel "$ACCEL" -M q35 -m 2G -smp 2
 			-display none -monitor none -serial "file:$serial"
 			-drive "file=$img,format=$qfmt,if=none,id=d" -device ide-hd,drive=d,bus=ide.0
 			-netdev "user,id=n,restrict=on,$fwd" -device virtio-net-pci,netdev=n)
+		# shellcheck disable=SC2054
 		[ -n "$install" ] && VM+=(-drive "file=$WORK/debian-installer.iso,media=cdrom,if=none,id=c,readonly=on"
 			-device ide-cd,drive=c,bus=ide.1 -boot once=d)
 	fi
@@ -224,7 +225,7 @@ check_image() { # FMT IMAGE WHAT
 }
 
 install_one() {
-	local fmt=$1 img=$WORK/debian.$1 opts name=install-$1 p prev=0 t
+	local fmt=$1 img=$WORK/debian.$1 opts name=install-$1 p t
 	case $fmt in
 	vdi) opts=subformat=dynamic ;;
 	vhd) opts=subformat=dynamic ;;

@@ -105,9 +105,11 @@ phase debootstrap
 # ar and tar unpack instead
 step debootstrap /usr/bin/dash /usr/sbin/debootstrap --arch=amd64 --no-check-gpg --extractor=ar --include=ca-certificates \
 	"$SUITE" "$T" "$MIRROR"
-for fs in dev dev/pts proc sys; do
-	mount --bind "/$fs" "$T/$fs" || die "bind mount /$fs"
-done
+mkdir -p /dev/pts
+mount --bind /dev "$T/dev" || die "mount $T/dev"
+mount -t devpts devpts "$T/dev/pts" || die "mount $T/dev/pts"
+mount -t proc proc "$T/proc" || die "mount $T/proc"
+mount -t sysfs sysfs "$T/sys" || die "mount $T/sys"
 
 # ---- apt-setup ------------------------------------------------------------
 phase apt-setup

@@ -8,7 +8,7 @@
  * or connection, a window event, the next look at the screen, or the stop.
  * It looks at the screen only while someone watches (a viewer connected or
  * the window visible): every 33 ms while the screen changes, then less and
- * less often, up to every 500 ms, while it does not (each look asks KVM for
+ * less often, up to every second, while it does not (each look asks KVM for
  * the framebuffer's dirty log); a key or pointer event brings it back to
  * 33 ms, as QEMU's VNC server backs off.  Unwatched, it does not wake.
  *
@@ -36,8 +36,8 @@
 #include "vmm/display/vnc.h"
 
 #define REFRESH_US 33000
-#define REFRESH_IDLE_STEP_US 50000
-#define REFRESH_IDLE_MAX_US 500000
+#define REFRESH_IDLE_STEP_US 100000
+#define REFRESH_IDLE_MAX_US 1000000
 /* descriptors the thread waits on: the stop event, VNC's listening
  * sockets and viewers (LibVNCServer serves fewer than this) */
 #define DISPLAY_MAX_FDS 256

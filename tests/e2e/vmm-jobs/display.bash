@@ -4,7 +4,8 @@
 # libvncclient as the viewer (tests/helpers/vnc_client), and QEMU's
 # screendump of the same screen as the reference (tests/helpers/
 # vnc_imgdiff, less than 2 % of the pixels may differ).  Sourced by
-# tests/e2e/vmm.sh; four imgvm runs and two QEMU runs.
+# tests/e2e/vmm.sh; five imgvm runs (one in a window on Xvfb) and two QEMU
+# runs.
 
 DISPLAY_HELPERS=$ROOT/$B/tests/helpers
 # VNC's UNIX sockets cannot live on the nested host's 9p work directories
@@ -28,9 +29,10 @@ display_host_cases() {
 	bad_option "bad --vnc address" "vnc" boot --vnc nowhere --no-reboot
 	bad_option "--vnc-password-file without --vnc" "needs --vnc" boot --vnc-password-file /dev/null
 	if ldd "$IMGVM" 2>/dev/null | grep -q libSDL2; then
-		# built with SDL2: with no desktop to open a window on, one line
+		# built with SDL2: with no X server to open a window on, one line
+		# (SDL would try its other drivers, Wayland or KMS, otherwise)
 		if [ ! -e /sys/module/kvm_pvm ] && hardware_kvm; then
-			DISPLAY= bad_option "--display sdl without a desktop" "display sdl" \
+			DISPLAY= SDL_VIDEODRIVER=x11 bad_option "--display sdl without an X server" "display sdl" \
 				boot --display sdl --no-reboot --timeout 5
 		fi
 	else
@@ -248,8 +250,9 @@ job_display_install() {
 	rm -f "$disk"
 }
 
-# --display sdl on a virtual X server (Xvfb): GRUB's menu in the window is
-# the picture of imgvm's own --screenshot; 'c' typed on the X keyboard
+# --display sdl on a virtual X server (Xvfb): GRUB's menu in the window
+# (xwd, converted by ImageMagick) is the picture of imgvm's own
+# --screenshot; 'c' typed on the X keyboard
 # (xdotool) opens GRUB's command line; closing the window stops a guest
 # that does not listen for the power button (GRUB), and imgvm exits.
 job_display_sdl() {
@@ -259,7 +262,7 @@ job_display_sdl() {
 		echo "skip - display_sdl: imgvm was built without SDL2 (libsdl2-dev)"
 		return 0
 	fi
-	for tool in Xvfb xdotool import python3; do
+	for tool in Xvfb xdotool xwd convert python3; do
 		command -v $tool >/dev/null || {
 			echo "skip - display_sdl: $tool missing (scripts/deps.sh installs xvfb, xdotool, imagemagick)"
 			return 0
@@ -272,12 +275,16 @@ job_display_sdl() {
 	for _ in $(seq 100); do [ -s "$xfd" ] && break; sleep 0.1; done
 	display=:$(head -1 "$xfd")
 	rm -f "$xfd"
+	for _ in $(seq 50); do
+		DISPLAY=$display timeout 5 xdotool getdisplaygeometry >/dev/null 2>&1 && break
+		sleep 0.1
+	done
 	DISPLAY=$display SDL_VIDEODRIVER=x11 "$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" \
 		--display sdl --screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
 	window=
 	for _ in $(seq 300); do
-		window=$(DISPLAY=$display xdotool search --name '^imgvm$' 2>/dev/null | head -1)
+		window=$(DISPLAY=$display timeout 10 xdotool search --onlyvisible --name '^imgvm$' 2>/dev/null | head -1)
 		[ -n "$window" ] && break
 		kill -0 $pid 2>/dev/null || break
 		sleep 0.1
@@ -290,8 +297,10 @@ job_display_sdl() {
 	fi
 	ok "--display sdl: a window titled 'imgvm' on the X server, GRUB's menu on the screen"
 	out=
-	for _ in $(seq 10); do
-		snap $pid "$png" && DISPLAY=$display import -window "$window" "png:$win" 2>/dev/null &&
+	for _ in $(seq 5); do
+		# (every X client under timeout: a stuck one must not hold the run)
+		snap $pid "$png" && DISPLAY=$display timeout 15 xwd -silent -id "$window" -out "$win.xwd" &&
+			timeout 15 convert "xwd:$win.xwd" "png:$win" 2>/dev/null &&
 			out=$("$DISPLAY_HELPERS/vnc_imgdiff" "$png" "$win" 0.01) && break
 		out=
 		sleep 1
@@ -301,14 +310,14 @@ job_display_sdl() {
 	else
 		fail "SDL window against --screenshot: $("$DISPLAY_HELPERS/vnc_imgdiff" "$png" "$win" 0.01 2>&1)"
 	fi
-	if DISPLAY=$display xdotool windowfocus --sync "$window" key c 2>/dev/null &&
+	if DISPLAY=$display timeout 10 xdotool windowfocus --sync "$window" key c 2>/dev/null &&
 		wait_text $pid "$png" 'grub>' 30; then
 		ok "'c' typed on the host's keyboard in the window opens GRUB's command line"
 	else
 		fail "keys through the SDL window: $(head -c 300 "${png%.png}.txt" 2>/dev/null)"
 	fi
 	# the window manager's close button: WM_DELETE_WINDOW
-	DISPLAY=$display python3 - "$window" <<-'EOF'
+	DISPLAY=$display timeout 20 python3 - "$window" <<-'EOF'
 		import ctypes, sys
 		x = ctypes.CDLL('libX11.so.6')
 		x.XOpenDisplay.restype = ctypes.c_void_p
