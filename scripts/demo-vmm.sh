@@ -3,8 +3,10 @@
 # guest, create a 2 GiB dynamic VDI, install from the ISO onto it with
 # imgvm (the CD is ejected at the installer's reboot and the machine comes
 # back up from the disk in the same run), boot the installed disk again on
-# its own, check the image with imgtool and qemu-img, convert it to VMDK
-# and VHD and show that all three hold the same disk.
+# its own with a VGA screen and say where the PNG of that screen at
+# power-off is (with the firmware's log kept, so that a boot that stalls
+# shows where), check the image with imgtool and qemu-img, convert it to
+# VMDK and VHD and show that all three hold the same disk.
 #
 # imgvm runs directly on hardware KVM; elsewhere inside the nested test host
 # (tests/nested-kvm.sh); without either the VM steps are skipped, saying why.

@@ -317,7 +317,8 @@ job_display_sdl() {
 		fail "keys through the SDL window: $(head -c 300 "${png%.png}.txt" 2>/dev/null)"
 	fi
 	# the window manager's close button: WM_DELETE_WINDOW
-	DISPLAY=$display timeout 20 python3 - "$window" <<-'EOF'
+	local sent
+	DISPLAY=$display timeout 60 python3 - "$window" <<-'EOF'
 		import ctypes, sys
 		x = ctypes.CDLL('libX11.so.6')
 		x.XOpenDisplay.restype = ctypes.c_void_p
@@ -335,9 +336,10 @@ job_display_sdl() {
 		x.XSendEvent(d, ev[4], 0, 0, ev)
 		x.XFlush(d)
 	EOF
-	for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+	sent=$?
+	for _ in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 	if kill -0 $pid 2>/dev/null; then
-		fail "closing the SDL window did not stop a guest without ACPI (GRUB)"
+		fail "closing the SDL window did not stop a guest without ACPI (GRUB) in 30 s (the close message's sender: status $sent)"
 		stop_vm $pid
 	else
 		wait $pid
