@@ -12,14 +12,27 @@
 # servers have stopped.  Last, the same QD32x4 load on a local VDI file in
 # the page cache (no backend latency), where the NBD path is CPU-bound.
 #
+# Then the dynamic formats (dynamic VHD, monolithicSparse VMDK, qcow2,
+# VHDX), each fully allocated (qemu-img convert of the same random data)
+# behind the same 2 ms backend at QD32x4: this build, qemu-nbd, and, with
+# PAR_BEFORE=/path/to/imgtool, a build from before those formats took
+# writes in parallel, the three interleaved in every pair; then a
+# write+verify pass through ours and a check of the image.
+#
 # Env (besides run.sh's): PAR_MB (image size, default 1024), PAR_SECONDS
 # (fio runtime per run, default 10), PAR_THREADS (imgtool serve --threads,
-# default 32: one worker per request in flight on a connection).
+# default 32: one worker per request in flight on a connection),
+# PAR_BEFORE (see above), PAR_DYN_FORMATS (default "vhd vmdk qcow2 vhdx";
+# empty: none), PAR_BASE (0: skip the raw and VDI rows).
 
 PAR_MB=${PAR_MB:-1024}
 PAR_SECONDS=${PAR_SECONDS:-10}
 PAR_THREADS=${PAR_THREADS:-32}
+PAR_BEFORE=${PAR_BEFORE:-}
+PAR_DYN_FORMATS=${PAR_DYN_FORMATS-vhd vmdk qcow2 vhdx}
+PAR_BASE=${PAR_BASE:-1}
 PAR_ROWS=()
+PAR_DYN_ROWS=()
 
 # Stops whatever par_start_* started: the re-exporting server first (its
 # last flush still goes to the backend), then nbdkit.
@@ -44,13 +57,16 @@ par_start_back() {
 		file "$1" wdelay=2ms rdelay=2ms || return 1
 	par_wait_sock "$W/par-back.sock"
 }
-# par_start_front ours|qemu FMT SOURCE: SOURCE is a file or an NBD URI
+# par_start_front ours|before|qemu FMT SOURCE: SOURCE is a file or an NBD
+# URI; FMT as imgtool names it
 par_start_front() {
-	local side=$1 fmt=$2 src=$3
-	if [ "$side" = ours ]; then
-		"$IMGTOOL" serve --format "$fmt" --socket "$W/par-front.sock" \
+	local side=$1 fmt=$2 src=$3 tool=$IMGTOOL
+	[ "$side" = before ] && tool=$PAR_BEFORE
+	if [ "$side" != qemu ]; then
+		"$tool" serve --format "$fmt" --socket "$W/par-front.sock" \
 			--shared 4 --threads "$PAR_THREADS" "$src" >/dev/null 2>"$W/par-front.err" &
 	else
+		[ "$fmt" = vhd ] && fmt=vpc
 		qemu-nbd -f "$fmt" -t --shared=4 --cache=writeback --aio=threads \
 			--socket="$W/par-front.sock" "$src" >/dev/null 2>"$W/par-front.err" &
 	fi
@@ -105,6 +121,69 @@ par_measure() {
 
 par_ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", (b>0)?a/b:0}'; }
 
+# par_dyn_cases: the dynamic formats' rows (see the top)
+par_dyn_cases() {
+	local fmt qfmt opts img side i v sides vok st
+	local -A runs
+	sides=(ours qemu)
+	[ -n "$PAR_BEFORE" ] && sides=(before ours qemu)
+	for fmt in $PAR_DYN_FORMATS; do
+		case $fmt in
+		vhd) qfmt=vpc opts=(-o subformat=dynamic) ;;
+		vmdk) qfmt=vmdk opts=(-o subformat=monolithicSparse) ;;
+		*) qfmt=$fmt opts=() ;;
+		esac
+		img=$W/par-dyn.$fmt
+		say "parallel: making an allocated ${PAR_MB} MiB $fmt ${opts[*]}"
+		# ours makes the VHD: qemu-img rounds a VHD's size up to its
+		# CHS geometry and leaves the blocks past the data unallocated,
+		# and a file behind NBD cannot grow to take them
+		if [ "$fmt" = vhd ]; then
+			"$IMGTOOL" convert -q -f raw -O vhd "${opts[@]}" "$W/par.raw" "$img"
+		else
+			qemu-img convert -f raw -O "$qfmt" "${opts[@]}" "$W/par.raw" "$img"
+		fi || {
+			FAILS+=("parallel: making the $fmt image failed")
+			continue
+		}
+		runs=()
+		for ((i = 0; i < PAIRS; i++)); do
+			for side in "${sides[@]}"; do
+				v=0
+				if par_start_back "$img" &&
+					par_start_front "$side" "$fmt" "nbd+unix:///?socket=$W/par-back.sock"; then
+					v=$(par_fio 4 32) || v=0
+				fi
+				par_stop
+				say "parallel: $fmt QD32x4 $side run $((i + 1)): $v IOPS"
+				runs[$side]+="$v "
+			done
+		done
+		for side in "${sides[@]}"; do
+			runs[$side]=$(printf '%s\n' ${runs[$side]} | par_median)
+		done
+		vok=""
+		if par_start_back "$img" && par_start_front ours "$fmt" "nbd+unix:///?socket=$W/par-back.sock" &&
+			par_verify; then vok="ours ok"; else
+			vok="ours FAILED"
+			FAILS+=("parallel: $fmt verify through ours failed, see $W/par-verify.log")
+		fi
+		par_stop
+		if [ "$qfmt" = vpc ]; then
+			"$IMGTOOL" check "$img" >"$W/par-check.log" 2>&1 && st="imgtool check clean" || st="imgtool check FAILED"
+		else
+			qemu-img check -f "$qfmt" "$img" >"$W/par-check.log" 2>&1 && st="qemu-img check clean" || st="qemu-img check FAILED"
+		fi
+		[[ $st == *FAILED ]] && FAILS+=("parallel: $st on $img, see $W/par-check.log")
+		PAR_DYN_ROWS+=("$fmt${opts[1]:+ ${opts[1]#subformat=}}|${runs[before]:--}|${runs[ours]}|${runs[qemu]}|$(
+			[ -n "$PAR_BEFORE" ] && par_ratio "${runs[ours]}" "${runs[before]}" || echo -)|$(
+			par_ratio "${runs[ours]}" "${runs[qemu]}")|$vok; $st")
+		say "parallel: $fmt QD32x4: before ${runs[before]:--}, ours ${runs[ours]}, qemu-nbd ${runs[qemu]} IOPS"
+		ROWS+=("parallel $fmt 2ms-nbd QD32x4 randrw 4k IOPS|qemu-nbd|${runs[ours]}|${runs[qemu]}|$(par_ratio "${runs[qemu]}" "${runs[ours]}")|-|-|-")
+		rm -f "$img"
+	done
+}
+
 parallel_cases() {
 	local pats match=0 pat
 	read -ra pats <<<"$CASES"
@@ -127,7 +206,9 @@ parallel_cases() {
 		return
 	}
 	load=$(cut -d' ' -f1-3 /proc/loadavg)
-	for fmt in raw vdi; do
+	local base_fmts=(raw vdi)
+	[ "$PAR_BASE" = 0 ] && base_fmts=()
+	for fmt in "${base_fmts[@]}"; do
 		src=$W/par.$fmt
 		read -r q1o q1p <<<"$(par_measure "$fmt QD1" $fmt "$src" 1 1 delay)"
 		read -r q32o q32p <<<"$(par_measure "$fmt QD32x4" $fmt "$src" 4 32 delay)"
@@ -157,6 +238,8 @@ parallel_cases() {
 		ROWS+=("parallel $fmt 2ms-nbd QD1 randrw 4k IOPS|qemu-nbd|$q1o|$q1p|$(par_ratio "$q1p" "$q1o")|-|-|-")
 		ROWS+=("parallel $fmt 2ms-nbd QD32x4 randrw 4k IOPS|qemu-nbd|$q32o|$q32p|$(par_ratio "$q32p" "$q32o")|-|-|-")
 	done
+	par_dyn_cases
+	[ "$PAR_BASE" = 0 ] && { par_write_md "$load" 0 0 skipped; rm -f "$W/par.raw" "$W/par.vdi"; return; }
 	read -r pco pcp <<<"$(par_measure "page-cache vdi QD32x4" vdi "$W/par.vdi" 4 32)"
 	ROWS+=("parallel vdi page-cache QD32x4 randrw 4k IOPS|qemu-nbd|$pco|$pcp|$(par_ratio "$pcp" "$pco")|-|-|-")
 	say "parallel: page-cache vdi QD32x4: ours $pco, qemu-nbd $pcp IOPS, ours/peer $(par_ratio "$pco" "$pcp")"
@@ -183,6 +266,15 @@ par_write_md() {
 		echo "| image | ours QD1 | ours QD32x4 | ours scaling | qemu-nbd QD1 | qemu-nbd QD32x4 | qemu-nbd scaling | verify |"
 		echo "|---|---|---|---|---|---|---|---|"
 		for r in "${PAR_ROWS[@]}"; do echo "| ${r//|/ | } |"; done
+		if [ ${#PAR_DYN_ROWS[@]} -gt 0 ]; then
+			echo
+			echo "Dynamic formats, fully allocated, behind the same 2 ms nbdkit, QD32x4 (IOPS, medians of $PAIRS pairs; before = a build from before these formats took writes in parallel$([ -n "$PAR_BEFORE" ] || echo ', not measured this run'); the sides run one after the other in every pair, so the machine's load falls on all of them alike):"
+			echo
+			echo "| image | before | ours | qemu-nbd | ours/before | ours/qemu-nbd | verify, check |"
+			echo "|---|---|---|---|---|---|---|"
+			for r in "${PAR_DYN_ROWS[@]}"; do echo "| ${r//|/ | } |"; done
+		fi
+		[ "$4" = skipped ] && return
 		echo
 		echo "Page cache (local VDI file, no delay), QD32x4: ours $2 IOPS, qemu-nbd $3 IOPS, ours/peer $(par_ratio "$2" "$3"); qemu-img check afterwards: $4."
 	} >"${PAR_OUT_MD:-$TOP/bench/results/parallel.md}"

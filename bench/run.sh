@@ -277,6 +277,8 @@ if [ -x "$IMGVM" ]; then
 	vmm_cases
 	. "$TOP/bench/net.sh"
 	net_cases
+	. "$TOP/bench/display.sh"
+	display_cases
 fi
 write_md
 say "wrote $OUT_MD"

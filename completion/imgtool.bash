@@ -11,7 +11,7 @@ _imgtool_snapshot_names()
 	for f in "$file.snapshots"/*; do
 		[ -f "$f" ] || continue
 		f=${f##*/}
-		[ "$f" = index ] && continue
+		case $f in index | pending | *.tmp) continue ;; esac
 		echo "${f%.*}"
 	done
 }

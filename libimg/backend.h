@@ -50,6 +50,9 @@ struct img_file_ops {
 	/* Snapshots the store keeps of this object (RBD); count or -errno. */
 	int (*list_snapshots)(struct img_file *f,
 			      struct img_backend_snapshot *out, int max);
+	/* Bytes the store holds for the object (what "disk size" shows);
+	 * -ENOTSUP when it cannot tell. */
+	int (*allocated)(struct img_file *f, uint64_t *bytes);
 	/* Remove the object (a failed create cleans up after itself). */
 	int (*remove)(const char *name, char *errbuf, size_t errlen);
 };
@@ -105,6 +108,29 @@ void img_extent_cache_install(struct img_extent_cache *c,
 /* The run at off (at most len) if the cache covers off. */
 bool img_extent_cache_lookup(struct img_extent_cache *c, uint64_t off,
 			     uint64_t len, bool *is_data, uint64_t *run);
+
+/* An extent question (the backend's .extent) answered from the cache, or
+ * else by asking the backend about the window at off (up to window_max,
+ * not past size): fill fills a private copy begun at off and returns 0
+ * (what it filled is kept and answers, none: the answer stays "data") or
+ * -errno with the message set, which is returned. */
+typedef int (*img_extent_fill_fn)(struct img_file *f, uint64_t off,
+				  uint64_t window,
+				  struct img_extent_cache *filled);
+int img_extent_cache_answer(struct img_file *f, struct img_extent_cache *c,
+			    uint64_t size, uint64_t window_max,
+			    img_extent_fill_fn fill, uint64_t off, uint64_t len,
+			    bool *is_data, uint64_t *run);
+
+/* A backend's preadv for an object of size bytes: read (a whole-length
+ * read below size) for the part below size; past it, zeros when zero_eof,
+ * else -EIO "unexpected end of WHAT at offset N". */
+typedef int (*img_backend_read_fn)(struct img_file *f, const struct iovec *iov,
+				   int iovcnt, uint64_t off);
+int img_backend_read_below(struct img_file *f, const struct iovec *iov,
+			   int iovcnt, uint64_t off, uint64_t size,
+			   bool zero_eof, const char *what,
+			   img_backend_read_fn read);
 
 /* Seconds a remote backend waits for an answer before it gives up
  * (IMG_BACKEND_TIMEOUT in the environment, default 30). */

@@ -254,6 +254,11 @@ static int nbd_connect_one(struct nbd_connection *c, const char *uri,
 				     nbd_message());
 	}
 	nbd_set_handle_name(c->h, "imgtool");
+	/* nbds:// names may carry tls-certificates=DIR or tls-psk-file=FILE.
+	 * libnbd refuses local files in URIs unless told, for URIs from
+	 * strangers; ours come from the user or from a backing-file name,
+	 * which may name any local file as a path anyway. */
+	nbd_set_uri_allow_local_file(c->h, true);
 	if (nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
 	    nbd_set_request_structured_replies(c->h, true) < 0 ||
 	    nbd_aio_connect_uri(c->h, uri) < 0)
@@ -458,29 +463,19 @@ static int nbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
 	return 0;
 }
 
+static int nbd_read_pieces(struct img_file *f, const struct iovec *iov,
+			   int iovcnt, uint64_t off)
+{
+	return nbd_transfer(f, iov, iovcnt, off, false);
+}
+
 static int nbd_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
 		      uint64_t off, bool zero_eof)
 {
 	struct nbd_backend *b = f->backend;
-	size_t total = img_iov_total(iov, iovcnt), inside;
-	struct iovec part[64];
-	int n;
 
-	if (off + total <= b->size)
-		return nbd_transfer(f, iov, iovcnt, off, false);
-	if (!zero_eof)
-		return img_file_fail(
-			f, -EIO,
-			"unexpected end of the export at offset %" PRIu64,
-			off >= b->size ? off : b->size);
-	inside = off >= b->size ? 0 : (size_t)(b->size - off);
-	img_iov_memset(iov, iovcnt, inside, 0, total - inside);
-	if (inside == 0)
-		return 0;
-	n = img_iov_slice(iov, iovcnt, 0, inside, part, 64);
-	if (n < 0)
-		return img_file_fail(f, n, "read: too many buffers");
-	return nbd_transfer(f, part, n, off, false);
+	return img_backend_read_below(f, iov, iovcnt, off, b->size, zero_eof,
+				      "the export", nbd_read_pieces);
 }
 
 static int nbd_pwritev(struct img_file *f, const struct iovec *iov, int iovcnt,
@@ -612,55 +607,106 @@ static int nbd_status_entry(void *opaque, const char *context, uint64_t off,
 	return 0;
 }
 
-static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
-			     bool *is_data, uint64_t *run)
+/* One block status request for [off, off+len) on one connection, its
+ * extents to callback.  0 or -errno with the message set. */
+static int nbd_status_request(struct img_file *f, uint64_t off, uint64_t len,
+			      nbd_extent_callback callback)
 {
-	struct nbd_backend *b = f->backend;
-	struct img_extent_cache *filled;
-	struct nbd_connection *c;
+	struct nbd_connection *c = nbd_take(f->backend);
 	char msg[IMG_ERRMSG_MAX] = "";
-	uint64_t window, generation;
 	int64_t cookie;
 	int r;
 
-	if (!b->have_allocation || off >= b->size)
-		return 0;
-	if (len > b->size - off)
-		len = b->size - off;
-	if (img_extent_cache_lookup(&b->status, off, len, is_data, run))
-		return 0;
-	/* Ask about a whole window: the answers for the runs after this
-	 * one come in the same reply. */
-	window = b->size - off < NBD_STATUS_MAX ? b->size - off
-						: NBD_STATUS_MAX;
-	filled = malloc(sizeof(*filled));
-	if (!filled)
-		return 0; /* cannot tell: data */
-	img_extent_cache_begin(filled, off);
-	generation = img_extent_cache_generation(&b->status);
-	c = nbd_take(b);
-	if (!c) {
-		free(filled);
+	if (!c)
 		return nbd_lost(f);
-	}
-	cookie = nbd_aio_block_status(
-		c->h, window, off,
-		(nbd_extent_callback){ .callback = nbd_status_entry,
-				       .user_data = filled },
-		NBD_NULL_COMPLETION, 0);
+	cookie = nbd_aio_block_status(c->h, len, off, callback,
+				      NBD_NULL_COMPLETION, 0);
 	if (cookie < 0)
 		r = nbd_failure(c, msg, sizeof(msg));
 	else
 		r = nbd_wait(c, &cookie, 1, msg, sizeof(msg));
-	if (r == 0 && filled->n > 0) {
-		img_extent_cache_install(&b->status, filled, generation);
-		*is_data = filled->e[0].data;
-		*run = filled->e[0].len < len ? filled->e[0].len : len;
-	}
-	free(filled);
 	if (r < 0)
 		return img_file_fail(f, r, "block status at %" PRIu64 ": %s",
 				     off, msg);
+	return 0;
+}
+
+static int nbd_status_fill(struct img_file *f, uint64_t off, uint64_t window,
+			   struct img_extent_cache *filled)
+{
+	return nbd_status_request(
+		f, off, window,
+		(nbd_extent_callback){ .callback = nbd_status_entry,
+				       .user_data = filled });
+}
+
+static int nbd_export_extent(struct img_file *f, uint64_t off, uint64_t len,
+			     bool *is_data, uint64_t *run)
+{
+	struct nbd_backend *b = f->backend;
+
+	if (!b->have_allocation)
+		return 0;
+	return img_extent_cache_answer(f, &b->status, b->size, NBD_STATUS_MAX,
+				       nbd_status_fill, off, len, is_data, run);
+}
+
+struct nbd_allocation_count {
+	uint64_t allocated, seen, limit; /* bytes; limit: the window asked */
+};
+
+static int nbd_count_allocated(void *opaque, const char *context, uint64_t off,
+			       uint32_t *entries, size_t nr, int *error)
+{
+	struct nbd_allocation_count *n = opaque;
+
+	(void)off;
+	(void)error;
+	if (strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+		return 0;
+	for (size_t i = 0; i + 1 < nr && n->seen < n->limit; i += 2) {
+		/* the last extent may reach past what was asked */
+		uint64_t len = entries[i] < n->limit - n->seen
+				       ? entries[i]
+				       : n->limit - n->seen;
+
+		if (!(entries[i + 1] & LIBNBD_STATE_HOLE))
+			n->allocated += len;
+		n->seen += len;
+	}
+	return 0;
+}
+
+/* The export's extents the server says are not holes (base:allocation),
+ * as nbdinfo --map lists them. */
+static int nbd_export_allocated(struct img_file *f, uint64_t *bytes)
+{
+	struct nbd_backend *b = f->backend;
+	uint64_t off = 0;
+
+	*bytes = 0;
+	if (!b->have_allocation)
+		return -ENOTSUP;
+	while (off < b->size) {
+		uint64_t window = b->size - off < NBD_STATUS_MAX
+					  ? b->size - off
+					  : NBD_STATUS_MAX;
+		struct nbd_allocation_count n = { .limit = window };
+		int r = nbd_status_request(
+			f, off, window,
+			(nbd_extent_callback){ .callback = nbd_count_allocated,
+					       .user_data = &n });
+
+		if (r < 0)
+			return r;
+		if (n.seen == 0)
+			return img_file_fail(f, -EIO,
+					     "block status at %" PRIu64
+					     ": the server described nothing",
+					     off);
+		*bytes += n.allocated;
+		off += n.seen;
+	}
 	return 0;
 }
 
@@ -677,4 +723,5 @@ const struct img_file_ops img_backend_nbd = {
 	.discard = nbd_discard_range,
 	.zero = nbd_zero_range,
 	.extent = nbd_export_extent,
+	.allocated = nbd_export_allocated,
 };

@@ -26,7 +26,10 @@
 enum {
 	RBD_MAX_IN_FLIGHT = 32,
 	RBD_MAX_BEHIND = 64,
-	RBD_BEHIND_BYTES = 128u << 20,
+	/* 16 objects: deep enough for the OSD to batch its commits (a
+	 * 1 GiB convert as fast as with 128 MiB), small enough that the
+	 * buffers stay few */
+	RBD_BEHIND_BYTES = 64u << 20,
 	RBD_PIECE_IOV = 16,
 	RBD_MAX_OPTIONS = 16,
 	/* block status looks this far at once (diff_iterate visits every
@@ -71,6 +74,11 @@ struct rbd_backend {
 	} behind[RBD_MAX_BEHIND];
 	int behind_error;
 	uint64_t behind_error_off;
+	/* Object-sized copy buffers of finished writes, kept for the next
+	 * ones: fresh memory costs a page fault per 4 KiB, more than the
+	 * copy itself. */
+	int nspare;
+	void *spare[RBD_MAX_BEHIND];
 };
 
 /* "rbd:pool/image@snap:conf=/x:id=admin" into its parts. */
@@ -146,7 +154,7 @@ static struct rbd_cluster {
 static int rbd_cluster_connect(const struct rbd_name *n, rados_t *out,
 			       char *errbuf, size_t errlen)
 {
-	char timeout[16];
+	char timeout[16], value[16];
 	rados_t cluster;
 	int r;
 
@@ -173,6 +181,12 @@ static int rbd_cluster_connect(const struct rbd_name *n, rados_t *out,
 	 * one's failure comes back at the next write or flush, within the
 	 * OSD timeout), where the cache would hide failures until a flush. */
 	rados_conf_set(cluster, "rbd_cache", "false");
+	/* librbd copies every write unless told not to; the write-behind
+	 * buffers are ours and unchanged until their completion, so the
+	 * copy only costs time (a page fault per 4 KiB of fresh memory).
+	 * With librbd's cache on, the cache keeps the data past the
+	 * completion: copy then. */
+	rados_conf_set(cluster, "rbd_disable_zero_copy_writes", "false");
 	for (int i = 0; i < n->nopt; i++) {
 		r = rados_conf_set(cluster, n->key[i], n->value[i]);
 		if (r < 0) {
@@ -182,6 +196,9 @@ static int rbd_cluster_connect(const struct rbd_name *n, rados_t *out,
 			goto fail;
 		}
 	}
+	if (rados_conf_get(cluster, "rbd_cache", value, sizeof(value)) < 0 ||
+	    strcmp(value, "false") != 0)
+		rados_conf_set(cluster, "rbd_disable_zero_copy_writes", "true");
 	r = rados_connect(cluster);
 	if (r < 0) {
 		img_error_buf(errbuf, errlen, r,
@@ -240,12 +257,53 @@ static void rbd_disconnect(struct rbd_backend *b)
 		rbd_close(b->image);
 	if (b->have_io)
 		rados_ioctx_destroy(b->io);
+	while (b->nspare > 0)
+		free(b->spare[--b->nspare]);
 	pthread_mutex_destroy(&b->grow_lock);
 	pthread_mutex_destroy(&b->behind_lock);
 	pthread_mutex_destroy(&b->signal_lock);
 	pthread_cond_destroy(&b->behind_done);
 	img_extent_cache_destroy(&b->status);
 	free(b);
+}
+
+/* A backend for name, not connected yet, and the name's parts (n->buf
+ * for the caller to free).  rbd_disconnect frees it. */
+static int rbd_backend_new(const char *name, struct rbd_backend **out,
+			   struct rbd_name *n, char *errbuf, size_t errlen)
+{
+	struct rbd_backend *b = calloc(1, sizeof(*b));
+	int r;
+
+	*out = NULL;
+	if (!b)
+		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
+	pthread_mutex_init(&b->grow_lock, NULL);
+	pthread_mutex_init(&b->behind_lock, NULL);
+	pthread_mutex_init(&b->signal_lock, NULL);
+	pthread_cond_init(&b->behind_done, NULL);
+	img_extent_cache_init(&b->status);
+	r = rbd_parse(name, n, errbuf, errlen);
+	if (r < 0) {
+		rbd_disconnect(b);
+		return r;
+	}
+	*out = b;
+	return 0;
+}
+
+/* The end of an open or create: on success the backend is the file's,
+ * on failure it is gone; the name's parts are freed either way. */
+static int rbd_opened(struct img_file *f, struct rbd_backend *b,
+		      struct rbd_name *n, int r)
+{
+	free(n->buf);
+	if (r < 0) {
+		rbd_disconnect(b);
+		return r;
+	}
+	f->backend = b;
+	return 0;
 }
 
 /* Connect to the cluster and open the pool; the message names what
@@ -255,11 +313,6 @@ static int rbd_connect(struct rbd_backend *b, const struct rbd_name *n,
 {
 	int r;
 
-	pthread_mutex_init(&b->grow_lock, NULL);
-	pthread_mutex_init(&b->behind_lock, NULL);
-	pthread_mutex_init(&b->signal_lock, NULL);
-	pthread_cond_init(&b->behind_done, NULL);
-	img_extent_cache_init(&b->status);
 	r = rbd_cluster_get(n, &b->cluster, errbuf, errlen);
 	if (r < 0)
 		return r;
@@ -288,25 +341,21 @@ static int rbd_finish_open(struct rbd_backend *b, char *errbuf, size_t errlen)
 static int rbd_open_name(struct img_file *f, const char *name, bool writable,
 			 unsigned flags, char *errbuf, size_t errlen)
 {
-	struct rbd_backend *b = calloc(1, sizeof(*b));
+	struct rbd_backend *b;
 	struct rbd_name n;
 	int r;
 
-	if (!b)
-		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
-	r = rbd_parse(name, &n, errbuf, errlen);
-	if (r < 0) {
-		free(b);
+	r = rbd_backend_new(name, &b, &n, errbuf, errlen);
+	if (r < 0)
 		return r;
-	}
 	if (writable && n.snap) {
 		r = img_error_buf(errbuf, errlen, -EROFS,
 				  "snapshot %s is read-only", n.snap);
-		goto fail;
+		goto out;
 	}
 	r = rbd_connect(b, &n, errbuf, errlen);
 	if (r < 0)
-		goto fail;
+		goto out;
 	r = writable ? rbd_open(b->io, n.image, &b->image, NULL)
 		     : rbd_open_read_only(b->io, n.image, &b->image, n.snap);
 	if (r < 0) {
@@ -319,12 +368,12 @@ static int rbd_open_name(struct img_file *f, const char *name, bool writable,
 			img_error_buf(errbuf, errlen, r,
 				      "image %s in pool %s: %s", n.image,
 				      n.pool, strerror(-r));
-		goto fail;
+		goto out;
 	}
 	b->have_image = true;
 	r = rbd_finish_open(b, errbuf, errlen);
 	if (r < 0)
-		goto fail;
+		goto out;
 	/* A second writer would take the lock away at every write: refuse
 	 * it, as the local backend's OFD lock does.  Images without the
 	 * exclusive-lock feature cannot be locked (-EINVAL): carry on. */
@@ -335,42 +384,34 @@ static int rbd_open_name(struct img_file *f, const char *name, bool writable,
 				errbuf, errlen, -EBUSY,
 				"image is in use by another client (it holds the RBD exclusive lock)");
 			r = -EBUSY;
-			goto fail;
+			goto out;
 		}
 	}
-	free(n.buf);
-	f->backend = b;
-	return 0;
-fail:
-	free(n.buf);
-	rbd_disconnect(b);
-	return r;
+	r = 0;
+out:
+	return rbd_opened(f, b, &n, r);
 }
 
 static int rbd_create_name(struct img_file *f, const char *name, bool excl,
 			   char *errbuf, size_t errlen)
 {
-	struct rbd_backend *b = calloc(1, sizeof(*b));
+	struct rbd_backend *b;
 	struct rbd_name n;
 	int order = 0, r;
 
 	(void)excl; /* an existing image is never replaced */
-	if (!b)
-		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
-	r = rbd_parse(name, &n, errbuf, errlen);
-	if (r < 0) {
-		free(b);
+	r = rbd_backend_new(name, &b, &n, errbuf, errlen);
+	if (r < 0)
 		return r;
-	}
 	if (n.snap) {
 		r = img_error_buf(errbuf, errlen, -EINVAL,
 				  "cannot create a snapshot (%s) as an image",
 				  n.snap);
-		goto fail;
+		goto out;
 	}
 	r = rbd_connect(b, &n, errbuf, errlen);
 	if (r < 0)
-		goto fail;
+		goto out;
 	/* Created empty: the format's create sets the size it needs. */
 	r = rbd_create(b->io, n.image, 0, &order);
 	if (r == -EEXIST) {
@@ -378,32 +419,25 @@ static int rbd_create_name(struct img_file *f, const char *name, bool excl,
 			errbuf, errlen, r,
 			"image %s already exists in pool %s (rbd rm it first)",
 			n.image, n.pool);
-		goto fail;
+		goto out;
 	}
 	if (r < 0) {
 		img_error_buf(errbuf, errlen, r,
 			      "cannot create image %s in pool %s: %s", n.image,
 			      n.pool, strerror(-r));
-		goto fail;
+		goto out;
 	}
 	r = rbd_open(b->io, n.image, &b->image, NULL);
 	if (r < 0) {
 		img_error_buf(errbuf, errlen, r, "image %s: %s", n.image,
 			      strerror(-r));
 		rbd_remove(b->io, n.image);
-		goto fail;
+		goto out;
 	}
 	b->have_image = true;
 	r = rbd_finish_open(b, errbuf, errlen);
-	if (r < 0)
-		goto fail;
-	free(n.buf);
-	f->backend = b;
-	return 0;
-fail:
-	free(n.buf);
-	rbd_disconnect(b);
-	return r;
+out:
+	return rbd_opened(f, b, &n, r);
 }
 
 static void rbd_backend_close(struct img_file *f)
@@ -414,17 +448,13 @@ static void rbd_backend_close(struct img_file *f)
 
 static int rbd_remove_name(const char *name, char *errbuf, size_t errlen)
 {
-	struct rbd_backend *b = calloc(1, sizeof(*b));
+	struct rbd_backend *b;
 	struct rbd_name n;
 	int r;
 
-	if (!b)
-		return -ENOMEM;
-	r = rbd_parse(name, &n, errbuf, errlen);
-	if (r < 0) {
-		free(b);
+	r = rbd_backend_new(name, &b, &n, errbuf, errlen);
+	if (r < 0)
 		return r;
-	}
 	r = rbd_connect(b, &n, errbuf, errlen);
 	if (r == 0) {
 		r = rbd_remove(b->io, n.image);
@@ -472,6 +502,26 @@ static void rbd_behind_sleep(struct rbd_backend *b, uint64_t seen)
 	pthread_mutex_lock(&b->behind_lock);
 }
 
+/* A buffer for a write of len bytes (behind_lock held): an object-sized
+ * one from the spares when the write is that large. */
+static void *rbd_behind_buffer_get(struct rbd_backend *b, uint64_t len)
+{
+	if (len < b->piece)
+		return malloc(len);
+	if (b->nspare > 0)
+		return b->spare[--b->nspare];
+	return malloc(b->piece);
+}
+
+static void rbd_behind_buffer_put(struct rbd_backend *b, void *buf,
+				  uint64_t len)
+{
+	if (len >= b->piece && b->nspare < RBD_MAX_BEHIND)
+		b->spare[b->nspare++] = buf;
+	else
+		free(buf);
+}
+
 /* Retire finished writes (behind_lock held), keeping the first error. */
 static void rbd_behind_reap(struct rbd_backend *b)
 {
@@ -491,7 +541,7 @@ static void rbd_behind_reap(struct rbd_backend *b)
 			b->behind_error_off = w->off;
 		}
 		rbd_aio_release(w->c);
-		free(w->buf);
+		rbd_behind_buffer_put(b, w->buf, w->len);
 		b->behind_bytes -= w->len;
 	}
 	b->nbehind = kept;
@@ -570,7 +620,7 @@ static int rbd_write_behind(struct img_file *f, const struct iovec *iov,
 			rbd_behind_sleep(b, seen);
 		}
 		w = &b->behind[b->nbehind];
-		w->buf = malloc(len);
+		w->buf = rbd_behind_buffer_get(b, len);
 		if (!w->buf) {
 			r = img_file_fail(f, -ENOMEM, "out of memory");
 			break;
@@ -585,7 +635,7 @@ static int rbd_write_behind(struct img_file *f, const struct iovec *iov,
 				rbd_aio_release(w->c);
 		}
 		if (r < 0) {
-			free(w->buf);
+			rbd_behind_buffer_put(b, w->buf, len);
 			r = img_file_fail(f, r,
 					  "write at offset %" PRIu64 ": %s",
 					  w->off, strerror(-r));
@@ -678,33 +728,25 @@ static int rbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
 	return 0;
 }
 
+static int rbd_read_pieces(struct img_file *f, const struct iovec *iov,
+			   int iovcnt, uint64_t off)
+{
+	return rbd_transfer(f, iov, iovcnt, off, false);
+}
+
 static int rbd_preadv(struct img_file *f, const struct iovec *iov, int iovcnt,
 		      uint64_t off, bool zero_eof)
 {
 	struct rbd_backend *b = f->backend;
-	size_t total = img_iov_total(iov, iovcnt), inside;
-	uint64_t size = __atomic_load_n(&b->size, __ATOMIC_ACQUIRE);
-	struct iovec part[64];
-	int n;
+	size_t total = img_iov_total(iov, iovcnt);
 
 	pthread_mutex_lock(&b->behind_lock);
 	rbd_behind_wait(b, off, total ? total : 1);
 	pthread_mutex_unlock(&b->behind_lock);
-	if (off + total <= size)
-		return rbd_transfer(f, iov, iovcnt, off, false);
-	if (!zero_eof)
-		return img_file_fail(
-			f, -EIO,
-			"unexpected end of the image at offset %" PRIu64,
-			off >= size ? off : size);
-	inside = off >= size ? 0 : (size_t)(size - off);
-	img_iov_memset(iov, iovcnt, inside, 0, total - inside);
-	if (inside == 0)
-		return 0;
-	n = img_iov_slice(iov, iovcnt, 0, inside, part, 64);
-	if (n < 0)
-		return img_file_fail(f, n, "read: too many buffers");
-	return rbd_transfer(f, part, n, off, false);
+	return img_backend_read_below(f, iov, iovcnt, off,
+				      __atomic_load_n(&b->size,
+						      __ATOMIC_ACQUIRE),
+				      zero_eof, "the image", rbd_read_pieces);
 }
 
 static int rbd_grow(struct img_file *f, uint64_t end)
@@ -837,43 +879,57 @@ static int rbd_status_extent(uint64_t off, size_t len, int exists, void *opaque)
 	return 0;
 }
 
+/* An error leaves filled empty: the answer stays "data". */
+static int rbd_status_fill(struct img_file *f, uint64_t off, uint64_t window,
+			   struct img_extent_cache *filled)
+{
+	struct rbd_backend *b = f->backend;
+	int r;
+
+	rbd_drain(b); /* what was written counts as allocated */
+	r = rbd_diff_iterate2(b->image, NULL, off, window, 1, 0,
+			      rbd_status_extent, filled);
+	/* full (-ECANCELED): what is there stays valid */
+	if ((r == 0 && !img_extent_cache_append(
+			       filled, off + window - filled->end, false)) ||
+	    (r < 0 && r != -ECANCELED))
+		filled->n = 0;
+	return 0;
+}
+
 static int rbd_extent(struct img_file *f, uint64_t off, uint64_t len,
 		      bool *is_data, uint64_t *run)
 {
 	struct rbd_backend *b = f->backend;
+
+	return img_extent_cache_answer(
+		f, &b->status, __atomic_load_n(&b->size, __ATOMIC_ACQUIRE),
+		RBD_STATUS_WINDOW, rbd_status_fill, off, len, is_data, run);
+}
+
+static int rbd_count_used(uint64_t off, size_t len, int exists, void *opaque)
+{
+	(void)off;
+	if (exists)
+		*(uint64_t *)opaque += len;
+	return 0;
+}
+
+/* What `rbd du` reports as used: the objects that exist (from the object
+ * map when fast-diff is on), each counted whole. */
+static int rbd_allocated(struct img_file *f, uint64_t *bytes)
+{
+	struct rbd_backend *b = f->backend;
 	uint64_t size = __atomic_load_n(&b->size, __ATOMIC_ACQUIRE);
-	struct img_extent_cache *filled;
-	uint64_t window, generation;
-	bool complete;
 	int r;
 
-	if (off >= size)
-		return 0;
-	if (len > size - off)
-		len = size - off;
-	if (img_extent_cache_lookup(&b->status, off, len, is_data, run))
-		return 0;
-	rbd_drain(b); /* what was written counts as allocated */
-	window = size - off < RBD_STATUS_WINDOW ? size - off
-						: RBD_STATUS_WINDOW;
-	filled = malloc(sizeof(*filled));
-	if (!filled)
-		return 0; /* cannot tell: data */
-	img_extent_cache_begin(filled, off);
-	generation = img_extent_cache_generation(&b->status);
-	r = rbd_diff_iterate2(b->image, NULL, off, window, 1, 0,
-			      rbd_status_extent, filled);
-	complete = r == 0;
-	if (complete)
-		complete = img_extent_cache_append(
-			filled, off + window - filled->end, false);
-	if ((complete || r == -ECANCELED) && filled->n > 0) {
-		img_extent_cache_install(&b->status, filled, generation);
-		*is_data = filled->e[0].data;
-		*run = filled->e[0].len < len ? filled->e[0].len : len;
-	}
-	free(filled);
-	return 0; /* an error: cannot tell, data */
+	rbd_drain(b);
+	*bytes = 0;
+	r = rbd_diff_iterate2(b->image, NULL, 0, size, 0, 1, rbd_count_used,
+			      bytes);
+	return r < 0 ? img_file_fail(f, r, "rbd_diff_iterate2: %s",
+				     strerror(-r))
+		     : 0;
 }
 
 static int rbd_snapshots(struct img_file *f, struct img_backend_snapshot *out,
@@ -931,5 +987,6 @@ const struct img_file_ops img_backend_rbd = {
 	.zero = rbd_zero_range,
 	.extent = rbd_extent,
 	.list_snapshots = rbd_snapshots,
+	.allocated = rbd_allocated,
 	.remove = rbd_remove_name,
 };

@@ -492,13 +492,11 @@ int img_set_backing(struct img *img, const char *backing_file,
 
 /* ---- info ----------------------------------------------------------------*/
 
-static uint64_t allocated_bytes(const char *path)
+/* What the store holds for one file of the image; false when its backend
+ * cannot tell. */
+static bool allocated_bytes(const char *path, uint64_t *bytes)
 {
-	struct stat st;
-
-	if (stat(path, &st) < 0)
-		return 0;
-	return (uint64_t)st.st_blocks * 512;
+	return img_file_allocated_name(path, bytes) == 0;
 }
 
 int img_get_info(struct img *img, struct img_info **out)
@@ -535,12 +533,20 @@ int img_get_info(struct img *img, struct img_info **out)
 		snprintf(info->backing_format, sizeof(info->backing_format),
 			 "%s", img->backing->drv->name);
 	if (info->nfiles <= 0) {
-		info->actual_size = allocated_bytes(img->path);
+		info->actual_size_unknown =
+			!allocated_bytes(img->path, &info->actual_size);
 	} else {
 		info->actual_size = 0;
-		for (int i = 0; i < info->nfiles; i++)
-			info->actual_size += allocated_bytes(info->files[i]);
+		for (int i = 0; i < info->nfiles; i++) {
+			uint64_t bytes;
+
+			if (!allocated_bytes(info->files[i], &bytes))
+				info->actual_size_unknown = true;
+			info->actual_size += bytes;
+		}
 	}
+	if (info->actual_size_unknown)
+		info->actual_size = 0;
 	*out = info;
 	return 0;
 }

@@ -53,6 +53,11 @@ struct img_file {
  * too.  Messages go to img. */
 int img_file_open(struct img *img, struct img_file *f, const char *path,
 		  bool writable);
+/* The image's own file (img_filename, writable when opened IMG_OPEN_RDWR)
+ * with its size; one shorter than min_size is refused ("file too small
+ * for a VHD (N bytes)", format naming it) and closed again. */
+int img_file_open_image(struct img *img, struct img_file *f,
+			const char *format, uint64_t min_size, uint64_t *size);
 /* Creates (O_CREAT|O_TRUNC, or O_EXCL when excl) and locks exclusively. */
 int img_file_create(struct img_file *f, const char *path, bool excl,
 		    char *errbuf, size_t errlen);
@@ -265,6 +270,8 @@ const char *img_dirname(const struct img *img);
 
 /* Random bytes for UUIDs (getrandom). */
 void img_random_bytes(void *buf, size_t len);
+/* The value of a hexadecimal digit, -1 for any other character. */
+int img_hex_digit(char c);
 /* RFC 4122 text form of 16 bytes, big-endian (as written). */
 void img_uuid_format(const uint8_t uuid[16], char out[37]);
 /* get_info helpers: append one format-specific fact (dropped past

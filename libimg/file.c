@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static img_io_hook_fn io_hook;
 static void *io_hook_opaque;
@@ -163,6 +164,64 @@ out:
 	return found;
 }
 
+int img_extent_cache_answer(struct img_file *f, struct img_extent_cache *c,
+			    uint64_t size, uint64_t window_max,
+			    img_extent_fill_fn fill, uint64_t off, uint64_t len,
+			    bool *is_data, uint64_t *run)
+{
+	struct img_extent_cache *filled;
+	uint64_t window, generation;
+	int r;
+
+	if (off >= size)
+		return 0;
+	if (len > size - off)
+		len = size - off;
+	if (img_extent_cache_lookup(c, off, len, is_data, run))
+		return 0;
+	/* Ask about a whole window: the answers for the runs after this
+	 * one come with the same request. */
+	window = size - off < window_max ? size - off : window_max;
+	filled = malloc(sizeof(*filled));
+	if (!filled)
+		return 0; /* cannot tell: data */
+	img_extent_cache_begin(filled, off);
+	generation = img_extent_cache_generation(c);
+	r = fill(f, off, window, filled);
+	if (r == 0 && filled->n > 0) {
+		img_extent_cache_install(c, filled, generation);
+		*is_data = filled->e[0].data;
+		*run = filled->e[0].len < len ? filled->e[0].len : len;
+	}
+	free(filled);
+	return r;
+}
+
+int img_backend_read_below(struct img_file *f, const struct iovec *iov,
+			   int iovcnt, uint64_t off, uint64_t size,
+			   bool zero_eof, const char *what,
+			   img_backend_read_fn read)
+{
+	size_t total = img_iov_total(iov, iovcnt), inside;
+	struct iovec part[64];
+	int n;
+
+	if (off + total <= size)
+		return read(f, iov, iovcnt, off);
+	if (!zero_eof)
+		return img_file_fail(f, -EIO,
+				     "unexpected end of %s at offset %" PRIu64,
+				     what, off >= size ? off : size);
+	inside = off >= size ? 0 : (size_t)(size - off);
+	img_iov_memset(iov, iovcnt, inside, 0, total - inside);
+	if (inside == 0)
+		return 0;
+	n = img_iov_slice(iov, iovcnt, 0, inside, part, 64);
+	if (n < 0)
+		return img_file_fail(f, n, "read: too many buffers");
+	return read(f, part, n, off);
+}
+
 /* ---- choosing a backend --------------------------------------------------*/
 
 static bool has_prefix(const char *s, const char *prefix)
@@ -188,6 +247,60 @@ bool img_name_is_local(const char *name)
 }
 
 /* ---- open, create, close -------------------------------------------------*/
+
+/* The remote objects open in this process, so that a question about one
+ * by name (img_file_allocated_name) goes over the connection already
+ * made: an NBD server may take one client only.  Entries point at the
+ * backend's own state, which stays where it is while the handle is
+ * open. */
+static pthread_mutex_t remote_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct remote_open {
+	char *name;
+	const struct img_file_ops *ops;
+	void *backend;
+	struct remote_open *next;
+} * remote_opens;
+
+static void remote_add(const struct img_file *f)
+{
+	struct remote_open *r;
+
+	if (f->ops == &img_backend_file || !f->ops->allocated)
+		return;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return; /* only a question by name then opens it again */
+	r->name = strdup(f->path);
+	if (!r->name) {
+		free(r);
+		return;
+	}
+	r->ops = f->ops;
+	r->backend = f->backend;
+	pthread_mutex_lock(&remote_lock);
+	r->next = remote_opens;
+	remote_opens = r;
+	pthread_mutex_unlock(&remote_lock);
+}
+
+static void remote_remove(const struct img_file *f)
+{
+	struct remote_open **p, *r;
+
+	if (f->ops == &img_backend_file || !f->ops->allocated)
+		return;
+	pthread_mutex_lock(&remote_lock);
+	for (p = &remote_opens; *p; p = &(*p)->next) {
+		if ((*p)->backend == f->backend) {
+			r = *p;
+			*p = r->next;
+			free(r->name);
+			free(r);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&remote_lock);
+}
 
 static void file_reset(struct img_file *f)
 {
@@ -217,6 +330,7 @@ int img_file_open_name(struct img_file *f, const char *name, bool writable,
 		return r;
 	}
 	f->ops = ops;
+	remote_add(f);
 	return 0;
 }
 
@@ -233,6 +347,24 @@ int img_file_open(struct img *img, struct img_file *f, const char *path,
 			return img_error(img, r, "%s", msg);
 		return img_error(img, r, "%s: %s", path, msg);
 	}
+	return r;
+}
+
+int img_file_open_image(struct img *img, struct img_file *f, const char *format,
+			uint64_t min_size, uint64_t *size)
+{
+	int r = img_file_open(img, f, img_filename(img),
+			      img_open_flags(img) & IMG_OPEN_RDWR);
+
+	if (r < 0)
+		return r;
+	r = img_file_size(f, size);
+	if (r == 0 && *size < min_size)
+		r = img_error(img, -EINVAL,
+			      "file too small for a %s (%llu bytes)", format,
+			      (unsigned long long)*size);
+	if (r < 0)
+		img_file_close(f);
 	return r;
 }
 
@@ -260,13 +392,16 @@ int img_file_create(struct img_file *f, const char *path, bool excl,
 		return img_error_buf(errbuf, errlen, r, "%s: %s", path, msg);
 	}
 	f->ops = ops;
+	remote_add(f);
 	return 0;
 }
 
 void img_file_close(struct img_file *f)
 {
-	if (f->ops)
+	if (f->ops) {
+		remote_remove(f);
 		f->ops->close(f);
+	}
 	free(f->path);
 	file_reset(f);
 }
@@ -283,6 +418,66 @@ int img_file_remove_name(const char *name, char *errbuf, size_t errlen)
 	if (!ops->remove)
 		return -ENOTSUP;
 	return ops->remove(name, errbuf, errlen);
+}
+
+int img_file_allocated_name(const char *name, uint64_t *bytes)
+{
+	const struct img_file_ops *ops = img_backend_for(name);
+	struct img_file f;
+	struct remote_open *r;
+	char msg[IMG_ERRMSG_MAX];
+	int ret;
+
+	*bytes = 0;
+	if (ops == &img_backend_file) {
+		struct stat st;
+
+		/* a file that is not there (yet) holds nothing */
+		if (stat(name, &st) == 0)
+			*bytes = (uint64_t)st.st_blocks * 512;
+		return 0;
+	}
+	if (!ops->allocated)
+		return -ENOTSUP;
+	{
+		pthread_mutex_lock(&remote_lock);
+		for (r = remote_opens; r; r = r->next)
+			if (strcmp(r->name, name) == 0)
+				break;
+		if (r) {
+			/* under the lock: the handle cannot close meanwhile */
+			file_reset(&f);
+			f.path = r->name;
+			f.ops = r->ops;
+			f.backend = r->backend;
+			ret = r->ops->allocated(&f, bytes);
+			pthread_mutex_unlock(&remote_lock);
+			return ret;
+		}
+		pthread_mutex_unlock(&remote_lock);
+	}
+	ret = img_file_open_name(&f, name, false, IMG_OPEN_NO_LOCK, msg,
+				 sizeof(msg));
+	if (ret < 0)
+		return ret;
+	ret = ops->allocated(&f, bytes);
+	img_file_close(&f);
+	return ret;
+}
+
+int img_remove(const char *name, char *errbuf, size_t errlen)
+{
+	char msg[IMG_ERRMSG_MAX] = "";
+	int r = img_file_remove_name(name, msg, sizeof(msg));
+
+	if (r == -ENOTSUP)
+		return img_error_buf(errbuf, errlen, r,
+				     "%s: the %s backend cannot remove it",
+				     name, img_backend_for(name)->name);
+	if (r < 0)
+		return img_error_buf(errbuf, errlen, r, "%s: %s", name,
+				     msg[0] ? msg : strerror(-r));
+	return 0;
 }
 
 int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,

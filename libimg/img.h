@@ -245,6 +245,9 @@ struct img_info {
 	/* Every host file that makes up this layer (descriptor, extents). */
 	int nfiles;
 	char **files;
+	/* The store cannot tell what it holds (HTTP, an NBD server without
+	 * block status): actual_size is 0 and means nothing. */
+	bool actual_size_unknown;
 };
 
 int img_get_info(struct img *img, struct img_info **out);
@@ -292,6 +295,27 @@ int img_check(struct img *img, struct img_check_result *res, unsigned fix);
 int img_set_backing(struct img *img, const char *backing_file,
 		    const char *backing_format, struct img *parent);
 
+/* Copy every range allocated in from's own layer (img_block_status_layer)
+ * into `to` at the same offsets: data as data, allocated zeros as zeros
+ * (commit, snapshot delete).  With IMG_COPY_ONLY_UNALLOCATED, ranges `to`
+ * has allocated in its own layer are left alone.  The message of a
+ * failure, on either handle, is left on `to`. */
+enum img_copy_layer_flags {
+	IMG_COPY_ONLY_UNALLOCATED = 1u << 0,
+};
+int img_copy_layer(struct img *from, struct img *to, unsigned flags);
+/* The text to record in child so that it finds parent (both existing
+ * paths): relative to child's directory, or absolute when that is more
+ * than two levels up.  malloc'ed; NULL with errno set. */
+char *img_parent_reference(const char *child, const char *parent);
+/* Record parent (at parent_path) again as child's parent, with ref as the
+ * text (NULL: img_parent_reference): after the parent's contents changed
+ * (formats that keep the parent's identity in the child: VMDK CID, VDI
+ * UUIDs), or after either moved.  Opens both itself. */
+int img_record_parent(const char *child_path, const char *child_format,
+		      const char *parent_path, const char *parent_format,
+		      const char *ref, char *errbuf, size_t errlen);
+
 /* ---- internal snapshots ----------------------------------------------- */
 
 /* Snapshots kept inside the image file (qcow2).  The list functions return
@@ -318,6 +342,102 @@ int img_snapshot_delete(struct img *img, const char *name);
 /* Read-only handles: from now on reads show snapshot name's contents
  * (and the size is the snapshot's). */
 int img_snapshot_load(struct img *img, const char *name);
+
+/* ---- snapshots of a disk (libimg/snapshot.c) ---------------------------*/
+
+/* Named states of a disk, by its path, whatever keeps them: a format with
+ * internal snapshots (qcow2) keeps them inside the file (the functions
+ * above do the work); every other format that layers over a parent keeps
+ * snapshot TAG as the read-only layer DISK.snapshots/TAG.EXT under the
+ * disk, whose path never changes (see docs/snapshots.md).  Callers need
+ * not know which: img_snapshots_kind() says, for display only.
+ *
+ * A handle is used by one thread at a time; handles of different disks
+ * are independent.  Across processes a handle opened IMG_OPEN_RDWR
+ * excludes every other handle of the same disk and refuses a disk that
+ * another process has open for writing (-EBUSY); read-only handles
+ * exclude writers only.  Each operation is crash-safe: a crash at any
+ * point leaves the disk reading what it read before or after, with the
+ * snapshot list before or after; the next writer (or
+ * img_snapshots_recover) finishes or undoes the interrupted operation,
+ * and read-only handles refuse the disk until then (-EUCLEAN). */
+struct img_snapshots;
+
+enum img_snapshot_kind {
+	IMG_SNAPSHOT_NONE = 0,    /* raw, remote storage: no snapshots here */
+	IMG_SNAPSHOT_INTERNAL,    /* inside the image file (qcow2) */
+	IMG_SNAPSHOT_LAYERS,      /* layers in DISK.snapshots/ */
+};
+
+#define IMG_SNAPSHOT_TAG_MAX 64
+
+struct img_snapshot_entry {
+	char name[256];
+	char id[64];              /* internal snapshots: the format's id */
+	int64_t created;          /* seconds since the epoch, 0 when unknown */
+	uint64_t virtual_size;    /* the disk's size in that state */
+	uint64_t disk_usage;      /* host bytes of its layer, 0 when internal */
+	const char *path;         /* its layer's file (in the list's own
+	                             allocation); NULL when internal */
+};
+
+/* A name a new snapshot may take: 1 to IMG_SNAPSHOT_TAG_MAX letters,
+ * digits and . _ - + @, not starting with . or -.  (Internal snapshots
+ * made by other tools may have other names; they are found too.) */
+bool img_snapshot_tag_valid(const char *tag);
+
+/* Open the snapshots of the disk at path (format NULL: probe).  flags:
+ * IMG_OPEN_RDONLY to list and read snapshots, IMG_OPEN_RDWR to change
+ * them (this finishes an interrupted operation first), IMG_OPEN_NO_LOCK
+ * to skip the locks (experts).  Errors: -EBUSY another process uses the
+ * disk or its snapshots, -EUCLEAN (read-only) an interrupted operation
+ * awaits recovery, -EACCES/-EROFS a writer on a read-only file, and the
+ * errors of img_open; the message goes to errbuf. */
+int img_snapshots_open(struct img_snapshots **out, const char *path,
+		       const char *format, unsigned flags, char *errbuf,
+		       size_t errlen);
+/* Releases the locks; returns the final flush's error, if any.  The
+ * handle is freed in every case. */
+int img_snapshots_close(struct img_snapshots *snaps);
+enum img_snapshot_kind img_snapshots_kind(const struct img_snapshots *snaps);
+/* The one-line message of the handle's last failure ("" when none). */
+const char *img_snapshots_errmsg(const struct img_snapshots *snaps);
+
+/* *list is one malloc'ed block, strings included (free(*list) frees it
+ * all): *count entries, newest first; none for IMG_SNAPSHOT_NONE. */
+int img_snapshots_list(struct img_snapshots *snaps,
+		       struct img_snapshot_entry **list, int *count);
+/* 0 when snapshot tag exists, -ENOENT when not. */
+int img_snapshots_find(struct img_snapshots *snaps, const char *tag);
+/* Keep the disk's current contents as snapshot tag.  -EEXIST: the tag
+ * is taken; -EINVAL: not a valid tag; -ENOTSUP: the disk cannot have
+ * snapshots (raw: convert it first); -EROFS: a read-only handle. */
+int img_snapshots_create(struct img_snapshots *snaps, const char *tag);
+enum img_snapshot_revert_flags {
+	/* Layers: also discard snapshots newer than tag (otherwise
+	 * -ENOTEMPTY).  Internal snapshots are independent and stay. */
+	IMG_SNAPSHOT_REVERT_DISCARD_NEWER = 1u << 0,
+};
+/* Make the disk read what it read when tag was taken; what was written
+ * since is discarded, tag is kept.  -ENOENT: no such snapshot. */
+int img_snapshots_revert(struct img_snapshots *snaps, const char *tag,
+			 unsigned flags);
+/* Remove snapshot tag; what the disk reads does not change. */
+int img_snapshots_delete(struct img_snapshots *snaps, const char *tag);
+/* A read-only handle on snapshot tag's contents (close it with
+ * img_close, before closing snaps). */
+int img_snapshots_open_image(struct img_snapshots *snaps, const char *tag,
+			     struct img **out);
+/* Remove every snapshot layer of the disk at path (its DISK.snapshots/
+ * folder), for a caller deleting the disk itself; internal snapshots go
+ * with the image file.  0 (also when there were none) or -errno with the
+ * message in errbuf. */
+int img_snapshots_remove_all(const char *path, char *errbuf, size_t errlen);
+/* Finish or undo an operation on the disk's snapshots that a crash
+ * interrupted.  Returns 1 when it did, 0 when there was none, or -errno
+ * with the message in errbuf. */
+int img_snapshots_recover(const char *path, const char *format, char *errbuf,
+			  size_t errlen);
 
 /* ---- formats and sizes -------------------------------------------------*/
 
@@ -354,10 +474,14 @@ int img_path_relative(const char *dir, const char *target, char *out,
 /* ---- test hooks --------------------------------------------------------*/
 
 /* Called before every host write, pwrite, fsync, ftruncate and fallocate
- * libimg issues.  Returning a negative errno fails that call (fault
+ * libimg issues, and before every link, rename, unlink and mkdir.  Returning a negative errno fails that call (fault
  * injection); the hook may also kill the process (crash tests).
  * Only tests set it; NULL disables. */
-enum img_io_op { IMG_IO_WRITE, IMG_IO_SYNC, IMG_IO_TRUNCATE, IMG_IO_ALLOCATE };
+enum img_io_op {
+	IMG_IO_WRITE, IMG_IO_SYNC, IMG_IO_TRUNCATE, IMG_IO_ALLOCATE,
+	/* a name made, renamed or removed in a directory (snapshots) */
+	IMG_IO_DIRECTORY,
+};
 typedef int (*img_io_hook_fn)(enum img_io_op op, int fd, uint64_t off,
 			      uint64_t len, void *opaque);
 void img_set_io_hook(img_io_hook_fn fn, void *opaque);
@@ -374,6 +498,11 @@ struct img_backend_snapshot {
 };
 int img_backend_snapshots(const char *name, struct img_backend_snapshot *out,
 			  int max, char *errbuf, size_t errlen);
+
+/* Remove the object a name stores an image in: a local file, an RBD
+ * image.  -ENOTSUP for backends whose objects are not ours to remove (an
+ * NBD export, HTTP); another -errno with a message. */
+int img_remove(const char *name, char *errbuf, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,11 @@ int img_file_open_name(struct img_file *f, const char *name, bool writable,
 /* Remove what a failed create left at name; -ENOTSUP when the backend
  * cannot. */
 int img_file_remove_name(const char *name, char *errbuf, size_t errlen);
+/* Bytes the store holds for the object a name stores (a file's blocks,
+ * an RBD image's objects, an NBD export's allocated extents), asked
+ * through an open handle of that name when there is one; -ENOTSUP when
+ * the backend cannot tell. */
+int img_file_allocated_name(const char *name, uint64_t *bytes);
 
 /* 64 KiB of zeros, read-only, for writes that must store zeros. */
 #define IMG_ZERO_BLOCK_SIZE (64 * 1024)

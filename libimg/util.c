@@ -203,6 +203,17 @@ void img_random_bytes(void *buf, size_t len)
 	}
 }
 
+int img_hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 void img_uuid_format(const uint8_t uuid[16], char out[37])
 {
 	snprintf(

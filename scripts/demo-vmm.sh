@@ -3,8 +3,10 @@
 # guest, create a 2 GiB dynamic VDI, install from the ISO onto it with
 # imgvm (the CD is ejected at the installer's reboot and the machine comes
 # back up from the disk in the same run), boot the installed disk again on
-# its own, check the image with imgtool and qemu-img, convert it to VMDK
-# and VHD and show that all three hold the same disk.
+# its own with a VGA screen and say where the PNG of that screen at
+# power-off is (with the firmware's log kept, so that a boot that stalls
+# shows where), check the image with imgtool and qemu-img, convert it to
+# VMDK and VHD and show that all three hold the same disk.
 #
 # imgvm runs directly on hardware KVM; elsewhere inside the nested test host
 # (tests/nested-kvm.sh); without either the VM steps are skipped, saying why.
@@ -46,12 +48,19 @@ vm_steps() {
 	echo "   imgvm exit $rc after $(since "$t") s (full console: $W/install.log)"
 	grep -qa 'MARKER-OK' "$W/install.log" && [ $rc = 0 ] || return 1
 
-	step "4. boot the installed disk on its own: imgvm boot --disk lab.vdi --no-reboot"
+	step "4. boot the installed disk on its own, with a screen: imgvm boot --disk lab.vdi --no-reboot --screenshot-on-exit screen.png"
 	t=$(now)
-	"$IMGVM" boot --disk "$W/lab.vdi" --no-reboot --timeout 600 --serial "file:$W/boot.log" </dev/null
+	# the firmware's log is kept: a stuck boot shows where it stood
+	"$IMGVM" boot --disk "$W/lab.vdi" --no-reboot --timeout 300 --serial "file:$W/boot.log" \
+		--firmware-log "$W/boot-firmware.log" --screenshot-on-exit "$W/screen.png" </dev/null
 	rc=$?
 	show "$W/boot.log" 'SeaBIOS \(version' 'Booting from' 'BOOTED-FROM-DISK' 'MARKER-OK|MARKER-BAD' 'Power down'
 	echo "   imgvm exit $rc after $(since "$t") s"
+	if [ -s "$W/screen.png" ]; then
+		echo "   the guest's VGA screen at power-off: $W/screen.png (its text: $W/screen.txt)"
+	else
+		echo "   no screenshot (firmware log: $W/boot-firmware.log)"
+	fi
 	grep -qa 'MARKER-OK' "$W/boot.log" && [ $rc = 0 ]
 }
 

@@ -18,6 +18,7 @@ PKGS=(
 	libjson-c-dev libxml2-dev libxml2-utils libarchive-dev
 	libcurl4-openssl-dev librbd-dev librados-dev
 	ceph-mon ceph-osd ceph-common uuid-runtime qemu-block-extra fio
+	libsdl2-dev xvfb xdotool x11-apps imagemagick
 	apt-utils xz-utils
 )
 missing=()

@@ -4,8 +4,14 @@
 # the "N passed, M failed" lines.  Non-zero exit if any case or script
 # failed.  E2E_JOBS=N runs up to N scripts at once (default 2; results are
 # still printed in order), except the E2E_SERIAL ones (default: the scripts
-# that boot VMs, whose guests have timeouts), which run afterwards, alone.
-# E2E_VERBOSE=1 shows every script's full output.
+# that boot VMs, whose guests have timeouts), which run one after another
+# beside them: they start first, at normal priority, while E2E_PRELUDE (a
+# command, e.g. the unit tests, its output shown as it runs) and then the
+# other scripts run under nice -n E2E_NICE (default 10), so that the
+# nested test host's boot and its guests' idle moments overlap the rest of
+# the suite and its vCPUs are not starved.  E2E_OVERLAP=0 runs the serial
+# scripts afterwards, alone, instead.  E2E_VERBOSE=1 shows every script's
+# full output.
 set -u
 cd "$(dirname "$0")/.."
 B=${B:-build}
@@ -19,10 +25,10 @@ serial=${E2E_SERIAL-vmm*.sh}
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/e2e-logs.XXXXXX")
 trap 'rm -rf "$logdir"' EXIT
 
-run_one() { # INDEX SCRIPT
+run_one() { # INDEX SCRIPT [NICENESS]
 	local start rc
 	start=$(date +%s)
-	bash "$2" >"$logdir/$1.log" 2>&1
+	nice -n "${3:-0}" bash "$2" >"$logdir/$1.log" 2>&1
 	rc=$?
 	echo "$rc $(($(date +%s) - start))" >"$logdir/$1.status"
 }
@@ -37,25 +43,46 @@ is_serial() { # SCRIPT
 	return 1
 }
 
-running=0
+run_serial() {
+	local i
+	for i in "${!scripts[@]}"; do
+		[ -e "${scripts[$i]}" ] && is_serial "${scripts[$i]}" && run_one "$i" "${scripts[$i]}"
+	done
+}
+
+overlap=${E2E_OVERLAP:-1}
+niceness=${E2E_NICE:-10}
+serial_pid=
+prelude_rc=0
+if [ "$overlap" = 1 ]; then
+	run_serial &
+	serial_pid=$!
+fi
+[ "$overlap" = 1 ] || niceness=0
+if [ -n "${E2E_PRELUDE:-}" ]; then
+	nice -n "$niceness" bash -c "$E2E_PRELUDE" || prelude_rc=1
+fi
+declare -A pids=()
 for i in "${!scripts[@]}"; do
 	[ -e "${scripts[$i]}" ] || continue
 	is_serial "${scripts[$i]}" && continue
 	if [ "$jobs" -le 1 ]; then
-		run_one "$i" "${scripts[$i]}"
-	else
-		run_one "$i" "${scripts[$i]}" &
-		running=$((running + 1))
-		if [ "$running" -ge "$jobs" ]; then
-			wait -n
-			running=$((running - 1))
-		fi
+		run_one "$i" "${scripts[$i]}" "$niceness"
+		continue
 	fi
+	run_one "$i" "${scripts[$i]}" "$niceness" &
+	pids[$!]=1
+	while [ ${#pids[@]} -ge "$jobs" ]; do
+		wait -n -p done_pid "${!pids[@]}"
+		unset "pids[$done_pid]"
+	done
 done
-wait
-for i in "${!scripts[@]}"; do
-	[ -e "${scripts[$i]}" ] && is_serial "${scripts[$i]}" && run_one "$i" "${scripts[$i]}"
-done
+[ ${#pids[@]} -eq 0 ] || wait "${!pids[@]}"
+if [ -n "$serial_pid" ]; then
+	wait "$serial_pid"
+else
+	run_serial
+fi
 
 total_pass=0
 total_fail=0
@@ -79,6 +106,8 @@ for i in "${!scripts[@]}"; do
 	total_pass=$((total_pass + p))
 	total_fail=$((total_fail + f))
 	printf '%-32s %s (%ss)\n' "$(basename "$s")" "$last" "$secs"
+	# what a script retried (never silent), and where its logs stay
+	grep -E '^# (RETRIED|.*retried: |.*stood still|host side prepared|logs of this run)' "$log" | sed 's/^/    /'
 	if [ -n "${E2E_VERBOSE:-}" ]; then
 		sed 's/^/    /' "$log"
 	elif [ "$f" -ne 0 ]; then
@@ -86,5 +115,9 @@ for i in "${!scripts[@]}"; do
 		grep -qE 'FAIL|not ok' "$log" || tail -5 "$log" | sed 's/^/    /'
 	fi
 done
+if [ "$prelude_rc" != 0 ]; then
+	echo "e2e: $E2E_PRELUDE failed"
+	total_fail=$((total_fail + 1))
+fi
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

@@ -15,15 +15,20 @@
 # Its stdout and stderr are streamed back (polled, so their relative order
 # is not kept) and its exit status is this script's.  124: timeout (-t,
 # NK_TIMEOUT, default 1800 s for the whole run); 125: L1 itself failed (its
-# console tail is printed); 123: L1 hung (its kernel reported a CPU in soft
-# lockup for 45 s or more, seen now and then with QEMU TCG's emulated SVM
-# while an L2 guest runs: L1 is stopped then instead of at the timeout, and
-# the caller may start it again).
+# console tail is printed); 123: L1 hung: its kernel reported a CPU in soft
+# lockup for 45 s or more, or its watchdog saw a CPU take no interrupt for
+# NK_STALL seconds (default 30) or a task outlive SIGKILL by 30 s (a vCPU
+# of L1 that entered an L2 guest and never came back: seen now and then
+# with QEMU TCG's emulated SVM, at an L2 guest's start).  L1 is stopped
+# then instead of at the timeout, and the caller may start it again.
 #
 # Env: NESTED_KVM_CACHE (default /tmp/imgvm-nested-kvm) unpacked kernel, initramfs
 #      IMGVM_DEB_CACHE (default ~/.cache/imgvm/debs) downloaded .debs
 #      NK_MEM=4096 (MiB)  NK_SMP (default: host CPUs, at most 4)
 #      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
+#      NK_ACCEL=tcg,thread=multi (QEMU's -accel for L1)
+#      NK_STALL=30: L1's watchdog calls a CPU stuck after this many seconds
+#      NK_SILENT=60: it kills an imgvm boot that wrote nothing for this long
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
 #      NK_CONSOLE_LOG=FILE keeps L1's console there when L1 ends
 #      NK_STARTED_FILE=FILE gets the time L1 starts (after the lock)
@@ -145,6 +150,117 @@ mkdir -p $R/run/nested-kvm
 mount --bind /ctl $R/run/nested-kvm
 ip link set lo up 2>/dev/null
 hostname nested-kvm
+# The stuck-CPU watchdog.  A vCPU of L1 that entered an L2 guest and never
+# comes back (QEMU TCG's emulated SVM) takes no interrupt: its tick and
+# idle counters in /proc/stat stop, and the task on it cannot be killed.
+# A CPU whose counters stood still for nk_stall seconds (default 30), or a
+# task alive 30 s after SIGKILL (the watchdog kills an imgvm boot that
+# wrote nothing in nk_silent seconds, default 60, to find out), is
+# reported on the console as
+# "nested-kvm-hung: ..." with the VMM threads' state, which the host
+# watches for: it stops L1 at once.  Shorter stops of a CPU (5 s or more)
+# are reported as "nested-kvm-stall: ...", for the record.  Its heartbeat,
+# /ctl/alive, tells the host that L1 as a whole still runs.
+stall=$(sed -n 's/.*nk_stall=\([0-9]*\).*/\1/p' /proc/cmdline)
+silent=$(sed -n 's/.*nk_silent=\([0-9]*\).*/\1/p' /proc/cmdline)
+awk -v limit="${stall:-30}" -v klimit=30 -v silent="${silent:-60}" '
+function slurp(f,   l, s) {
+	s = ""
+	while ((getline l < f) > 0) s = s l "\n"
+	close(f)
+	return s
+}
+function field(s, name,   a) {
+	s = "\n" s
+	if (match(s, "\n" name ":[ \t]*[^\n]*") == 0) return ""
+	a = substr(s, RSTART + 1, RLENGTH - 1)
+	sub("^[^:]*:[ \t]*", "", a)
+	return a
+}
+# killed(HEX): SIGKILL (bit 8) in a pending mask
+function killed(m) { return index("13579bdf", substr(m, length(m) - 2, 1)) > 0 }
+function kmsg(line) { printf "<0>%s\n", line > "/dev/kmsg"; close("/dev/kmsg") }
+# the threads of the VMMs (imgvm, QEMU as L2 VMM): state, CPU, wchan
+function vmm_threads(   p, t, st, out, n, f) {
+	out = ""
+	# "ls /proc/", not "ls /proc": a command string names one pipe, and the
+	# main loop may be reading that one
+	while (("ls /proc/" | getline p) > 0) {
+		if (p !~ /^[0-9]+$/) continue
+		n = slurp("/proc/" p "/comm")
+		if (n !~ /^(imgvm|qemu-system)/) continue
+		while (("ls /proc/" p "/task 2>/dev/null" | getline t) > 0) {
+			st = slurp("/proc/" p "/task/" t "/stat")
+			sub(/^.*\) /, "", st)
+			split(st, f, " ")
+			out = out sprintf(" [%s/%s %s cpu%s %s]", p, t, f[1], f[37], slurp("/proc/" p "/task/" t "/wchan"))
+		}
+		close("ls /proc/" p "/task 2>/dev/null")
+	}
+	close("ls /proc/")
+	gsub(/\n/, "", out)
+	return out
+}
+# silent_boot(PID): an imgvm boot that has written nothing (no console
+# or firmware output, no disk write) for nk_silent seconds since its start,
+# where SeaBIOS prints its banner within seconds
+function silent_boot(p,   io, a, c, st, cmd) {
+	io = slurp("/proc/" p "/io")
+	if (io == "" || field(io, "wchar") != "0") return 0
+	st = slurp("/proc/" p "/stat")
+	sub(/^.*\) /, "", st)
+	split(st, a, " ")
+	if (uptime - a[20] / 100 < silent) return 0
+	c = "tr \"\\0\" \" \" </proc/" p "/cmdline"
+	c | getline cmd
+	close(c)
+	return cmd ~ /^[^ ]*imgvm boot /
+}
+BEGIN {
+	for (;;) {
+		now = systime()
+		split(slurp("/proc/uptime"), up, " ")
+		uptime = up[1]
+		while ((getline l < "/proc/stat") > 0) {
+			if (l !~ /^cpu[0-9]/) continue
+			split(l, f, " ")
+			s = 0
+			for (i = 2; i <= 11; i++) s += f[i]
+			c = f[1]
+			if (!(c in last) || s != last[c]) {
+				if ((c in since) && now - since[c] >= 5)
+					kmsg("nested-kvm-stall: " c " took no interrupt for " now - since[c] " s, then went on")
+				last[c] = s
+				since[c] = now
+			} else if (now - since[c] >= limit) {
+				kmsg("nested-kvm-hung: " c " took no interrupt for " now - since[c] " s; VMM threads:" vmm_threads())
+				exit
+			}
+		}
+		close("/proc/stat")
+		while (("ls /proc" | getline p) > 0) {
+			if (p !~ /^[0-9]+$/) continue
+			st = slurp("/proc/" p "/status")
+			if (st == "" || field(st, "State") ~ /^[ZX]/) { delete kt[p]; continue }
+			if (field(st, "Name") == "imgvm" && !(p in silenced) && silent_boot(p)) {
+				kmsg("nested-kvm-stall: imgvm boot (pid " p ") wrote nothing in " silent " s: killed")
+				system("kill -KILL " p)
+				silenced[p] = 1
+			}
+			if (!killed(field(st, "ShdPnd")) && !killed(field(st, "SigPnd"))) { delete kt[p]; continue }
+			if (!(p in kt)) kt[p] = now
+			else if (now - kt[p] >= klimit) {
+				kmsg("nested-kvm-hung: " field(st, "Name") " (pid " p ", " field(st, "State") ") alive " now - kt[p] " s after SIGKILL; VMM threads:" vmm_threads())
+				exit
+			}
+		}
+		close("ls /proc")
+		# the heartbeat the host watches: L1 as a whole stuck stops it
+		printf "%d\n", now > "/ctl/alive"
+		close("/ctl/alive")
+		system("sleep 2")
+	}
+}' </dev/null >/dev/null 2>&1 &
 chroot $R /bin/bash /run/nested-kvm/command.sh >/ctl/stdout 2>/ctl/stderr </dev/null
 echo $? >/ctl/status.new
 mv /ctl/status.new /ctl/status
@@ -152,13 +268,16 @@ sync
 poweroff -f
 EOF
 
-initrd=$cache/l1-initrd.gz
+# One initramfs per version of /init and kernel, each built in its own
+# folder and moved into place whole: checkouts of different versions on
+# one machine share the cache without rebuilding each other's.
 stamp=$(printf '%s' "$l1_init" | sha256sum | cut -c1-16)-$KPKG
-if [ "$(cat "$cache/l1-initrd.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -e "$initrd" ]; then
+initrd=$cache/l1-initrd-$stamp.gz
+if [ ! -e "$initrd" ]; then
 	log "building the L1 initramfs ($KPKG)"
 	[ -e "$ktree/lib/modules/$kver/modules.dep" ] || depmod -b "$ktree" "$kver"
-	w=$cache/l1-root
-	rm -rf "$w" && mkdir -p "$w"/{bin,proc,sys,dev}
+	w=$(mktemp -d "$cache/l1-root.XXXXXX") || exit 125
+	mkdir -p "$w"/{bin,proc,sys,dev}
 	cp "$btree/bin/busybox" "$w/bin/"
 	printf '%s\n' "$l1_init" >"$w/init"
 	chmod 755 "$w/init"
@@ -173,8 +292,7 @@ if [ "$(cat "$cache/l1-initrd.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -e "$ini
 				echo "$rel" >>"$w/modules.list"
 			done
 	done
-	(cd "$w" && find . | cpio -o -H newc --quiet -R 0:0) | gzip -1 >"$initrd.new" && mv "$initrd.new" "$initrd"
-	echo "$stamp" >"$cache/l1-initrd.stamp"
+	(cd "$w" && find . | cpio -o -H newc --quiet -R 0:0) | gzip -1 >"$w.gz" && mv "$w.gz" "$initrd"
 	rm -rf "$w"
 fi
 
@@ -221,12 +339,13 @@ fi
 smp=${NK_SMP:-$(nproc)}
 [ "$smp" -gt 4 ] && smp=4
 amd=$(echo "${NK_AMD_PARAMS:-}" | tr ' ' ',')
+stall=${NK_STALL:-30}
 started=$(date +%s.%N)
-timeout -k 5 "$limit" qemu-system-x86_64 -accel tcg,thread=multi -cpu "${NK_CPU:-EPYC,+svm,+npt}" \
+timeout -k 5 "$limit" qemu-system-x86_64 -accel "${NK_ACCEL:-tcg,thread=multi}" -cpu "${NK_CPU:-EPYC,+svm,+npt}" \
 	-smp "$smp" -m "${NK_MEM:-4096}" -M q35 -display none -vga none -nic none -no-reboot \
 	-monitor none -serial "file:$ctl/console.log" \
 	-kernel "$ktree/boot/vmlinuz-$kver" -initrd "$initrd" \
-	-append "console=ttyS0 panic=-1 quiet loglevel=3 nk_amd=$amd" \
+	-append "console=ttyS0 panic=-1 quiet loglevel=3 nk_amd=$amd nk_stall=$stall nk_silent=${NK_SILENT:-60}" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$ctl,mount_tag=ctl,security_model=none" \
 	"${shares[@]}" </dev/null >"$ctl/qemu.log" 2>&1 &
@@ -236,9 +355,16 @@ tails+=($!)
 # the hang watchdog: L1's kernel says when its CPUs stop making progress
 (
 	while kill -0 $qemu_pid 2>/dev/null; do
-		# a lockup past 45 s (the second report): not a passing stall
-		line=$(grep -a -E 'soft lockup - CPU#[0-9]+ stuck for (4[5-9]|[5-9][0-9]|[0-9]{3,})s' \
+		# a lockup past 45 s (the second report): not a passing stall;
+		# or L1's own watchdog saw a CPU stuck in an L2 guest
+		line=$(grep -a -E 'soft lockup - CPU#[0-9]+ stuck for (4[5-9]|[5-9][0-9]|[0-9]{3,})s|nested-kvm-hung: ' \
 			"$ctl/console.log" 2>/dev/null | head -n1)
+		# L1's watchdog has stopped: no CPU of L1 runs (with one vCPU,
+		# the stuck CPU is all of L1)
+		if [ -z "$line" ] && [ -e "$ctl/alive" ] &&
+			[ $(($(date +%s) - $(stat -c %Y "$ctl/alive"))) -gt $((stall + 30)) ]; then
+			line="nested-kvm-hung: L1's watchdog went silent for $((stall + 30)) s (no CPU of L1 runs)"
+		fi
 		if [ -n "$line" ]; then
 			echo "$line" | tr -d '\r' >"$ctl/hung"
 			pkill -P $qemu_pid 2>/dev/null || kill $qemu_pid

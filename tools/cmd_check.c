@@ -182,6 +182,20 @@ int cmd_check(int argc, char **argv)
 		tool_error("check: out of memory");
 		goto out;
 	}
+	/* An interrupted snapshot operation is finished (or undone) first:
+	 * until then the disk's chain may not open. */
+	if (fix) {
+		char errbuf[IMG_ERRMSG_MAX];
+
+		ret = img_snapshots_recover(path, format, errbuf,
+					    sizeof(errbuf));
+		if (ret < 0) {
+			tool_error("%s", errbuf);
+			goto out;
+		}
+		if (ret > 0 && !quiet && !json)
+			printf("Finished an interrupted snapshot operation.\n");
+	}
 	if (tool_open(&img, path, format, flags) < 0)
 		goto out;
 

@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 /* A zero run longer than this is still cut into several chunks, so that
  * progress moves and a huge sparse disk does not look stuck. */
@@ -48,6 +47,10 @@ struct convert {
 	uint64_t cur_off;
 	uint64_t done;
 	struct cmdline_progress progress;
+	/* The copy's failure, kept to be reported in one line with what
+	 * became of the target this run created. */
+	int failure;
+	char failure_msg[IMG_ERRMSG_MAX];
 };
 
 static int convert_claim(void *ctx, struct pipeline_chunk *c)
@@ -345,18 +348,52 @@ static bool convert_target_is_source(struct convert *cv, const char *dst)
 	return same;
 }
 
-/* On failure, remove the files of a target this run created. */
-static void convert_discard_target(struct img *dst, const char *path)
+static void convert_report(void *ctx, int err, const char *msg)
 {
-	struct img_info *info = NULL;
+	struct convert *cv = ctx;
 
-	img_get_info(dst, &info);
-	img_close(dst);
+	cv->failure = err < 0 ? err : -EIO;
+	snprintf(cv->failure_msg, sizeof(cv->failure_msg), "%s",
+		 msg ? msg : "");
+}
+
+/* On failure, remove what a target this run created is stored in (files,
+ * an RBD image; an NBD export is the server's and stays), and report the
+ * failure (when one was kept) and what became of the target in one line;
+ * a removal that fails is said in any case. */
+static void convert_discard_target(struct convert *cv, const char *path)
+{
+	char errbuf[IMG_ERRMSG_MAX] = "", note[IMG_ERRMSG_MAX + 64];
+	struct img_info *info = NULL;
+	int ret = 0;
+
+	if (cv->dst) {
+		img_get_info(cv->dst, &info);
+		img_close(cv->dst);
+		cv->dst = NULL;
+	}
 	for (int i = 0; info && i < info->nfiles; i++)
-		if (strcmp(info->files[i], path) != 0)
-			unlink(info->files[i]);
-	unlink(path);
+		if (strcmp(info->files[i], path) != 0 && ret == 0)
+			ret = img_remove(info->files[i], errbuf,
+					 sizeof(errbuf));
+	if (ret == 0 || ret == -ENOTSUP)
+		ret = img_remove(path, errbuf, sizeof(errbuf));
 	img_info_free(info);
+	if (ret == -ENOTSUP)
+		snprintf(note, sizeof(note),
+			 "the incomplete target stays where it is (%s)",
+			 errbuf);
+	else if (ret < 0)
+		snprintf(note, sizeof(note),
+			 "the incomplete target could not be removed: %s",
+			 errbuf);
+	else
+		snprintf(note, sizeof(note),
+			 "the incomplete target was removed");
+	if (cv->failure)
+		cmdline_report_error_note(cv->failure_msg, cv->failure, note);
+	else if (ret < 0)
+		tool_error("%s: %s", path, note);
 }
 
 int cmd_convert(int argc, char **argv)
@@ -590,31 +627,35 @@ int cmd_convert(int argc, char **argv)
 			.claim = convert_claim,
 			.produce = convert_produce,
 			.consume = convert_consume,
-			.report = cmdline_pipeline_report,
+			.report = convert_report,
 		};
 
 		cmdline_progress_start(&cv.progress, progress, cv.total);
 		ret = pipeline_run(&cfg, &ops, &cv);
 		cmdline_progress_end(&cv.progress, ret == 0);
-		if (ret < 0)
-			goto out; /* reported once, by the pipeline */
+		if (ret < 0) {
+			if (!created) /* else with the target's removal */
+				cmdline_report_error(cv.failure_msg,
+						     cv.failure);
+			goto out;
+		}
 	}
 	ret = img_close(cv.dst);
 	cv.dst = NULL;
 	if (ret < 0) {
-		tool_error("%s: flush failed: %s", dst_path, strerror(-ret));
+		cv.failure = ret;
+		snprintf(cv.failure_msg, sizeof(cv.failure_msg),
+			 "%s: flush failed: %s", dst_path, strerror(-ret));
+		if (!created)
+			tool_error("%s", cv.failure_msg);
 		goto out;
 	}
 	status = TOOL_EXIT_OK;
 out:
-	if (cv.dst) {
-		if (created && status != TOOL_EXIT_OK)
-			convert_discard_target(cv.dst, dst_path);
-		else
-			img_close(cv.dst);
-	} else if (created && status != TOOL_EXIT_OK) {
-		unlink(dst_path);
-	}
+	if (created && status != TOOL_EXIT_OK)
+		convert_discard_target(&cv, dst_path);
+	else if (cv.dst)
+		img_close(cv.dst);
 	for (int i = 0; cv.src && i < cv.nsrc; i++)
 		if (cv.src[i].img)
 			img_close(cv.src[i].img);

@@ -9,7 +9,7 @@
 
 static void create_usage(FILE *out)
 {
-	fputs("Usage: imgtool create [-f FMT] [-o OPTIONS] [-b BACKING [-F BACKING_FMT]] [-q] FILE [SIZE]\n\nCreate a new image FILE of SIZE bytes (K, M, G, T suffixes).\nWith -b, the image is an overlay of BACKING and SIZE defaults to its size.\n\n  -f FMT          format: raw (default), vdi, vhd, vhdx, vmdk\n  -o OPTIONS      key=value,... (-o help lists them)\n  -b BACKING      backing file (relative to FILE's directory)\n  -F BACKING_FMT  backing file's format (default: probed)\n  -q              quiet\n",
+	fputs("Usage: imgtool create [-f FMT] [-o OPTIONS] [-b BACKING [-F BACKING_FMT]] [-q] FILE [SIZE]\n\nCreate a new image FILE of SIZE bytes (K, M, G, T suffixes).\nWith -b, the image is an overlay of BACKING and SIZE defaults to its size.\n\n  -f FMT          format: raw (default), vdi, vhd, vhdx, vmdk, qcow2\n  -o OPTIONS      key=value,... (-o help lists them)\n  -b BACKING      backing file (relative to FILE's directory)\n  -F BACKING_FMT  backing file's format (default: probed)\n  -q              quiet\n",
 	      out);
 }
 

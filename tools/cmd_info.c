@@ -58,7 +58,9 @@ static void info_print_human(const struct img_info *info, int64_t allocated)
 	       tool_human_size(info->virtual_size, a, sizeof(a)),
 	       info->virtual_size);
 	printf("disk size: %s\n",
-	       tool_human_size(info->actual_size, b, sizeof(b)));
+	       info->actual_size_unknown
+		       ? "unavailable"
+		       : tool_human_size(info->actual_size, b, sizeof(b)));
 	if (allocated >= 0)
 		printf("allocated: %s (%.1f%% of the disk, in this file)\n",
 		       tool_human_size((uint64_t)allocated, b, sizeof(b)),
@@ -111,7 +113,8 @@ static void info_print_json(struct json_writer *wp, const struct img_info *info,
 	if (info->cluster_size)
 		json_uint(&w, "cluster-size", info->cluster_size);
 	json_string(&w, "format", info->format);
-	json_uint(&w, "actual-size", info->actual_size);
+	if (!info->actual_size_unknown)
+		json_uint(&w, "actual-size", info->actual_size);
 	if (allocated >= 0)
 		json_uint(&w, "allocated-size", (uint64_t)allocated);
 	if (info->subformat[0])

@@ -26,10 +26,20 @@ struct serve_args {
 	const char *port, *bind, *socket;
 	const char *tls_cert, *tls_key;
 	const char *pidfile, *format;
+	const char *snapshot; /* -l TAG: that state of every FILE */
 	bool read_only, daemon, verbose;
 	unsigned shared, threads;
 	const char *names[SERVE_MAX_EXPORTS];
 	int nnames;
+};
+
+/* One export: the image served and, for a snapshot, the disk's snapshot
+ * handle (kept open: it keeps the snapshots from changing meanwhile). */
+struct serve_export {
+	const char *tag;
+	char *display; /* FILE or FILE@TAG */
+	struct img_snapshots *snaps;
+	struct img *img;
 };
 
 static struct nbd_server *serve_running;
@@ -56,10 +66,14 @@ static void serve_usage(FILE *out)
 		"[--tls-cert FILE --tls-key FILE]\n"
 		"                     [--pidfile FILE] [--daemon] [--format "
 		"FMT] "
-		"[--threads N] [--verbose]\n"
-		"                     FILE...\n"
+		"[--threads N] [--verbose] [-l TAG]\n"
+		"                     FILE[@TAG]...\n"
 		"Serve each FILE as an NBD export (default 127.0.0.1 port "
-		"10809).\n");
+		"10809).\n"
+		"FILE@TAG or -l/--load-snapshot TAG (as qemu-nbd) serves "
+		"snapshot TAG\n"
+		"of FILE (imgtool snapshot), read-only; the export is named "
+		"FILE@TAG.\n");
 }
 
 static int serve_parse_count(const char *opt, const char *text, unsigned *out)
@@ -85,7 +99,7 @@ static int serve_parse_args(int argc, char **argv, struct serve_args *a)
 		OPT_TLS_KEY,
 		OPT_PIDFILE,
 		OPT_DAEMON,
-		OPT_THREADS
+		OPT_THREADS,
 	};
 	static const struct option longopts[] = {
 		{ "port", required_argument, NULL, 'p' },
@@ -100,6 +114,7 @@ static int serve_parse_args(int argc, char **argv, struct serve_args *a)
 		{ "pidfile", required_argument, NULL, OPT_PIDFILE },
 		{ "daemon", no_argument, NULL, OPT_DAEMON },
 		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "load-snapshot", required_argument, NULL, 'l' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -107,7 +122,7 @@ static int serve_parse_args(int argc, char **argv, struct serve_args *a)
 	int c;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "p:b:k:rx:e:f:vh", longopts,
+	while ((c = getopt_long(argc, argv, "p:b:k:rx:e:f:l:vh", longopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'p':
@@ -152,6 +167,15 @@ static int serve_parse_args(int argc, char **argv, struct serve_args *a)
 		case OPT_THREADS:
 			if (serve_parse_count("--threads", optarg, &a->threads))
 				return -1;
+			break;
+		case 'l':
+			/* qemu-nbd's forms too: snapshot.name=TAG or
+			 * snapshot.id=ID */
+			a->snapshot = optarg;
+			if (!strncmp(optarg, "snapshot.name=", 14))
+				a->snapshot = optarg + 14;
+			else if (!strncmp(optarg, "snapshot.id=", 12))
+				a->snapshot = optarg + 12;
 			break;
 		case 'v':
 			a->verbose = true;
@@ -198,6 +222,85 @@ static int serve_write_pidfile(const char *path)
 	return 0;
 }
 
+static const char *base_name(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash ? slash + 1 : path;
+}
+
+/* Does the local name exist as given?  (Else FILE@TAG names a snapshot.) */
+static bool serve_name_exists(const char *file)
+{
+	struct stat st;
+
+	return !strstr(file, "://") && strncmp(file, "rbd:", 4) != 0 &&
+	       stat(file, &st) == 0;
+}
+
+/* Open one export: the disk, or (FILE@TAG, -l TAG) one of its
+ * snapshots read-only.  The disk's snapshots are checked either way: a
+ * snapshot operation a crash interrupted leaves a disk not to be served
+ * until it is finished.  Prints one line on failure. */
+static int serve_open_export(const struct serve_args *a, const char *arg,
+			     struct serve_export *e)
+{
+	struct img_open_options oo = {
+		.format = a->format,
+		.flags = a->read_only ? IMG_OPEN_RDONLY : IMG_OPEN_RDWR,
+	};
+	char errbuf[IMG_ERRMSG_MAX], *file;
+	const char *at = strrchr(arg, '@');
+	int r;
+
+	file = strdup(arg);
+	if (!file) {
+		fprintf(stderr, "imgtool serve: out of memory\n");
+		return -ENOMEM;
+	}
+	if (a->snapshot) {
+		e->tag = a->snapshot;
+	} else if (at && !serve_name_exists(arg)) {
+		file[at - arg] = '\0';
+		if (serve_name_exists(file))
+			e->tag = at + 1;
+		else
+			file[at - arg] = '@';
+	}
+	if (e->tag ? asprintf(&e->display, "%s@%s", file, e->tag) < 0
+		   : !(e->display = strdup(arg))) {
+		e->display = NULL;
+		fprintf(stderr, "imgtool serve: out of memory\n");
+		free(file);
+		return -ENOMEM;
+	}
+	r = img_snapshots_open(&e->snaps, file, a->format, IMG_OPEN_RDONLY,
+			       errbuf, sizeof(errbuf));
+	if (r < 0) {
+		fprintf(stderr, "imgtool: %s\n", errbuf);
+		free(file);
+		return r;
+	}
+	if (e->tag) {
+		r = img_snapshots_open_image(e->snaps, e->tag, &e->img);
+		if (r < 0)
+			fprintf(stderr, "imgtool: %s\n",
+				img_snapshots_errmsg(e->snaps));
+		free(file);
+		return r;
+	}
+	/* The disk itself: its snapshot handle (and the disk opened in it,
+	 * for internal snapshots) must not hold the disk against the
+	 * server's own open. */
+	img_snapshots_close(e->snaps);
+	e->snaps = NULL;
+	r = img_open(&e->img, file, &oo, errbuf, sizeof(errbuf));
+	if (r < 0)
+		fprintf(stderr, "imgtool: %s\n", errbuf);
+	free(file);
+	return r;
+}
+
 /* The address as a URI host: IPv6 literals need brackets. */
 static void serve_print_banner(const struct serve_args *a, int port,
 			       const char *file, const char *name, bool tcp)
@@ -229,6 +332,7 @@ int cmd_serve(int argc, char **argv)
 {
 	struct serve_args a = { 0 };
 	struct img *imgs[SERVE_MAX_EXPORTS] = { 0 };
+	struct serve_export exports[SERVE_MAX_EXPORTS] = { 0 };
 	struct nbd_server *srv = NULL;
 	struct sigaction sa = { 0 };
 	char errbuf[IMG_ERRMSG_MAX];
@@ -254,33 +358,19 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	for (int i = optind; i < argc; i++) {
-		struct img_open_options oo = {
-			.format = a.format,
-			.flags = a.read_only ? IMG_OPEN_RDONLY : IMG_OPEN_RDWR,
-		};
-		const char *file = argv[i];
-		char *copy;
+		struct serve_export *e = &exports[nimgs];
 		const char *name;
 
-		r = img_open(&imgs[nimgs], file, &oo, errbuf, sizeof(errbuf));
-		if (r < 0) {
-			fprintf(stderr, "imgtool: %s\n", errbuf);
+		if (serve_open_export(&a, argv[i], e) < 0)
 			goto out;
-		}
-		nimgs++;
-		copy = strdup(file);
-		if (!copy) {
-			fprintf(stderr, "imgtool serve: out of memory\n");
-			goto out;
-		}
+		imgs[nimgs++] = e->img;
 		int idx = nimgs - 1;
-		name = idx < a.nnames ? a.names[idx] : basename(copy);
-		r = nbd_server_add_export(srv, name, file, imgs[idx],
-					  a.read_only);
-		free(copy);
+		name = idx < a.nnames ? a.names[idx] : base_name(e->display);
+		r = nbd_server_add_export(srv, name, e->display, imgs[idx],
+					  a.read_only || e->tag);
 		if (r < 0) {
 			fprintf(stderr, "imgtool serve: export '%s': %s\n",
-				idx < a.nnames ? a.names[idx] : file,
+				idx < a.nnames ? a.names[idx] : e->display,
 				r == -EEXIST
 					? "name used twice (name the exports with --export-name)"
 					: strerror(-r));
@@ -333,11 +423,10 @@ int cmd_serve(int argc, char **argv)
 
 	for (int i = 0; i < nimgs; i++) {
 		const char *name = i < a.nnames ? a.names[i] : NULL;
-		char *copy = strdup(argv[optind + i]);
-		serve_print_banner(&a, port, argv[optind + i],
-				   name ? name : (copy ? basename(copy) : ""),
+
+		serve_print_banner(&a, port, exports[i].display,
+				   name ? name : base_name(exports[i].display),
 				   tcp);
-		free(copy);
 	}
 	fflush(stdout);
 	if (status_fd >= 0) {
@@ -353,6 +442,10 @@ out:
 	for (int i = 0; i < nimgs; i++)
 		if (tool_close(imgs[i]) < 0)
 			ret = 1;
+	for (int i = 0; i < SERVE_MAX_EXPORTS; i++) {
+		img_snapshots_close(exports[i].snaps);
+		free(exports[i].display);
+	}
 	if (pidfile) {
 		unlink(pidfile);
 		free(pidfile);

@@ -35,16 +35,24 @@ static bool cmdline_is_system_error(int err)
 	}
 }
 
-void cmdline_report_error(const char *msg, int err)
+void cmdline_report_error_note(const char *msg, int err, const char *note)
 {
 	const char *reason = err < 0 ? strerror(-err) : "failed";
+	const char *sep = note ? "; " : "";
 
+	if (!note)
+		note = "";
 	if (!msg || !*msg)
-		tool_error("%s", reason);
+		tool_error("%s%s%s", reason, sep, note);
 	else if (cmdline_is_system_error(err) && !strstr(msg, reason))
-		tool_error("%s: %s", msg, reason);
+		tool_error("%s: %s%s%s", msg, reason, sep, note);
 	else
-		tool_error("%s", msg);
+		tool_error("%s%s%s", msg, sep, note);
+}
+
+void cmdline_report_error(const char *msg, int err)
+{
+	cmdline_report_error_note(msg, err, NULL);
 }
 
 void cmdline_pipeline_report(void *ctx, int err, const char *msg)

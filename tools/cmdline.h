@@ -21,6 +21,8 @@ struct img;
 void cmdline_img_error(struct img *img, int err);
 /* The same for a message recorded earlier (pipeline_fail). */
 void cmdline_report_error(const char *msg, int err);
+/* The same line with "; NOTE" after it (NULL: none). */
+void cmdline_report_error_note(const char *msg, int err, const char *note);
 /* A pipeline_ops.report that prints with cmdline_report_error. */
 void cmdline_pipeline_report(void *ctx, int err, const char *msg);
 

@@ -16,7 +16,7 @@
 int imgvm_cmd_create(int argc, char **argv)
 {
 	char dir[PATH_MAX], err[512] = "";
-	json_object *options, *created;
+	json_object *options;
 	const char *name;
 	int ret;
 
@@ -50,21 +50,11 @@ int imgvm_cmd_create(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	options = json_object_new_object();
-	created = json_object_new_array();
-	ret = vmdef_apply_args(options, argc - 2, argv + 2, name, dir, created,
-			       err, sizeof(err));
+	ret = vmdef_update(options, argc - 2, argv + 2, name, dir);
 	if (ret)
-		fprintf(stderr, "imgvm: %s\n", err);
-	else if (!(ret = vmdef_check_options(options)) &&
-		 (ret = vmdef_save(name, options, err, sizeof(err))))
-		fprintf(stderr, "imgvm: %s\n", err);
-	if (ret) {
-		vmdef_remove_created(created);
 		rmdir(dir);
-	} else {
+	else
 		printf("created VM '%s' in %s\n", name, dir);
-	}
-	json_object_put(created);
 	json_object_put(options);
 	return ret ? EXIT_USAGE : 0;
 }

@@ -4,7 +4,6 @@
  * the files imgvm keeps in its folder; with --delete-disks also every
  * writable disk it names, with its snapshots.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -12,30 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "img.h"
 #include "vmm/cmd.h"
 #include "vmm/vmdef.h"
-
-/* DISK.snapshots/ (imgvm snapshot's layers of DISK, and their index) goes
- * with the disk. */
-static void remove_snapshots(const char *disk)
-{
-	char dir[PATH_MAX], path[PATH_MAX * 2];
-	struct dirent *de;
-	DIR *d;
-
-	snprintf(dir, sizeof(dir), "%s.snapshots", disk);
-	d = opendir(dir);
-	if (!d)
-		return;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-			unlink(path);
-		}
-	closedir(d);
-	if (rmdir(dir))
-		fprintf(stderr, "imgvm: %s: %s\n", dir, strerror(errno));
-}
 
 int imgvm_cmd_delete(int argc, char **argv)
 {
@@ -78,17 +56,19 @@ int imgvm_cmd_delete(int argc, char **argv)
 
 		for (size_t i = 0; i < n; i++) {
 			char *file = strdup(disks[i]), *comma;
+			int r;
 
 			if (!file)
 				continue;
 			if ((comma = strchr(file, ',')))
 				*comma = 0;
-			if (unlink(file) && errno != ENOENT) {
-				fprintf(stderr, "imgvm: %s: %s\n", file,
-					strerror(errno));
+			/* the disk (a file, an RBD image) and its layers */
+			r = img_remove(file, err, sizeof(err));
+			if ((r && r != -ENOENT) ||
+			    img_snapshots_remove_all(file, err, sizeof(err))) {
+				fprintf(stderr, "imgvm: %s\n", err);
 				status = EXIT_USAGE;
 			}
-			remove_snapshots(file);
 			free(file);
 		}
 		free(disks);

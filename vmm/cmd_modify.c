@@ -14,7 +14,7 @@
 int imgvm_cmd_modify(int argc, char **argv)
 {
 	char dir[PATH_MAX], err[512] = "";
-	json_object *options, *created;
+	json_object *options;
 	const char *name;
 	int ret;
 
@@ -28,17 +28,7 @@ int imgvm_cmd_modify(int argc, char **argv)
 		fprintf(stderr, "imgvm: %s\n", err);
 		return EXIT_USAGE;
 	}
-	created = json_object_new_array();
-	ret = vmdef_apply_args(options, argc - 2, argv + 2, name, dir, created,
-			       err, sizeof(err));
-	if (ret)
-		fprintf(stderr, "imgvm: %s\n", err);
-	else if (!(ret = vmdef_check_options(options)) &&
-		 (ret = vmdef_save(name, options, err, sizeof(err))))
-		fprintf(stderr, "imgvm: %s\n", err);
-	if (ret)
-		vmdef_remove_created(created);
-	json_object_put(created);
+	ret = vmdef_update(options, argc - 2, argv + 2, name, dir);
 	json_object_put(options);
 	return ret ? EXIT_USAGE : 0;
 }

@@ -1,80 +1,98 @@
 // SPDX-License-Identifier: MIT
 /*
  * imgvm snapshot NAME create|revert|delete TAG, imgvm snapshot NAME list:
- * snapshots of a stopped VM, over every writable disk at once, made by
- * imgtool snapshot (a disk's path never changes; its states are layers in
- * DISK.snapshots/).  All disks or none: a create that fails on one disk is
- * undone on the disks already done; revert and delete first check that
- * every disk has the tag.
+ * snapshots of a stopped VM, over every writable disk at once, through
+ * libimg's snapshot module (img_snapshots_* in img.h: inside a qcow2, as
+ * layers in DISK.snapshots/ otherwise; a disk's path never changes).
+ * All disks or none: every disk's snapshots are opened (and locked)
+ * before any changes; create checks that no disk has the tag, revert and
+ * delete that every disk has it; a create that fails on one disk is
+ * deleted again on the disks already done.
  */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "libimg/img.h"
 #include "vmm/cmd.h"
 #include "vmm/vmdef.h"
 
-/* imgtool snapshot -q ACTION DISK [TAG]; quiet: its output to /dev/null */
-static int run_imgtool(const char *action, const char *disk, const char *tag,
-		       bool quiet)
+static void snapshot_print_list(struct img_snapshots *snaps, const char *disk)
 {
-	const char *args[] = { "imgtool", "snapshot", "-q", action,
-			       disk,	  tag,	      NULL };
+	struct img_snapshot_entry *list;
+	int count;
 
-	return imgtool_run(args, quiet);
+	printf("%s:\n", disk);
+	if (img_snapshots_list(snaps, &list, &count) < 0) {
+		fprintf(stderr, "imgvm: %s\n", img_snapshots_errmsg(snaps));
+		return;
+	}
+	for (int i = 0; i < count; i++) {
+		char created[32] = "-", vsize[32];
+		time_t t = (time_t)list[i].created;
+		struct tm tm;
+
+		if (t && localtime_r(&t, &tm))
+			strftime(created, sizeof(created), "%Y-%m-%d %H:%M:%S",
+				 &tm);
+		img_format_size(list[i].virtual_size, vsize, sizeof(vsize));
+		printf("%-20s %-19s %12s\n", list[i].name, created, vsize);
+	}
+	free(list);
 }
 
-/* Whether imgtool snapshot list DISK names tag (a line starting with it). */
-static bool disk_has_tag(const char *disk, const char *tag)
+/* Apply action to every disk; a create failing on one is undone on the
+ * disks done before it.  Returns 0 or EXIT_USAGE. */
+static int snapshot_apply_all(struct img_snapshots **snaps, char **files,
+			      size_t n, const char *action, const char *tag)
 {
-	char tool[PATH_MAX + 16], *cmd, line[512];
-	size_t tlen = strlen(tag);
-	bool found = false;
-	FILE *p;
+	for (size_t i = 0; i < n; i++) {
+		int r;
 
-	imgtool_path(tool, sizeof(tool));
-	/* the names are checked (vmdef names, imgtool's tag rules) and the
-	 * disk paths are quoted */
-	if (asprintf(&cmd, "'%s' snapshot list '%s' 2>/dev/null", tool, disk) <
-	    0)
-		return false;
-	p = popen(cmd, "r");
-	free(cmd);
-	while (p && fgets(line, sizeof(line), p))
-		if (!strncmp(line, tag, tlen) &&
-		    (line[tlen] == ' ' || line[tlen] == '\t' ||
-		     line[tlen] == '\n'))
-			found = true;
-	if (p)
-		pclose(p);
-	return found;
-}
-
-static bool tag_valid(const char *tag)
-{
-	size_t len = strlen(tag);
-
-	if (!len || len > 64)
-		return false;
-	for (const char *c = tag; *c; c++)
-		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-		      (*c >= '0' && *c <= '9') || strchr("._-+@", *c)))
-			return false;
-	return true;
+		if (!strcmp(action, "create"))
+			r = img_snapshots_create(snaps[i], tag);
+		else if (!strcmp(action, "revert"))
+			r = img_snapshots_revert(snaps[i], tag, 0);
+		else
+			r = img_snapshots_delete(snaps[i], tag);
+		if (r == 0)
+			continue;
+		fprintf(stderr, "imgvm: %s\n", img_snapshots_errmsg(snaps[i]));
+		if (strcmp(action, "create")) {
+			fprintf(stderr,
+				"imgvm: snapshot %s of %s failed after %zu "
+				"disk(s) were done\n",
+				action, files[i], i);
+			return EXIT_USAGE;
+		}
+		fprintf(stderr,
+			"imgvm: snapshot of %s failed: undoing it on the %zu "
+			"disk(s) done\n",
+			files[i], i);
+		while (i--)
+			if (img_snapshots_delete(snaps[i], tag) < 0)
+				fprintf(stderr, "imgvm: %s\n",
+					img_snapshots_errmsg(snaps[i]));
+		return EXIT_USAGE;
+	}
+	return 0;
 }
 
 int imgvm_cmd_snapshot(int argc, char **argv)
 {
-	char dir[PATH_MAX], err[512] = "";
+	char dir[PATH_MAX], err[IMG_ERRMSG_MAX] = "";
 	const char *name, *action, *tag = NULL;
+	struct img_snapshots **snaps = NULL;
 	json_object *options;
 	const char **disks;
 	char **files;
 	size_t n;
 	int lock, status = 0;
+	bool list;
 
 	if (argc < 3 || (strcmp(argv[2], "list") && argc != 4) ||
 	    (!strcmp(argv[2], "list") && argc != 3)) {
@@ -86,19 +104,20 @@ int imgvm_cmd_snapshot(int argc, char **argv)
 	}
 	name = argv[1];
 	action = argv[2];
+	list = !strcmp(action, "list");
 	if (argc == 4)
 		tag = argv[3];
-	if (strcmp(action, "list") && strcmp(action, "create") &&
-	    strcmp(action, "revert") && strcmp(action, "delete")) {
+	if (!list && strcmp(action, "create") && strcmp(action, "revert") &&
+	    strcmp(action, "delete")) {
 		fprintf(stderr, "imgvm: snapshot: unknown action '%s'\n",
 			action);
 		return EXIT_USAGE;
 	}
-	if (tag && !tag_valid(tag)) {
+	if (tag && !img_snapshot_tag_valid(tag)) {
 		fprintf(stderr,
 			"imgvm: snapshot: invalid tag '%s' (letters, digits, "
-			". _ - + @; at most 64)\n",
-			tag);
+			". _ - + @; at most %d)\n",
+			tag, IMG_SNAPSHOT_TAG_MAX);
 		return EXIT_USAGE;
 	}
 	if (vmdef_dir(name, dir, sizeof(dir), err, sizeof(err)) ||
@@ -108,7 +127,13 @@ int imgvm_cmd_snapshot(int argc, char **argv)
 	}
 	disks = vmdef_disks(options, &n, true);
 	files = calloc(n ? n : 1, sizeof(*files));
-	for (size_t i = 0; files && i < n; i++) {
+	snaps = calloc(n ? n : 1, sizeof(*snaps));
+	if (!files || !snaps) {
+		fprintf(stderr, "imgvm: out of memory\n");
+		status = EXIT_USAGE;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
 		char *comma;
 
 		files[i] = strdup(disks[i]);
@@ -128,61 +153,56 @@ int imgvm_cmd_snapshot(int argc, char **argv)
 		status = EXIT_USAGE;
 		goto out;
 	}
-	if (!strcmp(action, "list")) {
-		for (size_t i = 0; i < n; i++) {
-			printf("%s:\n", files[i]);
-			if (run_imgtool("list", files[i], NULL, false))
-				status = EXIT_USAGE;
-		}
-	} else if (!strcmp(action, "create")) {
-		for (size_t i = 0; i < n; i++) {
-			if (disk_has_tag(files[i], tag)) {
-				fprintf(stderr,
-					"imgvm: %s already has a snapshot "
-					"'%s'\n",
-					files[i], tag);
-				status = EXIT_USAGE;
-				break;
-			}
-		}
-		for (size_t i = 0; !status && i < n; i++) {
-			if (run_imgtool("create", files[i], tag, true) == 0)
-				continue;
-			fprintf(stderr,
-				"imgvm: snapshot of %s failed: undoing it on "
-				"the %zu disk(s) done\n",
-				files[i], i);
-			while (i--)
-				run_imgtool("delete", files[i], tag, true);
+	for (size_t i = 0; i < n && !status; i++) {
+		if (!files[i] ||
+		    img_snapshots_open(&snaps[i], files[i], NULL,
+				       list ? IMG_OPEN_RDONLY : IMG_OPEN_RDWR,
+				       err, sizeof(err)) < 0) {
+			fprintf(stderr, "imgvm: %s: nothing changed\n",
+				files[i] ? err : "out of memory");
 			status = EXIT_USAGE;
 		}
-		if (!status)
-			printf("Snapshot '%s' of %s created (%zu disk%s).\n",
-			       tag, name, n, n == 1 ? "" : "s");
-	} else {
-		for (size_t i = 0; i < n; i++) {
-			if (!disk_has_tag(files[i], tag)) {
-				fprintf(stderr,
-					"imgvm: %s has no snapshot '%s': "
-					"nothing changed\n",
-					files[i], tag);
-				status = EXIT_USAGE;
-				break;
-			}
-		}
-		for (size_t i = 0; !status && i < n; i++)
-			if (run_imgtool(action, files[i], tag, true))
-				status = EXIT_USAGE;
-		if (!status)
-			printf("Snapshot '%s' of %s %s.\n", tag, name,
-			       !strcmp(action, "revert") ? "reverted to"
-							 : "deleted");
 	}
+	for (size_t i = 0; i < n && !status && !list; i++) {
+		bool has = img_snapshots_find(snaps[i], tag) == 0;
+
+		if (has && !strcmp(action, "create")) {
+			fprintf(stderr,
+				"imgvm: %s already has a snapshot '%s'\n",
+				files[i], tag);
+			status = EXIT_USAGE;
+		} else if (!has && strcmp(action, "create")) {
+			fprintf(stderr,
+				"imgvm: %s has no snapshot '%s': nothing "
+				"changed\n",
+				files[i], tag);
+			status = EXIT_USAGE;
+		}
+	}
+	if (!status && list) {
+		for (size_t i = 0; i < n; i++)
+			snapshot_print_list(snaps[i], files[i]);
+	} else if (!status) {
+		status = snapshot_apply_all(snaps, files, n, action, tag);
+		if (!status)
+			printf("Snapshot '%s' of %s %s (%zu disk%s).\n", tag,
+			       name,
+			       !strcmp(action, "create")   ? "created"
+			       : !strcmp(action, "revert") ? "reverted to"
+							   : "deleted",
+			       n, n == 1 ? "" : "s");
+	}
+	for (size_t i = 0; i < n; i++)
+		if (snaps[i] && img_snapshots_close(snaps[i]) < 0 && !status) {
+			fprintf(stderr, "imgvm: %s: flush failed\n", files[i]);
+			status = EXIT_USAGE;
+		}
 	close(lock);
 out:
 	for (size_t i = 0; files && i < n; i++)
 		free(files[i]);
 	free(files);
+	free(snaps);
 	free(disks);
 	json_object_put(options);
 	return status;

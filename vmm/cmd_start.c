@@ -104,6 +104,7 @@ int imgvm_cmd_start(int argc, char **argv)
 		full[n++] = serial;
 	}
 	status = boot_options_parse(n, full, &opt);
+	opt.screen.name = name;
 	if (status == BOOT_OPTIONS_HELP) {
 		imgvm_usage(stdout);
 		return 0;

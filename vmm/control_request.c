@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "vmm/control.h"
+#include "vmm/json_text.h"
 
 const char *const control_command_names[] = {
 	[CONTROL_STATUS] = "status",
@@ -47,9 +48,7 @@ static const char *command_argument(enum control_command c)
 int control_parse_request(const char *line, size_t len,
 			  struct control_request *req, char *err, size_t errlen)
 {
-	json_tokener *tok;
 	json_object *root, *command;
-	enum json_tokener_error jerr;
 	const char *name, *argname;
 	size_t i;
 	int ret = -EINVAL;
@@ -64,26 +63,10 @@ int control_parse_request(const char *line, size_t len,
 		snprintf(err, errlen, "request holds a NUL byte");
 		return -EINVAL;
 	}
-	tok = json_tokener_new_ex(16);
-	if (!tok) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	root = json_tokener_parse_ex(tok, line, (int)len);
-	jerr = json_tokener_get_error(tok);
-	if (!root || jerr != json_tokener_success) {
-		snprintf(err, errlen, "not JSON: %s",
-			 jerr == json_tokener_continue
-				 ? "truncated"
-				 : json_tokener_error_desc(jerr));
-		goto out;
-	}
-	for (i = tok->char_offset; i < len; i++) {
-		if (!strchr(" \t\r", line[i])) {
-			snprintf(err, errlen, "text after the request object");
-			goto out;
-		}
-	}
+	ret = json_text_parse(line, len, 16, &root, err, errlen);
+	if (ret)
+		return ret;
+	ret = -EINVAL;
 	if (!json_object_is_type(root, json_type_object) ||
 	    !json_object_object_get_ex(root, "command", &command) ||
 	    !json_object_is_type(command, json_type_string)) {
@@ -139,7 +122,6 @@ int control_parse_request(const char *line, size_t len,
 	ret = 0;
 out:
 	json_object_put(root);
-	json_tokener_free(tok);
 	return ret;
 }
 

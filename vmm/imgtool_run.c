@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * Running imgtool from imgvm (snapshots, OVA disk conversion): the imgtool
+ * Running imgtool from imgvm (OVA disk conversion): the imgtool
  * next to this imgvm (build/bin/, an install's bin/), else the one in PATH.
  */
 #include <errno.h>

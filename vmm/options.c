@@ -32,6 +32,7 @@ enum {
 	OPT_NET,
 	OPT_PXE_ROM,
 	OPT_SCREEN,
+	OPT_POINTER,
 	OPT_HELP,
 };
 
@@ -60,6 +61,7 @@ const struct boot_option_info boot_option_list[] = {
 	{ "vnc-password-file", V | P, OPT_SCREEN },
 	{ "screenshot", V | P, OPT_SCREEN },
 	{ "screenshot-on-exit", V | P, OPT_SCREEN },
+	{ "pointer", V, OPT_POINTER },
 	{ NULL, 0, 0 },
 };
 #undef V
@@ -85,9 +87,10 @@ void boot_options_help(FILE *out)
 		"  --cpus N             vCPUs (default 1)\n"
 		"  --disk FILE[,format=FMT][,readonly]\n"
 		"                       SATA disk, any image libimg opens (raw, "
-		"vdi, vhd,\n"
-		"                       vmdk; format probed unless given); up "
-		"to 5: the first\n"
+		"vdi, vhd, vhdx,\n"
+		"                       vmdk, qcow2; local or rbd:/nbd:// "
+		"names; format probed\n"
+		"                       unless given); up to 5: the first\n"
 		"                       on AHCI port 0, the next on ports 2-5\n"
 		"  --cdrom ISO          ATAPI CD-ROM on AHCI port 1 "
 		"(read-only)\n"
@@ -129,7 +132,13 @@ void boot_options_help(FILE *out)
 		"  --control PATH       serve the control protocol (JSON lines, "
 		"see imgvm(1))\n"
 		"                       on the Unix socket PATH (mode 0600)\n"
-		"%s",
+		"%s"
+		"  --pointer tablet|ps2 the viewers' pointer: a USB tablet "
+		"(absolute, on a\n"
+		"                       UHCI controller; the default with a "
+		"screen) or the\n"
+		"                       PS/2 mouse (relative; the default "
+		"without)\n",
 		DEFAULT_PXE_ROM, DEFAULT_BIOS, screen_options_help);
 }
 
@@ -344,6 +353,15 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 					  optarg))
 				return -EINVAL;
 			break;
+		case OPT_POINTER:
+			if (strcmp(optarg, "tablet") && strcmp(optarg, "ps2")) {
+				fprintf(stderr,
+					"imgvm: --pointer must be tablet or "
+					"ps2\n");
+				return -EINVAL;
+			}
+			opt->pointer = optarg;
+			break;
 		case OPT_HELP:
 			return BOOT_OPTIONS_HELP;
 		default:
@@ -372,4 +390,11 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt)
 		return -EINVAL;
 	}
 	return screen_options_check(&opt->screen);
+}
+
+bool boot_options_tablet(const struct boot_options *opt)
+{
+	if (opt->pointer)
+		return !strcmp(opt->pointer, "tablet");
+	return opt->screen.vga;
 }

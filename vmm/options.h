@@ -45,6 +45,7 @@ struct boot_options {
 	bool eject_on_reboot;
 	unsigned timeout;
 	const char *control;	      /* Unix socket of the control protocol */
+	const char *pointer;	      /* "tablet", "ps2" or NULL (default) */
 	struct screen_options screen; /* VGA, VNC, screenshots */
 };
 
@@ -79,6 +80,10 @@ int boot_options_parse(int argc, char **argv, struct boot_options *opt);
 /* Sizes: a number with an optional K, M, G suffix (KiB, MiB, GiB); a bare
  * number is MiB. */
 int boot_options_parse_size(const char *text, uint64_t *out);
+
+/* Whether the machine gets the USB tablet: --pointer, by default when it
+ * has a screen. */
+bool boot_options_tablet(const struct boot_options *opt);
 
 /* The "Options of 'boot':" section of --help. */
 void boot_options_help(FILE *out);

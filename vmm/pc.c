@@ -14,6 +14,7 @@
 #include "vmm/pc.h"
 
 #include "vmm/devices/ahci.h"
+#include "vmm/devices/usb.h"
 #include "vmm/devices/virtio_net.h"
 #include "vmm/net/net.h"
 
@@ -21,6 +22,10 @@
 #define NET_SLOT 4
 #define PXE_ROM_MAX (256u << 10)
 #define VGA_SLOT 2
+/* the USB function of the PIIX3, as on a real i440FX board (00:01.2) */
+#define USB_SLOT 1
+#define USB_FUNCTION 2
+#define TABLET_PORT 0
 #define SERIAL_PORT 0x3f8
 #define SERIAL_IRQ 4
 /* seconds SeaBIOS waits after "No bootable device" before rebooting */
@@ -234,6 +239,29 @@ static int setup_storage(struct pc *pc)
 	return 0;
 }
 
+/* ---- the pointer ---------------------------------------------------------*/
+
+static int setup_tablet(struct pc *pc)
+{
+	char err[256] = "";
+
+	if (!boot_options_tablet(&pc->opt))
+		return 0;
+	pc->tablet = usb_tablet_create();
+	if (!pc->tablet) {
+		fprintf(stderr, "imgvm: out of memory for the USB tablet\n");
+		return -ENOMEM;
+	}
+	pc->uhci =
+		uhci_create(pc->vm, USB_SLOT, USB_FUNCTION, err, sizeof(err));
+	if (!pc->uhci) {
+		fprintf(stderr, "imgvm: USB controller: %s\n", err);
+		return -EINVAL;
+	}
+	return uhci_attach(pc->uhci, TABLET_PORT,
+			   usb_tablet_device(pc->tablet));
+}
+
 /* ---- the machine -------------------------------------------------------*/
 
 int pc_setup(struct pc *pc)
@@ -281,10 +309,12 @@ int pc_setup(struct pc *pc)
 	/* THR: one exit per console byte instead of two (the LSR read that
 	 * precedes the next byte still exits and delivers it) */
 	vmm_coalesce_pio(pc->vm, SERIAL_PORT, 1);
-	if (open_disks(pc) || setup_storage(pc) || setup_network(pc))
+	if (open_disks(pc) || setup_storage(pc) || setup_network(pc) ||
+	    setup_tablet(pc))
 		return -EINVAL;
 	if (screen_setup(&pc->screen, &pc->opt.screen, pc->vm, pc->vm->fw_cfg,
-			 pc->kbc, VGA_SLOT, err, sizeof(err))) {
+			 pc->kbc, pc->tablet, pc->piix, VGA_SLOT, err,
+			 sizeof(err))) {
 		fprintf(stderr, "imgvm: %s\n", err);
 		return -EINVAL;
 	}
@@ -332,6 +362,11 @@ int pc_teardown(struct pc *pc)
 	control_stop(pc->control);
 	pc->control = NULL;
 	screen_teardown(&pc->screen, &pc->opt.screen);
+	/* the viewers are gone: nothing moves the tablet any more */
+	uhci_destroy(pc->uhci);
+	pc->uhci = NULL;
+	usb_tablet_destroy(pc->tablet);
+	pc->tablet = NULL;
 	uart_in_use = pc->console ? console_close(pc->console) : false;
 
 	if (pc->ahci)

@@ -19,6 +19,8 @@ struct ahci;
 struct net_backend;
 struct virtio_net;
 struct control;
+struct uhci;
+struct usb_tablet;
 
 struct pc {
 	struct boot_options opt;
@@ -36,6 +38,8 @@ struct pc {
 	struct net_backend *net_backend;
 	struct virtio_net *net;
 	struct control *control;
+	struct uhci *uhci;
+	struct usb_tablet *tablet;
 	bool ejected;
 	struct screen screen;
 };

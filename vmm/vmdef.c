@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "img.h"
+#include "vmm/json_text.h"
 #include "vmm/options.h"
 #include "vmm/vmdef.h"
 
@@ -126,9 +127,7 @@ static int check_option(const char *key, json_object *value, char *err,
 int vmdef_parse(const char *text, size_t len, const char *name,
 		json_object **options, char *err, size_t errlen)
 {
-	json_tokener *tok;
 	json_object *root, *version, *stored_name = NULL, *opts;
-	enum json_tokener_error jerr;
 	int ret = -EINVAL;
 
 	*options = NULL;
@@ -138,27 +137,10 @@ int vmdef_parse(const char *text, size_t len, const char *name,
 			 VMDEF_SIZE_MAX);
 		return -EFBIG;
 	}
-	tok = json_tokener_new_ex(32);
-	if (!tok) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	root = json_tokener_parse_ex(tok, text, (int)len);
-	jerr = json_tokener_get_error(tok);
-	if (!root || jerr != json_tokener_success) {
-		snprintf(err, errlen, "not JSON: %s",
-			 jerr == json_tokener_continue
-				 ? "truncated"
-				 : json_tokener_error_desc(jerr));
-		goto out;
-	}
-	/* nothing but white space after the object */
-	for (size_t i = tok->char_offset; i < len; i++) {
-		if (!strchr(" \t\r\n", text[i])) {
-			snprintf(err, errlen, "text after the JSON object");
-			goto out;
-		}
-	}
+	ret = json_text_parse(text, len, 32, &root, err, errlen);
+	if (ret)
+		return ret;
+	ret = -EINVAL;
 	if (!json_object_is_type(root, json_type_object) ||
 	    !json_object_object_get_ex(root, "imgvm-vm", &version) ||
 	    !json_object_is_type(version, json_type_int) ||
@@ -194,7 +176,6 @@ int vmdef_parse(const char *text, size_t len, const char *name,
 	ret = 0;
 out:
 	json_object_put(root);
-	json_tokener_free(tok);
 	return ret;
 }
 
@@ -698,4 +679,28 @@ int vmdef_check_options(json_object *options)
 	ret = boot_options_parse(argc, argv, &opt);
 	vmdef_free_argv(argc, argv);
 	return ret ? -EINVAL : 0;
+}
+
+int vmdef_update(json_object *options, int argc, char **argv, const char *name,
+		 const char *dir)
+{
+	json_object *created = json_object_new_array();
+	char err[512] = "";
+	int ret;
+
+	if (!created) {
+		fprintf(stderr, "imgvm: out of memory\n");
+		return -ENOMEM;
+	}
+	ret = vmdef_apply_args(options, argc, argv, name, dir, created, err,
+			       sizeof(err));
+	if (ret)
+		fprintf(stderr, "imgvm: %s\n", err);
+	else if (!(ret = vmdef_check_options(options)) &&
+		 (ret = vmdef_save(name, options, err, sizeof(err))))
+		fprintf(stderr, "imgvm: %s\n", err);
+	if (ret)
+		vmdef_remove_created(created);
+	json_object_put(created);
+	return ret;
 }

@@ -73,6 +73,12 @@ void vmdef_free_argv(int argc, char **argv);
 /* Runs the options through the boot parser (its errors on stderr). */
 int vmdef_check_options(json_object *options);
 
+/* imgvm create and modify: applies argv to options, checks them and saves
+ * the definition; on failure the disks it created are removed again.
+ * 0, or negative with the reason on stderr. */
+int vmdef_update(json_object *options, int argc, char **argv, const char *name,
+		 const char *dir);
+
 /* Reads and parses NAME's vm.json. */
 int vmdef_load(const char *name, json_object **options, char *err,
 	       size_t errlen);

@@ -3,9 +3,8 @@
  * qcow2 (QEMU copy-on-write v2/v3): open, the data path, commit order.
  *
  * Tables are kept in memory: the L1 table whole, L2 tables as they are
- * first used (loading is serialised by l2_lock so that reads of allocated
- * clusters may run concurrently).  Writes change them in memory; data
- * goes to the file at once.
+ * first used.  Writes change them in memory; data goes to the file at
+ * once.
  *
  * Commit order (flush, close): data is synced, then refcounts (new
  * blocks, a grown table and the header that switches to it), then L2
@@ -14,6 +13,20 @@
  * released.  A crash at any point leaves tables that point only at
  * clusters whose data and refcounts are on disk: at worst leaked clusters,
  * which `check -r leaks` reclaims.
+ *
+ * Parallel requests (img_set_parallel_rw, unless writes are compressed):
+ * reads, and writes into clusters this image owns (COPIED, not
+ * compressed, wholly allocated), go to the file at once under no lock but
+ * layout_lock held shared.  Everything else a write does (an L2 table
+ * allocated or copied, fresh clusters allocated and their refcounts set,
+ * the old contents of the first and last cluster read, the L2 entries
+ * updated) holds meta_lock, and the lookup is made again under it, so two
+ * writers never allocate one cluster twice.  A new entry is stored only
+ * after its cluster's data is written.  A flush commits under meta_lock
+ * and runs its last fdatasync without it; when it releases clusters that
+ * replaced entries pointed at, it first waits for every request
+ * (layout_lock exclusive), as a reader may still be reading one.
+ * Compressed writes stay serial (the core's exclusive lock).
  */
 #include "qcow2_priv.h"
 
@@ -40,7 +53,7 @@ int qcow2_sync(struct img *img, struct qcow2_state *s)
 	int ret = img_file_sync(&s->file);
 
 	if (ret < 0) {
-		s->sync_failed = true;
+		__atomic_store_n(&s->sync_failed, true, __ATOMIC_RELEASE);
 		return img_error(img, ret, "cannot flush: %s", strerror(-ret));
 	}
 	return 0;
@@ -308,7 +321,25 @@ static void qcow2_close(struct img *img)
 		img_file_close(&s->ext_data);
 	s->has_ext_data = false;
 	img_file_close(&s->file);
-	pthread_mutex_destroy(&s->l2_lock);
+	pthread_mutex_destroy(&s->meta_lock);
+	pthread_rwlock_destroy(&s->layout_lock);
+}
+
+static void qcow2_locks_init(struct qcow2_state *s)
+{
+	pthread_mutexattr_t ma;
+	pthread_rwlockattr_t ra;
+
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&s->meta_lock, &ma);
+	pthread_mutexattr_destroy(&ma);
+	/* a flush waiting for it is not starved by a stream of requests */
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(
+		&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&s->layout_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
 }
 
 static int validate_header(struct img *img, struct qcow2_state *s,
@@ -499,14 +530,15 @@ static int qcow2_open(struct img *img)
 	uint64_t file_size;
 	int ret;
 
-	pthread_mutex_init(&s->l2_lock, NULL);
+	qcow2_locks_init(s);
 	s->data = &s->file;
 	s->writable = writable;
 	s->compress = writable && (flags & IMG_OPEN_COMPRESS);
 	s->pend_vc = UINT64_MAX;
 	ret = img_file_open(img, &s->file, img_filename(img), writable);
 	if (ret < 0) {
-		pthread_mutex_destroy(&s->l2_lock);
+		pthread_mutex_destroy(&s->meta_lock);
+		pthread_rwlock_destroy(&s->layout_lock);
 		return ret;
 	}
 	ret = img_file_size(&s->file, &file_size);
@@ -619,6 +651,7 @@ static int qcow2_open(struct img *img)
 			goto fail;
 	}
 	free(c0);
+	img_set_parallel_rw(img, !s->compress);
 	img_set_size(img, s->h.size);
 	if (s->backing_name[0])
 		img_add_backing_candidate(
@@ -664,24 +697,41 @@ static int l2_read(struct img *img, struct qcow2_state *s, uint32_t l1i,
 	return 0;
 }
 
+static uint64_t l1_get(const struct qcow2_state *s, uint32_t l1i)
+{
+	return __atomic_load_n(&s->l1[l1i], __ATOMIC_ACQUIRE);
+}
+
+static uint64_t l2_get(const uint64_t *t, size_t i)
+{
+	return __atomic_load_n(&t[i], __ATOMIC_ACQUIRE);
+}
+
 int qcow2_l2_load(struct img *img, struct qcow2_state *s, uint32_t l1i,
 		  uint64_t **out)
 {
+	uint64_t *t = NULL;
 	int ret = 0;
 
 	*out = NULL;
-	if (l1i >= s->h.l1_size || !(s->l1[l1i] & QCOW2_OFFSET_MASK))
+	if (l1i >= s->h.l1_size || !(l1_get(s, l1i) & QCOW2_OFFSET_MASK))
 		return 0;
-	pthread_mutex_lock(&s->l2_lock);
-	if (!s->l2[l1i])
-		ret = l2_read(img, s, l1i, &s->l2[l1i]);
+	*out = __atomic_load_n(&s->l2[l1i], __ATOMIC_ACQUIRE);
+	if (*out)
+		return 0;
+	pthread_mutex_lock(&s->meta_lock);
+	if (!s->l2[l1i]) {
+		ret = l2_read(img, s, l1i, &t);
+		if (ret >= 0)
+			__atomic_store_n(&s->l2[l1i], t, __ATOMIC_RELEASE);
+	}
 	*out = s->l2[l1i];
-	pthread_mutex_unlock(&s->l2_lock);
+	pthread_mutex_unlock(&s->meta_lock);
 	return ret;
 }
 
 /* The L2 table for l1i, made writable: allocated when missing, copied
- * when shared with a snapshot. */
+ * when shared with a snapshot.  meta_lock held (or no parallel request). */
 int qcow2_l2_for_write(struct img *img, struct qcow2_state *s, uint32_t l1i,
 		       uint64_t **out)
 {
@@ -699,7 +749,7 @@ int qcow2_l2_for_write(struct img *img, struct qcow2_state *s, uint32_t l1i,
 			return ret;
 		}
 		free(s->l2[l1i]);
-		s->l2[l1i] = t;
+		__atomic_store_n(&s->l2[l1i], t, __ATOMIC_RELEASE);
 	} else {
 		ret = qcow2_l2_load(img, s, l1i, &t);
 		if (ret < 0)
@@ -716,9 +766,13 @@ int qcow2_l2_for_write(struct img *img, struct qcow2_state *s, uint32_t l1i,
 			return ret;
 		/* The data stays shared with the old table's owner. */
 		for (uint32_t j = 0; j < s->l2_entries; j++)
-			t[j * s->l2_words] &= ~QCOW2_OFLAG_COPIED;
+			__atomic_fetch_and(&t[j * s->l2_words],
+					   ~QCOW2_OFLAG_COPIED,
+					   __ATOMIC_RELEASE);
 	}
-	s->l1[l1i] = (c << s->cluster_bits) | QCOW2_OFLAG_COPIED;
+	__atomic_store_n(&s->l1[l1i],
+			 (c << s->cluster_bits) | QCOW2_OFLAG_COPIED,
+			 __ATOMIC_RELEASE);
 	s->l1_dirty = true;
 	s->l2_dirty[l1i] = 1;
 	*out = t;
@@ -741,7 +795,7 @@ static int unit_at(struct img *img, struct qcow2_state *s, uint64_t pos,
 	uint32_t l1i = (uint32_t)(vc / s->l2_entries);
 	uint32_t l2i = (uint32_t)(vc % s->l2_entries);
 	uint64_t in = pos & (s->cluster_size - 1);
-	uint64_t *t, e, host, data_size;
+	uint64_t *t, e, bm, host, data_size;
 	int ret;
 
 	m->run = s->subcluster_size - (pos & (s->subcluster_size - 1));
@@ -753,7 +807,10 @@ static int unit_at(struct img *img, struct qcow2_state *s, uint64_t pos,
 		m->kind = QCOW2_UNALLOCATED;
 		return 0;
 	}
-	e = t[l2i * s->l2_words];
+	/* The bitmap before the entry: a writer stores them the other way
+	 * round, so a new bitmap comes with its new entry. */
+	bm = s->l2_words == 2 ? l2_get(t, l2i * 2 + 1) : 0;
+	e = l2_get(t, l2i * s->l2_words);
 	if (e & QCOW2_OFLAG_COMPRESSED) {
 		m->kind = QCOW2_COMPRESSED;
 		m->host = e;
@@ -762,7 +819,6 @@ static int unit_at(struct img *img, struct qcow2_state *s, uint64_t pos,
 	}
 	host = e & QCOW2_OFFSET_MASK;
 	if (s->l2_words == 2) {
-		uint64_t bm = t[l2i * 2 + 1];
 		unsigned sc = (unsigned)(in / s->subcluster_size);
 
 		if (bm & (UINT64_C(1) << (32 + sc)))
@@ -782,7 +838,9 @@ static int unit_at(struct img *img, struct qcow2_state *s, uint64_t pos,
 	}
 	if (m->kind != QCOW2_DATA)
 		return 0;
-	data_size = s->has_ext_data ? UINT64_MAX : s->file_size;
+	data_size = s->has_ext_data
+			    ? UINT64_MAX
+			    : __atomic_load_n(&s->file_size, __ATOMIC_ACQUIRE);
 	if (host % s->cluster_size || host >= data_size ||
 	    (!host && !s->has_ext_data))
 		return img_error(img, -EINVAL,
@@ -832,7 +890,8 @@ static int read_compressed(struct img *img, struct qcow2_state *s,
 	int ret;
 
 	qcow2_compressed_range(s, entry, &off, &len);
-	if (off >= s->file_size || len > 2 * (uint64_t)s->cluster_size + 512)
+	if (off >= __atomic_load_n(&s->file_size, __ATOMIC_ACQUIRE) ||
+	    len > 2 * (uint64_t)s->cluster_size + 512)
 		return img_error(img, -EINVAL,
 				 "compressed cluster at %llu lies outside the "
 				 "file",
@@ -853,8 +912,9 @@ static int read_compressed(struct img *img, struct qcow2_state *s,
 	return ret;
 }
 
-static int qcow2_preadv(struct img *img, uint64_t off, const struct iovec *iov,
-			int iovcnt, size_t len)
+/* A read with layout_lock held (shared) by the caller. */
+static int read_locked(struct img *img, uint64_t off, const struct iovec *iov,
+		       int iovcnt, size_t len)
 {
 	struct qcow2_state *s = img_state(img);
 	struct iovec small[16], *part = small;
@@ -898,7 +958,8 @@ static int qcow2_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 				free(b);
 				break;
 			}
-			if (m.host + m.run > s->file_size) {
+			if (m.host + m.run >
+			    __atomic_load_n(&s->file_size, __ATOMIC_ACQUIRE)) {
 				ret = img_error(
 					img, -EINVAL,
 					"data at %llu runs past the end "
@@ -949,20 +1010,33 @@ static int qcow2_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 	return ret < 0 ? ret : 0;
 }
 
+static int qcow2_preadv(struct img *img, uint64_t off, const struct iovec *iov,
+			int iovcnt, size_t len)
+{
+	struct qcow2_state *s = img_state(img);
+	int ret;
+
+	pthread_rwlock_rdlock(&s->layout_lock);
+	ret = read_locked(img, off, iov, iovcnt, len);
+	pthread_rwlock_unlock(&s->layout_lock);
+	return ret;
+}
+
+/* Within a write (layout_lock already held). */
 static int read_buf(struct img *img, uint64_t off, void *buf, size_t len)
 {
 	struct iovec v = { buf, len };
 
 	if (!len)
 		return 0;
-	return qcow2_preadv(img, off, &v, 1, len);
+	return read_locked(img, off, &v, 1, len);
 }
 
 /* ---- writes ----------------------------------------------------------- */
 
 static int check_write(struct img *img, struct qcow2_state *s)
 {
-	if (s->sync_failed)
+	if (__atomic_load_n(&s->sync_failed, __ATOMIC_ACQUIRE))
 		return img_error(img, -EIO,
 				 "an earlier flush failed; the image must be "
 				 "reopened (and checked) before more writes");
@@ -984,25 +1058,30 @@ int qcow2_entry_release(struct img *img, struct qcow2_state *s, uint64_t e)
 	return qcow2_free_later(img, s, off, s->cluster_size);
 }
 
+/* May the cluster of entry l2i be written in place: this image's own
+ * (COPIED), not compressed, wholly allocated?  Sets *host. */
 static bool entry_in_place(const struct qcow2_state *s, const uint64_t *t,
-			   uint32_t l2i)
+			   uint32_t l2i, uint64_t *host)
 {
-	uint64_t e = t[l2i * s->l2_words];
+	uint64_t bm = s->l2_words == 2 ? l2_get(t, l2i * 2 + 1) : 0;
+	uint64_t e = l2_get(t, l2i * s->l2_words);
 
+	*host = e & QCOW2_OFFSET_MASK;
 	if ((e & QCOW2_OFLAG_COMPRESSED) || !(e & QCOW2_OFLAG_COPIED) ||
 	    !(e & QCOW2_OFFSET_MASK))
 		return false;
 	if (s->l2_words == 2)
-		return t[l2i * 2 + 1] == QCOW2_SC_ALLOC_ALL;
+		return bm == QCOW2_SC_ALLOC_ALL;
 	return !(e & QCOW2_OFLAG_ZERO);
 }
 
+/* The entry before the bitmap (unit_at reads them the other way round). */
 static void entry_set(struct qcow2_state *s, uint64_t *t, uint32_t l2i,
 		      uint64_t e, uint64_t bitmap)
 {
-	t[l2i * s->l2_words] = e;
+	__atomic_store_n(&t[l2i * s->l2_words], e, __ATOMIC_RELEASE);
 	if (s->l2_words == 2)
-		t[l2i * 2 + 1] = bitmap;
+		__atomic_store_n(&t[l2i * 2 + 1], bitmap, __ATOMIC_RELEASE);
 }
 
 static bool ranges_meet(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
@@ -1138,6 +1217,101 @@ out:
 	return ret;
 }
 
+/* The run of clusters from l2i on that may be written in place and lie
+ * next to each other on the host, from pos up to limit: *chunk bytes at
+ * *host.  False when the first may not. */
+static bool in_place_run(const struct qcow2_state *s, const uint64_t *t,
+			 uint32_t l2i, uint64_t pos, uint64_t limit,
+			 uint64_t *chunk, uint64_t *host)
+{
+	uint64_t cs = s->cluster_size, next;
+
+	if (!entry_in_place(s, t, l2i, host))
+		return false;
+	*host += pos & (cs - 1);
+	while (pos + *chunk < limit) {
+		uint32_t j = (uint32_t)(((pos + *chunk) >> s->cluster_bits) %
+					s->l2_entries);
+
+		if (!entry_in_place(s, t, j, &next) || next != *host + *chunk)
+			break;
+		*chunk += qmin(cs, limit - pos - *chunk);
+	}
+	return true;
+}
+
+/* The L2 table of l1i when this image owns it (COPIED) and it is loaded:
+ * its in-place entries may be written without meta_lock. */
+static uint64_t *l2_owned(const struct qcow2_state *s, uint32_t l1i)
+{
+	uint64_t e = l1_get(s, l1i);
+
+	if (!(e & QCOW2_OFLAG_COPIED) || !(e & QCOW2_OFFSET_MASK))
+		return NULL;
+	return __atomic_load_n(&s->l2[l1i], __ATOMIC_ACQUIRE);
+}
+
+static int write_in_place(struct img *img, struct qcow2_state *s,
+			  const struct iovec *iov, int iovcnt, size_t done,
+			  uint64_t chunk, uint64_t host, struct iovec *part)
+{
+	int n, ret;
+
+	n = img_iov_slice(iov, iovcnt, done, chunk, part, iovcnt);
+	if (n < 0)
+		return n;
+	if (host + chunk > __atomic_load_n(&s->file_size, __ATOMIC_ACQUIRE))
+		return img_error(img, -EINVAL,
+				 "data at %llu runs past the end of the file",
+				 (unsigned long long)host);
+	/* the tables it compares with change under meta_lock */
+	pthread_mutex_lock(&s->meta_lock);
+	ret = check_overlap(img, s, host, chunk);
+	pthread_mutex_unlock(&s->meta_lock);
+	if (ret < 0)
+		return ret;
+	ret = img_file_pwritev(&s->file, part, n, host);
+	if (ret < 0)
+		return img_error(img, ret, "cannot write data: %s",
+				 strerror(-ret));
+	return 0;
+}
+
+/* [pos, pos + chunk) where the first cluster may not be written in place,
+ * meta_lock held: the table made ours, the lookup made again, fresh
+ * clusters for the run that still may not.  *chunk becomes the bytes
+ * written, 0 when a parallel write made the first cluster ours meanwhile
+ * (the caller then writes it in place). */
+static int write_allocating(struct img *img, struct qcow2_state *s,
+			    uint64_t pos, uint64_t limit,
+			    const struct iovec *iov, int iovcnt, size_t done,
+			    uint64_t *chunk)
+{
+	uint64_t vc = pos >> s->cluster_bits, host;
+	uint32_t l1i = (uint32_t)(vc / s->l2_entries);
+	uint32_t l2i = (uint32_t)(vc % s->l2_entries);
+	uint64_t *t;
+	int ret;
+
+	ret = qcow2_l2_for_write(img, s, l1i, &t);
+	if (ret < 0)
+		return ret;
+	if (entry_in_place(s, t, l2i, &host)) {
+		*chunk = 0;
+		return 0;
+	}
+	while (pos + *chunk < limit) {
+		uint32_t j = (uint32_t)(((pos + *chunk) >> s->cluster_bits) %
+					s->l2_entries);
+
+		if (entry_in_place(s, t, j, &host))
+			break;
+		*chunk += qmin(s->cluster_size, limit - pos - *chunk);
+	}
+	return write_fresh(img, s, t, l1i, pos, iov, iovcnt, done, *chunk);
+}
+
+/* layout_lock held shared by the caller. */
 int qcow2_write_plain(struct img *img, uint64_t off, const struct iovec *iov,
 		      int iovcnt, size_t len)
 {
@@ -1163,66 +1337,19 @@ int qcow2_write_plain(struct img *img, uint64_t off, const struct iovec *iov,
 				     << s->cluster_bits;
 		uint64_t limit = qmin(off + len, table_end);
 		uint64_t chunk = qmin(cs - (pos & (cs - 1)), limit - pos);
-		uint64_t *t;
-		int n;
+		uint64_t host, *t = l2_owned(s, l1i);
 
-		ret = qcow2_l2_for_write(img, s, l1i, &t);
+		if (t && in_place_run(s, t, l2i, pos, limit, &chunk, &host)) {
+			ret = write_in_place(img, s, iov, iovcnt, done, chunk,
+					     host, part);
+		} else {
+			pthread_mutex_lock(&s->meta_lock);
+			ret = write_allocating(img, s, pos, limit, iov, iovcnt,
+					       done, &chunk);
+			pthread_mutex_unlock(&s->meta_lock);
+		}
 		if (ret < 0)
 			break;
-		if (entry_in_place(s, t, l2i)) {
-			uint64_t host =
-				(t[l2i * s->l2_words] & QCOW2_OFFSET_MASK) +
-				(pos & (cs - 1));
-
-			while (pos + chunk < limit) {
-				uint32_t j = (uint32_t)(((pos + chunk) >>
-							 s->cluster_bits) %
-							s->l2_entries);
-
-				if (!entry_in_place(s, t, j) ||
-				    (t[j * s->l2_words] & QCOW2_OFFSET_MASK) !=
-					    host + chunk)
-					break;
-				chunk += qmin(cs, limit - pos - chunk);
-			}
-			n = img_iov_slice(iov, iovcnt, done, chunk, part,
-					  iovcnt);
-			if (n < 0) {
-				ret = n;
-				break;
-			}
-			if (host + chunk > s->file_size) {
-				ret = img_error(
-					img, -EINVAL,
-					"data at %llu runs past the end "
-					"of the file",
-					(unsigned long long)host);
-				break;
-			}
-			ret = check_overlap(img, s, host, chunk);
-			if (ret < 0)
-				break;
-			ret = img_file_pwritev(&s->file, part, n, host);
-			if (ret < 0) {
-				img_error(img, ret, "cannot write data: %s",
-					  strerror(-ret));
-				break;
-			}
-		} else {
-			while (pos + chunk < limit) {
-				uint32_t j = (uint32_t)(((pos + chunk) >>
-							 s->cluster_bits) %
-							s->l2_entries);
-
-				if (entry_in_place(s, t, j))
-					break;
-				chunk += qmin(cs, limit - pos - chunk);
-			}
-			ret = write_fresh(img, s, t, l1i, pos, iov, iovcnt,
-					  done, chunk);
-			if (ret < 0)
-				break;
-		}
 		done += chunk;
 	}
 	if (part != small)
@@ -1234,10 +1361,15 @@ static int qcow2_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 			 int iovcnt, size_t len)
 {
 	struct qcow2_state *s = img_state(img);
+	int ret;
 
+	pthread_rwlock_rdlock(&s->layout_lock);
 	if (s->compress)
-		return qcow2_write_compressed(img, s, off, iov, iovcnt, len);
-	return qcow2_write_plain(img, off, iov, iovcnt, len);
+		ret = qcow2_write_compressed(img, s, off, iov, iovcnt, len);
+	else
+		ret = qcow2_write_plain(img, off, iov, iovcnt, len);
+	pthread_rwlock_unlock(&s->layout_lock);
+	return ret;
 }
 
 /* ---- commit ----------------------------------------------------------- */
@@ -1300,8 +1432,9 @@ int qcow2_commit(struct img *img, struct qcow2_state *s, bool sync)
 
 	if (!s->writable)
 		return 0;
-	if (s->sync_failed)
-		return check_write(img, s);
+	ret = check_write(img, s);
+	if (ret < 0)
+		return ret;
 	/* A cluster still being gathered for compression goes first. */
 	ret = qcow2_compress_pending_store(img, s);
 	if (ret < 0)
@@ -1366,7 +1499,32 @@ int qcow2_commit(struct img *img, struct qcow2_state *s, bool sync)
 
 static int qcow2_flush(struct img *img)
 {
-	return qcow2_commit(img, img_state(img), true);
+	struct qcow2_state *s = img_state(img);
+	int ret;
+
+	if (!s->writable)
+		return 0;
+	pthread_mutex_lock(&s->meta_lock);
+	if (s->npending) {
+		/* Releases clusters a parallel reader may still be reading
+		 * (a write replaced the entry it looked up): wait for every
+		 * request first. */
+		pthread_mutex_unlock(&s->meta_lock);
+		pthread_rwlock_wrlock(&s->layout_lock);
+		pthread_mutex_lock(&s->meta_lock);
+		ret = qcow2_commit(img, s, false);
+		pthread_mutex_unlock(&s->meta_lock);
+		pthread_rwlock_unlock(&s->layout_lock);
+	} else {
+		/* The releases a commit adds (old tables) are of metadata
+		 * clusters, which requests never read. */
+		ret = qcow2_commit(img, s, false);
+		pthread_mutex_unlock(&s->meta_lock);
+	}
+	if (ret < 0)
+		return ret;
+	/* in-place writes, and what the commit wrote last */
+	return qcow2_sync(img, s);
 }
 
 /* ---- zeroes, discard -------------------------------------------------- */

@@ -98,26 +98,34 @@ struct qcow2_snapshot_disk {
 } __attribute__((packed));
 _Static_assert(sizeof(struct qcow2_snapshot_disk) == 40, "snapshot entry");
 
+/* The header's fields after the magic, in their order on disk: (bits,
+ * name).  Version 2 has the first list only. */
+#define QCOW2_HEADER_V2_FIELDS(X)      \
+	X(32, version)                 \
+	X(64, backing_file_offset)     \
+	X(32, backing_file_size)       \
+	X(32, cluster_bits)            \
+	X(64, size)                    \
+	X(32, crypt_method)            \
+	X(32, l1_size)                 \
+	X(64, l1_table_offset)         \
+	X(64, refcount_table_offset)   \
+	X(32, refcount_table_clusters) \
+	X(32, nb_snapshots)            \
+	X(64, snapshots_offset)
+#define QCOW2_HEADER_V3_FIELDS(X)    \
+	X(64, incompatible_features) \
+	X(64, compatible_features)   \
+	X(64, autoclear_features)    \
+	X(32, refcount_order)        \
+	X(32, header_length)
+#define QCOW2_HEADER_FIELD(bits, name) uint##bits##_t name;
+
 /* The header as stored (versions 2 and 3; v2 ends at incompatible). */
 struct qcow2_header_disk {
 	uint32_t magic;
-	uint32_t version;
-	uint64_t backing_file_offset;
-	uint32_t backing_file_size;
-	uint32_t cluster_bits;
-	uint64_t size;
-	uint32_t crypt_method;
-	uint32_t l1_size;
-	uint64_t l1_table_offset;
-	uint64_t refcount_table_offset;
-	uint32_t refcount_table_clusters;
-	uint32_t nb_snapshots;
-	uint64_t snapshots_offset;
-	uint64_t incompatible_features;
-	uint64_t compatible_features;
-	uint64_t autoclear_features;
-	uint32_t refcount_order;
-	uint32_t header_length;
+	QCOW2_HEADER_V2_FIELDS(QCOW2_HEADER_FIELD)
+	QCOW2_HEADER_V3_FIELDS(QCOW2_HEADER_FIELD)
 	uint8_t compression_type;
 	uint8_t padding[7];
 } __attribute__((packed));
@@ -125,53 +133,26 @@ _Static_assert(sizeof(struct qcow2_header_disk) == 112, "qcow2 header");
 
 /* The header in host order. */
 struct qcow2_header {
-	uint32_t version;
-	uint64_t backing_file_offset;
-	uint32_t backing_file_size;
-	uint32_t cluster_bits;
-	uint64_t size;
-	uint32_t crypt_method;
-	uint32_t l1_size;
-	uint64_t l1_table_offset;
-	uint64_t refcount_table_offset;
-	uint32_t refcount_table_clusters;
-	uint32_t nb_snapshots;
-	uint64_t snapshots_offset;
-	uint64_t incompatible_features;
-	uint64_t compatible_features;
-	uint64_t autoclear_features;
-	uint32_t refcount_order;
-	uint32_t header_length;
+	QCOW2_HEADER_V2_FIELDS(QCOW2_HEADER_FIELD)
+	QCOW2_HEADER_V3_FIELDS(QCOW2_HEADER_FIELD)
 	uint8_t compression_type;
 };
+
+#define QCOW2_HEADER_DECODE(bits, name) h->name = IMG_BE##bits(d->name);
+#define QCOW2_HEADER_ENCODE(bits, name) d->name = IMG_BE##bits(h->name);
 
 static inline void qcow2_header_decode(struct qcow2_header *h,
 				       const struct qcow2_header_disk *d)
 {
 	memset(h, 0, sizeof(*h));
-	h->version = IMG_BE32(d->version);
-	h->backing_file_offset = IMG_BE64(d->backing_file_offset);
-	h->backing_file_size = IMG_BE32(d->backing_file_size);
-	h->cluster_bits = IMG_BE32(d->cluster_bits);
-	h->size = IMG_BE64(d->size);
-	h->crypt_method = IMG_BE32(d->crypt_method);
-	h->l1_size = IMG_BE32(d->l1_size);
-	h->l1_table_offset = IMG_BE64(d->l1_table_offset);
-	h->refcount_table_offset = IMG_BE64(d->refcount_table_offset);
-	h->refcount_table_clusters = IMG_BE32(d->refcount_table_clusters);
-	h->nb_snapshots = IMG_BE32(d->nb_snapshots);
-	h->snapshots_offset = IMG_BE64(d->snapshots_offset);
+	QCOW2_HEADER_V2_FIELDS(QCOW2_HEADER_DECODE)
 	if (h->version < 3) {
 		/* Version 2 fixes what version 3 records. */
 		h->refcount_order = 4;
 		h->header_length = QCOW2_V2_HEADER_SIZE;
 		return;
 	}
-	h->incompatible_features = IMG_BE64(d->incompatible_features);
-	h->compatible_features = IMG_BE64(d->compatible_features);
-	h->autoclear_features = IMG_BE64(d->autoclear_features);
-	h->refcount_order = IMG_BE32(d->refcount_order);
-	h->header_length = IMG_BE32(d->header_length);
+	QCOW2_HEADER_V3_FIELDS(QCOW2_HEADER_DECODE)
 	if (h->header_length > QCOW2_V3_HEADER_SIZE)
 		h->compression_type = d->compression_type;
 }
@@ -182,25 +163,10 @@ static inline size_t qcow2_header_encode(struct qcow2_header_disk *d,
 {
 	memset(d, 0, sizeof(*d));
 	d->magic = IMG_BE32(QCOW2_MAGIC);
-	d->version = IMG_BE32(h->version);
-	d->backing_file_offset = IMG_BE64(h->backing_file_offset);
-	d->backing_file_size = IMG_BE32(h->backing_file_size);
-	d->cluster_bits = IMG_BE32(h->cluster_bits);
-	d->size = IMG_BE64(h->size);
-	d->crypt_method = IMG_BE32(h->crypt_method);
-	d->l1_size = IMG_BE32(h->l1_size);
-	d->l1_table_offset = IMG_BE64(h->l1_table_offset);
-	d->refcount_table_offset = IMG_BE64(h->refcount_table_offset);
-	d->refcount_table_clusters = IMG_BE32(h->refcount_table_clusters);
-	d->nb_snapshots = IMG_BE32(h->nb_snapshots);
-	d->snapshots_offset = IMG_BE64(h->snapshots_offset);
+	QCOW2_HEADER_V2_FIELDS(QCOW2_HEADER_ENCODE)
 	if (h->version < 3)
 		return QCOW2_V2_HEADER_SIZE;
-	d->incompatible_features = IMG_BE64(h->incompatible_features);
-	d->compatible_features = IMG_BE64(h->compatible_features);
-	d->autoclear_features = IMG_BE64(h->autoclear_features);
-	d->refcount_order = IMG_BE32(h->refcount_order);
-	d->header_length = IMG_BE32(h->header_length);
+	QCOW2_HEADER_V3_FIELDS(QCOW2_HEADER_ENCODE)
 	if (h->header_length > QCOW2_V3_HEADER_SIZE)
 		d->compression_type = h->compression_type;
 	return h->header_length < sizeof(*d) ? h->header_length : sizeof(*d);

@@ -44,13 +44,22 @@ struct qcow2_state {
 	uint32_t subcluster_size;
 	bool writable;
 
+	/* L1 entries, l2[] pointers and L2 entries are read without a lock
+	 * by parallel requests (atomic loads); they change under meta_lock,
+	 * a table pointer before the L1 entry that makes it reachable and an
+	 * L2 entry only after the data it points at is written. */
 	uint64_t *l1;  /* host order; h.l1_size entries */
 	uint64_t **l2; /* loaded tables (host order), indexed as l1 */
 	uint8_t *l2_dirty;
 	bool l1_dirty;
-	/* Guards loading into l2[] (reads of allocated clusters run
-	 * concurrently; everything else holds the core's write lock). */
-	pthread_mutex_t l2_lock;
+	/* Loading and changing tables, refcounts, allocation, the pending
+	 * releases, the dirty flags and commits.  Recursive: an allocation
+	 * under it reads the clusters around the write (loading tables). */
+	pthread_mutex_t meta_lock;
+	/* Requests hold it shared for their whole run; a flush that releases
+	 * clusters (which a parallel reader may still be reading from) holds
+	 * it exclusively. */
+	pthread_rwlock_t layout_lock;
 
 	/* Refcounts, loaded in full when writable or checking: refs[c] for
 	 * host cluster c; clusters past nrefs have refcount 0. */

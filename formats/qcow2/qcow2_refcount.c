@@ -113,7 +113,8 @@ int qcow2_alloc_clusters(struct img *img, struct qcow2_state *s, uint64_t n,
 	if (n > 1)
 		s->free_hint_run = c + n;
 	if ((c + n) << s->cluster_bits > s->file_size)
-		s->file_size = (c + n) << s->cluster_bits;
+		__atomic_store_n(&s->file_size, (c + n) << s->cluster_bits,
+				 __ATOMIC_RELEASE);
 	*first = c;
 	return 0;
 }
@@ -352,6 +353,25 @@ static int refblock_write(struct img *img, struct qcow2_state *s,
 	return 0;
 }
 
+/* The refcount blocks changed since they were last written (buf: one
+ * cluster of room). */
+static int refblocks_write_dirty(struct img *img, struct qcow2_state *s,
+				 uint8_t *buf)
+{
+	for (uint64_t b = 0; b < s->reftable_cap; b++) {
+		if (!s->refblock_dirty[b])
+			continue;
+		if (s->reftable[b]) {
+			int ret = refblock_write(img, s, b, buf);
+
+			if (ret < 0)
+				return ret;
+		}
+		s->refblock_dirty[b] = 0;
+	}
+	return 0;
+}
+
 static int reftable_write(struct img *img, struct qcow2_state *s)
 {
 	uint64_t bytes = s->reftable_cap * 8;
@@ -411,16 +431,9 @@ int qcow2_refs_commit(struct img *img, struct qcow2_state *s)
 	buf = malloc(s->cluster_size);
 	if (!buf)
 		return img_error(img, -ENOMEM, "out of memory");
-	for (uint64_t b = 0; b < s->reftable_cap; b++) {
-		if (!s->refblock_dirty[b])
-			continue;
-		if (s->reftable[b]) {
-			ret = refblock_write(img, s, b, buf);
-			if (ret < 0)
-				goto out;
-		}
-		s->refblock_dirty[b] = 0;
-	}
+	ret = refblocks_write_dirty(img, s, buf);
+	if (ret < 0)
+		goto out;
 	if (s->reftable_moved) {
 		ret = reftable_write(img, s);
 		if (ret < 0)
@@ -446,16 +459,9 @@ int qcow2_refs_commit(struct img *img, struct qcow2_state *s)
 			if (ret < 0)
 				goto out;
 		}
-		for (uint64_t b = 0; b < s->reftable_cap; b++) {
-			if (!s->refblock_dirty[b])
-				continue;
-			if (s->reftable[b]) {
-				ret = refblock_write(img, s, b, buf);
-				if (ret < 0)
-					goto out;
-			}
-			s->refblock_dirty[b] = 0;
-		}
+		ret = refblocks_write_dirty(img, s, buf);
+		if (ret < 0)
+			goto out;
 	} else if (s->reftable_dirty) {
 		ret = reftable_write(img, s);
 		if (ret < 0)
@@ -488,6 +494,15 @@ int qcow2_refs_apply_pending(struct img *img, struct qcow2_state *s)
 		}
 	}
 	s->npending = 0;
+	/* The room left in the compressed area lies in the host cluster of
+	 * the last compressed cluster stored; once none of those is
+	 * referenced, that cluster is free for any allocation, so the next
+	 * compressed cluster starts a new area rather than write into it. */
+	if (s->cpos < s->cend && (s->cpos & (s->cluster_size - 1)) &&
+	    !qcow2_ref_get(s, s->cpos >> s->cluster_bits)) {
+		s->cpos = s->cend = 0;
+		s->clast = UINT64_MAX;
+	}
 	return qcow2_refs_commit(img, s);
 }
 

@@ -26,6 +26,15 @@
  *     a sector whose data may be missing.
  *  4. Deallocation (discard, write_zeroes with MAY_UNMAP) clears the BAT
  *     entry on disk first and then punches the block out of the file.
+ *
+ * Parallel requests (img_set_parallel_rw, every subformat): reads, and
+ * writes into allocated blocks, go to the file at once.  Allocating a
+ * block (looked up again under the lock, so two writers never both
+ * allocate it), the trailing footer, the pending BAT entries and every
+ * read-modify-write of a sector bitmap hold meta_lock; a new BAT entry is
+ * stored only after the block's bitmap and data are written, so a
+ * parallel reader sees the old contents or the new.  A flush commits the
+ * pending metadata under meta_lock and runs its last fdatasync without it.
  */
 #include "vhd_internal.h"
 
@@ -70,6 +79,9 @@ static void vhd_free(struct vhd_state *s)
 	free(s->bitmap_ones);
 	free(s->write_bitmap);
 	free(s->gap_sink);
+	if (s->meta_lock_init)
+		pthread_mutex_destroy(&s->meta_lock);
+	s->meta_lock_init = false;
 	s->bat = NULL;
 	s->full_bits = NULL;
 	s->bitmap_ones = s->write_bitmap = s->gap_sink = NULL;
@@ -330,20 +342,14 @@ static int vhd_open(struct img *img)
 	bool writable = flags & IMG_OPEN_RDWR;
 	int ret;
 
-	ret = img_file_open(img, &s->file, img_filename(img), writable);
+	pthread_mutex_init(&s->meta_lock, NULL);
+	s->meta_lock_init = true;
+	ret = img_file_open_image(img, &s->file, "VHD", VHD_FOOTER_SIZE,
+				  &s->file_size);
 	if (ret)
-		return ret;
+		goto fail;
 	s->file_open = true;
 	s->read_only = !writable;
-	ret = img_file_size(&s->file, &s->file_size);
-	if (ret)
-		goto fail;
-	if (s->file_size < VHD_FOOTER_SIZE) {
-		ret = img_error(img, -EINVAL,
-				"file too small for a VHD (%llu bytes)",
-				(unsigned long long)s->file_size);
-		goto fail;
-	}
 	ret = vhd_open_footer(img, s, flags);
 	if (ret)
 		goto fail;
@@ -367,8 +373,6 @@ static int vhd_open(struct img *img)
 							     VHD_FOOTER_SIZE));
 			goto fail;
 		}
-		/* data at fixed places, no metadata on the write path */
-		img_set_parallel_rw(img, true);
 	} else {
 		ret = vhd_open_sparse(img, s, flags);
 		if (ret)
@@ -379,6 +383,7 @@ static int vhd_open(struct img *img)
 				goto fail;
 		}
 	}
+	img_set_parallel_rw(img, true);
 	img_set_size(img, s->size);
 	return 0;
 fail:
@@ -476,18 +481,28 @@ static int vhd_read_backing(struct img *img, uint64_t off,
 	return ret;
 }
 
-/* Read block blk's bitmap; remembers when it is all ones. */
 /* Block blk's bitmap as it stands (a dirty one is newer than the disk's);
- * remembers when it is all ones.  Readers may run this in parallel: the
- * dirty list only changes under the core's write lock. */
-static int vhd_bitmap_load(struct vhd_state *s, uint32_t blk, uint8_t *bitmap)
+ * remembers when it is all ones.  locked: the caller holds meta_lock.
+ * A reader that finds no dirty copy reads the disk's: a commit writes a
+ * dirty bitmap there before it drops it, and bits that a parallel write
+ * sets meanwhile belong to a write still in flight. */
+static int vhd_bitmap_load(struct vhd_state *s, uint32_t blk, uint8_t *bitmap,
+			   bool locked)
 {
-	struct vhd_dirty_bitmap *d = vhd_dirty_find(s, blk);
+	struct vhd_dirty_bitmap *d;
+	bool copied = false;
 	int ret = 0;
 
-	if (d)
+	if (!locked)
+		pthread_mutex_lock(&s->meta_lock);
+	d = vhd_dirty_find(s, blk);
+	if (d) {
 		memcpy(bitmap, d->bits, s->bitmap_size);
-	else
+		copied = true;
+	}
+	if (!locked)
+		pthread_mutex_unlock(&s->meta_lock);
+	if (!copied)
 		ret = img_file_pread(&s->file, bitmap, s->bitmap_size,
 				     vhd_block_host(s, blk));
 	if (!ret && vhd_bitmap_all_set(bitmap, 0, s->block_sectors))
@@ -517,7 +532,7 @@ static int vhd_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 		size_t n = MIN(len - done, (size_t)(s->block_size - in_blk));
 		uint64_t data;
 
-		if (s->bat[blk] == VHD_BAT_UNUSED) {
+		if (vhd_bat_get(s, blk) == VHD_BAT_UNUSED) {
 			ret = vhd_read_backing(img, pos, iov, iovcnt, done, n);
 			if (ret)
 				goto fail;
@@ -530,7 +545,7 @@ static int vhd_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 				ret = -ENOMEM;
 				goto fail;
 			}
-			ret = vhd_bitmap_load(s, blk, bitmap);
+			ret = vhd_bitmap_load(s, blk, bitmap, false);
 			if (ret)
 				goto fail;
 		}
@@ -635,11 +650,11 @@ static int vhd_block_allocate(struct img *img, struct vhd_state *s,
 		goto fail;
 	s->tail_footer_ok = true;
 	s->alloc_offset = end;
-	s->bat[blk] = (uint32_t)(host / VHD_SECTOR);
 	vhd_block_set_full(s, blk,
 			   !differencing ||
 				   vhd_bitmap_all_set(bitmap, 0,
 						      s->block_sectors));
+	vhd_bat_publish(s, blk, (uint32_t)(host / VHD_SECTOR));
 	s->pending[s->npending++] = blk;
 	if (s->npending == VHD_MAX_PENDING)
 		return vhd_commit_pending(s);
@@ -652,10 +667,10 @@ fail:
 	return ret;
 }
 
-/* Mark sectors [first, first + count) of an allocated block as present.
- * Blocks not yet referenced on disk get their bitmap written at once;
- * committed blocks keep the new bitmap in memory until the next flush,
- * which writes it after an fdatasync of the data. */
+/* Mark sectors [first, first + count) of an allocated block as present
+ * (meta_lock held).  Blocks not yet referenced on disk get their bitmap
+ * written at once; committed blocks keep the new bitmap in memory until
+ * the next flush, which writes it after an fdatasync of the data. */
 static int vhd_bitmap_mark(struct vhd_state *s, uint32_t blk, uint32_t first,
 			   uint32_t count)
 {
@@ -665,7 +680,7 @@ static int vhd_bitmap_mark(struct vhd_state *s, uint32_t blk, uint32_t first,
 	if (vhd_block_full(s, blk))
 		return 0;
 	if (vhd_is_pending(s, blk)) {
-		ret = vhd_bitmap_load(s, blk, s->write_bitmap);
+		ret = vhd_bitmap_load(s, blk, s->write_bitmap, true);
 		if (ret || vhd_bitmap_all_set(s->write_bitmap, first, count))
 			return ret;
 		vhd_bitmap_set(s->write_bitmap, first, count);
@@ -682,7 +697,7 @@ static int vhd_bitmap_mark(struct vhd_state *s, uint32_t blk, uint32_t first,
 
 		if (!bits)
 			return -ENOMEM;
-		ret = vhd_bitmap_load(s, blk, bits);
+		ret = vhd_bitmap_load(s, blk, bits, true);
 		if (ret || vhd_bitmap_all_set(bits, first, count)) {
 			free(bits);
 			return ret;
@@ -742,21 +757,37 @@ static int vhd_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 		uint32_t first = in_blk / VHD_SECTOR;
 		uint32_t count = (uint32_t)(n / VHD_SECTOR);
 
-		if (s->bat[blk] == VHD_BAT_UNUSED) {
+		if (vhd_bat_get(s, blk) == VHD_BAT_UNUSED) {
+			bool allocated;
+
 			/* Zeros over an unallocated block of a disk without
 			 * a parent are already there. */
-			if (s->footer.disk_type == VHD_TYPE_DIFFERENCING ||
-			    !img_iov_range_is_zero(iov, iovcnt, done, n))
+			if (s->footer.disk_type != VHD_TYPE_DIFFERENCING &&
+			    img_iov_range_is_zero(iov, iovcnt, done, n)) {
+				done += n;
+				continue;
+			}
+			pthread_mutex_lock(&s->meta_lock);
+			allocated = vhd_bat_get(s, blk) != VHD_BAT_UNUSED;
+			if (!allocated)
 				ret = vhd_block_allocate(img, s, blk, first,
 							 count, iov, iovcnt,
 							 done);
+			pthread_mutex_unlock(&s->meta_lock);
+			/* allocated by a parallel write meanwhile: write it
+			 * in place */
+			if (allocated)
+				continue;
 		} else {
 			ret = vhd_write_slice(s,
 					      vhd_block_host(s, blk) +
 						      s->bitmap_size + in_blk,
 					      NULL, 0, iov, iovcnt, done, n);
-			if (!ret)
+			if (!ret && !vhd_block_full(s, blk)) {
+				pthread_mutex_lock(&s->meta_lock);
 				ret = vhd_bitmap_mark(s, blk, first, count);
+				pthread_mutex_unlock(&s->meta_lock);
+			}
 		}
 		if (ret)
 			return ret;
@@ -772,7 +803,9 @@ static int vhd_flush(struct img *img)
 
 	if (s->read_only)
 		return 0;
+	pthread_mutex_lock(&s->meta_lock);
 	ret = vhd_commit_pending(s);
+	pthread_mutex_unlock(&s->meta_lock);
 	if (ret)
 		return ret;
 	return img_file_sync(&s->file);
@@ -914,10 +947,10 @@ static int vhd_block_status(struct img *img, uint64_t off, uint64_t len,
 	uint32_t in_blk = (uint32_t)(off % s->block_size);
 	uint64_t n = MIN(len, (uint64_t)(s->block_size - in_blk));
 
-	if (s->bat[blk] == VHD_BAT_UNUSED) {
+	if (vhd_bat_get(s, blk) == VHD_BAT_UNUSED) {
 		/* Merge the following unallocated blocks. */
 		while (n < len && ++blk < s->entries &&
-		       s->bat[blk] == VHD_BAT_UNUSED)
+		       vhd_bat_get(s, blk) == VHD_BAT_UNUSED)
 			n = MIN(len, n + s->block_size);
 		ext->length = n;
 		ext->flags = 0;
@@ -936,7 +969,7 @@ static int vhd_block_status(struct img *img, uint64_t off, uint64_t len,
 	bitmap = malloc(s->bitmap_size);
 	if (!bitmap)
 		return -ENOMEM;
-	ret = vhd_bitmap_load(s, blk, bitmap);
+	ret = vhd_bitmap_load(s, blk, bitmap, false);
 	if (!ret) {
 		bool set;
 		uint32_t cnt = vhd_bitmap_run(bitmap, in_blk / VHD_SECTOR,

@@ -379,17 +379,6 @@ bool vhd_windows_path_to_host(const char *in, char *out, size_t out_max)
 	return out[0] != '\0';
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int vhd_url_to_path(const char *url, char *out, size_t out_max)
 {
 	const char *p = url;
@@ -405,8 +394,8 @@ int vhd_url_to_path(const char *url, char *out, size_t out_max)
 		char c = *p;
 
 		if (c == '%') {
-			int hi = hex_digit(p[1]),
-			    lo = hi < 0 ? -1 : hex_digit(p[2]);
+			int hi = img_hex_digit(p[1]),
+			    lo = hi < 0 ? -1 : img_hex_digit(p[2]);
 
 			if (hi < 0 || lo < 0)
 				return -EINVAL;

@@ -9,6 +9,7 @@
 #include "driver.h"
 
 #include <limits.h>
+#include <pthread.h>
 
 #define VHD_MAX_PENDING 64
 #define VHD_RUN_IOV 1024
@@ -50,7 +51,10 @@ struct vhd_state {
 	uint32_t block_sectors;
 	uint32_t bitmap_size; /* bytes, a multiple of 512 */
 	uint32_t entries;     /* BAT entries in use: ceil(size / block_size) */
-	uint32_t *bat;	      /* host order, entries long */
+	/* Host order, entries long.  Parallel requests read entries with
+	 * vhd_bat_get; a new one is stored (vhd_bat_publish, under meta_lock)
+	 * only once its block's bitmap and data are written. */
+	uint32_t *bat;
 	uint64_t *full_bits; /* per block: its bitmap is known to be all ones */
 	uint64_t alloc_offset; /* the next block (and the trailing footer) go here */
 	uint32_t pending[VHD_MAX_PENDING];
@@ -63,9 +67,14 @@ struct vhd_state {
 	} dirty[VHD_MAX_PENDING];
 	int ndirty;
 	uint8_t *bitmap_ones;  /* bitmap_size bytes of 0xff */
-	uint8_t *write_bitmap; /* scratch for writes (they are serialised) */
+	uint8_t *write_bitmap; /* scratch for allocation, under meta_lock */
 	uint8_t *gap_sink; /* coalesced reads drop bitmaps between blocks here */
 	char backing_name[4096]; /* the parent as recorded, for info */
+	/* Writes to allocated blocks run in parallel (sparse images too);
+	 * allocation, alloc_offset, the trailing footer, the pending and
+	 * dirty lists and every sector-bitmap read-modify-write hold this. */
+	pthread_mutex_t meta_lock;
+	bool meta_lock_init;
 };
 
 static inline bool vhd_is_sparse(const struct vhd_state *s)
@@ -92,9 +101,20 @@ static inline void vhd_block_set_full(struct vhd_state *s, uint32_t blk,
 				   __ATOMIC_RELAXED);
 }
 
+static inline uint32_t vhd_bat_get(const struct vhd_state *s, uint32_t blk)
+{
+	return __atomic_load_n(&s->bat[blk], __ATOMIC_ACQUIRE);
+}
+
+static inline void vhd_bat_publish(struct vhd_state *s, uint32_t blk,
+				   uint32_t entry)
+{
+	__atomic_store_n(&s->bat[blk], entry, __ATOMIC_RELEASE);
+}
+
 static inline uint64_t vhd_block_host(const struct vhd_state *s, uint32_t blk)
 {
-	return (uint64_t)s->bat[blk] * VHD_SECTOR;
+	return (uint64_t)vhd_bat_get(s, blk) * VHD_SECTOR;
 }
 
 static inline uint64_t vhd_block_span(const struct vhd_state *s)

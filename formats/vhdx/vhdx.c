@@ -24,8 +24,15 @@
  * was absent (or partially present, from Hyper-V) is filled from the
  * parent and becomes fully present, so sector bitmaps are only read.
  *
- * Concurrency: reads run in parallel (the core serialises writes,
- * flushes and everything else against them); nothing here takes a lock.
+ * Parallel requests (img_set_parallel_rw): reads, and writes into fully
+ * present blocks, go to the file at once.  A write into any other block
+ * takes meta_lock, looks the block up again (a parallel write may have
+ * allocated it meanwhile), allocates and fills it and writes its data,
+ * and only then stores the BAT entry, so a parallel reader sees the old
+ * contents or the new.  The session's header update, the dirty BAT
+ * sectors and the log hold meta_lock; a flush writes the log and the BAT
+ * under it and runs its last fdatasync without it.  Log replay happens
+ * only at open, before any request.
  */
 #include "vhdx_internal.h"
 
@@ -103,9 +110,8 @@ int vhdx_header_write(struct vhdx_state *s)
 	return ret;
 }
 
-/* Before the first change of a session; data: the change is one a
- * reader of the disk can see (children then no longer match). */
-int vhdx_session_begin(struct img *img, struct vhdx_state *s, bool data)
+static int vhdx_session_begin_locked(struct img *img, struct vhdx_state *s,
+				     bool data)
 {
 	int ret;
 
@@ -125,9 +131,25 @@ int vhdx_session_begin(struct img *img, struct vhdx_state *s, bool data)
 	if (ret)
 		return img_error(img, ret, "cannot update the header: %s",
 				 strerror(-ret));
-	s->session_open = true;
-	s->data_changed = s->data_changed || data;
+	__atomic_store_n(&s->session_open, true, __ATOMIC_RELEASE);
+	if (data)
+		__atomic_store_n(&s->data_changed, true, __ATOMIC_RELEASE);
 	return 0;
+}
+
+/* Before the first change of a session; data: the change is one a
+ * reader of the disk can see (children then no longer match). */
+int vhdx_session_begin(struct img *img, struct vhdx_state *s, bool data)
+{
+	int ret;
+
+	if (__atomic_load_n(&s->session_open, __ATOMIC_ACQUIRE) &&
+	    (!data || __atomic_load_n(&s->data_changed, __ATOMIC_ACQUIRE)))
+		return 0;
+	pthread_mutex_lock(&s->meta_lock);
+	ret = vhdx_session_begin_locked(img, s, data);
+	pthread_mutex_unlock(&s->meta_lock);
+	return ret;
 }
 
 /* ---- metadata commit -----------------------------------------------------*/
@@ -259,6 +281,9 @@ static void vhdx_free(struct vhdx_state *s)
 	if (s->file_open)
 		img_file_close(&s->file);
 	s->file_open = false;
+	if (s->meta_lock_init)
+		pthread_mutex_destroy(&s->meta_lock);
+	s->meta_lock_init = false;
 }
 
 static int vhdx_open_headers(struct img *img, struct vhdx_state *s)
@@ -641,6 +666,32 @@ static int vhdx_open_metadata(struct img *img, struct vhdx_state *s)
 	return 0;
 }
 
+enum vhdx_bat_fault vhdx_bat_inspect(const struct vhdx_state *s, uint64_t i,
+				     uint64_t e, struct vhdx_bat_view *v)
+{
+	unsigned st = VHDX_BAT_STATE(e);
+	bool valid;
+
+	v->bitmap = (i + 1) % (s->geo.chunk_ratio + 1ull) == 0;
+	v->state = st;
+	v->off = VHDX_BAT_OFFSET(e);
+	v->span = v->bitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE : s->block_size;
+	valid = v->bitmap ? st == VHDX_SB_NOT_PRESENT || st == VHDX_SB_PRESENT
+			  : st <= VHDX_BLOCK_UNMAPPED ||
+				    st == VHDX_BLOCK_FULLY_PRESENT ||
+				    (st == VHDX_BLOCK_PARTIALLY_PRESENT &&
+				     s->has_parent);
+	v->present = v->bitmap ? st == VHDX_SB_PRESENT
+			       : st >= VHDX_BLOCK_FULLY_PRESENT;
+	if (!valid)
+		return VHDX_BAT_BAD_STATE;
+	if (v->present && v->off < VHDX_HEADER_SECTION_SIZE)
+		return VHDX_BAT_IN_HEADER;
+	if (v->present && v->off + v->span > s->file_size)
+		return VHDX_BAT_PAST_END;
+	return VHDX_BAT_SOUND;
+}
+
 static int vhdx_open_bat(struct img *img, struct vhdx_state *s, unsigned flags)
 {
 	uint64_t nsectors;
@@ -669,40 +720,27 @@ static int vhdx_open_bat(struct img *img, struct vhdx_state *s, unsigned flags)
 	s->alloc_offset = vhdx_round_up(s->file_size, VHDX_ALIGN);
 	for (uint64_t i = 0; i < s->geo.entries; i++) {
 		uint64_t e = vhdx_get64(raw + i * 8);
-		bool bitmap = (i + 1) % (s->geo.chunk_ratio + 1ull) == 0;
-		unsigned st = VHDX_BAT_STATE(e);
-		uint64_t off = VHDX_BAT_OFFSET(e);
-		uint64_t span = bitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE
-				       : s->block_size;
-		bool valid_state =
-			bitmap ? st == VHDX_SB_NOT_PRESENT ||
-					 st == VHDX_SB_PRESENT
-			       : st <= VHDX_BLOCK_UNMAPPED ||
-					 st == VHDX_BLOCK_FULLY_PRESENT ||
-					 (st == VHDX_BLOCK_PARTIALLY_PRESENT &&
-					  s->has_parent);
-		bool present = bitmap ? st == VHDX_SB_PRESENT
-				      : st >= VHDX_BLOCK_FULLY_PRESENT;
+		struct vhdx_bat_view v;
+		enum vhdx_bat_fault fault = vhdx_bat_inspect(s, i, e, &v);
 
 		s->bat[i] = e;
 		if (flags & IMG_OPEN_CHECK)
 			continue; /* check reports and repairs these */
-		if (!valid_state) {
+		if (fault == VHDX_BAT_BAD_STATE) {
 			ret = img_error(img, -EINVAL,
 					"BAT entry %llu has invalid state %u",
-					(unsigned long long)i, st);
+					(unsigned long long)i, v.state);
 			goto out;
 		}
-		if (present && (off < VHDX_HEADER_SECTION_SIZE ||
-				off + span > s->file_size)) {
+		if (fault != VHDX_BAT_SOUND) {
 			ret = img_error(img, -EINVAL,
 					"BAT entry %llu points %s (offset "
 					"%llu, file size %llu)",
 					(unsigned long long)i,
-					off < VHDX_HEADER_SECTION_SIZE
+					fault == VHDX_BAT_IN_HEADER
 						? "into the header section"
 						: "past the end of the file",
-					(unsigned long long)off,
+					(unsigned long long)v.off,
 					(unsigned long long)s->file_size);
 			goto out;
 		}
@@ -736,20 +774,14 @@ static int vhdx_open(struct img *img)
 	bool writable = flags & IMG_OPEN_RDWR;
 	int ret;
 
-	ret = img_file_open(img, &s->file, img_filename(img), writable);
+	pthread_mutex_init(&s->meta_lock, NULL);
+	s->meta_lock_init = true;
+	ret = img_file_open_image(img, &s->file, "VHDX",
+				  VHDX_HEADER_SECTION_SIZE, &s->file_size);
 	if (ret)
-		return ret;
+		goto fail;
 	s->file_open = true;
 	s->read_only = !writable;
-	ret = img_file_size(&s->file, &s->file_size);
-	if (ret)
-		goto fail;
-	if (s->file_size < VHDX_HEADER_SECTION_SIZE) {
-		ret = img_error(img, -EINVAL,
-				"file too small for a VHDX (%llu bytes)",
-				(unsigned long long)s->file_size);
-		goto fail;
-	}
 	ret = vhdx_open_headers(img, s);
 	if (ret)
 		goto fail;
@@ -780,6 +812,7 @@ static int vhdx_open(struct img *img)
 		ret = vhdx_declare_parent(img, s);
 	if (ret)
 		goto fail;
+	img_set_parallel_rw(img, true);
 	img_set_size(img, s->size);
 	return 0;
 fail:
@@ -794,7 +827,9 @@ static int vhdx_flush(struct img *img)
 
 	if (s->read_only)
 		return 0;
+	pthread_mutex_lock(&s->meta_lock);
 	ret = vhdx_commit(img, s);
+	pthread_mutex_unlock(&s->meta_lock);
 	if (!ret)
 		ret = img_file_sync(&s->file);
 	return ret;
@@ -824,7 +859,7 @@ static int vhdx_bitmap_run(struct vhdx_state *s, uint64_t block, uint64_t first,
 			   uint64_t count, uint64_t *run, bool *set)
 {
 	uint64_t chunk = block / s->geo.chunk_ratio;
-	uint64_t e = s->bat[vhdx_bitmap_index(s, chunk)];
+	uint64_t e = vhdx_bat_get(s, vhdx_bitmap_index(s, chunk));
 	uint64_t sectors_per_block = s->block_size / s->logical_sector;
 	/* Bit index within the bitmap block. */
 	uint64_t bit = (block % s->geo.chunk_ratio) * sectors_per_block + first;
@@ -873,7 +908,7 @@ static int vhdx_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 		uint64_t pos = off + done;
 		uint64_t block = pos / s->block_size;
 		uint64_t in_blk = pos % s->block_size;
-		uint64_t e = s->bat[vhdx_payload_index(s, block)];
+		uint64_t e = vhdx_bat_get(s, vhdx_payload_index(s, block));
 		unsigned st = VHDX_BAT_STATE(e);
 		size_t n = (size_t)MIN((uint64_t)(len - done),
 				       s->block_size - in_blk);
@@ -953,11 +988,12 @@ static int vhdx_block_fill(struct img *img, struct vhdx_state *s,
 }
 
 /* Make block fully present (new space at the end of the file, filled as
- * the block reads now), keeping [keep_from, keep_to) for the caller to
- * write. */
+ * the block reads now) with the write's data (iov, keep_to - keep_from
+ * bytes) at [keep_from, keep_to); meta_lock held. */
 static int vhdx_block_allocate(struct img *img, struct vhdx_state *s,
 			       uint64_t block, uint64_t keep_from,
-			       uint64_t keep_to)
+			       uint64_t keep_to, const struct iovec *iov,
+			       int iovcnt)
 {
 	uint64_t index = vhdx_payload_index(s, block);
 	uint64_t e = s->bat[index];
@@ -1013,7 +1049,10 @@ static int vhdx_block_allocate(struct img *img, struct vhdx_state *s,
 				return ret;
 		}
 	}
-	s->bat[index] = VHDX_BAT_ENTRY(VHDX_BLOCK_FULLY_PRESENT, host);
+	ret = img_file_pwritev(&s->file, iov, iovcnt, host + keep_from);
+	if (ret)
+		return ret;
+	vhdx_bat_set(s, index, VHDX_BAT_ENTRY(VHDX_BLOCK_FULLY_PRESENT, host));
 	vhdx_bat_mark_dirty(s, index);
 	return 0;
 }
@@ -1031,13 +1070,15 @@ static bool vhdx_write_changes_data(struct img *img, struct vhdx_state *s,
 	uint8_t *now, *want;
 	bool changes = true;
 
-	if (s->data_changed || !s->has_parent || !len || len > (64u << 20))
-		return !s->data_changed;
+	bool changed = __atomic_load_n(&s->data_changed, __ATOMIC_ACQUIRE);
+
+	if (changed || !s->has_parent || !len || len > (64u << 20))
+		return !changed;
 	for (uint64_t b = off / s->block_size;
 	     b <= (off + len - 1) / s->block_size; b++)
-		if (!vhdx_reads_parent(
-			    s,
-			    VHDX_BAT_STATE(s->bat[vhdx_payload_index(s, b)])))
+		if (!vhdx_reads_parent(s,
+				       VHDX_BAT_STATE(vhdx_bat_get(
+					       s, vhdx_payload_index(s, b)))))
 			return true;
 	now = malloc(len);
 	want = malloc(len);
@@ -1058,6 +1099,7 @@ static int vhdx_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 {
 	struct vhdx_state *s = img_state(img);
 	struct iovec sub[IOV_MAX];
+	bool allocated = false;
 	size_t done = 0;
 	int ret;
 
@@ -1070,16 +1112,17 @@ static int vhdx_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 		uint64_t block = pos / s->block_size;
 		uint64_t in_blk = pos % s->block_size;
 		uint64_t index = vhdx_payload_index(s, block);
+		uint64_t e = vhdx_bat_get(s, index);
 		size_t n = (size_t)MIN((uint64_t)(len - done),
 				       s->block_size - in_blk);
 		int cnt = img_iov_slice(iov, iovcnt, done, n, sub, IOV_MAX);
 
 		if (cnt < 0)
 			return cnt;
-		if (VHDX_BAT_STATE(s->bat[index]) != VHDX_BLOCK_FULLY_PRESENT) {
+		if (VHDX_BAT_STATE(e) != VHDX_BLOCK_FULLY_PRESENT) {
 			/* Zeros into a block that reads as zeros: nothing to
 			 * store. */
-			unsigned st = VHDX_BAT_STATE(s->bat[index]);
+			unsigned st = VHDX_BAT_STATE(e);
 
 			if (!vhdx_reads_parent(s, st) &&
 			    st != VHDX_BLOCK_PARTIALLY_PRESENT &&
@@ -1087,20 +1130,35 @@ static int vhdx_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 				done += n;
 				continue;
 			}
-			ret = vhdx_block_allocate(img, s, block, in_blk,
-						  in_blk + n);
+			pthread_mutex_lock(&s->meta_lock);
+			e = s->bat[index];
+			if (VHDX_BAT_STATE(e) != VHDX_BLOCK_FULLY_PRESENT) {
+				ret = vhdx_block_allocate(img, s, block, in_blk,
+							  in_blk + n, sub, cnt);
+				allocated = true;
+			}
+			pthread_mutex_unlock(&s->meta_lock);
 			if (ret)
 				return ret;
+			/* else allocated by a parallel write meanwhile */
+			if (VHDX_BAT_STATE(e) != VHDX_BLOCK_FULLY_PRESENT) {
+				done += n;
+				continue;
+			}
 		}
 		ret = img_file_pwritev(&s->file, sub, cnt,
-				       VHDX_BAT_OFFSET(s->bat[index]) + in_blk);
+				       VHDX_BAT_OFFSET(e) + in_blk);
 		if (ret)
 			return ret;
 		done += n;
 	}
-	if (s->dirty_count >= VHDX_MAX_DIRTY)
-		return vhdx_commit(img, s);
-	return 0;
+	if (allocated) {
+		pthread_mutex_lock(&s->meta_lock);
+		if (s->dirty_count >= VHDX_MAX_DIRTY)
+			ret = vhdx_commit(img, s);
+		pthread_mutex_unlock(&s->meta_lock);
+	}
+	return ret;
 }
 
 /* Whole block to ZERO or UNMAPPED, its space punched out. */
@@ -1203,7 +1261,7 @@ static int vhdx_block_status(struct img *img, uint64_t off, uint64_t len,
 	struct vhdx_state *s = img_state(img);
 	uint64_t block = off / s->block_size;
 	uint64_t in_blk = off % s->block_size;
-	uint64_t e = s->bat[vhdx_payload_index(s, block)];
+	uint64_t e = vhdx_bat_get(s, vhdx_payload_index(s, block));
 	unsigned st = VHDX_BAT_STATE(e);
 	uint64_t n = MIN(len, s->block_size - in_blk);
 
@@ -1245,8 +1303,8 @@ static int vhdx_block_status(struct img *img, uint64_t off, uint64_t len,
 	if (st != VHDX_BLOCK_FULLY_PRESENT &&
 	    st != VHDX_BLOCK_PARTIALLY_PRESENT) {
 		while (n < len && ++block < s->geo.data_blocks &&
-		       VHDX_BAT_STATE(s->bat[vhdx_payload_index(s, block)]) ==
-			       st)
+		       VHDX_BAT_STATE(vhdx_bat_get(
+			       s, vhdx_payload_index(s, block))) == st)
 			n = MIN(len, n + s->block_size);
 	}
 	ext->length = n;

@@ -95,33 +95,19 @@ int vhdx_check(struct img *img, struct img_check_result *res, unsigned fix)
 					    s->bat_offset + s->bat_length, -1 };
 	res->total_clusters = s->geo.data_blocks;
 	for (uint64_t i = 0; i < s->geo.entries; i++) {
+		static const char *const faults[] = {
+			[VHDX_BAT_BAD_STATE] = "has an invalid state",
+			[VHDX_BAT_IN_HEADER] = "points into the header section",
+			[VHDX_BAT_PAST_END] = "points past the end of the file",
+		};
 		uint64_t e = s->bat[i];
-		bool bitmap = (i + 1) % (s->geo.chunk_ratio + 1ull) == 0;
-		unsigned st = VHDX_BAT_STATE(e);
-		uint64_t off = VHDX_BAT_OFFSET(e);
-		uint64_t span = bitmap ? VHDX_SECTOR_BITMAP_BLOCK_SIZE
-				       : s->block_size;
-		bool valid =
-			bitmap ? st == VHDX_SB_NOT_PRESENT ||
-					 st == VHDX_SB_PRESENT
-			       : st <= VHDX_BLOCK_UNMAPPED ||
-					 st == VHDX_BLOCK_FULLY_PRESENT ||
-					 (st == VHDX_BLOCK_PARTIALLY_PRESENT &&
-					  s->has_parent);
-		bool present = bitmap ? st == VHDX_SB_PRESENT
-				      : st >= VHDX_BLOCK_FULLY_PRESENT;
-		const char *what = NULL;
+		struct vhdx_bat_view v;
+		enum vhdx_bat_fault fault = vhdx_bat_inspect(s, i, e, &v);
 
-		if (!valid)
-			what = "has an invalid state";
-		else if (present && off < VHDX_HEADER_SECTION_SIZE)
-			what = "points into the header section";
-		else if (present && off + span > s->file_size)
-			what = "points past the end of the file";
-		if (what) {
+		if (fault != VHDX_BAT_SOUND) {
 			res->corruptions++;
 			img_check_note(res, "BAT entry %llu %s (entry %#llx)",
-				       (unsigned long long)i, what,
+				       (unsigned long long)i, faults[fault],
 				       (unsigned long long)e);
 			if (fix_errors) {
 				s->bat[i] = 0;
@@ -130,12 +116,12 @@ int vhdx_check(struct img *img, struct img_check_result *res, unsigned fix)
 			}
 			continue;
 		}
-		if (!present)
+		if (!v.present)
 			continue;
-		if (!bitmap)
+		if (!v.bitmap)
 			res->allocated_clusters++;
 		used[nused++] =
-			(struct vhdx_used){ off, off + span, (int64_t)i };
+			(struct vhdx_used){ v.off, v.off + v.span, (int64_t)i };
 	}
 	qsort(used, nused, sizeof(*used), used_cmp);
 	for (uint64_t k = 0; k < nused; k++) {

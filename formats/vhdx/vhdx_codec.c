@@ -177,17 +177,6 @@ void vhdx_guid_format(const struct vhdx_guid *g, char out[39], bool braces)
 		 b[14], b[15], braces ? "}" : "");
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 bool vhdx_guid_parse(const char *text, struct vhdx_guid *g)
 {
 	uint8_t raw[16];
@@ -206,7 +195,8 @@ bool vhdx_guid_parse(const char *text, struct vhdx_guid *g)
 				return false;
 			continue;
 		}
-		int hi = hex_value(text[i]), lo = hex_value(text[i + 1]);
+		int hi = img_hex_digit(text[i]),
+		    lo = img_hex_digit(text[i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return false;

@@ -438,6 +438,27 @@ out:
 	return ret;
 }
 
+/* Room in memory for a BAT of entries entries (more than now): the new
+ * entries are zero (not present) and their sectors not dirty yet. */
+static int vhdx_bat_grow(struct vhdx_state *s, uint64_t entries)
+{
+	uint64_t old = s->geo.entries;
+	uint64_t nsec = (entries * 8 + VHDX_LOG_SECTOR - 1) / VHDX_LOG_SECTOR;
+	uint64_t old_nsec = (old * 8 + VHDX_LOG_SECTOR - 1) / VHDX_LOG_SECTOR;
+	uint64_t *bat = realloc(s->bat, entries * 8 + 8);
+	uint8_t *dirty = realloc(s->bat_dirty, nsec + 1);
+
+	if (bat)
+		s->bat = bat;
+	if (dirty)
+		s->bat_dirty = dirty;
+	if (!bat || !dirty)
+		return -ENOMEM;
+	memset(s->bat + old, 0, (entries - old) * 8);
+	memset(s->bat_dirty + old_nsec, 0, nsec + 1 - old_nsec);
+	return 0;
+}
+
 static int vhdx_size_write(struct img *img, struct vhdx_state *s,
 			   uint64_t new_size)
 {
@@ -506,23 +527,9 @@ int vhdx_resize(struct img *img, uint64_t new_size, unsigned flags)
 		if (ret)
 			return ret;
 	} else if (geo.entries > old_entries) {
-		uint64_t *bat = realloc(s->bat, geo.entries * 8 + 8);
-		uint64_t nsec = (geo.entries * 8 + VHDX_LOG_SECTOR - 1) /
-				VHDX_LOG_SECTOR;
-		uint8_t *dirty = realloc(s->bat_dirty, nsec + 1);
-
-		if (bat)
-			s->bat = bat;
-		if (dirty)
-			s->bat_dirty = dirty;
-		if (!bat || !dirty)
-			return -ENOMEM;
-		memset(s->bat + old_entries, 0,
-		       (geo.entries - old_entries) * 8);
-		uint64_t old_nsec = (old_entries * 8 + VHDX_LOG_SECTOR - 1) /
-				    VHDX_LOG_SECTOR;
-
-		memset(s->bat_dirty + old_nsec, 0, nsec + 1 - old_nsec);
+		ret = vhdx_bat_grow(s, geo.entries);
+		if (ret)
+			return ret;
 		if (geo.entries * 8 > s->bat_length) {
 			ret = vhdx_commit(img, s);
 			if (!ret)
@@ -758,26 +765,11 @@ int vhdx_set_backing(struct img *img, const char *backing_file,
 		goto out;
 	if (geo.entries > s->geo.entries) {
 		/* The new sector bitmap entries must read as "not present". */
-		uint64_t *bat = realloc(s->bat, geo.entries * 8 + 8);
-		uint64_t nsec = (geo.entries * 8 + VHDX_LOG_SECTOR - 1) /
-				VHDX_LOG_SECTOR;
-		uint8_t *dirty = realloc(s->bat_dirty, nsec + 1);
-
-		if (bat)
-			s->bat = bat;
-		if (dirty)
-			s->bat_dirty = dirty;
-		if (!bat || !dirty) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		uint64_t old_nsec = (s->geo.entries * 8 + VHDX_LOG_SECTOR - 1) /
-				    VHDX_LOG_SECTOR;
-
-		memset(s->bat_dirty + old_nsec, 0, nsec + 1 - old_nsec);
-		memset(s->bat + s->geo.entries, 0,
-		       (geo.entries - s->geo.entries) * 8);
 		uint64_t old_entries = s->geo.entries;
+
+		ret = vhdx_bat_grow(s, geo.entries);
+		if (ret)
+			goto out;
 
 		s->geo = geo;
 		for (uint64_t i = old_entries; i < geo.entries; i++)

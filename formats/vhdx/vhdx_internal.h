@@ -7,6 +7,8 @@
 
 #include "driver.h"
 
+#include <pthread.h>
+
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -47,7 +49,10 @@ struct vhdx_state {
 	struct vhdx_guid page83;
 	uint64_t vsize_item_offset; /* file offset of the disk size item */
 	struct vhdx_bat_geometry geo;
-	uint64_t *bat;	    /* host order, geo.entries */
+	/* Host order, geo.entries.  Parallel requests read entries with
+	 * vhdx_bat_get; an entry that makes a block present is stored only
+	 * once the block's data is written (vhdx_bat_set, under meta_lock). */
+	uint64_t *bat;
 	uint8_t *bat_dirty; /* one flag per 4 KiB sector of the BAT */
 	uint32_t dirty_count;
 	uint64_t alloc_offset; /* where the next block goes (1 MiB aligned) */
@@ -69,7 +74,22 @@ struct vhdx_state {
 	bool log_in_memory; /* read-only: replayed into the overlay */
 	struct vhdx_overlay *overlay;
 	int noverlay;
+	/* Writes to present blocks run in parallel; allocation, alloc_offset,
+	 * the dirty BAT sectors, the log and the session's header updates
+	 * hold this. */
+	pthread_mutex_t meta_lock;
+	bool meta_lock_init;
 };
+
+static inline uint64_t vhdx_bat_get(const struct vhdx_state *s, uint64_t i)
+{
+	return __atomic_load_n(&s->bat[i], __ATOMIC_ACQUIRE);
+}
+
+static inline void vhdx_bat_set(struct vhdx_state *s, uint64_t i, uint64_t e)
+{
+	__atomic_store_n(&s->bat[i], e, __ATOMIC_RELEASE);
+}
 
 static inline uint64_t vhdx_round_up(uint64_t v, uint64_t align)
 {
@@ -88,11 +108,30 @@ static inline uint64_t vhdx_bitmap_index(const struct vhdx_state *s, uint64_t c)
 	return c * (s->geo.chunk_ratio + 1ull) + s->geo.chunk_ratio;
 }
 
+/* What BAT entry i says, and what is wrong with it. */
+enum vhdx_bat_fault {
+	VHDX_BAT_SOUND,
+	VHDX_BAT_BAD_STATE,
+	VHDX_BAT_IN_HEADER, /* present, inside the header section */
+	VHDX_BAT_PAST_END,  /* present, past the end of the file */
+};
+
+struct vhdx_bat_view {
+	bool bitmap; /* a sector bitmap block's entry, else a payload block's */
+	bool present; /* has space in the file: [off, off + span) */
+	unsigned state;
+	uint64_t off, span;
+};
+
 /* vhdx.c */
+enum vhdx_bat_fault vhdx_bat_inspect(const struct vhdx_state *s, uint64_t i,
+				     uint64_t e, struct vhdx_bat_view *v);
 int vhdx_read_file(struct vhdx_state *s, void *buf, size_t len, uint64_t off);
 int vhdx_header_write(struct vhdx_state *s);
+/* Takes meta_lock (the caller must not hold it). */
 int vhdx_session_begin(struct img *img, struct vhdx_state *s, bool data);
 void vhdx_bat_mark_dirty(struct vhdx_state *s, uint64_t index);
+/* meta_lock held, or no request running in parallel. */
 int vhdx_commit(struct img *img, struct vhdx_state *s);
 
 /* vhdx_log.c */

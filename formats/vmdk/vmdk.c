@@ -23,6 +23,18 @@
  *  - Overwrites of allocated grains go in place.
  *  - streamOptimized: see vmdk_stream.c (append-only, tail rewritten at
  *    each flush).
+ *
+ * Parallel requests (img_set_parallel_rw, every subformat but
+ * streamOptimized): reads, and writes into allocated grains, go to the
+ * file at once.  A write to an unallocated or zero grain takes its
+ * extent's meta_lock, looks the grain up again (a parallel write may have
+ * appended it meanwhile) and appends it; its grain-table entry is stored
+ * only after the grain is written, so a parallel reader sees the old
+ * contents or the new.  A flush syncs the data and writes the tables
+ * under meta_lock, and runs its last fdatasync without it.
+ * streamOptimized stays serial: its grains are appended compressed, in
+ * virtual order, through the one stream writer, so there is nothing to
+ * overwrite in place.
  */
 #include "vmdk_priv.h"
 
@@ -126,9 +138,9 @@ int vmdk_gt_load(struct img *img, struct vmdk_extent *e, uint32_t t,
 	int ret = 0;
 
 	*out = __atomic_load_n(&e->gts[t], __ATOMIC_ACQUIRE);
-	if (*out || !e->gd[t])
+	if (*out || !__atomic_load_n(&e->gd[t], __ATOMIC_ACQUIRE))
 		return 0;
-	pthread_mutex_lock(&e->gt_lock);
+	pthread_mutex_lock(&e->meta_lock);
 	gt = e->gts[t];
 	if (gt)
 		goto done;
@@ -157,7 +169,7 @@ int vmdk_gt_load(struct img *img, struct vmdk_extent *e, uint32_t t,
 		gt[i] = IMG_LE32(gt[i]);
 	__atomic_store_n(&e->gts[t], gt, __ATOMIC_RELEASE);
 done:
-	pthread_mutex_unlock(&e->gt_lock);
+	pthread_mutex_unlock(&e->meta_lock);
 	*out = gt;
 	return ret;
 }
@@ -178,7 +190,8 @@ static int gte_get(struct img *img, struct vmdk_extent *e, uint64_t g,
 	if (ret)
 		return ret;
 	if (gt)
-		*gte = gt[g % e->gtes_per_gt];
+		*gte = __atomic_load_n(&gt[g % e->gtes_per_gt],
+				       __ATOMIC_ACQUIRE);
 	if (*gte == VMDK_GTE_ZERO && !e->zero_grain && !e->cowd)
 		return img_error(img, -EIO,
 				 "%s: grain %" PRIu64 " has entry 1 but zero "
@@ -213,15 +226,16 @@ static int gt_allocate(struct img *img, struct vmdk_extent *e, uint32_t t)
 		return vmdk_io_error(
 			img, ret, "%s: cannot append a grain table", e->path);
 	}
-	e->gd[t] = (uint32_t)at;
 	if (copies == 2)
 		e->rgd[t] = (uint32_t)(at + gt_sectors);
 	e->next_sector = at + gt_sectors * (uint64_t)copies;
-	e->file_size = e->next_sector * VMDK_SECTOR;
+	__atomic_store_n(&e->file_size, e->next_sector * VMDK_SECTOR,
+			 __ATOMIC_RELEASE);
 	e->gd_dirty = true;
 	vmdk_note_data_written(e);
 	free(e->gts[t]);
 	__atomic_store_n(&e->gts[t], gt, __ATOMIC_RELEASE);
+	__atomic_store_n(&e->gd[t], (uint32_t)at, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -246,7 +260,7 @@ static int gte_set(struct img *img, struct vmdk_extent *e, uint64_t g,
 			return ret;
 		gt = e->gts[t];
 	}
-	gt[g % e->gtes_per_gt] = value;
+	__atomic_store_n(&gt[g % e->gtes_per_gt], value, __ATOMIC_RELEASE);
 	e->gt_dirty[t] = 1;
 	return 0;
 }
@@ -294,47 +308,61 @@ static int write_gd(struct img *img, struct vmdk_extent *e, const uint32_t *gd,
 	return 0;
 }
 
+/* The grains first, then the tables that point at them (meta_lock held). */
+static int extent_write_tables(struct img *img, struct vmdk_extent *e)
+{
+	uint32_t t;
+	int ret = img_file_sync(e->file);
+
+	if (ret)
+		return vmdk_io_error(img, ret, "%s: fdatasync failed", e->path);
+	for (t = 0; t < e->gd_entries; t++) {
+		if (!e->gt_dirty[t])
+			continue;
+		ret = write_gt(img, e, t);
+		if (ret)
+			return ret;
+		e->gt_dirty[t] = 0;
+	}
+	if (e->gd_dirty) {
+		ret = write_gd(img, e, e->gd, e->gd_offset);
+		if (!ret && e->rgd_offset)
+			ret = write_gd(img, e, e->rgd, e->rgd_offset);
+		if (ret)
+			return ret;
+		e->gd_dirty = false;
+	}
+	return 0;
+}
+
 int vmdk_extent_flush(struct img *img, struct vmdk_extent *e)
 {
-	bool meta = e->gd_dirty, data;
+	bool meta, data;
 	uint32_t t;
-	int ret;
+	int ret = 0;
 
 	if (!e->writable)
 		return 0;
+	pthread_mutex_lock(&e->meta_lock);
+	meta = e->gd_dirty;
 	for (t = 0; t < e->gd_entries && !meta && e->gt_dirty; t++)
 		meta = e->gt_dirty[t];
 	/* Cleared before the sync: a parallel write that lands during it
 	 * sets it again for the next flush. */
 	data = __atomic_exchange_n(&e->needs_sync, false, __ATOMIC_ACQ_REL);
+	if (meta)
+		ret = extent_write_tables(img, e);
+	pthread_mutex_unlock(&e->meta_lock);
+	if (ret) {
+		vmdk_note_data_written(e);
+		return ret;
+	}
 	if (!meta && !data)
 		return 0;
 	ret = img_file_sync(e->file);
 	if (ret) {
 		vmdk_note_data_written(e);
 		return vmdk_io_error(img, ret, "%s: fdatasync failed", e->path);
-	}
-	if (meta) {
-		for (t = 0; t < e->gd_entries; t++) {
-			if (!e->gt_dirty[t])
-				continue;
-			ret = write_gt(img, e, t);
-			if (ret)
-				return ret;
-			e->gt_dirty[t] = 0;
-		}
-		if (e->gd_dirty) {
-			ret = write_gd(img, e, e->gd, e->gd_offset);
-			if (!ret && e->rgd_offset)
-				ret = write_gd(img, e, e->rgd, e->rgd_offset);
-			if (ret)
-				return ret;
-			e->gd_dirty = false;
-		}
-		ret = img_file_sync(e->file);
-		if (ret)
-			return vmdk_io_error(img, ret, "%s: fdatasync failed",
-					     e->path);
 	}
 	return 0;
 }
@@ -624,8 +652,8 @@ static void extent_close(struct vmdk_extent *e)
 	free(e->gt_dirty);
 	free(e->gd);
 	free(e->rgd);
-	if (e->gt_lock_init)
-		pthread_mutex_destroy(&e->gt_lock);
+	if (e->meta_lock_init)
+		pthread_mutex_destroy(&e->meta_lock);
 	if (e->own_file_open)
 		img_file_close(&e->own_file);
 	free(e->path);
@@ -727,8 +755,15 @@ int vmdk_extent_open(struct img *img, struct vmdk_extent *e,
 	e->gt_dirty = calloc(e->gd_entries ? e->gd_entries : 1, 1);
 	if (!e->gts || !e->gt_dirty)
 		return -ENOMEM;
-	pthread_mutex_init(&e->gt_lock, NULL);
-	e->gt_lock_init = true;
+	{
+		pthread_mutexattr_t attr;
+
+		pthread_mutexattr_init(&attr);
+		pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+		pthread_mutex_init(&e->meta_lock, &attr);
+		pthread_mutexattr_destroy(&attr);
+	}
+	e->meta_lock_init = true;
 	e->next_sector = (e->file_size + VMDK_SECTOR - 1) / VMDK_SECTOR;
 	if (e->next_sector < e->header.overhead)
 		e->next_sector = e->header.overhead;
@@ -861,14 +896,6 @@ static int load_descriptor(struct img *img)
 
 /* Flat and VMFS extents keep data at fixed places: a write touches no
  * metadata after the first one, so writes may run in parallel. */
-static bool all_extents_flat(const struct vmdk_state *s)
-{
-	for (int i = 0; i < s->nextents; i++)
-		if (s->extents[i]->sparse)
-			return false;
-	return true;
-}
-
 static int vmdk_open(struct img *img)
 {
 	struct vmdk_state *s = img_state(img);
@@ -899,7 +926,7 @@ static int vmdk_open(struct img *img)
 			goto fail;
 	}
 	img_set_size(img, vmdk_desc_total_sectors(&s->desc) * VMDK_SECTOR);
-	img_set_parallel_rw(img, !s->stream && all_extents_flat(s));
+	img_set_parallel_rw(img, !s->stream);
 	if (s->desc.parent_hint && !(flags & IMG_OPEN_NO_BACKING)) {
 		ret = img_add_backing_candidate(img, s->desc.parent_hint, NULL);
 		if (ret)
@@ -950,6 +977,22 @@ static struct vmdk_extent *find_extent(struct vmdk_state *s, uint64_t sector)
 			hi = mid - 1;
 	}
 	return s->extents[lo];
+}
+
+/* The extent holding byte pos of a request [off, off + len) (pos counts
+ * from off), where in it that byte is (*eoff), and how much of the
+ * request from there it holds (*n). */
+static struct vmdk_extent *extent_piece(struct vmdk_state *s, uint64_t off,
+					uint64_t pos, uint64_t len,
+					uint64_t *eoff, uint64_t *n)
+{
+	struct vmdk_extent *e = find_extent(s, (off + pos) / VMDK_SECTOR);
+
+	*eoff = off + pos - e->start * VMDK_SECTOR;
+	*n = e->sectors * VMDK_SECTOR - *eoff;
+	if (*n > len - pos)
+		*n = len - pos;
+	return e;
 }
 
 int vmdk_read_compressed_grain(struct img *img, struct vmdk_extent *e,
@@ -1131,7 +1174,8 @@ static int read_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 			img_iov_memset(iov, iovcnt, pos + done, 0, run);
 			break;
 		case RUN_DATA:
-			if (host + run > e->file_size) {
+			if (host + run >
+			    __atomic_load_n(&e->file_size, __ATOMIC_ACQUIRE)) {
 				ret = img_error(img, -EIO,
 						"%s: grain for byte %" PRIu64
 						" points past the end of the "
@@ -1187,13 +1231,10 @@ static int vmdk_preadv(struct img *img, uint64_t off, const struct iovec *iov,
 	if (ret)
 		return ret;
 	while (pos < len) {
-		uint64_t sector = (off + pos) / VMDK_SECTOR;
-		struct vmdk_extent *e = find_extent(s, sector);
-		uint64_t eoff = off + pos - e->start * VMDK_SECTOR;
-		uint64_t n = e->sectors * VMDK_SECTOR - eoff;
+		uint64_t eoff, n;
+		struct vmdk_extent *e =
+			extent_piece(s, off, pos, len, &eoff, &n);
 
-		if (n > len - pos)
-			n = len - pos;
 		switch (e->type) {
 		case VMDK_EXTENT_ZERO:
 			img_iov_memset(iov, iovcnt, pos, 0, n);
@@ -1302,7 +1343,8 @@ static int append_grains(struct img *img, struct vmdk_extent *e, uint64_t g,
 				     e->path);
 	e->next_sector += count * e->grain_sectors;
 	if (e->file_size < e->next_sector * VMDK_SECTOR)
-		e->file_size = e->next_sector * VMDK_SECTOR;
+		__atomic_store_n(&e->file_size, e->next_sector * VMDK_SECTOR,
+				 __ATOMIC_RELEASE);
 	vmdk_note_data_written(e);
 	for (i = 0; i < count; i++) {
 		ret = gte_set(img, e, g + i,
@@ -1353,97 +1395,114 @@ static int write_partial_grain(struct img *img, struct vmdk_extent *e,
 	return ret;
 }
 
+/* Store the run at extent byte eoff + done (kind and run as looked up
+ * under meta_lock, not in place): partial grains built over what they
+ * read as, whole ones appended.  Sets *consumed to the bytes stored. */
+static int write_sparse_fresh(struct img *img, struct vmdk_extent *e,
+			      uint64_t eoff, const struct iovec *iov,
+			      int iovcnt, size_t pos, size_t len, size_t done,
+			      enum run_kind kind, uint64_t run,
+			      struct img_iov_view *w, size_t *consumed)
+{
+	uint64_t gbytes = GRAIN_BYTES(e);
+	uint64_t in_grain = (eoff + done) % gbytes;
+	uint64_t g = (eoff + done) / gbytes;
+	bool backing = img_backing(img) != NULL;
+	uint64_t count, i, start = 0;
+	uint32_t gte;
+	int ret;
+
+	if (kind == RUN_COMPRESSED)
+		return img_error(img, -ENOTSUP,
+				 "compressed grains cannot be rewritten");
+	ret = gte_get(img, e, g, &gte);
+	if (ret)
+		return ret;
+	if (in_grain || run < gbytes) {
+		size_t n = gbytes - in_grain;
+
+		if (n > len - done)
+			n = len - done;
+		if (!img_iov_range_is_zero(iov, iovcnt, pos + done, n) ||
+		    (backing && kind == RUN_UNALLOC)) {
+			ret = write_partial_grain(img, e, g, gte, in_grain, iov,
+						  iovcnt, pos + done, n);
+			if (ret)
+				return ret;
+		}
+		*consumed = n;
+		return 0;
+	}
+	/* Whole grains: skip all-zero ones that already read as zero,
+	 * append the others in one write. */
+	count = run / gbytes;
+	for (i = 0; i <= count; i++) {
+		bool zero = i < count &&
+			    img_iov_range_is_zero(iov, iovcnt,
+						  pos + done + i * gbytes,
+						  gbytes) &&
+			    (kind == RUN_ZERO || !backing);
+
+		if (i < count && !zero)
+			continue;
+		if (i > start) {
+			ret = img_iov_view_set(w, NULL, 0, iov, iovcnt,
+					       pos + done + start * gbytes,
+					       (i - start) * gbytes);
+			if (!ret)
+				ret = append_grains(img, e, g + start,
+						    i - start, w->iov, w->cnt);
+			if (ret)
+				return ret;
+		}
+		start = i + 1;
+	}
+	*consumed = count * gbytes;
+	return 0;
+}
+
 static int write_sparse(struct img *img, struct vmdk_extent *e, uint64_t eoff,
 			const struct iovec *iov, int iovcnt, size_t pos,
 			size_t len, struct img_iov_view *w)
 {
-	uint64_t gbytes = GRAIN_BYTES(e);
-	bool backing = img_backing(img) != NULL;
-	size_t done = 0;
+	size_t done = 0, n = 0;
 	int ret = 0;
 
 	while (done < len) {
 		enum run_kind kind;
-		uint64_t host, run, in_grain = (eoff + done) % gbytes;
-		uint64_t g = (eoff + done) / gbytes;
-		uint32_t gte;
+		uint64_t host, run;
 
 		ret = sparse_run(img, e, eoff + done, len - done, &kind, &host,
 				 &run);
 		if (ret)
 			return ret;
-		if (kind == RUN_DATA) {
-			ret = img_iov_view_set(w, NULL, 0, iov, iovcnt,
-					       pos + done, run);
-			if (!ret)
-				ret = img_file_pwritev(e->file, w->iov, w->cnt,
-						       host);
+		if (kind != RUN_DATA) {
+			pthread_mutex_lock(&e->meta_lock);
+			ret = sparse_run(img, e, eoff + done, len - done, &kind,
+					 &host, &run);
+			if (!ret && kind != RUN_DATA)
+				ret = write_sparse_fresh(img, e, eoff, iov,
+							 iovcnt, pos, len, done,
+							 kind, run, w, &n);
+			pthread_mutex_unlock(&e->meta_lock);
 			if (ret)
-				return vmdk_io_error(
-					img, ret,
-					"%s: write failed at %" PRIu64, e->path,
-					host);
-			vmdk_note_data_written(e);
-			done += run;
-			continue;
+				return ret;
+			/* else appended by a parallel write meanwhile */
+			if (kind != RUN_DATA) {
+				done += n;
+				continue;
+			}
 		}
-		if (kind == RUN_COMPRESSED)
-			return img_error(img, -ENOTSUP,
-					 "compressed grains cannot be "
-					 "rewritten");
-		ret = gte_get(img, e, g, &gte);
+		ret = img_iov_view_set(w, NULL, 0, iov, iovcnt, pos + done,
+				       run);
+		if (!ret)
+			ret = img_file_pwritev(e->file, w->iov, w->cnt, host);
 		if (ret)
-			return ret;
-		if (in_grain || run < gbytes) {
-			size_t n = gbytes - in_grain;
-
-			if (n > len - done)
-				n = len - done;
-			if (!img_iov_range_is_zero(iov, iovcnt, pos + done,
-						   n) ||
-			    (backing && kind == RUN_UNALLOC)) {
-				ret = write_partial_grain(img, e, g, gte,
-							  in_grain, iov, iovcnt,
-							  pos + done, n);
-				if (ret)
-					return ret;
-			}
-			done += n;
-			continue;
-		}
-		/* Whole grains: skip all-zero ones that already read as zero,
-		 * append the others in one write. */
-		{
-			uint64_t count = run / gbytes, i, start = 0;
-
-			for (i = 0; i <= count; i++) {
-				bool zero = i < count &&
-					    img_iov_range_is_zero(
-						    iov, iovcnt,
-						    pos + done + i * gbytes,
-						    gbytes) &&
-					    (kind == RUN_ZERO || !backing);
-
-				if (i < count && !zero)
-					continue;
-				if (i > start) {
-					ret = img_iov_view_set(
-						w, NULL, 0, iov, iovcnt,
-						pos + done + start * gbytes,
-						(i - start) * gbytes);
-					if (!ret)
-						ret = append_grains(img, e,
-								    g + start,
-								    i - start,
-								    w->iov,
-								    w->cnt);
-					if (ret)
-						return ret;
-				}
-				start = i + 1;
-			}
-			done += count * gbytes;
-		}
+			return vmdk_io_error(img, ret,
+					     "%s: write failed at %" PRIu64,
+					     e->path, host);
+		vmdk_note_data_written(e);
+		done += run;
 	}
 	return 0;
 }
@@ -1470,13 +1529,10 @@ static int vmdk_pwritev(struct img *img, uint64_t off, const struct iovec *iov,
 	if (ret)
 		return ret;
 	while (pos < len) {
-		uint64_t sector = (off + pos) / VMDK_SECTOR;
-		struct vmdk_extent *e = find_extent(s, sector);
-		uint64_t eoff = off + pos - e->start * VMDK_SECTOR;
-		uint64_t n = e->sectors * VMDK_SECTOR - eoff;
+		uint64_t eoff, n;
+		struct vmdk_extent *e =
+			extent_piece(s, off, pos, len, &eoff, &n);
 
-		if (n > len - pos)
-			n = len - pos;
 		ret = extent_writable(img, e);
 		if (ret)
 			break;
@@ -1539,13 +1595,10 @@ static int zero_or_discard(struct img *img, uint64_t off, uint64_t len,
 	if (ret)
 		return ret;
 	while (pos < len) {
+		uint64_t eoff, n;
 		struct vmdk_extent *e =
-			find_extent(s, (off + pos) / VMDK_SECTOR);
-		uint64_t eoff = off + pos - e->start * VMDK_SECTOR;
-		uint64_t n = e->sectors * VMDK_SECTOR - eoff;
+			extent_piece(s, off, pos, len, &eoff, &n);
 
-		if (n > len - pos)
-			n = len - pos;
 		if (e->type == VMDK_EXTENT_ZERO)
 			goto next;
 		ret = extent_writable(img, e);

@@ -33,14 +33,18 @@ struct vmdk_extent {
 	uint32_t *gd;	     /* host order */
 	uint32_t *rgd;
 	/* Grain tables, loaded on first use; a published pointer is never
-	 * changed while readers run (writers hold the core's write lock). */
+	 * changed while requests run.  Entries are read atomically; a new
+	 * one is stored (under meta_lock) only once its grain is written. */
 	uint32_t **gts;
 	uint8_t *gt_dirty;
 	bool gd_dirty;
 	bool header_dirty_flag; /* uncleanShutdown written as 1 */
 	uint64_t next_sector;	/* where the next grain is appended */
-	pthread_mutex_t gt_lock;
-	bool gt_lock_init;
+	/* Loading a grain table, appending grains and tables, next_sector,
+	 * file_size, the dirty flags and the directories.  Recursive: an
+	 * allocation under it loads grain tables too. */
+	pthread_mutex_t meta_lock;
+	bool meta_lock_init;
 };
 
 struct vmdk_stream_writer;

@@ -37,6 +37,25 @@ wait_server() {
 	return 1
 }
 
+# wait_pidfile PIDFILE: until a server has written its PID file.
+wait_pidfile() {
+	for _ in $(seq 200); do
+		[ -s "$1" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+unused_port() {
+	local p
+	for _ in $(seq 100); do
+		p=$((20000 + RANDOM % 20000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+	done
+	echo 1
+}
+
 # A 64 MiB disk: random data at 4-12 MiB and 40-41 MiB, holes elsewhere.
 head -c $((8 << 20)) /dev/urandom >"$T/a.bin"
 head -c $((1 << 20)) /dev/urandom >"$T/b.bin"
@@ -58,6 +77,12 @@ else
 	U="nbd+unix:///?socket=$T/q.sock"
 	"$IMGTOOL" info "$U" >"$T/info" 2>&1
 	check "nbd: info over qemu-nbd gives the size" grep -q '(67108864 bytes)' "$T/info"
+	# disk size: the extents the server says are not holes, as nbdinfo
+	# --map lists them (asked over the connection already open: qemu-nbd
+	# takes one client at a time)
+	want=$(nbdinfo --map "$U" | awk '$4 !~ /hole/ { s += $2 } END { print s + 0 }')
+	got=$("$IMGTOOL" info --output=json "$U" | sed -n 's/.*"actual-size": *\([0-9]*\).*/\1/p')
+	check "nbd: info's disk size is the allocated extents nbdinfo --map lists ($got of $want bytes)" test "$got" = "$want" -a "$want" -gt 0 -a "$want" -lt 67108864
 	"$IMGTOOL" convert -O raw "$U" "$T/from-nbd.raw" 2>"$T/err"
 	check "nbd: convert from qemu-nbd is byte-identical" cmp -s "$T/from-nbd.raw" "$T/disk.raw"
 	k=$(alloc_kib "$T/from-nbd.raw")
@@ -197,6 +222,81 @@ else
 		fail "nbd: silent server: rc=$rc after $((SECONDS - start)) s: $(cat "$T/err")"
 	fi
 
+	# A source that fails to read: the target this convert created is
+	# removed (a file), or left as it is (an export is the server's), and
+	# the one error line says which.
+	nbdkit -U "$T/e.sock" -P "$T/e.pid" --filter=error pattern 64M error-pread=EIO error-pread-rate=100%
+	wait_server "$T/e.sock" "$T/e.pid" || fail "nbd: nbdkit with the error filter did not start"
+	PIDS+=("$(cat "$T/e.pid")")
+	"$IMGTOOL" convert -f raw -O vdi "nbd+unix:///?socket=$T/e.sock" "$T/failed.vdi" 2>"$T/err"
+	rc=$?
+	if [ $rc -eq 1 ] && one_line "$T/err" && grep -q 'Input/output error; the incomplete target was removed$' "$T/err" && [ ! -e "$T/failed.vdi" ]; then
+		ok "nbd: a source read error removes the VDI the convert created: $(cat "$T/err")"
+	else
+		fail "nbd: source read error: rc=$rc, target $(ls "$T/failed.vdi" 2>&1): $(cat "$T/err")"
+	fi
+	nbdkit -U "$T/m2.sock" -P "$T/m2.pid" memory 64M
+	wait_server "$T/m2.sock" "$T/m2.pid" || fail "nbd: nbdkit memory did not start"
+	PIDS+=("$(cat "$T/m2.pid")")
+	"$IMGTOOL" convert -f raw -O vdi "nbd+unix:///?socket=$T/e.sock" "nbd+unix:///?socket=$T/m2.sock" 2>"$T/err"
+	rc=$?
+	if [ $rc -eq 1 ] && one_line "$T/err" && grep -q 'the incomplete target stays where it is' "$T/err" &&
+		nbdinfo "nbd+unix:///?socket=$T/m2.sock" >/dev/null 2>&1; then
+		ok "nbd: a failed convert onto an export leaves the export, and says so: $(cat "$T/err")"
+	else
+		fail "nbd: failed convert onto an export: rc=$rc: $(cat "$T/err")"
+	fi
+
+	# ---- NBD over TLS (nbds://) ----
+	# A CA, a server certificate it signed for localhost and 127.0.0.1,
+	# and a second CA that signed nothing here.
+	mkdir -p "$T/pki" "$T/other"
+	if (cd "$T/pki" &&
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca-key.pem -out ca-cert.pem &&
+		openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server-key.pem -out server.csr &&
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >ext &&
+		openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile ext -out server-cert.pem &&
+		cd "$T/other" &&
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout ca-key.pem -out ca-cert.pem) >/dev/null 2>&1; then
+		port=$(unused_port)
+		nbdkit -i 127.0.0.1 -p "$port" -P "$T/tls.pid" --tls=require --tls-certificates="$T/pki" memory 64M
+		wait_pidfile "$T/tls.pid" || fail "nbds: nbdkit --tls=require did not start"
+		PIDS+=("$(cat "$T/tls.pid")")
+		TU="nbds://localhost:$port/?tls-certificates=$T/pki"
+		"$IMGTOOL" convert -n -f raw -O raw "$T/disk.raw" "$TU" 2>"$T/err"
+		check "nbds: convert writes into nbdkit --tls=require" test $? = 0
+		"$IMGTOOL" info "$TU" >"$T/info" 2>&1
+		check "nbds: info over TLS gives the size" grep -q '(67108864 bytes)' "$T/info"
+		rm -f "$T/tls.raw"
+		"$IMGTOOL" convert -O raw "$TU" "$T/tls.raw" 2>"$T/err"
+		check "nbds: convert from nbdkit over TLS is byte-identical to what was written" cmp -s "$T/tls.raw" "$T/disk.raw"
+		nbdcopy "$TU" - 2>/dev/null | cmp -s - "$T/disk.raw"
+		check "nbds: nbdcopy reads back what imgtool wrote over TLS" test $? = 0
+		"$IMGTOOL" info "nbds://localhost:$port/?tls-certificates=$T/other" >/dev/null 2>"$T/err"
+		if [ $? -ne 0 ] && one_line "$T/err" && grep -q 'certificate verification' "$T/err"; then
+			ok "nbds: a server certificate from another CA is refused: $(cat "$T/err")"
+		else
+			fail "nbds: another CA: $(cat "$T/err")"
+		fi
+		"$IMGTOOL" info "nbd://localhost:$port/" >/dev/null 2>"$T/err"
+		if [ $? -ne 0 ] && one_line "$T/err" && grep -q 'requires TLS' "$T/err"; then
+			ok "nbds: nbd:// to a server that requires TLS: $(cat "$T/err")"
+		else
+			fail "nbds: plain nbd:// to a TLS server: $(cat "$T/err")"
+		fi
+		# our own server with TLS, read by our client
+		port=$(unused_port)
+		"$IMGTOOL" serve --bind 127.0.0.1 --port "$port" --read-only --export-name disk \
+			--tls-cert "$T/pki/server-cert.pem" --tls-key "$T/pki/server-key.pem" "$T/disk.vdi" >"$T/tserve.out" 2>&1 &
+		PIDS+=("$!")
+		for _ in $(seq 200); do grep -q '^serving' "$T/tserve.out" 2>/dev/null && break; sleep 0.05; done
+		rm -f "$T/tls.raw"
+		"$IMGTOOL" convert -O raw "nbds://localhost:$port/disk?tls-certificates=$T/pki" "$T/tls.raw" 2>"$T/err"
+		check "nbds: imgtool serve --tls-cert, read by imgtool over nbds://" cmp -s "$T/tls.raw" "$T/disk.raw"
+	else
+		skip "nbds" "openssl could not make the test certificates"
+	fi
+
 	"$IMGTOOL" info nbd://127.0.0.1:1/x 2>"$T/err"
 	if [ $? -ne 0 ] && one_line "$T/err"; then ok "nbd: nothing listening: $(cat "$T/err")"; else fail "nbd: nothing listening: $(cat "$T/err")"; fi
 fi
@@ -222,6 +322,7 @@ else
 	H="http://127.0.0.1:$(cat "$T/port.range")"
 	"$IMGTOOL" info "$H/disk.vmdk" >"$T/info" 2>&1
 	if grep -q 'file format: vmdk' "$T/info" && grep -q '(67108864 bytes)' "$T/info"; then ok "http: info on a vmdk over HTTP"; else fail "http: info: $(cat "$T/info")"; fi
+	check "http: info says the disk size is unavailable (HTTP cannot tell)" grep -q '^disk size: unavailable' "$T/info"
 	"$IMGTOOL" convert -p -O raw "$H/disk.vmdk" "$T/http.raw" 2>"$T/err"
 	check "http: convert a vmdk from HTTP is byte-identical" cmp -s "$T/http.raw" "$T/disk.raw"
 	for fmt in qcow2 vhdx; do

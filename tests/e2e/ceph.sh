@@ -97,6 +97,10 @@ done
 if [ "$(rbd -c "$C" export draw - 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$SHA" ]; then ok "ceph: raw on RBD: rbd export | sha256sum matches"; else fail "ceph: raw on RBD: sha256 differs"; fi
 used=$(rbd -c "$C" du draw --format json 2>/dev/null | sed -n 's/.*"used_size":\([0-9]*\).*/\1/p')
 if [ -n "$used" ] && [ "$used" -le $((12 << 20)) ]; then ok "ceph: convert to RBD stays sparse ($((used >> 20)) MiB used of 64)"; else fail "ceph: RBD target uses '$used' bytes"; fi
+actual=$("$IMGTOOL" info --output=json "$(R draw)" 2>"$T/err" | sed -n 's/.*"actual-size": *\([0-9]*\).*/\1/p')
+if [ -n "$used" ] && [ "$actual" = "$used" ]; then ok "ceph: info's disk size of an RBD image is what rbd du says is used ($used bytes)"; else fail "ceph: info actual-size '$actual', rbd du '$used': $(cat "$T/err")"; fi
+"$IMGTOOL" info "$(R draw)" >"$T/info" 2>&1
+check "ceph: info prints the RBD image's disk size" grep -q "^disk size: $((used >> 20)) MiB" "$T/info"
 "$IMGTOOL" map "$(R draw)" >"$T/map"
 if grep -q '^0x0 *0x1000000 *unallocated' "$T/map" || grep -q 'unallocated' "$T/map"; then ok "ceph: map of an RBD image shows its holes (rbd_diff_iterate2)"; else fail "ceph: map: $(tr '\n' '|' <"$T/map")"; fi
 "$IMGTOOL" convert -O raw "$(R draw)" "$T/sparse-back.raw"
@@ -170,6 +174,34 @@ kill "$SRV_PID" 2>/dev/null
 wait "$SRV_PID" 2>/dev/null
 SRV_PID=
 
+# ---- a failed convert removes the image it created ------------------------
+if command -v nbdkit >/dev/null; then
+	nbdkit -U "$T/e.sock" -P "$T/e.pid" --filter=error pattern 64M error-pread=EIO error-pread-rate=100%
+	for _ in $(seq 200); do [ -s "$T/e.pid" ] && break; sleep 0.05; done
+	"$IMGTOOL" convert -f raw -O vmdk "nbd+unix:///?socket=$T/e.sock" "$(R failed)" 2>"$T/err"
+	rc=$?
+	kill "$(cat "$T/e.pid")" 2>/dev/null
+	if [ $rc -eq 1 ] && one_line "$T/err" && grep -q 'Input/output error; the incomplete target was removed$' "$T/err" &&
+		! rbd -c "$C" ls | grep -qx failed && rbd -c "$C" ls | grep -qx dvdi; then
+		ok "ceph: a source read error removes the RBD image the convert created: $(cat "$T/err")"
+	else
+		fail "ceph: source read error: rc=$rc, images: $(rbd -c "$C" ls | tr '\n' ' '): $(cat "$T/err")"
+	fi
+else
+	skip "ceph: a failed convert removes its image" "needs nbdkit (its error filter fails the reads)"
+fi
+
+# A convert onto an image that was there before fails and leaves it as it was.
+before=$(rbd -c "$C" export dvdi - 2>/dev/null | sha256sum)
+"$IMGTOOL" convert -O raw "$T/disk.raw" "$(R dvdi)" 2>"$T/err"
+rc=$?
+if [ $rc -eq 1 ] && one_line "$T/err" && grep -q 'already exists' "$T/err" &&
+	[ "$(rbd -c "$C" export dvdi - 2>/dev/null | sha256sum)" = "$before" ]; then
+	ok "ceph: a convert onto an existing RBD image fails and leaves the image as it was"
+else
+	fail "ceph: convert onto an existing image: rc=$rc: $(cat "$T/err")"
+fi
+
 # ---- the cluster goes away -----------------------------------------------
 head -c $((512 << 20)) /dev/urandom >"$T/src.raw"
 src_sha=$(sha256sum <"$T/src.raw")
@@ -180,7 +212,9 @@ sleep 1
 "$HERE/tests/ceph/ceph-single-node.sh" stop-daemon "$CLUSTER" osd.0
 wait "$cpid"
 rc=$?
-if [ $rc -ne 0 ] && one_line "$T/err" && [ $((SECONDS - start)) -le 90 ] && [ "$(sha256sum <"$T/src.raw")" = "$src_sha" ]; then
+# The image cannot be removed without its OSD: the one line says so.
+if [ $rc -ne 0 ] && one_line "$T/err" && grep -q 'the incomplete target could not be removed' "$T/err" &&
+	[ $((SECONDS - start)) -le 90 ] && [ "$(sha256sum <"$T/src.raw")" = "$src_sha" ]; then
 	ok "ceph: OSD stopped during a convert: exit $rc in $((SECONDS - start)) s, source intact: $(cat "$T/err")"
 else
 	fail "ceph: OSD stopped: rc=$rc after $((SECONDS - start)) s: $(cat "$T/err")"

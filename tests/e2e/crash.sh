@@ -3,6 +3,7 @@
 # image is killed with SIGKILL at spread-out points; check must find no
 # corruption, repair leaks, and every flushed write must read back.
 # `make crashtest` runs the same with CRASH_POINTS=1000 (per format).
+# The snapshot specs do the same to snapshot create/revert/delete.
 # The formats are independent and run CRASH_JOBS at a time (default 2).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,9 +15,31 @@ trap 'rm -rf "$T"' EXIT
 pass=0 fail=0
 [ -x "$CW" ] || { echo "crash: $CW not built"; echo "0 passed, 1 failed"; exit 1; }
 
+# Snapshot operations (libimg/snapshot.c): the process taking, reverting
+# and deleting snapshots between writes is killed at every host call
+# (POINTS of them at most); the list and the disk must be before or after.
+crash_snapshot() { # snapshot:FORMAT
+	local fmt=${1#snapshot:} w=$T/snapshot-${1#snapshot:}
+	mkdir -p "$w"
+	if [ ! -x "$B/tests/helpers/crashsnap" ]; then
+		echo "FAIL $1: $B/tests/helpers/crashsnap not built"
+		return
+	fi
+	if "$B/tests/helpers/crashsnap" -n "$POINTS" "$w" "$fmt" 2>&1 | sed "s/^/  /"; then
+		echo "ok   $1"
+	else
+		echo "FAIL $1"
+	fi
+}
+
 # One spec in its own directory; one "ok"/"FAIL" line per harness run.
 crash_spec() { # SPEC
 	local spec=$1 fmt=${1%%:*} n=$POINTS w=$T/${1//[:=,]/-}
+	case $spec in snapshot:*)
+		crash_snapshot "$spec"
+		return
+		;;
+	esac
 	mkdir -p "$w"
 	# every point for each format and for VHD chains; the other chains a sample
 	case $spec in vdi:diff | vmdk:diff | qcow2:diff) n=$((POINTS / 5 + 1)) ;; esac
@@ -40,7 +63,8 @@ crash_spec() { # SPEC
 # refcount blocks and outgrow the refcount table as they go.
 specs=(vdi vhd vhd:diff vmdk vmdk:twoGbMaxExtentSparse vdi:diff vmdk:diff
 	qcow2 qcow2:cluster_size=512,refcount_bits=64 qcow2:diff
-	vhdx:block_size=1M vhdx:diff)
+	vhdx:block_size=1M vhdx:diff
+	snapshot:vdi snapshot:vhd snapshot:vmdk snapshot:vhdx snapshot:qcow2)
 running=0
 for i in "${!specs[@]}"; do
 	crash_spec "${specs[$i]}" >"$T/$i.log" 2>&1 &

@@ -36,6 +36,38 @@ e2e_tmpdir() {
 	trap 'rm -rf "$E2E_TMP"' EXIT
 }
 
+# Helpers of the format scripts.
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+# vsize FILE: the virtual size imgtool reports
+vsize() { "$IMGTOOL" info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
+# qemu_vsize [FORMAT] FILE: the virtual size qemu-img reports
+qemu_vsize() {
+	local fmt=()
+	[ $# -eq 2 ] && fmt=(-f "$1") && shift
+	qemu-img info "${fmt[@]}" --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'
+}
+
+# rejects NAME FILE PATTERN COMMAND...: the command must fail with exactly
+# one line on stderr matching PATTERN and leave FILE untouched.
+rejects() {
+	local name=$1 file=$2 pattern=$3 before after err
+	shift 3
+	err=$(mktemp)
+	before=$(sha "$file")
+	if "$@" >/dev/null 2>"$err"; then
+		fail "$name: accepted"
+		rm -f "$err"
+		return
+	fi
+	after=$(sha "$file")
+	if [ "$(wc -l <"$err")" -eq 1 ] && grep -qi -- "$pattern" "$err" && [ "$before" = "$after" ]; then
+		ok "$name: $(cat "$err")"
+	else
+		fail "$name: $(head -3 "$err" | tr '\n' '|') (unchanged: $([ "$before" = "$after" ] && echo yes || echo NO))"
+	fi
+	rm -f "$err"
+}
+
 finish() {
 	echo "$E2E_PASS passed, $E2E_FAIL failed"
 	[ "$E2E_FAIL" -eq 0 ]

@@ -15,6 +15,9 @@ SRV_URI=
 start_server() {
 	local out=$1
 	shift
+	# emptied first: the banner of a server that used OUT before must
+	# not be taken for this one's
+	: >"$out"
 	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
 	SRV_PID=$!
 	for _ in $(seq 400); do
@@ -293,5 +296,83 @@ check "error: missing image -> exit 1 with one line" \
 check "error: --daemon reports the failure in its exit status" test $? = 1
 "$IMGTOOL" serve 2>/dev/null
 check "error: no image is a usage error" test $? = 2
+
+# ---- snapshots served read-only (FILE@TAG, -l TAG) ----------------------
+# The oracle: qemu-img reads the snapshot itself (the layer file, or the
+# qcow2 internal snapshot with -l) and imgtool compare checks nbdcopy's copy.
+head -c 16M /dev/urandom >"$T/s-old.raw"
+cp "$T/s-old.raw" "$T/s-new.raw"
+dd if=/dev/urandom of="$T/s-new.raw" bs=1M seek=3 count=5 conv=notrunc status=none
+for fmt in vdi vmdk qcow2; do
+	d=$T/snap.$fmt
+	rm -rf "$d" "$d.snapshots"
+	qemu-img convert -q -O $fmt "$T/s-old.raw" "$d"
+	"$IMGTOOL" snapshot create -q "$d" s1 &&
+		"$IMGTOOL" convert -q -n -O $fmt "$T/s-new.raw" "$d" ||
+		fail "$fmt: snapshot s1, then new data"
+	sock=$T/snap-$fmt.sock
+	# one qcow2 file holds both: a read-write open of it is exclusive
+	ro=
+	[ $fmt = qcow2 ] && ro=-r
+	if ! start_server "$T/snap.out" --socket "$sock" $ro "$d@s1" "$d"; then
+		fail "$fmt: serve DISK@TAG starts"
+		continue
+	fi
+	suri="nbd+unix:///snap.$fmt@s1?socket=$sock"
+	curi="nbd+unix:///snap.$fmt?socket=$sock"
+	check "$fmt: banner names the snapshot export DISK@TAG" \
+		grep -q "^serving $d@s1 at $suri\$" "$T/snap.out"
+	nbdinfo "$suri" >"$T/sinfo" 2>&1
+	check "$fmt: nbdinfo: the snapshot export is read-only, 16 MiB" \
+		grep -q 'is_read_only: true' "$T/sinfo" -a -n "$(grep 'export-size: 16777216' "$T/sinfo")"
+	rm -f "$T/s1.raw" "$T/cur.raw" "$T/q1.raw"
+	nbdcopy "$suri" "$T/s1.raw" && nbdcopy "$curi" "$T/cur.raw"
+	nbdcopy "$T/s-new.raw" "$suri" 2>/dev/null
+	check "$fmt: writing to the snapshot export is refused" test $? != 0
+	"$IMGTOOL" snapshot delete -q "$d" s1 2>"$T/err"
+	check "$fmt: snapshot delete while s1 is served: refused in one line" \
+		test $? = 1 -a "$(wc -l <"$T/err")" = 1
+	check "$fmt: stops cleanly" stop_server
+	# qemu-img reads the snapshot itself once the server let go of it
+	if [ $fmt = qcow2 ]; then
+		qemu-img convert -q -l snapshot.name=s1 -O raw "$d" "$T/q1.raw"
+	else
+		qemu-img convert -q -O raw "$d.snapshots/s1.$fmt" "$T/q1.raw"
+	fi
+	if "$IMGTOOL" compare -q "$T/s1.raw" "$T/q1.raw" && cmp -s "$T/s1.raw" "$T/s-old.raw" &&
+		"$IMGTOOL" compare -q "$T/cur.raw" "$T/s-new.raw"; then
+		ok "$fmt: nbdcopy of DISK@s1 equals qemu-img's read of the snapshot; DISK reads the new data"
+	else
+		fail "$fmt: snapshot export contents ($(cmp "$T/s1.raw" "$T/s-old.raw" 2>&1 | head -1))"
+	fi
+	rm -f "$T/s1.raw"
+	if start_server "$T/snap.out" --socket "$sock" -r -l snapshot.name=s1 "$d"; then
+		nbdcopy "nbd+unix:///snap.$fmt@s1?socket=$sock" "$T/s1.raw"
+		check "$fmt: -l snapshot.name=s1 (qemu-nbd's form) serves the same" cmp -s "$T/s1.raw" "$T/s-old.raw"
+		stop_server
+	else
+		fail "$fmt: serve -l starts"
+	fi
+	"$IMGTOOL" serve --socket "$sock" "$d@nope" 2>"$T/err"
+	check "$fmt: an unknown snapshot: exit 1, one line" \
+		test $? = 1 -a "$(wc -l <"$T/err")" = 1 -a -n "$(grep "no snapshot named 'nope'" "$T/err")"
+done
+# A snapshot operation a crash interrupted (the marker it leaves): serving
+# the disk is refused in one line until check -r finishes the operation.
+d=$T/snap.vdi
+echo "delete s1" >"$d.snapshots/pending"
+"$IMGTOOL" serve --socket "$T/int.sock" "$d" 2>"$T/err"
+rc=$?
+check "an interrupted snapshot delete: serve refuses in one line ($(cat "$T/err"))" \
+	test $rc = 1 -a "$(wc -l <"$T/err")" = 1 -a -n "$(grep interrupted "$T/err")"
+"$IMGTOOL" check -r all "$d" >"$T/check" 2>&1
+if grep -q "Finished an interrupted snapshot" "$T/check" && [ ! -e "$d.snapshots/pending" ] &&
+	! "$IMGTOOL" snapshot list "$d" | grep -q '^s1 ' && start_server "$T/snap.out" --socket "$T/int.sock" "$d"; then
+	nbdcopy "nbd+unix:///snap.vdi?socket=$T/int.sock" - | cmp -s - "$T/s-new.raw"
+	check "check -r finishes the delete; the disk is served with its data" test $? = 0
+	stop_server
+else
+	fail "check -r after an interrupted delete: $(cat "$T/check")"
+fi
 
 finish

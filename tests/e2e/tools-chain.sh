@@ -10,7 +10,6 @@ e2e_tmpdir
 T=$E2E_TMP
 
 have_format() { "$IMGTOOL" --help 2>&1 | grep -Eq "^Formats:.* $1( |\$)"; }
-sha() { sha256sum "$1" | cut -d' ' -f1; }
 our_sum() { "$IMGTOOL" checksum "$1" | cut -d' ' -f1; }
 # check exits 0: no corruption and no leaks.
 clean() { "$IMGTOOL" check -q "$1"; }

@@ -10,10 +10,8 @@ T=$E2E_TMP
 
 have_format() { "$IMGTOOL" --help 2>&1 | grep -Eq "^Formats:.* $1( |\$)"; }
 qemu_format() { if [ "$1" = vhd ]; then echo vpc; else echo "$1"; fi; }
-sha() { sha256sum "$1" | cut -d' ' -f1; }
 our_sum() { "$IMGTOOL" checksum "$1" | cut -d' ' -f1; }
 json_get() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
-vsize_qemu() { qemu-img info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
 
 # A 64 MiB source: data (some unaligned to clusters), a region of written
 # zeros, zeros written as data, holes, and data in the last 4 KiB.
@@ -60,7 +58,7 @@ for f in raw vdi vhd vmdk; do
 	# its image is the source padded with zeros to that size.
 	REFQ=$D/refq.raw
 	cp --sparse=always "$SRC" "$REFQ"
-	truncate -s "$(vsize_qemu "$Q")" "$REFQ"
+	truncate -s "$(qemu_vsize "$Q")" "$REFQ"
 	rm -f "$D/back.raw"
 	if "$IMGTOOL" convert -O raw "$Q" "$D/back.raw" &&
 		cmp -s "$REFQ" "$D/back.raw"; then
@@ -93,7 +91,7 @@ for f in raw vdi vhd vmdk; do
 	# info: virtual size agrees with qemu-img
 	"$IMGTOOL" info --output=json "$X" >"$D/info.json"
 	check "$f: info virtual-size == qemu-img's" \
-		test "$(json_get "$D/info.json" virtual-size)" = "$(vsize_qemu "$X")"
+		test "$(json_get "$D/info.json" virtual-size)" = "$(qemu_vsize "$X")"
 
 	# map covers the whole disk; on qemu-made vmdk/vhd it matches qemu-img map
 	"$IMGTOOL" map --output=json "$X" >"$D/map.json"
@@ -151,7 +149,7 @@ PY
 	# resize: grow, contents kept, the tail reads zero
 	cp --sparse=always "$X" "$D/r.$f"
 	if "$IMGTOOL" resize -q "$D/r.$f" +8M &&
-		[ "$(vsize_qemu "$D/r.$f")" -ge $((72 << 20)) ]; then
+		[ "$(qemu_vsize "$D/r.$f")" -ge $((72 << 20)) ]; then
 		ok "$f: resize +8M, qemu-img sees the new size"
 	else
 		fail "$f: resize +8M, qemu-img sees the new size"

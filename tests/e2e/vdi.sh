@@ -37,7 +37,6 @@ from_raw() { # RAW IMG [fixed]
 check_img() { # IMG [-r all|leaks]: prints the helper's summary line
 	"$IO" check "$1" ${2:-} 2>/dev/null
 }
-sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # A sparse raw file: random runs at random offsets, zero runs inside them,
 # data in the last 3 sectors.  A few MiB of data whatever the size.

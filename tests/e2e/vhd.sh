@@ -12,26 +12,6 @@ IO=${VHD_IO:-$PWD/$B/tests/helpers/vhd_io}
 FIX=$PWD/tests/fixtures/vhd
 MiB=1048576
 
-sha() { sha256sum "$1" | cut -d' ' -f1; }
-vsize() { "$IMGTOOL" info --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
-qsize() { qemu-img info -f vpc --output=json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])'; }
-# A command that must fail with exactly one line on stderr and leave the
-# file untouched.
-rejects() {
-	local name=$1 file=$2 pattern=$3 before after
-	shift 3
-	before=$(sha "$file")
-	if "$@" >/dev/null 2>"$T/err"; then
-		fail "$name: accepted"
-		return
-	fi
-	after=$(sha "$file")
-	if [ "$(wc -l <"$T/err")" -eq 1 ] && grep -qi -- "$pattern" "$T/err" && [ "$before" = "$after" ]; then
-		ok "$name: $(cat "$T/err")"
-	else
-		fail "$name: $(head -3 "$T/err" | tr '\n' '|') (unchanged: $([ "$before" = "$after" ] && echo yes || echo NO))"
-	fi
-}
 
 [ -x "$IO" ] || { fail "vhd_io helper not built ($IO)"; finish; exit 1; }
 
@@ -93,7 +73,7 @@ for size in 64M $((300 * MiB + 3 * 512)) $((2048 * MiB + MiB)); do
 		if "$IMGTOOL" create -q -f vhd -o subformat=$sub "$T/a.vhd" "$size" &&
 			"$IO" write "$T/a.vhd" "$T/p.raw" &&
 			qemu-img compare -q -f vpc -F raw "$T/a.vhd" "$T/p.raw" &&
-			[ "$(qsize "$T/a.vhd")" = "$(stat -c %s "$T/p.raw")" ]; then
+			[ "$(qemu_vsize vpc "$T/a.vhd")" = "$(stat -c %s "$T/p.raw")" ]; then
 			ok "$sub $size: written by us, qemu-img compare identical, same size"
 		else
 			fail "$sub $size: ours -> qemu"
@@ -113,7 +93,7 @@ rm -f "$T/p.raw" "$T/q.raw" "$T/a.vhd" "$T/q.vhd" "$T/out.raw"
 for size in 10M 64M 300M 1G; do
 	qemu-img create -q -f vpc "$T/q.vhd" $size
 	"$IMGTOOL" create -q -f vhd -o force_size=off "$T/a.vhd" $size
-	check "force_size=off $size: CHS-rounded size equals qemu's" test "$(vsize "$T/a.vhd")" = "$(qsize "$T/q.vhd")"
+	check "force_size=off $size: CHS-rounded size equals qemu's" test "$(vsize "$T/a.vhd")" = "$(qemu_vsize vpc "$T/q.vhd")"
 	rm -f "$T/q.vhd" "$T/a.vhd"
 done
 
@@ -336,7 +316,7 @@ fi
 "$IO" write "$T/f.vhd" "$T/p64.raw"
 if "$IO" resize "$T/f.vhd" 100M && [ "$(stat -c %s "$T/f.vhd")" = $((100 * MiB + 512)) ] &&
 	"$IO" read "$T/f.vhd" "$T/f.raw" && cmp -s -n $((64 * MiB)) "$T/f.raw" "$T/p64.raw" &&
-	qemu-img compare -q -f vpc -F raw "$T/f.vhd" "$T/f.raw" && [ "$(qsize "$T/f.vhd")" = $((100 * MiB)) ]; then
+	qemu-img compare -q -f vpc -F raw "$T/f.vhd" "$T/f.raw" && [ "$(qemu_vsize vpc "$T/f.vhd")" = $((100 * MiB)) ]; then
 	ok "grow fixed 64M -> 100M: footer moved, old footer zeroed"
 else
 	fail "grow fixed"

@@ -214,7 +214,7 @@ refused "snapshot revert to an unknown tag" "no snapshot 'nope'" snapshot snap r
 refused "snapshot create with a tag that exists" "already has" snapshot snap create before
 refused "snapshot with a bad tag" "invalid tag" snapshot snap create 'a/b'
 # all or none: the second disk cannot take a snapshot (its .snapshots
-# is a plain file), so the first disk's is undone
+# is a plain file): refused before any disk changes
 : >"$S/snap-2.vmdk.snapshots.tmp"
 mv "$S/snap-2.vmdk.snapshots" "$S/snap-2.vmdk.snapshots.away"
 mv "$S/snap-2.vmdk.snapshots.tmp" "$S/snap-2.vmdk.snapshots"
@@ -222,7 +222,20 @@ mv "$S/snap-2.vmdk.snapshots.tmp" "$S/snap-2.vmdk.snapshots"
 rc=$?
 rm "$S/snap-2.vmdk.snapshots"
 mv "$S/snap-2.vmdk.snapshots.away" "$S/snap-2.vmdk.snapshots"
+if [ $rc = 1 ] && [ ! -e "$S/snap.vmdk.snapshots/half.vmdk" ] && grep -q "nothing changed" "$T/half.err" &&
+	[ "$(grep -c . "$T/half.err")" = 1 ]; then
+	ok "snapshot create refused on the second disk changes no disk (one line: $(cat "$T/half.err"))"
+else
+	fail "all or none, refused up front (rc=$rc): $(cat "$T/half.err"); $(ls "$S/snap.vmdk.snapshots")"
+fi
+# ... and failing midway (a stray file holds the second disk's layer
+# name) is undone on the first disk
+: >"$S/snap-2.vmdk.snapshots/half.vmdk"
+"$IMGVM" snapshot snap create half >/dev/null 2>"$T/half.err"
+rc=$?
+rm "$S/snap-2.vmdk.snapshots/half.vmdk"
 if [ $rc = 1 ] && [ ! -e "$S/snap.vmdk.snapshots/half.vmdk" ] && grep -q undoing "$T/half.err" &&
+	! "$IMGTOOL" snapshot list "$S/snap.vmdk" | grep -q '^half ' &&
 	qemu-io -f vmdk -r -c 'read -P 0xaa 0 1M' "$S/snap.vmdk" | grep -q '^read 1048576'; then
 	ok "snapshot create failing on the second disk is undone on the first (all or none)"
 else

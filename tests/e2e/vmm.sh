@@ -15,7 +15,7 @@
 # name with as few guest runs as possible; VMM_E2E_FULL=1 adds the slower
 # extra runs (the installed disk in all formats, --cpus 2, a reset loop).
 # Env: VMM_E2E_TIMEOUT (per guest run, s; default 240), VMM_E2E_KEEP=DIR
-# (keep the logs there).
+# (keep the logs there), VMM_E2E_ONLY="JOB..." (only these guest jobs).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
@@ -55,8 +55,9 @@ hardware_kvm() {
 # The outer timeout only catches an imgvm that ignores its own --timeout.
 # A guest that stops on an error (status 2: a triple fault was seen in
 # early Linux boot in the nested host, QEMU TCG's SVM, and not on the
-# rerun) or hangs until --timeout (a guest stuck in SYSLINUX's kernel load
-# was seen once) runs once more (VMM_E2E_RETRY=0: never), loudly: the retry
+# rerun), hangs until --timeout (a guest stuck in SYSLINUX's kernel load
+# was seen once) or is killed silent (status 137: the nested host's
+# watchdog) runs once more (VMM_E2E_RETRY=0: never), loudly: the retry
 # is printed with the results and imgvm's message (the vCPU's state), and
 # the first attempt's logs are kept as LOG.1*.
 run_vm() {
@@ -65,7 +66,10 @@ run_vm() {
 	timeout -k 10 $((TIMEOUT + 20)) "$IMGVM" boot --serial "file:$log" \
 		--timeout "$TIMEOUT" "$@" </dev/null 2>"$log.err"
 	RC=$?
-	if { [ $RC = 2 ] || [ $RC = 124 ]; } && [ "${VMM_E2E_RETRY:-1}" != 0 ] && [ ! -e "$log.1" ]; then
+	# 137: SIGKILL, from the nested host's watchdog when the guest wrote
+	# nothing for a minute from its start (tests/nested-kvm.sh)
+	if { [ $RC = 2 ] || [ $RC = 124 ] || [ $RC = 137 ]; } && [ "${VMM_E2E_RETRY:-1}" != 0 ] && [ ! -e "$log.1" ]; then
+		[ $RC = 137 ] && echo "imgvm killed (status 137): the guest wrote nothing from its start" >>"$log.err"
 		echo "# RETRIED $(basename "$log" .log): $(tr '\n' ' ' <"$log.err")[logs: $(log_path "$log").1*]"
 		mv "$log" "$log.1"
 		mv "$log.err" "$log.1.err"
@@ -95,6 +99,8 @@ declare -a JOB_NAMES=()
 declare -A JOB_DEPS=()
 
 add_job() { # NAME [DEP...]: job_NAME is a function; 0 = passed
+	# VMM_E2E_ONLY="NAME...": only these jobs (a quick run of one area)
+	[ -z "${VMM_E2E_ONLY:-}" ] || [[ " $VMM_E2E_ONLY " == *" $1 "* ]] || return 0
 	JOB_NAMES+=("$1")
 	JOB_DEPS[$1]="${*:2}"
 }
@@ -834,6 +840,11 @@ if [ -e "$T/nested.out" ]; then
 else
 	retried=$(cat "$T/in/jobs"/*.out 2>/dev/null | grep -ac '^# RETRIED ')
 fi
+# the nested host's watchdog: CPUs of L1 that took no interrupt for 5 s
+# or more and then went on (a stuck one makes it a restart, above)
+stalls=$(cat "$T"/l1-console*.log 2>/dev/null | grep -ao 'nested-kvm-stall: .*' | tr -d '\r')
+[ -z "$stalls" ] || echo "# the nested host's CPUs stood still and went on $(wc -l <<<"$stalls") time(s):" \
+	"$(grep -o 'for [0-9]* s' <<<"$stalls" | cut -d' ' -f2 | sort -n | tr '\n' ' ')s"
 echo "# VMM cases took $(($(date +%s) - start)) s; retried: $retried guest case(s), ${tries:-0} restart(s) of the nested host"
 echo "# logs of this run: $VMM_E2E_LOGDIR"
 finish

@@ -13,9 +13,11 @@
 #   OUTDIR/copy.iso       the same ISO, default imgvm=copy
 #   OUTDIR/net.iso        the same ISO, default imgvm=net (virtio-net)
 #   OUTDIR/netbench.iso   the same ISO, default imgvm=netbench
+#   OUTDIR/tablet.iso     the same ISO, default imgvm=tablet (USB tablet)
 #   OUTDIR/vmlinuz OUTDIR/initrd.gz OUTDIR/marker.gz
 #   OUTDIR/guest.env      MARKER_SHA256=, MARKER_BYTES=, WRITE_SHA256=, KVER=
-# Other labels at the boot prompt: install, disk, bench, copy, diag, net, shell.
+# Other labels at the boot prompt: install, disk, bench, copy, diag, net,
+# tablet, shell.
 #
 # Env: IMGVM_GUEST_CACHE  unpacked packages, build tree (default OUTDIR/.cache)
 #      IMGVM_DEB_CACHE    downloaded .debs (default ~/.cache/imgvm/debs: outside
@@ -98,7 +100,7 @@ if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
 	[ -e "$out/installer.iso" ] && [ -e "$out/installer-reboot.iso" ] &&
 	[ -e "$out/installer-wait.iso" ] &&
 	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ] && [ -e "$out/copy.iso" ] &&
-	[ -e "$out/net.iso" ] && [ -e "$out/netbench.iso" ]; then
+	[ -e "$out/net.iso" ] && [ -e "$out/netbench.iso" ] && [ -e "$out/tablet.iso" ]; then
 	log "up to date: $out"
 	exit 0
 fi
@@ -134,7 +136,7 @@ done
 # crc users (ext4, sd_mod) first
 order=$root/lib/modules/$kver/modules.order.imgvm
 : >"$order"
-for m in crc32c_generic crct10dif_generic crc64_rocksoft_generic ahci sd_mod sr_mod isofs ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 button evdev virtio_pci virtio_net; do
+for m in crc32c_generic crct10dif_generic crc64_rocksoft_generic ahci sd_mod sr_mod isofs ext4 vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 button evdev virtio_pci virtio_net uhci_hcd usbhid hid_generic; do
 	modprobe -d "$ktree" -S "$kver" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }' |
 		while read -r file; do
 			rel=${file#"$ktree/lib/modules/$kver/"}
@@ -179,8 +181,8 @@ isolinux_cfg() { # default label
 	echo "DEFAULT $1"
 	echo "PROMPT 1"
 	echo "TIMEOUT 10"
-	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot install-wait disk bench copy diag net netbench shell (default $1)"
-	for label in install disk bench copy diag net netbench shell; do
+	echo "SAY imgvm test guest, Linux $kver. Labels: install install-reboot install-wait disk bench copy diag net netbench tablet shell (default $1)"
+	for label in install disk bench copy diag net netbench tablet shell; do
 		echo "LABEL $label"
 		echo "  KERNEL /boot/vmlinuz"
 		echo "  APPEND $cmdline imgvm=$label"
@@ -207,6 +209,7 @@ make_iso diag "$out/diag.iso"
 make_iso copy "$out/copy.iso"
 make_iso net "$out/net.iso"
 make_iso netbench "$out/netbench.iso"
+make_iso tablet "$out/tablet.iso"
 cp "$iso/boot/vmlinuz" "$work/initrd.gz" "$cache/marker.gz" "$out/"
 cat >"$out/guest.env" <<EOF
 KPKG=$KPKG
@@ -216,4 +219,4 @@ MARKER_BYTES=$marker_bytes
 WRITE_SHA256=$write_sha256
 EOF
 echo "$stamp" >"$out/.stamp"
-log "built $out: installer.iso installer-reboot.iso installer-wait.iso bench.iso diag.iso copy.iso net.iso netbench.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"
+log "built $out: installer.iso installer-reboot.iso installer-wait.iso bench.iso diag.iso copy.iso net.iso netbench.iso tablet.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"

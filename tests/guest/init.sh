@@ -21,6 +21,11 @@
 #   netbench TCP throughput: a DHCP lease, http://10.0.2.100/big fetched
 #            and timed (NETBENCH host-to-guest), then 64 MiB served once on
 #            port 9 for the host to time (NETBENCH-READY, NETBENCH-DONE)
+#   tablet   the USB tablet: /proc/bus/input/devices, then TABLET-READY and
+#            a TABLET-ABS line for each absolute position it reports
+#            (TABLET-NONE when no absolute pointer appears); a line typed
+#            on the VGA console's keyboard (tty1) comes back as
+#            TTY1-LINE[text]; stays up until the host stops it
 #   shell    a shell on the console
 # Failures print INSTALL-FAIL / MARKER-BAD / BENCH-FAIL / FAIL with a reason.
 # Filled in at build time: @MARKER_SHA256@ @MARKER_BYTES@ @KVER@ @WRITE_SHA256@
@@ -466,8 +471,64 @@ mode_net() {
 	power_off
 }
 
+# The input device with absolute axes (the USB tablet), as eventN.
+abs_event_device() {
+	for c in /sys/class/input/event*/device/capabilities/abs; do
+		[ -e "$c" ] && [ "$(cat "$c")" != 0 ] || continue
+		c=${c#/sys/class/input/}
+		echo "${c%%/*}"
+		return 0
+	done
+	return 1
+}
+
+mode_tablet() {
+	echo "IMGVM-TABLET-SCREEN: type a line here" >/dev/tty1
+	# the VGA console's keyboard: one line, echoed to the serial console
+	(
+		read -r line </dev/tty1
+		echo "TTY1-LINE[$line]"
+	) &
+	n=0
+	until ev=$(abs_event_device); do
+		n=$((n + 1))
+		if [ $n -gt 200 ]; then
+			echo "TABLET-NONE"
+			dmesg | grep -iE 'usb|uhci|hid|input' | tail -n 20 | sed 's/^/  | /'
+			while :; do sleep 3600; done
+		fi
+		usleep 100000
+	done
+	sed 's/^/  | /' /proc/bus/input/devices
+	# struct input_event on x86-64: 16 bytes of time, u16 type, u16
+	# code, s32 value; one read of 24 bytes returns one event
+	exec 3<"/dev/input/$ev"
+	echo "TABLET-READY $ev"
+	x=
+	y=
+	moved=
+	while :; do
+		# shellcheck disable=SC2046
+		set -- $(dd bs=24 count=1 <&3 2>/dev/null | od -An -v -tu2 -w24)
+		[ $# -ge 12 ] || continue
+		value=$((${11} + ${12} * 65536))
+		case $9 in
+		0)
+			[ -n "$moved" ] && echo "TABLET-ABS x=$x y=$y"
+			moved=
+			;;
+		1) echo "TABLET-KEY code=${10} value=$value" ;;
+		3)
+			[ "${10}" = 0 ] && x=$value && moved=1
+			[ "${10}" = 1 ] && y=$value && moved=1
+			;;
+		esac
+	done
+}
+
 case $MODE in
 install) mode_install ;;
+tablet) mode_tablet ;;
 net) mode_net ;;
 netbench) mode_netbench ;;
 pxe)

@@ -14,6 +14,13 @@
  *                  and shifted symbols of a US keyboard)
  *   click:X,Y      move the pointer there and click the left button
  *   save:FILE.png  write the framebuffer as PNG (with libpng)
+ *   match:REF.png,PERCENT,MS[,TOLERANCE]
+ *                  serve until the framebuffer has REF's size and differs
+ *                  from it in less than PERCENT % of the pixels (as
+ *                  vnc_imgdiff counts; a pixel whose colour channels are
+ *                  all within TOLERANCE, default 0, counts as equal), at
+ *                  most MS milliseconds; prints "matched after S s" (from
+ *                  this client's start)
  * Exit status 0, or 1 with a message when the server cannot be reached or
  * drops the connection.
  */
@@ -130,6 +137,81 @@ static int save_png(rfbClient *c, const char *path)
 	return 0;
 }
 
+static double started;
+
+/* Pixels of the framebuffer (bytes R, G, B, X) that differ from ref (RGB),
+ * or -1 when the sizes differ. */
+static long frame_diff(rfbClient *c, const png_image *ref,
+		       const unsigned char *rgb, int tolerance)
+{
+	long differ = 0;
+
+	if ((unsigned)c->width != ref->width ||
+	    (unsigned)c->height != ref->height)
+		return -1;
+	for (long i = 0; i < (long)ref->width * ref->height; i++) {
+		const unsigned char *p =
+			(unsigned char *)c->frameBuffer + 4 * i;
+
+		const unsigned char *q = rgb + 3 * i;
+
+		differ += abs(p[0] - q[0]) > tolerance ||
+			  abs(p[1] - q[1]) > tolerance ||
+			  abs(p[2] - q[2]) > tolerance;
+	}
+	return differ;
+}
+
+static int match_png(rfbClient *c, const char *spec)
+{
+	char path[4096];
+	double percent = 2, end;
+	unsigned ms = 60000;
+	int tolerance = 0;
+	png_image ref = { .version = PNG_IMAGE_VERSION };
+	unsigned char *rgb;
+	const char *comma = strchr(spec, ',');
+	size_t n = comma ? (size_t)(comma - spec) : strlen(spec);
+
+	if (n >= sizeof(path))
+		return -1;
+	memcpy(path, spec, n);
+	path[n] = '\0';
+	if (comma)
+		sscanf(comma + 1, "%lf,%u,%d", &percent, &ms, &tolerance);
+	if (!png_image_begin_read_from_file(&ref, path)) {
+		fprintf(stderr, "vnc_client: %s: %s\n", path, ref.message);
+		return -1;
+	}
+	ref.format = PNG_FORMAT_RGB;
+	rgb = malloc(PNG_IMAGE_SIZE(ref));
+	if (!rgb || !png_image_finish_read(&ref, NULL, rgb, 0, NULL)) {
+		fprintf(stderr, "vnc_client: %s: cannot read\n", path);
+		free(rgb);
+		return -1;
+	}
+	end = now() + ms / 1000.0;
+	while (now() < end) {
+		long differ = frame_diff(c, &ref, rgb, tolerance);
+
+		if (differ >= 0 &&
+		    differ * 100.0 < percent * ref.width * ref.height) {
+			printf("matched after %.2f s (%ld of %u pixels "
+			       "differ)\n",
+			       now() - started, differ, ref.width * ref.height);
+			free(rgb);
+			return 0;
+		}
+		if (serve(c, 20)) {
+			free(rgb);
+			return -1;
+		}
+	}
+	fprintf(stderr, "vnc_client: the screen never matched %s\n", path);
+	free(rgb);
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	rfbClient *c;
@@ -142,6 +224,7 @@ int main(int argc, char **argv)
 			"usage: vnc_client HOST:PORT|SOCKET ACTION...\n");
 		return 2;
 	}
+	started = now();
 	address = argv[1];
 	snprintf(host, sizeof(host), "%s", address);
 	if (address[0] != '/') {
@@ -190,6 +273,8 @@ int main(int argc, char **argv)
 			ret = serve(c, 50);
 		} else if (!strncmp(a, "save:", 5)) {
 			ret = save_png(c, a + 5);
+		} else if (!strncmp(a, "match:", 6)) {
+			ret = match_png(c, a + 6);
 		} else {
 			fprintf(stderr, "vnc_client: unknown action %s\n", a);
 			return 2;

@@ -354,3 +354,47 @@ Test(backend, allocation_learnt_is_kept_until_a_write)
 	cr_assert_eq(filled.end, IMG_EXTENT_CACHE_MAX);
 	img_extent_cache_destroy(&cache);
 }
+
+/* "disk size" of an export: the extents base:allocation does not call
+ * holes, asked over the handle already open (or a new connection when
+ * none is); a local file's blocks; remove by name. */
+Test(backend, allocated_by_name_and_remove)
+{
+	const char *args[] = { "memory", "16M", NULL };
+	static char buf[1 << 20];
+	char path[128];
+	struct img_file f;
+	uint64_t bytes, closed;
+	int fd;
+
+	start_nbdkit(args);
+	cr_assert_eq(img_file_open_name(&f, uri, true, 0, errbuf,
+					sizeof(errbuf)),
+		     0, "%s", errbuf);
+	cr_assert_eq(img_file_allocated_name(uri, &bytes), 0);
+	cr_assert_eq(bytes, 0, "an empty export holds nothing");
+	memset(buf, 0x5a, sizeof(buf));
+	cr_assert_eq(img_file_pwrite(&f, buf, sizeof(buf), 5 << 20), 0);
+	cr_assert_eq(img_file_allocated_name(uri, &bytes), 0);
+	cr_assert_eq(bytes, 1 << 20, "one MiB written: %llu",
+		     (unsigned long long)bytes);
+	img_file_close(&f);
+	/* no open handle: a connection of its own, the same answer */
+	cr_assert_eq(img_file_allocated_name(uri, &closed), 0);
+	cr_assert_eq(closed, bytes);
+	cr_assert_eq(img_remove(uri, errbuf, sizeof(errbuf)), -ENOTSUP);
+
+	snprintf(path, sizeof(path), "%s/f.raw", dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	close(fd);
+	cr_assert_eq(img_file_allocated_name(path, &bytes), 0);
+	cr_assert_geq(bytes, 1 << 20);
+	cr_assert_eq(img_remove(path, errbuf, sizeof(errbuf)), 0, "%s", errbuf);
+	cr_assert_eq(access(path, F_OK), -1, "the file is gone");
+	cr_assert_eq(img_remove(path, errbuf, sizeof(errbuf)), 0,
+		     "removing what is not there is not an error");
+	cr_assert_eq(img_file_allocated_name("http://127.0.0.1:1/x", &bytes),
+		     -ENOTSUP);
+}

@@ -15,31 +15,8 @@
 
 #define MiB (1u << 20)
 
-static char tmpdir[64];
-
-static void make_tmpdir(void)
-{
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_qcow2.XXXXXX");
-	cr_assert_not_null(mkdtemp(tmpdir));
-}
-
-static void remove_tmpdir(void)
-{
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-	cr_assert_eq(system(cmd), 0);
-}
-
-static const char *tmp_path(const char *name)
-{
-	static char paths[4][128];
-	static int next;
-	char *p = paths[next++ % 4];
-
-	snprintf(p, 128, "%s/%s", tmpdir, name);
-	return p;
-}
+#define TMPDIR_PREFIX "/tmp/test_qcow2"
+#include "unit_tmpdir.h"
 
 static uint64_t rng(uint64_t *s)
 {

@@ -14,31 +14,8 @@
 
 #define MiB (1u << 20)
 
-static char tmpdir[64];
-
-static void make_tmpdir(void)
-{
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_vdi.XXXXXX");
-	cr_assert_not_null(mkdtemp(tmpdir));
-}
-
-static void remove_tmpdir(void)
-{
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-	cr_assert_eq(system(cmd), 0);
-}
-
-static const char *tmp_path(const char *name)
-{
-	static char paths[4][128];
-	static int next;
-	char *p = paths[next++ % 4];
-
-	snprintf(p, 128, "%s/%s", tmpdir, name);
-	return p;
-}
+#define TMPDIR_PREFIX "/tmp/test_vdi"
+#include "unit_tmpdir.h"
 
 /* ---- pure codec and validation ------------------------------------------*/
 

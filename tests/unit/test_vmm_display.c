@@ -12,9 +12,11 @@
 #include <errno.h>
 #include <png.h>
 #include <rfb/rfbclient.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "vmm/devices/vga.h"
 #include "vmm/display/display.h"
 #include "vmm/display/render.h"
+#include "vmm/display/sdl.h"
 #include "vmm/input.h"
 
 #define RAM (32u << 20)
@@ -662,4 +665,265 @@ Test(vmm_display, vnc_addresses)
 		cr_assert_not_null(c);
 		rfbClientCleanup(c);
 	}
+}
+
+/* ---- the SDL window, on a virtual X server (Xvfb) ----------------------*/
+
+static pid_t xvfb_pid;
+static int window_closes;
+
+static const char *count_close(void *opaque)
+{
+	(void)opaque;
+	__atomic_add_fetch(&window_closes, 1, __ATOMIC_ACQ_REL);
+	return "closed by the test";
+}
+
+static void stop_xvfb(void);
+
+/* Starts Xvfb on a free display (it names the display on -displayfd). */
+static bool start_xvfb_once(void)
+{
+	int fds[2];
+	char number[16] = "", display[24];
+	ssize_t n;
+
+	if (access("/usr/bin/Xvfb", X_OK) || pipe(fds))
+		return false;
+	xvfb_pid = fork();
+	if (xvfb_pid == 0) {
+		char fd[16];
+
+		close(fds[0]);
+		snprintf(fd, sizeof(fd), "%d", fds[1]);
+		if (!freopen("/dev/null", "w", stderr))
+			_exit(127);
+		execl("/usr/bin/Xvfb", "Xvfb", "-displayfd", fd, "-screen", "0",
+		      "1024x768x24", "-nolisten", "tcp", (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	n = read(fds[0], number, sizeof(number) - 1);
+	close(fds[0]);
+	if (n <= 0)
+		return false;
+	number[strcspn(number, "\n")] = '\0';
+	snprintf(display, sizeof(display), ":%s", number);
+	setenv("DISPLAY", display, 1);
+	setenv("SDL_VIDEODRIVER", "x11", 1);
+	/* it names a display it then may not keep (another server's socket
+	 * there): ready when a client gets an answer */
+	for (int i = 0; i < 50; i++) {
+		if (system("xdotool getdisplaygeometry >/dev/null 2>&1") == 0)
+			return true;
+		usleep(100000);
+	}
+	return false;
+}
+
+static bool start_xvfb(void)
+{
+	for (int i = 0; i < 3; i++) {
+		if (start_xvfb_once())
+			return true;
+		stop_xvfb();
+	}
+	return false;
+}
+
+static void stop_xvfb(void)
+{
+	/* the window goes before its X server */
+	display_destroy(disp);
+	disp = NULL;
+	if (xvfb_pid > 0) {
+		kill(xvfb_pid, SIGTERM);
+		waitpid(xvfb_pid, NULL, 0);
+		xvfb_pid = 0;
+	}
+}
+
+/* Runs a shell command; its first output line in out. */
+static int run_line(const char *cmd, char *out, size_t len)
+{
+	FILE *p = popen(cmd, "r");
+
+	out[0] = '\0';
+	if (!p)
+		return -1;
+	if (!fgets(out, (int)len, p))
+		out[0] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	return pclose(p);
+}
+
+/* The window as the X server shows it (xwd, converted by ImageMagick)
+ * against the renderer's surface: how many pixels differ (-1: no
+ * picture of the right size). */
+static long window_differs(const char *window, const uint32_t *want, unsigned w,
+			   unsigned h)
+{
+	char cmd[512], out[64], path[128];
+	png_image image = { .version = PNG_IMAGE_VERSION };
+	uint8_t *rgb;
+	long differ = 0;
+
+	snprintf(path, sizeof(path), "%s/window.png", dir);
+	snprintf(cmd, sizeof(cmd),
+		 "timeout 20 xwd -silent -id %s | timeout 20 convert xwd:- "
+		 "png:%s 2>&1",
+		 window, path);
+	if (run_line(cmd, out, sizeof(out)) ||
+	    !png_image_begin_read_from_file(&image, path))
+		return -1;
+	if (image.width != w || image.height != h) {
+		png_image_free(&image);
+		return -1;
+	}
+	image.format = PNG_FORMAT_RGB;
+	rgb = malloc(PNG_IMAGE_SIZE(image));
+	cr_assert(png_image_finish_read(&image, NULL, rgb, 0, NULL));
+	for (unsigned i = 0; i < w * h; i++)
+		differ += (uint32_t)(rgb[3 * i] | rgb[3 * i + 1] << 8 |
+				     rgb[3 * i + 2] << 16) != want[i];
+	free(rgb);
+	return differ;
+}
+
+Test(vmm_display, sdl_window_shows_the_screen_and_takes_input,
+     .fini = stop_xvfb)
+{
+	struct display_options opt = { .sdl = true,
+				       .title = "imgvm: sdl-test",
+				       .on_close = count_close };
+	char err[256], window[64], cmd[1024], out[256];
+	unsigned w, h;
+	uint32_t *want;
+	long differ = -1;
+
+	window[0] = '\0';
+	if (!sdl_window_available())
+		cr_skip_test("imgvm was built without SDL2 (libsdl2-dev)");
+	if (access("/usr/bin/xdotool", X_OK) || access("/usr/bin/xwd", X_OK) ||
+	    access("/usr/bin/convert", X_OK))
+		cr_skip_test("xdotool, xwd or ImageMagick's convert missing "
+			     "(scripts/deps.sh installs them)");
+	if (!start_xvfb())
+		cr_skip_test("Xvfb does not start (package xvfb)");
+	write_hello();
+	want = expected_surface(&w, &h);
+	disp = display_create(vga, kbc, &opt, err, sizeof(err));
+	cr_assert_not_null(disp, "%s (DISPLAY=%s)", err, getenv("DISPLAY"));
+
+	/* the window by its title: the VM's name */
+	for (int i = 0; i < 100 && !window[0]; i++) {
+		run_line("xdotool search --name '^imgvm: sdl-test$'", window,
+			 sizeof(window));
+		usleep(50000);
+	}
+	cr_assert(window[0], "no window titled 'imgvm: sdl-test'");
+	for (int i = 0; i < 50 && differ != 0; i++) {
+		differ = window_differs(window, want, w, h);
+		usleep(100000);
+	}
+	cr_assert_eq(differ, 0,
+		     "the window differs from the screen in %ld "
+		     "pixels",
+		     differ);
+	/* a change shows up */
+	vga_put_char(vm, 10, 40, 'H', 0x1f);
+	free(want);
+	want = expected_surface(&w, &h);
+	for (int i = 0; i < 50 && differ != 0; i++) {
+		usleep(100000);
+		differ = window_differs(window, want, w, h);
+	}
+	cr_assert_eq(differ, 0, "after a change: %ld pixels differ", differ);
+	free(want);
+
+	/* keys typed on the host's keyboard: scan code set 2 */
+	snprintf(cmd, sizeof(cmd),
+		 "xdotool windowfocus --sync %s key a key Up 2>&1", window);
+	cr_assert_eq(run_line(cmd, out, sizeof(out)), 0, "%s", out);
+	expect_bytes((const uint8_t[]){ 0x1c, 0xf0, 0x1c, 0xe0, 0x75, 0xe0,
+					0xf0, 0x75 },
+		     8, false);
+
+	/* the mouse, once the guest enables it: a click */
+	outb(vm, 0x64, 0xd4);
+	outb(vm, 0x60, 0xf4);
+	expect_bytes((const uint8_t[]){ 0xfa }, 1, true);
+	snprintf(cmd, sizeof(cmd),
+		 "xdotool mousemove --window %s 100 100 sleep 0.3 2>&1",
+		 window);
+	cr_assert_eq(run_line(cmd, out, sizeof(out)), 0, "%s", out);
+	/* the way into the window moved the mouse too: drop that */
+	for (int quiet = 0; quiet < 300;) {
+		if (inb(vm, 0x64) & 1) {
+			inb(vm, 0x60);
+			quiet = 0;
+		} else {
+			usleep(1000);
+			quiet++;
+		}
+	}
+	snprintf(cmd, sizeof(cmd),
+		 "xdotool mousemove --window %s 110 96 click 1 2>&1", window);
+	cr_assert_eq(run_line(cmd, out, sizeof(out)), 0, "%s", out);
+	{
+		int dx = 0, dy = 0;
+		bool left_seen = false;
+
+		/* motion packets until the button's press and release */
+		for (int packets = 0; packets < 20; packets++) {
+			bool aux;
+			uint8_t b0 = read_output(&aux), b1, b2;
+
+			cr_assert(aux);
+			b1 = read_output(&aux);
+			b2 = read_output(&aux);
+			dx += (b0 & 0x10) ? (int)b1 - 256 : b1;
+			dy += (b0 & 0x20) ? (int)b2 - 256 : b2;
+			if (b0 & 1)
+				left_seen = true;
+			else if (left_seen)
+				break;
+		}
+		cr_assert(left_seen, "no left button from the click");
+		/* 10 right, 4 up (PS/2 y grows upwards) */
+		cr_assert_eq(dx, 10);
+		cr_assert_eq(dy, 4);
+	}
+
+	/* the window's close button: the callback (power button) */
+	snprintf(cmd, sizeof(cmd),
+		 "python3 - %s <<'PY'\n"
+		 "import ctypes, sys\n"
+		 "x = ctypes.CDLL('libX11.so.6')\n"
+		 "x.XOpenDisplay.restype = ctypes.c_void_p\n"
+		 "x.XInternAtom.restype = ctypes.c_ulong\n"
+		 "x.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, "
+		 "ctypes.c_int]\n"
+		 "d = x.XOpenDisplay(None)\n"
+		 "w = int(sys.argv[1])\n"
+		 "ev = (ctypes.c_long * 24)()\n"
+		 "ev[0] = 33\n" /* ClientMessage */
+		 "ev[4] = w\n"
+		 "ev[5] = x.XInternAtom(d, b'WM_PROTOCOLS', 0)\n"
+		 "ev[6] = 32\n"
+		 "ev[7] = x.XInternAtom(d, b'WM_DELETE_WINDOW', 0)\n"
+		 "x.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, "
+		 "ctypes.c_int, ctypes.c_long, ctypes.c_void_p]\n"
+		 "x.XSendEvent(d, w, 0, 0, ev)\n"
+		 "x.XFlush.argtypes = [ctypes.c_void_p]\n"
+		 "x.XFlush(d)\n"
+		 "PY",
+		 window);
+	cr_assert_eq(run_line(cmd, out, sizeof(out)), 0, "%s", out);
+	for (int i = 0;
+	     i < 100 && !__atomic_load_n(&window_closes, __ATOMIC_ACQUIRE); i++)
+		usleep(20000);
+	cr_assert_eq(window_closes, 1, "the close button did not reach imgvm");
+	display_destroy(disp);
+	disp = NULL;
 }

@@ -1,35 +1,46 @@
 // SPDX-License-Identifier: MIT
 /*
- * The screen: one renderer over the VGA, a refresh thread that serves
- * VNC viewers (about 30 frames a second, and only while a viewer is
- * connected: an unwatched screen costs one select() a tick), and the
+ * The screen: one renderer over the VGA, a refresh thread that serves the
+ * front ends (VNC viewers through vnc.c, a window through sdl.c), and the
  * screenshot and text dump calls.
+ *
+ * The refresh thread sleeps until something needs it: a viewer's message
+ * or connection, a window event, the next look at the screen, or the stop.
+ * It looks at the screen only while someone watches (a viewer connected or
+ * the window visible): every 33 ms while the screen changes, then less and
+ * less often, up to every second, while it does not (each look asks KVM for
+ * the framebuffer's dirty log); a key or pointer event brings it back to
+ * 33 ms, as QEMU's VNC server backs off.  Unwatched, it does not wake.
  *
  * The renderer, the surface and the VNC server are under d->lock (the
  * library reads the surface while it serves viewers, and a redraw may
- * reallocate it).  A screenshot taken from another thread also brings the
- * surface up to date; what it found changed is kept in pending_* for the
- * refresh thread to tell the viewers.
+ * reallocate it); the thread does not hold it while it sleeps.  A
+ * screenshot taken from another thread also brings the surface up to date;
+ * what it found changed is kept in pending_* for the refresh thread to
+ * tell the front ends.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "vmm/display/display.h"
 #include "vmm/display/png.h"
 #include "vmm/display/render.h"
+#include "vmm/display/sdl.h"
 #include "vmm/display/vnc.h"
 
 #define REFRESH_US 33000
-/* An unchanged screen is looked at less and less often, up to this
- * interval (each look asks KVM for the framebuffer's dirty log); a change
- * or a viewer's key or pointer event brings it back to REFRESH_US. */
-#define REFRESH_IDLE_STEP_US 50000
-#define REFRESH_IDLE_MAX_US 500000
+#define REFRESH_IDLE_STEP_US 100000
+#define REFRESH_IDLE_MAX_US 1000000
+/* descriptors the thread waits on: the stop event, VNC's listening
+ * sockets and viewers (LibVNCServer serves fewer than this) */
+#define DISPLAY_MAX_FDS 256
 
 struct display {
 	struct vga *vga;
@@ -37,13 +48,21 @@ struct display {
 	pthread_mutex_t lock;
 	struct renderer *renderer;
 	struct vnc_server *vnc;
-	/* what the surface holds that the viewers have not been told */
+	struct sdl_window *sdl;
+	struct sdl_window_options sdl_opt;
+	bool want_sdl;
+	/* what the surface holds that the front ends have not been shown */
 	bool pending_resize;
 	struct render_rect pending;
 	pthread_t thread;
 	bool thread_started;
 	bool stopping;
-	unsigned waiters; /* other threads waiting for the lock */
+	int stop_fd; /* eventfd: wakes the thread to stop */
+	/* the thread's start (it opens the window): 0 or -errno, err */
+	pthread_cond_t started_cond;
+	bool started;
+	int start_status;
+	char start_err[256];
 };
 
 static void rect_union(struct render_rect *into, const struct render_rect *r)
@@ -90,49 +109,138 @@ static long elapsed_us(const struct timespec *since)
 	       (now.tv_nsec - since->tv_nsec) / 1000;
 }
 
+/* Called with d->lock held: the changes go to the front ends. */
+static void display_show_pending(struct display *d)
+{
+	unsigned w, h;
+	uint32_t *pixels = (uint32_t *)renderer_surface(d->renderer, &w, &h);
+
+	if (d->pending_resize) {
+		if (d->vnc)
+			vnc_server_resize(d->vnc, pixels, w, h);
+		if (d->sdl)
+			sdl_window_resize(d->sdl, pixels, w, h);
+	} else if (d->pending.width) {
+		if (d->vnc)
+			vnc_server_changed(d->vnc, d->pending.x, d->pending.y,
+					   d->pending.width, d->pending.height);
+		if (d->sdl)
+			sdl_window_changed(d->sdl, pixels, d->pending.x,
+					   d->pending.y, d->pending.width,
+					   d->pending.height);
+	}
+	d->pending_resize = false;
+	memset(&d->pending, 0, sizeof(d->pending));
+}
+
+static void display_started(struct display *d, int status)
+{
+	pthread_mutex_lock(&d->lock);
+	d->start_status = status;
+	d->started = true;
+	pthread_cond_signal(&d->started_cond);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static int display_open_window(struct display *d)
+{
+	unsigned w, h;
+	int ret = 0;
+
+	pthread_mutex_lock(&d->lock);
+	renderer_surface(d->renderer, &w, &h);
+	d->sdl = sdl_window_create(&d->sdl_opt, w, h, d->start_err,
+				   sizeof(d->start_err));
+	if (!d->sdl)
+		ret = -EINVAL;
+	else
+		d->pending_resize = true; /* the first frame */
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
 static void *display_thread(void *opaque)
 {
 	struct display *d = opaque;
 	long interval = REFRESH_US;
-	struct timespec last_look;
-	bool had_viewers = false;
+	struct timespec last_look = { 0 };
+	bool was_watched = false;
+	struct pollfd fds[DISPLAY_MAX_FDS];
 
-	clock_gettime(CLOCK_MONOTONIC, &last_look);
+	if (d->want_sdl) {
+		int ret = display_open_window(d);
+
+		display_started(d, ret);
+		if (ret)
+			return NULL;
+	} else {
+		display_started(d, 0);
+	}
 	while (!__atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE)) {
-		bool viewers;
+		bool watched, input, changed = false;
+		long wait_us = -1;
+		unsigned nfds = 0;
 
 		pthread_mutex_lock(&d->lock);
-		viewers = vnc_server_has_viewers(d->vnc);
-		if (vnc_server_input_seen(d->vnc) || (viewers && !had_viewers))
+		watched = (d->vnc && vnc_server_has_viewers(d->vnc)) ||
+			  (d->sdl && sdl_window_visible(d->sdl));
+		input = (d->vnc && vnc_server_input_seen(d->vnc)) |
+			(d->sdl && sdl_window_input_seen(d->sdl));
+		if (input || (watched && !was_watched))
 			interval = REFRESH_US;
-		had_viewers = viewers;
-		if (viewers && elapsed_us(&last_look) >= interval - 1000 &&
+		if (watched && !was_watched)
+			memset(&last_look, 0, sizeof(last_look));
+		was_watched = watched;
+		if (watched && elapsed_us(&last_look) >= interval - 1000 &&
 		    display_update_locked(d) == 0) {
-			unsigned w, h;
-			uint32_t *pixels = (uint32_t *)renderer_surface(
-				d->renderer, &w, &h);
-			bool changed = d->pending_resize || d->pending.width;
-
-			if (d->pending_resize)
-				vnc_server_resize(d->vnc, pixels, w, h);
-			else if (d->pending.width)
-				vnc_server_changed(d->vnc, d->pending.x,
-						   d->pending.y,
-						   d->pending.width,
-						   d->pending.height);
-			d->pending_resize = false;
-			memset(&d->pending, 0, sizeof(d->pending));
+			changed = d->pending_resize || d->pending.width;
+			display_show_pending(d);
 			clock_gettime(CLOCK_MONOTONIC, &last_look);
 			interval = changed ? REFRESH_US
 					   : interval + REFRESH_IDLE_STEP_US;
 			if (interval > REFRESH_IDLE_MAX_US)
 				interval = REFRESH_IDLE_MAX_US;
 		}
-		vnc_server_poll(d->vnc, REFRESH_US);
+		if (d->vnc) {
+			/* viewers' messages that woke us, updates to send */
+			vnc_server_poll(d->vnc, 0);
+			nfds = vnc_server_fds(d->vnc, fds + 1,
+					      DISPLAY_MAX_FDS - 1);
+		}
+		if (watched) {
+			wait_us = interval - elapsed_us(&last_look);
+			if (wait_us < 0)
+				wait_us = 0;
+			/* LibVNCServer holds a change back a few ms to merge
+			 * the next ones: come back to send it */
+			if (changed && d->vnc &&
+			    wait_us > vnc_server_send_delay_us(d->vnc) + 1000)
+				wait_us =
+					vnc_server_send_delay_us(d->vnc) + 1000;
+		}
 		pthread_mutex_unlock(&d->lock);
-		/* let a screenshot in before locking again */
-		while (__atomic_load_n(&d->waiters, __ATOMIC_ACQUIRE))
-			usleep(1000);
+
+		if (d->sdl) {
+			/* SDL waits on its own connection: viewers are
+			 * served between its waits */
+			if (wait_us < 0 || (d->vnc && wait_us > REFRESH_US))
+				wait_us = d->vnc ? REFRESH_US
+						 : REFRESH_IDLE_MAX_US;
+			sdl_window_poll(d->sdl, wait_us);
+			continue;
+		}
+		fds[0] = (struct pollfd){ .fd = d->stop_fd, .events = POLLIN };
+		if (poll(fds, nfds + 1,
+			 wait_us < 0 ? -1 : (int)((wait_us + 999) / 1000)) <
+			    0 &&
+		    errno != EINTR)
+			break;
+	}
+	if (d->sdl) {
+		pthread_mutex_lock(&d->lock);
+		sdl_window_destroy(d->sdl);
+		d->sdl = NULL;
+		pthread_mutex_unlock(&d->lock);
 	}
 	return NULL;
 }
@@ -153,24 +261,54 @@ struct display *display_create(struct vga *vga, struct i8042 *kbc,
 	}
 	d->vga = vga;
 	d->kbc = kbc;
+	d->stop_fd = -1;
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->started_cond, NULL);
 	d->renderer = renderer_create(vga);
 	if (!d->renderer || renderer_update(d->renderer, &resized, &rect)) {
 		snprintf(err, errlen, "out of memory for the screen");
 		goto fail;
 	}
-	if (!opt->vnc)
-		return d;
-	pixels = (uint32_t *)renderer_surface(d->renderer, &w, &h);
-	d->vnc = vnc_server_create(opt->vnc, opt->vnc_password_file, kbc,
-				   pixels, w, h, err, errlen);
-	if (!d->vnc)
+	if (opt->sdl && !sdl_window_available()) {
+		sdl_window_create(NULL, 0, 0, err, errlen);
 		goto fail;
+	}
+	if (!opt->vnc && !opt->sdl)
+		return d;
+	d->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (d->stop_fd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	if (opt->vnc) {
+		pixels = (uint32_t *)renderer_surface(d->renderer, &w, &h);
+		d->vnc = vnc_server_create(opt->vnc, opt->vnc_password_file,
+					   kbc, opt->tablet, pixels, w, h, err,
+					   errlen);
+		if (!d->vnc)
+			goto fail;
+	}
+	d->want_sdl = opt->sdl;
+	d->sdl_opt = (struct sdl_window_options){
+		.title = opt->title,
+		.kbc = kbc,
+		.tablet = opt->tablet,
+		.on_close = opt->on_close,
+		.opaque = opt->close_opaque,
+	};
 	if (pthread_create(&d->thread, NULL, display_thread, d)) {
 		snprintf(err, errlen, "cannot start the display thread");
 		goto fail;
 	}
 	d->thread_started = true;
+	pthread_mutex_lock(&d->lock);
+	while (!d->started)
+		pthread_cond_wait(&d->started_cond, &d->lock);
+	pthread_mutex_unlock(&d->lock);
+	if (d->start_status) {
+		snprintf(err, errlen, "%s", d->start_err);
+		goto fail;
+	}
 	return d;
 fail:
 	display_destroy(d);
@@ -182,11 +320,18 @@ void display_destroy(struct display *d)
 	if (!d)
 		return;
 	if (d->thread_started) {
+		uint64_t one = 1;
+
 		__atomic_store_n(&d->stopping, true, __ATOMIC_RELEASE);
+		if (write(d->stop_fd, &one, sizeof(one)) != sizeof(one))
+			perror("imgvm: display stop");
 		pthread_join(d->thread, NULL);
 	}
+	if (d->stop_fd >= 0)
+		close(d->stop_fd);
 	vnc_server_destroy(d->vnc);
 	renderer_destroy(d->renderer);
+	pthread_cond_destroy(&d->started_cond);
 	pthread_mutex_destroy(&d->lock);
 	free(d);
 }
@@ -218,9 +363,7 @@ int display_screenshot(struct display *d, const char *png_path, char *err,
 	char *text = NULL;
 	int ret;
 
-	__atomic_add_fetch(&d->waiters, 1, __ATOMIC_ACQ_REL);
 	pthread_mutex_lock(&d->lock);
-	__atomic_sub_fetch(&d->waiters, 1, __ATOMIC_ACQ_REL);
 	ret = display_update_locked(d);
 	if (ret) {
 		snprintf(err, errlen, "cannot draw the screen: %s",

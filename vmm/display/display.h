@@ -13,6 +13,7 @@
 
 struct vga;
 struct i8042;
+struct usb_tablet;
 struct display;
 
 struct display_options {
@@ -20,6 +21,15 @@ struct display_options {
 	 * NULL: no VNC server */
 	const char *vnc;
 	const char *vnc_password_file;
+	/* the viewers' pointer goes to this USB tablet, else to kbc */
+	struct usb_tablet *tablet;
+	/* a window on the host's desktop (SDL2), titled title; on_close
+	 * runs on the display thread when the user closes it and returns a
+	 * note for the title */
+	bool sdl;
+	const char *title;
+	const char *(*on_close)(void *opaque);
+	void *close_opaque;
 };
 
 /* kbc receives the viewers' keys and pointer (may be NULL). */
@@ -47,11 +57,12 @@ struct fw_cfg;
 struct screen_options {
 	bool vga;	     /* --vga std (implied by the others) */
 	uint32_t vram;	     /* --vram, bytes */
-	const char *display; /* --display none|vnc */
+	const char *display; /* --display none|vnc|sdl */
 	const char *vnc;     /* --vnc ADDRESS */
 	const char *vnc_password_file;
 	const char *screenshot; /* --screenshot: written on SIGUSR2 */
 	const char *screenshot_on_exit;
+	const char *name; /* the VM's, for the window's title (or NULL) */
 };
 
 /* One of the options above, by its long name without "--"; errors as one
@@ -63,17 +74,27 @@ int screen_options_check(struct screen_options *opt);
 /* The options' lines for --help. */
 extern const char screen_options_help[];
 
+struct piix;
+
 struct screen {
 	struct vga *vga;
 	struct display *display;
+	/* the window's close button: power button, then stop */
+	struct vmm *vm;
+	struct piix *piix;
+	bool power_button_pressed;
+	char title[160];
 };
 
 /* Adds the VGA (at PCI slot) with its BIOS handed to SeaBIOS through
  * fw_cfg, and the display; nothing when no option asks for a screen.
- * Errors as one line in err. */
+ * Keys go to kbc, the pointer to tablet (NULL: to kbc's mouse); piix
+ * (may be NULL) has the power button a window's close presses.  Errors
+ * as one line in err. */
 int screen_setup(struct screen *s, const struct screen_options *opt,
 		 struct vmm *vm, struct fw_cfg *fc, struct i8042 *kbc,
-		 unsigned slot, char *err, size_t errlen);
+		 struct usb_tablet *tablet, struct piix *piix, unsigned slot,
+		 char *err, size_t errlen);
 /* The on-demand screenshot (--screenshot), one line on stderr on error. */
 void screen_screenshot(struct screen *s, const struct screen_options *opt);
 /* Writes --screenshot-on-exit, stops the display, frees the VGA. */

@@ -14,16 +14,21 @@
 
 #include "vmm/devices/vga.h"
 #include "vmm/display/display.h"
+#include "vmm/display/sdl.h"
 #include "vmm/machine.h"
 
 #define VGA_BIOS "/usr/share/seabios/vgabios-stdvga.bin"
 #define VGA_BIOS_MAX (256u * 1024)
 
 const char screen_options_help[] =
-	"  --display none|vnc   where the VGA screen goes (default: vnc with "
+	"  --display none|vnc|sdl\n"
+	"                       where the VGA screen goes (default: vnc with "
 	"--vnc,\n"
-	"                       else none; the serial console works either "
-	"way)\n"
+	"                       else none; sdl: a window on this desktop, "
+	"closing it\n"
+	"                       presses the power button; the serial console "
+	"works\n"
+	"                       either way)\n"
 	"  --vnc ADDRESS        serve the screen, keyboard and mouse over "
 	"VNC:\n"
 	"                       HOST:PORT, :N (127.0.0.1:5900+N) or "
@@ -122,8 +127,16 @@ int screen_option(struct screen_options *opt, const char *name,
 		}
 		opt->vga = true;
 	} else if (!strcmp(name, "display")) {
-		if (strcmp(value, "none") && strcmp(value, "vnc"))
+		if (strcmp(value, "none") && strcmp(value, "vnc") &&
+		    strcmp(value, "sdl"))
 			goto bad;
+		if (!strcmp(value, "sdl") && !sdl_window_available()) {
+			fprintf(stderr,
+				"imgvm: --display sdl: this imgvm was built "
+				"without SDL2 (install libsdl2-dev and "
+				"rebuild); --vnc serves the screen instead\n");
+			return -EINVAL;
+		}
 		opt->display = value;
 	} else if (!strcmp(name, "vnc")) {
 		if (!vnc_address_valid(value)) {
@@ -164,6 +177,8 @@ int screen_options_check(struct screen_options *opt)
 	}
 	if (opt->display && !strcmp(opt->display, "none"))
 		opt->vnc = NULL;
+	if (opt->display && !strcmp(opt->display, "sdl"))
+		opt->vga = true;
 	if (opt->vnc_password_file && !opt->vnc) {
 		fprintf(stderr, "imgvm: --vnc-password-file needs --vnc\n");
 		return -EINVAL;
@@ -206,16 +221,47 @@ out:
 	return ret;
 }
 
+/* The window's close button: the ACPI power button first, so that the
+ * guest shuts down and its disks are left clean, as VirtualBox offers;
+ * a guest that does not listen (not in ACPI mode yet: firmware, a boot
+ * loader, an installer's first screens) or a second close stops the
+ * machine, as closing QEMU's window does. */
+static const char *screen_window_closed(void *opaque)
+{
+	struct screen *s = opaque;
+
+	if (!s->power_button_pressed && s->piix &&
+	    piix_press_power_button(s->piix)) {
+		s->power_button_pressed = true;
+		return "power button pressed: the guest shuts down; close "
+		       "again to stop it";
+	}
+	vmm_request_poweroff(s->vm);
+	return "stopping";
+}
+
 int screen_setup(struct screen *s, const struct screen_options *opt,
 		 struct vmm *vm, struct fw_cfg *fc, struct i8042 *kbc,
-		 unsigned slot, char *err, size_t errlen)
+		 struct usb_tablet *tablet, struct piix *piix, unsigned slot,
+		 char *err, size_t errlen)
 {
 	struct display_options dopt = {
 		.vnc = opt->vnc,
 		.vnc_password_file = opt->vnc_password_file,
+		.tablet = tablet,
+		.sdl = opt->display && !strcmp(opt->display, "sdl"),
+		.on_close = screen_window_closed,
+		.close_opaque = s,
 	};
 
 	memset(s, 0, sizeof(*s));
+	s->vm = vm;
+	s->piix = piix;
+	if (opt->name)
+		snprintf(s->title, sizeof(s->title), "imgvm: %s", opt->name);
+	else
+		snprintf(s->title, sizeof(s->title), "imgvm");
+	dopt.title = s->title;
 	if (!opt->vga)
 		return 0;
 	if (add_vga_bios(fc, err, errlen))

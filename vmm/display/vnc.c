@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <rfb/rfb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 struct vnc_server {
 	rfbScreenInfoPtr screen;
 	struct i8042 *kbc;
+	struct usb_tablet *tablet;
 	int unix_fd;
 	char *unix_path;
 	char *passwords[2];
@@ -67,6 +69,16 @@ static void vnc_pointer(int mask, int x, int y, rfbClientPtr cl)
 		wheel = -1;
 	if (mask & 16)
 		wheel = 1;
+	if (vnc->tablet) {
+		/* absolute: the guest's pointer lands where the viewer's is */
+		usb_tablet_pointer_event(
+			vnc->tablet,
+			input_absolute_position(x, cl->screen->width),
+			input_absolute_position(y, cl->screen->height), wheel,
+			buttons);
+		rfbDefaultPtrAddEvent(mask, x, y, cl);
+		return;
+	}
 	if (!vnc->pointer_seen) {
 		vnc->last_x = x;
 		vnc->last_y = y;
@@ -206,9 +218,10 @@ bad:
 
 struct vnc_server *vnc_server_create(const char *spec,
 				     const char *password_file,
-				     struct i8042 *kbc, uint32_t *pixels,
-				     unsigned width, unsigned height, char *err,
-				     size_t errlen)
+				     struct i8042 *kbc,
+				     struct usb_tablet *tablet,
+				     uint32_t *pixels, unsigned width,
+				     unsigned height, char *err, size_t errlen)
 {
 	struct vnc_server *vnc = calloc(1, sizeof(*vnc));
 	int argc = 0;
@@ -219,6 +232,7 @@ struct vnc_server *vnc_server_create(const char *spec,
 	}
 	vnc->unix_fd = -1;
 	vnc->kbc = kbc;
+	vnc->tablet = tablet;
 	rfbLog = vnc_quiet_log;
 	rfbErr = vnc_quiet_log;
 	vnc->screen = rfbGetScreen(&argc, NULL, width, height, 8, 3, 4);
@@ -301,6 +315,33 @@ void vnc_server_poll(struct vnc_server *vnc, long timeout_us)
 		}
 	}
 	rfbProcessEvents(vnc->screen, timeout_us);
+}
+
+unsigned vnc_server_fds(const struct vnc_server *vnc, struct pollfd *fds,
+			unsigned max)
+{
+	rfbScreenInfoPtr s = vnc->screen;
+	int listening[] = { vnc->unix_fd, s->listenSock, s->listen6Sock };
+	rfbClientIteratorPtr it;
+	rfbClientPtr cl;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < 3; i++)
+		if (listening[i] >= 0 && n < max)
+			fds[n++] = (struct pollfd){ .fd = listening[i],
+						    .events = POLLIN };
+	it = rfbGetClientIterator(s);
+	while ((cl = rfbClientIteratorNext(it)) && n < max)
+		if (cl->sock >= 0)
+			fds[n++] = (struct pollfd){ .fd = cl->sock,
+						    .events = POLLIN };
+	rfbReleaseClientIterator(it);
+	return n;
+}
+
+long vnc_server_send_delay_us(const struct vnc_server *vnc)
+{
+	return vnc->screen->deferUpdateTime * 1000L;
 }
 
 bool vnc_server_has_viewers(const struct vnc_server *vnc)

@@ -4,7 +4,8 @@
 # libvncclient as the viewer (tests/helpers/vnc_client), and QEMU's
 # screendump of the same screen as the reference (tests/helpers/
 # vnc_imgdiff, less than 2 % of the pixels may differ).  Sourced by
-# tests/e2e/vmm.sh; four imgvm runs and two QEMU runs.
+# tests/e2e/vmm.sh; five imgvm runs (one in a window on Xvfb) and two QEMU
+# runs.
 
 DISPLAY_HELPERS=$ROOT/$B/tests/helpers
 # VNC's UNIX sockets cannot live on the nested host's 9p work directories
@@ -12,7 +13,7 @@ display_socket_dir() {
 	[ -n "${DISPLAY_SOCKETS:-}" ] || DISPLAY_SOCKETS=$(mktemp -d /tmp/imgvm-display.XXXXXX)
 	echo "$DISPLAY_SOCKETS"
 }
-VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer" "display_install")
+VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer" "display_install" "display_sdl")
 VMM_EXTRA_HOST+=(display_host_cases)
 
 # Command line only: the options are documented and bad values refused.
@@ -27,6 +28,16 @@ display_host_cases() {
 	bad_option "bad --display" "display" boot --display sdl3
 	bad_option "bad --vnc address" "vnc" boot --vnc nowhere --no-reboot
 	bad_option "--vnc-password-file without --vnc" "needs --vnc" boot --vnc-password-file /dev/null
+	if ldd "$IMGVM" 2>/dev/null | grep -q libSDL2; then
+		# built with SDL2: with no X server to open a window on, one line
+		# (SDL would try its other drivers, Wayland or KMS, otherwise)
+		if [ ! -e /sys/module/kvm_pvm ] && hardware_kvm; then
+			DISPLAY= SDL_VIDEODRIVER=x11 bad_option "--display sdl without an X server" "display sdl" \
+				boot --display sdl --no-reboot --timeout 5
+		fi
+	else
+		bad_option "--display sdl in an imgvm built without SDL2" "without SDL2" boot --display sdl
+	fi
 }
 
 # snap PID PNG: a screenshot now (SIGUSR2); the text dump, in text modes,
@@ -237,4 +248,103 @@ job_display_install() {
 		fail "install with a VGA (rc=$RC): $(tail_log "$log")"
 	fi
 	rm -f "$disk"
+}
+
+# --display sdl on a virtual X server (Xvfb): GRUB's menu in the window
+# (xwd, converted by ImageMagick) is the picture of imgvm's own
+# --screenshot; 'c' typed on the X keyboard
+# (xdotool) opens GRUB's command line; closing the window stops a guest
+# that does not listen for the power button (GRUB), and imgvm exits.
+job_display_sdl() {
+	local iso=/usr/lib/grub-rescue/grub-rescue-cdrom.iso log=$T/display-sdl.log
+	local png=$T/display-sdl.png win=$T/display-sdl-window.png pid xpid xfd display window _ out
+	if ! ldd "$IMGVM" 2>/dev/null | grep -q libSDL2; then
+		echo "skip - display_sdl: imgvm was built without SDL2 (libsdl2-dev)"
+		return 0
+	fi
+	for tool in Xvfb xdotool xwd convert python3; do
+		command -v $tool >/dev/null || {
+			echo "skip - display_sdl: $tool missing (scripts/deps.sh installs xvfb, xdotool, imagemagick)"
+			return 0
+		}
+	done
+	[ -e "$iso" ] || { echo "skip - display_sdl: $iso not found"; return 0; }
+	xfd=$(mktemp /tmp/imgvm-xvfb.XXXXXX)
+	Xvfb -displayfd 3 -screen 0 1024x768x24 -nolisten tcp 3>"$xfd" 2>/dev/null &
+	xpid=$!
+	for _ in $(seq 100); do [ -s "$xfd" ] && break; sleep 0.1; done
+	display=:$(head -1 "$xfd")
+	rm -f "$xfd"
+	for _ in $(seq 50); do
+		DISPLAY=$display timeout 5 xdotool getdisplaygeometry >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	DISPLAY=$display SDL_VIDEODRIVER=x11 "$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" \
+		--display sdl --screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
+	pid=$!
+	window=
+	for _ in $(seq 300); do
+		window=$(DISPLAY=$display timeout 10 xdotool search --onlyvisible --name '^imgvm$' 2>/dev/null | head -1)
+		[ -n "$window" ] && break
+		kill -0 $pid 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ -z "$window" ] || ! wait_text $pid "$png" 'Press enter to boot the selected OS' 150; then
+		fail "--display sdl: no window or no GRUB menu ($(cat "$log.err"))"
+		stop_vm $pid
+		kill $xpid
+		return 1
+	fi
+	ok "--display sdl: a window titled 'imgvm' on the X server, GRUB's menu on the screen"
+	out=
+	for _ in $(seq 5); do
+		# (every X client under timeout: a stuck one must not hold the run)
+		snap $pid "$png" && DISPLAY=$display timeout 15 xwd -silent -id "$window" -out "$win.xwd" &&
+			timeout 15 convert "xwd:$win.xwd" "png:$win" 2>/dev/null &&
+			out=$("$DISPLAY_HELPERS/vnc_imgdiff" "$png" "$win" 0.01) && break
+		out=
+		sleep 1
+	done
+	if [ -n "$out" ]; then
+		ok "the SDL window shows the picture of imgvm's own --screenshot ($out)"
+	else
+		fail "SDL window against --screenshot: $("$DISPLAY_HELPERS/vnc_imgdiff" "$png" "$win" 0.01 2>&1)"
+	fi
+	if DISPLAY=$display timeout 10 xdotool windowfocus --sync "$window" key c 2>/dev/null &&
+		wait_text $pid "$png" 'grub>' 30; then
+		ok "'c' typed on the host's keyboard in the window opens GRUB's command line"
+	else
+		fail "keys through the SDL window: $(head -c 300 "${png%.png}.txt" 2>/dev/null)"
+	fi
+	# the window manager's close button: WM_DELETE_WINDOW
+	local sent
+	DISPLAY=$display timeout 60 python3 - "$window" <<-'EOF'
+		import ctypes, sys
+		x = ctypes.CDLL('libX11.so.6')
+		x.XOpenDisplay.restype = ctypes.c_void_p
+		x.XInternAtom.restype = ctypes.c_ulong
+		x.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+		x.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+		x.XFlush.argtypes = [ctypes.c_void_p]
+		d = x.XOpenDisplay(None)
+		ev = (ctypes.c_long * 24)()
+		ev[0] = 33  # ClientMessage
+		ev[4] = int(sys.argv[1])
+		ev[5] = x.XInternAtom(d, b'WM_PROTOCOLS', 0)
+		ev[6] = 32
+		ev[7] = x.XInternAtom(d, b'WM_DELETE_WINDOW', 0)
+		x.XSendEvent(d, ev[4], 0, 0, ev)
+		x.XFlush(d)
+	EOF
+	sent=$?
+	for _ in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+	if kill -0 $pid 2>/dev/null; then
+		fail "closing the SDL window did not stop a guest without ACPI (GRUB) in 30 s (the close message's sender: status $sent)"
+		stop_vm $pid
+	else
+		wait $pid
+		check "closing the window stops GRUB (no ACPI to hear the power button), imgvm exits 0" test $? = 0
+	fi
+	kill $xpid 2>/dev/null
+	wait $xpid 2>/dev/null
 }
