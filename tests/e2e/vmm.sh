@@ -736,11 +736,14 @@ fi
 # itself has stopped without its kernel saying so: it is stopped, and the
 # status is 123, as for a soft lockup.  The time spent waiting for another
 # nested host on this machine (nested-kvm.sh's lock) does not count.
+# The whole start may take 2400 s: a hang is found by the watchdogs, so
+# this limit only has to exceed the slowest healthy run (1200 s was hit on
+# a machine at load average 10-20, every job there taking twice its time).
 nested_run() {
 	local pid newest stall=${VMM_E2E_STALL:-$((TIMEOUT + 60))} t0
 
 	rm -f "$T/l1-started"
-	NK_CONSOLE_LOG=$T/l1-console.log NK_STARTED_FILE=$T/l1-started tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 1200 -- \
+	NK_CONSOLE_LOG=$T/l1-console.log NK_STARTED_FILE=$T/l1-started tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 2400 -- \
 		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" \
 		>"$T/nested.out" 2>"$T/nested.err" &
 	pid=$!
