@@ -3,6 +3,7 @@
 # image is killed with SIGKILL at spread-out points; check must find no
 # corruption, repair leaks, and every flushed write must read back.
 # `make crashtest` runs the same with CRASH_POINTS=1000 (per format).
+# A sample also runs four writer threads on one handle, each flushing.
 # The snapshot specs do the same to snapshot create/revert/delete.
 # The formats are independent and run CRASH_JOBS at a time (default 2).
 set -uo pipefail
@@ -54,6 +55,8 @@ crash_spec() { # SPEC
 	run -n "$n"
 	# EIO injected at spread-out host I/O calls instead of a kill
 	run -e -n $((n / 5 + 1)) -s 7
+	# four writer threads on one handle, racing for allocation and flushes
+	run -t 4 -n $((n / 5 + 1)) -s 11
 	if [ "${CRASH_RANDOM:-1}" = 1 ]; then
 		run -r -n $((n / 10 + 1)) -s 99
 	fi

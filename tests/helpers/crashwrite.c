@@ -2,8 +2,8 @@
 /*
  * crashwrite: crash-consistency harness for libimg's dynamic formats.
  *
- *   crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR
- *              FORMAT[:SUBFORMAT|:diff|:KEY=VALUE,...]
+ *   crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-t THREADS] [-r|-e] [-v]
+ *              DIR FORMAT[:SUBFORMAT|:diff|:KEY=VALUE,...]
  *
  * For each kill point, a fresh image is created in DIR and a child process
  * writes a deterministic sequence of random writes (random offsets and
@@ -20,6 +20,12 @@
  *   - reads the whole disk: every byte written before the last
  *     acknowledged flush reads back; bytes of later writes read as the
  *     old or the new data, nothing else.
+ * With -t, THREADS threads write at once through one handle, each its own
+ * sequence into its own 32 KiB stripes of the disk (stripes of different
+ * threads share blocks and clusters, so allocation and metadata updates
+ * race), each flushing every few of its writes; a write counts as
+ * acknowledged once a flush that began after it returned has completed,
+ * whichever thread flushed.  (Not with -e: a failed write ends the run.)
  * Prints one line per format and exits non-zero on any failure.
  */
 #include "img.h"
@@ -27,6 +33,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,12 +49,16 @@
 #define MAX_WRITE (192u << 10)
 #define FLUSH_EVERY 4
 #define PARENT_FILL_WRITES 24
+#define MAX_THREADS 8
+#define STRIPE (32u << 10)
 
+/* Per writer: its writes whose img_pwrite returned 0, and those covered by
+ * a completed flush (the child updates them atomically). */
 struct shared_log {
-	volatile long writes_returned; /* writes whose img_pwrite returned 0 */
-	volatile long writes_flushed;  /* writes covered by a completed flush */
-	volatile long io_calls;	       /* host I/O calls seen by the hook */
-	volatile int finished;
+	long writes_returned[MAX_THREADS];
+	long writes_flushed[MAX_THREADS];
+	long io_calls; /* host I/O calls seen by the hook */
+	int finished;
 };
 
 struct write_op {
@@ -61,6 +72,7 @@ static struct shared_log *shared;
 static long kill_at = -1;
 static bool fault_mode;
 static uint64_t run_seed = 1;
+static int nthreads = 1;
 
 static uint64_t rng(uint64_t *s)
 {
@@ -92,6 +104,27 @@ static void op_make(uint64_t seed, long index, struct write_op *op)
 	op->seed = rng(&s);
 }
 
+/* Write index of writer thread: with one writer the sequence above; with
+ * several, each its own sequence, moved into its stripes (stripe k of the
+ * disk belongs to thread k % nthreads) and cut at the stripe's end. */
+static void op_make_for(int thread, long index, struct write_op *op)
+{
+	uint64_t within, own = DISK_SIZE / STRIPE / (uint64_t)nthreads;
+
+	if (nthreads == 1) {
+		op_make(run_seed, index, op);
+		return;
+	}
+	op_make(run_seed + 1000003u * (uint64_t)thread, index, op);
+	within = op->off % STRIPE;
+	op->off = ((op->off / STRIPE) % own * (uint64_t)nthreads +
+		   (uint64_t)thread) *
+			  STRIPE +
+		  within;
+	if (op->len > STRIPE - within)
+		op->len = (uint32_t)(STRIPE - within);
+}
+
 static void op_fill(const struct write_op *op, uint8_t *buf)
 {
 	if (op->zero) {
@@ -112,7 +145,7 @@ static int kill_hook(enum img_io_op op, int fd, uint64_t off, uint64_t len,
 		     void *opaque)
 {
 	(void)op, (void)fd, (void)off, (void)len, (void)opaque;
-	long n = ++shared->io_calls;
+	long n = __atomic_add_fetch(&shared->io_calls, 1, __ATOMIC_SEQ_CST);
 	if (kill_at > 0 && n == kill_at && fault_mode)
 		return -EIO;
 	if (kill_at > 0 && n >= kill_at && !fault_mode)
@@ -205,39 +238,84 @@ static void child_failed(struct img *img, const char *what)
 	_exit(4);
 }
 
+struct writer {
+	struct img *img;
+	int thread;
+	long writes;
+};
+
+static void *writer_run(void *opaque)
+{
+	struct writer *w = opaque;
+	uint8_t *buf = malloc(MAX_WRITE + 512);
+	long *returned = &shared->writes_returned[w->thread];
+
+	if (!buf)
+		_exit(3);
+	for (long i = 0; i < w->writes; i++) {
+		struct write_op op;
+		long seen[MAX_THREADS];
+
+		op_make_for(w->thread, i, &op);
+		op_fill(&op, buf);
+		int r = op.zero && i % 2
+				? img_write_zeroes(w->img, op.off, op.len, 0)
+				: img_pwrite(w->img, buf, op.len, op.off);
+		if (r < 0)
+			child_failed(w->img, "write");
+		__atomic_store_n(returned, i + 1, __ATOMIC_SEQ_CST);
+		if ((i + 1) % FLUSH_EVERY)
+			continue;
+		/* what this flush covers: every write returned before it */
+		for (int u = 0; u < nthreads; u++)
+			seen[u] = __atomic_load_n(&shared->writes_returned[u],
+						  __ATOMIC_SEQ_CST);
+		if (img_flush(w->img) < 0)
+			child_failed(w->img, "flush");
+		for (int u = 0; u < nthreads; u++) {
+			long *f = &shared->writes_flushed[u];
+			long cur = __atomic_load_n(f, __ATOMIC_SEQ_CST);
+
+			while (cur < seen[u] &&
+			       !__atomic_compare_exchange_n(
+				       f, &cur, seen[u], false,
+				       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+				;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
 static void child_run(const struct target *t, long writes)
 {
 	char err[IMG_ERRMSG_MAX];
-	uint8_t *buf = malloc(MAX_WRITE + 512);
+	struct writer w[MAX_THREADS];
+	pthread_t tid[MAX_THREADS];
 	struct img *img;
 	struct img_open_options oo = { .format = t->format,
 				       .flags = IMG_OPEN_RDWR };
-	if (!buf)
-		_exit(3);
+
 	img_set_io_hook(kill_hook, NULL);
 	if (img_open(&img, t->path, &oo, err, sizeof(err)) < 0) {
 		fprintf(stderr, "crashwrite child: %s\n", err);
 		_exit(3);
 	}
-	for (long i = 0; i < writes; i++) {
-		struct write_op op;
-		op_make(run_seed, i, &op);
-		op_fill(&op, buf);
-		int r = op.zero && i % 2
-				? img_write_zeroes(img, op.off, op.len, 0)
-				: img_pwrite(img, buf, op.len, op.off);
-		if (r < 0)
-			child_failed(img, "write");
-		shared->writes_returned = i + 1;
-		if ((i + 1) % FLUSH_EVERY == 0) {
-			if (img_flush(img) < 0)
-				child_failed(img, "flush");
-			shared->writes_flushed = i + 1;
-		}
+	for (int u = 0; u < nthreads; u++) {
+		w[u] = (struct writer){ .img = img,
+					.thread = u,
+					.writes = writes };
+		if (nthreads == 1)
+			writer_run(&w[u]);
+		else if (pthread_create(&tid[u], NULL, writer_run, &w[u]))
+			_exit(3);
 	}
+	for (int u = 0; nthreads > 1 && u < nthreads; u++)
+		pthread_join(tid[u], NULL);
 	if (img_close(img) < 0)
 		_exit(fault_mode ? 4 : 3);
-	shared->writes_flushed = writes;
+	for (int u = 0; u < nthreads; u++)
+		shared->writes_flushed[u] = writes;
 	shared->finished = 1;
 	_exit(0);
 }
@@ -246,11 +324,13 @@ struct verdict {
 	long corruptions, leaks_found, leaks_left, lost, check_failures;
 };
 
-/* Verify the disk against the model: bytes of writes [0, flushed) must be
- * there; bytes of writes [flushed, returned+1) may be old or new. */
-static void verify(const struct target *t, long flushed, long returned,
-		   long total, struct verdict *v, uint8_t *model, uint8_t *disk,
-		   uint8_t *buf, bool verbose)
+/* Verify the disk against the model: for each writer u, bytes of its
+ * writes [0, flushed[u]) must be there; bytes of its writes
+ * [flushed[u], returned[u]+1) may be old or new.  (Writers' bytes never
+ * overlap.) */
+static void verify(const struct target *t, const long *flushed,
+		   const long *returned, long total, struct verdict *v,
+		   uint8_t *model, uint8_t *disk, uint8_t *buf, bool verbose)
 {
 	char err[IMG_ERRMSG_MAX];
 	struct img *img;
@@ -310,24 +390,29 @@ static void verify(const struct target *t, long flushed, long returned,
 	memset(model, 0, DISK_SIZE);
 	if (t->differencing)
 		model_parent(model, buf);
-	for (long i = 0; i < flushed; i++) {
-		struct write_op op;
-		op_make(run_seed, i, &op);
-		op_fill(&op, buf);
-		memcpy(model + op.off, buf, op.len);
-	}
+	for (int u = 0; u < nthreads; u++)
+		for (long i = 0; i < flushed[u]; i++) {
+			struct write_op op;
+			op_make_for(u, i, &op);
+			op_fill(&op, buf);
+			memcpy(model + op.off, buf, op.len);
+		}
 	/* Unacknowledged writes that may have landed, in part or whole. */
-	long maybe_end = returned + 1 < total ? returned + 1 : total;
-	struct write_op pend[FLUSH_EVERY + 2];
-	uint8_t *pbuf[FLUSH_EVERY + 2];
+	struct write_op pend[MAX_THREADS * (FLUSH_EVERY + 2)];
+	uint8_t *pbuf[MAX_THREADS * (FLUSH_EVERY + 2)];
 	int npend = 0;
-	for (long i = flushed; i < maybe_end && npend < FLUSH_EVERY + 2; i++) {
-		op_make(run_seed, i, &pend[npend]);
-		pbuf[npend] = malloc(pend[npend].len);
-		if (!pbuf[npend])
-			die("out of memory");
-		op_fill(&pend[npend], pbuf[npend]);
-		npend++;
+	for (int u = 0; u < nthreads; u++) {
+		long maybe_end = returned[u] + 1 < total ? returned[u] + 1
+							 : total;
+		for (long i = flushed[u], n = 0;
+		     i < maybe_end && n < FLUSH_EVERY + 2; i++, n++) {
+			op_make_for(u, i, &pend[npend]);
+			pbuf[npend] = malloc(pend[npend].len);
+			if (!pbuf[npend])
+				die("out of memory");
+			op_fill(&pend[npend], pbuf[npend]);
+			npend++;
+		}
 	}
 	uint64_t bad = 0, first_bad = 0;
 	for (uint64_t off = 0; off < DISK_SIZE;) {
@@ -357,15 +442,15 @@ static void verify(const struct target *t, long flushed, long returned,
 		if (verbose)
 			fprintf(stderr,
 				"  %" PRIu64 " bytes wrong, first at %" PRIu64
-				" (flushed %ld, returned %ld)\n",
-				bad, first_bad, flushed, returned);
+				" (writer 0: flushed %ld, returned %ld)\n",
+				bad, first_bad, flushed[0], returned[0]);
 	}
 }
 
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-r|-e] [-v] DIR FORMAT[:SUBFORMAT|:diff]\n");
+		"usage: crashwrite [-n POINTS] [-w WRITES] [-s SEED] [-t THREADS] [-r|-e] [-v] DIR FORMAT[:SUBFORMAT|:diff]\n");
 	exit(2);
 }
 
@@ -374,7 +459,7 @@ int main(int argc, char **argv)
 	long points = 50, writes = 64;
 	bool random_time = false, verbose = false;
 	int c;
-	while ((c = getopt(argc, argv, "n:w:s:rev")) != -1) {
+	while ((c = getopt(argc, argv, "n:w:s:t:rev")) != -1) {
 		switch (c) {
 		case 'n':
 			points = atol(optarg);
@@ -384,6 +469,9 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			run_seed = strtoull(optarg, NULL, 0);
+			break;
+		case 't':
+			nthreads = atoi(optarg);
 			break;
 		case 'r':
 			random_time = true;
@@ -398,7 +486,8 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
-	if (argc - optind != 2 || points <= 0 || writes <= 0)
+	if (argc - optind != 2 || points <= 0 || writes <= 0 || nthreads < 1 ||
+	    nthreads > MAX_THREADS || (nthreads > 1 && fault_mode))
 		usage();
 
 	struct target t = { 0 };
@@ -440,7 +529,10 @@ int main(int argc, char **argv)
 		die("%s: the uninterrupted run failed", argv[optind + 1]);
 	long total_calls = shared->io_calls;
 	struct verdict v = { 0 };
-	verify(&t, writes, writes, writes, &v, model, disk, buf, true);
+	long all[MAX_THREADS];
+	for (int u = 0; u < MAX_THREADS; u++)
+		all[u] = writes;
+	verify(&t, all, all, writes, &v, model, disk, buf, true);
 	if (v.corruptions || v.lost || v.check_failures || v.leaks_found)
 		die("%s: the uninterrupted run does not verify",
 		    argv[optind + 1]);
@@ -479,13 +571,13 @@ int main(int argc, char **argv)
 	}
 	bool ok = !v.corruptions && !v.lost && !v.check_failures &&
 		  !v.leaks_left;
-	printf("%s %s: %ld kill points (%s, %ld host I/O calls per run): %ld corrupt, %ld lost writes, %ld with leaks (%ld left after repair), %ld check failures\n",
+	printf("%s %s: %ld kill points (%s, %d writer thread%s, %ld host I/O calls per run): %ld corrupt, %ld lost writes, %ld with leaks (%ld left after repair), %ld check failures\n",
 	       ok ? "ok  " : "FAIL", argv[optind + 1], points,
 	       random_time  ? "killed at random times"
 	       : fault_mode ? "EIO on the Nth host I/O call"
 			    : "killed at the Nth host I/O call",
-	       total_calls, v.corruptions, v.lost, v.leaks_found, v.leaks_left,
-	       v.check_failures);
+	       nthreads, nthreads == 1 ? "" : "s", total_calls, v.corruptions,
+	       v.lost, v.leaks_found, v.leaks_left, v.check_failures);
 	unlink(t.path);
 	if (t.differencing)
 		unlink(t.parent);
