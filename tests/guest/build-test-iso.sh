@@ -16,6 +16,8 @@
 #   OUTDIR/tablet.iso     the same ISO, default imgvm=tablet (USB tablet)
 #   OUTDIR/vmlinuz OUTDIR/initrd.gz OUTDIR/marker.gz
 #   OUTDIR/guest.env      MARKER_SHA256=, MARKER_BYTES=, WRITE_SHA256=, KVER=
+#   OUTDIR/fiobench.iso   only with ISO_FIO=1: default imgvm=fio, the same
+#                         initramfs plus the host's fio and its libraries
 # Other labels at the boot prompt: install, disk, bench, copy, diag, net,
 # tablet, shell.
 #
@@ -27,6 +29,10 @@
 #                         only through the firmware (SeaBIOS sercon)
 #      KPKG=linux-image-6.1.0-NN-amd64  kernel package (default: the one
 #                         linux-image-amd64 depends on, or one in a cache)
+#      ISO_FIO=1          also OUTDIR/fiobench.iso (make bench).  fio and the
+#                         libraries it links (about 80 MiB) go into an
+#                         initramfs of their own, appended to the usual one,
+#                         so the ISOs of make check stay small
 # A second run with the same inputs only checks the stamp (well under 1 s).
 set -euo pipefail
 out=${1:?usage: build-test-iso.sh OUTDIR}
@@ -95,6 +101,67 @@ fi
 echo "$KPKG" >"$cache/kernel-package"
 echo "$KPKG" >"$debs/kernel-package" 2>/dev/null || true
 
+# program at host path $1 into $root at path $2, with the libraries ldd lists
+# and the dynamic loader
+add_program() {
+	local lib
+	mkdir -p "$root$(dirname "$2")"
+	cp -L "$1" "$root$2"
+	for lib in $(ldd "$1" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'); do
+		[ -e "$root$lib" ] && continue
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L "$lib" "$root$lib"
+	done
+}
+iso_image() { # tree, output
+	xorriso -as mkisofs -quiet -V IMGVM_TEST -R -J -o "$2.new" \
+		-b isolinux/isolinux.bin -c isolinux/boot.cat \
+		-no-emul-boot -boot-load-size 4 -boot-info-table "$1" 2>/dev/null
+	mv "$2.new" "$2"
+}
+
+# ---- fiobench.iso (ISO_FIO=1) -------------------------------------------
+# Made from this script's own output (vmlinuz, initrd.gz, guest.env): the
+# kernel unpacks concatenated compressed cpio archives one after another,
+# so fio's archive is appended to initrd.gz.  Its stamp adds fio's and its
+# libraries' sizes and times, so a package upgrade rebuilds it.
+fio_iso() {
+	local fio fstamp kver lib fiso
+	fio=$(command -v fio) || { log "ISO_FIO=1: fio missing on the host (make deps installs it)"; exit 1; }
+	fstamp=$(cat "$out/.stamp")-$({ echo "$fio"; ldd "$fio" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'; } |
+		while read -r lib; do stat -L -c '%n %s %Y' "$lib"; done | sha256sum | cut -c1-16)
+	if [ "$(cat "$out/.stamp-fio" 2>/dev/null)" = "$fstamp" ] && [ -e "$out/fiobench.iso" ]; then
+		log "up to date: $out/fiobench.iso"
+		return 0
+	fi
+	kver=$(sed -n 's/^KVER=//p' "$out/guest.env")
+	root=$cache/fio/initramfs
+	fiso=$cache/fio/iso
+	rm -rf "$cache/fio"
+	mkdir -p "$root" "$fiso/isolinux" "$fiso/boot"
+	add_program "$fio" /usr/bin/fio
+	(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -6n >"$cache/fio/fio.gz"
+	cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$fiso/isolinux/"
+	cp "$out/vmlinuz" "$fiso/boot/vmlinuz"
+	cat "$out/initrd.gz" "$cache/fio/fio.gz" >"$fiso/boot/initrd.gz"
+	{
+		[ "${ISO_SERIAL:-0}" = 1 ] && echo "SERIAL 0 115200"
+		echo "DEFAULT fio"
+		echo "PROMPT 1"
+		echo "TIMEOUT 10"
+		echo "SAY imgvm test guest with fio, Linux $kver. Labels: fio shell (default fio)"
+		for label in fio shell; do
+			echo "LABEL $label"
+			echo "  KERNEL /boot/vmlinuz"
+			echo "  APPEND initrd=/boot/initrd.gz console=ttyS0,115200 panic=1 imgvm=$label"
+		done
+	} >"$fiso/isolinux/isolinux.cfg"
+	iso_image "$fiso" "$out/fiobench.iso"
+	rm -rf "$root"
+	echo "$fstamp" >"$out/.stamp-fio"
+	log "built $out/fiobench.iso ($(du -h "$out/fiobench.iso" | cut -f1))"
+}
+
 stamp=$(cat "$0" "$here/init.sh" | sha256sum | cut -c1-16)-$KPKG-${ISO_SERIAL:-0}
 if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
 	[ -e "$out/installer.iso" ] && [ -e "$out/installer-reboot.iso" ] &&
@@ -102,6 +169,7 @@ if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] &&
 	[ -e "$out/bench.iso" ] && [ -e "$out/diag.iso" ] && [ -e "$out/copy.iso" ] &&
 	[ -e "$out/net.iso" ] && [ -e "$out/netbench.iso" ] && [ -e "$out/tablet.iso" ]; then
 	log "up to date: $out"
+	[ "${ISO_FIO:-0}" = 1 ] && fio_iso
 	exit 0
 fi
 
@@ -147,16 +215,6 @@ for m in crc32c_generic crct10dif_generic crc64_rocksoft_generic ahci sd_mod sr_
 		done
 done
 # host tools busybox lacks (ext4 mke2fs, sfdisk, extlinux) and their libraries
-add_program() { # host path, path in the initramfs
-	local lib
-	mkdir -p "$root$(dirname "$2")"
-	cp -L "$1" "$root$2"
-	for lib in $(ldd "$1" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'); do
-		[ -e "$root$lib" ] && continue
-		mkdir -p "$root$(dirname "$lib")"
-		cp -L "$lib" "$root$lib"
-	done
-}
 # busybox runs its own applets before PATH: init.sh calls these by path
 add_program "$(command -v mke2fs)" /usr/sbin/mke2fs
 add_program "$(command -v sfdisk)" /usr/sbin/sfdisk
@@ -196,10 +254,7 @@ isolinux_cfg() { # default label
 }
 make_iso() { # default label, output
 	isolinux_cfg "$1" >"$iso/isolinux/isolinux.cfg"
-	xorriso -as mkisofs -quiet -V IMGVM_TEST -R -J -o "$2.new" \
-		-b isolinux/isolinux.bin -c isolinux/boot.cat \
-		-no-emul-boot -boot-load-size 4 -boot-info-table "$iso" 2>/dev/null
-	mv "$2.new" "$2"
+	iso_image "$iso" "$2"
 }
 make_iso install "$out/installer.iso"
 make_iso install-reboot "$out/installer-reboot.iso"
@@ -220,3 +275,5 @@ WRITE_SHA256=$write_sha256
 EOF
 echo "$stamp" >"$out/.stamp"
 log "built $out: installer.iso installer-reboot.iso installer-wait.iso bench.iso diag.iso copy.iso net.iso netbench.iso tablet.iso ($(du -h "$out/installer.iso" | cut -f1)), Linux $kver"
+[ "${ISO_FIO:-0}" = 1 ] && fio_iso
+exit 0
