@@ -238,8 +238,9 @@ machine_md() {
 	echo "- imgtool $("$IMGTOOL" --version 2>/dev/null | head -n1); $(qemu-img --version | head -n1); $(nbdcopy --version 2>/dev/null | head -n1)"
 	echo "- convert: imgtool convert syncs the target before it returns (the data is on disk when it says done); qemu-img convert's default target cache mode (unsafe) skips that sync, so the peer runs with -t writeback, which syncs the same way"
 	echo "- image: ${SIZE_MB} MiB; mixed = half random, an eighth zero-filled, the rest never written; full = all random"
-	echo "- $PAIRS interleaved pairs per case; times are medians; ratio = ours/peer time (lower is better); for the guest MB/s rows, ratio = peer/ours MB/s (lower is better too)"
+	echo "- $PAIRS interleaved pairs per case; times are medians; ratio = ours/peer time (lower is better); for the guest MB/s and IOPS rows, ratio = peer/ours (lower is better too)"
 	[ -n "$VMM_WHERE" ] && echo "- VMM rows: both on $VMM_WHERE; guest RAM 512 MiB, 1 vCPU, AHCI disk on a dynamic VDI; RSS includes touched guest RAM"
+	[ "$VMM_FIO" = 1 ] && echo "- VMM guest IOPS rows: $(fio --version) in the guest (fiobench.iso), one job, libaio, O_DIRECT, 4 KiB random on the raw 512 MiB disk, 20 s per run after 1 s ramp; the whole disk is written sequentially first, so every request hits an allocated VDI block; queue depth in the QD32 rows = the disk's /sys/block/sdX/device/queue_depth in the guest (32: NCQ); a crc32c-verified randwrite pass follows"
 }
 
 write_md() {
@@ -271,7 +272,7 @@ fuse_cases
 backend_cases
 . "$TOP/bench/parallel.sh"
 parallel_cases
-VMM_WHERE=""
+VMM_WHERE="" VMM_FIO=0
 if [ -x "$IMGVM" ]; then
 	. "$TOP/bench/vmm.sh"
 	vmm_cases

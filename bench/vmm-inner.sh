@@ -1,8 +1,10 @@
 #!/bin/bash
 # Runs where /dev/kvm can run firmware (hardware KVM or the nested test
 # host).  Env: PAIRS, IMGVM, GUEST (tests/guest/build-test-iso.sh output),
-# OUT (rows file).  Interleaves imgvm and QEMU: install to INSTALL-OK on a
-# fresh dynamic VDI, then bench.iso on a 512 MiB dynamic VDI.
+# OUT (rows file), FIO_ISO (fiobench.iso, or empty for no fio rows).
+# Interleaves imgvm and QEMU: install to INSTALL-OK on a fresh dynamic VDI,
+# then bench.iso on a 512 MiB dynamic VDI, then fiobench.iso (4 KiB random
+# reads and writes at queue depths 1 and 32, NCQ) on another one.
 set -uo pipefail
 T=$(mktemp -d /tmp/vmm-bench.XXXXXX)
 trap 'rm -rf "$T"' EXIT
@@ -48,6 +50,14 @@ timed() {
 qemu_base=(qemu-system-x86_64 -enable-kvm -M q35 -m $MEM -smp 1 -nographic -vga none -nic none
 	-no-reboot -monitor none -bios /usr/share/seabios/bios-256k.bin)
 median() { sort -n | awk '{v[NR]=$1} END{print (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
+# fio_iops LOG RW QD: the IOPS of the guest's "BENCH fio RW qdQD: N IOPS"
+fio_iops() { tr -d '\r' <"$1" | sed -n "s/.*BENCH fio $2 qd$3: \([0-9]*\) IOPS.*/\1/p" | tail -n1; }
+# fio_qdepth LOG: the disk's queue depth as the guest saw it (> 1: NCQ)
+fio_qdepth() { tr -d '\r' <"$1" | sed -n 's/.*BENCH fio queue_depth: \([0-9a-z]*\).*/\1/p' | tail -n1; }
+fio_tests=("randread 1" "randread 32" "randwrite 1" "randwrite 32")
+# fiov["o randread 32"]: that side's figures, one per pair
+declare -A fiov=()
+fio_qd_o=- fio_qd_q=-
 
 ours_i=() peer_i=() ours_r=0 peer_r=0 ours_own=0 peer_own=0
 ow=() pw=() orr=() prr=()
@@ -83,6 +93,35 @@ for ((i = 0; i < PAIRS; i++)); do
 		if [ $side = o ]; then ow+=("$w"); orr+=("$rd"); else pw+=("$w"); prr+=("$rd"); fi
 	done
 	echo "pair $i bench: imgvm write ${ow[-1]} read ${orr[-1]} MB/s; qemu write ${pw[-1]} read ${prr[-1]} MB/s" >&2
+
+	[ -n "${FIO_ISO:-}" ] || continue
+	# /tmp is a tmpfs in the nested host: one fully written 512 MiB VDI
+	# at a time
+	rm -f "$T"/*b.vdi
+	qemu-img create -q -f vdi "$T/of.vdi" 512M
+	r=$(timed "$T/of.log" BENCH-DONE "$IMGVM" boot --memory ${MEM}M --cpus 1 --no-reboot \
+		--cdrom "$FIO_ISO" --disk "$T/of.vdi" --serial "file:$T/of.log")
+	ft_o=${r%% *}
+	rm -f "$T/of.vdi"
+	qemu-img create -q -f vdi "$T/qf.vdi" 512M
+	r=$(timed "$T/qf.log" BENCH-DONE "${qemu_base[@]}" -serial "file:$T/qf.log" \
+		-drive if=none,id=cd0,file="$FIO_ISO",media=cdrom,readonly=on -device ide-cd,bus=ide.1,drive=cd0,bootindex=0 \
+		-drive if=none,id=hd0,file="$T/qf.vdi",format=vdi -device ide-hd,bus=ide.0,drive=hd0,bootindex=1)
+	ft_q=${r%% *}
+	rm -f "$T/qf.vdi"
+	for side in o q; do
+		grep -qa 'BENCH fio verify crc32c: OK' "$T/${side}f.log" ||
+			{ echo "fio ($side) failed: $(tr -d '\r' <"$T/${side}f.log" | grep -a -E 'BENCH|FAIL' | tail -n 12)"; exit 1; }
+		for t in "${fio_tests[@]}"; do
+			v=$(fio_iops "$T/${side}f.log" $t)
+			[ -n "$v" ] || { echo "fio ($side): no $t figure"; exit 1; }
+			fiov["$side $t"]+="$v "
+		done
+	done
+	fio_qd_o=$(fio_qdepth "$T/of.log") fio_qd_q=$(fio_qdepth "$T/qf.log")
+	echo "pair $i fio (IOPS, randread qd1 qd32, randwrite qd1 qd32; queue depth; s to BENCH-DONE):" \
+		"imgvm $(for t in "${fio_tests[@]}"; do fio_iops "$T/of.log" $t; done | tr '\n' ' ')qd $fio_qd_o ${ft_o} s;" \
+		"qemu $(for t in "${fio_tests[@]}"; do fio_iops "$T/qf.log" $t; done | tr '\n' ' ')qd $fio_qd_q ${ft_q} s" >&2
 done
 oi=$(printf '%s\n' "${ours_i[@]}" | median); pi=$(printf '%s\n' "${peer_i[@]}" | median)
 row() { echo "$1|$2|$3|$4|$5|$6|$7|$8" >>"$OUT"; }
@@ -94,3 +133,13 @@ a=$(printf '%s\n' "${ow[@]}" | median); b=$(printf '%s\n' "${pw[@]}" | median)
 row "vmm guest seq write 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -
 a=$(printf '%s\n' "${orr[@]}" | median); b=$(printf '%s\n' "${prr[@]}" | median)
 row "vmm guest seq read 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -
+if [ -n "${FIO_ISO:-}" ]; then
+	for t in "${fio_tests[@]}"; do
+		set -- $t
+		a=$(printf '%s\n' ${fiov["o $t"]} | median); b=$(printf '%s\n' ${fiov["q $t"]} | median)
+		txt="$a / $b"
+		# the queue depth the guest's disk got: NCQ or not
+		[ "$2" = 32 ] && txt="$txt (queue depth $fio_qd_o / $fio_qd_q)"
+		row "vmm guest 4K $1 QD$2 (IOPS)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$txt" - -
+	done
+fi

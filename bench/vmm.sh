@@ -1,17 +1,26 @@
 # Sourced by bench/run.sh: imgvm against qemu-system-x86_64 -enable-kvm on
 # the same KVM: start to INSTALL-OK, and the guest's own sequential disk
-# figures (bench.iso) on an AHCI disk backed by a dynamic VDI.  On hardware
+# figures (bench.iso) and fio's 4 KiB random IOPS at queue depths 1 and 32
+# (fiobench.iso, when the host has fio to put in it) on an AHCI disk backed
+# by a dynamic VDI.  On hardware
 # KVM this runs directly; elsewhere inside the nested test host
 # (tests/nested-kvm.sh), which proves the comparison, not absolute speed.
 vmm_cases() {
-	local guest=$W/guest nested="" inner=$TOP/bench/vmm-inner.sh
+	local guest=$W/guest nested="" inner=$TOP/bench/vmm-inner.sh fio_iso="" with_fio=0
 	local pats match=0 pat
 	read -ra pats <<<"$CASES"
 	[ ${#pats[@]} -eq 0 ] && match=1
 	for pat in "${pats[@]}"; do [[ "vmm" == $pat ]] && match=1; done
 	[ $match = 1 ] || return 0
 	command -v qemu-system-x86_64 >/dev/null || { say "vmm: qemu-system-x86_64 missing, skipped"; return; }
-	if ! "$TOP/tests/guest/build-test-iso.sh" "$guest" >"$W/guest-build.log" 2>&1; then
+	# fio comes from the host (make deps installs it) into a guest of
+	# its own; without it, the VMM rows have no fio figures
+	if command -v fio >/dev/null; then
+		with_fio=1 fio_iso=$guest/fiobench.iso
+	else
+		say "vmm: fio missing, no guest fio rows"
+	fi
+	if ! ISO_FIO=$with_fio "$TOP/tests/guest/build-test-iso.sh" "$guest" >"$W/guest-build.log" 2>&1; then
 		say "vmm: building the test guest failed (log: $W/guest-build.log)"
 		FAILS+=("vmm: guest build failed")
 		return
@@ -20,10 +29,10 @@ vmm_cases() {
 	if [ -e /sys/module/kvm_pvm ] || ! [ -w /dev/kvm ] ||
 		! grep -qE 'vmx|svm' /proc/cpuinfo; then
 		where="the nested test host (QEMU TCG L1 with kvm_amd)"
-		nested="$TOP/tests/nested-kvm.sh -t 3600 -w $W -w $TOP --"
+		nested="$TOP/tests/nested-kvm.sh -t 5400 -w $W -w $TOP --"
 	fi
 	say "vmm: imgvm vs QEMU+KVM on $where, $PAIRS pairs"
-	$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" \
+	$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" FIO_ISO="$fio_iso" \
 		bash "$inner" >"$W/vmm.log" 2>&1
 	local st=$?
 	if [ $st = 123 ] || [ $st = 125 ]; then
@@ -32,7 +41,7 @@ vmm_cases() {
 		# detected inside scheduler" after 7 minutes): once more
 		say "vmm: $(grep -a -E 'L1 (hung|failed)' "$W/vmm.log" | tail -1); starting it once more"
 		mv "$W/vmm.log" "$W/vmm.1.log"
-		$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" \
+		$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" FIO_ISO="$fio_iso" \
 			bash "$inner" >"$W/vmm.log" 2>&1
 		st=$?
 	fi
@@ -49,4 +58,5 @@ vmm_cases() {
 		printf '%-34s %-22s ours %7s   peer %7s   ratio %5s  %s  RSS %s/%s MiB\n' "$n" "$p" "$o" "$q" "$r" "$t" "$a" "$b"
 	done <"$W/vmm-rows"
 	VMM_WHERE=$where
+	VMM_FIO=$with_fio
 }
