@@ -374,7 +374,7 @@ mode_fio() {
 		case $word in imgvm.runtime=*) runtime=${word#imgvm.runtime=} ;; esac
 	done
 	qdepth=$(cat /sys/block/$disk/device/queue_depth 2>/dev/null)
-	say "fio on /dev/$disk ($(($(cat /sys/block/$disk/size) / 2048)) MiB), $runtime s per run, $(/usr/bin/fio --version)"
+	say "fio on /dev/$disk ($(($(cat /sys/block/$disk/size) / 2048)) MiB), $runtime s per run, $(/usr/bin/fio --version), $(grep MemAvailable /proc/meminfo | tr -s ' ')"
 	# NCQ: libata sets the SCSI queue depth to the device's (32 with
 	# NCQ), 1 without
 	echo "BENCH fio queue_depth: ${qdepth:-unknown}"
@@ -382,7 +382,7 @@ mode_fio() {
 	t0=$(now)
 	fio_run fill write 8 --bs=1M
 	t1=$(now)
-	echo "BENCH fio fill seq-write bs=1M: $(awk -F';' '{ printf "%.1f MB/s", $48 / 1024 }' /tmp/fio.out) ($(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s)"
+	echo "BENCH fio fill seq-write bs=1M: $(awk -F';' '{ printf "%.1f MB/s, %d MiB", $48 / 1024, $47 / 1024 }' /tmp/fio.out) ($(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s)"
 	for rw in randread randwrite; do
 		for qd in 1 32; do
 			fio_run "$rw-qd$qd" $rw $qd --time_based --runtime="$runtime" --ramp_time=1
