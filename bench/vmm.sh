@@ -2,9 +2,9 @@
 # the same KVM: start to INSTALL-OK, and the guest's own sequential disk
 # figures (bench.iso) and fio's 4 KiB random IOPS at queue depths 1 and 32
 # (fiobench.iso, when the host has fio to put in it) on an AHCI disk backed
-# by a dynamic VDI.  On hardware
-# KVM this runs directly; elsewhere inside the nested test host
-# (tests/nested-kvm.sh), which proves the comparison, not absolute speed.
+# by a dynamic VDI.  On hardware KVM this runs directly; elsewhere inside
+# the nested test host (tests/nested-kvm.sh), which proves the comparison,
+# not absolute speed.
 vmm_cases() {
 	local guest=$W/guest nested="" inner=$TOP/bench/vmm-inner.sh fio_iso="" with_fio=0
 	local pats match=0 pat
@@ -29,6 +29,7 @@ vmm_cases() {
 	if [ -e /sys/module/kvm_pvm ] || ! [ -w /dev/kvm ] ||
 		! grep -qE 'vmx|svm' /proc/cpuinfo; then
 		where="the nested test host (QEMU TCG L1 with kvm_amd)"
+		# the two fio guests take about 5 minutes of each pair there
 		nested="$TOP/tests/nested-kvm.sh -t 5400 -w $W -w $TOP --"
 	fi
 	say "vmm: imgvm vs QEMU+KVM on $where, $PAIRS pairs"
