@@ -13,7 +13,9 @@ display_socket_dir() {
 	[ -n "${DISPLAY_SOCKETS:-}" ] || DISPLAY_SOCKETS=$(mktemp -d /tmp/imgvm-display.XXXXXX)
 	echo "$DISPLAY_SOCKETS"
 }
-VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer" "display_install")
+VMM_EXTRA_JOBS+=("display_bios" "display_grub" "display_installer")
+# the install of vdi_install and the reboot of onerun_vhd, with a VGA
+[ -n "$REPEATS" ] && VMM_EXTRA_JOBS+=("display_install")
 # The SDL window in a guest run only with VMM_E2E_FULL=1: in its first two
 # runs in the nested host the key check and the close check each failed
 # once (the window's focus and close under TCG's timing), and the retries
