@@ -352,6 +352,26 @@ timeout -k 5 "$limit" qemu-system-x86_64 -accel "${NK_ACCEL:-tcg,thread=multi}" 
 qemu_pid=$!
 tail -q -s 0.2 -c +1 -f --pid=$qemu_pid "$ctl/stdout" &
 tails+=($!)
+# qemu_threads PID: what QEMU's threads did over 2 s, for a hang's report:
+# each thread's name, state and CPU seconds used (vCPU threads at 2.0 spin
+# in L1's emulated CPUs; all at 0 is QEMU itself or every L1 CPU halted)
+qemu_threads() {
+	local d t stat before=() i=0 out=""
+	for d in /proc/"$1"/task/*; do
+		read -ra stat <"$d/stat" 2>/dev/null || stat=()
+		before+=("$((${stat[13]:-0} + ${stat[14]:-0}))")
+	done
+	sleep 2
+	for d in /proc/"$1"/task/*; do
+		read -ra stat <"$d/stat" 2>/dev/null || continue
+		t=$((${stat[13]:-0} + ${stat[14]:-0} - ${before[$i]:-0}))
+		i=$((i + 1))
+		[ "$t" -gt 0 ] || [[ $(cat "$d/comm" 2>/dev/null) == CPU* ]] || continue
+		out="$out $(cat "$d/comm" 2>/dev/null) ${stat[2]} $(awk -v t="$t" -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / h }') s;"
+	done
+	echo "QEMU's threads over 2 s (name, state, CPU):${out:- none ran}"
+}
+
 # the hang watchdog: L1's kernel says when its CPUs stop making progress
 (
 	while kill -0 $qemu_pid 2>/dev/null; do
@@ -363,7 +383,7 @@ tails+=($!)
 		# the stuck CPU is all of L1)
 		if [ -z "$line" ] && [ -e "$ctl/alive" ] &&
 			[ $(($(date +%s) - $(stat -c %Y "$ctl/alive"))) -gt $((stall + 30)) ]; then
-			line="nested-kvm-hung: L1's watchdog went silent for $((stall + 30)) s (no CPU of L1 runs)"
+			line="nested-kvm-hung: L1's watchdog went silent for $((stall + 30)) s (no CPU of L1 runs); $(qemu_threads "$(pgrep -P $qemu_pid | head -n1)")"
 		fi
 		if [ -n "$line" ]; then
 			echo "$line" | tr -d '\r' >"$ctl/hung"
