@@ -112,13 +112,34 @@ add_job() { # NAME [DEP...]: job_NAME is a function; 0 = passed
 	JOB_DEPS[$1]="${*:2}"
 }
 
+# job_stopped OUT: the job's output says imgvm ended on a guest stop
+# (status 2: a triple fault or KVM's internal error, as the nested host's
+# emulated SVM gives now and then) and the job did not retry it itself
+job_stopped() {
+	grep -qa -E 'guest triple fault|KVM internal error' "$1" && ! grep -qa '^# RETRIED ' "$1"
+}
+
+# keep_attempt DIR NAME START: the first attempt's output goes to
+# NAME.out.1 and the logs it wrote in $T since START to $T/NAME.1/; the new
+# NAME.out starts with the "# RETRIED" line.  (Jobs run one at a time
+# unless VMM_E2E_JOBS says otherwise; then another job's logs of that time
+# are copied too, never moved.)
+keep_attempt() {
+	local dir=$1 name=$2 start=$3 why
+	mv "$dir/$name.out" "$dir/$name.out.1"
+	mkdir -p "$T/$name.1"
+	find "$T" -maxdepth 1 -type f -newermt "@$start" -exec cp -p {} "$T/$name.1/" \;
+	why=$(grep -a -m1 -o -E '(imgvm: )?(guest triple fault|KVM internal error).*' "$dir/$name.out.1" | cut -c1-400)
+	echo "# RETRIED $name (the whole job): $why [logs: $(log_path "$T/$name.1")/, $(log_path "$dir/$name.out.1")]" >"$dir/$name.out"
+}
+
 # run_jobs DIR: runs the jobs, at most $JOBS at once, in the order added
 # among those whose dependencies passed; then prints every job's output in
 # that order, with its time.
 run_jobs() {
 	local dir=$1 name dep ready pid i
 	local -a pending=("${JOB_NAMES[@]}")
-	local -A state=() pid_name=() started=()
+	local -A state=() pid_name=() started=() retried=()
 	local running=0
 	mkdir -p "$dir"
 	# jobs that passed in the nested host's previous start (VMM_E2E_DONE)
@@ -161,6 +182,18 @@ run_jobs() {
 		wait -n -p pid
 		i=$?
 		name=${pid_name[$pid]}
+		if [ $i != 0 ] && job_stopped "$dir/$name.out" && [ "${VMM_E2E_RETRY:-1}" != 0 ] &&
+			[ -z "${retried[$name]:-}" ]; then
+			# the guest stopped on an error (status 2) in a job with
+			# no retry of its own: the whole job once more, loudly,
+			# its first attempt's output and logs kept aside
+			retried[$name]=1
+			keep_attempt "$dir" "$name" "${started[$name]}"
+			started[$name]=$(date +%s)
+			("job_$name" >>"$dir/$name.out" 2>&1) &
+			pid_name[$!]=$name
+			continue
+		fi
 		state[$name]=$i
 		echo "# job $name: $(($(date +%s) - started[$name])) s, status $i" >>"$dir/$name.out"
 		running=$((running - 1))
