@@ -343,7 +343,7 @@ stall=${NK_STALL:-30}
 started=$(date +%s.%N)
 timeout -k 5 "$limit" qemu-system-x86_64 -accel "${NK_ACCEL:-tcg,thread=multi}" -cpu "${NK_CPU:-EPYC,+svm,+npt}" \
 	-smp "$smp" -m "${NK_MEM:-4096}" -M q35 -display none -vga none -nic none -no-reboot \
-	-monitor none -serial "file:$ctl/console.log" \
+	-monitor none -serial "file:$ctl/console.log" -name nested-kvm,debug-threads=on \
 	-kernel "$ktree/boot/vmlinuz-$kver" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 quiet loglevel=3 nk_amd=$amd nk_stall=$stall nk_silent=${NK_SILENT:-60}" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
@@ -356,18 +356,23 @@ tails+=($!)
 # each thread's name, state and CPU seconds used (vCPU threads at 2.0 spin
 # in L1's emulated CPUs; all at 0 is QEMU itself or every L1 CPU halted)
 qemu_threads() {
-	local d t stat before=() i=0 out=""
+	local d s f out="" hz
+	local -A before=()
+	hz=$(getconf CLK_TCK)
+	# fields after the name, which may hold spaces ("CPU 0/TCG"):
+	# f[0] the state, f[11] utime, f[12] stime
 	for d in /proc/"$1"/task/*; do
-		read -ra stat <"$d/stat" 2>/dev/null || stat=()
-		before+=("$((${stat[13]:-0} + ${stat[14]:-0}))")
+		s=$(cat "$d/stat" 2>/dev/null) || continue
+		read -ra f <<<"${s##*) }"
+		before[$d]=$((f[11] + f[12]))
 	done
 	sleep 2
 	for d in /proc/"$1"/task/*; do
-		read -ra stat <"$d/stat" 2>/dev/null || continue
-		t=$((${stat[13]:-0} + ${stat[14]:-0} - ${before[$i]:-0}))
-		i=$((i + 1))
-		[ "$t" -gt 0 ] || [[ $(cat "$d/comm" 2>/dev/null) == CPU* ]] || continue
-		out="$out $(cat "$d/comm" 2>/dev/null) ${stat[2]} $(awk -v t="$t" -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / h }') s;"
+		s=$(cat "$d/stat" 2>/dev/null) || continue
+		read -ra f <<<"${s##*) }"
+		s=$((f[11] + f[12] - ${before[$d]:-0}))
+		[ "$s" -gt 0 ] || [[ $(cat "$d/comm" 2>/dev/null) == CPU* ]] || continue
+		out="$out $(cat "$d/comm" 2>/dev/null) ${f[0]} $(awk -v t="$s" -v h="$hz" 'BEGIN { printf "%.2f", t / h }') s;"
 	done
 	echo "QEMU's threads over 2 s (name, state, CPU):${out:- none ran}"
 }
