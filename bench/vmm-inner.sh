@@ -7,7 +7,10 @@
 # reads and writes at queue depths 1 and 32, NCQ) on another one.
 set -uo pipefail
 T=$(mktemp -d /tmp/vmm-bench.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+# the consoles and the VMMs' stderr of the last pair stay beside OUT
+# (a failed run's included)
+LOGS=$(dirname "$OUT")/vmm-logs
+trap 'mkdir -p "$LOGS"; cp "$T"/*.log "$T"/*.err "$LOGS"/ 2>/dev/null; rm -rf "$T"' EXIT
 MEM=512
 TMO=900
 : >"$OUT"
@@ -27,7 +30,7 @@ timed() {
 	local log=$1 pat=$2 t0 tp=-1 now pid vmm="" n=0 own=0 o
 	shift 2
 	t0=$(date +%s%N)
-	/usr/bin/time -f '%M' -o "$T/rss" timeout -k 5 $TMO "$@" </dev/null >"$T/stdout" 2>"$T/stderr" &
+	/usr/bin/time -f '%M' -o "$T/rss" timeout -k 5 $TMO "$@" </dev/null >"$T/stdout" 2>"$log.err" &
 	pid=$!
 	while kill -0 $pid 2>/dev/null; do
 		if [ "$tp" = -1 ] && grep -qa "$pat" "$log" 2>/dev/null; then tp=$(date +%s%N); fi
@@ -68,14 +71,14 @@ for ((i = 0; i < PAIRS; i++)); do
 	r=$(timed "$T/o.log" INSTALL-OK "$IMGVM" boot --memory ${MEM}M --cpus 1 --no-reboot \
 		--cdrom "$GUEST/installer.iso" --disk "$T/o.vdi" --serial "file:$T/o.log")
 	set -- $r
-	grep -qa INSTALL-OK "$T/o.log" || { echo "imgvm install failed: $(tail -c 400 "$T/o.log") $(cat "$T/stderr")"; exit 1; }
+	grep -qa INSTALL-OK "$T/o.log" || { echo "imgvm install failed: $(tail -c 400 "$T/o.log") $(cat "$T/o.log.err")"; exit 1; }
 	ours_i+=("$1"); [ "$3" -gt $ours_r ] && ours_r=$3; [ "$5" -gt $ours_own ] && ours_own=$5
 	qemu-img create -q -f vdi "$T/q.vdi" 2G
 	r=$(timed "$T/q.log" INSTALL-OK "${qemu_base[@]}" -serial "file:$T/q.log" \
 		-drive if=none,id=cd0,file="$GUEST/installer.iso",media=cdrom,readonly=on -device ide-cd,bus=ide.1,drive=cd0,bootindex=0 \
 		-drive if=none,id=hd0,file="$T/q.vdi",format=vdi -device ide-hd,bus=ide.0,drive=hd0,bootindex=1)
 	set -- $r
-	grep -qa INSTALL-OK "$T/q.log" || { echo "qemu install failed: $(tail -c 400 "$T/q.log") $(cat "$T/stderr")"; exit 1; }
+	grep -qa INSTALL-OK "$T/q.log" || { echo "qemu install failed: $(tail -c 400 "$T/q.log") $(cat "$T/q.log.err")"; exit 1; }
 	peer_i+=("$1"); [ "$3" -gt $peer_r ] && peer_r=$3; [ "$5" -gt $peer_own ] && peer_own=$5
 	echo "pair $i install: imgvm ${ours_i[-1]} s, qemu ${peer_i[-1]} s" >&2
 
@@ -87,7 +90,7 @@ for ((i = 0; i < PAIRS; i++)); do
 		-drive if=none,id=cd0,file="$GUEST/bench.iso",media=cdrom,readonly=on -device ide-cd,bus=ide.1,drive=cd0,bootindex=0 \
 		-drive if=none,id=hd0,file="$T/qb.vdi",format=vdi -device ide-hd,bus=ide.0,drive=hd0,bootindex=1 >/dev/null
 	for side in o q; do
-		grep -qa 'BENCH verify: OK' "$T/${side}b.log" || { echo "bench ($side) failed: $(tr -d '\r' <"$T/${side}b.log" | grep -a BENCH)"; exit 1; }
+		grep -qa 'BENCH verify: OK' "$T/${side}b.log" || { echo "bench ($side) failed: $(tr -d '\r' <"$T/${side}b.log" | grep -a BENCH) $(cat "$T/${side}b.log.err") [logs: $LOGS]"; exit 1; }
 		w=$(tr -d '\r' <"$T/${side}b.log" | sed -n 's/.*BENCH seq-write bs=1M: \([0-9.]*\) MB\/s.*/\1/p')
 		rd=$(tr -d '\r' <"$T/${side}b.log" | sed -n 's/.*BENCH seq-read bs=1M: \([0-9.]*\) MB\/s.*/\1/p')
 		if [ $side = o ]; then ow+=("$w"); orr+=("$rd"); else pw+=("$w"); prr+=("$rd"); fi
