@@ -101,13 +101,14 @@ fi
 echo "$KPKG" >"$cache/kernel-package"
 echo "$KPKG" >"$debs/kernel-package" 2>/dev/null || true
 
-# program at host path $1 into $root at path $2, with the libraries ldd lists
-# and the dynamic loader
+# program_libs PATH: the libraries ldd lists for PATH and the dynamic loader
+program_libs() { ldd "$1" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'; }
+# program at host path $1 into $root at path $2, with its libraries
 add_program() {
 	local lib
 	mkdir -p "$root$(dirname "$2")"
 	cp -L "$1" "$root$2"
-	for lib in $(ldd "$1" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'); do
+	for lib in $(program_libs "$1"); do
 		[ -e "$root$lib" ] && continue
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
@@ -128,7 +129,7 @@ iso_image() { # tree, output
 fio_iso() {
 	local fio fstamp kver lib fiso
 	fio=$(command -v fio) || { log "ISO_FIO=1: fio missing on the host (make deps installs it)"; exit 1; }
-	fstamp=$(cat "$out/.stamp")-$({ echo "$fio"; ldd "$fio" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'; } |
+	fstamp=$(cat "$out/.stamp")-$({ echo "$fio"; program_libs "$fio"; } |
 		while read -r lib; do stat -L -c '%n %s %Y' "$lib"; done | sha256sum | cut -c1-16)
 	if [ "$(cat "$out/.stamp-fio" 2>/dev/null)" = "$fstamp" ] && [ -e "$out/fiobench.iso" ]; then
 		log "up to date: $out/fiobench.iso"
