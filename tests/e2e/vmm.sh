@@ -704,14 +704,16 @@ fi
 
 e2e_tmpdir
 T=$E2E_TMP
-# The logs (not the disks) of every run stay under build/, which outlives
-# the run's temporary folder; the ten latest runs are kept.
+# The logs and screenshots (not the disks) of every run stay under build/,
+# which outlives the run's temporary folder; the ten latest runs are kept.
 export VMM_E2E_LOGDIR=${VMM_E2E_LOGS:-$ROOT/build/test-logs/vmm/$(date -u +%Y%m%d-%H%M%S)}
 keep_logs() {
 	local f
 	mkdir -p "$VMM_E2E_LOGDIR" || return
-	(cd "$T" && find . -type f -size -50M \( -name '*.log' -o -name '*.err' -o -name '*.out' -o \
-		-name '*.fw' -o -name '*.drive' -o -name '*.check' -o -name '*.1' -o -name why \) -print0) |
+	# (not the test guest's build tree: its libraries' names end in .1)
+	(cd "$T" && find . -path ./guest -prune -o -type f -size -50M \( -name '*.log' -o -name '*.err' -o -name '*.out' -o \
+		-name '*.fw' -o -name '*.drive' -o -name '*.check' -o -name '*.1' -o -name why -o \
+		-name '*.png' -o -name '*.txt' \) -print0) |
 		while IFS= read -r -d '' f; do
 			mkdir -p "$VMM_E2E_LOGDIR/$(dirname "$f")" && cp "$T/$f" "$VMM_E2E_LOGDIR/$f"
 		done

@@ -140,7 +140,7 @@ qemu_matches() {
 	if [ -n "$out" ]; then
 		ok "$name: the same screen as QEMU -vga std ($out)"
 	else
-		fail "$name: never within 2 % of QEMU's screendump ($("$DISPLAY_HELPERS/vnc_imgdiff" "$ours" "$dump" 2>&1))"
+		fail "$name: never within 2 % of QEMU's screendump ($("$DISPLAY_HELPERS/vnc_imgdiff" "$ours" "$dump" 2>&1)) [ours: $(log_path "$ours"), QEMU's last: $(log_path "$dump")]"
 	fi
 }
 
