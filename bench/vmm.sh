@@ -6,7 +6,7 @@
 # the nested test host (tests/nested-kvm.sh), which proves the comparison,
 # not absolute speed.
 vmm_cases() {
-	local guest=$W/guest nested="" inner=$TOP/bench/vmm-inner.sh fio_iso="" with_fio=0 rbd_fio=0
+	local guest=$W/guest nested="" inner=$TOP/bench/vmm-inner.sh fio_iso="" with_fio=0
 	local pats match=0 pat
 	read -ra pats <<<"$CASES"
 	[ ${#pats[@]} -eq 0 ] && match=1
@@ -20,14 +20,6 @@ vmm_cases() {
 	else
 		say "vmm: fio missing, no guest fio rows"
 	fi
-	# the fio guest on Ceph RBD too, against QEMU's rbd driver
-	# (qemu-block-extra), when both sides can reach a cluster
-	if [ $with_fio = 1 ] && command -v ceph-mon >/dev/null && command -v rbd >/dev/null &&
-		[ -e /usr/lib/x86_64-linux-gnu/qemu/block-rbd.so ]; then
-		rbd_fio=1
-	elif [ $with_fio = 1 ]; then
-		say "vmm: Ceph or QEMU's rbd driver missing, no guest fio rows on RBD"
-	fi
 	if ! ISO_FIO=$with_fio "$TOP/tests/guest/build-test-iso.sh" "$guest" >"$W/guest-build.log" 2>&1; then
 		say "vmm: building the test guest failed (log: $W/guest-build.log)"
 		FAILS+=("vmm: guest build failed")
@@ -37,12 +29,11 @@ vmm_cases() {
 	if [ -e /sys/module/kvm_pvm ] || ! [ -w /dev/kvm ] ||
 		! grep -qE 'vmx|svm' /proc/cpuinfo; then
 		where="the nested test host (QEMU TCG L1 with kvm_amd)"
-		# the two fio guests take about 5 minutes of each pair there,
-		# the two on RBD as long again, and the cluster 3 minutes to start
-		nested="$TOP/tests/nested-kvm.sh -t 7200 -w $W -w $TOP --"
+		# the two fio guests take about 5 minutes of each pair there
+		nested="$TOP/tests/nested-kvm.sh -t 5400 -w $W -w $TOP --"
 	fi
 	say "vmm: imgvm vs QEMU+KVM on $where, $PAIRS pairs"
-	$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" FIO_ISO="$fio_iso" RBD_FIO=$rbd_fio \
+	$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" FIO_ISO="$fio_iso" \
 		bash "$inner" >"$W/vmm.log" 2>&1
 	local st=$?
 	if [ $st = 123 ] || [ $st = 125 ]; then
@@ -51,7 +42,7 @@ vmm_cases() {
 		# detected inside scheduler" after 7 minutes): once more
 		say "vmm: $(grep -a -E 'L1 (hung|failed)' "$W/vmm.log" | tail -1); starting it once more"
 		mv "$W/vmm.log" "$W/vmm.1.log"
-		$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" FIO_ISO="$fio_iso" RBD_FIO=$rbd_fio \
+		$nested env PAIRS="$PAIRS" IMGVM="$IMGVM" GUEST="$guest" OUT="$W/vmm-rows" FIO_ISO="$fio_iso" \
 			bash "$inner" >"$W/vmm.log" 2>&1
 		st=$?
 	fi
