@@ -16,8 +16,10 @@
 # is not kept) and its exit status is this script's.  124: timeout (-t,
 # NK_TIMEOUT, default 1800 s for the whole run); 125: L1 itself failed (its
 # console tail is printed); 123: L1 hung: its kernel reported a CPU in soft
-# lockup for 45 s or more, or its watchdog saw a CPU take no interrupt for
-# NK_STALL seconds (default 30) or a task outlive SIGKILL by 30 s (a vCPU
+# lockup for NK_LOCKUP seconds or more (default 45), its heartbeat stopped
+# for NK_SILENCE seconds (default NK_STALL + 30), or its watchdog saw a CPU
+# take no interrupt for NK_STALL seconds (default 30; it takes a second
+# CPU to see one) or a task outlive SIGKILL by 30 s (a vCPU
 # of L1 that entered an L2 guest and never came back: seen now and then
 # with QEMU TCG's emulated SVM, at an L2 guest's start).  L1 is stopped
 # then instead of at the timeout, and the caller may start it again.
@@ -28,6 +30,7 @@
 #      NK_CPU=EPYC,+svm,+npt   NK_AMD_PARAMS="npt=0 ..." (kvm_amd options)
 #      NK_ACCEL=tcg,thread=multi (QEMU's -accel for L1)
 #      NK_STALL=30: L1's watchdog calls a CPU stuck after this many seconds
+#      NK_LOCKUP=45, NK_SILENCE=NK_STALL+30: the host's limits (above)
 #      NK_SILENT=60: it kills an imgvm boot that wrote nothing for this long
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
 #      NK_CONSOLE_LOG=FILE keeps L1's console there when L1 ends
@@ -340,6 +343,8 @@ smp=${NK_SMP:-$(nproc)}
 [ "$smp" -gt 4 ] && smp=4
 amd=$(echo "${NK_AMD_PARAMS:-}" | tr ' ' ',')
 stall=${NK_STALL:-30}
+lockup=${NK_LOCKUP:-45}
+silence=${NK_SILENCE:-$((stall + 30))}
 started=$(date +%s.%N)
 timeout -k 5 "$limit" qemu-system-x86_64 -accel "${NK_ACCEL:-tcg,thread=multi}" -cpu "${NK_CPU:-EPYC,+svm,+npt}" \
 	-smp "$smp" -m "${NK_MEM:-4096}" -M q35 -display none -vga none -nic none -no-reboot \
@@ -380,15 +385,17 @@ qemu_threads() {
 # the hang watchdog: L1's kernel says when its CPUs stop making progress
 (
 	while kill -0 $qemu_pid 2>/dev/null; do
-		# a lockup past 45 s (the second report): not a passing stall;
+		# a lockup reported for NK_LOCKUP s or more: not a passing stall;
 		# or L1's own watchdog saw a CPU stuck in an L2 guest
-		line=$(grep -a -E 'soft lockup - CPU#[0-9]+ stuck for (4[5-9]|[5-9][0-9]|[0-9]{3,})s|nested-kvm-hung: ' \
-			"$ctl/console.log" 2>/dev/null | head -n1)
+		line=$(grep -a -E 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s|nested-kvm-hung: ' \
+			"$ctl/console.log" 2>/dev/null | awk -v limit="$lockup" '
+				/nested-kvm-hung: / { print; exit }
+				match($0, /stuck for [0-9]+s/) && substr($0, RSTART + 10, RLENGTH - 11) + 0 >= limit { print; exit }')
 		# L1's watchdog has stopped: no CPU of L1 runs (with one vCPU,
 		# the stuck CPU is all of L1)
 		if [ -z "$line" ] && [ -e "$ctl/alive" ] &&
-			[ $(($(date +%s) - $(stat -c %Y "$ctl/alive"))) -gt $((stall + 30)) ]; then
-			line="nested-kvm-hung: L1's watchdog went silent for $((stall + 30)) s (no CPU of L1 runs); $(qemu_threads "$(pgrep -P $qemu_pid | head -n1)")"
+			[ $(($(date +%s) - $(stat -c %Y "$ctl/alive"))) -gt "$silence" ]; then
+			line="nested-kvm-hung: L1's watchdog went silent for $silence s (no CPU of L1 runs); $(qemu_threads "$(pgrep -P $qemu_pid | head -n1)")"
 		fi
 		if [ -n "$line" ]; then
 			echo "$line" | tr -d '\r' >"$ctl/hung"

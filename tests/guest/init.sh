@@ -78,7 +78,7 @@ net | netbench) FAIL_TAG=NET-FAIL ;;
 *) FAIL_TAG=FAIL ;;
 esac
 [ "$MODE" = disk ] && echo "BOOTED-FROM-DISK"
-say "mode $MODE, Linux $(uname -r)"
+say "mode $MODE, Linux $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs online"
 
 # kernel modules, dependencies first (the order was computed at build time)
 while read -r module; do
@@ -220,7 +220,7 @@ mode_install() {
 		SAY imgvm test disk
 		LABEL disk
 		  KERNEL /boot/vmlinuz
-		  APPEND initrd=/boot/initrd.gz console=ttyS0,115200 panic=1 imgvm=disk
+		  APPEND initrd=/boot/initrd.gz console=ttyS0,115200 quiet panic=1 imgvm=disk
 	EOF
 	/usr/bin/extlinux --install /mnt/boot/extlinux >/tmp/extlinux.log 2>&1
 	[ -e /mnt/boot/extlinux/ldlinux.sys ] || { cat /tmp/extlinux.log; die "extlinux"; }

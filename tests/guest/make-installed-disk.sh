@@ -40,7 +40,7 @@ TIMEOUT 1
 SAY imgvm test disk (FAT, made on the host)
 LABEL disk
   KERNEL /vmlinuz
-  APPEND initrd=/initrd.gz console=ttyS0,115200 panic=1 imgvm=disk
+  APPEND initrd=/initrd.gz console=ttyS0,115200 quiet panic=1 imgvm=disk
 EOF
 export MTOOLS_SKIP_CHECK=1
 mcopy -i "$fat" "$guest/vmlinuz" "$guest/initrd.gz" "$tmp/marker.bin" "$tmp/marker.sha256" "$tmp/syslinux.cfg" ::/
