@@ -99,6 +99,26 @@ wait_size() {
 	return 1
 }
 
+# wait_stable PID PNG SECONDS: until two screenshots two seconds apart show
+# the same screen: a boot menu whose text has appeared may still be being
+# drawn (GRUB writes its help text before its entries, and the nested test
+# host draws slowly), and a half-drawn menu is not what QEMU shows
+wait_stable() {
+	local pid=$1 png=$2 end=$((SECONDS + $3)) prev=${2%.png}.prev.png
+	snap "$pid" "$png" || return 1
+	while [ $SECONDS -lt $end ]; do
+		sleep 2
+		cp "$png" "$prev"
+		snap "$pid" "$png" || break
+		if "$DISPLAY_HELPERS/vnc_imgdiff" "$prev" "$png" 0.01 >/dev/null 2>&1; then
+			rm -f "$prev"
+			return 0
+		fi
+	done
+	rm -f "$prev"
+	return 1
+}
+
 stop_vm() { # PID: SIGTERM, and its status
 	kill -TERM "$1" 2>/dev/null
 	wait "$1" 2>/dev/null
@@ -177,7 +197,8 @@ job_display_grub() {
 	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
-	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'Press enter to boot the selected OS' 150; then
+	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'Press enter to boot the selected OS' 150 ||
+		! wait_stable $pid "$png" 60; then
 		fail "GRUB's menu on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
 		stop_vm $pid
 		return 1
@@ -210,13 +231,12 @@ job_display_installer() {
 	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
-	if ! wait_ready $pid "$sock" || ! wait_size $pid "$png" 640x480 150; then
+	if ! wait_ready $pid "$sock" || ! wait_size $pid "$png" 640x480 150 ||
+		! wait_stable $pid "$png" 60; then
 		fail "Debian installer's graphical menu: screen $(png_size "$png"); $(cat "$log.err")"
 		stop_vm $pid
 		return 1
 	fi
-	sleep 2
-	snap $pid "$png"
 	cp "$png" "$T/display-di-menu.png"
 	ok "Debian installer: isolinux's graphical boot menu (VBE 640x480, no text dump: $([ -e "${png%.png}.txt" ] && echo present || echo none))"
 	if "$DISPLAY_HELPERS/vnc_client" "$sock" key:Tab wait:1000 type:' vga=normal nomodeset' \
