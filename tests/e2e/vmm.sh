@@ -791,9 +791,9 @@ nested_run() {
 	# One CPU in L1 (VMM_E2E_L1_CPUS): the guests run one at a time, and
 	# L1's failures (soft lockups of a CPU in imgvm's KVM_RUN, a panic on
 	# an unmapped per-CPU area after a #VMEXIT, both CPUs spinning) came
-	# with two; see docs/vmmtest.md.  L1's one CPU stands still now and
-	# then for 45-52 s and goes on by itself; lockup reports of 49 s look
-	# like the same stall, so the host ends L1 only past 100 s of either.
+	# with two; see docs/vmmtest.md.  L1's one CPU stands still about once
+	# a run for 43-58 s and goes on by itself, its kernel reporting a soft
+	# lockup of up to 50 s meanwhile: the host ends L1 only past 100 s.
 	NK_SMP=${VMM_E2E_L1_CPUS:-1} NK_LOCKUP=${NK_LOCKUP:-100} NK_SILENCE=${NK_SILENCE:-100} \
 		NK_CONSOLE_LOG=$T/l1-console.log NK_STARTED_FILE=$T/l1-started tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 2400 -- \
 		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" \

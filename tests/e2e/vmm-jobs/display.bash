@@ -197,9 +197,13 @@ job_display_grub() {
 	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
-	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'Press enter to boot the selected OS' 150 ||
-		! wait_stable $pid "$png" 60; then
+	if ! wait_ready $pid "$sock" || ! wait_text $pid "$png" 'Press enter to boot the selected OS' 150; then
 		fail "GRUB's menu on the VGA screen: $(head -c 300 "${png%.png}.txt" 2>/dev/null) $(cat "$log.err")"
+		stop_vm $pid
+		return 1
+	fi
+	if ! wait_stable $pid "$png" 60; then
+		fail "GRUB's menu never stood still for 2 s within 60 s: $(cat "$log.err")"
 		stop_vm $pid
 		return 1
 	fi
@@ -231,9 +235,13 @@ job_display_installer() {
 	"$IMGVM" boot --serial "file:$log" --memory 1G --cdrom "$iso" --vnc "unix:$sock" \
 		--screenshot "$png" --timeout "$TIMEOUT" </dev/null 2>"$log.err" &
 	pid=$!
-	if ! wait_ready $pid "$sock" || ! wait_size $pid "$png" 640x480 150 ||
-		! wait_stable $pid "$png" 60; then
+	if ! wait_ready $pid "$sock" || ! wait_size $pid "$png" 640x480 150; then
 		fail "Debian installer's graphical menu: screen $(png_size "$png"); $(cat "$log.err")"
+		stop_vm $pid
+		return 1
+	fi
+	if ! wait_stable $pid "$png" 60; then
+		fail "the Debian installer's menu never stood still for 2 s within 60 s: $(cat "$log.err")"
 		stop_vm $pid
 		return 1
 	fi
