@@ -26,12 +26,11 @@ override CFLAGS += -std=gnu11 $(WARN) -fPIC -pthread -D_GNU_SOURCE \
 	-D_FILE_OFFSET_BITS=64 -DIMG_VERSION='"$(VERSION)"' -Ilibimg -I. \
 	$(PKGS_CFLAGS) $(SANFLAGS) -MMD -MP
 override LDFLAGS += -pthread $(SANFLAGS)
-# What libimg itself links with (formats, storage backends); what imgvm
-# adds (display, network, VM definitions, OVA).  librbd has no pkg-config
-# file in Debian 12.
+# What libimg itself links with (formats); what imgvm adds (display,
+# network, VM definitions, OVA).  The storage backends' libraries (librbd,
+# libcurl, libnbd) are loaded when a name needs them (libimg/dynlib.h).
 LIBIMG_LIBS := -lz -lcrypto
 LIBIMG_LIBS += -lzstd
-LIBIMG_LIBS += -lnbd -lcurl -lrbd -lrados
 VMM_LIBS := -lvncserver -lslirp -ljson-c -lxml2 -larchive
 # SDL2 (--display sdl) when its development files are installed
 SDL_CFLAGS := $(shell pkg-config --cflags sdl2 2>/dev/null)
@@ -40,8 +39,8 @@ ifneq ($(SDL_LIBS),)
 VMM_LIBS += $(SDL_LIBS)
 $(B)/obj/vmm/display/sdl.o: EXTRA_CFLAGS += -DIMGVM_SDL $(SDL_CFLAGS)
 endif
-# the tests' independent readers: a VNC client and a PNG decoder
-TEST_LIBS := -lvncclient -lpng
+# the tests' independent readers: a VNC client, a PNG decoder, an NBD client
+TEST_LIBS := -lvncclient -lpng -lnbd
 LIBS := $(LIBIMG_LIBS) -lssl -lfuse3
 
 LIB_SRCS := $(sort $(wildcard libimg/*.c formats/*/*.c))
@@ -85,7 +84,7 @@ $(LIBA): $(LIB_OBJS)
 
 $(LIBSO): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,-soname,libimg.so.0 $(LDFLAGS) -o $@ $^ $(LIBIMG_LIBS)
+	$(CC) -shared -Wl,-soname,libimg.so.0 -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(LIBIMG_LIBS)
 
 $(B)/lib/libimg.pc: Makefile
 	@mkdir -p $(dir $@)

@@ -14,6 +14,7 @@
  * run in parallel.
  */
 #include "backend.h"
+#include "dynlib.h"
 #include "internal.h"
 
 #include <curl/curl.h>
@@ -24,6 +25,31 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+/* libcurl is loaded by the first http(s):// name (dynlib.h); the
+ * type-checking macro of its header goes, the pointer takes the name. */
+#define HTTP_FUNCTIONS(X)     \
+	X(curl_easy_cleanup)  \
+	X(curl_easy_init)     \
+	X(curl_easy_perform)  \
+	X(curl_easy_setopt)   \
+	X(curl_easy_strerror) \
+	X(curl_global_init)
+static struct {
+	HTTP_FUNCTIONS(IMG_DYNLIB_POINTER)
+} http_lib;
+#define HTTP_SYMBOL(f) IMG_DYNLIB_SYMBOL(http_lib, f)
+static const struct img_dynlib_symbol http_symbols[] = { HTTP_FUNCTIONS(
+	HTTP_SYMBOL){ NULL, NULL } };
+static struct img_dynlib http_library =
+	IMG_DYNLIB_INIT("libcurl.so.4", "libcurl4", http_symbols);
+#define curl_easy_cleanup http_lib.curl_easy_cleanup
+#define curl_easy_init http_lib.curl_easy_init
+#define curl_easy_perform http_lib.curl_easy_perform
+#undef curl_easy_setopt
+#define curl_easy_setopt http_lib.curl_easy_setopt
+#define curl_easy_strerror http_lib.curl_easy_strerror
+#define curl_global_init http_lib.curl_global_init
 
 enum {
 	HTTP_ATTEMPTS = 4,
@@ -254,6 +280,9 @@ static int http_open(struct img_file *f, const char *url, bool writable,
 	if (writable)
 		return img_error_buf(errbuf, errlen, -EROFS,
 				     "HTTP images are read-only");
+	r = img_dynlib_load(&http_library, errbuf, errlen);
+	if (r < 0)
+		return r;
 	pthread_once(&curl_once, http_global_init);
 	b = calloc(1, sizeof(*b));
 	if (!b)

@@ -13,6 +13,7 @@
  * not used again.
  */
 #include "backend.h"
+#include "dynlib.h"
 #include "internal.h"
 
 #include <inttypes.h>
@@ -25,6 +26,90 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
+
+/* libnbd is loaded by the first nbd:// name (dynlib.h). */
+#define NBD_FUNCTIONS(X)                      \
+	X(nbd_add_meta_context)               \
+	X(nbd_aio_block_status)               \
+	X(nbd_aio_command_completed)          \
+	X(nbd_aio_connect_uri)                \
+	X(nbd_aio_flush)                      \
+	X(nbd_aio_get_direction)              \
+	X(nbd_aio_get_fd)                     \
+	X(nbd_aio_in_flight)                  \
+	X(nbd_aio_is_closed)                  \
+	X(nbd_aio_is_connecting)              \
+	X(nbd_aio_is_dead)                    \
+	X(nbd_aio_is_processing)              \
+	X(nbd_aio_is_ready)                   \
+	X(nbd_aio_notify_read)                \
+	X(nbd_aio_notify_write)               \
+	X(nbd_aio_pread)                      \
+	X(nbd_aio_pwrite)                     \
+	X(nbd_aio_trim)                       \
+	X(nbd_aio_zero)                       \
+	X(nbd_can_flush)                      \
+	X(nbd_can_meta_context)               \
+	X(nbd_can_multi_conn)                 \
+	X(nbd_can_trim)                       \
+	X(nbd_can_zero)                       \
+	X(nbd_close)                          \
+	X(nbd_create)                         \
+	X(nbd_get_block_size)                 \
+	X(nbd_get_errno)                      \
+	X(nbd_get_error)                      \
+	X(nbd_get_size)                       \
+	X(nbd_is_read_only)                   \
+	X(nbd_poll)                           \
+	X(nbd_set_handle_name)                \
+	X(nbd_set_request_structured_replies) \
+	X(nbd_set_uri_allow_local_file)       \
+	X(nbd_shutdown)
+static struct {
+	NBD_FUNCTIONS(IMG_DYNLIB_POINTER)
+} nbd_lib;
+#define NBD_SYMBOL(f) IMG_DYNLIB_SYMBOL(nbd_lib, f)
+static const struct img_dynlib_symbol nbd_symbols[] = { NBD_FUNCTIONS(
+	NBD_SYMBOL){ NULL, NULL } };
+static struct img_dynlib nbd_library =
+	IMG_DYNLIB_INIT("libnbd.so.0", "libnbd0", nbd_symbols);
+#define nbd_add_meta_context nbd_lib.nbd_add_meta_context
+#define nbd_aio_block_status nbd_lib.nbd_aio_block_status
+#define nbd_aio_command_completed nbd_lib.nbd_aio_command_completed
+#define nbd_aio_connect_uri nbd_lib.nbd_aio_connect_uri
+#define nbd_aio_flush nbd_lib.nbd_aio_flush
+#define nbd_aio_get_direction nbd_lib.nbd_aio_get_direction
+#define nbd_aio_get_fd nbd_lib.nbd_aio_get_fd
+#define nbd_aio_in_flight nbd_lib.nbd_aio_in_flight
+#define nbd_aio_is_closed nbd_lib.nbd_aio_is_closed
+#define nbd_aio_is_connecting nbd_lib.nbd_aio_is_connecting
+#define nbd_aio_is_dead nbd_lib.nbd_aio_is_dead
+#define nbd_aio_is_processing nbd_lib.nbd_aio_is_processing
+#define nbd_aio_is_ready nbd_lib.nbd_aio_is_ready
+#define nbd_aio_notify_read nbd_lib.nbd_aio_notify_read
+#define nbd_aio_notify_write nbd_lib.nbd_aio_notify_write
+#define nbd_aio_pread nbd_lib.nbd_aio_pread
+#define nbd_aio_pwrite nbd_lib.nbd_aio_pwrite
+#define nbd_aio_trim nbd_lib.nbd_aio_trim
+#define nbd_aio_zero nbd_lib.nbd_aio_zero
+#define nbd_can_flush nbd_lib.nbd_can_flush
+#define nbd_can_meta_context nbd_lib.nbd_can_meta_context
+#define nbd_can_multi_conn nbd_lib.nbd_can_multi_conn
+#define nbd_can_trim nbd_lib.nbd_can_trim
+#define nbd_can_zero nbd_lib.nbd_can_zero
+#define nbd_close nbd_lib.nbd_close
+#define nbd_create nbd_lib.nbd_create
+#define nbd_get_block_size nbd_lib.nbd_get_block_size
+#define nbd_get_errno nbd_lib.nbd_get_errno
+#define nbd_get_error nbd_lib.nbd_get_error
+#define nbd_get_size nbd_lib.nbd_get_size
+#define nbd_is_read_only nbd_lib.nbd_is_read_only
+#define nbd_poll nbd_lib.nbd_poll
+#define nbd_set_handle_name nbd_lib.nbd_set_handle_name
+#define nbd_set_request_structured_replies \
+	nbd_lib.nbd_set_request_structured_replies
+#define nbd_set_uri_allow_local_file nbd_lib.nbd_set_uri_allow_local_file
+#define nbd_shutdown nbd_lib.nbd_shutdown
 
 enum {
 	NBD_MAX_CONNECTIONS = 4,
@@ -304,12 +389,16 @@ static void nbd_backend_free(struct nbd_backend *b)
 static int nbd_open(struct img_file *f, const char *uri, bool writable,
 		    unsigned flags, char *errbuf, size_t errlen)
 {
-	struct nbd_backend *b = calloc(1, sizeof(*b));
+	struct nbd_backend *b;
 	struct nbd_handle *h;
 	int64_t size, max;
 	int r, want;
 
 	(void)flags;
+	r = img_dynlib_load(&nbd_library, errbuf, errlen);
+	if (r < 0)
+		return r;
+	b = calloc(1, sizeof(*b));
 	if (!b)
 		return img_error_buf(errbuf, errlen, -ENOMEM, "out of memory");
 	img_extent_cache_init(&b->status);

@@ -13,6 +13,7 @@
  * are objects never written), snapshots from rbd_snap_list.
  */
 #include "backend.h"
+#include "dynlib.h"
 #include "internal.h"
 
 #include <inttypes.h>
@@ -22,6 +23,79 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* librbd (and librados through it) is loaded by the first rbd: name (dynlib.h). */
+#define RBD_FUNCTIONS(X)             \
+	X(rados_conf_get)            \
+	X(rados_conf_parse_env)      \
+	X(rados_conf_read_file)      \
+	X(rados_conf_set)            \
+	X(rados_connect)             \
+	X(rados_create)              \
+	X(rados_ioctx_create)        \
+	X(rados_ioctx_destroy)       \
+	X(rados_shutdown)            \
+	X(rbd_aio_create_completion) \
+	X(rbd_aio_discard)           \
+	X(rbd_aio_get_return_value)  \
+	X(rbd_aio_is_complete)       \
+	X(rbd_aio_readv)             \
+	X(rbd_aio_release)           \
+	X(rbd_aio_wait_for_complete) \
+	X(rbd_aio_write)             \
+	X(rbd_aio_write_zeroes)      \
+	X(rbd_close)                 \
+	X(rbd_create)                \
+	X(rbd_diff_iterate2)         \
+	X(rbd_flush)                 \
+	X(rbd_lock_acquire)          \
+	X(rbd_open)                  \
+	X(rbd_open_read_only)        \
+	X(rbd_remove)                \
+	X(rbd_resize)                \
+	X(rbd_snap_get_timestamp)    \
+	X(rbd_snap_list)             \
+	X(rbd_snap_list_end)         \
+	X(rbd_stat)
+static struct {
+	RBD_FUNCTIONS(IMG_DYNLIB_POINTER)
+} rbd_lib;
+#define RBD_SYMBOL(f) IMG_DYNLIB_SYMBOL(rbd_lib, f)
+static const struct img_dynlib_symbol rbd_symbols[] = { RBD_FUNCTIONS(
+	RBD_SYMBOL){ NULL, NULL } };
+static struct img_dynlib rbd_library =
+	IMG_DYNLIB_INIT("librbd.so.1", "librbd1", rbd_symbols);
+#define rados_conf_get rbd_lib.rados_conf_get
+#define rados_conf_parse_env rbd_lib.rados_conf_parse_env
+#define rados_conf_read_file rbd_lib.rados_conf_read_file
+#define rados_conf_set rbd_lib.rados_conf_set
+#define rados_connect rbd_lib.rados_connect
+#define rados_create rbd_lib.rados_create
+#define rados_ioctx_create rbd_lib.rados_ioctx_create
+#define rados_ioctx_destroy rbd_lib.rados_ioctx_destroy
+#define rados_shutdown rbd_lib.rados_shutdown
+#define rbd_aio_create_completion rbd_lib.rbd_aio_create_completion
+#define rbd_aio_discard rbd_lib.rbd_aio_discard
+#define rbd_aio_get_return_value rbd_lib.rbd_aio_get_return_value
+#define rbd_aio_is_complete rbd_lib.rbd_aio_is_complete
+#define rbd_aio_readv rbd_lib.rbd_aio_readv
+#define rbd_aio_release rbd_lib.rbd_aio_release
+#define rbd_aio_wait_for_complete rbd_lib.rbd_aio_wait_for_complete
+#define rbd_aio_write rbd_lib.rbd_aio_write
+#define rbd_aio_write_zeroes rbd_lib.rbd_aio_write_zeroes
+#define rbd_close rbd_lib.rbd_close
+#define rbd_create rbd_lib.rbd_create
+#define rbd_diff_iterate2 rbd_lib.rbd_diff_iterate2
+#define rbd_flush rbd_lib.rbd_flush
+#define rbd_lock_acquire rbd_lib.rbd_lock_acquire
+#define rbd_open rbd_lib.rbd_open
+#define rbd_open_read_only rbd_lib.rbd_open_read_only
+#define rbd_remove rbd_lib.rbd_remove
+#define rbd_resize rbd_lib.rbd_resize
+#define rbd_snap_get_timestamp rbd_lib.rbd_snap_get_timestamp
+#define rbd_snap_list rbd_lib.rbd_snap_list
+#define rbd_snap_list_end rbd_lib.rbd_snap_list_end
+#define rbd_stat rbd_lib.rbd_stat
 
 enum {
 	RBD_MAX_IN_FLIGHT = 32,
@@ -285,6 +359,12 @@ static int rbd_backend_new(const char *name, struct rbd_backend **out,
 	img_extent_cache_init(&b->status);
 	r = rbd_parse(name, n, errbuf, errlen);
 	if (r < 0) {
+		rbd_disconnect(b);
+		return r;
+	}
+	r = img_dynlib_load(&rbd_library, errbuf, errlen);
+	if (r < 0) {
+		free(n->buf);
 		rbd_disconnect(b);
 		return r;
 	}

@@ -66,6 +66,15 @@ DISK_SHA=$(sha256sum <"$T/disk.raw" | cut -d' ' -f1)
 
 have() { command -v "$1" >/dev/null; }
 
+# The backends' libraries are loaded by the first name that needs them:
+# a local image loads none of them (ld.so's own log says what it loaded).
+"$IMGTOOL" create -q -f vdi "$T/local.vdi" 1M
+LD_DEBUG=files "$IMGTOOL" info "$T/local.vdi" >/dev/null 2>"$T/ld.log"
+check "a local image loads neither librbd, libcurl nor libnbd" \
+	test -s "$T/ld.log" -a -z "$(grep -oE 'file=(librbd|librados|libcurl|libnbd)[^ ]*' "$T/ld.log")"
+LD_DEBUG=files "$IMGTOOL" info "nbd+unix:///?socket=$T/nothing.sock" >/dev/null 2>"$T/ld.log"
+check "an nbd:// name loads libnbd then" grep -q 'file=libnbd.so.0 .*dynamically loaded by' "$T/ld.log"
+
 # ---- NBD ------------------------------------------------------------------
 
 if ! have qemu-nbd || ! have nbdkit || ! have nbdcopy || ! have qemu-img; then

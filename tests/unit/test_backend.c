@@ -5,6 +5,7 @@
  * RBD and HTTP backends' checks that need no cluster or server are here;
  * tests/e2e/ceph.sh and tests/e2e/backends.sh do the rest. */
 #include "backend.h"
+#include "dynlib.h"
 #include "internal.h"
 
 #include <criterion/criterion.h>
@@ -17,6 +18,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 static char dir[64];
 static char errbuf[IMG_ERRMSG_MAX];
@@ -397,4 +399,58 @@ Test(backend, allocated_by_name_and_remove)
 		     "removing what is not there is not an error");
 	cr_assert_eq(img_file_allocated_name("http://127.0.0.1:1/x", &bytes),
 		     -ENOTSUP);
+}
+
+/* The backends' libraries load at first use: a missing one, or one without
+ * a function we call, is one error line naming what to install; a present
+ * one fills every pointer.  (zlib stands in: every build links it.) */
+static struct {
+	IMG_DYNLIB_POINTER(zlibVersion)
+	IMG_DYNLIB_POINTER(crc32)
+} zlib_lib;
+
+Test(backend, dynlib_loads_at_first_use)
+{
+	static const struct img_dynlib_symbol zlib_symbols[] = {
+		IMG_DYNLIB_SYMBOL(zlib_lib, zlibVersion)
+			IMG_DYNLIB_SYMBOL(zlib_lib, crc32){ NULL, NULL }
+	};
+	static const struct img_dynlib_symbol absent_symbols[] = {
+		IMG_DYNLIB_SYMBOL(zlib_lib, zlibVersion){ NULL, NULL }
+	};
+	static const struct img_dynlib_symbol wrong_symbols[] = {
+		{ "img_no_such_function", (void **)&zlib_lib.crc32 },
+		{ NULL, NULL }
+	};
+	struct img_dynlib absent = IMG_DYNLIB_INIT(
+		"libimg-absent.so.7", "libimg-absent7", absent_symbols);
+	struct img_dynlib wrong =
+		IMG_DYNLIB_INIT("libz.so.1", "zlib1g", wrong_symbols);
+	struct img_dynlib zlib =
+		IMG_DYNLIB_INIT("libz.so.1", "zlib1g", zlib_symbols);
+
+	cr_assert_eq(img_dynlib_load(&absent, errbuf, sizeof(errbuf)),
+		     -ENOTSUP);
+	cr_assert(strstr(errbuf, "libimg-absent.so.7 is not installed "
+				 "(Debian package libimg-absent7)"),
+		  "%s", errbuf);
+	cr_assert_null(strchr(errbuf, '\n'), "one line: %s", errbuf);
+	errbuf[0] = 0;
+	cr_assert_eq(img_dynlib_load(&absent, errbuf, sizeof(errbuf)), -ENOTSUP,
+		     "the first outcome stays");
+	cr_assert(strstr(errbuf, "libimg-absent.so.7"), "%s", errbuf);
+
+	cr_assert_eq(img_dynlib_load(&wrong, errbuf, sizeof(errbuf)), -ENOTSUP);
+	cr_assert(strstr(errbuf, "libz.so.1 has no img_no_such_function"), "%s",
+		  errbuf);
+
+	zlib_lib.zlibVersion = NULL;
+	zlib_lib.crc32 = NULL;
+	cr_assert_eq(img_dynlib_load(&zlib, errbuf, sizeof(errbuf)), 0, "%s",
+		     errbuf);
+	cr_assert_eq(zlib_lib.zlibVersion, zlibVersion,
+		     "the same function the program links");
+	cr_assert_str_eq(zlib_lib.zlibVersion(), zlibVersion());
+	cr_assert_eq(zlib_lib.crc32(0, (const Bytef *)"abc", 3),
+		     crc32(0, (const Bytef *)"abc", 3));
 }
