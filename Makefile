@@ -111,9 +111,10 @@ deps:
 
 # The whole suite: unit tests (Criterion), then end-to-end scripts.  The
 # scripts that boot VMs (their guests run in the nested test host here)
-# start first and run beside the unit tests and the other scripts, which
-# run at a lower priority (scripts/run-e2e.sh); every part runs even when
-# another fails, so one run shows every failure.
+# start first and run beside the unit tests (built then, not before: the
+# nested host is the longest part) and the other scripts, which run at a
+# lower priority (scripts/run-e2e.sh); every part runs even when another
+# fails, so one run shows every failure.
 # Build in parallel even when make was started without -j.
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 PARALLEL = $(if $(findstring j,$(filter-out --%,$(MAKEFLAGS))),,-j$(NPROC))
@@ -127,10 +128,10 @@ check: deps
 	@B=$(B) E2E_JOBS=1 scripts/run-e2e.sh tests/e2e/parallel.sh tests/e2e/serve.sh
 else
 check: deps
-	@$(MAKE) --no-print-directory $(PARALLEL) all $(UNIT_BINS) $(HELPER_BINS)
+	@$(MAKE) --no-print-directory $(PARALLEL) all $(HELPER_BINS)
 	@rc=0; \
 	$(MAKE) --no-print-directory format-check || { rc=1; echo "check: format-check FAILED (run make format)"; }; \
-	E2E_PRELUDE="$(MAKE) --no-print-directory unit" $(MAKE) --no-print-directory e2e || rc=1; \
+	E2E_PRELUDE="$(MAKE) --no-print-directory $(PARALLEL) unit" $(MAKE) --no-print-directory e2e || rc=1; \
 	if [ $$rc -eq 0 ]; then echo "check: all passed"; else echo "check: FAILED"; fi; \
 	exit $$rc
 endif

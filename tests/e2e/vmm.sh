@@ -512,7 +512,9 @@ kvm_cases() {
 	if [ -e "$PREP/ready" ]; then
 		# longest chains first, so the two slots stay busy
 		add_job vdi_install
-		add_job debian_installer
+		# display_installer boots the same kernel and initramfs to the
+		# same first screen, on the VGA and typed to over VNC
+		[ -n "$REPEATS" ] && add_job debian_installer
 		add_job onerun_vhd
 		add_job vdi_boot vdi_install
 		[ -n "$REPEATS" ] && add_job onerun_vmdk
@@ -541,7 +543,7 @@ kvm_cases() {
 	[ -n "$FULL" ] ||
 		echo "# not run: the installed disk in vdi/vmdk, --cpus 2, the reset loop${REPEATS:+ (VMM_E2E_FULL=1 runs them)}"
 	[ -n "$REPEATS" ] ||
-		echo "# not run in the nested host: the one-run install onto vmdk, the install with a VGA, the tablet's --pointer ps2 run, the boot from RBD (VMM_E2E_FULL=1 runs them)"
+		echo "# not run in the nested host: the one-run install onto vmdk, the Debian installer on the serial console, the install with a VGA, the tablet's --pointer ps2 run, the boot from RBD (VMM_E2E_FULL=1 runs them)"
 	run_jobs "$T/jobs"
 }
 
@@ -696,6 +698,9 @@ if [ "${1:-}" = --inside ]; then
 	echo dropped >/etc/nested-kvm-e2e 2>/dev/null
 	echo "nested-stderr-probe" >&2
 	kvm_cases "$2"
+	# imgvm asks for huge pages for guest RAM: how L1's kernel found them
+	# (a fault that compacts memory first holds the vCPU in KVM_RUN)
+	echo "# L1's huge pages: $(awk '$1 ~ /^(thp_fault_alloc|thp_fault_fallback|compact_stall)$/ { printf "%s %s ", $1, $2 }' /proc/vmstat)"
 	finish
 	exit
 fi
