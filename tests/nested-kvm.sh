@@ -387,10 +387,10 @@ qemu_threads() {
 	while kill -0 $qemu_pid 2>/dev/null; do
 		# a lockup reported for NK_LOCKUP s or more: not a passing stall;
 		# or L1's own watchdog saw a CPU stuck in an L2 guest
-		line=$(grep -a -E 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s|nested-kvm-hung: ' \
-			"$ctl/console.log" 2>/dev/null | awk -v limit="$lockup" '
-				/nested-kvm-hung: / { print; exit }
-				match($0, /stuck for [0-9]+s/) && substr($0, RSTART + 10, RLENGTH - 11) + 0 >= limit { print; exit }')
+		line=$(awk -v limit="$lockup" '
+			/nested-kvm-hung: / { print; exit }
+			/soft lockup - CPU#/ && match($0, /stuck for [0-9]+s/) &&
+				substr($0, RSTART + 10, RLENGTH - 11) + 0 >= limit { print; exit }' "$ctl/console.log" 2>/dev/null)
 		# L1's watchdog has stopped: no CPU of L1 runs (with one vCPU,
 		# the stuck CPU is all of L1)
 		if [ -z "$line" ] && [ -e "$ctl/alive" ] &&

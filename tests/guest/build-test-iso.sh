@@ -121,6 +121,12 @@ iso_image() { # tree, output
 	mv "$2.new" "$2"
 }
 
+# Every label's kernel command line.  quiet: every console byte costs the
+# guest two port exits (about 0.4 ms in the nested test host), and Linux's
+# 25-30 KB of boot messages about 10 s a boot; /init prints what the tests
+# read, and the kernel's log on a failure.
+cmdline="initrd=/boot/initrd.gz console=ttyS0,115200 quiet panic=1"
+
 # ---- fiobench.iso (ISO_FIO=1) -------------------------------------------
 # Made from this script's own output (vmlinuz, initrd.gz, guest.env): the
 # kernel unpacks concatenated compressed cpio archives one after another,
@@ -154,7 +160,7 @@ fio_iso() {
 		for label in fio shell; do
 			echo "LABEL $label"
 			echo "  KERNEL /boot/vmlinuz"
-			echo "  APPEND initrd=/boot/initrd.gz console=ttyS0,115200 quiet panic=1 imgvm=$label"
+			echo "  APPEND $cmdline imgvm=$label"
 		done
 	} >"$fiso/isolinux/isolinux.cfg"
 	iso_image "$fiso" "$out/fiobench.iso"
@@ -234,10 +240,6 @@ cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$i
 cp "$ktree/boot/vmlinuz-$kver" "$iso/boot/vmlinuz"
 cp "$work/initrd.gz" "$iso/boot/initrd.gz"
 cp "$cache/marker.gz" "$iso/marker.gz"
-# quiet: every console byte costs the guest two port exits (about 0.4 ms in
-# the nested test host), and Linux's 25-30 KB of boot messages about 10 s a
-# boot; /init prints what the tests read, and the kernel's log on a failure
-cmdline="initrd=/boot/initrd.gz console=ttyS0,115200 quiet panic=1"
 isolinux_cfg() { # default label
 	[ "${ISO_SERIAL:-0}" = 1 ] && echo "SERIAL 0 115200"
 	echo "DEFAULT $1"

@@ -104,19 +104,16 @@ wait_size() {
 # drawn (GRUB writes its help text before its entries, and the nested test
 # host draws slowly), and a half-drawn menu is not what QEMU shows
 wait_stable() {
-	local pid=$1 png=$2 end=$((SECONDS + $3)) prev=${2%.png}.prev.png
+	local pid=$1 png=$2 end=$((SECONDS + $3)) prev=${2%.png}.prev.png still=1
 	snap "$pid" "$png" || return 1
-	while [ $SECONDS -lt $end ]; do
+	while [ $still != 0 ] && [ $SECONDS -lt $end ]; do
 		sleep 2
 		cp "$png" "$prev"
 		snap "$pid" "$png" || break
-		if "$DISPLAY_HELPERS/vnc_imgdiff" "$prev" "$png" 0.01 >/dev/null 2>&1; then
-			rm -f "$prev"
-			return 0
-		fi
+		"$DISPLAY_HELPERS/vnc_imgdiff" "$prev" "$png" 0.01 >/dev/null 2>&1 && still=0
 	done
 	rm -f "$prev"
-	return 1
+	return $still
 }
 
 stop_vm() { # PID: SIGTERM, and its status
