@@ -16,6 +16,10 @@ set -u
 cd "$(dirname "$0")/.."
 B=${B:-build}
 export B
+# The tools make deps installed come first: a shim in front of them (a
+# pyenv python3 costs ten process starts a call) makes the scripts slower
+# and runs another program than the one the tests were written against.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export IMGTOOL=${IMGTOOL:-$PWD/$B/bin/imgtool}
 export IMGVM=${IMGVM:-$PWD/$B/bin/imgvm}
 scripts=("$@")

@@ -243,7 +243,7 @@ job_empty() {
 # (nothing to boot), imgvm ends with 124 and one line.
 job_timeout() {
 	local log=$T/timeout.log rc
-	timeout -k 5 45 "$IMGVM" boot --timeout 20 </dev/null 2>"$log.err" | cat >"$log"
+	timeout -k 5 35 "$IMGVM" boot --timeout 10 </dev/null 2>"$log.err" | cat >"$log"
 	rc=${PIPESTATUS[0]}
 	if grep -qa 'SeaBIOS (version' "$log"; then
 		ok "--serial stdio works through a pipe"
@@ -252,7 +252,7 @@ job_timeout() {
 	fi
 	if [ "$rc" = 124 ] && grep -q 'timeout' "$log.err" && [ "$(wc -l <"$log.err")" = 1 ] &&
 		grep -Eq 'vCPU 0: [1-9][0-9]* exits, the last [0-9.]+ s before \([^)]* at [0-9a-f]{4}:[0-9a-f]+\)' "$log.err"; then
-		ok "--timeout 20 -> exit 124 with one line, saying where the vCPU stood"
+		ok "--timeout 10 -> exit 124 with one line, saying where the vCPU stood"
 	else
 		fail "--timeout (rc=$rc): $(cat "$log.err")"
 	fi
