@@ -181,6 +181,7 @@ qemu_reference() {
 	done
 	kill $pid 2>/dev/null
 	wait $pid 2>/dev/null
+	rm -f "$now" "$mon"
 	if [ $same -ge 10 ]; then
 		echo $n >"$dir/$name.done"
 	else
