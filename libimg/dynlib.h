@@ -3,9 +3,10 @@
  * Libraries a storage backend needs (librbd, libcurl, libnbd) are loaded
  * when the first name of that backend is opened, not when a program
  * starts: linked in, their dozens of dependencies (Ceph's alone pull in
- * boost, ibverbs and cryptsetup) made every imgtool run start 6x slower,
- * and imgtool could not start at all where they were not installed.  This
- * is QEMU's block-module split (qemu-block-extra) in one library.
+ * boost, ibverbs and cryptsetup) made every imgtool run start 7 times as
+ * slowly, and imgtool could not start at all where they were not
+ * installed.  This is QEMU's block-module split (qemu-block-extra) in one
+ * library.
  *
  * A backend lists the functions it calls once, as an X-macro, and keeps
  * their addresses in a struct of pointers:
