@@ -122,7 +122,7 @@ static char *build_descriptor(const char *name, json_object *options,
 	json_object *v;
 	uint64_t memory = DEFAULT_MEMORY;
 	const char *cpus = "1";
-	char buf[64], id[16], addr[16];
+	char buf[64], id[24], addr[16];
 	xmlChar *out = NULL;
 	unsigned instance = 1, controller;
 
