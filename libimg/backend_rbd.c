@@ -193,10 +193,12 @@ static int rbd_parse(const char *name, struct rbd_name *n, char *errbuf,
 			*next++ = '\0';
 		eq = strchr(opt, '=');
 		if (!eq) {
+			/* the message quotes the option, which lives in n->buf */
+			int r = img_error_buf(
+				errbuf, errlen, -EINVAL,
+				"RBD option '%s' is not key=value", opt);
 			free(n->buf);
-			return img_error_buf(errbuf, errlen, -EINVAL,
-					     "RBD option '%s' is not key=value",
-					     opt);
+			return r;
 		}
 		*eq = '\0';
 		if (strcmp(opt, "conf") == 0) {
