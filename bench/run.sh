@@ -241,6 +241,7 @@ machine_md() {
 	echo "- $PAIRS interleaved pairs per case; times are medians; ratio = ours/peer time (lower is better); for the guest MB/s and IOPS rows, ratio = peer/ours (lower is better too)"
 	[ -n "$VMM_WHERE" ] && echo "- VMM rows: both on $VMM_WHERE; guest RAM 512 MiB, 1 vCPU, AHCI disk on a dynamic VDI; RSS includes touched guest RAM"
 	[ "$VMM_FIO" = 1 ] && echo "- VMM guest IOPS rows: $(fio --version) in the guest (fiobench.iso), one job, libaio, O_DIRECT, 4 KiB random on the raw 512 MiB disk, 20 s per run after 1 s ramp; the whole disk is written sequentially first, so every request hits an allocated VDI block; queue depth in the QD32 rows = the disk's /sys/block/sdX/device/queue_depth in the guest (32: NCQ); a crc32c-verified randwrite pass follows"
+	[ "$VMM_RBD" = 1 ] && echo "- VMM guest IOPS rows on RBD: the same fio guest on a 512 MiB raw RBD image (imgvm --disk rbd:rbd/fio-o:conf=..., QEMU -drive file=rbd:...,format=raw through its rbd driver) of a single-node cluster started beside the VMs (one monitor, one memstore OSD: the nested host's /dev/shm has no O_DIRECT for bluestore), a new image for each run"
 }
 
 write_md() {
@@ -272,7 +273,7 @@ fuse_cases
 backend_cases
 . "$TOP/bench/parallel.sh"
 parallel_cases
-VMM_WHERE="" VMM_FIO=0
+VMM_WHERE="" VMM_FIO=0 VMM_RBD=0
 if [ -x "$IMGVM" ]; then
 	. "$TOP/bench/vmm.sh"
 	vmm_cases

@@ -1,16 +1,24 @@
 #!/bin/bash
 # Runs where /dev/kvm can run firmware (hardware KVM or the nested test
 # host).  Env: PAIRS, IMGVM, GUEST (tests/guest/build-test-iso.sh output),
-# OUT (rows file), FIO_ISO (fiobench.iso, or empty for no fio rows).
+# OUT (rows file), FIO_ISO (fiobench.iso, or empty for no fio rows),
+# BASE (0: skip the runs on local VDIs), RBD_FIO (1: the fio guest on Ceph
+# RBD).
 # Interleaves imgvm and QEMU: install to INSTALL-OK on a fresh dynamic VDI,
 # then bench.iso on a 512 MiB dynamic VDI, then fiobench.iso (4 KiB random
-# reads and writes at queue depths 1 and 32, NCQ) on another one.
+# reads and writes at queue depths 1 and 32, NCQ) on another one; with
+# RBD_FIO=1, fiobench.iso once more per pair on a 512 MiB raw RBD image of
+# a single-node cluster (one monitor, one memstore OSD) started here, with
+# QEMU's rbd driver as the peer.
 set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 T=$(mktemp -d /tmp/vmm-bench.XXXXXX)
 # the consoles and the VMMs' stderr of the last pair stay beside OUT
 # (a failed run's included)
 LOGS=$(dirname "$OUT")/vmm-logs
-trap 'mkdir -p "$LOGS"; cp "$T"/*.log "$T"/*.err "$LOGS"/ 2>/dev/null; rm -rf "$T"' EXIT
+CLUSTER=
+trap 'mkdir -p "$LOGS"; cp "$T"/*.log "$T"/*.err "$LOGS"/ 2>/dev/null; rm -rf "$T"
+	[ -z "$CLUSTER" ] || { "$ROOT/tests/ceph/ceph-single-node.sh" stop "$CLUSTER/ceph"; rm -rf "$CLUSTER"; }' EXIT
 MEM=512
 TMO=900
 : >"$OUT"
@@ -58,13 +66,50 @@ fio_iops() { tr -d '\r' <"$1" | sed -n "s/.*BENCH fio $2 qd$3: \([0-9]*\) IOPS.*
 # fio_qdepth LOG: the disk's queue depth as the guest saw it (> 1: NCQ)
 fio_qdepth() { tr -d '\r' <"$1" | sed -n 's/.*BENCH fio queue_depth: \([0-9a-z]*\).*/\1/p' | tail -n1; }
 fio_tests=("randread 1" "randread 32" "randwrite 1" "randwrite 32")
-# fiov["o randread 32"]: that side's figures, one per pair
-declare -A fiov=()
-fio_qd_o=- fio_qd_q=-
+# fiov["o randread 32"]: that side's figures, one per pair (fiov["o rbdrandread
+# 32"] on RBD); fioqd["o rbd"]: the queue depth the guest's disk got there
+declare -A fiov=() fioqd=()
+ft_o=- ft_q=-
+
+# fio_run SIDE KEY DISK: fiobench.iso under imgvm (SIDE o, DISK an imgvm
+# --disk) or QEMU (SIDE q, DISK a -drive without its id); console in
+# $T/SIDEfKEY.log, the seconds to BENCH-DONE in ft_SIDE
+fio_run() {
+	local log=$T/$1f$2.log r
+	if [ "$1" = o ]; then
+		r=$(timed "$log" BENCH-DONE "$IMGVM" boot --memory ${MEM}M --cpus 1 --no-reboot \
+			--cdrom "$FIO_ISO" --disk "$3" --serial "file:$log")
+		ft_o=${r%% *}
+	else
+		r=$(timed "$log" BENCH-DONE "${qemu_base[@]}" -serial "file:$log" \
+			-drive if=none,id=cd0,file="$FIO_ISO",media=cdrom,readonly=on -device ide-cd,bus=ide.1,drive=cd0,bootindex=0 \
+			-drive "if=none,id=hd0,$3" -device ide-hd,bus=ide.0,drive=hd0,bootindex=1)
+		ft_q=${r%% *}
+	fi
+}
+# fio_collect KEY: both sides' IOPS of pair $i into fiov["o KEYrandread 32"]
+# and fiov["q ..."], or the end of the run when one side failed
+fio_collect() {
+	local key=$1 side t v
+	for side in o q; do
+		grep -qa 'BENCH fio verify crc32c: OK' "$T/${side}f$key.log" ||
+			{ echo "fio${key:+ on $key} ($side) failed: $(tr -d '\r' <"$T/${side}f$key.log" | grep -a -E 'BENCH|FAIL' | tail -n 12) $(cat "$T/${side}f$key.log.err") [logs: $LOGS]"; exit 1; }
+		for t in "${fio_tests[@]}"; do
+			v=$(fio_iops "$T/${side}f$key.log" $t)
+			[ -n "$v" ] || { echo "fio${key:+ on $key} ($side): no $t figure"; exit 1; }
+			fiov["$side $key$t"]+="$v "
+		done
+	done
+	fioqd["o $key"]=$(fio_qdepth "$T/of$key.log") fioqd["q $key"]=$(fio_qdepth "$T/qf$key.log")
+	echo "pair $i fio${key:+ on $key} (IOPS, randread qd1 qd32, randwrite qd1 qd32; queue depth; s to BENCH-DONE):" \
+		"imgvm $(for t in "${fio_tests[@]}"; do fio_iops "$T/of$key.log" $t; done | tr '\n' ' ')qd ${fioqd["o $key"]} $ft_o s;" \
+		"qemu $(for t in "${fio_tests[@]}"; do fio_iops "$T/qf$key.log" $t; done | tr '\n' ' ')qd ${fioqd["q $key"]} $ft_q s" >&2
+}
 
 ours_i=() peer_i=() ours_r=0 peer_r=0 ours_own=0 peer_own=0
 ow=() pw=() orr=() prr=()
 for ((i = 0; i < PAIRS; i++)); do
+	[ "${BASE:-1}" = 1 ] || break
 	rm -f "$T"/*.vdi "$T"/*.log
 	"$IMGVM" --version >/dev/null
 	qemu-img create -q -f vdi "$T/o.vdi" 2G
@@ -102,47 +147,54 @@ for ((i = 0; i < PAIRS; i++)); do
 	# at a time
 	rm -f "$T"/*b.vdi
 	qemu-img create -q -f vdi "$T/of.vdi" 512M
-	r=$(timed "$T/of.log" BENCH-DONE "$IMGVM" boot --memory ${MEM}M --cpus 1 --no-reboot \
-		--cdrom "$FIO_ISO" --disk "$T/of.vdi" --serial "file:$T/of.log")
-	ft_o=${r%% *}
+	fio_run o "" "$T/of.vdi"
 	rm -f "$T/of.vdi"
 	qemu-img create -q -f vdi "$T/qf.vdi" 512M
-	r=$(timed "$T/qf.log" BENCH-DONE "${qemu_base[@]}" -serial "file:$T/qf.log" \
-		-drive if=none,id=cd0,file="$FIO_ISO",media=cdrom,readonly=on -device ide-cd,bus=ide.1,drive=cd0,bootindex=0 \
-		-drive if=none,id=hd0,file="$T/qf.vdi",format=vdi -device ide-hd,bus=ide.0,drive=hd0,bootindex=1)
-	ft_q=${r%% *}
+	fio_run q "" "file=$T/qf.vdi,format=vdi"
 	rm -f "$T/qf.vdi"
-	for side in o q; do
-		grep -qa 'BENCH fio verify crc32c: OK' "$T/${side}f.log" ||
-			{ echo "fio ($side) failed: $(tr -d '\r' <"$T/${side}f.log" | grep -a -E 'BENCH|FAIL' | tail -n 12)"; exit 1; }
-		for t in "${fio_tests[@]}"; do
-			v=$(fio_iops "$T/${side}f.log" $t)
-			[ -n "$v" ] || { echo "fio ($side): no $t figure"; exit 1; }
-			fiov["$side $t"]+="$v "
-		done
-	done
-	fio_qd_o=$(fio_qdepth "$T/of.log") fio_qd_q=$(fio_qdepth "$T/qf.log")
-	echo "pair $i fio (IOPS, randread qd1 qd32, randwrite qd1 qd32; queue depth; s to BENCH-DONE):" \
-		"imgvm $(for t in "${fio_tests[@]}"; do fio_iops "$T/of.log" $t; done | tr '\n' ' ')qd $fio_qd_o ${ft_o} s;" \
-		"qemu $(for t in "${fio_tests[@]}"; do fio_iops "$T/qf.log" $t; done | tr '\n' ' ')qd $fio_qd_q ${ft_q} s" >&2
+	fio_collect ""
 done
-oi=$(printf '%s\n' "${ours_i[@]}" | median); pi=$(printf '%s\n' "${peer_i[@]}" | median)
-row() { echo "$1|$2|$3|$4|$5|$6|$7|$8" >>"$OUT"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", (b>0)?a/b:0}'; }
-row "vmm start to INSTALL-OK (vdi)" "qemu-system -enable-kvm" "$oi" "$pi" "$(ratio "$oi" "$pi")" "-" $((ours_r / 1024)) $((peer_r / 1024))
-row "vmm own RSS beyond guest RAM, install (MiB)" "qemu-system -enable-kvm" $((ours_own / 1024)) $((peer_own / 1024)) \
-	"$(ratio $ours_own $peer_own)" - - -
-a=$(printf '%s\n' "${ow[@]}" | median); b=$(printf '%s\n' "${pw[@]}" | median)
-row "vmm guest seq write 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -
-a=$(printf '%s\n' "${orr[@]}" | median); b=$(printf '%s\n' "${prr[@]}" | median)
-row "vmm guest seq read 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -
-if [ -n "${FIO_ISO:-}" ]; then
-	for t in "${fio_tests[@]}"; do
-		set -- $t
-		a=$(printf '%s\n' ${fiov["o $t"]} | median); b=$(printf '%s\n' ${fiov["q $t"]} | median)
-		txt="$a / $b"
-		# the queue depth the guest's disk got: NCQ or not
-		[ "$2" = 32 ] && txt="$txt (queue depth $fio_qd_o / $fio_qd_q)"
-		row "vmm guest 4K $1 QD$2 (IOPS)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$txt" - -
+# the fio guest on RBD: one cluster for every pair; its OSD keeps the
+# objects in memory (tmpfs has no O_DIRECT for bluestore), so one image
+# at a time
+if [ "${RBD_FIO:-0}" = 1 ] && [ -n "${FIO_ISO:-}" ]; then
+	CLUSTER=$(mktemp -d /dev/shm/rbd-bench.XXXXXX)
+	CEPH_OBJECTSTORE=memstore CEPH_STORE_MB=1024 "$ROOT/tests/ceph/ceph-single-node.sh" start "$CLUSTER/ceph" \
+		>"$T/ceph.log" 2>"$T/ceph.err" || { echo "rbd: the cluster did not start: $(tail -n 3 "$T/ceph.err")"; exit 1; }
+	conf=$CLUSTER/ceph/ceph.conf
+	for ((i = 0; i < PAIRS; i++)); do
+		rbd -c "$conf" create --size 512M rbd/fio-o || { echo "rbd create failed"; exit 1; }
+		fio_run o rbd "rbd:rbd/fio-o:conf=$conf"
+		rbd -c "$conf" rm rbd/fio-o >/dev/null 2>&1
+		rbd -c "$conf" create --size 512M rbd/fio-q || { echo "rbd create failed"; exit 1; }
+		fio_run q rbd "file=rbd:rbd/fio-q:conf=$conf,format=raw"
+		rbd -c "$conf" rm rbd/fio-q >/dev/null 2>&1
+		fio_collect rbd
 	done
 fi
+row() { echo "$1|$2|$3|$4|$5|$6|$7|$8" >>"$OUT"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", (b>0)?a/b:0}'; }
+if [ "${BASE:-1}" = 1 ]; then
+	oi=$(printf '%s\n' "${ours_i[@]}" | median); pi=$(printf '%s\n' "${peer_i[@]}" | median)
+	row "vmm start to INSTALL-OK (vdi)" "qemu-system -enable-kvm" "$oi" "$pi" "$(ratio "$oi" "$pi")" "-" $((ours_r / 1024)) $((peer_r / 1024))
+	row "vmm own RSS beyond guest RAM, install (MiB)" "qemu-system -enable-kvm" $((ours_own / 1024)) $((peer_own / 1024)) \
+		"$(ratio $ours_own $peer_own)" - - -
+	a=$(printf '%s\n' "${ow[@]}" | median); b=$(printf '%s\n' "${pw[@]}" | median)
+	row "vmm guest seq write 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -
+	a=$(printf '%s\n' "${orr[@]}" | median); b=$(printf '%s\n' "${prr[@]}" | median)
+	row "vmm guest seq read 1M (MB/s)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$a / $b" - -
+fi
+# fio_rows KEY WHERE: the four fio rows of fiov's KEY figures
+fio_rows() {
+	local key=$1 where=$2 t a b txt
+	for t in "${fio_tests[@]}"; do
+		set -- $t
+		a=$(printf '%s\n' ${fiov["o $key$t"]} | median); b=$(printf '%s\n' ${fiov["q $key$t"]} | median)
+		txt="$a / $b"
+		# the queue depth the guest's disk got: NCQ or not
+		[ "$2" = 32 ] && txt="$txt (queue depth ${fioqd["o $key"]} / ${fioqd["q $key"]})"
+		row "vmm guest 4K $1 QD$2$where (IOPS)" "qemu-system -enable-kvm" "$a" "$b" "$(ratio "$b" "$a")" "$txt" - -
+	done
+}
+[ "${BASE:-1}" != 1 ] || [ -z "${FIO_ISO:-}" ] || fio_rows "" ""
+[ "${RBD_FIO:-0}" != 1 ] || [ -z "${FIO_ISO:-}" ] || fio_rows rbd " on RBD"
