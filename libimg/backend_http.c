@@ -35,14 +35,7 @@
 	X(curl_easy_setopt)   \
 	X(curl_easy_strerror) \
 	X(curl_global_init)
-static struct {
-	HTTP_FUNCTIONS(IMG_DYNLIB_POINTER)
-} http_lib;
-#define HTTP_SYMBOL(f) IMG_DYNLIB_SYMBOL(http_lib, f)
-static const struct img_dynlib_symbol http_symbols[] = { HTTP_FUNCTIONS(
-	HTTP_SYMBOL){ NULL, NULL } };
-static struct img_dynlib http_library =
-	IMG_DYNLIB_INIT("libcurl.so.4", "libcurl4", http_symbols);
+IMG_DYNLIB_DEFINE(http, HTTP_FUNCTIONS, "libcurl.so.4", "libcurl4");
 #define curl_easy_cleanup http_lib.curl_easy_cleanup
 #define curl_easy_init http_lib.curl_easy_init
 #define curl_easy_perform http_lib.curl_easy_perform

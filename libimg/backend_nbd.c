@@ -65,14 +65,7 @@
 	X(nbd_set_request_structured_replies) \
 	X(nbd_set_uri_allow_local_file)       \
 	X(nbd_shutdown)
-static struct {
-	NBD_FUNCTIONS(IMG_DYNLIB_POINTER)
-} nbd_lib;
-#define NBD_SYMBOL(f) IMG_DYNLIB_SYMBOL(nbd_lib, f)
-static const struct img_dynlib_symbol nbd_symbols[] = { NBD_FUNCTIONS(
-	NBD_SYMBOL){ NULL, NULL } };
-static struct img_dynlib nbd_library =
-	IMG_DYNLIB_INIT("libnbd.so.0", "libnbd0", nbd_symbols);
+IMG_DYNLIB_DEFINE(nbd, NBD_FUNCTIONS, "libnbd.so.0", "libnbd0");
 #define nbd_add_meta_context nbd_lib.nbd_add_meta_context
 #define nbd_aio_block_status nbd_lib.nbd_aio_block_status
 #define nbd_aio_command_completed nbd_lib.nbd_aio_command_completed

@@ -57,14 +57,7 @@
 	X(rbd_snap_list)             \
 	X(rbd_snap_list_end)         \
 	X(rbd_stat)
-static struct {
-	RBD_FUNCTIONS(IMG_DYNLIB_POINTER)
-} rbd_lib;
-#define RBD_SYMBOL(f) IMG_DYNLIB_SYMBOL(rbd_lib, f)
-static const struct img_dynlib_symbol rbd_symbols[] = { RBD_FUNCTIONS(
-	RBD_SYMBOL){ NULL, NULL } };
-static struct img_dynlib rbd_library =
-	IMG_DYNLIB_INIT("librbd.so.1", "librbd1", rbd_symbols);
+IMG_DYNLIB_DEFINE(rbd, RBD_FUNCTIONS, "librbd.so.1", "librbd1");
 #define rados_conf_get rbd_lib.rados_conf_get
 #define rados_conf_parse_env rbd_lib.rados_conf_parse_env
 #define rados_conf_read_file rbd_lib.rados_conf_read_file

@@ -23,13 +23,14 @@ static int dynlib_open(struct img_dynlib *lib)
 			 lib->soname, lib->package, dlerror());
 		return -ENOTSUP;
 	}
-	for (const struct img_dynlib_symbol *s = lib->symbols; s->name; s++) {
+	void **slot = lib->slots;
+	for (size_t i = 0; lib->names[i]; i++) {
 		/* the symbols of its dependencies too (librados's for librbd) */
-		*s->slot = dlsym(handle, s->name);
-		if (!*s->slot) {
+		slot[i] = dlsym(handle, lib->names[i]);
+		if (!slot[i]) {
 			snprintf(lib->error, sizeof(lib->error),
 				 "%s has no %s (too old a version of %s?)",
-				 lib->soname, s->name, lib->package);
+				 lib->soname, lib->names[i], lib->package);
 			return -ENOTSUP;
 		}
 	}

@@ -404,30 +404,20 @@ Test(backend, allocated_by_name_and_remove)
 /* The backends' libraries load at first use: a missing one, or one without
  * a function we call, is one error line naming what to install; a present
  * one fills every pointer.  (zlib stands in: every build links it.) */
-static struct {
-	IMG_DYNLIB_POINTER(zlibVersion)
-	IMG_DYNLIB_POINTER(crc32)
-} zlib_lib;
+#define ZLIB_FUNCTIONS(X) X(zlibVersion) X(crc32)
+IMG_DYNLIB_DEFINE(zlib, ZLIB_FUNCTIONS, "libz.so.1", "zlib1g");
 
 Test(backend, dynlib_loads_at_first_use)
 {
-	static const struct img_dynlib_symbol zlib_symbols[] = {
-		IMG_DYNLIB_SYMBOL(zlib_lib, zlibVersion)
-			IMG_DYNLIB_SYMBOL(zlib_lib, crc32){ NULL, NULL }
-	};
-	static const struct img_dynlib_symbol absent_symbols[] = {
-		IMG_DYNLIB_SYMBOL(zlib_lib, zlibVersion){ NULL, NULL }
-	};
-	static const struct img_dynlib_symbol wrong_symbols[] = {
-		{ "img_no_such_function", (void **)&zlib_lib.crc32 },
-		{ NULL, NULL }
-	};
-	struct img_dynlib absent = IMG_DYNLIB_INIT(
-		"libimg-absent.so.7", "libimg-absent7", absent_symbols);
+	static const char *const absent_names[] = { "zlibVersion", NULL };
+	static const char *const wrong_names[] = { "zlibVersion",
+						   "img_no_such_function",
+						   NULL };
+	struct img_dynlib absent = IMG_DYNLIB_INIT("libimg-absent.so.7",
+						   "libimg-absent7",
+						   absent_names, &zlib_lib);
 	struct img_dynlib wrong =
-		IMG_DYNLIB_INIT("libz.so.1", "zlib1g", wrong_symbols);
-	struct img_dynlib zlib =
-		IMG_DYNLIB_INIT("libz.so.1", "zlib1g", zlib_symbols);
+		IMG_DYNLIB_INIT("libz.so.1", "zlib1g", wrong_names, &zlib_lib);
 
 	cr_assert_eq(img_dynlib_load(&absent, errbuf, sizeof(errbuf)),
 		     -ENOTSUP);
@@ -446,8 +436,8 @@ Test(backend, dynlib_loads_at_first_use)
 
 	zlib_lib.zlibVersion = NULL;
 	zlib_lib.crc32 = NULL;
-	cr_assert_eq(img_dynlib_load(&zlib, errbuf, sizeof(errbuf)), 0, "%s",
-		     errbuf);
+	cr_assert_eq(img_dynlib_load(&zlib_library, errbuf, sizeof(errbuf)), 0,
+		     "%s", errbuf);
 	cr_assert_eq(zlib_lib.zlibVersion, zlibVersion,
 		     "the same function the program links");
 	cr_assert_str_eq(zlib_lib.zlibVersion(), zlibVersion());
