@@ -12,7 +12,7 @@ PKGS=(
 	syslinux
 	e2fsprogs dosfstools mtools gzip bzip2 python3 socat
 	grub-rescue-pc ipxe debian-installer-12-netboot-amd64
-	libclang-rt-14-dev valgrind
+	libclang-rt-14-dev valgrind gdb
 	libzstd-dev libqcow-utils
 	libvncserver-dev libpng-dev libslirp-dev libglib2.0-dev ipxe-qemu
 	libjson-c-dev libxml2-dev libxml2-utils libarchive-dev

@@ -34,6 +34,9 @@
 #      NK_SILENT=60: it kills an imgvm boot that wrote nothing for this long
 #      NK_CONSOLE=1 streams L1's console to stderr   KPKG=linux-image-...
 #      NK_CONSOLE_LOG=FILE keeps L1's console there when L1 ends
+#      NK_HANG_LOG=FILE gets, when L1 hangs, what QEMU was doing: its
+#      monitor's view of L1's CPU and local APIC, and each of its threads'
+#      state, kernel stack and (with gdb) user stack
 #      NK_STARTED_FILE=FILE gets the time L1 starts (after the lock)
 #      NK_LOCK (default /tmp/imgvm-nested-kvm.lock): one nested host at a
 #      time on this machine (two TCG hosts on two cores starve each other's
@@ -348,7 +351,7 @@ silence=${NK_SILENCE:-$((stall + 30))}
 started=$(date +%s.%N)
 timeout -k 5 "$limit" qemu-system-x86_64 -accel "${NK_ACCEL:-tcg,thread=multi}" -cpu "${NK_CPU:-EPYC,+svm,+npt}" \
 	-smp "$smp" -m "${NK_MEM:-4096}" -M q35 -display none -vga none -nic none -no-reboot \
-	-monitor none -serial "file:$ctl/console.log" -name nested-kvm,debug-threads=on \
+	-monitor "unix:$ctl/monitor,server,nowait" -serial "file:$ctl/console.log" -name nested-kvm,debug-threads=on \
 	-kernel "$ktree/boot/vmlinuz-$kver" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 quiet loglevel=3 nk_amd=$amd nk_stall=$stall nk_silent=${NK_SILENT:-60}" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
@@ -382,6 +385,36 @@ qemu_threads() {
 	echo "QEMU's threads over 2 s (name, state, CPU):${out:- none ran}"
 }
 
+# hang_report PID: what L1's QEMU is doing, into NK_HANG_LOG.  The
+# monitor answers from QEMU's main loop, so its silence says that loop is
+# blocked; an L1 CPU that is halted and waits for a timer its local APIC
+# never raises shows in "info lapic"; the stacks say where each thread waits.
+hang_report() {
+	local pid=$1 d s
+	[ -n "${NK_HANG_LOG:-}" ] && [ -n "$pid" ] || return 0
+	{
+		echo "# L1's QEMU (pid $pid) at $(date -u +%T), L1 up $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }') s"
+		echo "# monitor: info cpus, info registers, info lapic, info pic"
+		if ! printf 'info cpus\ninfo registers\ninfo lapic\ninfo pic\n' |
+			timeout 10 socat -t 5 - "UNIX-CONNECT:$ctl/monitor" 2>&1 | tr -d '\r' | grep -av '^(qemu)'; then
+			echo "(no answer in 10 s: QEMU's main loop is blocked)"
+		fi
+		for d in /proc/"$pid"/task/*; do
+			# (the state follows the name, which may hold spaces)
+			s=$(cat "$d/stat" 2>/dev/null)
+			s=${s##*) }
+			echo "# thread $(basename "$d") $(cat "$d/comm" 2>/dev/null): state ${s%% *}, wchan $(cat "$d/wchan" 2>/dev/null)"
+			cat "$d/stack" 2>/dev/null
+		done
+		if command -v gdb >/dev/null; then
+			echo "# gdb: thread apply all bt"
+			timeout 60 gdb -p "$pid" -batch -nx -ex 'thread apply all bt' 2>&1 | grep -avE '^(\[New LWP|warning:)'
+		else
+			echo "# gdb not installed: no user stacks"
+		fi
+	} >"$NK_HANG_LOG" 2>&1
+}
+
 # the hang watchdog: L1's kernel says when its CPUs stop making progress
 (
 	while kill -0 $qemu_pid 2>/dev/null; do
@@ -399,6 +432,7 @@ qemu_threads() {
 		fi
 		if [ -n "$line" ]; then
 			echo "$line" | tr -d '\r' >"$ctl/hung"
+			hang_report "$(pgrep -P $qemu_pid | head -n1)"
 			pkill -P $qemu_pid 2>/dev/null || kill $qemu_pid
 			exit 0
 		fi
