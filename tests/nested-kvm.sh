@@ -395,10 +395,9 @@ hang_report() {
 	{
 		echo "# L1's QEMU (pid $pid) at $(date -u +%T), L1 up $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }') s"
 		echo "# monitor: info cpus, info registers, info lapic, info pic"
-		if ! printf 'info cpus\ninfo registers\ninfo lapic\ninfo pic\n' |
-			timeout 10 socat -t 5 - "UNIX-CONNECT:$ctl/monitor" 2>&1 | tr -d '\r' | grep -av '^(qemu)'; then
+		[ -z "$nmi_tried" ] || echo "# $nmi_tried"
+		monitor 'info cpus' 'info registers' 'info lapic' 'info pic' ||
 			echo "(no answer in 10 s: QEMU's main loop is blocked)"
-		fi
 		for d in /proc/"$pid"/task/*; do
 			# (the state follows the name, which may hold spaces)
 			s=$(cat "$d/stat" 2>/dev/null)
@@ -415,8 +414,36 @@ hang_report() {
 	} >"$NK_HANG_LOG" 2>&1
 }
 
+# monitor COMMAND...: the monitor's answers (none when QEMU's main loop is
+# blocked)
+monitor() {
+	printf '%s\n' "$@" | timeout 10 socat -t 5 - "UNIX-CONNECT:$ctl/monitor" 2>/dev/null |
+		tr -d '\r' | grep -av '^(qemu)'
+}
+
+# wake_halted: L1's one CPU asleep in HLT for good, though interrupts are
+# on and its local APIC holds a timer interrupt it should take (seen in
+# QEMU TCG's emulated SVM; docs/vmmtest.md).  An NMI from the monitor, and
+# whether the heartbeat comes back within 10 s.
+wake_halted() {
+	local t
+	monitor 'info registers' | grep -q 'HLT=1' || return 1
+	irr=$(monitor 'info lapic' | sed -n 's/^IRR[[:space:]]*//p')
+	t=$(stat -c %Y "$ctl/alive")
+	monitor nmi >/dev/null
+	nmi_tried="an NMI sent from the monitor did not bring L1's heartbeat back in 10 s"
+	for _ in 1 2 3 4 5; do
+		sleep 2
+		[ "$(stat -c %Y "$ctl/alive")" != "$t" ] && return 0
+	done
+	return 1
+}
+
 # the hang watchdog: L1's kernel says when its CPUs stop making progress
 (
+	woken=
+	nmi_tried=
+	irr=
 	while kill -0 $qemu_pid 2>/dev/null; do
 		# a lockup reported for NK_LOCKUP s or more: not a passing stall;
 		# or L1's own watchdog saw a CPU stuck in an L2 guest
@@ -428,6 +455,15 @@ hang_report() {
 		# the stuck CPU is all of L1)
 		if [ -z "$line" ] && [ -e "$ctl/alive" ] &&
 			[ $(($(date +%s) - $(stat -c %Y "$ctl/alive"))) -gt "$silence" ]; then
+			# once a silence: a halted CPU is woken rather than L1 ended
+			a=$(stat -c %Y "$ctl/alive")
+			if [ "$a" != "$woken" ]; then
+				woken=$a
+				if wake_halted; then
+					log "L1's CPU sat halted for $(($(date +%s) - a)) s (interrupts waiting in its local APIC: ${irr:-none}); an NMI woke it"
+					continue
+				fi
+			fi
 			line="nested-kvm-hung: L1's watchdog went silent for $silence s (no CPU of L1 runs); $(qemu_threads "$(pgrep -P $qemu_pid | head -n1)")"
 		fi
 		if [ -n "$line" ]; then
