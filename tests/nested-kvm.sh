@@ -431,17 +431,17 @@ wake_halted() {
 	irr=$(monitor 'info lapic' | sed -n 's/^IRR[[:space:]]*//p')
 	t=$(stat -c %Y "$ctl/alive")
 	monitor nmi >/dev/null
-	nmi_tried="an NMI sent from the monitor did not bring L1's heartbeat back in 10 s"
 	for _ in 1 2 3 4 5; do
 		sleep 2
 		[ "$(stat -c %Y "$ctl/alive")" != "$t" ] && return 0
 	done
+	nmi_tried="an NMI sent from the monitor did not bring L1's heartbeat back in 10 s"
 	return 1
 }
 
 # the hang watchdog: L1's kernel says when its CPUs stop making progress
 (
-	woken=
+	tried_at=
 	nmi_tried=
 	irr=
 	while kill -0 $qemu_pid 2>/dev/null; do
@@ -457,8 +457,8 @@ wake_halted() {
 			[ $(($(date +%s) - $(stat -c %Y "$ctl/alive"))) -gt "$silence" ]; then
 			# once a silence: a halted CPU is woken rather than L1 ended
 			a=$(stat -c %Y "$ctl/alive")
-			if [ "$a" != "$woken" ]; then
-				woken=$a
+			if [ "$a" != "$tried_at" ]; then
+				tried_at=$a
 				if wake_halted; then
 					log "L1's CPU sat halted for $(($(date +%s) - a)) s (interrupts waiting in its local APIC: ${irr:-none}); an NMI woke it"
 					continue
