@@ -805,7 +805,7 @@ nested_run() {
 	# paging, L1's CPU came to sit halted for good, a timer interrupt
 	# waiting (QEMU's emulated SVM), in 6 of 8 runs of display_installer
 	# on one afternoon, and in none of 3 without it; but the guests take
-	# 40 % longer, too long for the whole suite.
+	# 10-50 % longer, too long for the whole suite.
 	NK_AMD_PARAMS=${NK_AMD_PARAMS-$L1_AMD_PARAMS} \
 		NK_SMP=${VMM_E2E_L1_CPUS:-1} NK_LOCKUP=${NK_LOCKUP:-60} NK_SILENCE=${NK_SILENCE:-60} \
 		NK_CONSOLE_LOG=$T/l1-console.log NK_HANG_LOG=$T/l1-hang.log NK_STARTED_FILE=$T/l1-started tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 2400 -- \
