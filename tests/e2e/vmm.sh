@@ -800,14 +800,8 @@ nested_run() {
 	# and went on by itself once a run, while the serial-console installer
 	# ran before the other jobs; since it no longer does, no stall has
 	# passed 6 s.  The host ends L1 past 60 s: a restart costs that wait,
-	# L1's boot and the job cut short.  A start after a hang has L1's
-	# kvm_amd use shadow paging (L1_AMD_PARAMS npt=0): with nested
-	# paging, L1's CPU came to sit halted for good, a timer interrupt
-	# waiting (QEMU's emulated SVM), in 6 of 8 runs of display_installer
-	# on one afternoon, and in none of 3 without it; but the guests take
-	# 10-50 % longer, too long for the whole suite.
-	NK_AMD_PARAMS=${NK_AMD_PARAMS-$L1_AMD_PARAMS} \
-		NK_SMP=${VMM_E2E_L1_CPUS:-1} NK_LOCKUP=${NK_LOCKUP:-60} NK_SILENCE=${NK_SILENCE:-60} \
+	# L1's boot and the job cut short.
+	NK_SMP=${VMM_E2E_L1_CPUS:-1} NK_LOCKUP=${NK_LOCKUP:-60} NK_SILENCE=${NK_SILENCE:-60} \
 		NK_CONSOLE_LOG=$T/l1-console.log NK_HANG_LOG=$T/l1-hang.log NK_STARTED_FILE=$T/l1-started tests/nested-kvm.sh -w "$ROOT" -w "$T" -t 2400 -- \
 		bash "$ROOT/tests/e2e/vmm.sh" --inside "$T/in" "$GUEST" "$PREP" \
 		>"$T/nested.out" 2>"$T/nested.err" &
@@ -842,7 +836,6 @@ elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; the
 	prepare
 	mkdir -p "$T/in" "$GUEST"
 	echo "# host side prepared in $(($(date +%s) - start)) s"
-	L1_AMD_PARAMS=
 	nested_run
 	nrc=$?
 	# L1 itself hung or died (QEMU TCG's emulated SVM, not imgvm: the
@@ -875,8 +868,6 @@ elif [ -x tests/nested-kvm.sh ] && command -v qemu-system-x86_64 >/dev/null; the
 		mv "$T/nested.out" "$T/nested.$tries.out"
 		mv "$T/nested.err" "$T/nested.$tries.err"
 		[ -e "$PREP/ready" ] || prepare
-		L1_AMD_PARAMS=npt=0
-		echo "# the nested host's next start: its kvm_amd with shadow paging (npt=0)"
 		nested_run
 		nrc=$?
 	done
