@@ -387,8 +387,9 @@ qemu_threads() {
 
 # hang_report PID: what L1's QEMU is doing, into NK_HANG_LOG.  The
 # monitor answers from QEMU's main loop, so its silence says that loop is
-# blocked; an L1 CPU that is halted and waits for a timer its local APIC
-# never raises shows in "info lapic"; the stacks say where each thread waits.
+# blocked; a halted L1 CPU shows in "info registers" (HLT=1), the
+# interrupts its local APIC holds for it in "info lapic" (IRR); the stacks
+# say where each thread waits.
 hang_report() {
 	local pid=$1 d s
 	[ -n "${NK_HANG_LOG:-}" ] && [ -n "$pid" ] || return 0
