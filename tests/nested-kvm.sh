@@ -472,7 +472,7 @@ wake_lost() {
 		a=$(stat -c %Y "$ctl/alive" 2>/dev/null)
 		if [ -z "$line" ] && [ -n "$a" ] && [ "$a" != "$lost_at" ] &&
 			[ $(($(date +%s) - a)) -ge 15 ] && wake_lost "$a"; then
-			log "L1's CPU sat halted for $(($(date +%s) - a)) s with an interrupt waiting for it ($lost_seen); a key press woke it"
+			log "L1's CPU sat halted for $(($(date +%s) - a)) s ($lost_seen); a key press woke it"
 			continue
 		fi
 		# L1's watchdog has stopped: no CPU of L1 runs (with one vCPU,
