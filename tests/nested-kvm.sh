@@ -24,7 +24,7 @@
 # with QEMU TCG's emulated SVM, at an L2 guest's start).  L1 is stopped
 # then instead of at the timeout, and the caller may start it again.  An
 # L1 CPU that sits halted while an interrupt waits for it (a wake-up QEMU
-# 7.2 lost, docs/vmmtest.md) is woken 15 s into the silence by a key
+# 7.2 lost, docs/vmmtest.md) is woken 6 s into the silence by a key
 # press, and L1 goes on; the host's stderr says so.
 #
 # Env: NESTED_KVM_CACHE (default /tmp/imgvm-nested-kvm) unpacked kernel, initramfs
@@ -438,11 +438,15 @@ monitor() {
 # (docs/vmmtest.md).  Any new interrupt makes QEMU ask the APIC again,
 # and one key press on L1's PS/2 keyboard is one.  What QEMU held for the
 # CPU goes to lost_seen, for the log and the hang report; then the
-# heartbeat is awaited for 10 s.  A CPU not yet halted is looked at again
-# in the next round (lost_at: the silence whose CPU was seen halted).
+# heartbeat is awaited for 10 s.  A CPU not yet halted with a vector in
+# its IRR is looked at again in the next round (lost_at: the silence whose
+# CPU was seen so).  A healthy CPU takes such a vector at once, so 6 s of
+# silence are enough; L1's busy stalls (5-15 s, its CPU running) are not
+# halts.
 wake_lost() {
-	local t qpid
-	monitor 'info registers' | grep -q 'HLT=1' || return 1
+	local t qpid seen
+	seen=$(monitor 'info registers' 'info lapic')
+	[[ $seen == *HLT=1* ]] && grep -q '^IRR[[:space:]]*[0-9]' <<<"$seen" || return 1
 	lost_at=$1
 	t=$(stat -c %Y "$ctl/alive")
 	monitor stop 'info cpus' 'info registers' 'info lapic' >"$ctl/halted"
@@ -468,10 +472,10 @@ wake_lost() {
 			/nested-kvm-hung: / { print; exit }
 			/soft lockup - CPU#/ && match($0, /stuck for [0-9]+s/) &&
 				substr($0, RSTART + 10, RLENGTH - 11) + 0 >= limit { print; exit }' "$ctl/console.log" 2>/dev/null)
-		# a silence of 15 s with L1's CPU halted: the lost wake-up
+		# a silence of 6 s with L1's CPU halted: the lost wake-up
 		a=$(stat -c %Y "$ctl/alive" 2>/dev/null)
 		if [ -z "$line" ] && [ -n "$a" ] && [ "$a" != "$lost_at" ] &&
-			[ $(($(date +%s) - a)) -ge 15 ] && wake_lost "$a"; then
+			[ $(($(date +%s) - a)) -ge 6 ] && wake_lost "$a"; then
 			log "L1's CPU sat halted for $(($(date +%s) - a)) s ($lost_seen); a key press woke it"
 			continue
 		fi
