@@ -446,12 +446,21 @@ monitor() {
 wake_lost() {
 	local t qpid seen
 	seen=$(monitor 'info registers' 'info lapic')
-	[[ $seen == *HLT=1* ]] && grep -q '^IRR[[:space:]]*[0-9]' <<<"$seen" || return 1
+	if ! [[ $seen == *HLT=1* ]] || ! grep -q '^IRR[[:space:]]*[0-9]' <<<"$seen"; then
+		# the first look of this silence, for the log
+		if [ "$looked_at" != "$1" ]; then
+			looked_at=$1
+			if [[ $seen == *HLT=1* ]]; then looked="halted, IRR empty"; else looked="running"; fi
+			looked="first looked at after $(($(date +%s) - $1)) s: $looked; "
+		fi
+		return 1
+	fi
+	[ "$looked_at" = "$1" ] || looked=
 	lost_at=$1
 	t=$(stat -c %Y "$ctl/alive")
 	monitor stop 'info cpus' 'info registers' 'info lapic' >"$ctl/halted"
 	qpid=$(pgrep -P $qemu_pid | head -n1)
-	lost_seen="local APIC IRR: $(sed -n 's/^IRR[[:space:]]*//p' "$ctl/halted" | head -n1 | tr -s ' ' | sed 's/ *$//')"
+	lost_seen="${looked}at $(($(date +%s) - $1)) s of silence, local APIC IRR: $(sed -n 's/^IRR[[:space:]]*//p' "$ctl/halted" | head -n1 | tr -s ' ' | sed 's/ *$//')"
 	[ -z "$qpid" ] || lost_seen="$lost_seen; QEMU: $(python3 "$(dirname "$self")/qemu-x86-flags.py" "$qpid" "$ctl/halted" 2>&1 | head -n1)"
 	monitor cont 'sendkey shift' >/dev/null
 	for _ in 1 2 3 4 5; do
@@ -465,6 +474,8 @@ wake_lost() {
 (
 	lost_at=
 	lost_seen=
+	looked_at=
+	looked=
 	while kill -0 $qemu_pid 2>/dev/null; do
 		# a lockup reported for NK_LOCKUP s or more: not a passing stall;
 		# or L1's own watchdog saw a CPU stuck in an L2 guest

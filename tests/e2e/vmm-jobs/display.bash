@@ -99,18 +99,23 @@ wait_size() {
 	return 1
 }
 
-# wait_stable PID PNG SECONDS: until two screenshots two seconds apart show
-# the same screen: a boot menu whose text has appeared may still be being
-# drawn (GRUB writes its help text before its entries, and the nested test
-# host draws slowly), and a half-drawn menu is not what QEMU shows
+# wait_stable PID PNG SECONDS [SIZE]: until two screenshots two seconds
+# apart show the same screen (of that size): a boot menu whose text has
+# appeared may still be being drawn (GRUB writes its help text before its
+# entries, and the nested test host draws slowly), and a half-drawn menu is
+# not what QEMU shows.  The size, because a boot loader may leave its
+# graphics mode for text mode while it loads its next part, and that blank
+# screen can stand still for seconds (isolinux between its first VBE
+# screen and vesamenu's menu).
 wait_stable() {
-	local pid=$1 png=$2 end=$((SECONDS + $3)) prev=${2%.png}.prev.png still=1
+	local pid=$1 png=$2 end=$((SECONDS + $3)) size=${4:-} prev=${2%.png}.prev.png still=1
 	snap "$pid" "$png" || return 1
 	while [ $still != 0 ] && [ $SECONDS -lt $end ]; do
 		sleep 2
 		cp "$png" "$prev"
 		snap "$pid" "$png" || break
-		"$DISPLAY_HELPERS/vnc_imgdiff" "$prev" "$png" 0.01 >/dev/null 2>&1 && still=0
+		"$DISPLAY_HELPERS/vnc_imgdiff" "$prev" "$png" 0.01 >/dev/null 2>&1 &&
+			{ [ -z "$size" ] || [ "$(png_size "$png")" = "$size" ]; } && still=0
 	done
 	rm -f "$prev"
 	return $still
@@ -294,8 +299,8 @@ job_display_installer() {
 		stop_vm $pid
 		return 1
 	fi
-	if ! wait_stable $pid "$png" 60; then
-		fail "the Debian installer's menu never stood still for 2 s within 60 s: $(cat "$log.err")"
+	if ! wait_stable $pid "$png" 60 640x480; then
+		fail "the Debian installer's menu never stood still for 2 s within 60 s: screen $(png_size "$png"); $(cat "$log.err")"
 		stop_vm $pid
 		return 1
 	fi
