@@ -403,7 +403,7 @@ hang_report() {
 		[ -z "$lost_seen" ] || echo "# a key press did not wake L1's halted CPU in 10 s; before it: $lost_seen"
 		if monitor stop 'info cpus' 'info registers' 'info lapic' 'info pic' >"$ctl/hang-monitor"; then
 			cat "$ctl/hang-monitor"
-			echo "# QEMU's own state of the CPU: $(python3 "$(dirname "$self")/qemu-x86-flags.py" "$pid" "$ctl/hang-monitor" 2>&1 | head -n1)"
+			echo "# QEMU's own state of the CPU: $(qemu_cpu_state "$pid" "$ctl/hang-monitor")"
 		else
 			echo "(no answer in 10 s: QEMU's main loop is blocked)"
 		fi
@@ -421,6 +421,12 @@ hang_report() {
 			echo "# gdb not installed: no user stacks"
 		fi
 	} >"$NK_HANG_LOG" 2>&1
+}
+
+# qemu_cpu_state PID FILE: QEMU's own interrupt state of L1's CPU, from
+# the monitor's "info cpus" and "info registers" in FILE, on one line
+qemu_cpu_state() {
+	python3 "$(dirname "$self")/qemu-x86-flags.py" "$1" "$2" 2>&1 | head -n1
 }
 
 # monitor COMMAND...: the monitor's answers (none when QEMU's main loop is
@@ -461,7 +467,7 @@ wake_lost() {
 	monitor stop 'info cpus' 'info registers' 'info lapic' >"$ctl/halted"
 	qpid=$(pgrep -P $qemu_pid | head -n1)
 	lost_seen="${looked}at $(($(date +%s) - $1)) s of silence, local APIC IRR: $(sed -n 's/^IRR[[:space:]]*//p' "$ctl/halted" | head -n1 | tr -s ' ' | sed 's/ *$//')"
-	[ -z "$qpid" ] || lost_seen="$lost_seen; QEMU: $(python3 "$(dirname "$self")/qemu-x86-flags.py" "$qpid" "$ctl/halted" 2>&1 | head -n1)"
+	[ -z "$qpid" ] || lost_seen="$lost_seen; QEMU: $(qemu_cpu_state "$qpid" "$ctl/halted")"
 	monitor cont 'sendkey shift' >/dev/null
 	for _ in 1 2 3 4 5; do
 		sleep 2
@@ -488,6 +494,8 @@ wake_lost() {
 		if [ -z "$line" ] && [ -n "$a" ] && [ "$a" != "$lost_at" ] &&
 			[ $(($(date +%s) - a)) -ge 6 ] && wake_lost "$a"; then
 			log "L1's CPU sat halted for $(($(date +%s) - a)) s ($lost_seen); a key press woke it"
+			# (a later hang report is about a later silence)
+			lost_seen=
 			continue
 		fi
 		# L1's watchdog has stopped: no CPU of L1 runs (with one vCPU,
