@@ -34,7 +34,6 @@ import sys
 HF_PE = 1 << 7
 HF_LMA = 1 << 14
 HF_CS64 = 1 << 15
-HF_SVME = 1 << 20
 HF_GUEST = 1 << 21
 HF2_NAMES = ["GIF", "HIF", "NMI_MASK", "VINTR", "SMM_INSIDE_NMI", "MPX_PR",
              "NPT", "IGNNE", "VGIF"]
