@@ -12,7 +12,10 @@ export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/im
 G=$T/guest
 
 if ! tests/guest/build-test-iso.sh "$G" >"$T/build.log" 2>&1; then
-	fail "build-test-iso.sh: $(tail -3 "$T/build.log")"
+	# the log outlives the run's temporary folder
+	kept=build/test-logs/guest/build-test-iso.$(date -u +%Y%m%d-%H%M%S).log
+	mkdir -p "$(dirname "$kept")" && cp "$T/build.log" "$kept"
+	fail "build-test-iso.sh: $(tail -3 "$T/build.log") [log: $PWD/$kept]"
 	finish
 	exit
 fi

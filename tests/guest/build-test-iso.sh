@@ -43,6 +43,9 @@ cache=${IMGVM_GUEST_CACHE:-$out/.cache}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 log() { echo "build-test-iso: $*" >&2; }
+# set -e ends the build silently; say where (-E: in functions too)
+set -E
+trap 'log "line $LINENO failed (status $?): $BASH_COMMAND"' ERR
 
 need=""
 for tool in xorriso:xorriso mke2fs:e2fsprogs sfdisk:fdisk extlinux:extlinux cpio:cpio modprobe:kmod; do
