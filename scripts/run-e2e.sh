@@ -111,7 +111,7 @@ for i in "${!scripts[@]}"; do
 	total_fail=$((total_fail + f))
 	printf '%-32s %s (%ss)\n' "$(basename "$s")" "$last" "$secs"
 	# what a script retried (never silent), and where its logs stay
-	grep -E '^# (RETRIED|.*retried: |.*stood still|.*sat halted|host side prepared|logs of this run)' "$log" | sed 's/^/    /'
+	grep -E '^# (RETRIED|.*retried: |.*stood still|.*lost wake-up|host side prepared|logs of this run)' "$log" | sed 's/^/    /'
 	if [ -n "${E2E_VERBOSE:-}" ]; then
 		sed 's/^/    /' "$log"
 	elif [ "$f" -ne 0 ]; then

@@ -23,9 +23,10 @@
 # of L1 that entered an L2 guest and never came back: seen now and then
 # with QEMU TCG's emulated SVM, at an L2 guest's start).  L1 is stopped
 # then instead of at the timeout, and the caller may start it again.  An
-# L1 CPU that sits halted while an interrupt waits for it (a wake-up QEMU
-# 7.2 lost, docs/vmmtest.md) is woken 6 s into the silence by a key
-# press, and L1 goes on; the host's stderr says so.
+# L1 CPU that stands still, halted or in its guest, while an interrupt
+# waits for it (a wake-up QEMU 7.2 lost, docs/vmmtest.md) is woken 6-7 s
+# into the silence by a key press, and L1 goes on; the host's stderr says
+# so.
 #
 # Env: NESTED_KVM_CACHE (default /tmp/imgvm-nested-kvm) unpacked kernel, initramfs
 #      IMGVM_DEB_CACHE (default ~/.cache/imgvm/debs) downloaded .debs
@@ -400,7 +401,7 @@ hang_report() {
 	{
 		echo "# L1's QEMU (pid $pid) at $(date -u +%T), L1 up $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }') s"
 		echo "# monitor: info cpus, info registers, info lapic, info pic"
-		[ -z "$lost_seen" ] || echo "# a key press did not wake L1's halted CPU in 10 s; before it: $lost_seen"
+		[ -z "$lost_seen" ] || echo "# a key press did not wake L1's CPU in 10 s; before it: $lost_seen"
 		if monitor stop 'info cpus' 'info registers' 'info lapic' 'info pic' >"$ctl/hang-monitor"; then
 			cat "$ctl/hang-monitor"
 			echo "# QEMU's own state of the CPU: $(qemu_cpu_state "$pid" "$ctl/hang-monitor")"
@@ -436,37 +437,32 @@ monitor() {
 		tr -d '\r' | grep -av '^(qemu)'
 }
 
-# wake_lost: L1's one CPU asleep in HLT for good, interrupts on, while
-# its local APIC holds an interrupt for it (the timer's, vector 236), so
-# that L1's clock stops and nothing in L1 can help.  QEMU 7.2's TCG loses
-# the request that tells the halted CPU to look at its local APIC: its
-# emulated VMRUN sets a bit of the same word without QEMU's lock
-# (docs/vmmtest.md).  Any new interrupt makes QEMU ask the APIC again,
-# and one key press on L1's PS/2 keyboard is one.  What QEMU held for the
-# CPU goes to lost_seen, for the log and the hang report; then the
-# heartbeat is awaited for 10 s.  A CPU not yet halted with a vector in
-# its IRR is looked at again in the next round (lost_at: the silence whose
-# CPU was seen so).  A healthy CPU takes such a vector at once, so 6 s of
-# silence are enough; L1's busy stalls (5-15 s, its CPU running) are not
-# halts.
+# wake_lost: L1's one CPU stopped for good while its local APIC holds an
+# interrupt for it (the timer's, vector 236), so that L1's clock stops and
+# nothing in L1 can help.  QEMU 7.2's TCG loses the request that tells the
+# CPU to look at its local APIC: its emulated VMRUN sets a bit of the same
+# word without QEMU's lock (docs/vmmtest.md).  A halted CPU then sleeps
+# for good; one running its L2 guest runs on without the exit the
+# interrupt would cause, until it halts or the guest waits on L1.  Any new
+# interrupt makes QEMU ask the APIC again, and one key press on L1's PS/2
+# keyboard is one.  A healthy CPU takes such a vector within microseconds,
+# so a vector seen twice, a second apart, after 6 s of silence is the lost
+# request; what QEMU held for the CPU goes to lost_seen, for the log and
+# the hang report, and the heartbeat is awaited for 10 s.
 wake_lost() {
-	local t qpid seen
-	seen=$(monitor 'info registers' 'info lapic')
-	if ! [[ $seen == *HLT=1* ]] || ! grep -q '^IRR[[:space:]]*[0-9]' <<<"$seen"; then
-		# the first look of this silence, for the log
-		if [ "$looked_at" != "$1" ]; then
-			looked_at=$1
-			if [[ $seen == *HLT=1* ]]; then looked="halted, IRR empty"; else looked="running"; fi
-			looked="first looked at after $(($(date +%s) - $1)) s: $looked; "
-		fi
-		return 1
-	fi
-	[ "$looked_at" = "$1" ] || looked=
+	local t qpid seen irr
+	seen=$(monitor 'info lapic')
+	irr=$(sed -n 's/^IRR[[:space:]]*//p' <<<"$seen" | head -n1 | tr -s ' ' | sed 's/ *$//')
+	[[ $irr == [0-9]* ]] || return 1
+	sleep 1
+	seen=$(monitor 'info lapic')
+	[ "$(sed -n 's/^IRR[[:space:]]*//p' <<<"$seen" | head -n1 | tr -s ' ' | sed 's/ *$//')" = "$irr" ] || return 1
 	lost_at=$1
 	t=$(stat -c %Y "$ctl/alive")
 	monitor stop 'info cpus' 'info registers' 'info lapic' >"$ctl/halted"
 	qpid=$(pgrep -P $qemu_pid | head -n1)
-	lost_seen="${looked}at $(($(date +%s) - $1)) s of silence, local APIC IRR: $(sed -n 's/^IRR[[:space:]]*//p' "$ctl/halted" | head -n1 | tr -s ' ' | sed 's/ *$//')"
+	if grep -q 'HLT=1' "$ctl/halted"; then seen=halted; else seen=running; fi
+	lost_seen="$seen after $(($(date +%s) - $1)) s of silence, local APIC IRR: $irr"
 	[ -z "$qpid" ] || lost_seen="$lost_seen; QEMU: $(qemu_cpu_state "$qpid" "$ctl/halted")"
 	monitor cont 'sendkey shift' >/dev/null
 	for _ in 1 2 3 4 5; do
@@ -480,8 +476,6 @@ wake_lost() {
 (
 	lost_at=
 	lost_seen=
-	looked_at=
-	looked=
 	while kill -0 $qemu_pid 2>/dev/null; do
 		# a lockup reported for NK_LOCKUP s or more: not a passing stall;
 		# or L1's own watchdog saw a CPU stuck in an L2 guest
@@ -489,11 +483,13 @@ wake_lost() {
 			/nested-kvm-hung: / { print; exit }
 			/soft lockup - CPU#/ && match($0, /stuck for [0-9]+s/) &&
 				substr($0, RSTART + 10, RLENGTH - 11) + 0 >= limit { print; exit }' "$ctl/console.log" 2>/dev/null)
-		# a silence of 6 s with L1's CPU halted: the lost wake-up
+		# a silence of 6 s with an interrupt waiting: the lost wake-up
 		a=$(stat -c %Y "$ctl/alive" 2>/dev/null)
+		# (what was seen in an earlier silence is not about this one)
+		[ "$a" = "$lost_at" ] || lost_seen=
 		if [ -z "$line" ] && [ -n "$a" ] && [ "$a" != "$lost_at" ] &&
 			[ $(($(date +%s) - a)) -ge 6 ] && wake_lost "$a"; then
-			log "L1's CPU sat halted for $(($(date +%s) - a)) s ($lost_seen); a key press woke it"
+			log "L1's CPU sat with an interrupt waiting for $(($(date +%s) - a)) s ($lost_seen); a key press woke it"
 			# (a later hang report is about a later silence)
 			lost_seen=
 			continue

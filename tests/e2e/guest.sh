@@ -11,11 +11,13 @@ T=$E2E_TMP
 export IMGVM_GUEST_CACHE=${IMGVM_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgvm/guest-build}
 G=$T/guest
 
-if ! tests/guest/build-test-iso.sh "$G" >"$T/build.log" 2>&1; then
+tests/guest/build-test-iso.sh "$G" >"$T/build.log" 2>&1
+rc=$?
+if [ $rc != 0 ]; then
 	# the log outlives the run's temporary folder
 	kept=build/test-logs/guest/build-test-iso.$(date -u +%Y%m%d-%H%M%S).log
 	mkdir -p "$(dirname "$kept")" && cp "$T/build.log" "$kept"
-	fail "build-test-iso.sh: $(tail -3 "$T/build.log") [log: $PWD/$kept]"
+	fail "build-test-iso.sh ended with status $rc: $(tail -3 "$T/build.log") [log: $PWD/$kept]"
 	finish
 	exit
 fi

@@ -909,8 +909,8 @@ stalls=$(cat "$T"/l1-console*.log 2>/dev/null | grep -ao 'nested-kvm-stall: .*' 
 [ -z "$stalls" ] || echo "# the nested host's CPUs stood still and went on $(wc -l <<<"$stalls") time(s):" \
 	"$(grep -o 'for [0-9]* s' <<<"$stalls" | cut -d' ' -f2 | sort -n | tr '\n' ' ')s"
 woken=$(cat "$T"/nested*.err 2>/dev/null | grep -a 'a key press woke it')
-[ -z "$woken" ] || echo "# L1's CPU sat halted with an interrupt waiting (QEMU's lost wake-up) and a key press woke it $(wc -l <<<"$woken") time(s), after:" \
-	"$(sed 's/.*halted for \([0-9]*\) s.*/\1/' <<<"$woken" | tr '\n' ' ')s"
+[ -z "$woken" ] || echo "# L1's CPU stood still with an interrupt waiting (QEMU's lost wake-up) and a key press woke it $(wc -l <<<"$woken") time(s), after:" \
+	"$(sed 's/.*waiting for \([0-9]*\) s (\([a-z]*\).*/\1 s \2,/' <<<"$woken" | tr '\n' ' ' | sed 's/, $//')"
 lockups=$(cat "$T"/l1-console*.log 2>/dev/null | grep -aoE 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s' | grep -oE '[0-9]+s$' | tr -d s)
 [ -z "$lockups" ] || echo "# L1's kernel reported a CPU that stood still in its kernel (soft lockup) for: $(sort -n <<<"$lockups" | tr '\n' ' ')s"
 echo "# VMM cases took $(($(date +%s) - start)) s; retried: $nretried guest case(s), ${tries:-0} restart(s) of the nested host"

@@ -118,9 +118,13 @@ add_program() {
 	done
 }
 iso_image() { # tree, output
-	xorriso -as mkisofs -quiet -V IMGVM_TEST -R -J -o "$2.new" \
+	if ! xorriso -as mkisofs -quiet -V IMGVM_TEST -R -J -o "$2.new" \
 		-b isolinux/isolinux.bin -c isolinux/boot.cat \
-		-no-emul-boot -boot-load-size 4 -boot-info-table "$1" 2>/dev/null
+		-no-emul-boot -boot-load-size 4 -boot-info-table "$1" 2>"$2.err"; then
+		log "xorriso could not write $2: $(tail -3 "$2.err")"
+		return 1
+	fi
+	rm -f "$2.err"
 	mv "$2.new" "$2"
 }
 
