@@ -52,13 +52,25 @@ CPUSTATE_WINDOW = 256 << 10  # how far before the registers to look
 
 
 def parse_monitor(text):
+    """(regular expression for CPUX86State's first bytes, whether the
+    CPU was in 64-bit mode, the vCPU's thread id).  Outside 64-bit mode
+    (an L2 guest in 32-bit or real mode) the monitor prints EAX..EDI and
+    EIP: the low halves of eight registers and of RIP, R8-R15 not at all."""
+    tid = re.search(r"thread_id=(\d+)", text)
+    tid = int(tid.group(1)) if tid else None
     regs = dict(re.findall(r"\b(R[A-Z0-9]+) ?=([0-9a-f]{16})\b", text))
-    missing = [r for r in ORDER if r not in regs]
+    if all(r in regs for r in ORDER):
+        pattern = b"".join(struct.pack("<Q", int(regs[r], 16))
+                           for r in ORDER)
+        return re.escape(pattern), True, tid
+    regs = dict(re.findall(r"\b(E[A-Z]+) ?=([0-9a-f]{8})\b", text))
+    short = ["E" + r[1:] for r in ORDER[:8]] + ["EIP"]
+    missing = [r for r in short if r not in regs]
     if missing:
         raise ValueError("no " + ", ".join(missing) + " in the registers")
-    tid = re.search(r"thread_id=(\d+)", text)
-    pattern = b"".join(struct.pack("<Q", int(regs[r], 16)) for r in ORDER)
-    return pattern, int(tid.group(1)) if tid else None
+    low = [re.escape(struct.pack("<I", int(regs[r], 16))) + b"...."
+           for r in short]
+    return b"".join(low[:8]) + b"." * 64 + low[8], False, tid
 
 
 def regions(pid):
@@ -78,25 +90,28 @@ def regions(pid):
     return sorted(out)
 
 
-def find_env(mem, pid, pattern):
+def find_env(mem, pid, pattern, long_mode):
     """(address, hflags, hflags2, region base, region bytes) of each copy
-    of the registers followed by the flags of 64-bit protected mode."""
+    of the registers followed by flags of the mode they were printed in."""
     found = []
+    want = HF_PE | HF_LMA | HF_CS64 if long_mode else 0
+    regex = re.compile(pattern, re.DOTALL)
     for size, lo in regions(pid):
         try:
             mem.seek(lo)
             data = mem.read(size)
         except OSError:
             continue
-        at = data.find(pattern)
-        while at >= 0:
+        for m in regex.finditer(data):
+            at = m.start()
             if at % 8 == 0 and at + OFF_HFLAGS2 + 4 <= len(data):
                 hflags, hflags2 = struct.unpack_from("<II", data,
                                                      at + OFF_HFLAGS)
-                if (hflags & (HF_PE | HF_LMA | HF_CS64) ==
-                        HF_PE | HF_LMA | HF_CS64):
-                    found.append((lo + at, hflags, hflags2, lo, data))
-            at = data.find(pattern, at + 1)
+                if long_mode and hflags & want != want:
+                    continue
+                if not long_mode and hflags & HF_CS64:
+                    continue
+                found.append((lo + at, hflags, hflags2, lo, data))
     return found
 
 
@@ -130,19 +145,20 @@ def main(argv):
     pid = int(argv[1])
     with open(argv[2]) as f:
         try:
-            pattern, tid = parse_monitor(f.read())
+            pattern, long_mode, tid = parse_monitor(f.read())
         except ValueError as e:
             print("no CPU state in the monitor's output: %s" % e)
             return 1
     try:
         with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
-            found = find_env(mem, pid, pattern)
+            found = find_env(mem, pid, pattern, long_mode)
     except OSError as e:
         print("cannot read QEMU's memory: %s" % e.strerror)
         return 1
     if len(found) != 1:
         print("CPU state not found (%d copies of the registers with the "
-              "flags of 64-bit mode)" % len(found))
+              "flags of %s mode)" % (len(found),
+                                     "64-bit" if long_mode else "a 32- or 16-bit"))
         return 1
     env_at, hflags, hflags2, base, data = found[0]
     hf2 = {1 << i: n for i, n in enumerate(HF2_NAMES)}
