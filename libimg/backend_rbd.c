@@ -4,7 +4,7 @@
  * [:key=value...] through librbd, as qemu-img names them.  Further
  * key=value pairs are Ceph options (rados_conf_set).
  *
- * Reads and writes go out as asynchronous requests of at most half an object
+ * Reads and writes go out as asynchronous requests of at most one object
  * each, all in flight together.  A write past the end grows the image
  * first (so any format can live on an RBD image, as with QEMU).  Every
  * wait is bounded: the monitor, OSD and mount timeouts are set from
@@ -119,7 +119,7 @@ struct rbd_backend {
 	bool have_io, have_image;
 	pthread_mutex_t grow_lock;
 	uint64_t size;
-	uint64_t piece; /* request size: half an object */
+	uint64_t piece; /* object size */
 	struct img_extent_cache status;
 	/* Writes behind: each write is copied and sent, and the call returns;
 	 * a read or write that overlaps one in flight waits for it, flush and
@@ -409,11 +409,7 @@ static int rbd_finish_open(struct rbd_backend *b, char *errbuf, size_t errlen)
 		return img_error_buf(errbuf, errlen, r, "rbd_stat: %s",
 				     strerror(-r));
 	b->size = info.size;
-	/* half an object a request: measured on a single bluestore OSD,
-	 * 1 GiB in 4 MiB writes (whole objects) took 6.7 s and in 2 MiB
-	 * writes 2.6 s (rbd bench, 16 in flight), and imgtool's convert of
-	 * a full image into RBD went from 5.4-7.3 s to 3.2 s */
-	b->piece = (info.obj_size ? info.obj_size : 4 << 20) / 2;
+	b->piece = info.obj_size ? info.obj_size : 4 << 20;
 	return 0;
 }
 
@@ -581,7 +577,7 @@ static void rbd_behind_sleep(struct rbd_backend *b, uint64_t seen)
 	pthread_mutex_lock(&b->behind_lock);
 }
 
-/* A buffer for a write of len bytes (behind_lock held): a piece-sized
+/* A buffer for a write of len bytes (behind_lock held): an object-sized
  * one from the spares when the write is that large. */
 static void *rbd_behind_buffer_get(struct rbd_backend *b, uint64_t len)
 {
@@ -671,7 +667,7 @@ static int rbd_behind_failure(struct img_file *f)
 			     b->behind_error_off, strerror(-r));
 }
 
-/* Copy the iovec and send it in piece-sized writes (half an object) that return at once. */
+/* Copy the iovec and send it in object-sized writes that return at once. */
 static int rbd_write_behind(struct img_file *f, const struct iovec *iov,
 			    int iovcnt, uint64_t off)
 {
@@ -748,7 +744,7 @@ static int rbd_wait_all(struct rbd_piece *p, int n, int r)
 	return r;
 }
 
-/* The iovec at off, half an object per request, up to
+/* The iovec at off, one object's worth per request, up to
  * RBD_MAX_IN_FLIGHT requests at once. */
 static int rbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
 			uint64_t off, bool write)
@@ -761,7 +757,7 @@ static int rbd_transfer(struct img_file *f, const struct iovec *iov, int iovcnt,
 
 	while (done < total && r == 0) {
 		struct rbd_piece *p = &pieces[n];
-		/* end the piece at a piece boundary (never across objects) */
+		/* end the piece at an object boundary */
 		uint64_t len = b->piece - (off + done) % b->piece;
 
 		if (len > total - done)
