@@ -437,6 +437,12 @@ monitor() {
 		tr -d '\r' | grep -av '^(qemu)'
 }
 
+# lapic_irr: the vectors in L1's local APIC's IRR, as the monitor lists
+# them ("(none)" when empty)
+lapic_irr() {
+	monitor 'info lapic' | sed -n 's/^IRR[[:space:]]*//p' | head -n1 | tr -s ' ' | sed 's/ *$//'
+}
+
 # wake_lost: L1's one CPU stopped for good while its local APIC holds an
 # interrupt for it (the timer's, vector 236), so that L1's clock stops and
 # nothing in L1 can help.  QEMU 7.2's TCG loses the request that tells the
@@ -451,12 +457,10 @@ monitor() {
 # the hang report, and the heartbeat is awaited for 10 s.
 wake_lost() {
 	local t qpid seen irr
-	seen=$(monitor 'info lapic')
-	irr=$(sed -n 's/^IRR[[:space:]]*//p' <<<"$seen" | head -n1 | tr -s ' ' | sed 's/ *$//')
+	irr=$(lapic_irr)
 	[[ $irr == [0-9]* ]] || return 1
 	sleep 1
-	seen=$(monitor 'info lapic')
-	[ "$(sed -n 's/^IRR[[:space:]]*//p' <<<"$seen" | head -n1 | tr -s ' ' | sed 's/ *$//')" = "$irr" ] || return 1
+	[ "$(lapic_irr)" = "$irr" ] || return 1
 	lost_at=$1
 	t=$(stat -c %Y "$ctl/alive")
 	monitor stop 'info cpus' 'info registers' 'info lapic' >"$ctl/halted"
@@ -490,8 +494,6 @@ wake_lost() {
 		if [ -z "$line" ] && [ -n "$a" ] && [ "$a" != "$lost_at" ] &&
 			[ $(($(date +%s) - a)) -ge 6 ] && wake_lost "$a"; then
 			log "L1's CPU sat with an interrupt waiting for $(($(date +%s) - a)) s ($lost_seen); a key press woke it"
-			# (a later hang report is about a later silence)
-			lost_seen=
 			continue
 		fi
 		# L1's watchdog has stopped: no CPU of L1 runs (with one vCPU,

@@ -94,7 +94,7 @@ def find_env(mem, pid, pattern, long_mode):
     """(address, hflags, hflags2, region base, region bytes) of each copy
     of the registers followed by flags of the mode they were printed in."""
     found = []
-    want = HF_PE | HF_LMA | HF_CS64 if long_mode else 0
+    long_flags = HF_PE | HF_LMA | HF_CS64
     regex = re.compile(pattern, re.DOTALL)
     for size, lo in regions(pid):
         try:
@@ -102,16 +102,17 @@ def find_env(mem, pid, pattern, long_mode):
             data = mem.read(size)
         except OSError:
             continue
-        for m in regex.finditer(data):
+        # (search, not finditer: matches may overlap)
+        m = regex.search(data)
+        while m:
             at = m.start()
             if at % 8 == 0 and at + OFF_HFLAGS2 + 4 <= len(data):
                 hflags, hflags2 = struct.unpack_from("<II", data,
                                                      at + OFF_HFLAGS)
-                if long_mode and hflags & want != want:
-                    continue
-                if not long_mode and hflags & HF_CS64:
-                    continue
-                found.append((lo + at, hflags, hflags2, lo, data))
+                if (hflags & long_flags == long_flags if long_mode
+                        else not hflags & HF_CS64):
+                    found.append((lo + at, hflags, hflags2, lo, data))
+            m = regex.search(data, at + 1)
     return found
 
 

@@ -171,19 +171,14 @@ else
 
 	# imgtool serve: the URI it prints opens as it is
 	qemu-img convert -f raw -O vmdk "$T/disk.raw" "$T/disk.vmdk"
-	"$IMGTOOL" serve -r -k "$T/ours.sock" "$T/disk.vmdk" >"$T/serve.out" 2>&1 &
-	PIDS+=("$!")
-	URI=
-	for _ in $(seq 200); do
-		URI=$(sed -n 's/^serving .* at \(nbd[^ ]*\)$/\1/p' "$T/serve.out" | head -1)
-		[ -n "$URI" ] && break
-		sleep 0.05
-	done
-	if [ -n "$URI" ]; then
-		"$IMGTOOL" convert -O raw "$URI" "$T/served.raw" 2>"$T/err"
-		check "nbd: imgtool serve's own URI ($URI) converts back" cmp -s "$T/served.raw" "$T/disk.raw"
+	start_server "$T/serve.out" -r -k "$T/ours.sock" "$T/disk.vmdk" 2>/dev/null
+	started=$?
+	PIDS+=("$SRV_PID")
+	if [ $started -eq 0 ]; then
+		"$IMGTOOL" convert -O raw "$SRV_URI" "$T/served.raw" 2>"$T/err"
+		check "nbd: imgtool serve's own URI ($SRV_URI) converts back" cmp -s "$T/served.raw" "$T/disk.raw"
 	else
-		fail "nbd: imgtool serve printed no URI: $(head -3 "$T/serve.out")"
+		fail "nbd: imgtool serve printed no URI: $(head -3 "$T/serve.out.err")"
 	fi
 
 	# a server that dies in the middle of a read

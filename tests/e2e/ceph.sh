@@ -144,30 +144,17 @@ rbd -c "$C" export draw "$T/resized.raw" >/dev/null 2>&1
 if cmp -s <(head -c 64M "$T/resized.raw") "$T/rnd.raw" && cmp -s <(tail -c 64M "$T/resized.raw") <(head -c 64M /dev/zero); then ok "ceph: resized image keeps its data and reads zeros after it"; else fail "ceph: resized contents ($tail_zero)"; fi
 
 # ---- serve over NBD, read with nbdcopy -----------------------------------
-"$IMGTOOL" serve -r -k "$T/nbd.sock" "$(R dvmdk)" >"$T/serve.out" 2>&1 &
-SRV_PID=$!
-URI=
-for _ in $(seq 200); do
-	URI=$(sed -n 's/^serving .* at \(nbd[^ ]*\)$/\1/p' "$T/serve.out" | head -1)
-	[ -n "$URI" ] && break
-	sleep 0.05
-done
-if [ -n "$URI" ] && nbdcopy "$URI" "$T/served.raw" && cmp -s "$T/served.raw" "$T/disk.raw"; then
+if start_server "$T/serve.out" -r -k "$T/nbd.sock" "$(R dvmdk)" 2>/dev/null &&
+	nbdcopy "$SRV_URI" "$T/served.raw" && cmp -s "$T/served.raw" "$T/disk.raw"; then
 	ok "ceph: imgtool serve of a vmdk on RBD, read with nbdcopy"
 else
-	fail "ceph: serve rbd: $(head -3 "$T/serve.out")"
+	fail "ceph: serve rbd: $(head -3 "$T/serve.out.err")"
 fi
-kill "$SRV_PID" 2>/dev/null
-wait "$SRV_PID" 2>/dev/null
+stop_server 2>/dev/null
 SRV_PID=
 
 # ---- a second writer is refused ----------------------------------------
-"$IMGTOOL" serve -k "$T/nbd2.sock" "$(R dvdi)" >"$T/serve2.out" 2>&1 &
-SRV_PID=$!
-for _ in $(seq 200); do
-	grep -q '^serving' "$T/serve2.out" 2>/dev/null && break
-	sleep 0.05
-done
+start_server "$T/serve2.out" -k "$T/nbd2.sock" "$(R dvdi)" 2>/dev/null
 "$IMGTOOL" resize "$(R dvdi)" 128M >/dev/null 2>"$T/err"
 if [ $? -ne 0 ] && one_line "$T/err"; then ok "ceph: a second writer of an RBD image is refused: $(cat "$T/err")"; else fail "ceph: second writer: $(cat "$T/err")"; fi
 kill "$SRV_PID" 2>/dev/null

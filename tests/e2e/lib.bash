@@ -36,6 +36,37 @@ e2e_tmpdir() {
 	trap 'rm -rf "$E2E_TMP"' EXIT
 }
 
+# start_server OUT ARGS...: run imgtool serve in the background and wait
+# for its banner; SRV_URI is the first URI it prints.
+start_server() {
+	local out=$1
+	shift
+	# emptied first: the banner of a server that used OUT before must
+	# not be taken for this one's
+	: >"$out"
+	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
+	SRV_PID=$!
+	for _ in $(seq 400); do
+		# whole lines only: the banner may be caught mid-write
+		SRV_URI=$(grep -a '^serving .* at .*$' "$out" 2>/dev/null |
+			head -1 | sed 's/^serving .* at //')
+		if [ -n "$SRV_URI" ] && [ "$(tail -c1 "$out" | od -An -c | tr -d ' ')" = '\n' ]; then
+			return 0
+		fi
+		kill -0 "$SRV_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat "$out.err" >&2
+	return 1
+}
+
+# stop_server: SIGTERM; its status is the server's (0 once it has closed
+# its images).
+stop_server() {
+	kill -TERM "$SRV_PID" 2>/dev/null
+	wait "$SRV_PID"
+}
+
 # Helpers of the format scripts.
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 # vsize FILE: the virtual size imgtool reports

@@ -47,25 +47,18 @@ same() { qemu-img compare -q "$1" "$2" >/dev/null 2>&1; }
 # (imgtool serve, qemu-io as the NBD client): our write path, driven by
 # an independent tool.  qio does the same with QEMU's own driver.
 ourio() {
-	local img=$1 rc uri
+	local img=$1 rc
 	shift
 	rm -f "$T/srv.sock"
-	# emptied here, not by the server's redirection, which happens in the
-	# background: the last server's banner names another export
-	: >"$T/srv.out"
-	"$I" serve --socket "$T/srv.sock" "$img" >"$T/srv.out" 2>"$T/srv.err" &
-	local pid=$!
-	for _ in $(seq 200); do
-		uri=$(grep -a '^serving .* at .*$' "$T/srv.out" 2>/dev/null | head -1 | sed 's/^serving .* at //')
-		[ -n "$uri" ] && [ -S "$T/srv.sock" ] && break
-		kill -0 $pid 2>/dev/null || break
-		sleep 0.05
-	done
-	qemu-io -f raw "$@" "$uri" >"$T/io.out" 2>&1
+	: >"$T/io.out"
+	if ! start_server "$T/srv.out" --socket "$T/srv.sock" "$img" 2>/dev/null; then
+		stop_server
+		return 1
+	fi
+	qemu-io -f raw "$@" "$SRV_URI" >"$T/io.out" 2>&1
 	rc=$?
 	grep -q "error\|failed" "$T/io.out" && rc=1
-	kill -TERM $pid 2>/dev/null
-	wait $pid || rc=1
+	stop_server || rc=1
 	return $rc
 }
 qio() {
@@ -179,7 +172,7 @@ if ourio "$T/ov.qcow2" "${W[@]}" &&
 	qcheck "$T/ov.qcow2" && same "$T/ov.qcow2" "$T/qov.qcow2"; then
 	ok "imgtool overlay over a QEMU base (partial-cluster copy-on-write, zeroes, discard): qemu-img reads what QEMU's own writes give"
 else
-	fail "imgtool overlay over a QEMU base: $(cat "$T/io.out" "$T/srv.err" | head -3 | tr '\n' ' ')"
+	fail "imgtool overlay over a QEMU base: $(cat "$T/io.out" "$T/srv.out.err" | head -3 | tr '\n' ' ')"
 fi
 qemu-img convert -O raw "$T/qov.qcow2" "$T/qov-q.raw"
 if "$I" convert -q -O raw "$T/qov.qcow2" "$T/qov-o.raw" && cmp -s "$T/qov-q.raw" "$T/qov-o.raw"; then
@@ -220,7 +213,7 @@ qemu-img snapshot -c s1 "$T/snap.qcow2"
 cp "$T/snap.qcow2" "$T/qsnap.qcow2"
 qio "$T/qsnap.qcow2" "${W[@]}"
 if ! ourio "$T/snap.qcow2" "${W[@]}"; then
-	fail "writes over a QEMU snapshot through imgtool serve: $(cat "$T/io.out" "$T/srv.err" | head -3 | tr '\n' ' ')"
+	fail "writes over a QEMU snapshot through imgtool serve: $(cat "$T/io.out" "$T/srv.out.err" | head -3 | tr '\n' ' ')"
 elif ! qcheck "$T/snap.qcow2"; then
 	fail "writes over a QEMU snapshot: qemu-img check: $(qemu-img check "$T/snap.qcow2" 2>&1 | head -3 | tr '\n' ' ')"
 elif ! qemu-img convert -l s1 -O raw "$T/snap.qcow2" "$T/s1.raw" || ! cmp -s "$T/s1.raw" "$T/base.raw"; then

@@ -10,36 +10,6 @@ T=$E2E_TMP
 SRV_PID=
 SRV_URI=
 
-# start_server OUT ARGS...: run imgtool serve in the background and wait
-# for its banner; SRV_URI is the first URI it prints.
-start_server() {
-	local out=$1
-	shift
-	# emptied first: the banner of a server that used OUT before must
-	# not be taken for this one's
-	: >"$out"
-	"$IMGTOOL" serve "$@" >"$out" 2>"$out.err" &
-	SRV_PID=$!
-	for _ in $(seq 400); do
-		# whole lines only: the banner may be caught mid-write
-		SRV_URI=$(grep -a '^serving .* at .*$' "$out" 2>/dev/null |
-			head -1 | sed 's/^serving .* at //')
-		if [ -n "$SRV_URI" ] && [ "$(tail -c1 "$out" | od -An -c | tr -d ' ')" = '\n' ]; then
-			return 0
-		fi
-		kill -0 "$SRV_PID" 2>/dev/null || break
-		sleep 0.05
-	done
-	cat "$out.err" >&2
-	return 1
-}
-
-# stop_server: SIGTERM, the server must exit 0 after closing its images.
-stop_server() {
-	kill -TERM "$SRV_PID" 2>/dev/null
-	wait "$SRV_PID"
-}
-
 # A 64 MiB disk: random data at 4-12 MiB and 40-41 MiB, never written
 # elsewhere.
 head -c 8M /dev/urandom >"$T/a"
