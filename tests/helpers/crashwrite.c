@@ -599,5 +599,6 @@ int main(int argc, char **argv)
 	unlink(t.path);
 	if (t.differencing)
 		unlink(t.parent);
+	free(buf);
 	return ok ? 0 : 1;
 }
